@@ -1,0 +1,1 @@
+"""All I/O of sorterd: scanners (serial/TCP), the PLC (Modbus), MQTT, brokers."""

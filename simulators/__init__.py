@@ -1,0 +1,1 @@
+"""Hardware simulators speaking the real wire protocols: PLC and conveyor, scanners, traffic."""

@@ -1,0 +1,1 @@
+"""The sorterd application: command line, daemon wiring, demo."""
