@@ -1,0 +1,265 @@
+"""Site configuration (INTERFACES.md section 2): loaded from TOML, validated once, at the edge.
+
+Every problem is reported together, each naming the file and the key, so an engineer
+commissioning a line fixes a config in one pass instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "SORTERD_"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config file: where, and what."""
+
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config, sort plan or manifest that cannot be used; lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSection(_Model):
+    name: str = Field(min_length=1)
+    line: str = Field(min_length=1)
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"URL scheme must be one of {', '.join(schemes)}; got {value!r}")
+    if parts.scheme in ("tcp", "mqtt", "mqtts", "socket"):
+        if not parts.hostname:
+            raise ValueError(f"URL {value!r} has no host")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"URL {value!r} has an invalid port") from exc
+        if port is None:
+            raise ValueError(f"URL {value!r} has no port")
+    return value
+
+
+class PlcSection(_Model):
+    url: str
+    device_id: Annotated[int, Field(ge=0, le=247)] = 1
+    poll_interval_ms: Annotated[int, Field(gt=0, le=1000)] = 5
+    # 1 s without a change of plc_heartbeat means the link is dead (INTERFACES.md section 3).
+    heartbeat_timeout_ms: Annotated[int, Field(ge=250, le=60_000)] = 1000
+    request_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
+    chute_status_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value, ("tcp", "rtu"))
+
+
+class ScannerSection(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str
+    format: Literal["index"] = "index"
+    # A scanner silent for longer than this (no read, no heartbeat) is reported offline.
+    silence_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme in ("tcp", "socket"):
+            return _check_url(value, ("tcp", "socket"))
+        if parts.scheme in ("serial", "rfc2217", "spy", "hwgrep", "alt", "") and (
+            parts.path or parts.netloc
+        ):
+            return value
+        raise ValueError(
+            f"scanner URL must be tcp://host:port, socket://host:port, serial:///dev/... "
+            f"or another pyserial URL; got {value!r}"
+        )
+
+
+class MqttSection(_Model):
+    url: str
+    topic_prefix: str = Field(min_length=1)
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=1, le=3600)] = 10
+    stats_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value, ("mqtt", "mqtts"))
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(c in value for c in "#+\0") or value.endswith("/") or value.startswith("/"):
+            raise ValueError("topic_prefix must not contain # + or NUL, nor start/end with /")
+        return value
+
+
+class PlanSection(_Model):
+    file: str
+
+
+class ManifestSection(_Model):
+    files: list[str] = Field(default_factory=list)
+
+
+class JournalSection(_Model):
+    path: str
+
+
+class TrackingSection(_Model):
+    # How long a sort request waits for its scan before it is decided with reason timeout.
+    scan_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 200
+    # A scan that no request claimed within this time is dropped and counted as unmatched.
+    scan_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class SiteConfig(_Model):
+    site: SiteSection
+    plc: PlcSection
+    scanner: list[ScannerSection] = Field(min_length=1)
+    mqtt: MqttSection
+    plan: PlanSection
+    manifest: ManifestSection = Field(default_factory=ManifestSection)
+    journal: JournalSection
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A validated site config with its paths resolved against the config file's folder."""
+
+    config: SiteConfig
+    path: Path
+    plan_path: Path
+    manifest_globs: tuple[str, ...]
+    journal_path: Path
+
+
+def _key_of(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem]:
+    """Apply SORTERD_<SECTION>_<KEY> variables (for secrets); report unknown keys."""
+    problems: list[Problem] = []
+    table_sections: dict[str, type[BaseModel]] = {
+        "site": SiteSection,
+        "plc": PlcSection,
+        "mqtt": MqttSection,
+        "plan": PlanSection,
+        "journal": JournalSection,
+        "tracking": TrackingSection,
+    }
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        model = table_sections.get(section)
+        if model is None or not key:
+            continue  # other SORTERD_ variables (e.g. for logging) are not config keys
+        if key not in model.model_fields:
+            problems.append(Problem(f"environment {var}", f"{section}.{key}", "unknown key"))
+            continue
+        table = data.setdefault(section, {})
+        if isinstance(table, dict):
+            table[key] = value
+    return problems
+
+
+def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Site:
+    """Read and validate a site config; raise ConfigError naming every problem."""
+    file = Path(path)
+    shown = str(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(shown, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(shown, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(shown, "", f"TOML syntax error: {exc}")]) from exc
+
+    problems = _env_overrides(data, os.environ if env is None else env)
+    try:
+        config = SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (typo?)"
+            elif err["type"] == "missing":
+                message = "required key is missing"
+            problems.append(Problem(shown, _key_of(tuple(err["loc"])), message))
+        raise ConfigError(problems) from None
+    names = [s.name for s in config.scanner]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(Problem(shown, f"scanner[{i}].name", f"duplicate name {name!r}"))
+    if problems:
+        raise ConfigError(problems)
+
+    base = file.resolve().parent
+    return Site(
+        config=config,
+        path=file,
+        plan_path=base / config.plan.file,
+        manifest_globs=tuple(str(base / g) for g in config.manifest.files),
+        journal_path=base / config.journal.path,
+    )

@@ -1,0 +1,461 @@
+"""Sort plans (INTERFACES.md section 6): load, validate against the machine, compile to arrays.
+
+A plan maps item attributes to a destination with ordered rules (the first match wins),
+then a destination to chutes. `SortPlan` keeps the checked plan as Python objects, which
+the reference decision uses; `CompiledPlan` holds the same plan as flat numpy arrays for
+the numba kernel.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sorter.config import ConfigError, Problem
+from sorter.events import FUNCTION_REASONS, Reason
+
+ALPHA2 = 26 * 26  # size of the two-letter code tables (S10 service, ISO country)
+MAX_REGEX_RULES = 64  # barcode regex results travel to the kernel as one uint64 bit mask
+_RANGE_RE = re.compile(r"^(\d+)-(\d+)$")
+_PREFIX_RE = re.compile(r"^(\d+)\*$")
+_EXACT_RE = re.compile(r"^\d+$")
+_TWO_LETTER_GLOB_RE = re.compile(r"^!?[A-Z?*]{1,2}$|^!?[A-Z]?\*$")
+
+
+def letters_index(code: str) -> int:
+    """Two upper-case letters -> 0..675; anything else -> -1."""
+    if len(code) != 2:
+        return -1
+    a, b = ord(code[0]) - 65, ord(code[1]) - 65
+    if 0 <= a < 26 and 0 <= b < 26:
+        return a * 26 + b
+    return -1
+
+
+def postcode_number(postcode: str) -> tuple[int, int]:
+    """(value, digits) of a numeric postcode; (-1, 0) when it is not all digits."""
+    if postcode and postcode.isascii() and postcode.isdigit() and len(postcode) <= 18:
+        return int(postcode), len(postcode)
+    return -1, 0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MachineModel(_Model):
+    chutes: str | list[int]
+
+
+class FunctionsModel(_Model):
+    no_read: int
+    invalid_code: int
+    multi_read_conflict: int
+    no_rule: int
+    no_chute: int
+    max_recirc: int
+    timeout: int
+    after_cutoff: int
+    customs_hold: int
+
+
+class OptionsModel(_Model):
+    max_recirculations: Annotated[int, Field(ge=0, le=100)] = 2
+    balance: Literal["round_robin", "least_loaded"] = "round_robin"
+
+
+class DestinationModel(_Model):
+    name: str = Field(min_length=1)
+    chutes: list[int] = Field(default_factory=list)
+    overflow: list[int] = Field(default_factory=list)
+    cutoff: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class RuleModel(_Model):
+    destination: str
+    postcode: list[str] | None = None
+    barcode: str | None = None
+    s10_service: list[str] | None = None
+    country: list[str] | None = None
+
+
+class PlanModel(_Model):
+    version: Literal[1]
+    name: str = Field(min_length=1)
+    machine: MachineModel
+    functions: FunctionsModel
+    options: OptionsModel = Field(default_factory=OptionsModel)
+    destination: list[DestinationModel] = Field(min_length=1)
+    rule: list[RuleModel] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PostcodeTerm:
+    """A postcode range `lo-hi` (digits = width of both ends) or a prefix `p*`."""
+
+    text: str
+    lo: int
+    hi: int
+    digits: int
+    prefix: bool
+
+    def matches(self, value: int, digits: int) -> bool:
+        if value < 0:
+            return False
+        if self.prefix:
+            return digits >= self.digits and value // 10 ** (digits - self.digits) == self.lo
+        return digits == self.digits and self.lo <= value <= self.hi
+
+
+@dataclass(frozen=True, slots=True)
+class LetterSet:
+    """Which two-letter codes a rule accepts: globs like `E*`, negations like `!MA`."""
+
+    allowed: frozenset[int]
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    index: int
+    destination: int
+    postcode: tuple[PostcodeTerm, ...] | None
+    barcode: re.Pattern[str] | None
+    regex_bit: int  # bit in the per-item regex mask, -1 without a barcode condition
+    s10_service: LetterSet | None
+    country: LetterSet | None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    name: str
+    chutes: tuple[int, ...]
+    overflow: tuple[int, ...]
+    cutoff_min: int  # minutes after local midnight, -1 for none
+
+
+@dataclass(frozen=True, slots=True)
+class SortPlan:
+    """A sort plan checked against the machine."""
+
+    name: str
+    path: str
+    machine_chutes: frozenset[int]
+    max_chute: int
+    functions: dict[Reason, int]
+    max_recirculations: int
+    balance: Literal["round_robin", "least_loaded"]
+    destinations: tuple[Destination, ...]
+    rules: tuple[Rule, ...]
+    regexes: tuple[re.Pattern[str], ...]
+
+    def destination_index(self, name: str) -> int:
+        for i, d in enumerate(self.destinations):
+            if d.name == name:
+                return i
+        return -1
+
+
+def parse_chute_list(spec: str | list[int]) -> set[int]:
+    """`"1-240"`, `"1-100,200-240"` or a list of numbers -> the set of chutes."""
+    if isinstance(spec, list):
+        return set(spec)
+    out: set[int] = set()
+    for raw in spec.split(","):
+        part = raw.strip()
+        m = _RANGE_RE.match(part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise ValueError(f"range {part!r} runs backwards")
+            out.update(range(lo, hi + 1))
+        elif _EXACT_RE.match(part):
+            out.add(int(part))
+        else:
+            raise ValueError(f"{part!r} is not a chute number or range a-b")
+    return out
+
+
+def parse_postcode_term(text: str) -> PostcodeTerm:
+    text = text.strip()
+    m = _RANGE_RE.match(text)
+    if m:
+        a, b = m.group(1), m.group(2)
+        if len(a) != len(b):
+            raise ValueError(f"range {text!r}: both ends need the same number of digits")
+        if int(a) > int(b):
+            raise ValueError(f"range {text!r} runs backwards")
+        return PostcodeTerm(text, int(a), int(b), len(a), prefix=False)
+    m = _PREFIX_RE.match(text)
+    if m:
+        return PostcodeTerm(text, int(m.group(1)), int(m.group(1)), len(m.group(1)), prefix=True)
+    if _EXACT_RE.match(text):
+        return PostcodeTerm(text, int(text), int(text), len(text), prefix=False)
+    raise ValueError(f"{text!r} is not a postcode range 'a-b', prefix 'p*' or number")
+
+
+def parse_letter_set(patterns: list[str]) -> LetterSet:
+    """Globs over two-letter codes; `!` negates. Only negations means 'all but these'."""
+    every = [chr(65 + i // 26) + chr(65 + i % 26) for i in range(ALPHA2)]
+    positive: set[int] = set()
+    negative: set[int] = set()
+    has_positive = False
+    for raw in patterns:
+        pattern = raw.strip().upper()
+        if not _TWO_LETTER_GLOB_RE.match(pattern):
+            raise ValueError(f"{raw!r} is not a two-letter code or glob like 'E*' or '!MA'")
+        neg = pattern.startswith("!")
+        body = pattern[1:] if neg else pattern
+        hits = {i for i, code in enumerate(every) if fnmatch.fnmatchcase(code, body)}
+        if neg:
+            negative |= hits
+        else:
+            has_positive = True
+            positive |= hits
+    base = positive if has_positive else set(range(ALPHA2))
+    return LetterSet(frozenset(base - negative))
+
+
+def _cutoff_minutes(text: str | None) -> int:
+    if text is None:
+        return -1
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _pydantic_problems(file: str, exc: ValidationError) -> list[Problem]:
+    from sorter.config import _key_of  # noqa: PLC0415  (shared formatting of key paths)
+
+    problems = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        problems.append(Problem(file, _key_of(tuple(err["loc"])), message))
+    return problems
+
+
+def load_plan(path: str | Path) -> SortPlan:
+    """Read a plan file and check it; raise ConfigError listing every problem."""
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(shown, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(shown, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(shown, "", f"TOML syntax error: {exc}")]) from exc
+    return build_plan(data, shown)
+
+
+def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
+    """Validate a plan given as TOML data; raise ConfigError listing every problem."""
+    try:
+        model = PlanModel.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(file, exc)) from None
+
+    problems: list[Problem] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(Problem(file, key, message))
+
+    try:
+        machine = parse_chute_list(model.machine.chutes)
+    except ValueError as exc:
+        problem("machine.chutes", str(exc))
+        machine = set()
+    if any(c <= 0 or c > 999 for c in machine):
+        problem("machine.chutes", "chute numbers must be 1..999 (register map 2000+n)")
+        machine = {c for c in machine if 0 < c <= 999}
+
+    functions: dict[Reason, int] = {}
+    for reason in FUNCTION_REASONS:
+        chute = getattr(model.functions, reason.word)
+        if machine and chute not in machine:
+            problem(f"functions.{reason.word}", f"chute {chute} does not exist on the machine")
+        functions[reason] = chute
+
+    destinations: list[Destination] = []
+    names: dict[str, int] = {}
+    for i, d in enumerate(model.destination):
+        key = f"destination[{i}]"
+        if d.name in names:
+            problem(f"{key}.name", f"duplicate destination {d.name!r}")
+        names.setdefault(d.name, i)
+        if not d.chutes and not d.overflow:
+            problem(f"{key}.chutes", f"destination {d.name!r} has no chutes")
+        for field_name, chutes in (("chutes", d.chutes), ("overflow", d.overflow)):
+            for j, c in enumerate(chutes):
+                if machine and c not in machine:
+                    problem(f"{key}.{field_name}[{j}]", f"chute {c} does not exist on the machine")
+        destinations.append(
+            Destination(d.name, tuple(d.chutes), tuple(d.overflow), _cutoff_minutes(d.cutoff))
+        )
+
+    rules: list[Rule] = []
+    regexes: list[re.Pattern[str]] = []
+    for i, r in enumerate(model.rule):
+        key = f"rule[{i}]"
+        dest = names.get(r.destination, -1)
+        if dest < 0:
+            problem(f"{key}.destination", f"no destination named {r.destination!r}")
+        terms: tuple[PostcodeTerm, ...] | None = None
+        if r.postcode is not None:
+            parsed = []
+            for j, text in enumerate(r.postcode):
+                try:
+                    parsed.append(parse_postcode_term(text))
+                except ValueError as exc:
+                    problem(f"{key}.postcode[{j}]", str(exc))
+            terms = tuple(parsed)
+        pattern: re.Pattern[str] | None = None
+        bit = -1
+        if r.barcode is not None:
+            try:
+                pattern = re.compile(r.barcode)
+            except re.error as exc:
+                problem(f"{key}.barcode", f"regular expression does not compile: {exc}")
+            else:
+                if len(regexes) >= MAX_REGEX_RULES:
+                    problem(f"{key}.barcode", f"more than {MAX_REGEX_RULES} barcode rules")
+                bit = len(regexes)
+                regexes.append(pattern)
+        sets: dict[str, LetterSet | None] = {"s10_service": None, "country": None}
+        for field_name in sets:
+            patterns = getattr(r, field_name)
+            if patterns is not None:
+                try:
+                    sets[field_name] = parse_letter_set(patterns)
+                except ValueError as exc:
+                    problem(f"{key}.{field_name}", str(exc))
+        rules.append(Rule(i, dest, terms, pattern, bit, sets["s10_service"], sets["country"]))
+
+    if problems:
+        raise ConfigError(problems)
+    all_chutes = set(machine) | set(functions.values())
+    return SortPlan(
+        name=model.name,
+        path=file,
+        machine_chutes=frozenset(machine),
+        max_chute=max(all_chutes) if all_chutes else 0,
+        functions=functions,
+        max_recirculations=model.options.max_recirculations,
+        balance=model.options.balance,
+        destinations=tuple(destinations),
+        rules=tuple(rules),
+        regexes=tuple(regexes),
+    )
+
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+B8 = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPlan:
+    """A SortPlan as flat arrays for the numba kernel (CSR layout for the lists)."""
+
+    plan: SortPlan
+    # rules
+    rule_dest: I32
+    rule_pc_ptr: I32  # terms of rule r: pc_*[rule_pc_ptr[r]:rule_pc_ptr[r+1]]; -1 = no condition
+    rule_has_pc: B8
+    pc_lo: I64
+    pc_hi: I64
+    pc_digits: I32
+    pc_prefix: B8
+    rule_regex_bit: I32
+    rule_has_service: B8
+    rule_service: B8  # [rules, 676]
+    rule_has_country: B8
+    rule_country: B8  # [rules, 676]
+    # destinations
+    dest_ptr: I32
+    dest_chutes: I32
+    over_ptr: I32
+    over_chutes: I32
+    dest_cutoff_min: I32
+    # functions, indexed by Reason
+    function_chute: I32
+    max_recirculations: int
+    least_loaded: bool
+    n_chute_slots: int  # size of per-chute state arrays: max chute number + 1
+
+
+def compile_plan(plan: SortPlan) -> CompiledPlan:
+    n_rules = len(plan.rules)
+    rule_dest = np.array([r.destination for r in plan.rules], dtype=np.int32)
+    ptr = [0]
+    lo: list[int] = []
+    hi: list[int] = []
+    digits: list[int] = []
+    prefix: list[bool] = []
+    for r in plan.rules:
+        for t in r.postcode or ():
+            lo.append(t.lo)
+            hi.append(t.hi)
+            digits.append(t.digits)
+            prefix.append(t.prefix)
+        ptr.append(len(lo))
+    service = np.zeros((max(n_rules, 1), ALPHA2), dtype=np.bool_)
+    country = np.zeros((max(n_rules, 1), ALPHA2), dtype=np.bool_)
+    for i, r in enumerate(plan.rules):
+        if r.s10_service is not None:
+            service[i, list(r.s10_service.allowed)] = True
+        if r.country is not None:
+            country[i, list(r.country.allowed)] = True
+
+    def csr(lists: list[tuple[int, ...]]) -> tuple[I32, I32]:
+        p = np.zeros(len(lists) + 1, dtype=np.int32)
+        flat: list[int] = []
+        for i, items in enumerate(lists):
+            flat.extend(items)
+            p[i + 1] = len(flat)
+        return p, np.array(flat, dtype=np.int32)
+
+    dest_ptr, dest_chutes = csr([d.chutes for d in plan.destinations])
+    over_ptr, over_chutes = csr([d.overflow for d in plan.destinations])
+    function_chute = np.zeros(len(Reason), dtype=np.int32)
+    for reason, chute in plan.functions.items():
+        function_chute[int(reason)] = chute
+    return CompiledPlan(
+        plan=plan,
+        rule_dest=rule_dest,
+        rule_pc_ptr=np.array(ptr, dtype=np.int32),
+        rule_has_pc=np.array([r.postcode is not None for r in plan.rules], dtype=np.bool_),
+        pc_lo=np.array(lo, dtype=np.int64),
+        pc_hi=np.array(hi, dtype=np.int64),
+        pc_digits=np.array(digits, dtype=np.int32),
+        pc_prefix=np.array(prefix, dtype=np.bool_),
+        rule_regex_bit=np.array([r.regex_bit for r in plan.rules], dtype=np.int32),
+        rule_has_service=np.array([r.s10_service is not None for r in plan.rules], np.bool_),
+        rule_service=service,
+        rule_has_country=np.array([r.country is not None for r in plan.rules], np.bool_),
+        rule_country=country,
+        dest_ptr=dest_ptr,
+        dest_chutes=dest_chutes,
+        over_ptr=over_ptr,
+        over_chutes=over_chutes,
+        dest_cutoff_min=np.array([d.cutoff_min for d in plan.destinations], dtype=np.int32),
+        function_chute=function_chute,
+        max_recirculations=plan.max_recirculations,
+        least_loaded=plan.balance == "least_loaded",
+        n_chute_slots=plan.max_chute + 1,
+    )

@@ -1,0 +1,76 @@
+"""Plain-Python reference of the decision rules in `sorter.kernel`, over `SortPlan` objects.
+
+Written from the plan's objects rather than its arrays, so that a hypothesis test comparing
+the two catches mistakes in the compilation as well as in the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sorter.events import Reason
+from sorter.kernel import ItemFeatures
+from sorter.plan import Rule, SortPlan
+
+UNUSABLE = 0b111
+
+
+@dataclass(slots=True)
+class ReferenceState:
+    flags: dict[int, int] = field(default_factory=dict)
+    load: dict[int, int] = field(default_factory=dict)
+    rr_next: dict[int, int] = field(default_factory=dict)
+
+    def usable(self, chute: int) -> bool:
+        return self.flags.get(chute, 0) & UNUSABLE == 0
+
+
+def rule_matches(rule: Rule, f: ItemFeatures) -> bool:
+    if rule.postcode is not None and not any(t.matches(f.pc, f.pc_digits) for t in rule.postcode):
+        return False
+    if rule.regex_bit >= 0 and not (f.regex_mask >> rule.regex_bit) & 1:
+        return False
+    if rule.s10_service is not None and f.service not in rule.s10_service:
+        return False
+    return rule.country is None or f.country in rule.country
+
+
+def match_destination(plan: SortPlan, f: ItemFeatures) -> int:
+    for rule in plan.rules:
+        if rule_matches(rule, f):
+            return rule.destination
+    return -1
+
+
+def decide(plan: SortPlan, f: ItemFeatures, state: ReferenceState) -> tuple[int, int, Reason]:
+    fn = plan.functions
+    if f.recirculations >= plan.max_recirculations:
+        return -1, fn[Reason.MAX_RECIRC], Reason.MAX_RECIRC
+    if f.reason_in != Reason.OK:
+        reason = Reason(f.reason_in)
+        return -1, fn[reason], reason
+    dest = match_destination(plan, f)
+    if dest < 0:
+        return -1, fn[Reason.NO_RULE], Reason.NO_RULE
+    d = plan.destinations[dest]
+    if d.cutoff_min >= 0 and f.minute_of_day >= d.cutoff_min:
+        return dest, fn[Reason.AFTER_CUTOFF], Reason.AFTER_CUTOFF
+    chute = -1
+    usable = [c for c in d.chutes if state.usable(c)]
+    if usable and plan.balance == "least_loaded":
+        chute = min(usable, key=lambda c: state.load.get(c, 0))  # first of equals, as the kernel
+    elif usable:
+        n = len(d.chutes)
+        first = state.rr_next.get(dest, 0) % n
+        for k in range(n):
+            i = (first + k) % n
+            if state.usable(d.chutes[i]):
+                chute = d.chutes[i]
+                state.rr_next[dest] = (i + 1) % n
+                break
+    if chute < 0:
+        chute = next((c for c in d.overflow if state.usable(c)), -1)
+    if chute < 0:
+        return dest, fn[Reason.NO_CHUTE], Reason.NO_CHUTE
+    state.load[chute] = state.load.get(chute, 0) + 1
+    return dest, chute, Reason.OK
