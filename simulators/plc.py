@@ -295,7 +295,7 @@ class PlcSimulator:
 
     # ------------------------------------------------------------------ rings
 
-    def submit_request(  # noqa: PLR0917 - arguments mirror the request slot layout
+    def submit_request(
         self,
         tracking_id: int,
         induction: int = 1,
@@ -324,7 +324,7 @@ class PlcSimulator:
         self._wake.set()
         return seq
 
-    async def write_request(  # noqa: PLR0917 - arguments mirror the request slot layout
+    async def write_request(
         self,
         tracking_id: int,
         induction: int = 1,
@@ -495,7 +495,7 @@ class PlcSimulator:
             self.device_id, _WRITE_MULTIPLE, address, values
         )
 
-    async def _on_access(  # noqa: PLR0917 - signature fixed by pymodbus SimAction
+    async def _on_access(
         self,
         function_code: int,
         start_address: int,

@@ -1,0 +1,419 @@
+"""The host side of the PLC handshake (INTERFACES.md section 3) over Modbus TCP or RTU.
+
+One task owns the Modbus client and runs the poll cycle; everything else talks to it
+through callbacks (requests, confirmations, chute status, link state) and `queue_reply`.
+A cycle is: read the header; read new request slots, hand them to the handler (which may
+queue replies at once), write the replies and then `req_ack`+`rep_head` in one write; read
+new confirmations and write `conf_ack`; bump the host heartbeat every 250 ms; read the chute
+status block every `chute_status_interval_ms`. A queued reply wakes the loop so that a reply
+decided outside a poll (a late scan, a timeout) is written without waiting for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from pymodbus import FramerType, ModbusException
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
+from sorter.events import Confirmation, SortRequest
+
+log = structlog.get_logger(__name__)
+
+HOST_HEARTBEAT_INTERVAL_NS = 250_000_000
+
+
+class PlcError(Exception):
+    """The PLC link failed: no answer, a Modbus exception, or an answer that makes no sense."""
+
+
+class PlcHandler(Protocol):
+    """What the pipeline hears from the PLC. Called on the event loop, must not block."""
+
+    def on_requests(self, requests: Sequence[SortRequest]) -> None: ...
+    def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None: ...
+    def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None: ...
+    def on_link_state(self, connected: bool, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class PlcStats:
+    cycles: int = 0
+    requests: int = 0
+    confirmations: int = 0
+    replies: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    ring_overruns: int = 0  # the PLC wrote more than 64 messages past our ack
+    bad_confirmations: int = 0
+    last_seen_ns: int = 0
+    last_error: str = ""
+    plc_state: int = -1
+    io_ms_max: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlcEndpoint:
+    kind: str  # "tcp" or "rtu"
+    host: str = ""
+    port: int = 0
+    device: str = ""
+    baudrate: int = 19200
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    framer: FramerType = FramerType.SOCKET
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_plc_url(url: str) -> PlcEndpoint:
+    """`tcp://host:port` (add `?framer=rtu` for RTU-over-TCP gateways) or `rtu:///dev/tty?...`."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    framer_name = query.get("framer", "").lower()
+    if parts.scheme == "tcp":
+        if not parts.hostname or parts.port is None:
+            raise ValueError(f"PLC URL {url!r} needs tcp://host:port")
+        framer = FramerType.RTU if framer_name == "rtu" else FramerType.SOCKET
+        return PlcEndpoint("tcp", host=parts.hostname, port=parts.port, framer=framer)
+    if parts.scheme == "rtu":
+        device = parts.path or parts.netloc
+        if not device:
+            raise ValueError(f"PLC URL {url!r} names no serial device")
+        try:
+            return PlcEndpoint(
+                "rtu",
+                device=device,
+                baudrate=int(query.get("baudrate", "19200")),
+                parity=query.get("parity", "N").upper()[:1],
+                stopbits=int(query.get("stopbits", "1")),
+                bytesize=int(query.get("bytesize", "8")),
+                framer=FramerType.RTU,
+            )
+        except ValueError as exc:
+            raise ValueError(f"PLC URL {url!r}: {exc}") from exc
+    raise ValueError(f"PLC URL {url!r}: scheme must be tcp or rtu")
+
+
+class PlcLink:
+    """Polls one PLC and keeps the rings in step; reconnects by itself, forever."""
+
+    def __init__(
+        self,
+        url: str,
+        handler: PlcHandler,
+        *,
+        device_id: int = 1,
+        poll_interval_ms: int = 5,
+        heartbeat_timeout_ms: int = 1000,
+        request_timeout_ms: int = 500,
+        chute_status_interval_ms: int = 100,
+        max_chute: int = 0,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.endpoint = parse_plc_url(url)
+        self.url = url
+        self.handler = handler
+        self.device_id = device_id
+        self.poll_interval_s = poll_interval_ms / 1000
+        self.heartbeat_timeout_ns = heartbeat_timeout_ms * 1_000_000
+        self.request_timeout_s = request_timeout_ms / 1000
+        self.chute_status_interval_ns = chute_status_interval_ms * 1_000_000
+        self.max_chute = min(max_chute, R.MAX_CHUTE)
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.clock_ns = clock_ns
+        self.stats = PlcStats()
+        self.connected = False
+        self._replies: deque[list[int]] = deque()
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        # Ring positions; synchronised from the PLC's registers on every connect.
+        self._req_ack = 0
+        self._rep_head = 0
+        self._conf_ack = 0
+        self._host_heartbeat = 0
+        self._last_plc_heartbeat = -1
+        self._plc_heartbeat_changed_ns = 0
+        self._heartbeat_alive = False
+
+    @property
+    def pending_replies(self) -> int:
+        return len(self._replies)
+
+    async def wait_replies_written(self, timeout_s: float) -> bool:
+        """Wait until every queued reply is in the PLC (graceful stop); False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._replies and self.connected:
+                    self._written.clear()
+                    await self._written.wait()
+        except TimeoutError:
+            return False
+        return not self._replies
+
+    def queue_reply(self, seq: int, tracking_id: int, chute: int) -> None:
+        """Queue a destination reply; the poll task writes it as soon as it can."""
+        self._replies.append(R.encode_reply(seq, tracking_id, chute))
+        self._wake.set()
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        ep = self.endpoint
+        # pymodbus' own reconnect is off (delay 0): this class owns reconnect and resync.
+        if ep.kind == "tcp":
+            return AsyncModbusTcpClient(
+                ep.host,
+                port=ep.port,
+                framer=ep.framer,
+                timeout=self.request_timeout_s,
+                retries=0,
+                reconnect_delay=0,
+            )
+        return AsyncModbusSerialClient(
+            ep.device,
+            framer=FramerType.RTU,
+            baudrate=ep.baudrate,
+            parity=ep.parity,
+            stopbits=ep.stopbits,
+            bytesize=ep.bytesize,
+            timeout=self.request_timeout_s,
+            retries=0,
+            reconnect_delay=0,
+        )
+
+    async def run(self) -> None:
+        """Connect, poll, and on any link error report it, back off and start again."""
+        delay_s = self.backoff_initial_s
+        while True:
+            try:
+                await self._session()
+            except PlcError as exc:
+                self.stats.errors += 1
+                self.stats.last_error = str(exc)
+                log.warning("plc link error", url=self.url, error=str(exc))
+            finally:
+                self._close()
+                self._set_connected(False, self.stats.last_error or "closed")
+            self.stats.reconnects += 1
+            await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))
+            delay_s = min(delay_s * 2, self.backoff_max_s)
+            if self.stats.cycles and self._heartbeat_alive:
+                delay_s = self.backoff_initial_s
+
+    def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _set_connected(self, connected: bool, reason: str) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            log.info("plc link state", url=self.url, connected=connected, reason=reason)
+            self.handler.on_link_state(connected, reason)
+
+    async def _read(self, address: int, count: int) -> list[int]:
+        assert self._client is not None
+        t0 = time.perf_counter()
+        try:
+            rr = await self._client.read_holding_registers(
+                address, count=count, device_id=self.device_id
+            )
+        except (TimeoutError, ModbusException, OSError) as exc:
+            raise PlcError(f"read {count} registers at {address}: {exc}") from exc
+        self._note_io(t0)
+        if rr.isError():
+            raise PlcError(f"read {count} registers at {address}: Modbus exception {rr}")
+        regs = list(rr.registers)
+        if len(regs) < count:
+            raise PlcError(f"read {count} registers at {address}: got {len(regs)}")
+        return regs[:count]
+
+    async def _write(self, address: int, values: list[int]) -> None:
+        assert self._client is not None
+        t0 = time.perf_counter()
+        try:
+            rr = await self._client.write_registers(address, values, device_id=self.device_id)
+        except (TimeoutError, ModbusException, OSError) as exc:
+            raise PlcError(f"write {len(values)} registers at {address}: {exc}") from exc
+        self._note_io(t0)
+        if rr.isError():
+            raise PlcError(f"write {len(values)} registers at {address}: Modbus exception {rr}")
+
+    def _note_io(self, t0: float) -> None:
+        io_ms = (time.perf_counter() - t0) * 1000
+        self.stats.io_ms_max = max(self.stats.io_ms_max, io_ms)
+        self.stats.last_seen_ns = self.clock_ns()
+
+    async def _read_ring(self, base: int, size: int, first: int, count: int) -> list[list[int]]:
+        """Slots of messages first..first+count-1, in as few reads as 125 registers allow."""
+        out: list[list[int]] = []
+        per_read = R.MAX_READ_REGS // size
+        k = first
+        remaining = count
+        while remaining:
+            s = R.slot(k)
+            n = min(remaining, R.RING_SLOTS - s, per_read)  # no read across the ring's end
+            regs = await self._read(base + size * s, size * n)
+            out.extend(regs[i * size : (i + 1) * size] for i in range(n))
+            k += n
+            remaining -= n
+        return out
+
+    async def _session(self) -> None:
+        self._client = self._make_client()
+        try:
+            ok = await asyncio.wait_for(self._client.connect(), self.request_timeout_s * 4)
+        except (TimeoutError, OSError, ModbusException) as exc:
+            raise PlcError(f"connect failed: {exc}") from exc
+        if not ok:
+            raise PlcError("connect failed")
+        header = await self._read(0, R.HEADER_COUNT)
+        if header[R.INTERFACE_VERSION] != R.INTERFACE_VERSION_V1:
+            raise PlcError(
+                f"PLC interface_version is {header[R.INTERFACE_VERSION]}, this host speaks 1"
+            )
+        # Resume where the PLC says we were: unconsumed requests and confirmations between
+        # ack and head are processed now; replies continue after the PLC's rep_head.
+        self._req_ack = header[R.REQ_ACK]
+        self._rep_head = header[R.REP_HEAD]
+        self._conf_ack = header[R.CONF_ACK]
+        self._host_heartbeat = header[R.HOST_HEARTBEAT]
+        self._last_plc_heartbeat = header[R.PLC_HEARTBEAT]
+        now = self.clock_ns()
+        self._plc_heartbeat_changed_ns = now
+        self._heartbeat_alive = True
+        self._set_connected(True, "connected")
+        next_heartbeat_ns = now
+        next_status_ns = now
+        while True:
+            self.stats.cycles += 1
+            now = self.clock_ns()
+            header = await self._read(0, R.HEADER_COUNT)
+            self._watch_heartbeat(header, now)
+            await self._take_requests(header)
+            await self._flush_replies()
+            await self._take_confirmations(header)
+            now = self.clock_ns()
+            if now >= next_heartbeat_ns:
+                self._host_heartbeat = (self._host_heartbeat + 1) % R.COUNTER_MOD
+                await self._write(R.HOST_HEARTBEAT, [self._host_heartbeat])
+                next_heartbeat_ns = now + HOST_HEARTBEAT_INTERVAL_NS
+            if self.max_chute > 0 and now >= next_status_ns:
+                await self._read_chute_status()
+                next_status_ns = now + self.chute_status_interval_ns
+            # Sleep until the next poll, or less when a reply is queued meanwhile.
+            self._wake.clear()
+            if not self._replies:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            while self._replies:
+                await self._flush_replies()
+                if not self._replies:
+                    break
+
+    def _watch_heartbeat(self, header: list[int], now_ns: int) -> None:
+        self.stats.plc_state = header[R.PLC_STATE]
+        beat = header[R.PLC_HEARTBEAT]
+        if beat != self._last_plc_heartbeat:
+            self._last_plc_heartbeat = beat
+            self._plc_heartbeat_changed_ns = now_ns
+            if not self._heartbeat_alive:
+                self._heartbeat_alive = True
+                self._set_connected(True, "plc heartbeat resumed")
+        elif self._heartbeat_alive and now_ns - self._plc_heartbeat_changed_ns > (
+            self.heartbeat_timeout_ns
+        ):
+            self._heartbeat_alive = False
+            self.stats.errors += 1
+            self.stats.last_error = "plc heartbeat frozen"
+            self._set_connected(False, "plc heartbeat frozen")
+
+    async def _take_requests(self, header: list[int]) -> None:
+        head = header[R.REQ_HEAD]
+        n = R.counter_diff(head, self._req_ack)
+        if n == 0:
+            return
+        if n > R.RING_SLOTS:
+            # The PLC overwrote slots we had not read: those requests are gone. Take the
+            # newest 64 and say so; the PLC will see those items as late.
+            self.stats.ring_overruns += 1
+            log.error("plc request ring overrun", unread=n, lost=n - R.RING_SLOTS)
+            self._req_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
+            n = R.RING_SLOTS
+        now = self.clock_ns()
+        slots = await self._read_ring(R.REQUEST_BASE, R.REQUEST_SIZE, self._req_ack, n)
+        requests = [R.decode_request(regs, now) for regs in slots]
+        self._req_ack = head
+        self.stats.requests += n
+        self.handler.on_requests(requests)
+        # Replies decided in on_requests go out before the ack, so a PLC that sees the ack
+        # move already finds the replies of the same cycle in its ring.
+        await self._flush_replies(ack=True)
+
+    async def _flush_replies(self, ack: bool = False) -> None:
+        if self._replies:
+            first = self._rep_head
+            pending = list(self._replies)
+            k = first
+            i = 0
+            while i < len(pending):
+                s = R.slot(k)
+                n = min(len(pending) - i, R.RING_SLOTS - s, R.MAX_WRITE_REGS // R.REPLY_SIZE)
+                values = [v for reply in pending[i : i + n] for v in reply]
+                await self._write(R.REPLY_BASE + R.REPLY_SIZE * s, values)
+                k += n
+                i += n
+            for _ in pending:
+                self._replies.popleft()
+            self._rep_head = (first + len(pending)) % R.COUNTER_MOD
+            self.stats.replies += len(pending)
+            await self._write(R.REQ_ACK, [self._req_ack, self._rep_head])
+            self._written.set()
+        elif ack:
+            await self._write(R.REQ_ACK, [self._req_ack])
+
+    async def _take_confirmations(self, header: list[int]) -> None:
+        head = header[R.CONF_HEAD]
+        n = R.counter_diff(head, self._conf_ack)
+        if n == 0:
+            return
+        if n > R.RING_SLOTS:
+            self.stats.ring_overruns += 1
+            log.error("plc confirmation ring overrun", unread=n, lost=n - R.RING_SLOTS)
+            self._conf_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
+            n = R.RING_SLOTS
+        now = self.clock_ns()
+        slots = await self._read_ring(R.CONF_BASE, R.CONF_SIZE, self._conf_ack, n)
+        confirmations = []
+        for regs in slots:
+            try:
+                confirmations.append(R.decode_confirmation(regs, now))
+            except R.RegisterError as exc:
+                self.stats.bad_confirmations += 1
+                log.warning("bad confirmation slot skipped", error=str(exc), regs=regs)
+        self._conf_ack = head
+        self.stats.confirmations += len(confirmations)
+        self.handler.on_confirmations(confirmations)
+        await self._write(R.CONF_ACK, [self._conf_ack])
+
+    async def _read_chute_status(self) -> None:
+        status: list[int] = []
+        first = 1
+        while first + len(status) <= self.max_chute:
+            address = first + len(status)
+            count = min(R.MAX_READ_REGS, self.max_chute - address + 1)
+            status.extend(await self._read(R.CHUTE_BASE + address, count))
+        self.handler.on_chute_status(first, status)

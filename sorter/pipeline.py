@@ -1,0 +1,378 @@
+"""The per-item pipeline: PLC requests and scanner reads in, replies and MQTT messages out.
+
+Runs on one event loop and does no I/O itself: the PLC driver calls the `on_*` methods,
+scanner reads arrive through `run_scanner`, replies leave through the `reply` callable the
+PLC driver provides, and messages through `publish` (the MQTT outbox). Everything per item
+is synchronous, so a request whose scan is already here is answered within the same poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from sorter import __version__
+from sorter.decide import Decider
+from sorter.events import Confirmation, Outcome, Reason, ScanRead, SortRequest
+from sorter.stats import LineStats
+from sorter.tracker import Match, Tracker
+
+log = structlog.get_logger(__name__)
+
+CHUTE_STATUS_MASK = 0b111
+MAX_REMEMBERED = 200_000  # decisions awaiting confirmation, recirculation counts
+
+
+class Publish(Protocol):
+    def __call__(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+
+def iso_now() -> str:
+    """ISO 8601 UTC with milliseconds, as every MQTT payload carries."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_from_ns(wall_ns: int) -> str:
+    stamp = dt.datetime.fromtimestamp(wall_ns / 1e9, dt.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}/decisions"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}/results"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/stats"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.prefix}/cmd"
+
+    @property
+    def cmd_result(self) -> str:
+        return f"{self.prefix}/cmd-result"
+
+    def chute(self, n: int) -> str:
+        return f"{self.prefix}/chutes/{n}"
+
+    def device(self, name: str) -> str:
+        return f"{self.prefix}/devices/{name}"
+
+
+@dataclass(slots=True)
+class DeviceState:
+    connected: bool = False
+    errors: int = 0
+    last_seen: str | None = None
+    detail: str = ""
+    published: tuple[bool, int] | None = None
+
+
+@dataclass(slots=True)
+class _Assigned:
+    barcode: str
+    destination: str
+    chute: int
+
+
+@dataclass(slots=True)
+class PipelineCounters:
+    requests: int = 0
+    decisions: int = 0
+    confirmations: int = 0
+    results_unmatched: int = 0  # confirmations for items this process never decided
+    chute_changes: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Joins, decides, replies and publishes. Implements the PLC driver's handler."""
+
+    def __init__(
+        self,
+        decider: Decider,
+        tracker: Tracker,
+        publish: Publish,
+        topics: Topics,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.decider = decider
+        self.tracker = tracker
+        self.publish = publish
+        self.topics = topics
+        self.clock_ns = clock_ns
+        self.stats = LineStats()
+        self.counters = PipelineCounters()
+        self.devices: dict[str, DeviceState] = {}
+        self._reply: Callable[[int, int, int], None] | None = None
+        self._assigned: OrderedDict[tuple[int, int], _Assigned] = OrderedDict()
+        self._recirculations: OrderedDict[int, int] = OrderedDict()
+        self._chute_sorted: dict[int, int] = {}
+        self._chute_state_known = False
+        self._timer_wake = asyncio.Event()
+        # Message ids: unique per message, and the same on every re-send of that message.
+        self._id_prefix = f"{os.getpid():x}{time.time_ns() // 1_000_000:x}"
+        self._ids = itertools.count(1)
+
+    def bind_reply(self, reply: Callable[[int, int, int], None]) -> None:
+        """The PLC driver's `queue_reply(seq, tracking_id, chute)`."""
+        self._reply = reply
+
+    def status_payload(self, state: str) -> dict[str, Any]:
+        return {"state": state, "version": __version__, "since": iso_now()}
+
+    def _next_id(self, kind: str) -> str:
+        return f"{kind}-{self._id_prefix}-{next(self._ids)}"
+
+    # --- PLC handler ------------------------------------------------------------------
+
+    def on_requests(self, requests: Sequence[SortRequest]) -> None:
+        now = self.clock_ns()
+        for req in requests:
+            self.counters.requests += 1
+            match = self.tracker.on_request(req, now)
+            if match is not None:
+                self._decide(match)
+        if self.tracker.waiting:
+            self._timer_wake.set()
+
+    def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None:
+        for conf in confirmations:
+            self.counters.confirmations += 1
+            key = (conf.tracking_id, conf.seq)
+            assigned = self._assigned.pop(key, None)
+            if assigned is None:
+                self.counters.results_unmatched += 1
+                assigned = _Assigned("", "", 0)
+            elif assigned.chute > 0:
+                load = self.decider.state.load
+                if assigned.chute < load.shape[0] and load[assigned.chute] > 0:
+                    load[assigned.chute] -= 1
+            if conf.outcome.terminal:
+                self._recirculations.pop(conf.tracking_id, None)
+            else:
+                self._remember(self._recirculations, conf.tracking_id, conf.recirculations)
+            if conf.outcome is Outcome.SORTED and conf.chute_actual > 0:
+                self._chute_sorted[conf.chute_actual] = (
+                    self._chute_sorted.get(conf.chute_actual, 0) + 1
+                )
+            self.stats.on_result(conf.outcome)
+            self.publish(
+                self.topics.results,
+                {
+                    "id": self._next_id("r"),
+                    "ts": iso_now(),
+                    "tracking_id": conf.tracking_id,
+                    "seq": conf.seq,
+                    "barcode": assigned.barcode,
+                    "destination": assigned.destination,
+                    "chute_assigned": assigned.chute,
+                    "chute_actual": conf.chute_actual,
+                    "outcome": conf.outcome.word,
+                    "recirculations": conf.recirculations,
+                },
+                qos=1,
+            )
+
+    def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None:
+        flags = self.decider.state.flags
+        owners: dict[int, str] | None = None
+        machine = self.decider.plan.plan.machine_chutes
+        for i, value in enumerate(status):
+            chute = first_chute + i
+            if chute >= flags.shape[0]:
+                break
+            bits = value & CHUTE_STATUS_MASK
+            if bits == flags[chute] and self._chute_state_known:
+                continue
+            flags[chute] = bits
+            if chute not in machine:
+                continue
+            if owners is None:
+                owners = self.decider.destination_of_chute()
+            self.counters.chute_changes += 1
+            self._publish_chute(chute, int(bits), owners)
+        self._chute_state_known = True
+
+    def _publish_chute(self, chute: int, bits: int, owners: dict[int, str]) -> None:
+        state = "fault" if bits & 4 else "disabled" if bits & 2 else "full" if bits & 1 else "ok"
+        self.publish(
+            self.topics.chute(chute),
+            {
+                "state": state,
+                "destination": owners.get(chute, ""),
+                "count": self._chute_sorted.get(chute, 0),
+            },
+            qos=1,
+            retain=True,
+        )
+
+    def on_link_state(self, connected: bool, reason: str) -> None:
+        self.device_state("plc", connected=connected, detail=reason)
+
+    # --- devices ----------------------------------------------------------------------
+
+    def device_state(
+        self,
+        name: str,
+        *,
+        connected: bool | None = None,
+        errors: int | None = None,
+        last_seen_wall_ns: int | None = None,
+        detail: str | None = None,
+        force: bool = False,
+    ) -> None:
+        """Record a device's health; publish P/devices/NAME when it changed."""
+        dev = self.devices.setdefault(name, DeviceState())
+        if connected is not None:
+            dev.connected = connected
+        if errors is not None:
+            dev.errors = errors
+        elif connected is False:
+            dev.errors += 1
+        if last_seen_wall_ns is not None:
+            dev.last_seen = iso_from_ns(last_seen_wall_ns)
+        elif connected:
+            dev.last_seen = iso_now()
+        if detail is not None:
+            dev.detail = detail
+        key = (dev.connected, dev.errors)
+        if key != dev.published or force:
+            dev.published = key
+            self.publish(
+                self.topics.device(name),
+                {
+                    "connected": dev.connected,
+                    "errors": dev.errors,
+                    "last_seen": dev.last_seen,
+                    "detail": dev.detail,
+                },
+                qos=1,
+                retain=True,
+            )
+
+    # --- scans and timeouts -----------------------------------------------------------
+
+    def on_scan(self, read: ScanRead) -> None:
+        self.stats.on_read(noread=not read.codes)
+        match = self.tracker.on_scan(read, self.clock_ns())
+        if match is not None:
+            self._decide(match)
+
+    async def run_scanner(self, reads: AsyncIterable[ScanRead]) -> None:
+        async for read in reads:
+            self.on_scan(read)
+
+    async def run_timer(self) -> None:
+        """Decide every request whose scan did not come within scan_wait_ms."""
+        while True:
+            deadline = self.tracker.next_deadline_ns()
+            if deadline is None:
+                self._timer_wake.clear()
+                await self._timer_wake.wait()
+                continue
+            delay_ns = deadline - self.clock_ns()
+            if delay_ns > 0:
+                await asyncio.sleep(delay_ns / 1e9)
+            for match in self.tracker.expire(self.clock_ns()):
+                self._decide(match)
+
+    def answer_waiting(self) -> int:
+        """Decide every request still waiting for its scan now (graceful stop)."""
+        matches = self.tracker.expire(2**62)
+        for match in matches:
+            self._decide(match)
+        return len(matches)
+
+    async def run_stats(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.publish_stats()
+
+    def publish_stats(self) -> None:
+        snap = self.stats.snapshot(self.clock_ns())
+        snap["ts"] = iso_now()
+        snap["tracker"] = {
+            "waiting": self.tracker.waiting,
+            "pending_scans": self.tracker.pending_scans,
+            "timeouts": self.tracker.stats.timeouts,
+            "scans_unmatched": self.tracker.stats.scans_unmatched,
+            "duplicate_requests": self.tracker.stats.duplicate_requests,
+        }
+        self.publish(self.topics.stats, snap, qos=0, retain=True)
+
+    # --- the decision -----------------------------------------------------------------
+
+    @staticmethod
+    def _remember(store: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        if len(store) > MAX_REMEMBERED:
+            store.popitem(last=False)
+
+    def _decide(self, match: Match) -> None:
+        req = match.request
+        recirculations = self._recirculations.get(req.tracking_id, 0)
+        if match.scan is None:
+            codes: tuple[str, ...] = ()
+            reason = Reason.TIMEOUT
+            # An item that already used up its recirculations leaves even without a scan.
+            if recirculations >= self.decider.plan.max_recirculations:
+                reason = Reason.MAX_RECIRC
+            chute = self.decider.function_chute(reason)
+            destination, barcode = "", ""
+        else:
+            codes = match.scan.codes
+            choice = self.decider.decide(codes, recirculations)
+            chute, reason = choice.chute, choice.reason
+            destination, barcode = choice.destination, choice.barcode
+        now = self.clock_ns()
+        latency_ms = (now - req.received_ns) / 1e6 if req.received_ns else 0.0
+        if self._reply is not None:
+            self._reply(req.seq, req.tracking_id, chute)
+        self._remember(
+            self._assigned, (req.tracking_id, req.seq), _Assigned(barcode, destination, chute)
+        )
+        self.counters.decisions += 1
+        self.stats.on_decision(reason, latency_ms, now)
+        self.publish(
+            self.topics.decisions,
+            {
+                "id": self._next_id("d"),
+                "ts": iso_now(),
+                "tracking_id": req.tracking_id,
+                "seq": req.seq,
+                "codes": list(codes),
+                "barcode": barcode,
+                "destination": destination,
+                "chute": chute,
+                "reason": reason.word,
+                "recirculations": recirculations,
+                "latency_ms": round(latency_ms, 3),
+            },
+            qos=1,
+        )

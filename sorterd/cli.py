@@ -1,0 +1,178 @@
+"""`sorterd` command line (INTERFACES.md section 1).
+
+Exit codes: 0 success or clean stop, 1 invalid input or fatal error, 2 usage error.
+A user's mistake (bad config, missing file, busy port) prints one clear message, never a
+traceback; a traceback means a bug in sorterd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sorter.config import ConfigError, load_site
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+def _add_site(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", required=True, metavar="SITE.toml", help="site config file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sorterd",
+        description="Control daemon for parcel sorters: scanners, PLC, sort plans, MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"sorterd {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    _add_site(p)
+
+    p = sub.add_parser("demo", help="a whole simulated line on this machine, with live progress")
+    p.add_argument("--duration", type=float, default=30.0, metavar="S", help="induction time")
+    p.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--mqtt", metavar="URL", help="use this broker instead of a local one")
+
+    p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
+    _add_site(p)
+
+    p = sub.add_parser("simulate", help="run a simulator alone, for commissioning")
+    sim = p.add_subparsers(dest="device", required=True, metavar="DEVICE")
+    for name, text in (
+        ("line", "PLC, conveyor and scanners serving the site config's addresses"),
+        ("plc", "the PLC alone, inducting items with no scanner"),
+        ("scanner", "a scanner alone, sending telegrams for random items"),
+    ):
+        q = sim.add_parser(name, help=text)
+        _add_site(q)
+        q.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
+        q.add_argument("--duration", type=float, default=None, metavar="S", help="default: forever")
+        q.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+def _version() -> str:
+    from sorter import __version__  # noqa: PLC0415
+
+    return __version__
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _run_daemon(config: str) -> int:
+    from sorterd.daemon import Daemon  # noqa: PLC0415  (keeps --help fast)
+
+    site = load_site(config)
+    daemon = Daemon(site)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    runner = asyncio.create_task(daemon.run())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper in done:
+        daemon.request_stop()
+        await runner
+    else:
+        stopper.cancel()
+        runner.result()
+    return EXIT_OK
+
+
+def _check_config(config: str) -> int:
+    from sorter.plan import load_plan  # noqa: PLC0415
+
+    problems = []
+    try:
+        site = load_site(config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        site = None
+    plan = None
+    if site is not None:
+        try:
+            plan = load_plan(site.plan_path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return EXIT_FAIL
+    assert site is not None
+    assert plan is not None
+    cfg = site.config
+    print(f"site {cfg.site.name} line {cfg.site.line}: OK")
+    print(f"  plc {cfg.plc.url} (device {cfg.plc.device_id}, poll {cfg.plc.poll_interval_ms} ms)")
+    for s in cfg.scanner:
+        print(f"  scanner {s.name} {s.url} format {s.format}")
+    print(f"  mqtt {cfg.mqtt.url} prefix {cfg.mqtt.topic_prefix}")
+    print(
+        f"plan {plan.name} ({site.plan_path.name}): {len(plan.destinations)} destinations, "
+        f"{len(plan.rules)} rules, {len(plan.machine_chutes)} chutes, "
+        f"balance {plan.balance}, max recirculations {plan.max_recirculations}"
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sorterd.logs import setup_logging  # noqa: PLC0415
+
+    setup_logging()
+    try:
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "run":
+            return asyncio.run(_run_daemon(args.config))
+        if args.command == "demo":
+            from sorterd.demo import run_demo  # noqa: PLC0415
+
+            return asyncio.run(
+                run_demo(
+                    duration_s=args.duration, rate_per_h=args.rate, seed=args.seed, mqtt=args.mqtt
+                )
+            )
+        if args.command == "simulate":
+            from simulators.line import simulate  # noqa: PLC0415
+
+            return asyncio.run(
+                simulate(
+                    args.device,
+                    load_site(args.config),
+                    rate_per_h=args.rate,
+                    duration_s=args.duration,
+                    seed=args.seed,
+                )
+            )
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        # Busy ports, missing devices, unreadable files: the user's environment, not a bug.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_USAGE
+
+
+def _path(text: str) -> Path:
+    return Path(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

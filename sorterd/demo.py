@@ -1,0 +1,273 @@
+"""`sorterd demo`: a whole line on this machine, with live progress and an honest summary.
+
+The simulated PLC, conveyor and scan tunnel, a broker, and the real daemon all run on
+loopback; an independent MQTT subscriber counts what reached the broker. The exit code is
+0 only when every inducted item reached a terminal outcome and every decision and every
+confirmation arrived on MQTT exactly once (by message id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from drivers.broker import LocalBroker, free_port
+from simulators.line import SimulatedLine
+from sorter.config import load_site
+from sorter.plan import load_plan
+from sorterd.daemon import Daemon
+
+DRAIN_TIMEOUT_S = 120.0
+MQTT_SETTLE_S = 15.0
+
+
+def demo_config_dir() -> Path:
+    """config/demo of a source checkout, or the copy packaged into the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "config" / "demo", here / "demo_config"):
+        if (candidate / "sortplan.toml").is_file():
+            return candidate
+    raise FileNotFoundError("the demo sort plan is missing from this installation")
+
+
+def write_site(
+    folder: Path, *, plc_port: int, scanner_port: int, mqtt_url: str, plan: Path, prefix: str
+) -> Path:
+    """A site config for a line on loopback ports chosen at run time."""
+    site = folder / "site.toml"
+    site.write_text(
+        f"""[site]
+name = "casablanca-hub"
+line = "demo"
+timezone = "Africa/Casablanca"
+
+[plc]
+url = "tcp://127.0.0.1:{plc_port}"
+poll_interval_ms = 5
+
+[[scanner]]
+name = "tunnel-1"
+url = "tcp://127.0.0.1:{scanner_port}"
+format = "index"
+
+[mqtt]
+url = "{mqtt_url}"
+topic_prefix = "{prefix}"
+stats_interval_s = 2
+
+[plan]
+file = {json.dumps(str(plan))}
+
+[journal]
+path = "journal.sqlite"
+"""
+    )
+    return site
+
+
+@dataclass(slots=True)
+class Observer:
+    """An independent MQTT consumer: counts messages by id, as a real consumer dedupes."""
+
+    prefix: str
+    decision_ids: set[str] = field(default_factory=set)
+    result_ids: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    status: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    async def run(self, url: str, ready: asyncio.Event) -> None:
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        async with aiomqtt.Client(
+            host, int(port), identifier=f"demo-observer-{time.time_ns()}"
+        ) as c:
+            await c.subscribe(f"{self.prefix}/#", qos=1)
+            ready.set()
+            async for message in c.messages:
+                self.on_message(str(message.topic), message.payload)
+
+    def on_message(self, topic: str, payload: Any) -> None:
+        data = json.loads(payload) if isinstance(payload, (bytes, bytearray)) else {}
+        kind = topic[len(self.prefix) + 1 :]
+        if kind == "decisions":
+            if data["id"] in self.decision_ids:
+                self.duplicates += 1
+            else:
+                self.decision_ids.add(data["id"])
+                self.reasons[data["reason"]] += 1
+        elif kind == "results":
+            if data["id"] in self.result_ids:
+                self.duplicates += 1
+            else:
+                self.result_ids.add(data["id"])
+                self.outcomes[data["outcome"]] += 1
+        elif kind == "status":
+            self.status = data.get("state", "")
+        elif kind == "stats":
+            self.stats = data
+
+
+def _progress_table(line: SimulatedLine, daemon: Daemon, obs: Observer, elapsed_s: float) -> Table:
+    ledger = line.ledger
+    stats = daemon.pipeline.stats
+    lat = stats.latency_percentiles()
+    table = Table(title=f"sorterd demo - {elapsed_s:5.1f} s", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("items/h", f"{stats.items_per_h(time.monotonic_ns()):,.0f}")
+    table.add_row("inducted / in flight", f"{ledger.inducted} / {ledger.in_flight}")
+    table.add_row("sorted", str(ledger.terminal.get("sorted", 0)))
+    table.add_row("rejected", str(sum(n for w, n in ledger.terminal.items() if w != "sorted")))
+    table.add_row("recirculations", str(ledger.recirculations))
+    table.add_row("reasons", ", ".join(f"{k} {v}" for k, v in sorted(obs.reasons.items())) or "-")
+    table.add_row(
+        "decision latency ms", f"p50 {lat['p50']:.2f}  p99 {lat['p99']:.2f}  max {lat['max']:.2f}"
+    )
+    table.add_row("on MQTT", f"{len(obs.decision_ids)} decisions, {len(obs.result_ids)} results")
+    return table
+
+
+async def run_demo(
+    *, duration_s: float, rate_per_h: float, seed: int, mqtt: str | None = None
+) -> int:
+    console = Console(stderr=False)
+    config_dir = demo_config_dir()
+    plan_path = config_dir / "sortplan.toml"
+    plan = load_plan(plan_path)
+    prefix = f"sortcentre/casablanca-hub/demo-{time.time_ns() % 10**6}"
+    async with contextlib.AsyncExitStack() as stack:
+        if mqtt is None:
+            broker = await stack.enter_async_context(LocalBroker())
+            mqtt_url = broker.url
+            console.print(f"broker: {broker.kind} on {mqtt_url}")
+        else:
+            mqtt_url = mqtt
+        line = await stack.enter_async_context(
+            SimulatedLine(sorted(plan.machine_chutes), seed=seed)
+        )
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-demo-")))
+        site_path = write_site(
+            tmp,
+            plc_port=line.plc.port,
+            scanner_port=line.scanner.port if line.scanner and line.scanner.port else free_port(),
+            mqtt_url=mqtt_url,
+            plan=plan_path,
+            prefix=prefix,
+        )
+        site = load_site(site_path)
+        observer = Observer(prefix)
+        observer_ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            obs_task = tg.create_task(observer.run(mqtt_url, observer_ready), name="observer")
+            await asyncio.wait_for(observer_ready.wait(), 10)
+            daemon = Daemon(site)
+            daemon_task = tg.create_task(daemon.run(), name="daemon")
+            await asyncio.wait_for(daemon.ready.wait(), 60)
+            console.print(
+                f"daemon ready in {daemon.times.total_ms:.0f} ms; inducting at "
+                f"{rate_per_h:,.0f} items/h for {duration_s:g} s"
+            )
+            t0 = time.monotonic()
+            induct = tg.create_task(line.run(rate_per_h, duration_s=duration_s), name="induct")
+            drained = False
+            live_ctx = (
+                Live(console=console, refresh_per_second=4)
+                if console.is_terminal
+                else contextlib.nullcontext()
+            )
+            with live_ctx as live:
+                last_print = 0.0
+                deadline = t0 + duration_s + DRAIN_TIMEOUT_S
+                while time.monotonic() < deadline:
+                    elapsed = time.monotonic() - t0
+                    if isinstance(live, Live):
+                        live.update(_progress_table(line, daemon, observer, elapsed))
+                    elif elapsed - last_print >= 5:
+                        last_print = elapsed
+                        console.print(
+                            f"{elapsed:5.0f} s  inducted {line.ledger.inducted}  "
+                            f"in flight {line.ledger.in_flight}  "
+                            f"decisions on MQTT {len(observer.decision_ids)}"
+                        )
+                    if induct.done() and line.ledger.in_flight == 0:
+                        drained = True
+                        break
+                    await asyncio.sleep(0.25)
+            # Let the last messages reach the broker and the observer.
+            settle_end = time.monotonic() + MQTT_SETTLE_S
+            while time.monotonic() < settle_end and (  # noqa: ASYNC110 - counts, not an event
+                len(observer.decision_ids) < daemon.pipeline.counters.decisions
+                or len(observer.result_ids) < sum(line.ledger.confirmations.values())
+            ):
+                await asyncio.sleep(0.1)
+            daemon.request_stop()
+            await daemon_task
+            await asyncio.sleep(0.2)
+            obs_task.cancel()
+        return _summary(console, line, daemon, observer, drained, time.monotonic() - t0)
+    return 1
+
+
+def _summary(
+    console: Console,
+    line: SimulatedLine,
+    daemon: Daemon,
+    obs: Observer,
+    drained: bool,
+    elapsed_s: float,
+) -> int:
+    ledger = line.ledger
+    confirmations = sum(ledger.confirmations.values())
+    decisions = daemon.pipeline.counters.decisions
+    lat = daemon.pipeline.stats.latency_percentiles()
+    rows = [
+        ("inducted", ledger.inducted),
+        ("terminal outcomes", ledger.terminal.total()),
+        ("  " + ", ".join(f"{k} {v}" for k, v in sorted(ledger.terminal.items())), ""),
+        ("still in flight", ledger.in_flight),
+        ("recirculations", ledger.recirculations),
+        ("late replies", ledger.late_replies),
+        ("decisions (daemon / on MQTT)", f"{decisions} / {len(obs.decision_ids)}"),
+        ("confirmations (PLC / results on MQTT)", f"{confirmations} / {len(obs.result_ids)}"),
+        ("duplicates seen by consumer", obs.duplicates),
+        ("reasons", ", ".join(f"{k} {v}" for k, v in sorted(obs.reasons.items()))),
+        ("decision latency ms", f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} max {lat['max']:.2f}"),
+        ("elapsed s", f"{elapsed_s:.1f}"),
+    ]
+    table = Table(title="sorterd demo summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
+    ok = (
+        drained
+        and ledger.in_flight == 0
+        and len(obs.decision_ids) == decisions
+        and len(obs.result_ids) == confirmations
+        and ledger.inducted > 0
+    )
+    if ok:
+        console.print(
+            "[green]OK[/green]: every inducted item reached a terminal outcome, "
+            "every decision and result reached the broker"
+        )
+        return 0
+    console.print("[red]FAILED[/red]: see the counts above", style="red")
+    print("demo failed", file=sys.stderr)
+    return 1

@@ -1,0 +1,122 @@
+"""The command line as a user meets it: exit codes and messages, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sorterd.demo import demo_config_dir
+
+DEMO_SITE = demo_config_dir() / "site.toml"
+
+
+def sorterd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sorterd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_demo_site() -> None:
+    out = sorterd("check-config", "-c", str(DEMO_SITE))
+    assert out.returncode == 0, out.stderr
+    assert "casablanca-day" in out.stdout
+    assert "11 destinations" in out.stdout
+
+
+def _broken_site(tmp_path: Path, text: str) -> Path:
+    site = tmp_path / "site.toml"
+    plan = tmp_path / "sortplan.toml"
+    plan.write_text((demo_config_dir() / "sortplan.toml").read_text())
+    site.write_text(text)
+    return site
+
+
+GOOD = DEMO_SITE.read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "words"),
+    [
+        (("poll_interval_ms = 5", "poll_interval_ms = -5"), "plc.poll_interval_ms", "greater"),
+        (("poll_interval_ms = 5", "poll_intervall_ms = 5"), "plc.poll_intervall_ms", "unknown"),
+        (('url = "tcp://127.0.0.1:5020"', 'url = "udp://x"'), "plc.url", "scheme"),
+        (
+            ('topic_prefix = "sortcentre/casablanca-hub/sorter-1"', ""),
+            "mqtt.topic_prefix",
+            "missing",
+        ),
+        (('format = "index"', 'format = "sick"'), "scanner[0].format", "index"),
+    ],
+)
+def test_broken_config_names_the_key_and_exits_1(
+    tmp_path: Path, edit: tuple[str, str], key: str, words: str
+) -> None:
+    assert edit[0] in GOOD
+    site = _broken_site(tmp_path, GOOD.replace(edit[0], edit[1], 1))
+    for command in ("check-config", "run"):
+        out = sorterd(command, "-c", str(site))
+        assert out.returncode == 1, (command, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert key in out.stderr, out.stderr
+        assert words in out.stderr.lower() or words in out.stderr, out.stderr
+        assert str(site) in out.stderr
+
+
+def test_every_problem_is_listed(tmp_path: Path) -> None:
+    text = GOOD.replace("poll_interval_ms = 5", "poll_interval_ms = 0").replace(
+        'name = "tunnel-1"', 'name = "tunnel 1"'
+    )
+    out = sorterd("check-config", "-c", str(_broken_site(tmp_path, text)))
+    assert out.returncode == 1
+    assert "plc.poll_interval_ms" in out.stderr
+    assert "scanner[0].name" in out.stderr
+    assert "2 problem(s)" in out.stderr
+
+
+def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    site = _broken_site(tmp_path, GOOD + "\n[plc\n")
+    out = sorterd("check-config", "-c", str(site))
+    assert out.returncode == 1
+    assert "TOML syntax error" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = sorterd("run", "-c", str(tmp_path / "nope.toml"))
+    assert out.returncode == 1
+    assert "cannot read" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_broken_plan_is_reported_with_its_key(tmp_path: Path) -> None:
+    site = _broken_site(tmp_path, GOOD)
+    plan = tmp_path / "sortplan.toml"
+    plan.write_text(plan.read_text().replace("chutes = [30]", "chutes = [300]"))
+    out = sorterd("check-config", "-c", str(site))
+    assert out.returncode == 1
+    assert "sortplan.toml: destination[8].chutes[0]: chute 300 does not exist" in out.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert sorterd().returncode == 2
+    assert sorterd("run").returncode == 2
+    assert sorterd("frobnicate").returncode == 2
+    out = sorterd("--help")
+    assert out.returncode == 0
+    for command in ("run", "demo", "check-config", "simulate"):
+        assert command in out.stdout
+
+
+def test_env_override_reaches_config(tmp_path: Path) -> None:
+    from sorter.config import ConfigError, load_site
+
+    site = load_site(DEMO_SITE, env={"SORTERD_MQTT_PASSWORD": "s3cret"})
+    assert site.config.mqtt.password == "s3cret"
+    with pytest.raises(ConfigError) as err:
+        load_site(DEMO_SITE, env={"SORTERD_PLC_POLL_INTERVAL": "7"})
+    assert "plc.poll_interval" in str(err.value)
