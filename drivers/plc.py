@@ -56,6 +56,7 @@ class PlcStats:
     reconnects: int = 0
     ring_overruns: int = 0  # the PLC wrote more than 64 messages past our ack
     bad_confirmations: int = 0
+    bad_requests: int = 0
     last_seen_ns: int = 0
     last_error: str = ""
     plc_state: int = -1
@@ -149,6 +150,7 @@ class PlcLink:
         self._last_plc_heartbeat = -1
         self._plc_heartbeat_changed_ns = 0
         self._heartbeat_alive = False
+        self._bad_logged_ns = -(10**18)
 
     @property
     def pending_replies(self) -> int:
@@ -354,8 +356,18 @@ class PlcLink:
             self._req_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
             n = R.RING_SLOTS
         now = self.clock_ns()
-        slots = await self._read_ring(R.REQUEST_BASE, R.REQUEST_SIZE, self._req_ack, n)
-        requests = [R.decode_request(regs, now) for regs in slots]
+        first = self._req_ack
+        slots = await self._read_ring(R.REQUEST_BASE, R.REQUEST_SIZE, first, n)
+        requests = []
+        for i, regs in enumerate(slots):
+            # A request's seq is its message number: a slot that says otherwise was not
+            # written for this message (a PLC restarted without its memory, a stale ring).
+            expected = (first + i) % R.COUNTER_MOD
+            if regs[0] != expected:
+                self.stats.bad_requests += 1
+                self._warn_bad("request slot with wrong seq skipped", expected=expected, regs=regs)
+                continue
+            requests.append(R.decode_request(regs, now))
         self._req_ack = head
         self.stats.requests += n
         self.handler.on_requests(requests)
@@ -403,11 +415,23 @@ class PlcLink:
                 confirmations.append(R.decode_confirmation(regs, now))
             except R.RegisterError as exc:
                 self.stats.bad_confirmations += 1
-                log.warning("bad confirmation slot skipped", error=str(exc), regs=regs)
+                self._warn_bad("bad confirmation slot skipped", error=str(exc), regs=regs)
         self._conf_ack = head
         self.stats.confirmations += len(confirmations)
         self.handler.on_confirmations(confirmations)
         await self._write(R.CONF_ACK, [self._conf_ack])
+
+    def _warn_bad(self, event: str, **fields: object) -> None:
+        """At most one warning a second: a PLC writing garbage must not flood the log."""
+        now = self.clock_ns()
+        if now - self._bad_logged_ns >= 1_000_000_000:
+            self._bad_logged_ns = now
+            log.warning(
+                event,
+                bad_requests=self.stats.bad_requests,
+                bad_confirmations=self.stats.bad_confirmations,
+                **fields,
+            )
 
     async def _read_chute_status(self) -> None:
         status: list[int] = []

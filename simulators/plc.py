@@ -164,6 +164,7 @@ class PlcSimulator:
         self._port = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._memory: list[int] | None = None  # registers kept across stop() and start()
 
         # Message counts are kept unbounded here; the registers hold them mod 65536.
         self._req_count = counter_start
@@ -199,9 +200,19 @@ class PlcSimulator:
         """Bind the server and start the PLC cycle."""
         if self._server is not None:
             return
+        # A restart after stop() is a PLC that was unreachable, not one that lost its
+        # memory: it comes back with the registers it had (reset_counters() is the other).
+        memory, self._memory = self._memory, None
         device = SimDevice(
             self.device_id,
-            [SimData(0, count=1, values=[0] * REGISTER_COUNT, datatype=DataType.REGISTERS)],
+            [
+                SimData(
+                    0,
+                    count=1,
+                    values=memory or [0] * REGISTER_COUNT,
+                    datatype=DataType.REGISTERS,
+                )
+            ],
             action=self._on_access,
         )
         server = ModbusTcpServer(device, address=(self._host, self._requested_port))
@@ -216,9 +227,10 @@ class PlcSimulator:
 
         # Host-owned counters start equal to the PLC's so that a host which takes its
         # acks from the registers and one which starts at req_head agree.
-        start = self.counter_start
-        await self._set(PLC_HEARTBEAT, [0, 0, self._state, INTERFACE_VERSION_V1])
-        await self._set(REQ_HEAD, [start] * (CONF_ACK - REQ_HEAD + 1))
+        if memory is None:
+            start = self.counter_start
+            await self._set(PLC_HEARTBEAT, [0, 0, self._state, INTERFACE_VERSION_V1])
+            await self._set(REQ_HEAD, [start] * (CONF_ACK - REQ_HEAD + 1))
         self._header_dirty = True
         self._task = asyncio.create_task(self._cycle(), name=f"plc-sim-cycle:{self._port}")
         log.info("PLC simulator listening on %s:%d", self._host, self._port)
@@ -231,6 +243,8 @@ class PlcSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._fail_held(PlcResetError("PLC simulator stopped"))
+        if self._server is not None:
+            self._memory = await self._get(0, REGISTER_COUNT)
         server, self._server = self._server, None
         listener, self._listener = self._listener, None
         if server is not None:

@@ -8,27 +8,17 @@ and every chute as the sort plan says.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import aiomqtt
 
 from drivers.broker import LocalBroker
-from simulators.line import DEMO_PARAMS, SimulatedLine
-from sorter.config import load_site
+from simulators.line import DEMO_PARAMS
 from sorter.decide import Decider
 from sorter.events import Reason
 from sorter.kernel import ChuteState
 from sorter.plan import compile_plan, load_plan
-from sorterd.daemon import Daemon
-from sorterd.demo import demo_config_dir, write_site
-
-PLAN_PATH = demo_config_dir() / "sortplan.toml"
-PREFIX = "test/hub/line"
+from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
 
 # A fast line: 10 m/s belt, chutes that fill after 25 items and are emptied after a second,
 # so full chutes, overflow and recirculation all happen within a few hundred items.
@@ -41,69 +31,21 @@ FAST = replace(
 )
 
 
-class Subscriber:
-    def __init__(self) -> None:
-        self.messages: dict[str, list[dict[str, Any]]] = {}
-
-    async def run(self, broker: LocalBroker, ready: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="e2e-observer") as c:
-            await c.subscribe(f"{PREFIX}/#", qos=1)
-            ready.set()
-            async for m in c.messages:
-                kind = str(m.topic)[len(PREFIX) + 1 :]
-                assert isinstance(m.payload, bytes)
-                self.messages.setdefault(kind, []).append(json.loads(m.payload))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return self.messages.get(kind, [])
-
-
-async def _wait_for(predicate: Any, timeout_s: float) -> bool:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.05)
-    return True
-
-
 async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -> None:
     plan = load_plan(PLAN_PATH)
-    sub = Subscriber()
-    ready = asyncio.Event()
-    async with SimulatedLine(sorted(plan.machine_chutes), params=FAST, seed=7) as line:
-        assert line.scanner is not None
-        assert line.scanner.port is not None
-        site = load_site(
-            write_site(
-                tmp_path,
-                plc_port=line.plc.port,
-                scanner_port=line.scanner.port,
-                mqtt_url=broker.url,
-                plan=PLAN_PATH,
-                prefix=PREFIX,
-            )
+    async with line_with_daemon(broker, tmp_path, params=FAST, seed=7) as rig:
+        line, daemon, sub = rig.line, rig.daemon, rig.sub
+        inducted = await line.run(150_000, count=500)
+        assert inducted == 500
+        assert await line.drain(60), line.ledger.summary()
+        confirmations = sum(line.ledger.confirmations.values())
+        await wait_until(
+            lambda: (
+                len(sub.of("results")) >= confirmations
+                and len(sub.of("decisions")) >= daemon.pipeline.counters.decisions
+            ),
+            20,
         )
-        daemon = Daemon(site)
-        async with asyncio.TaskGroup() as tg:
-            sub_task = tg.create_task(sub.run(broker, ready))
-            await asyncio.wait_for(ready.wait(), 10)
-            daemon_task = tg.create_task(daemon.run())
-            await asyncio.wait_for(daemon.ready.wait(), 60)
-            await line.scanner.wait_for_clients(1)
-            inducted = await line.run(150_000, count=500)
-            assert inducted == 500
-            assert await line.drain(60), line.ledger.summary()
-            confirmations = sum(line.ledger.confirmations.values())
-            await _wait_for(
-                lambda: (
-                    len(sub.of("results")) >= confirmations
-                    and len(sub.of("decisions")) >= daemon.pipeline.counters.decisions
-                ),
-                20,
-            )
-            daemon.request_stop()
-            await daemon_task
-            await _wait_for(lambda: any(s["state"] == "offline" for s in sub.of("status")), 10)
-            sub_task.cancel()
 
     ledger = line.ledger
     decisions = sub.of("decisions")

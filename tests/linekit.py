@@ -1,0 +1,113 @@
+"""A simulated line wired to the real daemon and an MQTT observer, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from drivers.broker import LocalBroker
+from simulators.conveyor import LineParams
+from simulators.line import DEMO_PARAMS, SimulatedLine
+from sorter.config import load_site
+from sorter.plan import load_plan
+from sorterd.daemon import Daemon
+from sorterd.demo import demo_config_dir, write_site
+
+PLAN_PATH = demo_config_dir() / "sortplan.toml"
+PREFIX = "test/hub/line"
+
+
+class Subscriber:
+    """Records every message under PREFIX, by topic suffix."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+
+    async def run(self, broker: LocalBroker, ready: asyncio.Event) -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="e2e-observer") as c:
+            await c.subscribe(f"{PREFIX}/#", qos=1)
+            ready.set()
+            async for m in c.messages:
+                kind = str(m.topic)[len(PREFIX) + 1 :]
+                assert isinstance(m.payload, bytes)
+                self.messages.setdefault(kind, []).append(json.loads(m.payload))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return self.messages.get(kind, [])
+
+    def last(self, kind: str) -> dict[str, Any] | None:
+        got = self.of(kind)
+        return got[-1] if got else None
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@dataclass(slots=True)
+class Rig:
+    line: SimulatedLine
+    daemon: Daemon
+    sub: Subscriber
+
+
+@contextlib.asynccontextmanager
+async def line_with_daemon(
+    broker: LocalBroker,
+    folder: Path,
+    *,
+    params: LineParams = DEMO_PARAMS,
+    seed: int = 1,
+    plc_port: int = 0,
+    scanner_port: int = 0,
+) -> AsyncIterator[Rig]:
+    """Line and daemon running; on exit the daemon stops gracefully and says offline."""
+    plan = load_plan(PLAN_PATH)
+    sub = Subscriber()
+    ready = asyncio.Event()
+    line = SimulatedLine(
+        sorted(plan.machine_chutes),
+        params=params,
+        seed=seed,
+        plc_port=plc_port,
+        scanner_port=scanner_port,
+    )
+    async with line:
+        assert line.scanner is not None
+        assert line.scanner.port is not None
+        site = load_site(
+            write_site(
+                folder,
+                plc_port=line.plc.port,
+                scanner_port=line.scanner.port,
+                mqtt_url=broker.url,
+                plan=PLAN_PATH,
+                prefix=PREFIX,
+            )
+        )
+        daemon = Daemon(site)
+        async with asyncio.TaskGroup() as tg:
+            sub_task = tg.create_task(sub.run(broker, ready), name="observer")
+            await asyncio.wait_for(ready.wait(), 10)
+            daemon_task = tg.create_task(daemon.run(), name="daemon")
+            try:
+                await asyncio.wait_for(daemon.ready.wait(), 60)
+                await line.scanner.wait_for_clients(1)
+                yield Rig(line, daemon, sub)
+            finally:
+                daemon.request_stop()
+                await daemon_task
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(
+                        lambda: (sub.last("status") or {}).get("state") == "offline", 10
+                    )
+                sub_task.cancel()
