@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from sorter.config import ConfigError, load_site
 
@@ -131,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sorterd.logs import setup_logging  # noqa: PLC0415
 
-    setup_logging()
+    # The demo shows its own progress; its log lines would only bury it.
+    quiet = args.command == "demo" and "SORTERD_LOG_LEVEL" not in os.environ
+    setup_logging(level="warning" if quiet else None)
     try:
         if args.command == "check-config":
             return _check_config(args.config)
@@ -168,10 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_USAGE
-
-
-def _path(text: str) -> Path:
-    return Path(text)
 
 
 if __name__ == "__main__":
