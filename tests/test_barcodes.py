@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulators.labels import (
@@ -490,3 +490,60 @@ def test_classify_never_raises(code: str) -> None:
     assert label.valid or label.error
     if label.kind is CodeKind.UNKNOWN:
         assert label.valid
+
+
+# --- the biip-free fast path for common parcel labels --------------------------------
+
+_X_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-./"
+
+
+@st.composite
+def _gs1_payloads(draw: st.DrawFn) -> str:
+    """Element strings of AIs 00/420/421/401/403, sometimes broken, in any order."""
+    fields: list[tuple[str, bool]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        ai = draw(st.sampled_from(["00", "420", "421", "401", "403", "400", "15"]))
+        if ai == "00":
+            body = draw(st.text("0123456789", min_size=17, max_size=17))
+            check = gs1_check_digit(body) if draw(st.booleans()) else draw(st.integers(0, 9))
+            fields.append(("00" + body + str(check), False))
+        elif ai == "15":
+            fields.append(("15" + draw(st.text("0123456789", min_size=6, max_size=6)), False))
+        else:
+            prefix = draw(st.text("0123456789", min_size=3, max_size=3)) if ai == "421" else ""
+            value = draw(st.text(_X_CHARS, min_size=0, max_size=34))
+            fields.append((ai + prefix + value, True))
+    out = ""
+    for i, (text, variable) in enumerate(fields):
+        out += text
+        if variable and (i < len(fields) - 1 or draw(st.booleans())):
+            out += GS
+    return out
+
+
+@given(_gs1_payloads(), st.sampled_from(["]C1", ""]))
+@settings(max_examples=600)
+def test_fast_gs1_path_agrees_with_biip(payload: str, prefix: str) -> None:
+    from sorter.barcodes import _fast_gs1, _gs1_label, _parse_gs1
+
+    fast = _fast_gs1(prefix + payload, payload)
+    if fast is None:
+        return  # the fast path declined; biip decides, nothing to compare
+    slow = _gs1_label(prefix + payload, _parse_gs1(payload))
+    assert fast == slow
+
+
+def test_fast_gs1_path_takes_the_demo_labels() -> None:
+    from sorter.barcodes import _fast_gs1
+
+    rng = random.Random(5)
+    for _ in range(200):
+        code = make_gs1_label(rng, moroccan_postcode(rng))
+        assert _fast_gs1(code, code[3:]) is not None, code
+    assert classify(EXAMPLE_GS1) == Label(
+        raw=EXAMPLE_GS1,
+        kind=CodeKind.GS1,
+        valid=True,
+        barcode="061110010001000012",
+        postcode="20250",
+    )
