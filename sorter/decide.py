@@ -54,6 +54,7 @@ class Decider:
         self._tz = ZoneInfo(timezone) if timezone else None
         self._has_cutoffs = any(d.cutoff_min >= 0 for d in plan.plan.destinations)
         self._names = [d.name for d in plan.plan.destinations]
+        self._regexes = plan.plan.regexes
 
     def warm(self) -> None:
         self.kernel.warm()
@@ -68,64 +69,92 @@ class Decider:
     def _features(
         self, labels: Sequence[Label], recirculations: int, minute: int
     ) -> tuple[ItemFeatures, str]:
-        """Pick the code that names the item and combine it with postcode-only labels."""
-        tracking = sorted(
-            (lab for lab in labels if lab.valid and lab.barcode),
-            key=lambda lab: _TRACKING_PRIORITY[lab.kind],
-        )
-        postcodes = [lab for lab in labels if lab.valid and lab.postcode]
+        """Pick the code that names the item and combine it with postcode-only labels.
+
+        A carrier code (S10, UPS, DHL, LP, or an unrecognised code) names the item; a GS1
+        label contributes its postcode, and names the item (by SSCC) only when no carrier
+        code was read. Several candidates agree when they lead to the same destination;
+        one that leads nowhere (no rule) does not disagree with one that does.
+        """
+        carriers: list[Label] = []
+        gs1: list[Label] = []
+        for lab in labels:
+            if lab.valid:
+                (gs1 if lab.kind is CodeKind.GS1 else carriers).append(lab)
+        postcodes = [lab for lab in gs1 if lab.postcode]
+        names: list[Label | None]
+        if carriers:
+            carriers.sort(key=lambda lab: _TRACKING_PRIORITY[lab.kind])
+            names = [*carriers]
+        else:
+            names = [lab for lab in gs1 if lab.barcode] or [None]
         candidates: list[tuple[Label | None, Label | None]] = []
-        tracking_or_none: list[Label | None] = [*tracking] if tracking else [None]
-        for t in tracking_or_none:
+        for t in names:
             if t is not None and t.postcode:
                 candidates.append((t, t))
             elif postcodes:
                 candidates.extend((t, p) for p in postcodes)
             else:
                 candidates.append((t, None))
+        if len(candidates) == 1:
+            t, p = candidates[0]
+            return self._build(t, p, recirculations, minute)
         built = [self._build(t, p, recirculations, minute) for t, p in candidates]
-        if len(built) > 1:
-            # Several labels agree when they lead to the same destination; a GS1 postcode
-            # label beside a tracking barcode combines rather than conflicts.
-            dests = {self.kernel.match(f) for f, _ in built}
-            if len(dests) > 1:
-                barcode = built[0][1]
-                return ItemFeatures(
-                    reason_in=int(Reason.MULTI_READ_CONFLICT),
-                    recirculations=recirculations,
-                    minute_of_day=minute,
-                ), barcode
+        dests = [self.kernel.match(f) for f, _ in built]
+        if len({d for d in dests if d >= 0}) > 1:
+            return ItemFeatures(
+                reason_in=int(Reason.MULTI_READ_CONFLICT),
+                recirculations=recirculations,
+                minute_of_day=minute,
+            ), built[0][1]
+        for (f, barcode), d in zip(built, dests, strict=True):
+            if d >= 0:
+                return f, barcode
         return built[0]
 
     def _build(
         self, t: Label | None, p: Label | None, recirculations: int, minute: int
     ) -> tuple[ItemFeatures, str]:
         pc, digits = postcode_number(p.postcode) if p is not None else (-1, 0)
-        service = letters_index(t.s10_service) if t is not None and t.s10_service else -1
-        country_code = (t.country if t is not None and t.country else "") or (
-            p.country if p is not None else ""
-        )
-        mask = 0
-        raws = {lab.raw for lab in (t, p) if lab is not None}
+        service = -1
+        country = -1
+        raws: tuple[str, ...]
         if t is not None:
-            raws.add(t.barcode)
-        for bit, pattern in enumerate(self.plan.plan.regexes):
-            if any(pattern.search(raw) for raw in raws):
-                mask |= 1 << bit
-        barcode = t.barcode if t is not None else (p.raw if p is not None else "")
+            barcode = t.barcode
+            raws = (t.raw, t.barcode) if p is None else (t.raw, t.barcode, p.raw)
+            if t.s10_service:
+                service = letters_index(t.s10_service)
+            if t.country:
+                country = letters_index(t.country)
+        elif p is not None:
+            barcode, raws = p.raw, (p.raw,)
+        else:
+            barcode, raws = "", ()
+        if country < 0 and p is not None and p.country:
+            country = letters_index(p.country)
+        mask = 0
+        for bit, pattern in enumerate(self._regexes):
+            for raw in raws:
+                if pattern.search(raw):
+                    mask |= 1 << bit
+                    break
         return ItemFeatures(
             pc=pc,
             pc_digits=digits,
             service=service,
-            country=letters_index(country_code) if country_code else -1,
+            country=country,
             regex_mask=mask,
             recirculations=recirculations,
             minute_of_day=minute,
         ), barcode
 
-    def features(self, codes: Sequence[str], recirculations: int) -> tuple[ItemFeatures, str]:
-        """Kernel input for one item and the barcode that names it."""
-        minute = self.minute_of_day()
+    def features(
+        self, codes: Sequence[str], recirculations: int, minute: int | None = None
+    ) -> tuple[ItemFeatures, str]:
+        """Kernel input for one item and the barcode that names it. `minute`: site-local
+        minute of the day for cut-offs (-1 applies none); default now."""
+        if minute is None:
+            minute = self.minute_of_day()
         if not codes:
             return ItemFeatures(
                 reason_in=int(Reason.NO_READ), recirculations=recirculations, minute_of_day=minute

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
     _add_site(p)
 
+    p = sub.add_parser("replay", help="what-if: recorded scans through the sort plan, offline")
+    _add_site(p)
+    p.add_argument("scans", metavar="SCANS.csv", help="tracking_id,codes[,...] with a header")
+    p.add_argument("--out", metavar="DECISIONS.csv", help="one row per item, in input order")
+
     p = sub.add_parser("simulate", help="run a simulator alone, for commissioning")
     sim = p.add_subparsers(dest="device", required=True, metavar="DEVICE")
     for name, text in (
@@ -147,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration_s=args.duration, rate_per_h=args.rate, seed=args.seed, mqtt=args.mqtt
                 )
             )
+        if args.command == "replay":
+            from sorterd.replay_cli import replay  # noqa: PLC0415
+
+            return replay(args.config, args.scans, args.out)
         if args.command == "simulate":
             from simulators.line import simulate  # noqa: PLC0415
 

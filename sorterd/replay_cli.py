@@ -1,0 +1,73 @@
+"""`sorterd replay`: counts per destination, chute and reason; optional per-item CSV."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from sorter.config import load_site
+from sorter.decide import Decider
+from sorter.kernel import ChuteState
+from sorter.plan import compile_plan, load_plan
+from sorter.replay import Replay, read_scans
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return max(sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")) - 1, 0)
+
+
+def _table(title: str, counts: Counter[str] | Counter[int], total: int) -> Table:
+    table = Table(title=title)
+    table.add_column(title.split()[-1].rstrip("s"))
+    table.add_column("items", justify="right")
+    table.add_column("share", justify="right")
+    for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        table.add_row(str(key) if key != "" else "-", f"{n:,}", f"{n / total:.1%}")
+    return table
+
+
+def replay(config: str, scans: str, out: str | None) -> int:
+    site = load_site(config)
+    plan = compile_plan(load_plan(site.plan_path))
+    decider = Decider(plan, ChuteState.for_plan(plan), site.config.site.timezone)
+    decider.warm()
+    scans_path = Path(scans)
+    console = Console()
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        out_file = stack.enter_context(open(out, "w", newline="", encoding="utf-8")) if out else None
+        runner = Replay(decider, out_file)
+        rows = read_scans(scans_path, site.config.site.timezone)
+        if err.is_terminal:
+            progress = stack.enter_context(
+                Progress(
+                    "replay", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+                )
+            )
+            task = progress.add_task("rows", total=_count_lines(scans_path))
+            counts = runner.run(rows, lambda n: progress.advance(task, n))
+        else:
+            counts = runner.run(rows)
+    elapsed_s = time.perf_counter() - t0
+    if counts.items == 0:
+        print(f"error: {scans}: no scans", file=sys.stderr)
+        return 1
+    console.print(
+        f"{counts.items:,} items through plan {plan.plan.name} in {elapsed_s:.2f} s "
+        f"({counts.items / elapsed_s:,.0f} items/s)"
+    )
+    console.print(_table("by destination", counts.destinations, counts.items))
+    console.print(_table("by reason", counts.reasons, counts.items))
+    console.print(_table("by chute", counts.chutes, counts.items))
+    if out:
+        console.print(f"decisions written to {out}")
+    return 0
