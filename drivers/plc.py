@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,6 +31,15 @@ from sorter.events import Confirmation, SortRequest
 log = structlog.get_logger(__name__)
 
 HOST_HEARTBEAT_INTERVAL_NS = 250_000_000
+DELIVERED_MEMORY = 4096  # confirmations remembered to drop re-reads: 64 rings' worth
+
+
+def _raise_if_cancelling() -> None:
+    """pymodbus waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel that
+    lands as its answer arrives; a daemon stopping its TaskGroup would then hang."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class PlcError(Exception):
@@ -54,7 +63,8 @@ class PlcStats:
     replies: int = 0
     errors: int = 0
     reconnects: int = 0
-    ring_overruns: int = 0  # the PLC wrote more than 64 messages past our ack
+    counter_jumps: int = 0  # a head more than a ring past our ack: PLC restart or overrun
+    duplicate_confirmations: int = 0
     bad_confirmations: int = 0
     bad_requests: int = 0
     last_seen_ns: int = 0
@@ -151,6 +161,8 @@ class PlcLink:
         self._plc_heartbeat_changed_ns = 0
         self._heartbeat_alive = False
         self._bad_logged_ns = -(10**18)
+        self._reported = False
+        self._delivered_confirmations: OrderedDict[tuple[int, int], None] = OrderedDict()
 
     @property
     def pending_replies(self) -> int:
@@ -200,20 +212,23 @@ class PlcLink:
         """Connect, poll, and on any link error report it, back off and start again."""
         delay_s = self.backoff_initial_s
         while True:
+            cycles_before = self.stats.cycles
+            reason = "closed"
             try:
                 await self._session()
             except PlcError as exc:
                 self.stats.errors += 1
-                self.stats.last_error = str(exc)
-                log.warning("plc link error", url=self.url, error=str(exc))
+                self.stats.last_error = reason = str(exc)
+                log.warning("plc link error", url=self.url, error=reason)
             finally:
                 self._close()
-                self._set_connected(False, self.stats.last_error or "closed")
+                self._set_connected(False, reason)
+            # A session that polled is a link that worked: start the backoff over.
+            if self.stats.cycles > cycles_before:
+                delay_s = self.backoff_initial_s
             self.stats.reconnects += 1
             await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))
             delay_s = min(delay_s * 2, self.backoff_max_s)
-            if self.stats.cycles and self._heartbeat_alive:
-                delay_s = self.backoff_initial_s
 
     def _close(self) -> None:
         if self._client is not None:
@@ -221,7 +236,9 @@ class PlcLink:
             self._client = None
 
     def _set_connected(self, connected: bool, reason: str) -> None:
-        if connected != self.connected:
+        # The first failure is reported too, so a PLC that never answers shows on P/devices.
+        if connected != self.connected or not self._reported:
+            self._reported = True
             self.connected = connected
             log.info("plc link state", url=self.url, connected=connected, reason=reason)
             self.handler.on_link_state(connected, reason)
@@ -235,6 +252,7 @@ class PlcLink:
             )
         except (TimeoutError, ModbusException, OSError) as exc:
             raise PlcError(f"read {count} registers at {address}: {exc}") from exc
+        _raise_if_cancelling()
         self._note_io(t0)
         if rr.isError():
             raise PlcError(f"read {count} registers at {address}: Modbus exception {rr}")
@@ -250,6 +268,7 @@ class PlcLink:
             rr = await self._client.write_registers(address, values, device_id=self.device_id)
         except (TimeoutError, ModbusException, OSError) as exc:
             raise PlcError(f"write {len(values)} registers at {address}: {exc}") from exc
+        _raise_if_cancelling()
         self._note_io(t0)
         if rr.isError():
             raise PlcError(f"write {len(values)} registers at {address}: Modbus exception {rr}")
@@ -277,9 +296,11 @@ class PlcLink:
     async def _session(self) -> None:
         self._client = self._make_client()
         try:
-            ok = await asyncio.wait_for(self._client.connect(), self.request_timeout_s * 4)
-        except (TimeoutError, OSError, ModbusException) as exc:
+            async with asyncio.timeout(self.request_timeout_s * 4):
+                ok = await self._client.connect()
+        except (OSError, TimeoutError, ModbusException) as exc:
             raise PlcError(f"connect failed: {exc}") from exc
+        _raise_if_cancelling()
         if not ok:
             raise PlcError("connect failed")
         header = await self._read(0, R.HEADER_COUNT)
@@ -316,11 +337,13 @@ class PlcLink:
             if self.max_chute > 0 and now >= next_status_ns:
                 await self._read_chute_status()
                 next_status_ns = now + self.chute_status_interval_ns
-            # Sleep until the next poll, or less when a reply is queued meanwhile.
+            # Sleep until the next poll or heartbeat, or less when a reply is queued.
             self._wake.clear()
             if not self._replies:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                sleep_s = min(self.poll_interval_s, (next_heartbeat_ns - self.clock_ns()) / 1e9)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(sleep_s, 0.0)):
+                        await self._wake.wait()
             while self._replies:
                 await self._flush_replies()
                 if not self._replies:
@@ -348,11 +371,13 @@ class PlcLink:
         n = R.counter_diff(head, self._req_ack)
         if n == 0:
             return
-        if n > R.RING_SLOTS:
-            # The PLC overwrote slots we had not read: those requests are gone. Take the
-            # newest 64 and say so; the PLC will see those items as late.
-            self.stats.ring_overruns += 1
-            log.error("plc request ring overrun", unread=n, lost=n - R.RING_SLOTS)
+        jumped = n > R.RING_SLOTS
+        if jumped:
+            # More than a ring ahead: the PLC restarted with its counters reset (the head
+            # went back), or overran the ring. Either way only the last 64 slots can hold
+            # live requests; the seq check below keeps just those written for their number.
+            self.stats.counter_jumps += 1
+            log.warning("plc request counter jumped", req_head=head, req_ack=self._req_ack)
             self._req_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
             n = R.RING_SLOTS
         now = self.clock_ns()
@@ -364,12 +389,13 @@ class PlcLink:
             # written for this message (a PLC restarted without its memory, a stale ring).
             expected = (first + i) % R.COUNTER_MOD
             if regs[0] != expected:
-                self.stats.bad_requests += 1
-                self._warn_bad("request slot with wrong seq skipped", expected=expected, regs=regs)
+                if not jumped:
+                    self.stats.bad_requests += 1
+                    self._warn_bad("request slot with wrong seq skipped", expected=expected)
                 continue
             requests.append(R.decode_request(regs, now))
         self._req_ack = head
-        self.stats.requests += n
+        self.stats.requests += len(requests)
         self.handler.on_requests(requests)
         # Replies decided in on_requests go out before the ack, so a PLC that sees the ack
         # move already finds the replies of the same cycle in its ring.
@@ -402,20 +428,36 @@ class PlcLink:
         n = R.counter_diff(head, self._conf_ack)
         if n == 0:
             return
-        if n > R.RING_SLOTS:
-            self.stats.ring_overruns += 1
-            log.error("plc confirmation ring overrun", unread=n, lost=n - R.RING_SLOTS)
+        jumped = n > R.RING_SLOTS
+        if jumped:
+            # As for requests; confirmations carry no message number, so slots already
+            # delivered are recognised by (tracking_id, seq) instead.
+            self.stats.counter_jumps += 1
+            log.warning("plc confirmation counter jumped", conf_head=head, conf_ack=self._conf_ack)
             self._conf_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
             n = R.RING_SLOTS
         now = self.clock_ns()
         slots = await self._read_ring(R.CONF_BASE, R.CONF_SIZE, self._conf_ack, n)
         confirmations = []
+        delivered = self._delivered_confirmations
         for regs in slots:
             try:
-                confirmations.append(R.decode_confirmation(regs, now))
+                conf = R.decode_confirmation(regs, now)
             except R.RegisterError as exc:
-                self.stats.bad_confirmations += 1
-                self._warn_bad("bad confirmation slot skipped", error=str(exc), regs=regs)
+                if not jumped:
+                    self.stats.bad_confirmations += 1
+                    self._warn_bad("bad confirmation slot skipped", error=str(exc), regs=regs)
+                continue
+            key = (conf.tracking_id, conf.seq)
+            if key in delivered:
+                # Read again after a reconnect whose conf_ack write was lost, or a stale
+                # slot after a counter jump: one item, one confirmation.
+                self.stats.duplicate_confirmations += 1
+                continue
+            delivered[key] = None
+            if len(delivered) > DELIVERED_MEMORY:
+                delivered.popitem(last=False)
+            confirmations.append(conf)
         self._conf_ack = head
         self.stats.confirmations += len(confirmations)
         self.handler.on_confirmations(confirmations)

@@ -1,0 +1,728 @@
+"""PlcLink (drivers/plc.py) end to end against the real PlcSimulator over Modbus TCP.
+
+Every test runs the link's `run()` in a task against a simulator (or a bare pymodbus server)
+on 127.0.0.1 with a recording handler, and cancels it at the end. The last section holds
+regressions for bugs a review found in drivers/plc.py (cancellation lost on Python 3.11,
+counters that go back after a PLC restart, backoff, heartbeat timing, state reporting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.plc import PlcLink
+from drivers.registers import (
+    CHUTE_DISABLED,
+    CHUTE_FAULT,
+    CHUTE_FULL,
+    CONF_ACK,
+    CONF_BASE,
+    CONF_SIZE,
+    COUNTER_MOD,
+    HOST_HEARTBEAT,
+    INTERFACE_VERSION,
+    REP_HEAD,
+    REQ_ACK,
+    REQUEST_BASE,
+    REQUEST_SIZE,
+    slot,
+)
+from simulators.plc import PlcSimulator
+from sorter.events import Confirmation, Outcome, SortRequest
+
+HOST = "127.0.0.1"
+DEVICE_ID = 1
+_WRITE_MULTIPLE = 16  # function code pymodbus' datastore wants for a register write
+
+
+def chute_for(tracking_id: int) -> int:
+    return tracking_id % 10 + 1
+
+
+class Recorder:
+    """A PlcHandler that records every callback and, by default, answers each request at once."""
+
+    def __init__(self, *, auto_reply: bool = True) -> None:
+        self.link: PlcLink | None = None
+        self.auto_reply = auto_reply
+        self.batches: list[list[SortRequest]] = []
+        self.confirmations: list[Confirmation] = []
+        self.chute_status: list[tuple[int, list[int]]] = []
+        self.states: list[tuple[bool, str]] = []
+
+    @property
+    def requests(self) -> list[SortRequest]:
+        return [r for batch in self.batches for r in batch]
+
+    @property
+    def up(self) -> bool:
+        return bool(self.states) and self.states[-1][0]
+
+    @property
+    def down(self) -> bool:
+        return bool(self.states) and not self.states[-1][0]
+
+    def on_requests(self, requests: Sequence[SortRequest]) -> None:
+        self.batches.append(list(requests))
+        if self.auto_reply:
+            assert self.link is not None
+            for r in requests:
+                self.link.queue_reply(r.seq, r.tracking_id, chute_for(r.tracking_id))
+
+    def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None:
+        self.confirmations.extend(confirmations)
+
+    def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None:
+        self.chute_status.append((first_chute, list(status)))
+
+    def on_link_state(self, connected: bool, reason: str) -> None:
+        self.states.append((connected, reason))
+
+
+def make_link(url: str, handler: Recorder, **kwargs: Any) -> PlcLink:
+    # Short timeouts and backoff keep the failure tests fast; callers override as needed.
+    params: dict[str, Any] = {
+        "request_timeout_ms": 300,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.2,
+    }
+    params.update(kwargs)
+    link = PlcLink(url, handler, **params)
+    handler.link = link
+    return link
+
+
+async def stop_link(task: asyncio.Task[None]) -> None:
+    """Cancel `run()` until it ends; re-raise whatever it died of if it ended by itself.
+
+    One cancel is not always enough on Python 3.11: asyncio.wait_for (in pymodbus and in
+    PlcLink) drops a cancellation that arrives as the awaited thing completes, see
+    test_cancel_is_not_lost_when_a_reply_is_queued_at_the_same_moment.
+    """
+    ended_early = task.done()
+    for _ in range(10):
+        task.cancel()
+        done, _pending = await asyncio.wait({task}, timeout=1.0)
+        if done:
+            break
+    else:
+        pytest.fail("PlcLink.run() does not stop when cancelled")
+    if not task.cancelled():
+        task.result()  # raises what escaped run()
+    assert not ended_early, "PlcLink.run() returned instead of retrying"
+
+
+@contextlib.asynccontextmanager
+async def running(link: PlcLink) -> AsyncIterator[asyncio.Task[None]]:
+    """Run `link.run()` in a task; stop it on exit and fail if it had ended by itself."""
+    task = asyncio.create_task(link.run(), name="plc-link-under-test")
+    try:
+        yield task
+    finally:
+        await stop_link(task)
+
+
+async def eventually(
+    predicate: Callable[[], bool], what: str, timeout_s: float = 2.0, step_s: float = 0.005
+) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                await asyncio.sleep(step_s)
+    except TimeoutError:
+        pytest.fail(f"not within {timeout_s} s: {what}")
+
+
+async def register(plc: PlcSimulator, address: int) -> int:
+    return (await plc.read_registers(address, 1))[0]
+
+
+async def register_becomes(
+    plc: PlcSimulator, address: int, value: int, timeout_s: float = 1.0
+) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while await register(plc, address) != value:
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        last = await register(plc, address)
+        pytest.fail(f"register {address} is {last}, not {value} after {timeout_s} s")
+
+
+@contextlib.asynccontextmanager
+async def bare_server(values: list[int]) -> AsyncIterator[tuple[ModbusTcpServer, str]]:
+    """A plain pymodbus server holding exactly `values` (no PLC logic, device 1)."""
+    device = SimDevice(DEVICE_ID, [SimData(0, count=1, values=values, datatype=DataType.REGISTERS)])
+    server = ModbusTcpServer(device, address=(HOST, 0))
+    assert await server.listen()
+    listener = server.transport
+    assert isinstance(listener, asyncio.Server)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server, f"tcp://{HOST}:{port}"
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await listener.wait_closed()
+
+
+def header_values(count: int, *, interface_version: int = 1) -> list[int]:
+    values = [0] * count
+    values[2] = 1  # plc_state running
+    values[INTERFACE_VERSION] = interface_version
+    return values
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+async def test_requests_arrive_once_in_order_decoded_and_replies_land() -> None:
+    sent = [
+        # tracking_id, induction, length_mm, width_mm, height_mm, weight_g
+        (70_000, 1, 600, 400, 300, 12_345),
+        (0x1234_5678, 2, 1, 2, 3, 4),
+        (2**32 - 1, 65_535, 65_535, 65_535, 65_535, 65_535),
+        (65_536, 3, 0, 0, 0, 0),  # no dimensioner, no scale
+        (42, 1, 250, 180, 90, 30_000),
+    ]
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            assert handler.states == [(True, "connected")]
+            seqs = [plc.submit_request(*fields) for fields in sent]
+            assert seqs == [0, 1, 2, 3, 4]
+            await eventually(lambda: len(handler.requests) >= len(sent), "all requests")
+            await asyncio.sleep(0.05)  # time for a duplicate to show up, if any
+
+            got = handler.requests
+            assert [(r.seq, r.tracking_id) for r in got] == [
+                (seq, fields[0]) for seq, fields in zip(seqs, sent, strict=True)
+            ]
+            for r, (tid, induction, length, width, height, weight) in zip(got, sent, strict=True):
+                assert (r.tracking_id, r.induction) == (tid, induction)
+                assert (r.length_mm, r.width_mm, r.height_mm, r.weight_g) == (
+                    length,
+                    width,
+                    height,
+                    weight,
+                )
+                assert r.received_ns > 0
+
+            def replies_in() -> bool:
+                return all(plc.reply(f[0], s) is not None for s, f in zip(seqs, sent, strict=True))
+
+            await eventually(replies_in, "replies taken in by the PLC")
+            for seq, fields in zip(seqs, sent, strict=True):
+                reply = plc.reply(fields[0], seq)
+                assert reply is not None
+                assert (reply.seq, reply.tracking_id, reply.chute) == (
+                    seq,
+                    fields[0],
+                    chute_for(fields[0]),
+                )
+            await register_becomes(plc, REQ_ACK, len(sent))
+            await register_becomes(plc, REP_HEAD, len(sent))
+            assert link.stats.requests == len(sent)
+            assert link.stats.replies == len(sent)
+            assert link.stats.errors == 0
+            assert link.stats.counter_jumps == 0
+            assert plc.stats.replies_read == len(sent)
+            assert plc.stats.rep_head_jumps == 0
+
+
+async def test_counters_wrap_and_bursts_cross_the_ring_end() -> None:
+    start = 65_500  # slot 28: a burst of 40 runs over slot 63 -> 0 and counter 65535 -> 0
+    burst = 40
+    async with PlcSimulator(counter_start=start) as plc:
+        first_tids = [100_000 + i for i in range(burst)]
+        seqs = [plc.submit_request(tid, length_mm=i) for i, tid in enumerate(first_tids)]
+        assert seqs == [(start + i) % COUNTER_MOD for i in range(burst)]
+        for i in range(burst):
+            plc.submit_confirmation(seqs[i], first_tids[i], chute_for(i), Outcome.SORTED, i % 3)
+        await eventually(
+            lambda: (
+                plc.stats.requests_written == burst and plc.stats.confirmations_written == burst
+            ),
+            "simulator wrote the burst",
+        )
+
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            # The link starts with 40 unconsumed requests: one cycle, four reads.
+            await eventually(lambda: len(handler.requests) >= burst, "first burst")
+            assert len(handler.batches[0]) == burst
+            assert [(r.seq, r.tracking_id, r.length_mm) for r in handler.requests] == [
+                (seqs[i], first_tids[i], i) for i in range(burst)
+            ]
+            await eventually(lambda: len(handler.confirmations) >= burst, "confirmations")
+            assert [(c.seq, c.tracking_id, c.recirculations) for c in handler.confirmations] == [
+                (seqs[i], first_tids[i], i % 3) for i in range(burst)
+            ]
+            end = (start + burst) % COUNTER_MOD
+            assert end == 4
+            await register_becomes(plc, REQ_ACK, end)
+            await register_becomes(plc, REP_HEAD, end)
+            await register_becomes(plc, CONF_ACK, end)
+
+            def all_replied(tids: list[int], seq_list: list[int]) -> bool:
+                return all(plc.reply(t, s) is not None for t, s in zip(tids, seq_list, strict=True))
+
+            await eventually(lambda: all_replied(first_tids, seqs), "replies of first burst")
+            for tid, seq in zip(first_tids, seqs, strict=True):
+                reply = plc.reply(tid, seq)
+                assert reply is not None
+                assert reply.chute == chute_for(tid)
+
+            # A second burst while the link runs: more than one read's worth (15 slots).
+            second_tids = [200_000 + i for i in range(20)]
+            more = [plc.submit_request(tid) for tid in second_tids]
+            await eventually(lambda: len(handler.requests) >= burst + 20, "second burst")
+            await asyncio.sleep(0.05)
+            assert [(r.seq, r.tracking_id) for r in handler.requests[burst:]] == list(
+                zip(more, second_tids, strict=True)
+            )
+            await eventually(lambda: all_replied(second_tids, more), "replies of second burst")
+            await register_becomes(plc, REQ_ACK, end + 20)
+            await register_becomes(plc, REP_HEAD, end + 20)
+            assert link.stats.requests == burst + 20
+            assert link.stats.counter_jumps == 0
+            assert plc.stats.rep_head_jumps == 0
+            assert plc.stats.replies_read == burst + 20
+
+
+async def test_reply_queued_outside_a_poll_is_written_at_once() -> None:
+    poll_s = 0.5
+    async with PlcSimulator() as plc:
+        handler = Recorder(auto_reply=False)
+        link = make_link(plc.url, handler, poll_interval_ms=int(poll_s * 1000))
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            seq = plc.submit_request(777_777)
+            await eventually(lambda: bool(handler.requests), "request", timeout_s=poll_s * 3)
+            # The link has just polled and now sleeps for up to 500 ms.
+            loop = asyncio.get_running_loop()
+            queued_at: list[float] = []
+
+            async def decide_late() -> None:
+                await asyncio.sleep(0.05)
+                queued_at.append(loop.time())
+                link.queue_reply(seq, 777_777, 9)
+
+            await asyncio.create_task(decide_late(), name="late-decision")
+            assert await link.wait_replies_written(0.2)
+            await eventually(lambda: plc.reply(777_777, seq) is not None, "reply", timeout_s=0.2)
+            reply = plc.reply(777_777, seq)
+            assert reply is not None
+            assert reply.chute == 9
+            assert reply.received_s - queued_at[0] < 0.15, "reply waited for the next poll"
+            assert link.pending_replies == 0
+
+
+# ---------------------------------------------------------------------------- confirmations
+
+
+async def test_confirmations_arrive_once_with_outcome_decoded() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            sent = [
+                # seq, tracking_id, chute_actual, outcome, recirculations
+                (100 + int(o), 90_000 + int(o), 0 if o is Outcome.LOST else int(o) + 10, o, 2)
+                for o in Outcome
+            ]
+            for conf in sent:
+                plc.submit_confirmation(*conf)
+            await eventually(lambda: len(handler.confirmations) >= len(sent), "confirmations")
+            await asyncio.sleep(0.05)
+            assert [
+                (c.seq, c.tracking_id, c.chute_actual, c.outcome, c.recirculations)
+                for c in handler.confirmations
+            ] == sent
+            assert all(isinstance(c.outcome, Outcome) for c in handler.confirmations)
+            assert all(c.received_ns > 0 for c in handler.confirmations)
+            await register_becomes(plc, CONF_ACK, len(sent))
+            assert link.stats.confirmations == len(sent)
+            assert link.stats.bad_confirmations == 0
+
+
+async def test_invalid_confirmation_outcome_is_counted_and_skipped() -> None:
+    async with PlcSimulator() as plc:
+        # Written while no host runs, so the slots can be spoiled before anyone reads them;
+        # the link then finds them between conf_ack and conf_head when it connects.
+        for k in range(4):
+            plc.submit_confirmation(k, 300_000 + k, 5, Outcome.SORTED, 0)
+        await eventually(lambda: plc.stats.confirmations_written == 4, "confirmations written")
+        await plc.write_registers(CONF_BASE + CONF_SIZE * slot(1) + 4, [0])
+        await plc.write_registers(CONF_BASE + CONF_SIZE * slot(2) + 4, [8])
+
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await register_becomes(plc, CONF_ACK, 4)
+            assert [c.tracking_id for c in handler.confirmations] == [300_000, 300_003]
+            assert link.stats.bad_confirmations == 2
+            assert link.stats.confirmations == 2
+            # The link stays up and keeps working.
+            plc.submit_confirmation(4, 300_004, 6, Outcome.REJECT, 1)
+            seq = plc.submit_request(300_005)
+            await eventually(lambda: len(handler.confirmations) == 3, "next confirmation")
+            await eventually(lambda: plc.reply(300_005, seq) is not None, "reply")
+            assert handler.confirmations[-1].outcome is Outcome.REJECT
+            assert handler.states == [(True, "connected")]
+            assert link.stats.errors == 0
+
+
+async def test_request_slot_with_a_wrong_seq_is_counted_and_skipped() -> None:
+    async with PlcSimulator() as plc:
+        for k in range(3):
+            plc.submit_request(600_000 + k)
+        await eventually(lambda: plc.stats.requests_written == 3, "requests written")
+        await plc.write_registers(REQUEST_BASE + REQUEST_SIZE * slot(1), [9])  # seq 9, not 1
+
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await register_becomes(plc, REQ_ACK, 3)
+            assert [(r.seq, r.tracking_id) for r in handler.requests] == [
+                (0, 600_000),
+                (2, 600_002),
+            ]
+            assert link.stats.bad_requests == 1
+            seq = plc.submit_request(600_003)
+            await eventually(lambda: plc.reply(600_003, seq) is not None, "next reply")
+            assert plc.reply(600_001, 1) is None
+            assert handler.states == [(True, "connected")]
+
+
+# ---------------------------------------------------------------------------- chutes
+
+
+@pytest.mark.parametrize("max_chute", [60, 200])
+async def test_chute_status_bits_reach_the_handler(max_chute: int) -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, max_chute=max_chute, chute_status_interval_ms=20)
+        async with running(link):
+            await eventually(lambda: bool(handler.chute_status), "first chute status")
+            first, status = handler.chute_status[-1]
+            assert (first, len(status)) == (1, max_chute)
+            assert not any(status)
+
+            plc.set_chute_full(3)
+            plc.set_chute_disabled(7)
+            plc.set_chute_full(12)
+            plc.set_chute_fault(12)
+            plc.set_chute_fault(max_chute)
+            plc.set_chute_full(max_chute + 1)  # beyond max_chute: not reported
+            expected = [0] * max_chute
+            expected[3 - 1] = CHUTE_FULL
+            expected[7 - 1] = CHUTE_DISABLED
+            expected[12 - 1] = CHUTE_FULL | CHUTE_FAULT
+            expected[max_chute - 1] = CHUTE_FAULT
+            await eventually(lambda: handler.chute_status[-1] == (1, expected), "chute bits")
+
+            plc.set_chute_full(3, False)
+            plc.set_chute_fault(12, False)
+            expected[3 - 1] = 0
+            expected[12 - 1] = CHUTE_FULL
+            await eventually(lambda: handler.chute_status[-1] == (1, expected), "cleared bits")
+
+
+# ---------------------------------------------------------------------------- heartbeats
+
+
+async def test_host_heartbeat_keeps_changing_and_plc_sees_host_alive() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        assert not plc.host_alive
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            values = [await register(plc, HOST_HEARTBEAT)]
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 1.0
+            while loop.time() < until:
+                await asyncio.sleep(0.01)
+                value = await register(plc, HOST_HEARTBEAT)
+                if value != values[-1]:
+                    values.append(value)
+            changes = len(values) - 1
+            assert 3 <= changes <= 6, f"host heartbeat changed {changes} times in 1 s"
+            assert all((b - a) % COUNTER_MOD == 1 for a, b in itertools.pairwise(values))
+            assert plc.host_alive
+            assert plc.stats.host_dead_events == 0
+
+
+async def test_frozen_plc_heartbeat_drops_the_link_and_resuming_restores_it() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            loop = asyncio.get_running_loop()
+            plc.freeze_heartbeat()
+            frozen_at = loop.time()
+            await eventually(lambda: handler.down, "link down on frozen heartbeat", 1.5)
+            elapsed = loop.time() - frozen_at
+            assert 0.9 <= elapsed <= 1.5
+            assert handler.states[-1] == (False, "plc heartbeat frozen")
+            assert not link.connected
+            assert link.stats.errors == 1
+            assert link.stats.last_error == "plc heartbeat frozen"
+
+            plc.freeze_heartbeat(False)
+            await eventually(lambda: handler.up, "link up again", 0.5)
+            assert handler.states[-1] == (True, "plc heartbeat resumed")
+            seq = plc.submit_request(1_000_001)
+            await eventually(lambda: plc.reply(1_000_001, seq) is not None, "reply after resume")
+
+
+# ---------------------------------------------------------------------------- reconnect
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("memory", ["kept", "lost"])
+async def test_plc_back_on_the_same_port_reconnects_by_itself(memory: str) -> None:
+    """`kept`: the same PLC was unreachable for a while; `lost`: a new one, counters at 0."""
+    handler = Recorder()
+    port = free_port()
+    async with contextlib.AsyncExitStack() as stack:
+        plc = await stack.enter_async_context(PlcSimulator(port=port))
+        link = make_link(plc.url, handler)
+        await stack.enter_async_context(running(link))
+        await eventually(lambda: handler.up, "link up")
+        for i in range(3):
+            plc.submit_request(555_000 + i)
+        await eventually(lambda: plc.reply(555_002, 2) is not None, "replies before the outage")
+
+        await plc.stop()
+        await eventually(lambda: handler.down, "link down when the PLC goes", 1.0)
+        assert handler.states[-1][1], "link down without a reason"
+        await asyncio.sleep(0.3)  # a few failed connects
+        assert not link.connected
+        assert link.stats.errors >= 2
+
+        if memory == "lost":
+            plc = await stack.enter_async_context(PlcSimulator(port=port))
+        else:
+            await plc.start()
+        assert plc.port == port
+        await eventually(lambda: handler.up, "link up again", 1.5)
+        assert handler.states[-1] == (True, "connected")
+        assert link.stats.reconnects > 0
+        n = len(handler.requests)
+        seq = plc.submit_request(555_010, weight_g=800)
+        assert seq == (3 if memory == "kept" else 0)
+        await eventually(lambda: plc.reply(555_010, seq) is not None, "reply after the outage")
+        await asyncio.sleep(0.05)
+        assert [(r.seq, r.tracking_id, r.weight_g) for r in handler.requests[n:]] == [
+            (seq, 555_010, 800)
+        ]
+        reply = plc.reply(555_010, seq)
+        assert reply is not None
+        assert reply.chute == chute_for(555_010)
+        await register_becomes(plc, REQ_ACK, seq + 1)
+        await register_becomes(plc, REP_HEAD, seq + 1)
+        assert plc.stats.rep_head_jumps == 0
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+async def test_unserved_device_id_is_a_plc_error_and_the_link_keeps_retrying() -> None:
+    async with PlcSimulator(device_id=1) as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, device_id=5)
+        async with running(link) as task:
+            await eventually(lambda: link.stats.errors >= 3, "repeated errors")
+            assert "Modbus exception" in link.stats.last_error
+            assert not task.done()
+            assert not link.connected
+            assert (True, "connected") not in handler.states
+            assert link.stats.reconnects >= 2
+
+
+async def test_unserved_device_id_reports_link_down_with_a_reason() -> None:
+    async with PlcSimulator(device_id=1) as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, device_id=5)
+        async with running(link):
+            await eventually(lambda: link.stats.errors >= 2, "repeated errors")
+            assert handler.states, "handler never heard that the link is down"
+            connected, reason = handler.states[-1]
+            assert not connected
+            assert "Modbus exception" in reason
+
+
+async def test_too_small_register_block_is_a_plc_error_and_the_link_keeps_retrying() -> None:
+    # Header and rings fit nowhere but the header: the chute status read (2001..) fails.
+    async with bare_server(header_values(20)) as (_server, url):
+        handler = Recorder()
+        link = make_link(url, handler, max_chute=60)
+        async with running(link) as task:
+            await eventually(lambda: handler.down, "link down after a Modbus exception")
+            assert handler.states[0] == (True, "connected")
+            connected, reason = handler.states[1]
+            assert not connected
+            assert "Modbus exception" in reason
+            assert "2001" in reason
+            await eventually(lambda: link.stats.errors >= 3, "repeated errors")
+            assert link.stats.reconnects >= 2
+            assert [s for s, _ in handler.states[:4]] == [True, False, True, False]
+            assert not task.done()
+
+
+async def test_wrong_interface_version_is_refused_until_the_plc_speaks_v1() -> None:
+    values = header_values(30, interface_version=2)
+    async with bare_server(values) as (server, url):
+        handler = Recorder()
+        link = make_link(url, handler, heartbeat_timeout_ms=5000)
+        async with running(link) as task:
+            await eventually(lambda: link.stats.errors >= 3, "repeated refusals")
+            assert "interface_version is 2" in link.stats.last_error
+            assert not link.connected
+            # Reported once, not once per retry: P/devices/plc shows why it is down.
+            assert handler.states == [(False, "PLC interface_version is 2, this host speaks 1")]
+            assert link.stats.cycles == 0
+            assert not task.done()
+
+            await server.async_setValues(DEVICE_ID, _WRITE_MULTIPLE, INTERFACE_VERSION, [1])
+            await eventually(lambda: handler.up, "link up once the PLC speaks v1")
+            assert handler.states[-1] == (True, "connected")
+            assert len(handler.states) == 2
+
+
+# ------------------------------------------------- regressions (bugs found in review, fixed)
+
+
+async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            for i in range(3):
+                plc.submit_request(400_000 + i)
+                plc.submit_confirmation(i, 400_000 + i, 2, Outcome.SORTED, 0)
+            await eventually(
+                lambda: len(handler.requests) == 3 and len(handler.confirmations) == 3,
+                "messages before the restart",
+            )
+            await register_becomes(plc, CONF_ACK, 3)
+            n_req, n_conf = len(handler.requests), len(handler.confirmations)
+
+            plc.reset_counters()
+            await asyncio.sleep(0.1)
+            seqs = [plc.submit_request(500_000 + i) for i in range(2)]
+            assert seqs == [0, 1]
+            await eventually(
+                lambda: any(r.tracking_id == 500_001 for r in handler.requests),
+                "requests after the restart",
+            )
+            await asyncio.sleep(0.05)
+            assert [(r.seq, r.tracking_id) for r in handler.requests[n_req:]] == [
+                (0, 500_000),
+                (1, 500_001),
+            ]
+            plc.submit_confirmation(0, 500_000, 4, Outcome.SORTED, 0)
+            await eventually(
+                lambda: any(c.tracking_id == 500_000 for c in handler.confirmations),
+                "confirmation after the restart",
+            )
+            await asyncio.sleep(0.05)
+            assert [c.tracking_id for c in handler.confirmations[n_conf:]] == [500_000]
+            assert link.stats.bad_confirmations == 0
+            assert link.stats.bad_requests == 0
+
+
+async def test_reconnect_backoff_grows_while_the_plc_is_down() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, backoff_initial_s=0.05, backoff_max_s=1.0)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            await plc.stop()
+            await eventually(lambda: handler.down, "link down", 1.0)
+            before = link.stats.reconnects
+            await asyncio.sleep(1.2)
+            # Sleeps of 0.05, 0.1, 0.2, 0.4, 0.8 s (+-20 %): at most 5 attempts in 1.2 s.
+            attempts = link.stats.reconnects - before
+            assert attempts <= 6, f"{attempts} reconnect attempts in 1.2 s"
+
+
+async def test_host_heartbeat_every_250_ms_whatever_the_poll_interval() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, poll_interval_ms=600)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            loop = asyncio.get_running_loop()
+            last = await register(plc, HOST_HEARTBEAT)
+            changed_at: list[float] = []
+            until = loop.time() + 1.4
+            while loop.time() < until:
+                await asyncio.sleep(0.01)
+                value = await register(plc, HOST_HEARTBEAT)
+                if value != last:
+                    last = value
+                    changed_at.append(loop.time())
+            gaps = [b - a for a, b in itertools.pairwise(changed_at)]
+            assert gaps, "host heartbeat hardly changed"
+            assert max(gaps) <= 0.35, f"host heartbeat gaps {gaps}"
+
+
+async def test_link_down_reason_on_cancel_is_not_a_stale_error() -> None:
+    handler = Recorder()
+    async with contextlib.AsyncExitStack() as stack:
+        plc = await stack.enter_async_context(PlcSimulator())
+        port = plc.port
+        link = make_link(plc.url, handler)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            await plc.stop()
+            await eventually(lambda: handler.down, "link down", 1.0)
+            await stack.enter_async_context(PlcSimulator(port=port))
+            await eventually(lambda: handler.up, "link up again", 1.5)
+            stale = link.stats.last_error
+            assert stale
+        connected, reason = handler.states[-1]
+        assert not connected
+        assert reason != stale
+
+
+async def test_cancel_is_not_lost_when_a_reply_is_queued_at_the_same_moment() -> None:
+    async with PlcSimulator() as plc:
+        handler = Recorder(auto_reply=False)
+        link = make_link(plc.url, handler, poll_interval_ms=500)
+        task = asyncio.create_task(link.run(), name="plc-link-under-test")
+        try:
+            await eventually(lambda: handler.up, "link up")
+            await asyncio.sleep(0.05)  # the link is now waiting for its next poll
+            # A last reply and the shutdown in the same callback, as at a daemon stop.
+            link.queue_reply(0, 1, 1)
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=1.0)
+            assert done, "PlcLink.run() swallowed the cancellation and kept running"
+        finally:
+            if not task.done():
+                await stop_link(task)
