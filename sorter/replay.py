@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections import Counter
+import itertools
+import multiprocessing
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from sorter.config import ConfigError, Problem
 from sorter.decide import Decider
 from sorter.events import NOREAD, Reason
+from sorter.kernel import ItemFeatures
 
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 16_384
 MAX_PROBLEMS = 20
 REQUIRED = ("tracking_id", "codes")
 OPTIONAL = ("length_mm", "width_mm", "height_mm", "weight_g", "recirculations", "time")
@@ -54,8 +59,9 @@ def _minute_of_day(text: str, tz: ZoneInfo | None) -> int:
     return stamp.hour * 60 + stamp.minute
 
 
-@dataclass(frozen=True, slots=True)
-class ScanRow:
+class ScanRow(NamedTuple):
+    """One row of SCANS.csv (a NamedTuple: a million of them are built per replay)."""
+
     line: int
     tracking_id: str
     codes: tuple[str, ...]
@@ -112,74 +118,153 @@ def read_scans(path: Path, timezone: str | None = None) -> Iterator[ScanRow]:
         raise ConfigError(problems)
 
 
-class Replay:
-    """Runs rows through the decider in chunks and counts what it decided."""
+FeatureChunk = tuple[npt.NDArray[np.int64], list[str]]
 
-    def __init__(self, decider: Decider, out: IO[str] | None = None) -> None:
+_worker_decider: Decider | None = None
+
+
+def _init_worker(plan_path: str, timezone: str | None) -> None:
+    """Each worker process builds its own decider from the same plan file."""
+    global _worker_decider  # noqa: PLW0603 - one decider per worker process
+    from sorter.kernel import ChuteState  # noqa: PLC0415
+    from sorter.plan import compile_plan, load_plan  # noqa: PLC0415
+
+    plan = compile_plan(load_plan(plan_path))
+    _worker_decider = Decider(plan, ChuteState.for_plan(plan), timezone)
+    _worker_decider.warm()
+
+
+def _worker_features(rows: list[tuple[tuple[str, ...], int, int]]) -> FeatureChunk:
+    assert _worker_decider is not None
+    return features_of(_worker_decider, rows)
+
+
+def features_of(decider: Decider, rows: list[tuple[tuple[str, ...], int, int]]) -> FeatureChunk:
+    """Kernel input for a chunk of rows: an (n, 8) array in ItemFeatures order, barcodes."""
+    features = decider.features
+    decided = [features(codes, recirc, minute) for codes, recirc, minute in rows]
+    if not decided:
+        return np.zeros((0, len(ItemFeatures._fields)), np.int64), []
+    feats, barcodes = zip(*decided, strict=True)
+    # ItemFeatures is a NamedTuple of ints: transpose in C, one array per column.
+    table = np.array([np.array(col, dtype=np.int64) for col in zip(*feats, strict=True)]).T
+    return np.ascontiguousarray(table), list(barcodes)
+
+
+class Replay:
+    """Runs rows through the decider in chunks and counts what it decided.
+
+    Feature extraction (classification, multi-reads) is the Python part of a decision and
+    runs in `workers` processes for large inputs; the kernel runs here, in input order, so
+    round-robin balancing gives the same chutes whatever the number of workers.
+    """
+
+    def __init__(
+        self,
+        decider: Decider,
+        out: IO[str] | None = None,
+        *,
+        plan_path: Path | None = None,
+        timezone: str | None = None,
+        workers: int = 1,
+    ) -> None:
         self.decider = decider
         self.counts = ReplayCounts()
         self._writer = csv.writer(out, lineterminator="\n") if out is not None else None
         if self._writer is not None:
             self._writer.writerow(["tracking_id", "barcode", "destination", "chute", "reason"])
         self._names = [d.name for d in decider.plan.plan.destinations]
+        self._words = [r.word for r in Reason]
+        self._plan_path = plan_path
+        self._timezone = timezone
+        self._workers = workers if plan_path is not None else 1
 
     def run(
         self, rows: Iterator[ScanRow], progress: Callable[[int], None] | None = None
     ) -> ReplayCounts:
-        chunk: list[ScanRow] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == CHUNK_ROWS:
-                self._decide(chunk)
+        chunks = _chunked(rows, CHUNK_ROWS)
+        first = next(chunks, None)
+        if first is None:
+            return self.counts
+        if self._workers <= 1 or len(first) < CHUNK_ROWS:
+            for chunk in itertools.chain([first], chunks):
+                self._count(chunk, features_of(self.decider, _inputs(chunk)))
                 if progress is not None:
                     progress(len(chunk))
-                chunk = []
-        if chunk:
-            self._decide(chunk)
-            if progress is not None:
-                progress(len(chunk))
+            return self.counts
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        with ProcessPoolExecutor(
+            self._workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(str(self._plan_path), self._timezone),
+        ) as pool:
+            pending: deque[tuple[list[ScanRow], Future[FeatureChunk]]] = deque()
+            for chunk in itertools.chain([first], chunks):
+                pending.append((chunk, pool.submit(_worker_features, _inputs(chunk))))
+                while len(pending) > self._workers * 2:
+                    self._finish(pending.popleft(), progress)
+            while pending:
+                self._finish(pending.popleft(), progress)
         return self.counts
 
-    def _decide(self, rows: list[ScanRow]) -> None:
+    def _finish(
+        self,
+        item: tuple[list[ScanRow], Future[FeatureChunk]],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        chunk, future = item
+        self._count(chunk, future.result())
+        if progress is not None:
+            progress(len(chunk))
+
+    def _count(self, rows: list[ScanRow], chunk: FeatureChunk) -> None:
+        table, barcodes = chunk
         n = len(rows)
-        reason_in = np.empty(n, np.int32)
-        pc = np.empty(n, np.int64)
-        pc_digits = np.empty(n, np.int32)
-        service = np.empty(n, np.int32)
-        country = np.empty(n, np.int32)
-        regex_mask = np.empty(n, np.int64)
-        recirc = np.empty(n, np.int32)
-        minute = np.empty(n, np.int32)
-        barcodes: list[str] = []
-        features = self.decider.features
-        for i, row in enumerate(rows):
-            f, barcode = features(row.codes, row.recirculations, minute=row.minute_of_day)
-            reason_in[i] = f.reason_in
-            pc[i] = f.pc
-            pc_digits[i] = f.pc_digits
-            service[i] = f.service
-            country[i] = f.country
-            regex_mask[i] = f.regex_mask
-            recirc[i] = f.recirculations
-            minute[i] = f.minute_of_day
-            barcodes.append(barcode)
+        col = {name: table[:, i] for i, name in enumerate(ItemFeatures._fields)}
         dest, chute, reason = self.decider.kernel.decide_batch(
-            reason_in, pc, pc_digits, service, country, regex_mask, recirc, minute,
+            col["reason_in"].astype(np.int32),
+            np.ascontiguousarray(col["pc"]),
+            col["pc_digits"].astype(np.int32),
+            col["service"].astype(np.int32),
+            col["country"].astype(np.int32),
+            np.ascontiguousarray(col["regex_mask"]),
+            col["recirculations"].astype(np.int32),
+            col["minute_of_day"].astype(np.int32),
             self.decider.state,
-        )  # fmt: skip
+        )
         counts = self.counts
         counts.items += n
-        names = self._names
+        names, words = self._names, self._words
         dest_names = [names[d] if d >= 0 else "" for d in dest.tolist()]
-        reason_words = [Reason(r).word for r in reason.tolist()]
+        reason_words = [words[r] for r in reason.tolist()]
         chutes = chute.tolist()
         counts.destinations.update(dest_names)
         counts.chutes.update(chutes)
         counts.reasons.update(reason_words)
         if self._writer is not None:
             self._writer.writerows(
-                (row.tracking_id, bc, d, c, r)
-                for row, bc, d, c, r in zip(
-                    rows, barcodes, dest_names, chutes, reason_words, strict=True
+                zip(
+                    (row.tracking_id for row in rows),
+                    barcodes,
+                    dest_names,
+                    chutes,
+                    reason_words,
+                    strict=True,
                 )
             )
+
+
+def _inputs(rows: list[ScanRow]) -> list[tuple[tuple[str, ...], int, int]]:
+    return [(row.codes, row.recirculations, row.minute_of_day) for row in rows]
+
+
+def _chunked(rows: Iterator[ScanRow], size: int) -> Iterator[list[ScanRow]]:
+    chunk: list[ScanRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

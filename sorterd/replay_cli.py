@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections import Counter
@@ -44,8 +45,16 @@ def replay(config: str, scans: str, out: str | None) -> int:
     err = Console(stderr=True)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        out_file = stack.enter_context(open(out, "w", newline="", encoding="utf-8")) if out else None
-        runner = Replay(decider, out_file)
+        out_file = (
+            stack.enter_context(open(out, "w", newline="", encoding="utf-8")) if out else None
+        )
+        runner = Replay(
+            decider,
+            out_file,
+            plan_path=site.plan_path,
+            timezone=site.config.site.timezone,
+            workers=max(1, min(2, os.cpu_count() or 1)),
+        )
         rows = read_scans(scans_path, site.config.site.timezone)
         if err.is_terminal:
             progress = stack.enter_context(
