@@ -1,0 +1,577 @@
+"""The numba decision kernel (sorter.kernel) against the plain-Python reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sorter import reference
+from sorter.events import FUNCTION_REASONS, Reason
+from sorter.kernel import ChuteState, ItemFeatures, Kernel
+from sorter.plan import ALPHA2, SortPlan, build_plan, compile_plan, letters_index, load_plan
+
+DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
+
+FULL, DISABLED, FAULT = 0b001, 0b010, 0b100
+PRE_KERNEL_REASONS = (
+    Reason.NO_READ,
+    Reason.INVALID_CODE,
+    Reason.MULTI_READ_CONFLICT,
+    Reason.TIMEOUT,
+    Reason.CUSTOMS_HOLD,
+)
+FUNCTION_WORDS = [r.word for r in FUNCTION_REASONS]
+# The kernel sees only the regex bit mask, so any pattern that compiles will do.
+REGEX_POOL = ("^1Z[0-9A-Z]{16}$", "^[0-9]{10}$", "^LP[0-9]{12,14}$", "CN$", "^RB", "X+")
+LETTER_GLOBS = ("E*", "R*", "?A", "C?", "*", "MA", "CN", "FR", "!MA", "!E*", "!C?", "!CN")
+LETTER_CODES = ("EE", "EA", "RB", "RR", "MA", "CN", "FR", "CA", "ZZ", "AA")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_kernel() -> None:
+    """Compile (or load from numba's cache) once per process, before any timing matters."""
+    Kernel(compile_plan(load_plan(DEMO_PLAN))).warm()
+
+
+# --- random plans and item streams -----------------------------------------------------
+
+
+def _postcode_term(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["range", "prefix", "exact"]))
+    width = draw(st.integers(1, 5))
+    top = 10**width - 1
+    if kind == "range":
+        lo = draw(st.integers(0, top))
+        hi = draw(st.integers(lo, min(top, lo + draw(st.sampled_from([0, 5, 50, top])))))
+        return f"{lo:0{width}d}-{hi:0{width}d}"
+    value = draw(st.integers(0, top))
+    return f"{value:0{width}d}*" if kind == "prefix" else f"{value:0{width}d}"
+
+
+@st.composite
+def plan_data(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid sort plan as TOML data: random machine, destinations, rules and options."""
+    if draw(st.booleans()):
+        n = draw(st.integers(3, 30))
+        machine_spec: str | list[int] = f"1-{n}"
+        machine = list(range(1, n + 1))
+    else:
+        machine = sorted(draw(st.sets(st.integers(1, 40), min_size=1, max_size=20)))
+        machine_spec = machine if draw(st.booleans()) else ",".join(map(str, machine))
+    chute = st.sampled_from(machine)
+    functions = {word: draw(chute) for word in FUNCTION_WORDS}
+    destinations = []
+    for i in range(draw(st.integers(1, 8))):
+        chutes = draw(st.lists(chute, max_size=4))
+        overflow = draw(st.lists(chute, max_size=2))
+        if not chutes and not overflow:
+            chutes = [draw(chute)]
+        d: dict[str, Any] = {"name": f"D{i}", "chutes": chutes, "overflow": overflow}
+        if draw(st.booleans()):
+            d["cutoff"] = f"{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}"
+        destinations.append(d)
+    names = [d["name"] for d in destinations]
+    rules = []
+    for _ in range(draw(st.integers(0, 6))):
+        rule: dict[str, Any] = {"destination": draw(st.sampled_from(names))}
+        if draw(st.integers(0, 2)) == 0:
+            rule["postcode"] = [_postcode_term(draw) for _ in range(draw(st.integers(0, 3)))]
+        if draw(st.integers(0, 3)) == 0:
+            rule["barcode"] = draw(st.sampled_from(REGEX_POOL))
+        for field in ("s10_service", "country"):
+            if draw(st.integers(0, 3)) == 0:
+                rule[field] = draw(st.lists(st.sampled_from(LETTER_GLOBS), min_size=1, max_size=2))
+        rules.append(rule)
+    return {
+        "version": 1,
+        "name": "random",
+        "machine": {"chutes": machine_spec},
+        "functions": functions,
+        "options": {
+            "max_recirculations": draw(st.sampled_from([2, 3, 1, 2, 3, 1, 0])),
+            "balance": draw(st.sampled_from(["round_robin", "least_loaded"])),
+        },
+        "destination": destinations,
+        "rule": rules,
+    }
+
+
+def _interesting_postcodes(plan: SortPlan) -> list[tuple[int, int]]:
+    """(value, digits) on and just beside every postcode term's edges."""
+    out: list[tuple[int, int]] = []
+    for rule in plan.rules:
+        for t in rule.postcode or ():
+            if t.prefix:
+                out += [(t.lo, t.digits), (t.lo * 10 + 7, t.digits + 1), (t.lo * 100, t.digits + 2)]
+                out += [(t.lo + 1, t.digits), (t.lo, t.digits + 1)]
+            else:
+                out += [(t.lo, t.digits), (t.hi, t.digits), (t.lo - 1, t.digits)]
+                out += [(t.hi + 1, t.digits), (t.lo, t.digits + 1), (t.hi, t.digits - 1)]
+    return [(v, d) for v, d in out if 0 < d <= 18 and 0 <= v < 10**d]
+
+
+def features(plan: SortPlan) -> st.SearchStrategy[ItemFeatures]:
+    """Items, most of them on or next to the plan's own postcode edges and cut-offs."""
+    near = _interesting_postcodes(plan)
+    random_width = st.one_of(st.integers(1, 6), st.just(18)).flatmap(
+        lambda d: st.tuples(st.integers(0, 10**d - 1), st.just(d))
+    )
+    postcode = st.one_of(
+        st.just((-1, 0)), random_width, *([st.sampled_from(near)] * 3 if near else [])
+    )
+    cutoffs = [d.cutoff_min for d in plan.destinations if d.cutoff_min >= 0]
+    minute = st.one_of(
+        st.just(-1),
+        st.integers(0, 1439),
+        *(
+            [st.sampled_from(cutoffs).flatmap(lambda c: st.integers(max(c - 1, 0), c + 1))] * 2
+            if cutoffs
+            else []
+        ),
+    )
+    letters = st.one_of(
+        st.sampled_from([-1, *(letters_index(c) for c in LETTER_CODES)]),
+        st.integers(-1, ALPHA2 - 1),
+    )
+    reason = st.one_of(
+        st.just(int(Reason.OK)),
+        st.just(int(Reason.OK)),
+        st.just(int(Reason.OK)),
+        st.sampled_from([int(r) for r in PRE_KERNEL_REASONS]),
+    )
+    return st.builds(
+        lambda r, pc, s, c, m, n, t: ItemFeatures(r, pc[0], pc[1], s, c, m, n, t),
+        reason,
+        postcode,
+        letters,
+        letters,
+        st.integers(0, 2 ** len(REGEX_POOL) - 1),
+        st.sampled_from([0] * 12 + [1, 2, 3, 4]),
+        minute,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    chute: int
+    flags: int
+
+
+Event = ItemFeatures | FlagChange
+
+
+def events(plan: SortPlan) -> st.SearchStrategy[list[Event]]:
+    every = sorted(plan.machine_chutes | set(plan.functions.values()))
+    owned = sorted({c for d in plan.destinations for c in (*d.chutes, *d.overflow)})
+    # Bit 3 is not one of full/disabled/fault: a chute with only that bit stays usable.
+    flag = st.builds(
+        FlagChange,
+        st.one_of(st.sampled_from(owned), st.sampled_from(owned), st.sampled_from(every)),
+        st.sampled_from([0, 0, 1, 2, 4, 7, 8]),
+    )
+    items = features(plan)
+    return st.lists(st.one_of(items, items, flag), min_size=8, max_size=40)
+
+
+def segments(stream: list[Event]) -> Iterator[tuple[list[FlagChange], list[ItemFeatures]]]:
+    """Flag changes, then the run of items that follows them, for the batch kernel."""
+    flags: list[FlagChange] = []
+    items: list[ItemFeatures] = []
+    for event in stream:
+        if isinstance(event, FlagChange):
+            if items:
+                yield flags, items
+                flags, items = [], []
+            flags.append(event)
+        else:
+            items.append(event)
+    yield flags, items
+
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+
+
+def batch_arrays(items: list[ItemFeatures]) -> tuple[I32, I64, I32, I32, I32, I64, I32, I32]:
+    """The columns `Kernel.decide_batch` takes, in its order and dtypes."""
+    return (
+        np.array([f.reason_in for f in items], np.int32),
+        np.array([f.pc for f in items], np.int64),
+        np.array([f.pc_digits for f in items], np.int32),
+        np.array([f.service for f in items], np.int32),
+        np.array([f.country for f in items], np.int32),
+        np.array([f.regex_mask for f in items], np.int64),
+        np.array([f.recirculations for f in items], np.int32),
+        np.array([f.minute_of_day for f in items], np.int32),
+    )
+
+
+# Green, this takes a few seconds; shrinking a failure to a small example can take
+# minutes, longer than the suite's per-test timeout.
+@pytest.mark.timeout(600)
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_kernel_equals_reference(data: st.DataObject) -> None:
+    plan = build_plan(data.draw(plan_data(), label="plan"))
+    stream = data.draw(events(plan), label="events")
+    compiled = compile_plan(plan)
+
+    kernel = Kernel(compiled)
+    state = ChuteState.for_plan(compiled)
+    ref_state = reference.ReferenceState()
+    one_by_one: list[tuple[int, int, Reason]] = []
+    for event in stream:
+        if isinstance(event, FlagChange):
+            state.flags[event.chute] = event.flags
+            ref_state.flags[event.chute] = event.flags
+            continue
+        got = kernel.decide(event, state)
+        matched = kernel.match(event)
+        expected = reference.decide(plan, event, ref_state)
+        assert (got, matched) == (expected, reference.match_destination(plan, event)), event
+        one_by_one.append(got)
+    assert {c: int(n) for c, n in enumerate(state.load) if n} == {
+        c: n for c, n in ref_state.load.items() if n
+    }
+
+    batch_kernel = Kernel(compiled)
+    batch_state = ChuteState.for_plan(compiled)
+    batched: list[tuple[int, int, Reason]] = []
+    for changes, items in segments(stream):
+        for change in changes:
+            batch_state.flags[change.chute] = change.flags
+        if not items:
+            continue
+        dests, chutes, reasons = batch_kernel.decide_batch(*batch_arrays(items), batch_state)
+        batched.extend(
+            (int(d), int(c), Reason(int(r))) for d, c, r in zip(dests, chutes, reasons, strict=True)
+        )
+    assert batched == one_by_one
+    assert batch_state.load.tolist() == state.load.tolist()
+    assert batch_kernel.rr_next.tolist() == kernel.rr_next.tolist()
+
+
+# --- hand-written cases ----------------------------------------------------------------
+
+
+def _plan(
+    *,
+    chutes: list[int] | None = None,
+    overflow: list[int] | None = None,
+    cutoff: str | None = None,
+    balance: str = "round_robin",
+    max_recirculations: int = 2,
+) -> SortPlan:
+    functions = {word: 50 + i for i, word in enumerate(FUNCTION_WORDS)}
+    home: dict[str, Any] = {
+        "name": "HOME",
+        "chutes": [1, 2, 3] if chutes is None else chutes,
+        "overflow": [8, 9] if overflow is None else overflow,
+    }
+    if cutoff is not None:
+        home["cutoff"] = cutoff
+    return build_plan(
+        {
+            "version": 1,
+            "name": "unit",
+            "machine": {"chutes": "1-60"},
+            "functions": functions,
+            "options": {"max_recirculations": max_recirculations, "balance": balance},
+            "destination": [{"name": "OTHER", "chutes": [20]}, home],
+            "rule": [
+                {"destination": "OTHER", "postcode": ["10*"]},
+                {"destination": "HOME", "postcode": ["20000-20999"]},
+            ],
+        }
+    )
+
+
+def fn(plan: SortPlan, reason: Reason) -> int:
+    return plan.functions[reason]
+
+
+HOME = 1  # destination index of HOME in _plan
+HOME_ITEM = ItemFeatures(pc=20250, pc_digits=5)
+
+
+class Both:
+    """Kernel and reference side by side, each with its own state; every call compares."""
+
+    def __init__(self, plan: SortPlan) -> None:
+        self.plan = plan
+        compiled = compile_plan(plan)
+        self.kernel = Kernel(compiled)
+        self.state = ChuteState.for_plan(compiled)
+        self.ref_state = reference.ReferenceState()
+
+    def set_flags(self, chute: int, flags: int) -> None:
+        self.state.flags[chute] = flags
+        self.ref_state.flags[chute] = flags
+
+    def set_load(self, chute: int, load: int) -> None:
+        self.state.load[chute] = load
+        self.ref_state.load[chute] = load
+
+    def decide(self, f: ItemFeatures = HOME_ITEM) -> tuple[int, int, Reason]:
+        got = self.kernel.decide(f, self.state)
+        assert got == reference.decide(self.plan, f, self.ref_state)
+        return got
+
+    def chutes(self, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            dest, chute, reason = self.decide()
+            assert (dest, reason) == (HOME, Reason.OK)
+            out.append(chute)
+        return out
+
+
+def test_round_robin_cycles_through_chutes() -> None:
+    both = Both(_plan())
+    assert both.chutes(7) == [1, 2, 3, 1, 2, 3, 1]
+    assert both.state.load[1:4].tolist() == [3, 2, 2]
+
+
+@pytest.mark.parametrize("bit", [FULL, DISABLED, FAULT])
+def test_round_robin_skips_unusable_chute(bit: int) -> None:
+    both = Both(_plan())
+    assert both.chutes(1) == [1]
+    both.set_flags(2, bit)
+    assert both.chutes(4) == [3, 1, 3, 1]
+    both.set_flags(2, 0)
+    assert both.chutes(3) == [2, 3, 1]
+
+
+def test_round_robin_ignores_other_flag_bits() -> None:
+    both = Both(_plan())
+    both.set_flags(1, 0b1000)
+    assert both.chutes(4) == [1, 2, 3, 1]
+
+
+def test_round_robin_state_is_per_destination() -> None:
+    both = Both(_plan())
+    other = ItemFeatures(pc=10100, pc_digits=5)
+    assert both.chutes(1) == [1]
+    assert both.decide(other) == (0, 20, Reason.OK)
+    assert both.chutes(1) == [2]
+
+
+def test_least_loaded_picks_least_loaded() -> None:
+    both = Both(_plan(balance="least_loaded"))
+    both.set_load(1, 5)
+    both.set_load(2, 3)
+    both.set_load(3, 4)
+    assert both.chutes(1) == [2]  # 5, 3, 4
+    assert both.chutes(1) == [2]  # 5, 4, 4: the first of equals
+    assert both.chutes(1) == [3]  # 5, 5, 4
+    assert both.chutes(2) == [1, 2]  # 5, 5, 5 -> 6, 5, 5 -> 6, 6, 5
+    assert both.state.load[1:4].tolist() == [6, 6, 5]
+
+
+def test_least_loaded_skips_unusable_chutes() -> None:
+    both = Both(_plan(balance="least_loaded"))
+    both.set_load(1, 9)
+    both.set_flags(2, FULL)
+    both.set_flags(3, FAULT)
+    assert both.chutes(2) == [1, 1]
+    assert both.state.load[1] == 11
+
+
+def test_overflow_when_all_chutes_unusable() -> None:
+    both = Both(_plan())
+    for chute, bit in ((1, FULL), (2, DISABLED), (3, FAULT)):
+        both.set_flags(chute, bit)
+    # Overflow chutes are taken in order, not balanced.
+    assert both.chutes(3) == [8, 8, 8]
+    both.set_flags(8, FULL)
+    assert both.chutes(1) == [9]
+    both.set_flags(2, 0)
+    assert both.chutes(2) == [2, 2]
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_loaded"])
+def test_overflow_only_destination(balance: str) -> None:
+    both = Both(_plan(chutes=[], overflow=[8, 9], balance=balance))
+    assert both.chutes(2) == [8, 8]
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_loaded"])
+def test_no_chute_when_overflow_unusable_too(balance: str) -> None:
+    plan = _plan(balance=balance)
+    both = Both(plan)
+    for chute in (1, 2, 3, 8, 9):
+        both.set_flags(chute, DISABLED)
+    assert both.decide() == (HOME, fn(plan, Reason.NO_CHUTE), Reason.NO_CHUTE)
+    assert int(both.state.load.sum()) == 0
+
+
+def test_no_chute_without_overflow() -> None:
+    plan = _plan(overflow=[])
+    both = Both(plan)
+    for chute in (1, 2, 3):
+        both.set_flags(chute, FULL)
+    assert both.decide() == (HOME, fn(plan, Reason.NO_CHUTE), Reason.NO_CHUTE)
+
+
+def test_no_rule() -> None:
+    plan = _plan()
+    both = Both(plan)
+    no_rule = (-1, fn(plan, Reason.NO_RULE), Reason.NO_RULE)
+    assert both.decide(ItemFeatures(pc=30000, pc_digits=5)) == no_rule
+    assert both.decide(ItemFeatures(pc=2025, pc_digits=4)) == no_rule  # width matters
+    assert both.decide(ItemFeatures()) == no_rule
+
+
+def test_after_cutoff() -> None:
+    plan = _plan(cutoff="21:30")
+    both = Both(plan)
+    after = (HOME, fn(plan, Reason.AFTER_CUTOFF), Reason.AFTER_CUTOFF)
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=21 * 60 + 29))[2] == (
+        Reason.OK
+    )
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=21 * 60 + 30)) == after
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=23 * 60 + 59)) == after
+    # Unknown time of day: no cut-off applies.
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=-1))[2] == Reason.OK
+    # Another destination without a cut-off is unaffected.
+    late_other = ItemFeatures(pc=10100, pc_digits=5, minute_of_day=23 * 60)
+    assert both.decide(late_other) == (0, 20, Reason.OK)
+
+
+def test_cutoff_at_midnight_means_always_after() -> None:
+    plan = _plan(cutoff="00:00")
+    both = Both(plan)
+    item = ItemFeatures(pc=20250, pc_digits=5, minute_of_day=0)
+    assert both.decide(item) == (HOME, fn(plan, Reason.AFTER_CUTOFF), Reason.AFTER_CUTOFF)
+
+
+def test_after_cutoff_comes_before_chute_choice() -> None:
+    plan = _plan(cutoff="12:00")
+    both = Both(plan)
+    for chute in (1, 2, 3, 8, 9):
+        both.set_flags(chute, FULL)
+    late = ItemFeatures(pc=20250, pc_digits=5, minute_of_day=12 * 60)
+    assert both.decide(late)[2] == Reason.AFTER_CUTOFF
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        ItemFeatures(pc=20250, pc_digits=5, recirculations=2),
+        ItemFeatures(pc=20250, pc_digits=5, recirculations=7),
+        ItemFeatures(reason_in=int(Reason.NO_READ), recirculations=2),
+        ItemFeatures(reason_in=int(Reason.CUSTOMS_HOLD), recirculations=2),
+        ItemFeatures(recirculations=2),  # would be no_rule
+        ItemFeatures(pc=20250, pc_digits=5, recirculations=2, minute_of_day=23 * 60),
+    ],
+)
+def test_max_recirc_takes_precedence(item: ItemFeatures) -> None:
+    plan = _plan(cutoff="21:30")
+    both = Both(plan)
+    for chute in (1, 2, 3, 8, 9):
+        both.set_flags(chute, FULL)
+    assert both.decide(item) == (-1, fn(plan, Reason.MAX_RECIRC), Reason.MAX_RECIRC)
+
+
+def test_below_max_recirculations_sorts_normally() -> None:
+    both = Both(_plan(max_recirculations=2))
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, recirculations=1)) == (
+        HOME,
+        1,
+        Reason.OK,
+    )
+
+
+def test_max_recirculations_zero_sends_every_item_to_max_recirc() -> None:
+    plan = _plan(max_recirculations=0)
+    both = Both(plan)
+    assert both.decide(HOME_ITEM) == (-1, fn(plan, Reason.MAX_RECIRC), Reason.MAX_RECIRC)
+
+
+@pytest.mark.parametrize("reason", PRE_KERNEL_REASONS)
+def test_function_chute_for_pre_kernel_reason(reason: Reason) -> None:
+    plan = _plan()
+    both = Both(plan)
+    # The item's features would match HOME: the reason found earlier wins.
+    item = ItemFeatures(reason_in=int(reason), pc=20250, pc_digits=5)
+    assert both.decide(item) == (-1, fn(plan, reason), reason)
+    assert fn(plan, reason) == 50 + FUNCTION_WORDS.index(reason.word)
+    assert int(both.state.load.sum()) == 0
+    assert both.kernel.rr_next.tolist() == [0, 0]
+
+
+def test_first_matching_rule_wins() -> None:
+    plan = build_plan(
+        {
+            "version": 1,
+            "name": "order",
+            "machine": {"chutes": "1-20"},
+            "functions": dict.fromkeys(FUNCTION_WORDS, 20),
+            "destination": [
+                {"name": "EMS", "chutes": [1]},
+                {"name": "CASA", "chutes": [2]},
+                {"name": "UPS", "chutes": [3]},
+            ],
+            "rule": [
+                {"destination": "EMS", "s10_service": ["E*"], "country": ["!MA"]},
+                {"destination": "CASA", "postcode": ["20000-20999", "0*"]},
+                {"destination": "UPS", "barcode": "^1Z"},
+            ],
+        }
+    )
+    both = Both(plan)
+    ee, ma, cn = letters_index("EE"), letters_index("MA"), letters_index("CN")
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, service=ee, country=cn))[:2] == (0, 1)
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, service=ee, country=ma))[:2] == (1, 2)
+    assert both.decide(ItemFeatures(service=ee, country=-1))[2] == Reason.NO_RULE
+    assert both.decide(ItemFeatures(pc=1234, pc_digits=5))[:2] == (1, 2)  # "01234"
+    assert both.decide(ItemFeatures(pc=1234, pc_digits=4))[2] == Reason.NO_RULE
+    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, regex_mask=1))[:2] == (1, 2)
+    assert both.decide(ItemFeatures(pc=30250, pc_digits=5, regex_mask=1))[:2] == (2, 3)
+    assert both.decide(ItemFeatures(regex_mask=0b10))[2] == Reason.NO_RULE
+
+
+def test_decide_batch_matches_one_by_one_on_demo_plan() -> None:
+    plan = load_plan(DEMO_PLAN)
+    compiled = compile_plan(plan)
+    ems = ItemFeatures(service=letters_index("EE"), country=letters_index("CN"))
+    items = [HOME_ITEM] * 8 + [ems] * 3 + [ItemFeatures(reason_in=int(Reason.NO_READ))]
+    batch_kernel = Kernel(compiled)
+    dests, chutes, reasons = batch_kernel.decide_batch(
+        *batch_arrays(items), ChuteState.for_plan(compiled)
+    )
+    assert dests.tolist() == [0] * 8 + [6] * 3 + [-1]
+    assert chutes.tolist() == [1, 2, 3, 4, 5, 6, 1, 2, 20, 21, 20, 59]
+    assert reasons.tolist() == [0] * 11 + [int(Reason.NO_READ)]
+    assert batch_kernel.rr_next.tolist()[:7] == [2, 0, 0, 0, 0, 0, 1]
+
+
+def test_warm_leaves_round_robin_at_start() -> None:
+    compiled = compile_plan(load_plan(DEMO_PLAN))
+    kernel = Kernel(compiled)
+    kernel.warm()
+    assert kernel.rr_next.tolist() == [0] * 11
+    assert kernel.decide(HOME_ITEM, ChuteState.for_plan(compiled)) == (0, 1, Reason.OK)
+
+
+def test_chute_state_size() -> None:
+    compiled = compile_plan(load_plan(DEMO_PLAN))
+    assert ChuteState.for_plan(compiled).flags.shape == (61,)
+    state = ChuteState.for_plan(compiled, n_slots=100)
+    assert (state.flags.shape, state.load.shape) == ((100,), (100,))
+    assert state.flags.dtype == np.uint8
+    assert state.load.dtype == np.int64
