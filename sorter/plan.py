@@ -13,21 +13,24 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sorter.config import ConfigError, Problem
 from sorter.events import FUNCTION_REASONS, Reason
 
 ALPHA2 = 26 * 26  # size of the two-letter code tables (S10 service, ISO country)
 MAX_REGEX_RULES = 64  # barcode regex results travel to the kernel as one uint64 bit mask
-_RANGE_RE = re.compile(r"^(\d+)-(\d+)$")
-_PREFIX_RE = re.compile(r"^(\d+)\*$")
-_EXACT_RE = re.compile(r"^\d+$")
-_TWO_LETTER_GLOB_RE = re.compile(r"^!?[A-Z?*]{1,2}$|^!?[A-Z]?\*$")
+MAX_CHUTE_NUMBER = 999  # the register map's chute status block is 2000 + n
+MAX_POSTCODE_DIGITS = 18  # numeric postcodes travel to the kernel as int64
+_RANGE_RE = re.compile(r"^([0-9]+)-([0-9]+)$")
+_PREFIX_RE = re.compile(r"^([0-9]+)\*$")
+_EXACT_RE = re.compile(r"^[0-9]+$")
+# Two letters, where ? is one letter and * any run: "MA", "E*", "?A", "*", with ! to negate.
+_TWO_LETTER_GLOB_RE = re.compile(r"^!?(?:[A-Z?]{2}|[A-Z?]?\*|\*[A-Z?])$")
 
 
 def letters_index(code: str) -> int:
@@ -52,7 +55,17 @@ class _Model(BaseModel):
 
 
 class MachineModel(_Model):
-    chutes: str | list[int]
+    chutes: Any
+
+    @field_validator("chutes")
+    @classmethod
+    def _spec(cls, value: Any) -> str | list[int]:
+        # One message for both forms (a union type would report each member separately).
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(type(v) is int for v in value)
+        ):
+            return value
+        raise ValueError("must be a string of ranges like '1-240' or a list of chute numbers")
 
 
 class FunctionsModel(_Model):
@@ -81,20 +94,23 @@ class DestinationModel(_Model):
 
 class RuleModel(_Model):
     destination: str
-    postcode: list[str] | None = None
+    # An empty list would be a condition nobody can read right (never, or always?).
+    postcode: Annotated[list[str], Field(min_length=1)] | None = None
     barcode: str | None = None
-    s10_service: list[str] | None = None
-    country: list[str] | None = None
+    s10_service: Annotated[list[str], Field(min_length=1)] | None = None
+    country: Annotated[list[str], Field(min_length=1)] | None = None
 
 
 class PlanModel(_Model):
+    """The plan's top level; each table is validated on its own (see build_plan)."""
+
     version: Literal[1]
     name: str = Field(min_length=1)
-    machine: MachineModel
-    functions: FunctionsModel
-    options: OptionsModel = Field(default_factory=OptionsModel)
-    destination: list[DestinationModel] = Field(min_length=1)
-    rule: list[RuleModel] = Field(default_factory=list)
+    machine: dict[str, Any]
+    functions: dict[str, Any]
+    options: dict[str, Any] = Field(default_factory=dict)
+    destination: list[dict[str, Any]] = Field(min_length=1)
+    rule: list[dict[str, Any]] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,25 +185,37 @@ class SortPlan:
 def parse_chute_list(spec: str | list[int]) -> set[int]:
     """`"1-240"`, `"1-100,200-240"` or a list of numbers -> the set of chutes."""
     if isinstance(spec, list):
-        return set(spec)
-    out: set[int] = set()
-    for raw in spec.split(","):
-        part = raw.strip()
-        m = _RANGE_RE.match(part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if lo > hi:
-                raise ValueError(f"range {part!r} runs backwards")
-            out.update(range(lo, hi + 1))
-        elif _EXACT_RE.match(part):
-            out.add(int(part))
-        else:
-            raise ValueError(f"{part!r} is not a chute number or range a-b")
+        out = set(spec)
+    else:
+        out = set()
+        for raw in spec.split(","):
+            part = raw.strip()
+            m = _RANGE_RE.match(part)
+            if m:
+                lo, hi = int(m.group(1)), int(m.group(2))
+                if lo > hi:
+                    raise ValueError(f"range {part!r} runs backwards")
+                # Checked before building the range: "1-2400000000" is a typo, not a plan.
+                if hi > MAX_CHUTE_NUMBER:
+                    raise ValueError(f"range {part!r}: chute numbers are 1..{MAX_CHUTE_NUMBER}")
+                out.update(range(lo, hi + 1))
+            elif _EXACT_RE.match(part):
+                out.add(int(part))
+            else:
+                raise ValueError(f"{part!r} is not a chute number or range a-b")
+    if not out:
+        raise ValueError("the machine has no chutes")
+    if any(c < 1 or c > MAX_CHUTE_NUMBER for c in out):
+        raise ValueError(f"chute numbers are 1..{MAX_CHUTE_NUMBER} (register map 2000+n)")
     return out
 
 
 def parse_postcode_term(text: str) -> PostcodeTerm:
     text = text.strip()
+    if sum(c.isdigit() for c in text) > MAX_POSTCODE_DIGITS * 2 or any(
+        len(part) > MAX_POSTCODE_DIGITS for part in re.split(r"[-*]", text)
+    ):
+        raise ValueError(f"{text!r}: postcodes have at most {MAX_POSTCODE_DIGITS} digits")
     m = _RANGE_RE.match(text)
     if m:
         a, b = m.group(1), m.group(2)
@@ -233,7 +261,7 @@ def _cutoff_minutes(text: str | None) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _pydantic_problems(file: str, exc: ValidationError) -> list[Problem]:
+def _pydantic_problems(file: str, exc: ValidationError, prefix: str = "") -> list[Problem]:
     from sorter.config import _key_of  # noqa: PLC0415  (shared formatting of key paths)
 
     problems = []
@@ -243,15 +271,32 @@ def _pydantic_problems(file: str, exc: ValidationError) -> list[Problem]:
             message = "unknown key (typo?)"
         elif err["type"] == "missing":
             message = "required key is missing"
-        problems.append(Problem(file, _key_of(tuple(err["loc"])), message))
+        key = _key_of(tuple(err["loc"]))
+        if prefix:
+            key = f"{prefix}.{key}" if key else prefix
+        problems.append(Problem(file, key, message))
     return problems
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _section(
+    model: type[_M], data: Any, prefix: str, file: str, problems: list[Problem]
+) -> _M | None:
+    """Validate one part of the plan, so a typo in one rule hides nothing elsewhere."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(file, exc, prefix))
+        return None
 
 
 def load_plan(path: str | Path) -> SortPlan:
     """Read a plan file and check it; raise ConfigError listing every problem."""
     shown = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM from Windows editors
     except OSError as exc:
         raise ConfigError([Problem(shown, "", f"cannot read: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
@@ -265,35 +310,75 @@ def load_plan(path: str | Path) -> SortPlan:
 
 def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
     """Validate a plan given as TOML data; raise ConfigError listing every problem."""
-    try:
-        model = PlanModel.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(file, exc)) from None
-
     problems: list[Problem] = []
 
     def problem(key: str, message: str) -> None:
         problems.append(Problem(file, key, message))
 
-    try:
-        machine = parse_chute_list(model.machine.chutes)
-    except ValueError as exc:
-        problem("machine.chutes", str(exc))
-        machine = set()
-    if any(c <= 0 or c > 999 for c in machine):
-        problem("machine.chutes", "chute numbers must be 1..999 (register map 2000+n)")
-        machine = {c for c in machine if 0 < c <= 999}
+    def table(name: str, default: Any = None) -> Any:
+        value = data.get(name, default)
+        return value if isinstance(value, dict) else None
+
+    def array(name: str) -> list[Any]:
+        value = data.get(name, [])
+        return value if isinstance(value, list) else []
+
+    # The top level first, then every table on its own: a typo in one rule must not hide
+    # an unknown chute in another (each problem once, in file order).
+    top = _section(PlanModel, data, "", file, problems)
+    machine_raw, functions_raw, options_raw = (
+        table("machine"),
+        table("functions"),
+        table("options", {}),
+    )
+    machine_model = (
+        _section(MachineModel, machine_raw, "machine", file, problems) if machine_raw else None
+    )
+    functions_model = (
+        _section(FunctionsModel, functions_raw, "functions", file, problems)
+        if functions_raw is not None
+        else None
+    )
+    options = (
+        _section(OptionsModel, options_raw, "options", file, problems)
+        if options_raw is not None
+        else None
+    )
+    raw_destinations = array("destination")
+    destination_models = [
+        _section(DestinationModel, d, f"destination[{i}]", file, problems)
+        if isinstance(d, dict)
+        else None
+        for i, d in enumerate(raw_destinations)
+    ]
+    rule_models = [
+        _section(RuleModel, r, f"rule[{i}]", file, problems) if isinstance(r, dict) else None
+        for i, r in enumerate(array("rule"))
+    ]
+
+    machine: set[int] = set()
+    if machine_model is not None:
+        try:
+            machine = parse_chute_list(machine_model.chutes)
+        except ValueError as exc:
+            problem("machine.chutes", str(exc))
 
     functions: dict[Reason, int] = {}
     for reason in FUNCTION_REASONS:
-        chute = getattr(model.functions, reason.word)
+        if functions_model is None:
+            break
+        chute = getattr(functions_model, reason.word)
         if machine and chute not in machine:
             problem(f"functions.{reason.word}", f"chute {chute} does not exist on the machine")
         functions[reason] = chute
 
     destinations: list[Destination] = []
     names: dict[str, int] = {}
-    for i, d in enumerate(model.destination):
+    # Names of destinations that failed validation still exist for the rules' sake.
+    raw_names = {d.get("name") for d in raw_destinations if isinstance(d, dict)}
+    for i, d in enumerate(destination_models):
+        if d is None:
+            continue
         key = f"destination[{i}]"
         if d.name in names:
             problem(f"{key}.name", f"duplicate destination {d.name!r}")
@@ -310,10 +395,12 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
 
     rules: list[Rule] = []
     regexes: list[re.Pattern[str]] = []
-    for i, r in enumerate(model.rule):
+    for i, r in enumerate(rule_models):
+        if r is None:
+            continue
         key = f"rule[{i}]"
         dest = names.get(r.destination, -1)
-        if dest < 0:
+        if dest < 0 and r.destination not in raw_names:
             problem(f"{key}.destination", f"no destination named {r.destination!r}")
         terms: tuple[PostcodeTerm, ...] | None = None
         if r.postcode is not None:
@@ -348,15 +435,17 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
 
     if problems:
         raise ConfigError(problems)
+    assert top is not None
+    assert options is not None
     all_chutes = set(machine) | set(functions.values())
     return SortPlan(
-        name=model.name,
+        name=top.name,
         path=file,
         machine_chutes=frozenset(machine),
         max_chute=max(all_chutes) if all_chutes else 0,
         functions=functions,
-        max_recirculations=model.options.max_recirculations,
-        balance=model.options.balance,
+        max_recirculations=options.max_recirculations,
+        balance=options.balance,
         destinations=tuple(destinations),
         rules=tuple(rules),
         regexes=tuple(regexes),

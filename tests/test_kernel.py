@@ -83,7 +83,7 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(0, 6))):
         rule: dict[str, Any] = {"destination": draw(st.sampled_from(names))}
         if draw(st.integers(0, 2)) == 0:
-            rule["postcode"] = [_postcode_term(draw) for _ in range(draw(st.integers(0, 3)))]
+            rule["postcode"] = [_postcode_term(draw) for _ in range(draw(st.integers(1, 3)))]
         if draw(st.integers(0, 3)) == 0:
             rule["barcode"] = draw(st.sampled_from(REGEX_POOL))
         for field in ("s10_service", "country"):

@@ -220,7 +220,9 @@ def _set(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
 def test_semantic_problem_names_file_and_key(
     path: tuple[str | int, ...], value: Any, key: str, message: str
 ) -> None:
-    problem = only_problem(_set(path, value))
+    # The problem itself comes first; what follows from it (a rule whose destination has
+    # no valid name any more) may be listed after it.
+    problem = problems_of(_set(path, value))[0]
     assert problem.key == key
     assert message in problem.message
 
@@ -251,7 +253,9 @@ def test_semantic_problem_names_file_and_key(
 def test_schema_problem_names_file_and_key(
     path: tuple[str | int, ...], value: Any, key: str, message: str
 ) -> None:
-    problem = only_problem(_set(path, value))
+    # The problem itself comes first; what follows from it (a rule whose destination has
+    # no valid name any more) may be listed after it.
+    problem = problems_of(_set(path, value))[0]
     assert problem.key == key
     assert message in problem.message
 
@@ -446,7 +450,6 @@ def test_load_plan_typo_in_file(tmp_path: Path) -> None:
         ("5-5", {5}),
         ("1-3,2-4", {1, 2, 3, 4}),
         ([4, 2, 4], {2, 4}),
-        ([], set()),
     ],
 )
 def test_parse_chute_list(spec: str | list[int], chutes: set[int]) -> None:
@@ -463,9 +466,13 @@ def test_parse_chute_list(spec: str | list[int], chutes: set[int]) -> None:
         ("", "is not a chute number"),
         ("1-2-3", "is not a chute number"),
         ("-4", "is not a chute number"),
+        ([], "the machine has no chutes"),
+        ("1-1000", "chute numbers are 1..999"),
+        ("1-2400000000", "chute numbers are 1..999"),
+        ([0, 5], "chute numbers are 1..999"),
     ],
 )
-def test_parse_chute_list_errors(spec: str, message: str) -> None:
+def test_parse_chute_list_errors(spec: str | list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_chute_list(spec)
 
@@ -663,3 +670,62 @@ def test_compile_plan_without_rules() -> None:
     assert compiled.rule_service.shape == (1, ALPHA2)
     assert compiled.least_loaded is True
     assert compiled.dest_cutoff_min.tolist() == [-1, 21 * 60 + 30]
+
+
+# --- regressions: problems a review found -------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["postcode", "s10_service", "country"])
+def test_empty_condition_list_is_an_error(field: str) -> None:
+    data = minimal()
+    data["rule"][0][field] = []
+    problem = only_problem(data)
+    assert problem.key == f"rule[0].{field}"
+    assert "at least 1 item" in problem.message
+
+
+@pytest.mark.parametrize("pattern", ["M", "!M", "MAR", "E**"])
+def test_letter_glob_must_cover_two_letters(pattern: str) -> None:
+    with pytest.raises(ValueError, match="two-letter"):
+        parse_letter_set([pattern])
+
+
+def test_postcode_longer_than_the_kernel_can_hold() -> None:
+    data = minimal()
+    data["rule"][0]["postcode"] = ["99999999999999999999*"]
+    problem = only_problem(data)
+    assert problem.key == "rule[0].postcode[0]"
+    assert "at most 18 digits" in problem.message
+
+
+def test_unicode_digits_are_not_postcodes_nor_chutes() -> None:
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in "20000-20999" if d != "-")
+    with pytest.raises(ValueError, match="postcode range"):
+        parse_postcode_term(arabic_indic[:5] + "-" + arabic_indic[5:])
+    with pytest.raises(ValueError, match="not a chute number"):
+        parse_chute_list(chr(0x0661) + "-" + chr(0x0663))
+
+
+def test_every_problem_across_tables_is_listed() -> None:
+    data = minimal()
+    data["destination"][0]["chutez"] = [1]  # a typo in one table...
+    data["destination"].append({"name": "C", "chutes": [99]})  # ...an unknown chute in another
+    data["rule"].append({"destination": "NOWHERE"})  # ...and a rule to nowhere
+    keys = [p.key for p in problems_of(data)]
+    assert "destination[0].chutez" in keys
+    assert "destination[2].chutes[0]" in keys
+    assert f"rule[{len(data['rule']) - 1}].destination" in keys
+
+
+def test_machine_chutes_of_the_wrong_type_is_one_problem() -> None:
+    data = minimal()
+    data["machine"]["chutes"] = 5
+    problem = only_problem(data)
+    assert problem.key == "machine.chutes"
+    assert "list of chute numbers" in problem.message
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "plan.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + DEMO_PLAN.read_bytes())
+    assert load_plan(path).name == "casablanca-day"
