@@ -18,6 +18,7 @@ from sorter.plan import CompiledPlan, letters_index, postcode_number
 
 # Which code names the item when a parcel carries several labels: a carrier tracking number
 # before a logistics unit number, and those before codes nobody recognises.
+_OK = int(Reason.OK)
 _TRACKING_PRIORITY = {
     CodeKind.S10: 0,
     CodeKind.UPS: 1,
@@ -115,13 +116,15 @@ class Decider:
     def _build(
         self, t: Label | None, p: Label | None, recirculations: int, minute: int
     ) -> tuple[ItemFeatures, str]:
+        # Runs once per item: positional construction and few calls on purpose.
         pc, digits = postcode_number(p.postcode) if p is not None else (-1, 0)
-        service = -1
-        country = -1
+        service = country = -1
         raws: tuple[str, ...]
         if t is not None:
             barcode = t.barcode
-            raws = (t.raw, t.barcode) if p is None else (t.raw, t.barcode, p.raw)
+            raws = (t.raw,) if t.raw == barcode else (t.raw, barcode)
+            if p is not None and p is not t:
+                raws = (*raws, p.raw)
             if t.s10_service:
                 service = letters_index(t.s10_service)
             if t.country:
@@ -133,19 +136,16 @@ class Decider:
         if country < 0 and p is not None and p.country:
             country = letters_index(p.country)
         mask = 0
-        for bit, pattern in enumerate(self._regexes):
-            for raw in raws:
-                if pattern.search(raw):
-                    mask |= 1 << bit
-                    break
+        if self._regexes:
+            bit = 1
+            for pattern in self._regexes:
+                for raw in raws:
+                    if pattern.search(raw):
+                        mask |= bit
+                        break
+                bit <<= 1
         return ItemFeatures(
-            pc=pc,
-            pc_digits=digits,
-            service=service,
-            country=country,
-            regex_mask=mask,
-            recirculations=recirculations,
-            minute_of_day=minute,
+            _OK, pc, digits, service, country, mask, recirculations, minute
         ), barcode
 
     def features(
@@ -155,11 +155,25 @@ class Decider:
         minute of the day for cut-offs (-1 applies none); default now."""
         if minute is None:
             minute = self.minute_of_day()
-        if not codes:
+        if len(codes) == 1:
+            # One code, by far the common case: no multi-read resolution to do.
+            lab = classify(codes[0])
+            if lab.valid:
+                if lab.kind is CodeKind.GS1:
+                    return self._build(
+                        lab if lab.barcode else None,
+                        lab if lab.postcode else None,
+                        recirculations,
+                        minute,
+                    )
+                return self._build(lab, None, recirculations, minute)
+            labels = [lab]
+        elif not codes:
             return ItemFeatures(
                 reason_in=int(Reason.NO_READ), recirculations=recirculations, minute_of_day=minute
             ), ""
-        labels = [classify(c) for c in codes]
+        else:
+            labels = [classify(c) for c in codes]
         if not any(lab.valid for lab in labels):
             return ItemFeatures(
                 reason_in=int(Reason.INVALID_CODE),

@@ -33,14 +33,12 @@ _EXACT_RE = re.compile(r"^[0-9]+$")
 _TWO_LETTER_GLOB_RE = re.compile(r"^!?(?:[A-Z?]{2}|[A-Z?]?\*|\*[A-Z?])$")
 
 
+_LETTERS = {chr(65 + i // 26) + chr(65 + i % 26): i for i in range(ALPHA2)}
+
+
 def letters_index(code: str) -> int:
     """Two upper-case letters -> 0..675; anything else -> -1."""
-    if len(code) != 2:
-        return -1
-    a, b = ord(code[0]) - 65, ord(code[1]) - 65
-    if 0 <= a < 26 and 0 <= b < 26:
-        return a * 26 + b
-    return -1
+    return _LETTERS.get(code, -1)
 
 
 def postcode_number(postcode: str) -> tuple[int, int]:

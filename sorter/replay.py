@@ -7,7 +7,12 @@ balancing spread items as they would on an empty line.
 
 SCANS.csv: header with `tracking_id,codes` (codes joined by `;`, `NOREAD` for a no-read),
 optional `length_mm,width_mm,height_mm,weight_g,recirculations,time`. `time` (ISO 8601, or
-`HH:MM[:SS]`, site local time) applies cut-offs; without it cut-offs are not applied.
+`HH:MM[:SS]`, site local time) applies cut-offs; without it cut-offs are not applied. One
+row per line: a quoted field may not contain a line break (codes never do).
+
+Large files are parsed and classified in worker processes, a block of lines each; the
+kernel runs in this process over the blocks in input order, so round-robin balancing gives
+the same chutes whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import csv
 import datetime as dt
 import itertools
 import multiprocessing
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,7 +38,7 @@ from sorter.decide import Decider
 from sorter.events import NOREAD, Reason
 from sorter.kernel import ItemFeatures
 
-CHUNK_ROWS = 16_384
+BLOCK_LINES = 16_384
 MAX_PROBLEMS = 20
 REQUIRED = ("tracking_id", "codes")
 OPTIONAL = ("length_mm", "width_mm", "height_mm", "weight_g", "recirculations", "time")
@@ -44,6 +50,45 @@ class ReplayCounts:
     destinations: Counter[str] = field(default_factory=Counter)
     chutes: Counter[int] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+
+
+class ScanRow(NamedTuple):
+    """One row of SCANS.csv (a NamedTuple: a million of them are built per replay)."""
+
+    line: int
+    tracking_id: str
+    codes: tuple[str, ...]
+    recirculations: int
+    minute_of_day: int
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the columns are, from the header line."""
+
+    file: str
+    width: int
+    i_id: int
+    i_codes: int
+    i_recirc: int
+    i_time: int
+    timezone: str | None
+
+
+def parse_header(line: str, file: str, timezone: str | None) -> Layout:
+    header = [h.strip() for h in next(csv.reader([line]), [])]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ConfigError([Problem(file, "line 1", f"header lacks column(s) {', '.join(missing)}")])
+    return Layout(
+        file=file,
+        width=len(header),
+        i_id=header.index("tracking_id"),
+        i_codes=header.index("codes"),
+        i_recirc=header.index("recirculations") if "recirculations" in header else -1,
+        i_time=header.index("time") if "time" in header else -1,
+        timezone=timezone,
+    )
 
 
 def _minute_of_day(text: str, tz: ZoneInfo | None) -> int:
@@ -59,73 +104,103 @@ def _minute_of_day(text: str, tz: ZoneInfo | None) -> int:
     return stamp.hour * 60 + stamp.minute
 
 
-class ScanRow(NamedTuple):
-    """One row of SCANS.csv (a NamedTuple: a million of them are built per replay)."""
+def parse_lines(
+    layout: Layout, first_line: int, lines: list[str]
+) -> tuple[list[ScanRow], list[Problem]]:
+    """Rows of a block of data lines; problems name the file and line."""
+    tz = ZoneInfo(layout.timezone) if layout.timezone else None
+    rows: list[ScanRow] = []
+    problems: list[Problem] = []
+    width, i_id, i_codes = layout.width, layout.i_id, layout.i_codes
+    i_recirc, i_time = layout.i_recirc, layout.i_time
+    try:
+        for line_no, row in enumerate(csv.reader(lines), start=first_line):
+            if len(row) != width:
+                if row:
+                    problems.append(
+                        Problem(
+                            layout.file, f"line {line_no}", f"{len(row)} fields, header has {width}"
+                        )
+                    )
+                continue
+            try:
+                recirc = int(row[i_recirc]) if i_recirc >= 0 and row[i_recirc] else 0
+                minute = _minute_of_day(row[i_time], tz) if i_time >= 0 else -1
+            except ValueError as exc:
+                problems.append(Problem(layout.file, f"line {line_no}", str(exc)))
+                continue
+            codes = tuple(c for c in (p.strip() for p in row[i_codes].split(";")) if c)
+            if codes == (NOREAD,):
+                codes = ()
+            rows.append(ScanRow(line_no, row[i_id], codes, recirc, minute))
+    except csv.Error as exc:
+        problems.append(Problem(layout.file, f"line {first_line}", f"CSV: {exc}"))
+    return rows, problems
 
-    line: int
-    tracking_id: str
-    codes: tuple[str, ...]
-    recirculations: int
-    minute_of_day: int
+
+def read_blocks(
+    path: Path, timezone: str | None = None, block_lines: int = BLOCK_LINES
+) -> tuple[Layout, Iterator[tuple[int, list[str]]]]:
+    """The header's layout and (first line number, lines) blocks of the data."""
+    shown = str(path)
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+        header = handle.readline()
+    except OSError as exc:
+        raise ConfigError([Problem(shown, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(shown, "line 1", f"not UTF-8 text: {exc.reason}")]) from exc
+    try:
+        layout = parse_header(header, shown, timezone)
+    except ConfigError:
+        handle.close()
+        raise
+
+    def blocks() -> Iterator[tuple[int, list[str]]]:
+        line = 2
+        with handle:
+            while True:
+                try:
+                    lines = list(itertools.islice(handle, block_lines))
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(
+                        [Problem(shown, f"near line {line}", f"not UTF-8 text: {exc.reason}")]
+                    ) from exc
+                if not lines:
+                    return
+                yield line, lines
+                line += len(lines)
+
+    return layout, blocks()
 
 
 def read_scans(path: Path, timezone: str | None = None) -> Iterator[ScanRow]:
-    """Rows of a SCANS.csv; raises ConfigError naming file and line for bad input."""
-    shown = str(path)
-    tz = ZoneInfo(timezone) if timezone else None
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(shown, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    """Every row of a SCANS.csv in order; raises ConfigError naming file and line."""
+    layout, blocks = read_blocks(path, timezone)
     problems: list[Problem] = []
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise ConfigError(
-                    [Problem(shown, "line 1", f"header lacks column(s) {', '.join(missing)}")]
-                )
-            i_id, i_codes = header.index("tracking_id"), header.index("codes")
-            i_recirc = header.index("recirculations") if "recirculations" in header else -1
-            i_time = header.index("time") if "time" in header else -1
-            width = len(header)
-            for row in reader:
-                line = reader.line_num
-                if len(row) != width:
-                    if not row:
-                        continue
-                    problems.append(
-                        Problem(shown, f"line {line}", f"{len(row)} fields, header has {width}")
-                    )
-                else:
-                    try:
-                        recirc = int(row[i_recirc]) if i_recirc >= 0 and row[i_recirc] else 0
-                        minute = _minute_of_day(row[i_time], tz) if i_time >= 0 else -1
-                    except ValueError as exc:
-                        problems.append(Problem(shown, f"line {line}", str(exc)))
-                    else:
-                        codes = tuple(c for c in (p.strip() for p in row[i_codes].split(";")) if c)
-                        if codes == (NOREAD,):
-                            codes = ()
-                        yield ScanRow(line, row[i_id], codes, recirc, minute)
-                if len(problems) >= MAX_PROBLEMS:
-                    break
-        except (UnicodeDecodeError, csv.Error) as exc:
-            problems.append(Problem(shown, f"line {reader.line_num + 1}", str(exc)))
+    for first, lines in blocks:
+        rows, bad = parse_lines(layout, first, lines)
+        problems.extend(bad)
+        if problems:
+            break
+        yield from rows
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems[:MAX_PROBLEMS])
 
 
+Inputs = list[tuple[tuple[str, ...], int, int]]
 FeatureChunk = tuple[npt.NDArray[np.int64], list[str]]
+WorkerResult = tuple[list[str], npt.NDArray[np.int64], list[str], list[Problem]]
 
 _worker_decider: Decider | None = None
 
 
 def _init_worker(plan_path: str, timezone: str | None) -> None:
-    """Each worker process builds its own decider from the same plan file."""
+    """Each worker process builds its own decider from the same plan file (a forked worker
+    already has the parent's)."""
     global _worker_decider  # noqa: PLW0603 - one decider per worker process
+    if _worker_decider is not None:
+        return
     from sorter.kernel import ChuteState  # noqa: PLC0415
     from sorter.plan import compile_plan, load_plan  # noqa: PLC0415
 
@@ -134,30 +209,29 @@ def _init_worker(plan_path: str, timezone: str | None) -> None:
     _worker_decider.warm()
 
 
-def _worker_features(rows: list[tuple[tuple[str, ...], int, int]]) -> FeatureChunk:
+def _worker_block(layout: Layout, first_line: int, lines: list[str]) -> WorkerResult:
     assert _worker_decider is not None
-    return features_of(_worker_decider, rows)
+    rows, problems = parse_lines(layout, first_line, lines)
+    table, barcodes = features_of(_worker_decider, _inputs(rows))
+    return [row.tracking_id for row in rows], table, barcodes, problems
 
 
-def features_of(decider: Decider, rows: list[tuple[tuple[str, ...], int, int]]) -> FeatureChunk:
+def features_of(decider: Decider, rows: Inputs) -> FeatureChunk:
     """Kernel input for a chunk of rows: an (n, 8) array in ItemFeatures order, barcodes."""
     features = decider.features
     decided = [features(codes, recirc, minute) for codes, recirc, minute in rows]
     if not decided:
         return np.zeros((0, len(ItemFeatures._fields)), np.int64), []
     feats, barcodes = zip(*decided, strict=True)
-    # ItemFeatures is a NamedTuple of ints: transpose in C, one array per column.
-    table = np.array([np.array(col, dtype=np.int64) for col in zip(*feats, strict=True)]).T
-    return np.ascontiguousarray(table), list(barcodes)
+    return np.array(feats, dtype=np.int64), list(barcodes)
+
+
+def _inputs(rows: list[ScanRow]) -> Inputs:
+    return [(row.codes, row.recirculations, row.minute_of_day) for row in rows]
 
 
 class Replay:
-    """Runs rows through the decider in chunks and counts what it decided.
-
-    Feature extraction (classification, multi-reads) is the Python part of a decision and
-    runs in `workers` processes for large inputs; the kernel runs here, in input order, so
-    round-robin balancing gives the same chutes whatever the number of workers.
-    """
+    """Runs scans through the decider and counts what it decided."""
 
     def __init__(
         self,
@@ -165,7 +239,6 @@ class Replay:
         out: IO[str] | None = None,
         *,
         plan_path: Path | None = None,
-        timezone: str | None = None,
         workers: int = 1,
     ) -> None:
         self.decider = decider
@@ -176,51 +249,81 @@ class Replay:
         self._names = [d.name for d in decider.plan.plan.destinations]
         self._words = [r.word for r in Reason]
         self._plan_path = plan_path
-        self._timezone = timezone
         self._workers = workers if plan_path is not None else 1
 
     def run(
         self, rows: Iterator[ScanRow], progress: Callable[[int], None] | None = None
     ) -> ReplayCounts:
-        chunks = _chunked(rows, CHUNK_ROWS)
-        first = next(chunks, None)
+        """Rows already parsed, in this process."""
+        block: list[ScanRow] = []
+        for row in itertools.chain(rows, [None]):
+            if row is not None:
+                block.append(row)
+            if block and (row is None or len(block) == BLOCK_LINES):
+                table, barcodes = features_of(self.decider, _inputs(block))
+                self._count([r.tracking_id for r in block], table, barcodes)
+                if progress is not None:
+                    progress(len(block))
+                block = []
+        return self.counts
+
+    def run_file(
+        self,
+        path: Path,
+        timezone: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ReplayCounts:
+        """A SCANS.csv; raises ConfigError (file and line) for bad rows, after the run."""
+        layout, blocks = read_blocks(path, timezone)
+        first = next(blocks, None)
         if first is None:
             return self.counts
-        if self._workers <= 1 or len(first) < CHUNK_ROWS:
-            for chunk in itertools.chain([first], chunks):
-                self._count(chunk, features_of(self.decider, _inputs(chunk)))
-                if progress is not None:
-                    progress(len(chunk))
-            return self.counts
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        if self._workers <= 1 or len(first[1]) < BLOCK_LINES:
+            return self.run(read_scans(path, timezone), progress)
+        problems: list[Problem] = []
+        global _worker_decider  # noqa: PLW0603 - handed to forked workers
+        if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+            # Forked workers inherit the warmed decider: no second numba start-up per
+            # worker. Forking is safe only while this process runs no other thread.
+            context = multiprocessing.get_context("fork")
+            _worker_decider = self.decider
+        else:
+            context = multiprocessing.get_context("spawn")  # type: ignore[assignment]
         with ProcessPoolExecutor(
             self._workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(str(self._plan_path), self._timezone),
+            initargs=(str(self._plan_path), timezone),
         ) as pool:
-            pending: deque[tuple[list[ScanRow], Future[FeatureChunk]]] = deque()
-            for chunk in itertools.chain([first], chunks):
-                pending.append((chunk, pool.submit(_worker_features, _inputs(chunk))))
+            pending: deque[Future[WorkerResult]] = deque()
+            for start, lines in itertools.chain([first], blocks):
+                pending.append(pool.submit(_worker_block, layout, start, lines))
                 while len(pending) > self._workers * 2:
-                    self._finish(pending.popleft(), progress)
+                    self._finish(pending.popleft(), problems, progress)
             while pending:
-                self._finish(pending.popleft(), progress)
+                self._finish(pending.popleft(), problems, progress)
+        _worker_decider = None
+        if problems:
+            raise ConfigError(problems[:MAX_PROBLEMS])
         return self.counts
 
     def _finish(
         self,
-        item: tuple[list[ScanRow], Future[FeatureChunk]],
+        future: Future[WorkerResult],
+        problems: list[Problem],
         progress: Callable[[int], None] | None,
     ) -> None:
-        chunk, future = item
-        self._count(chunk, future.result())
+        ids, table, barcodes, bad = future.result()
+        problems.extend(bad)
+        if not problems:
+            self._count(ids, table, barcodes)
         if progress is not None:
-            progress(len(chunk))
+            progress(len(ids))
 
-    def _count(self, rows: list[ScanRow], chunk: FeatureChunk) -> None:
-        table, barcodes = chunk
-        n = len(rows)
+    def _count(
+        self, tracking_ids: list[str], table: npt.NDArray[np.int64], barcodes: list[str]
+    ) -> None:
+        n = len(tracking_ids)
         col = {name: table[:, i] for i, name in enumerate(ItemFeatures._fields)}
         dest, chute, reason = self.decider.kernel.decide_batch(
             col["reason_in"].astype(np.int32),
@@ -244,27 +347,5 @@ class Replay:
         counts.reasons.update(reason_words)
         if self._writer is not None:
             self._writer.writerows(
-                zip(
-                    (row.tracking_id for row in rows),
-                    barcodes,
-                    dest_names,
-                    chutes,
-                    reason_words,
-                    strict=True,
-                )
+                zip(tracking_ids, barcodes, dest_names, chutes, reason_words, strict=True)
             )
-
-
-def _inputs(rows: list[ScanRow]) -> list[tuple[tuple[str, ...], int, int]]:
-    return [(row.codes, row.recirculations, row.minute_of_day) for row in rows]
-
-
-def _chunked(rows: Iterator[ScanRow], size: int) -> Iterator[list[ScanRow]]:
-    chunk: list[ScanRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

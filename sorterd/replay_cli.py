@@ -17,7 +17,7 @@ from sorter.config import load_site
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
 from sorter.plan import compile_plan, load_plan
-from sorter.replay import Replay, read_scans
+from sorter.replay import Replay
 
 
 def _count_lines(path: Path) -> int:
@@ -27,7 +27,7 @@ def _count_lines(path: Path) -> int:
 
 def _table(title: str, counts: Counter[str] | Counter[int], total: int) -> Table:
     table = Table(title=title)
-    table.add_column(title.split()[-1].rstrip("s"))
+    table.add_column(title.rsplit(maxsplit=1)[-1].rstrip("s"))
     table.add_column("items", justify="right")
     table.add_column("share", justify="right")
     for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
@@ -52,20 +52,31 @@ def replay(config: str, scans: str, out: str | None) -> int:
             decider,
             out_file,
             plan_path=site.plan_path,
-            timezone=site.config.site.timezone,
             workers=max(1, min(2, os.cpu_count() or 1)),
         )
-        rows = read_scans(scans_path, site.config.site.timezone)
+        tz = site.config.site.timezone
         if err.is_terminal:
+            # Refreshed by hand, not by rich's thread: replay forks its workers, which is
+            # only safe while this process runs a single thread.
             progress = stack.enter_context(
                 Progress(
-                    "replay", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+                    "replay",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    auto_refresh=False,
                 )
             )
             task = progress.add_task("rows", total=_count_lines(scans_path))
-            counts = runner.run(rows, lambda n: progress.advance(task, n))
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+                progress.refresh()
+
+            counts = runner.run_file(scans_path, tz, advance)
         else:
-            counts = runner.run(rows)
+            counts = runner.run_file(scans_path, tz)
     elapsed_s = time.perf_counter() - t0
     if counts.items == 0:
         print(f"error: {scans}: no scans", file=sys.stderr)

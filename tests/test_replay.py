@@ -15,7 +15,7 @@ from sorter.config import ConfigError
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
 from sorter.plan import compile_plan, load_plan
-from sorter.replay import CHUNK_ROWS, Replay, read_scans
+from sorter.replay import BLOCK_LINES, Replay, read_scans
 from sorterd.demo import demo_config_dir
 
 SITE = demo_config_dir() / "site.toml"
@@ -59,13 +59,13 @@ def test_replay_decides_like_the_live_decider(tmp_path: Path) -> None:
 
 
 def test_worker_processes_give_identical_results(tmp_path: Path) -> None:
-    scans = _scans(tmp_path / "scans.csv", CHUNK_ROWS + 500, seed=5)
+    scans = _scans(tmp_path / "scans.csv", BLOCK_LINES + 500, seed=5)
     one, two = io.StringIO(), io.StringIO()
     c1 = Replay(_decider(), one).run(read_scans(scans))
-    c2 = Replay(_decider(), two, plan_path=PLAN, workers=2).run(read_scans(scans))
+    c2 = Replay(_decider(), two, plan_path=PLAN, workers=2).run_file(scans)
     assert one.getvalue() == two.getvalue()
     assert c1.reasons == c2.reasons
-    assert c1.items == c2.items == CHUNK_ROWS + 500
+    assert c1.items == c2.items == BLOCK_LINES + 500
 
 
 def test_bad_rows_name_their_line(tmp_path: Path) -> None:
