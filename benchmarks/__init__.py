@@ -1,0 +1,1 @@
+"""Runnable benchmarks (`make bench`); results and method are recorded in BENCHMARKS.md."""

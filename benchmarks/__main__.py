@@ -1,0 +1,37 @@
+"""`python -m benchmarks [NAME ...]`: run benchmarks and print their figures.
+
+NAME is one of: decide, replay. Without a name, all run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+from benchmarks.common import machine
+
+ALL = ("decide", "replay")
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(ALL)
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(ALL)}")
+        return 2
+    print(f"machine: {machine()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        print(f"\n== {name}")
+        t0 = time.perf_counter()
+        result = module.run()
+        for line in module.report(result):
+            print(line)
+        print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
