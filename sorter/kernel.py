@@ -14,8 +14,9 @@ objects; a hypothesis test holds the two equal. Both follow this order, first hi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -95,11 +96,29 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
 # instead of 1 ns on the no-read path, 12 M/s instead of 38 M/s on the traffic mix. It is
 # an internal numba option; numba is pinned below 0.70 and the tests exercise every path.
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _kernel(inline: bool = False) -> Callable[[_F], _F]:
+    def wrap(fn: _F) -> _F:
+        dispatcher = njit(  # type: ignore[call-overload]  # _nrt is not in numba's stubs
+            fn,
+            cache=True,
+            nogil=True,
+            _nrt=False,
+            error_model="numpy",  # no Python exception machinery around integer division
+            inline="always" if inline else "never",
+        )
+        return cast(_F, dispatcher)
+
+    return wrap
+
+
 # Powers of ten for postcode prefixes (numeric postcodes have at most 18 digits).
 _POW10 = np.array([10**i for i in range(19)], dtype=np.int64)
 
 
-@njit(cache=True, nogil=True, _nrt=False, error_model="numpy", inline="always")
+@_kernel(inline=True)
 def match_destination(
     pc: int,
     pc_digits: int,
@@ -149,7 +168,7 @@ def match_destination(
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, error_model="numpy", inline="always")
+@_kernel(inline=True)
 def _pick(
     dest: int,
     blob: Any,
@@ -192,7 +211,7 @@ def _pick(
     return -1
 
 
-@njit(cache=True, nogil=True, _nrt=False, error_model="numpy", inline="always")
+@_kernel(inline=True)
 def decide_one(
     reason_in: int,
     pc: int,
@@ -231,7 +250,7 @@ def decide_one(
     return dest, chute, _OK
 
 
-@njit(cache=True, nogil=True, _nrt=False, error_model="numpy")
+@_kernel()
 def decide_batch(
     reason_in: Any,
     pc: Any,

@@ -29,6 +29,7 @@ from sorter.tracker import Match, Tracker
 log = structlog.get_logger(__name__)
 
 CHUTE_STATUS_MASK = 0b111
+CHUTE_DISABLED_BIT = 0b010
 MAX_REMEMBERED = 200_000  # decisions awaiting confirmation, recirculation counts
 
 
@@ -133,6 +134,9 @@ class Pipeline:
         self._recirculations: OrderedDict[int, int] = OrderedDict()
         self._chute_sorted: dict[int, int] = {}
         self._chute_state_known = False
+        self._plc_bits: dict[int, int] = {}
+        self._host_bits: dict[int, int] = {}
+        self._owners = decider.destination_of_chute()
         self._timer_wake = asyncio.Event()
         # Message ids: unique per message, and the same on every re-send of that message.
         self._id_prefix = f"{os.getpid():x}{time.time_ns() // 1_000_000:x}"
@@ -199,24 +203,50 @@ class Pipeline:
             )
 
     def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None:
-        flags = self.decider.state.flags
-        owners: dict[int, str] | None = None
-        machine = self.decider.plan.plan.machine_chutes
+        plc_bits = self._plc_bits
         for i, value in enumerate(status):
             chute = first_chute + i
-            if chute >= flags.shape[0]:
-                break
             bits = value & CHUTE_STATUS_MASK
-            if bits == flags[chute] and self._chute_state_known:
-                continue
-            flags[chute] = bits
-            if chute not in machine:
-                continue
-            if owners is None:
-                owners = self.decider.destination_of_chute()
-            self.counters.chute_changes += 1
-            self._publish_chute(chute, int(bits), owners)
+            if plc_bits.get(chute) != bits or not self._chute_state_known:
+                plc_bits[chute] = bits
+                self._apply_chute(chute)
         self._chute_state_known = True
+
+    def set_host_disabled(self, chute: int, disabled: bool) -> None:
+        """A chute the host (an operator's command) takes out of service, or back."""
+        if disabled:
+            self._host_bits[chute] = CHUTE_DISABLED_BIT
+        else:
+            self._host_bits.pop(chute, None)
+        self._apply_chute(chute)
+
+    def _apply_chute(self, chute: int, force: bool = False) -> None:
+        """Effective state = the PLC's bits or the host's; publish when it changes."""
+        flags = self.decider.state.flags
+        if chute >= flags.shape[0]:
+            return
+        bits = self._plc_bits.get(chute, 0) | self._host_bits.get(chute, 0)
+        if bits == flags[chute] and self._chute_state_known and not force:
+            return
+        flags[chute] = bits
+        if chute in self.decider.plan.plan.machine_chutes:
+            self.counters.chute_changes += 1
+            self._publish_chute(chute, int(bits), self._owners)
+
+    def swap_decider(self, decider: Decider) -> None:
+        """Use a new sort plan from the next decision on; chute state carries over.
+
+        Decisions already made stay as they were (results join on the stored decision);
+        requests still waiting for their scan are decided with the new plan.
+        """
+        old = self.decider.state
+        new = decider.state
+        n = min(old.flags.shape[0], new.flags.shape[0])
+        new.load[:n] = old.load[:n]
+        self.decider = decider
+        self._owners = decider.destination_of_chute()
+        for chute in sorted(decider.plan.plan.machine_chutes):
+            self._apply_chute(chute, force=True)
 
     def _publish_chute(self, chute: int, bits: int, owners: dict[int, str]) -> None:
         state = "fault" if bits & 4 else "disabled" if bits & 2 else "full" if bits & 1 else "ok"

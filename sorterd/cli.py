@@ -84,6 +84,7 @@ async def _run_daemon(config: str) -> int:
     daemon = Daemon(site)
     stop = asyncio.Event()
     _install_stop_signals(stop)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.request_reload)
     runner = asyncio.create_task(daemon.run())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)

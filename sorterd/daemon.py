@@ -12,11 +12,13 @@ import structlog
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from drivers.plc import PlcLink
 from drivers.scanner import StreamScanner
-from sorter.config import Site
+from sorter.commands import CommandError, parse_command
+from sorter.config import ConfigError, Site
 from sorter.decide import Decider
 from sorter.kernel import ChuteState, Kernel
-from sorter.pipeline import Pipeline, Topics
+from sorter.pipeline import Pipeline, Topics, iso_now
 from sorter.plan import compile_plan, load_plan
+from sorter.runtime import tune_gc
 from sorter.tracker import Tracker
 
 log = structlog.get_logger(__name__)
@@ -41,8 +43,7 @@ class Daemon:
         plan = compile_plan(load_plan(site.plan_path))
         self.times = StartupTimes(plan_ms=(time.perf_counter() - t0) * 1000)
         self.topics = Topics(cfg.mqtt.topic_prefix)
-        self.state = ChuteState.for_plan(plan)
-        self.decider = Decider(plan, self.state, cfg.site.timezone, Kernel(plan))
+        decider = Decider(plan, ChuteState.for_plan(plan), cfg.site.timezone, Kernel(plan))
         tracking = cfg.tracking
         self.tracker = Tracker(
             scan_wait_ns=tracking.scan_wait_ms * 1_000_000,
@@ -60,8 +61,10 @@ class Daemon:
             will=OutMessage(self.topics.status, encode(self._status("offline")), 1, True),
             birth=lambda: OutMessage(self.topics.status, encode(self._status("online")), 1, True),
             on_state=self._on_mqtt_state,
+            subscriptions=(f"{self.topics.cmd}/#",),
+            on_message=self._on_mqtt_message,
         )
-        self.pipeline = Pipeline(self.decider, self.tracker, self.mqtt.publish, self.topics)
+        self.pipeline = Pipeline(decider, self.tracker, self.mqtt.publish, self.topics)
         self.plc = PlcLink(
             cfg.plc.url,
             self.pipeline,
@@ -85,6 +88,8 @@ class Daemon:
         ]
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def _status(self, state: str) -> dict[str, object]:
         return (
@@ -105,11 +110,87 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    # --- commands and plan reload --------------------------------------------------------
+
+    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
+        prefix = f"{self.topics.cmd}/"
+        if not topic.startswith(prefix):
+            return
+        suffix = topic[len(prefix) :]
+        try:
+            command = parse_command(suffix, payload)
+        except CommandError as exc:
+            log.warning("command refused", topic=topic, reason=str(exc))
+            self._answer(suffix[:64], exc.request_id, ok=False, reason=str(exc))
+            return
+        log.info("command", command=command.name, chute=command.chute, id=command.request_id)
+        if command.name == "plan/reload":
+            self.request_reload(command.request_id)
+        elif command.chute is not None:
+            if command.chute not in self.decider.plan.plan.machine_chutes:
+                self._answer(
+                    command.name,
+                    command.request_id,
+                    ok=False,
+                    reason=f"chute {command.chute} does not exist on the machine",
+                )
+                return
+            self.pipeline.set_host_disabled(command.chute, command.name == "chute/disable")
+            self._answer(command.name, command.request_id, ok=True, chute=command.chute)
+
+    def _answer(self, command: str, request_id: str | None, *, ok: bool, **detail: object) -> None:
+        self.mqtt.publish(
+            self.topics.cmd_result,
+            {"id": request_id, "ts": iso_now(), "command": command, "ok": ok, **detail},
+            qos=1,
+        )
+
+    @property
+    def decider(self) -> Decider:
+        return self.pipeline.decider
+
+    def request_reload(self, request_id: str | None = None) -> None:
+        """Reload the sort plan in the background (SIGHUP, P/cmd/plan/reload)."""
+        task = asyncio.get_running_loop().create_task(self._reload(request_id), name="plan-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, request_id: str | None) -> None:
+        async with self._reload_lock:
+            path = self.site.plan_path
+            try:
+                # Load, check, compile and warm off the event loop: decisions go on meanwhile.
+                decider = await asyncio.to_thread(self._build_decider)
+            except ConfigError as exc:
+                reasons = [str(p) for p in exc.problems]
+                log.error("plan reload refused, old plan kept", problems=reasons)  # noqa: TRY400
+                self._answer("plan/reload", request_id, ok=False, reason="; ".join(reasons))
+                return
+            old = self.decider.plan.plan.name
+            self.pipeline.swap_decider(decider)
+            self.plc.max_chute = decider.plan.plan.max_chute
+            log.info("plan reloaded", old=old, new=decider.plan.plan.name, file=str(path))
+            self._answer(
+                "plan/reload",
+                request_id,
+                ok=True,
+                plan=decider.plan.plan.name,
+                destinations=len(decider.plan.plan.destinations),
+                rules=len(decider.plan.plan.rules),
+            )
+
+    def _build_decider(self) -> Decider:
+        plan = compile_plan(load_plan(self.site.plan_path))
+        decider = Decider(plan, ChuteState.for_plan(plan), self.site.config.site.timezone)
+        decider.warm()
+        return decider
+
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         """Run until request_stop(); then publish offline status and flush the outbox."""
         t0 = time.perf_counter()
         await asyncio.to_thread(self.decider.warm)  # compiled or loaded from numba's cache
         self.times.warm_ms = (time.perf_counter() - t0) * 1000
+        tune_gc()
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [

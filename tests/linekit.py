@@ -69,9 +69,10 @@ async def line_with_daemon(
     seed: int = 1,
     plc_port: int = 0,
     scanner_port: int = 0,
+    plan_path: Path = PLAN_PATH,
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline."""
-    plan = load_plan(PLAN_PATH)
+    plan = load_plan(plan_path)
     sub = Subscriber()
     ready = asyncio.Event()
     line = SimulatedLine(
@@ -90,7 +91,7 @@ async def line_with_daemon(
                 plc_port=line.plc.port,
                 scanner_port=line.scanner.port,
                 mqtt_url=broker.url,
-                plan=PLAN_PATH,
+                plan=plan_path,
                 prefix=PREFIX,
             )
         )

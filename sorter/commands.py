@@ -1,0 +1,69 @@
+"""Commands arriving on P/cmd/...: parsed and bounded here, executed by the daemon.
+
+Accepted shapes (P = the topic prefix), each with an optional JSON payload
+`{"id": "..."}` that the answer on P/cmd-result echoes:
+
+    P/cmd/plan/reload                 reload the sort plan file (also SIGHUP)
+    P/cmd/chute/N/disable             the host stops sending items to chute N
+    P/cmd/chute/N/enable              ... and starts again
+
+Anything else, a payload over 1 KiB, or a payload that is not a JSON object is refused
+with a reason; nothing is executed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+MAX_PAYLOAD_BYTES = 1024
+MAX_ID_CHARS = 64
+CHUTE_ACTIONS = ("disable", "enable")
+
+
+class CommandError(ValueError):
+    """A command that is not one of the documented shapes."""
+
+    def __init__(self, reason: str, request_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str  # "plan/reload" or "chute/disable" / "chute/enable"
+    request_id: str | None = None
+    chute: int | None = None
+
+
+def _request_id(payload: bytes) -> str | None:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandError(f"payload over {MAX_PAYLOAD_BYTES} bytes")
+    if not payload.strip():
+        return None
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandError("payload must be a JSON object")
+    unknown = set(data) - {"id"}
+    rid = data.get("id")
+    if rid is not None and (not isinstance(rid, str) or len(rid) > MAX_ID_CHARS):
+        raise CommandError(f"id must be a string of at most {MAX_ID_CHARS} characters")
+    if unknown:
+        raise CommandError(f"unknown payload key(s): {', '.join(sorted(unknown))}", rid)
+    return rid
+
+
+def parse_command(suffix: str, payload: bytes) -> Command:
+    """`suffix` is the topic after P/cmd/; raises CommandError with the reason."""
+    request_id = _request_id(payload)
+    parts = suffix.split("/")
+    if parts == ["plan", "reload"]:
+        return Command("plan/reload", request_id)
+    if len(parts) == 3 and parts[0] == "chute" and parts[2] in CHUTE_ACTIONS:
+        if not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 4:
+            raise CommandError(f"chute {parts[1][:16]!r} is not a chute number", request_id)
+        return Command(f"chute/{parts[2]}", request_id, int(parts[1]))
+    raise CommandError(f"unknown command {suffix[:64]!r}", request_id)

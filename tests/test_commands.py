@@ -1,0 +1,122 @@
+"""Commands over MQTT and plan hot reload, through a real broker and the running line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from drivers.broker import LocalBroker
+from simulators.line import DEMO_PARAMS
+from sorter.commands import CommandError, parse_command
+from tests.linekit import PLAN_PATH, PREFIX, Rig, line_with_daemon, wait_until
+
+FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+
+
+async def _send(broker: LocalBroker, suffix: str, payload: object = None) -> None:
+    body = b"" if payload is None else json.dumps(payload).encode()
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="operator") as c:
+        await c.publish(f"{PREFIX}/cmd/{suffix}", body, qos=1)
+
+
+def _answer(rig: Rig, request_id: str) -> dict[str, object] | None:
+    return next((m for m in rig.sub.of("cmd-result") if m.get("id") == request_id), None)
+
+
+async def test_plan_reload_swaps_and_a_bad_plan_is_refused(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN_PATH.read_text())
+    async with line_with_daemon(broker, tmp_path, params=FAST, plan_path=plan) as rig:
+        await rig.line.run(100_000, count=30)
+        assert await rig.line.drain(30)
+        before = {d["tracking_id"] for d in rig.sub.of("decisions")}
+        assert any(d["destination"] == "CASABLANCA" for d in rig.sub.of("decisions"))
+
+        # A new plan: Casablanca goes to chutes 14-15 from now on.
+        plan.write_text(
+            PLAN_PATH.read_text()
+            .replace("chutes = [1, 2, 3, 4, 5, 6]", "chutes = [14, 15]")
+            .replace('name = "casablanca-day"', 'name = "casablanca-night"')
+        )
+        await _send(broker, "plan/reload", {"id": "r1"})
+        await wait_until(lambda: _answer(rig, "r1") is not None, 20)
+        answer = _answer(rig, "r1")
+        assert answer is not None
+        assert answer["ok"] is True
+        assert answer["plan"] == "casablanca-night"
+        await rig.line.run(100_000, count=60)
+        assert await rig.line.drain(30)
+        after = [d for d in rig.sub.of("decisions") if d["tracking_id"] not in before]
+        casablanca = [d for d in after if d["destination"] == "CASABLANCA"]
+        assert casablanca
+        assert {d["chute"] for d in casablanca} <= {14, 15, 40}
+
+        # A broken plan is refused with its reason; the running plan stays.
+        plan.write_text(plan.read_text().replace("chutes = [14, 15]", "chutes = [14, 999]"))
+        await _send(broker, "plan/reload", {"id": "r2"})
+        await wait_until(lambda: _answer(rig, "r2") is not None, 20)
+        refused = _answer(rig, "r2")
+        assert refused is not None
+        assert refused["ok"] is False
+        assert "chute 999 does not exist" in str(refused["reason"])
+        assert rig.daemon.decider.plan.plan.name == "casablanca-night"
+        # Every item still ended, decided exactly once.
+        keys = [(d["tracking_id"], d["seq"]) for d in rig.sub.of("decisions")]
+        assert len(keys) == len(set(keys))
+    assert rig.line.ledger.in_flight == 0
+
+
+async def test_chute_disable_and_enable(broker: LocalBroker, tmp_path: Path) -> None:
+    async with line_with_daemon(broker, tmp_path, params=FAST) as rig:
+        await _send(broker, "chute/1/disable", {"id": "d1"})
+        await wait_until(lambda: _answer(rig, "d1") is not None, 10)
+        await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "disabled", 10)
+        await rig.line.run(100_000, count=60)
+        assert await rig.line.drain(30)
+        casablanca = [d for d in rig.sub.of("decisions") if d["destination"] == "CASABLANCA"]
+        assert casablanca
+        assert all(d["chute"] != 1 for d in casablanca)
+        await _send(broker, "chute/1/enable", {"id": "e1"})
+        await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "ok", 10)
+
+        await _send(broker, "chute/999/disable", {"id": "x1"})
+        await _send(broker, "frobnicate", {"id": "x2"})
+        await _send(broker, "plan/reload", {"id": "x3", "extra": 1})
+        await wait_until(lambda: all(_answer(rig, i) for i in ("x1", "x2", "x3")), 10)
+        for request_id, words in (
+            ("x1", "does not exist"),
+            ("x2", "unknown command"),
+            ("x3", "unknown payload key"),
+        ):
+            answer = _answer(rig, request_id)
+            assert answer is not None
+            assert answer["ok"] is False
+            assert words in str(answer["reason"])
+
+
+@pytest.mark.parametrize(
+    ("suffix", "payload", "words"),
+    [
+        ("plan/reload", b"x" * 2000, "over 1024 bytes"),
+        ("plan/reload", b"[1]", "JSON object"),
+        ("plan/reload", b"{", "not JSON"),
+        ("chute/abc/disable", b"", "not a chute number"),
+        ("chute/1/explode", b"", "unknown command"),
+        ("plan/reload", b'{"id": 5}', "id must be a string"),
+    ],
+)
+def test_command_shapes_are_bounded(suffix: str, payload: bytes, words: str) -> None:
+    with pytest.raises(CommandError, match=words):
+        parse_command(suffix, payload)
+
+
+def test_good_commands_parse() -> None:
+    assert parse_command("plan/reload", b"").name == "plan/reload"
+    cmd = parse_command("chute/12/disable", b'{"id": "abc"}')
+    assert (cmd.name, cmd.chute, cmd.request_id) == ("chute/disable", 12, "abc")
