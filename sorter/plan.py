@@ -172,6 +172,7 @@ class SortPlan:
     destinations: tuple[Destination, ...]
     rules: tuple[Rule, ...]
     regexes: tuple[re.Pattern[str], ...]
+    warnings: tuple[Problem, ...] = ()
 
     def destination_index(self, name: str) -> int:
         for i, d in enumerate(self.destinations):
@@ -447,7 +448,104 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         destinations=tuple(destinations),
         rules=tuple(rules),
         regexes=tuple(regexes),
+        warnings=tuple(lint_rules(rules, destinations, file)),
     )
+
+
+def _pow10(n: int) -> int:
+    return int(10**n)
+
+
+def _term_within(inner: PostcodeTerm, outer: PostcodeTerm) -> bool:
+    """Every postcode `inner` matches, `outer` matches too."""
+    if outer.prefix:
+        if inner.prefix:
+            return inner.digits >= outer.digits and (
+                inner.lo // 10 ** (inner.digits - outer.digits) == outer.lo
+            )
+        scale = 10 ** (inner.digits - outer.digits) if inner.digits >= outer.digits else 0
+        return bool(scale) and inner.lo // scale == outer.lo == inner.hi // scale
+    if inner.prefix:
+        return False  # a prefix matches postcodes of every length; a range, of one
+    return inner.digits == outer.digits and outer.lo <= inner.lo and inner.hi <= outer.hi
+
+
+def _terms_overlap(a: PostcodeTerm, b: PostcodeTerm) -> bool:
+    """Some postcode matches both."""
+    if a.prefix and b.prefix:
+        short, long_ = (a, b) if a.digits <= b.digits else (b, a)
+        return long_.lo // _pow10(long_.digits - short.digits) == short.lo
+    if a.prefix or b.prefix:
+        p, r = (a, b) if a.prefix else (b, a)
+        if r.digits < p.digits:
+            return False
+        scale = _pow10(r.digits - p.digits)
+        return r.lo // scale <= p.lo <= r.hi // scale
+    return a.digits == b.digits and a.lo <= b.hi and b.lo <= a.hi
+
+
+def _covers(q: Rule, r: Rule) -> bool:
+    """Rule q matches every item rule r matches (so r, after q, never gets one)."""
+    if q.postcode is not None and (
+        r.postcode is None
+        or not all(any(_term_within(t, u) for u in q.postcode) for t in r.postcode)
+    ):
+        return False
+    if q.barcode is not None and (r.barcode is None or r.barcode.pattern != q.barcode.pattern):
+        return False
+    for field_name in ("s10_service", "country"):
+        qs: LetterSet | None = getattr(q, field_name)
+        rs: LetterSet | None = getattr(r, field_name)
+        if qs is not None and (rs is None or not rs.allowed <= qs.allowed):
+            return False
+    return True
+
+
+def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) -> list[Problem]:
+    """Warnings, not errors: rules that can never match, postcodes two destinations share.
+
+    "Never matches" is decided conservatively: an earlier rule whose every condition holds
+    for all the later rule's items (regular expressions only when they are identical).
+    """
+    warnings: list[Problem] = []
+
+    def name(rule: Rule) -> str:
+        return destinations[rule.destination].name if rule.destination >= 0 else "?"
+
+    shadowed: set[int] = set()
+    for i, r in enumerate(rules):
+        shadow = next((q for q in rules[:i] if _covers(q, r)), None)
+        if shadow is not None:
+            shadowed.add(i)
+            warnings.append(
+                Problem(
+                    file,
+                    f"rule[{i}]",
+                    f"can never match: rule[{shadow.index}] ({name(shadow)}) comes first "
+                    "and matches everything it does",
+                )
+            )
+            continue
+        for q in rules[:i]:
+            if (
+                q.index in shadowed
+                or q.destination == r.destination
+                or q.postcode is None
+                or r.postcode is None
+            ):
+                continue
+            pairs = [(u, t) for u in q.postcode for t in r.postcode if _terms_overlap(u, t)]
+            if pairs:
+                u, t = pairs[0]
+                warnings.append(
+                    Problem(
+                        file,
+                        f"rule[{i}].postcode",
+                        f"{t.text} overlaps {u.text} of rule[{q.index}] ({name(q)}); "
+                        f"rule[{q.index}] wins where both match",
+                    )
+                )
+    return warnings
 
 
 I32 = npt.NDArray[np.int32]

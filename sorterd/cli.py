@@ -119,6 +119,8 @@ def _check_config(config: str) -> int:
         return EXIT_FAIL
     assert site is not None
     assert plan is not None
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     cfg = site.config
     print(f"site {cfg.site.name} line {cfg.site.line}: OK")
     print(f"  plc {cfg.plc.url} (device {cfg.plc.device_id}, poll {cfg.plc.poll_interval_ms} ms)")
@@ -129,6 +131,7 @@ def _check_config(config: str) -> int:
         f"plan {plan.name} ({site.plan_path.name}): {len(plan.destinations)} destinations, "
         f"{len(plan.rules)} rules, {len(plan.machine_chutes)} chutes, "
         f"balance {plan.balance}, max recirculations {plan.max_recirculations}"
+        + (f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     )
     return EXIT_OK
 

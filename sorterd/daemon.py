@@ -42,6 +42,8 @@ class Daemon:
         t0 = time.perf_counter()
         plan = compile_plan(load_plan(site.plan_path))
         self.times = StartupTimes(plan_ms=(time.perf_counter() - t0) * 1000)
+        for warning in plan.plan.warnings:
+            log.warning("sort plan", problem=str(warning))
         self.topics = Topics(cfg.mqtt.topic_prefix)
         decider = Decider(plan, ChuteState.for_plan(plan), cfg.site.timezone, Kernel(plan))
         tracking = cfg.tracking
@@ -167,6 +169,8 @@ class Daemon:
                 self._answer("plan/reload", request_id, ok=False, reason="; ".join(reasons))
                 return
             old = self.decider.plan.plan.name
+            for warning in decider.plan.plan.warnings:
+                log.warning("sort plan", problem=str(warning))
             self.pipeline.swap_decider(decider)
             self.plc.max_chute = decider.plan.plan.max_chute
             log.info("plan reloaded", old=old, new=decider.plan.plan.name, file=str(path))

@@ -729,3 +729,64 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"
     path.write_bytes(b"\xef\xbb\xbf" + DEMO_PLAN.read_bytes())
     assert load_plan(path).name == "casablanca-day"
+
+
+# --- warnings: rules that can never match, postcodes shared by destinations -------------
+
+
+def _lint(rules: list[dict[str, Any]], extra_destinations: int = 2) -> list[Problem]:
+    data = minimal()
+    data["destination"] = [
+        {"name": n, "chutes": [1]} for n in ["A", "B", "C", "D"][: 2 + extra_destinations]
+    ]
+    data["rule"] = rules
+    return list(build_plan(data, FILE).warnings)
+
+
+def test_rule_behind_a_covering_rule_is_reported() -> None:
+    warnings = _lint(
+        [
+            {"destination": "A", "postcode": ["20*"]},
+            {"destination": "B", "postcode": ["20000-20999"]},  # inside 20*
+            {"destination": "C", "postcode": ["2*", "30*"]},  # 30* is not inside 20*
+        ]
+    )
+    assert [w.key for w in warnings] == ["rule[1]", "rule[2].postcode"]
+    assert "can never match: rule[0] (A)" in warnings[0].message
+    assert "2* overlaps 20* of rule[0] (A)" in warnings[1].message
+
+
+def test_conditions_that_narrow_a_rule_keep_it_reachable() -> None:
+    assert not _lint(
+        [
+            {"destination": "A", "s10_service": ["E*"], "country": ["!MA"]},
+            {"destination": "B", "s10_service": ["E*"]},  # also MA: reachable
+            {"destination": "C", "barcode": "^1Z"},
+            {"destination": "D", "barcode": "^1Z[0-9]"},  # another regex: not judged
+        ]
+    )
+    shadowed = _lint(
+        [
+            {"destination": "A", "s10_service": ["E*"]},
+            {"destination": "B", "s10_service": ["EE", "EA"], "country": ["CN"]},
+            {"destination": "C"},  # a catch-all
+            {"destination": "D", "barcode": "^LP"},  # after the catch-all
+        ]
+    )
+    assert [w.key for w in shadowed] == ["rule[1]", "rule[3]"]
+
+
+def test_overlapping_postcodes_across_destinations() -> None:
+    warnings = _lint(
+        [
+            {"destination": "A", "postcode": ["20000-20500"]},
+            {"destination": "B", "postcode": ["20400-20999", "40*"]},
+            {"destination": "A", "postcode": ["20450"]},  # same destination: no overlap warning
+        ]
+    )
+    assert [w.key for w in warnings] == ["rule[1].postcode", "rule[2]"]
+    assert "20400-20999 overlaps 20000-20500" in warnings[0].message
+
+
+def test_demo_plan_has_no_warnings() -> None:
+    assert load_plan(DEMO_PLAN).warnings == ()
