@@ -120,3 +120,21 @@ def test_env_override_reaches_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_site(DEMO_SITE, env={"SORTERD_PLC_POLL_INTERVAL": "7"})
     assert "plc.poll_interval" in str(err.value)
+
+
+def test_the_casablanca_example_checks_clean() -> None:
+    site = demo_config_dir().parent / "casablanca" / "site.toml"
+    out = sorterd("check-config", "-c", str(site))
+    assert out.returncode == 0, out.stderr
+    assert "21 destinations, 21 rules, 240 chutes" in out.stdout
+    assert "warning" not in out.stderr
+
+
+def test_plan_warnings_are_shown_but_do_not_fail(tmp_path: Path) -> None:
+    site = _broken_site(tmp_path, GOOD)
+    plan = tmp_path / "sortplan.toml"
+    plan.write_text(plan.read_text() + '\n[[rule]]\ndestination = "FES"\npostcode = ["30100"]\n')
+    out = sorterd("check-config", "-c", str(site))
+    assert out.returncode == 0, out.stderr
+    assert "warning:" in out.stderr
+    assert "can never match: rule[3] (FES)" in out.stderr
