@@ -48,6 +48,7 @@ def traffic_codes(n: int, seed: int = 1) -> list[tuple[str, ...]]:
 def feature_arrays(features: list[ItemFeatures]) -> list[np.ndarray]:
     table = np.array(features, dtype=np.int64)
     dtypes = [np.int32, np.int64, np.int32, np.int32, np.int32, np.int64, np.int32, np.int32]
+    # The kernel's columns in ItemFeatures order; `destination` goes by keyword.
     return [np.ascontiguousarray(table[:, i]).astype(t) for i, t in enumerate(dtypes)]
 
 

@@ -4,6 +4,7 @@ Accepted shapes (P = the topic prefix), each with an optional JSON payload
 `{"id": "..."}` that the answer on P/cmd-result echoes:
 
     P/cmd/plan/reload                 reload the sort plan file (also SIGHUP)
+    P/cmd/manifest/reload             look for new, changed or removed manifest files now
     P/cmd/chute/N/disable             the host stops sending items to chute N
     P/cmd/chute/N/enable              ... and starts again
 
@@ -31,7 +32,7 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # "plan/reload" or "chute/disable" / "chute/enable"
+    name: str  # "plan/reload", "manifest/reload", "chute/disable", "chute/enable"
     request_id: str | None = None
     chute: int | None = None
 
@@ -62,6 +63,8 @@ def parse_command(suffix: str, payload: bytes) -> Command:
     parts = suffix.split("/")
     if parts == ["plan", "reload"]:
         return Command("plan/reload", request_id)
+    if parts == ["manifest", "reload"]:
+        return Command("manifest/reload", request_id)
     if len(parts) == 3 and parts[0] == "chute" and parts[2] in CHUTE_ACTIONS:
         if not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 4:
             raise CommandError(f"chute {parts[1][:16]!r} is not a chute number", request_id)

@@ -148,6 +148,8 @@ class PlanSection(_Model):
 
 class ManifestSection(_Model):
     files: list[str] = Field(default_factory=list)
+    # How often the globs are looked at for new or changed files while running.
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
 class JournalSection(_Model):
@@ -203,6 +205,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem
         "plan": PlanSection,
         "journal": JournalSection,
         "tracking": TrackingSection,
+        "manifest": ManifestSection,
     }
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX):

@@ -14,11 +14,13 @@ from zoneinfo import ZoneInfo
 from sorter.barcodes import CodeKind, Label, classify
 from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
+from sorter.manifest import Manifest
 from sorter.plan import CompiledPlan, letters_index, postcode_number
 
 # Which code names the item when a parcel carries several labels: a carrier tracking number
 # before a logistics unit number, and those before codes nobody recognises.
 _OK = int(Reason.OK)
+_CUSTOMS_HOLD = int(Reason.CUSTOMS_HOLD)
 _TRACKING_PRIORITY = {
     CodeKind.S10: 0,
     CodeKind.UPS: 1,
@@ -56,6 +58,17 @@ class Decider:
         self._has_cutoffs = any(d.cutoff_min >= 0 for d in plan.plan.destinations)
         self._names = [d.name for d in plan.plan.destinations]
         self._regexes = plan.plan.regexes
+        self.manifest: Manifest | None = None
+        self.manifest_lookups = 0
+        self.manifest_hits = 0
+
+    @property
+    def destination_names(self) -> list[str]:
+        return list(self._names)
+
+    def use_manifest(self, manifest: Manifest | None) -> None:
+        """Swap the pre-advice in one assignment: decisions never see half an index."""
+        self.manifest = None if manifest is None else manifest.for_destinations(self._names)
 
     def warm(self) -> None:
         self.kernel.warm()
@@ -135,6 +148,24 @@ class Decider:
             barcode, raws = "", ()
         if country < 0 and p is not None and p.country:
             country = letters_index(p.country)
+        reason = _OK
+        dest = -1
+        manifest = self.manifest
+        if manifest is not None and t is not None and manifest.size:
+            # Pre-advice fills in what the labels lack; a customs hold overrides the rest.
+            self.manifest_lookups += 1
+            row = manifest.lookup(barcode)
+            if row is not None:
+                self.manifest_hits += 1
+                if row.customs_hold:
+                    reason = _CUSTOMS_HOLD
+                if (p is None or not p.postcode) and row.postcode_digits:
+                    pc, digits = row.postcode, row.postcode_digits
+                if country < 0:
+                    country = row.country
+                if service < 0:
+                    service = row.service
+                dest = row.destination
         mask = 0
         if self._regexes:
             bit = 1
@@ -145,7 +176,7 @@ class Decider:
                         break
                 bit <<= 1
         return ItemFeatures(
-            _OK, pc, digits, service, country, mask, recirculations, minute
+            reason, pc, digits, service, country, mask, recirculations, minute, dest
         ), barcode
 
     def features(

@@ -221,6 +221,7 @@ def decide_one(
     regex_mask: int,
     recirculations: int,
     minute_of_day: int,
+    dest_in: int,
     blob: Any,
     tables: Any,
     max_recirculations: int,
@@ -235,7 +236,12 @@ def decide_one(
         return -1, int(blob[o_function + _MAX_RECIRC]), _MAX_RECIRC
     if reason_in != _OK:
         return -1, int(blob[o_function + reason_in]), reason_in
-    dest = match_destination(pc, pc_digits, service, country, regex_mask, blob, tables)
+    # A destination the shipper pre-advised (manifest) comes before the rules.
+    n_dest = blob[_DEST_CUTOFF + 1] - blob[_DEST_CUTOFF]
+    if 0 <= dest_in < n_dest:
+        dest = dest_in
+    else:
+        dest = match_destination(pc, pc_digits, service, country, regex_mask, blob, tables)
     if dest < 0:
         return -1, int(blob[o_function + _NO_RULE]), _NO_RULE
     cutoff = blob[blob[_DEST_CUTOFF] + dest]
@@ -260,6 +266,7 @@ def decide_batch(
     regex_mask: Any,
     recirculations: Any,
     minute_of_day: Any,
+    dest_in: Any,
     blob: Any,
     tables: Any,
     max_recirculations: int,
@@ -282,6 +289,7 @@ def decide_batch(
             regex_mask[i],
             recirculations[i],
             minute_of_day[i],
+            dest_in[i],
             blob,
             tables,
             max_recirculations,
@@ -307,6 +315,7 @@ class ItemFeatures(NamedTuple):
     regex_mask: int = 0
     recirculations: int = 0
     minute_of_day: int = -1
+    destination: int = -1  # pre-advised by a manifest: skips the rules
 
 
 @dataclass(slots=True)
@@ -351,7 +360,10 @@ class Kernel:
         self.rr_next[:] = 0
 
     def match(self, f: ItemFeatures) -> int:
-        """Destination index of the first matching rule, -1 for none (no chute state)."""
+        """Destination of the item (pre-advised, else the first matching rule's), -1 for none;
+        no chute state involved."""
+        if 0 <= f.destination < len(self.plan.plan.destinations):
+            return f.destination
         return int(
             match_destination(
                 f.pc, f.pc_digits, f.service, f.country, f.regex_mask, self._blob, self._tables
@@ -368,6 +380,7 @@ class Kernel:
             f.regex_mask,
             f.recirculations,
             f.minute_of_day,
+            f.destination,
             self._blob,
             self._tables,
             self._max_recirculations,
@@ -389,8 +402,11 @@ class Kernel:
         recirculations: npt.NDArray[np.int32],
         minute_of_day: npt.NDArray[np.int32],
         state: ChuteState,
+        destination: npt.NDArray[np.int32] | None = None,
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         n = reason_in.shape[0]
+        if destination is None:
+            destination = np.full(n, -1, np.int32)
         out_dest = np.empty(n, np.int32)
         out_chute = np.empty(n, np.int32)
         out_reason = np.empty(n, np.int32)
@@ -403,6 +419,7 @@ class Kernel:
             regex_mask,
             recirculations,
             minute_of_day,
+            destination,
             self._blob,
             self._tables,
             self._max_recirculations,

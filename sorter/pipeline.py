@@ -346,6 +346,16 @@ class Pipeline:
     def publish_stats(self) -> None:
         snap = self.stats.snapshot(self.clock_ns())
         snap["ts"] = iso_now()
+        manifest = self.decider.manifest
+        lookups = self.decider.manifest_lookups
+        snap["manifest"] = {
+            "rows": manifest.rows if manifest is not None else 0,
+            "barcodes": manifest.size if manifest is not None else 0,
+            "files": len(manifest.reports) if manifest is not None else 0,
+            "bad_rows": manifest.bad_rows if manifest is not None else 0,
+            "lookups": lookups,
+            "hit_rate": round(self.decider.manifest_hits / lookups, 4) if lookups else None,
+        }
         snap["tracker"] = {
             "waiting": self.tracker.waiting,
             "pending_scans": self.tracker.pending_scans,

@@ -49,7 +49,9 @@ def decide(plan: SortPlan, f: ItemFeatures, state: ReferenceState) -> tuple[int,
     if f.reason_in != Reason.OK:
         reason = Reason(f.reason_in)
         return -1, fn[reason], reason
-    dest = match_destination(plan, f)
+    dest = f.destination if 0 <= f.destination < len(plan.destinations) else -1
+    if dest < 0:
+        dest = match_destination(plan, f)
     if dest < 0:
         return -1, fn[Reason.NO_RULE], Reason.NO_RULE
     d = plan.destinations[dest]

@@ -335,6 +335,7 @@ class Replay:
             col["recirculations"].astype(np.int32),
             col["minute_of_day"].astype(np.int32),
             self.decider.state,
+            col["destination"].astype(np.int32),
         )
         counts = self.counts
         counts.items += n

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -16,6 +17,7 @@ from sorter.commands import CommandError, parse_command
 from sorter.config import ConfigError, Site
 from sorter.decide import Decider
 from sorter.kernel import ChuteState, Kernel
+from sorter.manifest import Manifest, ManifestSource
 from sorter.pipeline import Pipeline, Topics, iso_now
 from sorter.plan import compile_plan, load_plan
 from sorter.runtime import tune_gc
@@ -91,6 +93,9 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._manifest_lock = asyncio.Lock()
+        self.manifests = ManifestSource(site.manifest_globs)
+        self.manifest: Manifest | None = None
         self._reloads: set[asyncio.Task[None]] = set()
 
     def _status(self, state: str) -> dict[str, object]:
@@ -128,6 +133,11 @@ class Daemon:
         log.info("command", command=command.name, chute=command.chute, id=command.request_id)
         if command.name == "plan/reload":
             self.request_reload(command.request_id)
+        elif command.name == "manifest/reload":
+            self._spawn(
+                self._reload_manifests(force=True, answer=True, request_id=command.request_id),
+                "manifest-reload",
+            )
         elif command.chute is not None:
             if command.chute not in self.decider.plan.plan.machine_chutes:
                 self._answer(
@@ -153,9 +163,52 @@ class Daemon:
 
     def request_reload(self, request_id: str | None = None) -> None:
         """Reload the sort plan in the background (SIGHUP, P/cmd/plan/reload)."""
-        task = asyncio.get_running_loop().create_task(self._reload(request_id), name="plan-reload")
+        self._spawn(self._reload(request_id), "plan-reload")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+
+    async def _reload_manifests(
+        self, *, force: bool = False, answer: bool = False, request_id: str | None = None
+    ) -> None:
+        """Rebuild the pre-advice index beside the running one, then swap it in."""
+        async with self._manifest_lock:
+            if not force and not await asyncio.to_thread(self.manifests.changed):
+                return
+            names = self.decider.destination_names
+            t0 = time.perf_counter()
+            manifest = await asyncio.to_thread(self.manifests.build, names)
+            self.decider.use_manifest(manifest)
+            self.manifest = manifest
+            elapsed_ms = (time.perf_counter() - t0) * 1000
+            log.info(
+                "manifests loaded",
+                files=len(manifest.reports),
+                rows=manifest.rows,
+                barcodes=manifest.size,
+                bad_rows=manifest.bad_rows,
+                ms=round(elapsed_ms, 1),
+            )
+            for report in manifest.reports:
+                for problem in report.problems[:5]:
+                    log.warning("manifest", problem=str(problem))
+            if answer:
+                self._answer(
+                    "manifest/reload",
+                    request_id,
+                    ok=True,
+                    files=len(manifest.reports),
+                    rows=manifest.rows,
+                    bad_rows=manifest.bad_rows,
+                )
+
+    async def _watch_manifests(self) -> None:
+        interval_s = self.site.config.manifest.poll_interval_s
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._reload_manifests()
 
     async def _reload(self, request_id: str | None) -> None:
         async with self._reload_lock:
@@ -171,7 +224,11 @@ class Daemon:
             old = self.decider.plan.plan.name
             for warning in decider.plan.plan.warnings:
                 log.warning("sort plan", problem=str(warning))
+            decider.use_manifest(self.manifest)  # same rows, the new plan's destinations
             self.pipeline.swap_decider(decider)
+            if self.manifests.globs:
+                # Rows naming a destination only the new plan has are read again.
+                self._spawn(self._reload_manifests(force=True), "manifest-reload")
             self.plc.max_chute = decider.plan.plan.max_chute
             log.info("plan reloaded", old=old, new=decider.plan.plan.name, file=str(path))
             self._answer(
@@ -194,6 +251,8 @@ class Daemon:
         t0 = time.perf_counter()
         await asyncio.to_thread(self.decider.warm)  # compiled or loaded from numba's cache
         self.times.warm_ms = (time.perf_counter() - t0) * 1000
+        if self.manifests.globs:
+            await self._reload_manifests(force=True)
         tune_gc()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -201,6 +260,7 @@ class Daemon:
                     tg.create_task(self.mqtt.run(), name="mqtt"),
                     tg.create_task(self.plc.run(), name="plc"),
                     tg.create_task(self.pipeline.run_timer(), name="timer"),
+                    tg.create_task(self._watch_manifests(), name="manifests"),
                     tg.create_task(
                         self.pipeline.run_stats(self.site.config.mqtt.stats_interval_s),
                         name="stats",

@@ -1,0 +1,751 @@
+"""Shipper pre-advice (manifests): tracking number -> destination data, at hub scale.
+
+A manifest is a CSV file with a header: `barcode` and at least one of `destination`,
+`postcode`, `country`; optionally `service`, `customs`, `weight_g`; gzip-compressed when the
+name ends in `.gz`. Other columns are ignored. Rows are parsed by a numba parser straight
+from the file's bytes, and indexed by an open-addressing hash table over the full barcode
+bytes: a barcode that is not in the manifest never matches another's row, whatever the
+hashes do. Later rows for the same barcode replace earlier ones (files in order of
+modification time, then name).
+
+Memory per row: the barcode in 32 bytes, the fields in 20, the table ~7: under 64 bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NamedTuple, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from sorter.config import Problem
+
+KEY_BYTES: Final = 32
+MAX_DEST_NAME_BYTES: Final = 64
+MAX_BAD_LINES_KEPT: Final = 100  # per file; every bad row is counted
+
+COLUMNS: Final = ("barcode", "destination", "postcode", "country", "service", "customs", "weight_g")
+# Column roles inside the numba parser.
+_C_IGNORE, _C_BARCODE, _C_DEST, _C_POSTCODE, _C_COUNTRY, _C_SERVICE, _C_CUSTOMS, _C_WEIGHT = range(
+    8
+)
+
+BAD_REASONS: Final = {
+    1: "missing barcode",
+    2: f"barcode longer than {KEY_BYTES} characters or not printable ASCII",
+    3: "country is not a two-letter code",
+    4: "service is not a two-letter code",
+    5: "customs is not one of hold, yes, no, clear, release, none",
+    6: "weight_g is not a whole number of grams",
+    7: "destination is not a destination of the sort plan",
+    8: "wrong number of fields",
+    9: "no destination, postcode or country",
+    10: "unterminated quoted field",
+}
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _kernel(fn: _F) -> _F:
+    return cast(_F, njit(cache=True, nogil=True, error_model="numpy")(fn))
+
+
+def _lookup_kernel(fn: _F) -> _F:
+    """Without numba's runtime: the lookups never allocate, and the reference counting of
+    the key rows they slice costs more than the lookup itself (see sorter.kernel)."""
+    dispatcher = njit(  # type: ignore[call-overload]  # _nrt is not in numba's stubs
+        fn, cache=True, nogil=True, error_model="numpy", _nrt=False
+    )
+    return cast(_F, dispatcher)
+
+
+class ManifestRow(NamedTuple):
+    postcode: int  # numeric postcode, -1 for none or not numeric
+    postcode_digits: int
+    country: int  # 0..675 two-letter index, -1 none
+    service: int
+    destination: int  # index into the plan's destinations at load, -1 none
+    customs_hold: bool
+    weight_g: int  # -1 unknown
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+@_kernel
+def _upper(b: int) -> int:
+    return b - 32 if 97 <= b <= 122 else b
+
+
+@_kernel
+def _letters(buf: Any, s: int, e: int) -> int:
+    """Two letters (any case) -> 0..675; -1 for an empty field; -2 for anything else."""
+    if e == s:
+        return -1
+    if e - s != 2:
+        return -2
+    a = _upper(buf[s]) - 65
+    b = _upper(buf[s + 1]) - 65
+    if 0 <= a < 26 and 0 <= b < 26:
+        return a * 26 + b
+    return -2
+
+
+@_kernel
+def _field_is(buf: Any, s: int, e: int, word: Any) -> bool:
+    if e - s != word.shape[0]:
+        return False
+    for i in range(e - s):
+        if _upper(buf[s + i]) != word[i]:
+            return False
+    return True
+
+
+@_kernel
+def _parse(
+    buf: Any,
+    start: int,
+    roles: Any,
+    dest_names: Any,
+    dest_lens: Any,
+    words: Any,
+    word_lens: Any,
+    first_line: int,
+    keys: Any,
+    postcode: Any,
+    pc_digits: Any,
+    country: Any,
+    service: Any,
+    dest: Any,
+    customs: Any,
+    weight: Any,
+    bad_lines: Any,
+    bad_reasons: Any,
+) -> tuple[int, int, int]:
+    """Parse data rows from buf[start:] into the output arrays.
+
+    Returns (good rows, bad rows, data lines). Bad rows beyond the length of bad_lines are
+    counted but not kept. Field boundaries are found with a small state machine that
+    honours double quotes ("" inside quotes is a quote) and CR LF line ends.
+    """
+    n = buf.shape[0]
+    n_cols = roles.shape[0]
+    fs = np.empty(n_cols, np.int64)  # field starts and ends, unquoted content
+    fe = np.empty(n_cols, np.int64)
+    quoted = np.zeros(n_cols, np.bool_)
+    good = 0
+    bad = 0
+    line = first_line - 1
+    pos = start
+    while pos < n:
+        line += 1
+        # Split one record into fields.
+        col = 0
+        reason = 0
+        while True:
+            in_quotes = pos < n and buf[pos] == 34
+            if in_quotes:
+                pos += 1
+                s = pos
+                while pos < n:
+                    if buf[pos] == 34:
+                        if pos + 1 < n and buf[pos + 1] == 34:
+                            pos += 2
+                            continue
+                        break
+                    pos += 1
+                if pos >= n:
+                    reason = 10
+                    e = n
+                else:
+                    e = pos
+                    pos += 1  # closing quote
+                # Anything up to the separator after a closing quote is ignored.
+                while pos < n and buf[pos] != 44 and buf[pos] != 10:
+                    pos += 1
+            else:
+                s = pos
+                while pos < n and buf[pos] != 44 and buf[pos] != 10:
+                    pos += 1
+                e = pos
+                if e > s and buf[e - 1] == 13 and (pos >= n or buf[pos] == 10):
+                    e -= 1  # CR of CR LF
+            # Trim blanks around unquoted content.
+            while s < e and buf[s] == 32:
+                s += 1
+            while e > s and buf[e - 1] == 32:
+                e -= 1
+            if col < n_cols:
+                fs[col] = s
+                fe[col] = e
+                quoted[col] = in_quotes
+            col += 1
+            if pos < n and buf[pos] == 44:
+                pos += 1
+                continue
+            pos += 1  # the newline (or past the end)
+            break
+        if col == 1 and fe[0] == fs[0] and not quoted[0]:
+            continue  # a blank line
+        if reason == 0 and col != n_cols:
+            reason = 8
+        pc = -1
+        digits = 0
+        ctry = -1
+        serv = -1
+        dst = -1
+        hold = 0
+        wgt = -1
+        has_barcode = False
+        key_s = 0
+        key_e = 0
+        for c in range(n_cols if reason == 0 else 0):
+            role = roles[c]
+            s = fs[c]
+            e = fe[c]
+            if role == _C_BARCODE:
+                if e == s:
+                    reason = 1
+                    break
+                if e - s > keys.shape[1]:
+                    reason = 2
+                    break
+                for i in range(s, e):
+                    if buf[i] < 33 or buf[i] > 126:
+                        reason = 2
+                        break
+                if reason:
+                    break
+                has_barcode = True
+                key_s = s
+                key_e = e
+            elif role == _C_POSTCODE:
+                if 0 < e - s <= 18:
+                    v = 0
+                    ok = True
+                    for i in range(s, e):
+                        d = buf[i] - 48
+                        if d < 0 or d > 9:
+                            ok = False
+                            break
+                        v = v * 10 + d
+                    if ok:
+                        pc = v
+                        digits = e - s
+                    else:
+                        digits = -1  # a postcode, but not a numeric one
+                elif e > s:
+                    digits = -1
+            elif role == _C_COUNTRY:
+                ctry = _letters(buf, s, e)
+                if ctry == -2:
+                    reason = 3
+                    break
+            elif role == _C_SERVICE:
+                serv = _letters(buf, s, e)
+                if serv == -2:
+                    reason = 4
+                    break
+            elif role == _C_CUSTOMS:
+                if e > s:
+                    hold = -1
+                    for w in range(words.shape[0]):
+                        if _field_is(buf, s, e, words[w, : word_lens[w]]):
+                            hold = 1 if w < 2 else 0
+                            break
+                    if hold < 0:
+                        reason = 5
+                        break
+            elif role == _C_WEIGHT:
+                if e > s:
+                    if e - s > 9:
+                        reason = 6
+                        break
+                    v = 0
+                    for i in range(s, e):
+                        d = buf[i] - 48
+                        if d < 0 or d > 9:
+                            reason = 6
+                            break
+                        v = v * 10 + d
+                    if reason:
+                        break
+                    wgt = v
+            elif role == _C_DEST:
+                if e > s:
+                    for k in range(dest_names.shape[0]):
+                        length = dest_lens[k]
+                        if length == e - s:
+                            same = True
+                            for i in range(length):
+                                if dest_names[k, i] != buf[s + i]:
+                                    same = False
+                                    break
+                            if same:
+                                dst = k
+                                break
+                    if dst < 0:
+                        reason = 7
+                        break
+        if reason == 0 and not has_barcode:
+            reason = 1
+        if reason == 0 and dst < 0 and digits == 0 and ctry < 0:
+            reason = 9
+        if reason:
+            if bad < bad_lines.shape[0]:
+                bad_lines[bad] = line
+                bad_reasons[bad] = reason
+            bad += 1
+            continue
+        for i in range(keys.shape[1]):
+            keys[good, i] = buf[key_s + i] if key_s + i < key_e else 0
+        postcode[good] = pc
+        pc_digits[good] = max(digits, 0)
+        country[good] = ctry
+        service[good] = serv
+        dest[good] = dst
+        customs[good] = hold
+        weight[good] = wgt
+        good += 1
+    return good, bad, line - first_line + 1
+
+
+# --- the index ---------------------------------------------------------------------------
+
+
+# Keys are compared and hashed as four 64-bit words (the 32 key bytes): a quarter of the
+# work of a byte loop, and one cache line per key row.
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+@_lookup_kernel
+def _hash(key: Any) -> np.uint64:
+    h = np.uint64(0)
+    for i in range(key.shape[0]):
+        h = (h ^ key[i]) * _K1
+        h ^= h >> np.uint64(29)
+    h *= _K2
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@_lookup_kernel
+def _same(keys: Any, row: int, key: Any) -> bool:
+    for i in range(keys.shape[1]):
+        if keys[row, i] != key[i]:
+            return False
+    return True
+
+
+@_lookup_kernel
+def _build_table(keys: Any, n: int, table: Any) -> int:
+    """Insert rows 0..n-1 in order; a later equal key takes the slot. Returns distinct keys."""
+    mask = np.uint64(table.shape[0] - 1)
+    distinct = 0
+    for row in range(n):
+        key = keys[row]
+        slot = np.int64(_hash(key) & mask)
+        while True:
+            other = table[slot]
+            if other < 0:
+                table[slot] = row
+                distinct += 1
+                break
+            if _same(keys, other, key):
+                table[slot] = row
+                break
+            slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+    return distinct
+
+
+@_lookup_kernel
+def _find(keys: Any, table: Any, key: Any) -> int:
+    mask = np.uint64(table.shape[0] - 1)
+    slot = np.int64(_hash(key) & mask)
+    while True:
+        row = table[slot]
+        if row < 0:
+            return -1
+        if _same(keys, row, key):
+            return int(row)
+        slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+
+
+@_lookup_kernel
+def _find_fields(
+    keys: Any, table: Any, key: Any, postcode: Any, packed: Any
+) -> tuple[int, int, int]:
+    """(row, postcode, packed fields) in one call: the live path pays one dispatch."""
+    row = _find(keys, table, key)
+    if row < 0:
+        return -1, -1, 0
+    return row, postcode[row], packed[row]
+
+
+@_lookup_kernel
+def _find_batch(keys: Any, table: Any, queries: Any, out: Any) -> None:
+    for i in range(queries.shape[0]):
+        out[i] = _find(keys, table, queries[i])
+
+
+def _words(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """(n, 32) bytes viewed as (n, 4) words, no copy."""
+    return keys.view(np.uint64).reshape(keys.shape[0], KEY_BYTES // 8)
+
+
+def encode_key(barcode: str) -> npt.NDArray[np.uint64] | None:
+    """A barcode as the index stores it (4 words); None when it cannot be in any manifest."""
+    raw = barcode.encode("ascii", "replace")
+    if not raw or len(raw) > KEY_BYTES:
+        return None
+    return np.frombuffer(raw.ljust(KEY_BYTES, b"\0"), np.uint64)
+
+
+def encode_keys(barcodes: Sequence[str]) -> npt.NDArray[np.uint8]:
+    """Many barcodes at once (for batch lookups); too long ones become all-zero keys."""
+    arr = np.array([b if len(b) <= KEY_BYTES else "" for b in barcodes], dtype=f"S{KEY_BYTES}")
+    return arr.view(np.uint8).reshape(len(barcodes), KEY_BYTES)
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FileReport:
+    """What loading one manifest file found."""
+
+    path: str
+    rows: int = 0
+    bad_rows: int = 0
+    lines: int = 0
+    problems: list[Problem] = field(default_factory=list)  # first bad lines, or why unreadable
+    readable: bool = True
+
+
+@dataclass(slots=True)
+class ManifestPart:
+    """Parsed rows: the key, the numeric postcode, and the other fields packed in 64 bits
+    (country+1: 10 bits, service+1: 10, destination+1: 16, postcode digits: 5, customs
+    hold: 1, weight_g+1: 22), so that a lookup reads two words and a row costs 48 bytes."""
+
+    keys: npt.NDArray[np.uint8]  # (n, 32), zero padded
+    postcode: npt.NDArray[np.int64]
+    packed: npt.NDArray[np.int64]
+
+    @property
+    def rows(self) -> int:
+        return int(self.keys.shape[0])
+
+
+MAX_WEIGHT_G: Final = (1 << 22) - 2
+
+
+def pack_fields(
+    pc_digits: npt.NDArray[Any],
+    country: npt.NDArray[Any],
+    service: npt.NDArray[Any],
+    dest: npt.NDArray[Any],
+    customs: npt.NDArray[Any],
+    weight: npt.NDArray[Any],
+) -> npt.NDArray[np.int64]:
+    i64 = np.int64
+    return (
+        (country.astype(i64) + 1)
+        | (service.astype(i64) + 1) << 10
+        | (dest.astype(i64) + 1) << 20
+        | pc_digits.astype(i64) << 36
+        | customs.astype(i64) << 41
+        | (np.minimum(weight.astype(i64), MAX_WEIGHT_G) + 1) << 42
+    )
+
+
+def unpack_row(postcode: int, packed: int) -> ManifestRow:
+    return ManifestRow(
+        postcode,
+        (packed >> 36) & 31,
+        (packed & 1023) - 1,
+        ((packed >> 10) & 1023) - 1,
+        ((packed >> 20) & 0xFFFF) - 1,
+        bool((packed >> 41) & 1),
+        ((packed >> 42) & 0x3FFFFF) - 1,
+    )
+
+
+_CUSTOMS_WORDS = ("HOLD", "YES", "NO", "CLEAR", "RELEASE", "NONE")
+
+
+def _name_matrix(names: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    encoded = [n.encode("utf-8")[:MAX_DEST_NAME_BYTES] for n in names]
+    width = max([len(e) for e in encoded] + [1])
+    mat = np.zeros((max(len(encoded), 1), width), np.uint8)
+    lens = np.full(max(len(encoded), 1), -1, np.int64)
+    for i, e in enumerate(encoded):
+        mat[i, : len(e)] = np.frombuffer(e, np.uint8)
+        lens[i] = len(e)
+    return mat, lens
+
+
+_WORDS, _WORD_LENS = _name_matrix(_CUSTOMS_WORDS)
+
+
+def _empty_part() -> ManifestPart:
+    return ManifestPart(
+        np.zeros((0, KEY_BYTES), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    )
+
+
+def read_manifest_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        return gzip.decompress(raw)
+    return raw
+
+
+def parse_manifest(
+    data: bytes, file: str, destinations: Sequence[str]
+) -> tuple[ManifestPart, FileReport]:
+    """Parse one manifest's bytes; bad rows are counted and the first ones named by line."""
+    report = FileReport(file)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    end = data.find(b"\n")
+    header_bytes = data if end < 0 else data[:end]
+    try:
+        header_text = header_bytes.decode("utf-8").strip("\r")
+    except UnicodeDecodeError:
+        report.readable = False
+        report.problems.append(Problem(file, "line 1", "header is not UTF-8 text"))
+        return _empty_part(), report
+    header = [h.strip().strip('"').lower() for h in header_text.split(",")]
+    if "barcode" not in header or not {"destination", "postcode", "country"} & set(header):
+        report.readable = False
+        report.problems.append(
+            Problem(
+                file,
+                "line 1",
+                "header needs barcode and at least one of destination, postcode, country",
+            )
+        )
+        return _empty_part(), report
+    roles = np.array(
+        [COLUMNS.index(h) + 1 if h in COLUMNS else _C_IGNORE for h in header], dtype=np.int64
+    )
+    buf = np.frombuffer(data, np.uint8)
+    # One row per newline at most: size the outputs once, trim after.
+    capacity = int(np.count_nonzero(buf == 10)) + 1
+    keys = np.zeros((capacity, KEY_BYTES), np.uint8)
+    postcode = np.empty(capacity, np.int64)
+    pc_digits = np.empty(capacity, np.int8)
+    country = np.empty(capacity, np.int16)
+    service = np.empty(capacity, np.int16)
+    dest = np.empty(capacity, np.int16)
+    customs = np.empty(capacity, np.uint8)
+    weight = np.empty(capacity, np.int32)
+    bad_lines = np.zeros(MAX_BAD_LINES_KEPT, np.int64)
+    bad_reasons = np.zeros(MAX_BAD_LINES_KEPT, np.int8)
+    names, lens = _name_matrix(destinations)
+    start = len(header_bytes) + 1 if end >= 0 else len(data)
+    good, bad, lines = _parse(
+        buf, start, roles, names, lens, _WORDS, _WORD_LENS, 2,
+        keys, postcode, pc_digits, country, service, dest, customs, weight,
+        bad_lines, bad_reasons,
+    )  # fmt: skip
+    report.rows, report.bad_rows, report.lines = int(good), int(bad), int(lines)
+    kept = min(bad, MAX_BAD_LINES_KEPT)
+    for line, reason in zip(bad_lines[:kept].tolist(), bad_reasons[:kept].tolist(), strict=True):
+        report.problems.append(Problem(file, f"line {line}", BAD_REASONS[reason]))
+    g = int(good)
+    part = ManifestPart(
+        keys[:g].copy(),
+        postcode[:g].copy(),
+        pack_fields(pc_digits[:g], country[:g], service[:g], dest[:g], customs[:g], weight[:g]),
+    )
+    return part, report
+
+
+def load_file(path: Path, destinations: Sequence[str]) -> tuple[ManifestPart, FileReport]:
+    """One manifest file; an unreadable one is reported and contributes nothing."""
+    try:
+        data = read_manifest_bytes(path)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        report = FileReport(str(path), readable=False)
+        report.problems.append(Problem(str(path), "", f"cannot read: {exc}"))
+        return _empty_part(), report
+    return parse_manifest(data, str(path), destinations)
+
+
+# --- the combined, indexed manifest ------------------------------------------------------
+
+
+class Manifest:
+    """All loaded manifest rows, indexed for exact lookup. Immutable once built."""
+
+    def __init__(
+        self,
+        parts: Sequence[ManifestPart] = (),
+        reports: Sequence[FileReport] = (),
+        destinations: Sequence[str] = (),
+    ) -> None:
+        parts = [p for p in parts if p.rows]
+        whole = (
+            ManifestPart(
+                np.concatenate([p.keys for p in parts]),
+                np.concatenate([p.postcode for p in parts]),
+                np.concatenate([p.packed for p in parts]),
+            )
+            if parts
+            else _empty_part()
+        )
+        self.part = whole
+        self.reports = tuple(reports)
+        self.destinations = tuple(destinations)
+        n = whole.rows
+        # Load factor at most 0.7: probes stay short, the table stays ~7 bytes a row.
+        capacity = 1 << max(int(np.ceil(np.log2(max(n, 1) / 0.7))), 4)
+        self.table = np.full(capacity, -1, np.int32)
+        self._words = _words(whole.keys)
+        self.size = int(_build_table(self._words, n, self.table)) if n else 0
+
+    @property
+    def rows(self) -> int:
+        return self.part.rows
+
+    @property
+    def bad_rows(self) -> int:
+        return sum(r.bad_rows for r in self.reports)
+
+    def nbytes(self) -> int:
+        p = self.part
+        return int(p.keys.nbytes + p.postcode.nbytes + p.packed.nbytes + self.table.nbytes)
+
+    def find(self, barcode: str) -> int:
+        """Row of the barcode, -1 when absent."""
+        if not self.size:
+            return -1
+        key = encode_key(barcode)
+        if key is None:
+            return -1
+        return int(_find(self._words, self.table, key))
+
+    def find_batch(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """Rows of many keys (`encode_keys`), -1 where absent."""
+        out = np.full(keys.shape[0], -1, np.int64)
+        if self.size:
+            _find_batch(self._words, self.table, _words(keys), out)
+        return out
+
+    def row(self, index: int) -> ManifestRow:
+        return unpack_row(int(self.part.postcode[index]), int(self.part.packed[index]))
+
+    def lookup(self, barcode: str) -> ManifestRow | None:
+        """The row pre-advised for this barcode, or None; exact match only."""
+        if not self.size:
+            return None
+        key = encode_key(barcode)
+        if key is None:
+            return None
+        row, postcode, packed = _find_fields(
+            self._words, self.table, key, self.part.postcode, self.part.packed
+        )
+        return None if row < 0 else unpack_row(postcode, packed)
+
+    def for_destinations(self, destinations: Sequence[str]) -> Manifest:
+        """The same rows, their destination column mapped onto another plan's names."""
+        mapping = np.array(
+            [destinations.index(d) if d in destinations else -1 for d in self.destinations] + [-1],
+            dtype=np.int16,
+        )
+        old = (self.part.packed >> 20) & 0xFFFF  # destination + 1; 0 is none
+        new = mapping[old - 1].astype(np.int64) + 1  # index -1 takes the trailing -1
+        packed = (self.part.packed & ~(np.int64(0xFFFF) << 20)) | (new << 20)
+        part = ManifestPart(self.part.keys, self.part.postcode, packed)
+        clone = Manifest.__new__(Manifest)
+        clone.part = part
+        clone.reports = self.reports
+        clone.destinations = tuple(destinations)
+        clone.table = self.table
+        clone.size = self.size
+        clone._words = self._words
+        return clone
+
+
+def file_order_key(path: Path) -> tuple[float, str]:
+    """Older files first, so that rows of a newer file replace theirs."""
+    try:
+        return (path.stat().st_mtime, str(path))
+    except OSError:
+        return (0.0, str(path))
+
+
+def load_manifests(paths: Sequence[Path], destinations: Sequence[str]) -> Manifest:
+    parts: list[ManifestPart] = []
+    reports: list[FileReport] = []
+    for path in sorted(paths, key=file_order_key):
+        part, report = load_file(path, destinations)
+        parts.append(part)
+        reports.append(report)
+    return Manifest(parts, reports, destinations)
+
+
+FileSignature = tuple[int, int]  # (mtime_ns, size)
+
+
+class ManifestSource:
+    """The manifest files a site's globs name; rebuilt when files come, change or go.
+
+    Parsed files are kept by (path, mtime, size), so a new file in the morning's folder
+    costs its own parse, not a reparse of the day so far. `build` runs in a worker thread;
+    one at a time.
+    """
+
+    def __init__(self, globs: Sequence[str]) -> None:
+        self.globs = tuple(globs)
+        self._parsed: dict[str, tuple[FileSignature, ManifestPart, FileReport]] = {}
+        self._built: dict[str, FileSignature] | None = None
+        self._names: tuple[str, ...] = ()
+
+    def scan(self) -> dict[str, FileSignature]:
+        found: dict[str, FileSignature] = {}
+        for pattern in self.globs:
+            base = Path(pattern)
+            anchor = Path(base.anchor) if base.is_absolute() else Path()
+            relative = str(base.relative_to(anchor)) if base.is_absolute() else pattern
+            for path in sorted(anchor.glob(relative)):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                if path.is_file():
+                    found[str(path)] = (st.st_mtime_ns, st.st_size)
+        return found
+
+    def changed(self) -> bool:
+        return self.scan() != self._built
+
+    def build(self, destinations: Sequence[str]) -> Manifest:
+        names = tuple(destinations)
+        if names != self._names:
+            self._parsed.clear()  # destination names are resolved at parse time
+            self._names = names
+        files = self.scan()
+        parts: list[ManifestPart] = []
+        reports: list[FileReport] = []
+        for path, signature in sorted(files.items(), key=lambda kv: (kv[1][0], kv[0])):
+            cached = self._parsed.get(path)
+            if cached is None or cached[0] != signature:
+                part, report = load_file(Path(path), names)
+                cached = (signature, part, report)
+                self._parsed[path] = cached
+            parts.append(cached[1])
+            reports.append(cached[2])
+        for gone in set(self._parsed) - set(files):
+            del self._parsed[gone]
+        self._built = files
+        return Manifest(parts, reports, names)
