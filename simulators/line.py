@@ -74,6 +74,8 @@ class SimulatedLine:
         )
         self.conveyor = Conveyor(self.plc, self.params, self._scan, seed=seed)
         self.traffic = Traffic(seed=seed)
+        # One stream for the line's life: a second run() goes on with the next parcels.
+        self._items = self.traffic.items()
 
     def _scan(self, tracking_id: int, codes: Sequence[str]) -> None:
         if self.scanner is not None:
@@ -114,9 +116,7 @@ class SimulatedLine:
     async def run(
         self, rate_per_h: float, duration_s: float | None = None, count: int | None = None
     ) -> int:
-        return await self.conveyor.run(
-            self.traffic.items(), rate_per_h, duration_s=duration_s, count=count
-        )
+        return await self.conveyor.run(self._items, rate_per_h, duration_s=duration_s, count=count)
 
     async def drain(self, timeout_s: float) -> bool:
         return await self.conveyor.drain(timeout_s)

@@ -51,15 +51,24 @@ def manifest_rows(
         )
 
 
-def write_manifest(path: Path, rows: Iterable[tuple[str, ...]], *, gzipped: bool = False) -> int:
-    """Write rows under HEADER; returns the row count."""
+def write_manifest(
+    path: Path,
+    rows: Iterable[tuple[str, ...]],
+    *,
+    gzipped: bool = False,
+    header: tuple[str, ...] = HEADER,
+) -> int:
+    """Write rows under a header, as a shipper's upload would arrive: complete, in one
+    rename from a hidden temporary name. Returns the row count."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(header)
     n = 0
     for row in rows:
         writer.writerow(row)
         n += 1
     data = buffer.getvalue().encode()
-    path.write_bytes(gzip.compress(data, compresslevel=1) if gzipped else data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(gzip.compress(data, compresslevel=1) if gzipped else data)
+    tmp.replace(path)
     return n

@@ -709,6 +709,7 @@ class ManifestSource:
         self.globs = tuple(globs)
         self._parsed: dict[str, tuple[FileSignature, ManifestPart, FileReport]] = {}
         self._built: dict[str, FileSignature] | None = None
+        self._last_scan: dict[str, FileSignature] | None = None
         self._names: tuple[str, ...] = ()
 
     def scan(self) -> dict[str, FileSignature]:
@@ -727,7 +728,12 @@ class ManifestSource:
         return found
 
     def changed(self) -> bool:
-        return self.scan() != self._built
+        """Files came, changed or went, and have stayed so since the previous look: a file
+        still being uploaded (its size or time still moving) waits for the next one."""
+        scan = self.scan()
+        stable = scan == self._last_scan
+        self._last_scan = scan
+        return stable and scan != self._built
 
     def build(self, destinations: Sequence[str]) -> Manifest:
         names = tuple(destinations)
@@ -749,3 +755,16 @@ class ManifestSource:
             del self._parsed[gone]
         self._built = files
         return Manifest(parts, reports, names)
+
+
+def warm() -> None:
+    """Compile (or load from numba's cache) the parser and the index before they are needed:
+    compiling holds the GIL, and a first manifest arriving mid-shift must not freeze the
+    event loop for a second."""
+    data = (
+        b"barcode,destination,postcode,country,service,customs,weight_g\nA1,X,20000,MA,EE,hold,5\n"
+    )
+    part, report = parse_manifest(data, "<warm-up>", ["X"])
+    manifest = Manifest([part], [report], ["X"])
+    manifest.lookup("A1")
+    manifest.find_batch(encode_keys(["A1"]))

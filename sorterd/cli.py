@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from sorter.config import ConfigError, load_site
+from sorter.config import ConfigError, Site, load_site
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -121,6 +121,7 @@ def _check_config(config: str) -> int:
     assert plan is not None
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    manifest_failed = _check_manifests(site, [d.name for d in plan.destinations])
     cfg = site.config
     print(f"site {cfg.site.name} line {cfg.site.line}: OK")
     print(f"  plc {cfg.plc.url} (device {cfg.plc.device_id}, poll {cfg.plc.poll_interval_ms} ms)")
@@ -133,7 +134,33 @@ def _check_config(config: str) -> int:
         f"balance {plan.balance}, max recirculations {plan.max_recirculations}"
         + (f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     )
-    return EXIT_OK
+    return EXIT_FAIL if manifest_failed else EXIT_OK
+
+
+def _check_manifests(site: Site, destinations: list[str]) -> bool:
+    """Row counts and bad rows per manifest file; True when a file could not be read."""
+    from sorter.manifest import ManifestSource  # noqa: PLC0415
+
+    if not site.manifest_globs:
+        return False
+    manifest = ManifestSource(site.manifest_globs).build(destinations)
+    failed = False
+    for report in manifest.reports:
+        if not report.readable:
+            failed = True
+            for problem in report.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            continue
+        for problem in report.problems[:20]:
+            print(f"warning: {problem}", file=sys.stderr)
+        if report.bad_rows > 20:
+            print(f"warning: {report.path}: {report.bad_rows - 20} more bad rows", file=sys.stderr)
+        print(f"manifest {report.path}: {report.rows:,} rows, {report.bad_rows:,} bad")
+    print(
+        f"manifests: {len(manifest.reports)} file(s), {manifest.rows:,} rows, "
+        f"{manifest.size:,} distinct barcodes, {manifest.bad_rows:,} bad rows"
+    )
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

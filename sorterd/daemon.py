@@ -18,6 +18,7 @@ from sorter.config import ConfigError, Site
 from sorter.decide import Decider
 from sorter.kernel import ChuteState, Kernel
 from sorter.manifest import Manifest, ManifestSource
+from sorter.manifest import warm as warm_manifest_kernels
 from sorter.pipeline import Pipeline, Topics, iso_now
 from sorter.plan import compile_plan, load_plan
 from sorter.runtime import tune_gc
@@ -250,6 +251,7 @@ class Daemon:
         """Run until request_stop(); then publish offline status and flush the outbox."""
         t0 = time.perf_counter()
         await asyncio.to_thread(self.decider.warm)  # compiled or loaded from numba's cache
+        await asyncio.to_thread(warm_manifest_kernels)
         self.times.warm_ms = (time.perf_counter() - t0) * 1000
         if self.manifests.globs:
             await self._reload_manifests(force=True)

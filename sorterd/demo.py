@@ -44,10 +44,23 @@ def demo_config_dir() -> Path:
 
 
 def write_site(
-    folder: Path, *, plc_port: int, scanner_port: int, mqtt_url: str, plan: Path, prefix: str
+    folder: Path,
+    *,
+    plc_port: int,
+    scanner_port: int,
+    mqtt_url: str,
+    plan: Path,
+    prefix: str,
+    manifests: str | None = None,
+    manifest_poll_s: float = 5.0,
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time."""
     site = folder / "site.toml"
+    manifest_table = (
+        f"\n[manifest]\nfiles = [{json.dumps(manifests)}]\npoll_interval_s = {manifest_poll_s}\n"
+        if manifests
+        else ""
+    )
     site.write_text(
         f"""[site]
 name = "casablanca-hub"
@@ -74,6 +87,7 @@ file = {json.dumps(str(plan))}
 [journal]
 path = "journal.sqlite"
 """
+        + manifest_table
     )
     return site
 

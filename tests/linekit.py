@@ -70,6 +70,7 @@ async def line_with_daemon(
     plc_port: int = 0,
     scanner_port: int = 0,
     plan_path: Path = PLAN_PATH,
+    manifests: str | None = None,
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline."""
     plan = load_plan(plan_path)
@@ -93,6 +94,8 @@ async def line_with_daemon(
                 mqtt_url=broker.url,
                 plan=plan_path,
                 prefix=PREFIX,
+                manifests=manifests,
+                manifest_poll_s=0.2,
             )
         )
         daemon = Daemon(site)

@@ -1,0 +1,58 @@
+"""Pre-advice added while the line runs: picked up, used, and no item answered late."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+from drivers.broker import LocalBroker
+from simulators.line import DEMO_PARAMS
+from simulators.manifests import naming_code, write_manifest
+from simulators.traffic import Traffic
+from tests.linekit import line_with_daemon, wait_until
+
+FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+SEED = 11
+FILLER_ROWS = 200_000  # a day's file is large: loading it must not stall decisions
+
+
+async def test_manifest_added_while_running(broker: LocalBroker, tmp_path: Path) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    # The items the line will induct, in order (the simulator uses the same seed).
+    items = list(Traffic(seed=SEED).items(300))
+    later = {naming_code(item) for item in items[150:]} - {None}
+    async with line_with_daemon(
+        broker, tmp_path, params=FAST, seed=SEED, manifests=str(folder / "*.csv*")
+    ) as rig:
+        line, daemon, sub = rig.line, rig.daemon, rig.sub
+        assert daemon.manifest is not None
+        assert daemon.manifest.rows == 0
+        first = asyncio.create_task(line.run(60_000, count=150))
+        await asyncio.sleep(0.5)
+        # Mid-run: every later item pre-advised to RABAT, among many other rows.
+        rows = [(code, "", "", "", "", "", "RABAT") for code in sorted(later)]
+        rows += [(f"FILLER{i:010d}", "20000", "MA", "", "", "500", "") for i in range(FILLER_ROWS)]
+        write_manifest(folder / "day.csv", rows, header=(*_HEADER, "destination"))
+        await first
+        await wait_until(lambda: daemon.manifest is not None and daemon.manifest.rows > 0, 20)
+        assert daemon.manifest is not None
+        assert daemon.manifest.rows == len(rows)
+        assert daemon.manifest.bad_rows == 0
+        await line.run(60_000, count=150)
+        assert await line.drain(30)
+
+    ledger = line.ledger
+    assert ledger.in_flight == 0
+    assert ledger.late_replies == 0  # the load in the background delayed no reply
+    decisions = sub.of("decisions")
+    after = [d for d in decisions if d["barcode"] in later and d["reason"] == "ok"]
+    assert after
+    assert all(d["destination"] == "RABAT" for d in after)
+    stats = [s for s in sub.of("stats") if s.get("manifest", {}).get("rows")]
+    assert stats
+    assert stats[-1]["manifest"]["hit_rate"] > 0
+
+
+_HEADER = ("barcode", "postcode", "country", "service", "customs", "weight_g")
