@@ -130,6 +130,8 @@ class Pipeline:
         self.counters = PipelineCounters()
         self.devices: dict[str, DeviceState] = {}
         self._reply: Callable[[int, int, int], None] | None = None
+        # Figures of the parts around the pipeline (MQTT outbox, PLC link), for P/stats.
+        self.extra_stats: Callable[[], dict[str, Any]] | None = None
         self._assigned: OrderedDict[tuple[int, int], _Assigned] = OrderedDict()
         self._recirculations: OrderedDict[int, int] = OrderedDict()
         self._chute_sorted: dict[int, int] = {}
@@ -363,6 +365,8 @@ class Pipeline:
             "scans_unmatched": self.tracker.stats.scans_unmatched,
             "duplicate_requests": self.tracker.stats.duplicate_requests,
         }
+        if self.extra_stats is not None:
+            snap.update(self.extra_stats())
         self.publish(self.topics.stats, snap, qos=0, retain=True)
 
     # --- the decision -----------------------------------------------------------------

@@ -81,6 +81,7 @@ class Daemon:
             max_chute=plan.plan.max_chute,
         )
         self.pipeline.bind_reply(self.plc.queue_reply)
+        self.pipeline.extra_stats = self._link_stats
         self.scanners = [
             StreamScanner(
                 s.name,
@@ -103,6 +104,27 @@ class Daemon:
         return (
             self.pipeline.status_payload(state) if hasattr(self, "pipeline") else {"state": state}
         )
+
+    def _link_stats(self) -> dict[str, Any]:
+        plc = self.plc.stats
+        return {
+            "mqtt": {
+                "connected": self.mqtt.connected,
+                "backlog": self.mqtt.backlog,
+                "published": self.mqtt.stats.published,
+                "dropped": self.mqtt.stats.dropped,
+            },
+            "plc": {
+                "connected": self.plc.connected,
+                "requests": plc.requests,
+                "replies": plc.replies,
+                "confirmations": plc.confirmations,
+                "errors": plc.errors,
+                "bad_requests": plc.bad_requests,
+                "bad_confirmations": plc.bad_confirmations,
+                "io_ms_max": round(plc.io_ms_max, 3),
+            },
+        }
 
     def _on_mqtt_state(self, connected: bool, reason: str) -> None:
         log.info("mqtt link", connected=connected, reason=reason)
