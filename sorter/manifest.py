@@ -14,6 +14,7 @@ Memory per row: the barcode in 32 bytes, the fields in 20, the table ~7: under 6
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -136,29 +137,36 @@ def _parse(
     """
     n = buf.shape[0]
     n_cols = roles.shape[0]
-    fs = np.empty(n_cols, np.int64)  # field starts and ends, unquoted content
+    fs = np.empty(n_cols, np.int64)  # field starts and ends, without the quotes
     fe = np.empty(n_cols, np.int64)
     quoted = np.zeros(n_cols, np.bool_)
+    escaped = np.zeros(n_cols, np.bool_)  # the field holds "" pairs, each one quote
+    scratch = np.empty(2 * MAX_DEST_NAME_BYTES + 2 * KEY_BYTES, np.uint8)
     good = 0
     bad = 0
     line = first_line - 1
     pos = start
     while pos < n:
         line += 1
+        row_line = line  # a quoted line break moves `line` on; the row starts here
         # Split one record into fields.
         col = 0
         reason = 0
         while True:
             in_quotes = pos < n and buf[pos] == 34
+            has_escape = False
             if in_quotes:
                 pos += 1
                 s = pos
                 while pos < n:
                     if buf[pos] == 34:
                         if pos + 1 < n and buf[pos + 1] == 34:
+                            has_escape = True
                             pos += 2
                             continue
                         break
+                    if buf[pos] == 10:
+                        line += 1  # a line break inside quotes: line numbers stay true
                     pos += 1
                 if pos >= n:
                     reason = 10
@@ -176,7 +184,7 @@ def _parse(
                 e = pos
                 if e > s and buf[e - 1] == 13 and (pos >= n or buf[pos] == 10):
                     e -= 1  # CR of CR LF
-            # Trim blanks around unquoted content.
+            # Trim blanks around the content (shippers pad quoted fields too).
             while s < e and buf[s] == 32:
                 s += 1
             while e > s and buf[e - 1] == 32:
@@ -185,6 +193,7 @@ def _parse(
                 fs[col] = s
                 fe[col] = e
                 quoted[col] = in_quotes
+                escaped[col] = has_escape
             col += 1
             if pos < n and buf[pos] == 44:
                 pos += 1
@@ -203,12 +212,26 @@ def _parse(
         hold = 0
         wgt = -1
         has_barcode = False
-        key_s = 0
-        key_e = 0
         for c in range(n_cols if reason == 0 else 0):
             role = roles[c]
             s = fs[c]
             e = fe[c]
+            if escaped[c] and (role in (_C_BARCODE, _C_DEST)):
+                # Collapse "" to " into the scratch buffer and read the field from there.
+                if e - s > scratch.shape[0] // 2:
+                    reason = 2 if role == _C_BARCODE else 7
+                    break
+                half = scratch.shape[0] // 2
+                k = half
+                i = s
+                while i < e:
+                    scratch[k] = buf[i]
+                    k += 1
+                    i += 2 if buf[i] == 34 and i + 1 < e and buf[i + 1] == 34 else 1
+                src = scratch
+                s, e = half, k
+            else:
+                src = buf
             if role == _C_BARCODE:
                 if e == s:
                     reason = 1
@@ -217,14 +240,14 @@ def _parse(
                     reason = 2
                     break
                 for i in range(s, e):
-                    if buf[i] < 33 or buf[i] > 126:
+                    if src[i] < 33 or src[i] > 126:
                         reason = 2
                         break
                 if reason:
                     break
                 has_barcode = True
-                key_s = s
-                key_e = e
+                for i in range(keys.shape[1]):
+                    keys[good, i] = src[s + i] if s + i < e else 0
             elif role == _C_POSTCODE:
                 if 0 < e - s <= 18:
                     v = 0
@@ -284,7 +307,7 @@ def _parse(
                         if length == e - s:
                             same = True
                             for i in range(length):
-                                if dest_names[k, i] != buf[s + i]:
+                                if dest_names[k, i] != src[s + i]:
                                     same = False
                                     break
                             if same:
@@ -299,12 +322,10 @@ def _parse(
             reason = 9
         if reason:
             if bad < bad_lines.shape[0]:
-                bad_lines[bad] = line
+                bad_lines[bad] = row_line
                 bad_reasons[bad] = reason
             bad += 1
             continue
-        for i in range(keys.shape[1]):
-            keys[good, i] = buf[key_s + i] if key_s + i < key_e else 0
         postcode[good] = pc
         pc_digits[good] = max(digits, 0)
         country[good] = ctry
@@ -400,17 +421,24 @@ def _words(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     return keys.view(np.uint64).reshape(keys.shape[0], KEY_BYTES // 8)
 
 
+# What a manifest can hold: 1-32 printable ASCII characters. Anything else (a NUL that the
+# zero padding would hide, a non-ASCII character) is in no manifest, and must not be made
+# to look like a code that is.
+_KEY_RE = re.compile(f"[!-~]{{1,{KEY_BYTES}}}")
+
+
 def encode_key(barcode: str) -> npt.NDArray[np.uint64] | None:
     """A barcode as the index stores it (4 words); None when it cannot be in any manifest."""
-    raw = barcode.encode("ascii", "replace")
-    if not raw or len(raw) > KEY_BYTES:
+    if _KEY_RE.fullmatch(barcode) is None:
         return None
-    return np.frombuffer(raw.ljust(KEY_BYTES, b"\0"), np.uint64)
+    return np.frombuffer(barcode.encode("ascii").ljust(KEY_BYTES, b"\0"), np.uint64)
 
 
 def encode_keys(barcodes: Sequence[str]) -> npt.NDArray[np.uint8]:
-    """Many barcodes at once (for batch lookups); too long ones become all-zero keys."""
-    arr = np.array([b if len(b) <= KEY_BYTES else "" for b in barcodes], dtype=f"S{KEY_BYTES}")
+    """Many barcodes at once (for batch lookups); ones no manifest can hold become all-zero
+    keys, which match nothing."""
+    fit = [b if _KEY_RE.fullmatch(b) else "" for b in barcodes]
+    arr = np.array(fit, dtype=f"S{KEY_BYTES}")
     return arr.view(np.uint8).reshape(len(barcodes), KEY_BYTES)
 
 
@@ -501,20 +529,25 @@ def _empty_part() -> ManifestPart:
     )
 
 
-def read_manifest_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
+def read_manifest_bytes(path: Path) -> bytearray:
+    """The file's (decompressed) bytes, writable: the parser needs one array type."""
     if path.name.endswith(".gz"):
-        return gzip.decompress(raw)
-    return raw
+        return bytearray(gzip.decompress(path.read_bytes()))
+    with path.open("rb") as f:
+        data = bytearray(path.stat().st_size)
+        n = f.readinto(data)
+    return data if n == len(data) else data[:n]
 
 
 def parse_manifest(
-    data: bytes, file: str, destinations: Sequence[str]
+    data: bytes | bytearray, file: str, destinations: Sequence[str]
 ) -> tuple[ManifestPart, FileReport]:
     """Parse one manifest's bytes; bad rows are counted and the first ones named by line."""
     report = FileReport(file)
+    if isinstance(data, bytes):
+        data = bytearray(data)
     if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+        data = data[3:]  # a BOM
     end = data.find(b"\n")
     header_bytes = data if end < 0 else data[:end]
     try:

@@ -1,0 +1,977 @@
+"""Shipper manifests (sorter.manifest): CSV parsing, the exact-match index, file loading,
+the watched source, and how the decider uses pre-advice (INTERFACES.md section 6)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulators.manifests import HEADER, manifest_rows, naming_code, write_manifest
+from simulators.traffic import Traffic
+from sorter.barcodes import s10_check_digit
+from sorter.decide import Choice, Decider
+from sorter.events import Reason
+from sorter.kernel import ChuteState
+from sorter.manifest import (
+    BAD_REASONS,
+    KEY_BYTES,
+    MAX_BAD_LINES_KEPT,
+    MAX_WEIGHT_G,
+    FileReport,
+    Manifest,
+    ManifestRow,
+    ManifestSource,
+    _build_table,
+    _find,
+    _hash,
+    _words,
+    encode_key,
+    encode_keys,
+    load_file,
+    load_manifests,
+    pack_fields,
+    parse_manifest,
+    unpack_row,
+)
+from sorter.plan import compile_plan, letters_index, load_plan
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO / "config" / "demo"
+DEMO_PLAN = DEMO_DIR / "sortplan.toml"
+
+DESTS = ["CASABLANCA", "RABAT", "MARRAKECH"]
+FULL_HEADER = "barcode,destination,postcode,country,service,customs,weight_g"
+MA = letters_index("MA")
+CN = letters_index("CN")
+EE = letters_index("EE")
+
+HYPOTHESIS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def manifest_of(text: str | bytes, destinations: list[str] | None = None) -> Manifest:
+    names = DESTS if destinations is None else destinations
+    data = text.encode() if isinstance(text, str) else text
+    part, report = parse_manifest(data, "m.csv", names)
+    return Manifest([part], [report], names)
+
+
+def report_of(text: str | bytes, destinations: list[str] | None = None) -> FileReport:
+    data = text.encode() if isinstance(text, str) else text
+    return parse_manifest(data, "m.csv", DESTS if destinations is None else destinations)[1]
+
+
+def row(
+    postcode: int = -1,
+    digits: int = 0,
+    country: int = -1,
+    service: int = -1,
+    destination: int = -1,
+    hold: bool = False,
+    weight: int = -1,
+) -> ManifestRow:
+    return ManifestRow(postcode, digits, country, service, destination, hold, weight)
+
+
+def csv_bytes(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def problems(report: FileReport) -> list[tuple[str, str]]:
+    return [(p.key, p.message) for p in report.problems]
+
+
+def s10(service: str, serial: str, country: str) -> str:
+    return f"{service}{serial}{s10_check_digit(serial)}{country}"
+
+
+# --- 1. exact matching -------------------------------------------------------------------
+
+# Graphic ASCII: '!'..'~', the double quote included (csv.writer quotes and doubles it).
+# Spaces are trimmed/refused by the parser (see the field tests).
+_CHARS = st.characters(min_codepoint=33, max_codepoint=126)
+_BARCODE = st.text(_CHARS, min_size=1, max_size=KEY_BYTES)
+
+
+@st.composite
+def barcode_pools(draw: st.DrawFn) -> tuple[list[str], list[str]]:
+    """(pool of barcodes and their near-duplicates, probes that are never inserted)."""
+    bases = draw(st.lists(_BARCODE, min_size=1, max_size=10, unique=True))
+    pool = set(bases)
+    too_long: list[str] = []
+    for b in bases:
+        i = draw(st.integers(0, len(b) - 1))
+        c = draw(_CHARS)
+        if c == b[i]:
+            c = "!" if c != "!" else "#"
+        pool.add(b[:i] + c + b[i + 1 :])  # one char different
+        extended = b + draw(_CHARS)  # one char longer
+        if len(extended) <= KEY_BYTES:
+            pool.add(extended)
+        else:
+            too_long.append(extended)  # can never be in a manifest
+        if len(b) > 1:
+            pool.add(b[:-1])  # one char shorter
+            pool.add(b[1:])
+        pool.add(b.swapcase())  # case differences
+        pool.add(b[0].swapcase() + b[1:])
+    others = draw(st.lists(_BARCODE, max_size=10))
+    return sorted(pool), too_long + others
+
+
+_ROW_VALUES = st.tuples(
+    st.text("0123456789", min_size=1, max_size=18),  # postcode, leading zeros included
+    st.sampled_from(["MA", "cn", "Fr", ""]),
+    st.sampled_from(["EE", "rb", ""]),
+    st.sampled_from(["", *DESTS]),
+    st.sampled_from(["", "hold", "no"]),
+    st.integers(0, 10**9 - 1).map(str) | st.just(""),
+)
+
+
+def expected_row(values: tuple[str, str, str, str, str, str]) -> ManifestRow:
+    postcode, country, service, dest, customs, weight = values
+    return ManifestRow(
+        int(postcode),
+        len(postcode),
+        letters_index(country.upper()) if country else -1,
+        letters_index(service.upper()) if service else -1,
+        DESTS.index(dest) if dest else -1,
+        customs == "hold",
+        min(int(weight), MAX_WEIGHT_G) if weight else -1,
+    )
+
+
+@HYPOTHESIS
+@given(pools=barcode_pools(), data=st.data())
+def test_exact_match_against_a_dict(
+    pools: tuple[list[str], list[str]], data: st.DataObject
+) -> None:
+    pool, others = pools
+    inserted = [b for b in pool if data.draw(st.booleans())]
+    # Some barcodes written twice: the later row replaces the earlier one.
+    writes = inserted + data.draw(
+        st.lists(st.sampled_from(inserted), max_size=5) if inserted else st.just([])
+    )
+    rows: list[list[str]] = []
+    oracle: dict[str, ManifestRow] = {}
+    for barcode in writes:
+        values = data.draw(_ROW_VALUES)
+        postcode, country, service, dest, customs, weight = values
+        rows.append([barcode, dest, postcode, country, service, customs, weight])
+        oracle[barcode] = expected_row(values)
+    m = manifest_of(csv_bytes(FULL_HEADER.split(","), rows))
+    report = m.reports[0]
+    assert (report.rows, report.bad_rows, report.problems) == (len(writes), 0, [])
+    assert m.rows == len(writes)
+    assert m.size == len(oracle)
+    for barcode in pool + others:
+        want = oracle.get(barcode)
+        assert m.lookup(barcode) == want, barcode
+        index = m.find(barcode)
+        assert (index >= 0) == (want is not None)
+        if want is not None:
+            assert m.row(index) == want
+    probes = pool + others
+    batch = m.find_batch(encode_keys(probes))
+    assert batch.tolist() == [m.find(b) for b in probes]
+
+
+def _keys(barcodes: list[str]) -> np.ndarray:
+    return (
+        np.array(barcodes, dtype=f"S{KEY_BYTES}").view(np.uint8).reshape(len(barcodes), KEY_BYTES)
+    )
+
+
+def _slot(barcode: str, capacity: int) -> int:
+    key = encode_key(barcode)
+    assert key is not None
+    return int(_hash(key)) & (capacity - 1)
+
+
+def test_tiny_table_probes_and_compares_full_keys() -> None:
+    # 10 keys in a 16-slot table: clusters and wrap-around probing.
+    barcodes = [f"RB{i:09d}MA" for i in range(10)]
+    keys = _keys(barcodes)
+    table = np.full(16, -1, np.int32)
+    assert _build_table(_words(keys), 10, table) == 10
+    assert sorted(t for t in table.tolist() if t >= 0) == list(range(10))
+    for i, b in enumerate(barcodes):
+        key = encode_key(b)
+        assert _find(_words(keys), table, key) == i
+    for b in [f"RB{i:09d}MA" for i in range(10, 60)] + ["RB000000000ma", "RB00000000MA"]:
+        assert _find(_words(keys), table, encode_key(b)) == -1
+
+
+def test_keys_in_one_slot_never_match_each_other() -> None:
+    capacity = 16
+    same_slot = [b for b in (f"K{i}" for i in range(2000)) if _slot(b, capacity) == 5][:16]
+    assert len(same_slot) == 16
+    inserted, absent = same_slot[:10], same_slot[10:]
+    # Row 10 repeats row 3: it takes row 3's slot, one distinct key fewer.
+    keys = _keys([*inserted, inserted[3]])
+    table = np.full(capacity, -1, np.int32)
+    assert _build_table(_words(keys), 11, table) == 10
+    # All ten in one cluster starting at slot 5, wrapping past the end of the table.
+    assert [table[(5 + i) % capacity] for i in range(10)] == [0, 1, 2, 10, 4, 5, 6, 7, 8, 9]
+    assert table[(5 + 10) % capacity] == -1
+    for i, b in enumerate(inserted):
+        assert _find(_words(keys), table, encode_key(b)) == (10 if i == 3 else i)
+    for b in absent:
+        assert _slot(b, capacity) == 5
+        assert _find(_words(keys), table, encode_key(b)) == -1
+
+
+def test_manifest_table_stays_under_load_factor() -> None:
+    m = manifest_of(FULL_HEADER + "\n" + "".join(f"B{i},,{i},,,,\n" for i in range(11)))
+    assert (m.rows, m.size, m.table.shape[0]) == (11, 11, 16)
+    m = manifest_of(FULL_HEADER + "\n" + "".join(f"B{i},,{i},,,,\n" for i in range(12)))
+    assert m.table.shape[0] == 32
+    assert manifest_of(FULL_HEADER + "\nA,,1,,,,\n").table.shape[0] == 16
+
+
+def test_lookups_that_cannot_be_in_a_manifest() -> None:
+    m = manifest_of(FULL_HEADER + "\n" + "X" * 32 + ",,1,,,,\nAB,,2,,,,\n")
+    assert m.lookup("X" * 32) == row(1, 1)
+    assert m.lookup("X" * 33) is None
+    assert m.lookup("") is None
+    assert m.find("X" * 33) == -1
+    assert encode_key("") is None
+    assert encode_key("X" * 33) is None
+    assert m.find_batch(encode_keys(["X" * 33, "", "AB"])).tolist() == [-1, -1, 1]
+    empty = Manifest()
+    assert (empty.rows, empty.size, empty.bad_rows) == (0, 0, 0)
+    assert empty.lookup("AB") is None
+    assert empty.find("AB") == -1
+    assert empty.find_batch(encode_keys(["AB"])).tolist() == [-1]
+
+
+def test_non_ascii_lookup_never_matches_another_row() -> None:
+    m = manifest_of(FULL_HEADER + "\nAB?,,20250,,,,\n")
+    assert m.lookup("AB?") == row(20250, 5)
+    assert m.lookup("AB\u00e9") is None
+
+
+def test_nul_in_lookup_never_matches_another_row() -> None:
+    m = manifest_of(FULL_HEADER + "\nAB,,20250,,,,\n")
+    assert m.lookup("AB\x00") is None
+
+
+def test_encode_keys_accepts_non_ascii() -> None:
+    m = manifest_of(FULL_HEADER + "\nAB,,20250,,,,\n")
+    assert m.find_batch(encode_keys(["AB\u00e9", "AB"])).tolist() == [-1, 0]
+
+
+# --- 2. replacement ----------------------------------------------------------------------
+
+
+def test_later_rows_replace_earlier_within_a_file() -> None:
+    m = manifest_of(
+        FULL_HEADER
+        + "\nA,,10100,,,,\nB,,20250,,,,\nA,RABAT,,,,,5\nC,,40000,,,,\nA,,90000,,,hold,\n"
+    )
+    assert (m.rows, m.size) == (5, 3)
+    assert m.lookup("A") == row(90000, 5, hold=True)
+    assert m.lookup("B") == row(20250, 5)
+    assert m.lookup("C") == row(40000, 5)
+
+
+def test_later_files_replace_earlier_by_mtime_then_name(tmp_path: Path) -> None:
+    header = "barcode,postcode\n"
+    a = tmp_path / "a.csv"
+    b = tmp_path / "b.csv"
+    c = tmp_path / "c.csv"
+    a.write_text(header + "X,10001\nY,10002\nONLY-A,10003\n")
+    b.write_text(header + "X,20001\nONLY-B,20002\n")
+    c.write_text(header + "Y,30001\nX,30002\n")
+    # a is the newest; b and c have the same mtime, so name order: b, then c.
+    os.utime(a, (2_000_000_000, 2_000_000_000))
+    os.utime(b, (1_000_000_000, 1_000_000_000))
+    os.utime(c, (1_000_000_000, 1_000_000_000))
+    m = load_manifests([a, c, b], [])
+    assert [Path(r.path).name for r in m.reports] == ["b.csv", "c.csv", "a.csv"]
+    assert (m.rows, m.size) == (7, 4)
+    assert m.lookup("X") == row(10001, 5)
+    assert m.lookup("Y") == row(10002, 5)
+    assert m.lookup("ONLY-A") == row(10003, 5)
+    assert m.lookup("ONLY-B") == row(20002, 5)
+    # Make b the newest: its X wins.
+    os.utime(b, (3_000_000_000, 3_000_000_000))
+    m = load_manifests([a, b, c], [])
+    assert [Path(r.path).name for r in m.reports] == ["c.csv", "a.csv", "b.csv"]
+    assert m.lookup("X") == row(20001, 5)
+    assert m.lookup("Y") == row(10002, 5)
+
+
+# --- 3. field parsing --------------------------------------------------------------------
+
+
+def test_postcodes() -> None:
+    m = manifest_of(
+        "barcode,postcode\n"
+        "NUM,20250\nZEROS,01000\nUK,SW1A 1AA\nLONG,123456789012345678\n"
+        "TOOLONG,1234567890123456789\nNEG,-5\nBOTH,2 0\n"
+    )
+    assert m.reports[0].bad_rows == 0
+    assert m.lookup("NUM") == row(20250, 5)
+    assert m.lookup("ZEROS") == row(1000, 5)
+    assert m.lookup("UK") == row(-1, 0)
+    assert m.lookup("LONG") == row(123456789012345678, 18)
+    assert m.lookup("TOOLONG") == row(-1, 0)
+    assert m.lookup("NEG") == row(-1, 0)
+    assert m.lookup("BOTH") == row(-1, 0)
+
+
+def test_country_service_customs_weight() -> None:
+    m = manifest_of(
+        "barcode,country,service,customs,weight_g\n"
+        "A,MA,EE,hold,1500\n"
+        "B,ma,ee,HOLD,0\n"
+        "C,cN,Ee,Yes,\n"
+        "D,MA,,no,000000007\n"
+        "E,MA,,Clear,999999999\n"
+        "F,MA,,release,4194302\n"
+        "G,MA,,NONE,4194303\n"
+        "H,MA,,,\n"
+    )
+    assert m.reports[0].bad_rows == 0
+    assert m.lookup("A") == row(country=MA, service=EE, hold=True, weight=1500)
+    assert m.lookup("B") == row(country=MA, service=EE, hold=True, weight=0)
+    assert m.lookup("C") == row(country=CN, service=EE, hold=True)
+    assert m.lookup("D") == row(country=MA, weight=7)
+    assert m.lookup("E") == row(country=MA, weight=MAX_WEIGHT_G)
+    assert m.lookup("F") == row(country=MA, weight=MAX_WEIGHT_G)
+    assert m.lookup("G") == row(country=MA, weight=MAX_WEIGHT_G)
+    assert m.lookup("H") == row(country=MA)
+
+
+def test_destinations_resolve_against_the_names_given() -> None:
+    text = "barcode,destination\nA,RABAT\nB,MARRAKECH\nC,CASABLANCA\n"
+    m = manifest_of(text)
+    assert [m.lookup(b) for b in "ABC"] == [row(destination=i) for i in (1, 2, 0)]
+    m = manifest_of(text, ["MARRAKECH", "CASABLANCA", "RABAT"])
+    assert [m.lookup(b) for b in "ABC"] == [row(destination=i) for i in (2, 0, 1)]
+    # Exact names: case matters; a prefix is not a name.
+    report = report_of("barcode,destination\nA,rabat\nB,RABA\nC,RABATS\nD,RABAT\n")
+    assert report.rows == 1
+    assert problems(report) == [(f"line {n}", BAD_REASONS[7]) for n in (2, 3, 4)]
+
+
+def test_quotes_crlf_blank_lines_bom_and_column_order() -> None:
+    data = (
+        b"\xef\xbb\xbf"
+        b'Weight_G, "Destination" ,notes,BARCODE,extra,Postcode\r\n'
+        b'12,RABAT,"a, b, ""c""",A1,x,10100\r\n'
+        b"\r\n"
+        b"\n"
+        b'  ,"MARRAKECH",,"B,2",,40000\r\n'
+        b'"7", CASABLANCA ,  plain ,  C3  ,"",""\r\n'
+        b"   \r\n"
+        b'"",,"x""y",D4,,"20250"'  # no newline at the end
+    )
+    m = manifest_of(data)
+    report = m.reports[0]
+    assert (report.rows, report.bad_rows, report.problems, report.lines) == (4, 0, [], 7)
+    assert m.lookup("A1") == row(10100, 5, destination=1, weight=12)
+    assert m.lookup("B,2") == row(40000, 5, destination=2)
+    assert m.lookup("C3") == row(destination=0, weight=7)
+    assert m.lookup("D4") == row(20250, 5)
+    assert m.lookup('"B,2"') is None
+    assert m.lookup("B") is None
+    assert m.lookup(" C3") is None
+
+
+def test_header_only_and_empty_rows() -> None:
+    report = report_of("barcode,postcode")
+    assert (report.readable, report.rows, report.bad_rows, report.lines) == (True, 0, 0, 0)
+    report = report_of("barcode,postcode\n\n\r\n")
+    assert (report.readable, report.rows, report.bad_rows) == (True, 0, 0)
+
+
+def test_doubled_quote_in_barcode_is_one_quote() -> None:
+    m = manifest_of(csv_bytes(["barcode", "postcode"], [['A"B', "20250"]]))
+    assert m.lookup('A"B') == row(20250, 5)
+    assert m.lookup('A""B') is None
+
+
+def test_doubled_quote_in_destination_is_one_quote() -> None:
+    names = ['SAFI "NORTH"']
+    m = manifest_of(csv_bytes(["barcode", "destination"], [["A", names[0]]]), names)
+    assert m.reports[0].problems == []
+    assert m.lookup("A") == row(destination=0)
+
+
+# --- 4. bad rows -------------------------------------------------------------------------
+
+
+def test_every_bad_reason_with_its_line_and_good_rows_around() -> None:
+    text = (
+        FULL_HEADER + "\n"
+        "GOOD1,CASABLANCA,20250,MA,EE,hold,100\n"  # 2
+        ",CASABLANCA,20250,MA,,,\n"  # 3 missing barcode
+         + "X" * 33 + ",,20250,,,,\n"  # 4 too long
+        "AB\u00e9,,20250,,,,\n"  # 5 not ASCII
+        "A B,,20250,,,,\n"  # 6 space inside
+        "GOOD2,,10100,,,,\n"  # 7
+        "BADC,,20250,MAR,,,\n"  # 8 country
+        "BADC2,,20250,M1,,,\n"  # 9 country
+        "BADS,,20250,MA,E,,\n"  # 10 service
+        "BADCU,,20250,MA,,maybe,\n"  # 11 customs
+        "BADW,,20250,MA,,,1.5\n"  # 12 weight
+        "BADW2,,20250,MA,,,-3\n"  # 13 weight
+        "BADW3,,20250,MA,,,1234567890\n"  # 14 weight: 10 digits
+        "BADD,NOWHERE,20250,MA,,,\n"  # 15 destination
+        "SHORT,,20250\n"  # 16 field count
+        "LONG,,20250,MA,,,,\n"  # 17 field count
+        "NODATA,,,,EE,hold,100\n"  # 18 nothing to route by
+        "\n"  # 19 blank: skipped, still a line
+        "GOOD3,,,CN,,,\n"  # 20
+        'UNTERM,"CASABLANCA,20250,MA,,,\n'  # 21 unterminated quote eats the rest
+        "LOST,,20250,,,,\n"
+    ).encode()
+    part, report = parse_manifest(text, "m.csv", DESTS)
+    assert (report.readable, report.rows, report.bad_rows) == (True, 3, 16)
+    assert problems(report) == [
+        ("line 3", BAD_REASONS[1]),
+        ("line 4", BAD_REASONS[2]),
+        ("line 5", BAD_REASONS[2]),
+        ("line 6", BAD_REASONS[2]),
+        ("line 8", BAD_REASONS[3]),
+        ("line 9", BAD_REASONS[3]),
+        ("line 10", BAD_REASONS[4]),
+        ("line 11", BAD_REASONS[5]),
+        ("line 12", BAD_REASONS[6]),
+        ("line 13", BAD_REASONS[6]),
+        ("line 14", BAD_REASONS[6]),
+        ("line 15", BAD_REASONS[7]),
+        ("line 16", BAD_REASONS[8]),
+        ("line 17", BAD_REASONS[8]),
+        ("line 18", BAD_REASONS[9]),
+        ("line 21", BAD_REASONS[10]),
+    ]
+    assert {p.message for p in report.problems} == set(BAD_REASONS.values())
+    assert all(p.file == "m.csv" for p in report.problems)
+    m = Manifest([part], [report], DESTS)
+    assert m.lookup("GOOD1") == row(20250, 5, MA, EE, 0, True, 100)
+    assert m.lookup("GOOD2") == row(10100, 5)
+    assert m.lookup("GOOD3") == row(country=CN)
+    for bad in [
+        "BADC",
+        "BADS",
+        "BADCU",
+        "BADW",
+        "BADD",
+        "SHORT",
+        "LONG",
+        "NODATA",
+        "UNTERM",
+        "LOST",
+        "A B",
+        "A",
+    ]:
+        assert m.lookup(bad) is None
+    assert m.bad_rows == 16
+
+
+def test_more_bad_rows_than_kept_are_all_counted() -> None:
+    lines = ["barcode,country"]
+    for i in range(300):
+        lines.append(f"G{i},MA" if i % 2 else f"B{i},MAR")
+    report = report_of("\n".join(lines) + "\n")
+    assert (report.rows, report.bad_rows, report.lines) == (150, 150, 300)
+    assert len(report.problems) == MAX_BAD_LINES_KEPT
+    # Data row i is on line i + 2; the bad ones are the even i.
+    assert [p.key for p in report.problems] == [f"line {i + 2}" for i in range(0, 200, 2)]
+    assert {p.message for p in report.problems} == {BAD_REASONS[3]}
+
+
+def test_line_numbers_after_a_multi_line_quoted_field() -> None:
+    report = report_of('barcode,postcode,note\nA,1,"two\nlines"\nB,1,2,3\n')
+    assert report.rows == 1
+    assert problems(report) == [("line 4", BAD_REASONS[8])]
+
+
+# --- 5. unreadable files -----------------------------------------------------------------
+
+HEADER_PROBLEM = "header needs barcode and at least one of destination, postcode, country"
+
+
+def test_unreadable_headers() -> None:
+    for text in (
+        "code,postcode\nA,20250\n",
+        "barcode,service,customs,weight_g\nA,EE,hold,1\n",
+        "",
+        "\n\nbarcode,postcode\nA,1\n",
+    ):
+        part, report = parse_manifest(text.encode(), "m.csv", DESTS)
+        assert (report.readable, report.rows, part.rows) == (False, 0, 0), text
+        assert problems(report) == [("line 1", HEADER_PROBLEM)]
+    part, report = parse_manifest(b"barcode,post\xffcode\nA,1\n", "m.csv", DESTS)
+    assert (report.readable, part.rows) == (False, 0)
+    assert problems(report) == [("line 1", "header is not UTF-8 text")]
+
+
+def test_unreadable_files_contribute_nothing(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("barcode,postcode\nA,20250\n")
+    no_barcode = tmp_path / "nobarcode.csv"
+    no_barcode.write_text("tracking,postcode\nB,10100\n")
+    no_dest = tmp_path / "nodest.csv"
+    no_dest.write_text("barcode,weight_g\nC,100\n")
+    corrupt = tmp_path / "corrupt.csv.gz"
+    corrupt.write_bytes(b"barcode,postcode\nD,1\n")  # not gzip at all
+    truncated = tmp_path / "truncated.csv.gz"
+    truncated.write_bytes(gzip.compress(b"barcode,postcode\nE,1\n" * 50)[:30])
+    damaged = tmp_path / "damaged.csv.gz"
+    raw = bytearray(gzip.compress(b"barcode,postcode\nF,1\n" * 50))
+    raw[12:20] = b"\xff" * 8
+    damaged.write_bytes(bytes(raw))
+    missing = tmp_path / "missing.csv"
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+
+    for path in (corrupt, truncated, damaged, missing, folder):
+        part, report = load_file(path, DESTS)
+        assert (report.readable, report.rows, part.rows) == (False, 0, 0), path
+        assert report.path == str(path)
+        assert len(report.problems) == 1
+        assert report.problems[0].message.startswith("cannot read: "), report.problems
+        assert str(report.problems[0]).startswith(f"{path}: cannot read: ")
+    part, report = load_file(no_barcode, DESTS)
+    assert (report.readable, part.rows, problems(report)) == (
+        False,
+        0,
+        [("line 1", HEADER_PROBLEM)],
+    )
+
+    paths = [good, no_barcode, no_dest, corrupt, truncated, damaged, missing, folder]
+    m = load_manifests(paths, DESTS)
+    assert len(m.reports) == 8
+    assert sum(r.readable for r in m.reports) == 1
+    assert (m.rows, m.size, m.bad_rows) == (1, 1, 0)
+    assert m.lookup("A") == row(20250, 5)
+    assert [m.lookup(b) for b in "BCDEF"] == [None] * 5
+
+
+def test_gzip_loads_like_plain(tmp_path: Path) -> None:
+    text = (
+        FULL_HEADER + "\nA,RABAT,10100,MA,EE,hold,12\nB,,20250,,,,\nbad,,,,,,\nA,,40000,,,,\n"
+    ).encode()
+    plain = tmp_path / "day.csv"
+    zipped = tmp_path / "day.csv.gz"
+    plain.write_bytes(text)
+    zipped.write_bytes(gzip.compress(text))
+    p1, r1 = load_file(plain, DESTS)
+    p2, r2 = load_file(zipped, DESTS)
+    assert (r2.readable, r2.rows, r2.bad_rows, r2.lines) == (True, 3, 1, 4)
+    assert (r1.rows, r1.bad_rows, r1.lines, problems(r1)) == (
+        r2.rows,
+        r2.bad_rows,
+        r2.lines,
+        problems(r2),
+    )
+    assert problems(r2) == [("line 4", BAD_REASONS[9])]
+    assert np.array_equal(p1.keys, p2.keys)
+    assert np.array_equal(p1.postcode, p2.postcode)
+    assert np.array_equal(p1.packed, p2.packed)
+    m = Manifest([p2], [r2], DESTS)
+    assert m.lookup("A") == row(40000, 5)
+    assert m.lookup("B") == row(20250, 5)
+
+
+# --- 6. ManifestSource -------------------------------------------------------------------
+
+
+def _set_mtime(path: Path, seconds: int) -> None:
+    os.utime(path, (seconds, seconds))
+
+
+def changed_after_two_looks(source: ManifestSource) -> bool:
+    """changed() reports a change only once two looks in a row saw the same files (a file
+    still being uploaded waits): the first look after a change says False."""
+    first = source.changed()
+    assert not first
+    return source.changed()
+
+
+def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    first = folder / "first.csv"
+    first.write_text("barcode,destination,postcode\nA,RABAT,\nB,,20250\n")
+    _set_mtime(first, 1_000_000_000)
+    (folder / "notes.txt").write_text("not a manifest")
+    source = ManifestSource([str(folder / "*.csv*")])
+    assert source.scan() == {str(first): (1_000_000_000 * 10**9, first.stat().st_size)}
+    assert changed_after_two_looks(source)
+    m1 = source.build(DESTS)
+    assert not source.changed()
+    assert (m1.rows, m1.size) == (2, 2)
+    assert m1.lookup("A") == row(destination=1)
+    first_report = m1.reports[0]
+
+    # Unchanged: no reparse, the same report object; changed() stays False.
+    m1b = source.build(DESTS)
+    assert m1b.reports[0] is first_report
+    assert not source.changed()
+    assert not source.changed()
+
+    # A new file is picked up; the old one is not parsed again.
+    second = folder / "second.csv.gz"
+    second.write_bytes(gzip.compress(b"barcode,postcode\nA,90000\nC,40000\n"))
+    _set_mtime(second, 1_000_000_100)
+    assert changed_after_two_looks(source)
+    assert source.changed()  # stays changed until built
+    m2 = source.build(DESTS)
+    assert not source.changed()
+    assert [Path(r.path).name for r in m2.reports] == ["first.csv", "second.csv.gz"]
+    assert m2.reports[0] is first_report
+    assert (m2.rows, m2.size) == (4, 3)
+    assert m2.lookup("A") == row(90000, 5)  # the newer file replaces
+    assert m2.lookup("C") == row(40000, 5)
+    second_report = m2.reports[1]
+
+    # A file still growing between two looks is not a change yet.
+    growing = folder / "growing.csv"
+    growing.write_text("barcode,postcode\nG,1\n")
+    assert not source.changed()
+    growing.write_text("barcode,postcode\nG,1\nH,2\n")
+    assert not source.changed()
+    assert source.changed()
+    growing.unlink()
+    assert not source.changed()  # gone again: moving
+    assert not source.changed()  # stable, and the same as built
+
+    # Touching the first file makes it the newest: reparsed, and now its A wins.
+    _set_mtime(first, 1_000_000_200)
+    assert changed_after_two_looks(source)
+    m3 = source.build(DESTS)
+    assert [Path(r.path).name for r in m3.reports] == ["second.csv.gz", "first.csv"]
+    assert m3.reports[0] is second_report
+    assert m3.reports[1] is not first_report
+    assert m3.lookup("A") == row(destination=1)
+
+    # New destination names: everything is parsed again against them.
+    renamed = ["RABAT", "CASABLANCA"]
+    m4 = source.build(renamed)
+    assert m4.reports[0] is not second_report
+    assert m4.destinations == tuple(renamed)
+    assert m4.lookup("A") == row(destination=0)
+
+    # A removed file takes its rows with it.
+    first.unlink()
+    assert changed_after_two_looks(source)
+    m5 = source.build(renamed)
+    assert [Path(r.path).name for r in m5.reports] == ["second.csv.gz"]
+    assert (m5.rows, m5.size) == (2, 2)
+    assert m5.lookup("A") == row(90000, 5)
+    assert m5.lookup("B") is None
+    assert not source.changed()
+
+    # Nothing left: an empty manifest.
+    second.unlink()
+    m6 = source.build(renamed)
+    assert (m6.rows, m6.size, m6.reports) == (0, 0, ())
+    assert m6.lookup("A") is None
+
+
+def test_source_relative_globs_and_several_patterns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.csv").write_text("barcode,postcode\nX,1\n")
+    (tmp_path / "b" / "y.csv").write_text("barcode,postcode\nY,2\n")
+    (tmp_path / "b" / "sub.csv").mkdir()  # a folder matching the glob is not a file
+    monkeypatch.chdir(tmp_path)
+    source = ManifestSource(["a/*.csv", str(tmp_path / "b" / "*.csv")])
+    assert set(source.scan()) == {"a/x.csv", str(tmp_path / "b" / "y.csv")}
+    m = source.build([])
+    assert (m.rows, m.lookup("X"), m.lookup("Y")) == (2, row(1, 1), row(2, 1))
+
+
+# --- 7. destination remapping and packing ------------------------------------------------
+
+
+def found(m: Manifest, barcodes: str) -> list[ManifestRow]:
+    rows = [m.lookup(b) for b in barcodes]
+    assert None not in rows
+    return [r for r in rows if r is not None]
+
+
+def test_for_destinations_remaps_by_name() -> None:
+    m = manifest_of(
+        "barcode,destination,postcode,country,service,customs,weight_g\n"
+        "A,CASABLANCA,20250,MA,EE,hold,1\n"
+        "B,RABAT,10100,CN,,,2\n"
+        "C,MARRAKECH,,FR,RB,,\n"
+        "D,,0123,,,no,4194400\n"
+    )
+    fr, rb = letters_index("FR"), letters_index("RB")
+    before = [
+        row(20250, 5, MA, EE, 0, True, 1),
+        row(10100, 5, CN, -1, 1, False, 2),
+        row(-1, 0, fr, rb, 2, False, -1),
+        row(123, 4, weight=MAX_WEIGHT_G),
+    ]
+    assert found(m, "ABCD") == before
+    clone = m.for_destinations(["MARRAKECH", "AGADIR", "CASABLANCA"])
+    assert clone.destinations == ("MARRAKECH", "AGADIR", "CASABLANCA")
+    after = [r._replace(destination=d) for r, d in zip(before, [2, -1, 0, -1], strict=True)]
+    assert found(clone, "ABCD") == after
+    assert [clone.row(clone.find(b)) for b in "ABCD"] == after
+    # The original is untouched; sizes and reports carry over.
+    assert found(m, "ABCD") == before
+    assert (clone.rows, clone.size, clone.reports) == (m.rows, m.size, m.reports)
+    # Back to the original names: RABAT was lost on the way.
+    back = [r._replace(destination=d) for r, d in zip(before, [0, -1, 2, -1], strict=True)]
+    assert found(clone.for_destinations(DESTS), "ABCD") == back
+    assert [r.destination for r in found(m.for_destinations([]), "ABCD")] == [-1] * 4
+    # Duplicate names: the first wins.
+    assert [r.destination for r in found(m.for_destinations(["RABAT", "RABAT"]), "AB")] == [-1, 0]
+    assert Manifest().for_destinations(DESTS).size == 0
+
+
+_PACK_ROW = st.tuples(
+    st.integers(0, 31),  # postcode digits
+    st.integers(-1, 675),  # country
+    st.integers(-1, 675),  # service
+    st.integers(-1, 0xFFFE),  # destination
+    st.booleans(),  # customs hold
+    st.integers(-1, 2**31 - 1),  # weight
+    st.integers(-1, 10**18),  # postcode
+)
+
+
+@HYPOTHESIS
+@given(st.lists(_PACK_ROW, min_size=1, max_size=20))
+def test_pack_unpack_round_trip(rows: list[tuple[int, int, int, int, bool, int, int]]) -> None:
+    cols = list(zip(*rows, strict=True))
+    packed = pack_fields(
+        np.array(cols[0], np.int8),
+        np.array(cols[1], np.int16),
+        np.array(cols[2], np.int16),
+        np.array(cols[3], np.int32),
+        np.array(cols[4], np.uint8),
+        np.array(cols[5], np.int64),
+    )
+    assert packed.dtype == np.int64
+    for (digits, country, service, dest, hold, weight, postcode), p in zip(
+        rows, packed.tolist(), strict=True
+    ):
+        assert unpack_row(postcode, p) == ManifestRow(
+            postcode, digits, country, service, dest, hold, min(weight, MAX_WEIGHT_G)
+        )
+
+
+def test_pack_extremes() -> None:
+    packed = pack_fields(
+        np.array([31, 0]),
+        np.array([675, -1]),
+        np.array([675, -1]),
+        np.array([0xFFFE, -1]),
+        np.array([1, 0]),
+        np.array([MAX_WEIGHT_G, -1]),
+    )
+    assert unpack_row(7, int(packed[0])) == ManifestRow(7, 31, 675, 675, 0xFFFE, True, MAX_WEIGHT_G)
+    assert unpack_row(-1, int(packed[1])) == row()
+
+
+# --- 8. the decider ----------------------------------------------------------------------
+
+S10_CP_MA = s10("CP", "12345678", "MA")  # no rule for CP from MA: no_rule alone
+S10_RB_GB = "RB123456785GB"  # REGISTERED-MANUAL by the rules
+S10_EE_CN = s10("EE", "87654321", "CN")  # EMS-INBOUND by the rules
+S10_LX_MA = s10("LX", "11112222", "MA")
+GS1_RABAT = "]C142010100"  # postcode-only label, 10100: RABAT
+NO_RULE_CHUTE = 57
+CUSTOMS_CHUTE = 54
+
+
+@pytest.fixture(scope="module")
+def plan_names() -> list[str]:
+    return [d.name for d in load_plan(DEMO_PLAN).destinations]
+
+
+@pytest.fixture
+def decider() -> Decider:
+    compiled = compile_plan(load_plan(DEMO_PLAN))
+    return Decider(compiled, ChuteState.for_plan(compiled), timezone="Africa/Casablanca")
+
+
+def test_decider_uses_the_manifest(decider: Decider, plan_names: list[str]) -> None:
+    assert decider.decide([S10_CP_MA]) == Choice("", NO_RULE_CHUTE, Reason.NO_RULE, S10_CP_MA)
+    assert decider.manifest_lookups == 0
+    # Loaded against other names in another order: use_manifest remaps them.
+    loaded_with = ["AGADIR", "NOT-IN-PLAN", "CASABLANCA"]
+    m = manifest_of(
+        "barcode,destination,postcode,country,customs\n"
+        f"{S10_CP_MA},,20250,,\n"
+        f"{S10_LX_MA},,20250,,\n"
+        f"{S10_EE_CN},,,CN,hold\n"
+        f"{S10_RB_GB},AGADIR,,,\n"
+        f"{S10_EE_CN[:-2]}FR,NOT-IN-PLAN,,FR,\n",
+        loaded_with,
+    )
+    assert m.reports[0].bad_rows == 0
+    decider.use_manifest(m)
+    assert decider.manifest is not None
+    assert decider.manifest.destinations == tuple(plan_names)
+
+    # S10 alone, no postcode label: the manifest's postcode sends it to CASABLANCA.
+    assert decider.decide([S10_CP_MA]) == Choice("CASABLANCA", 1, Reason.OK, S10_CP_MA)
+    assert (decider.manifest_lookups, decider.manifest_hits) == (1, 1)
+    # A postcode on a label wins over the manifest's.
+    assert decider.decide([S10_LX_MA, GS1_RABAT]) == Choice("RABAT", 7, Reason.OK, S10_LX_MA)
+    assert (decider.manifest_lookups, decider.manifest_hits) == (2, 2)
+    # Customs hold: the customs_hold function chute whatever the rules say.
+    assert decider.function_chute(Reason.CUSTOMS_HOLD) == CUSTOMS_CHUTE
+    assert decider.decide([S10_EE_CN]) == Choice("", CUSTOMS_CHUTE, Reason.CUSTOMS_HOLD, S10_EE_CN)
+    # A pre-advised destination beats the rules (REGISTERED-MANUAL) and the label postcode.
+    assert decider.decide([S10_RB_GB]) == Choice("AGADIR", 13, Reason.OK, S10_RB_GB)
+    assert decider.decide([S10_RB_GB, GS1_RABAT]) == Choice("AGADIR", 13, Reason.OK, S10_RB_GB)
+    assert (decider.manifest_lookups, decider.manifest_hits) == (5, 5)
+    # A destination the plan does not have: the rules decide (EE from FR: EMS-INBOUND).
+    ee_fr = f"{S10_EE_CN[:-2]}FR"
+    assert decider.decide([ee_fr]) == Choice("EMS-INBOUND", 20, Reason.OK, ee_fr)
+    # Absent from the manifest: the rules decide, a lookup without a hit.
+    other_rb = s10("RB", "99990000", "GB")
+    assert decider.decide([other_rb]) == Choice("REGISTERED-MANUAL", 22, Reason.OK, other_rb)
+    other_ee = s10("EE", "99990000", "CN")
+    assert decider.decide([other_ee]) == Choice("EMS-INBOUND", 21, Reason.OK, other_ee)
+    assert (decider.manifest_lookups, decider.manifest_hits) == (8, 6)
+    # A postcode-only label names nothing: no lookup.
+    assert decider.decide([GS1_RABAT]).destination == "RABAT"
+    assert decider.manifest_lookups == 8
+    # Without a manifest again: rules only, counters stay.
+    decider.use_manifest(None)
+    assert decider.decide([S10_CP_MA]) == Choice("", NO_RULE_CHUTE, Reason.NO_RULE, S10_CP_MA)
+    assert decider.decide([S10_RB_GB]).destination == "REGISTERED-MANUAL"
+    assert (decider.manifest_lookups, decider.manifest_hits) == (8, 6)
+
+
+def test_decider_features_from_the_manifest(decider: Decider) -> None:
+    decider.use_manifest(
+        manifest_of(f"barcode,postcode,country,service\n{S10_CP_MA},40100,,\n", ["X"])
+    )
+    features, barcode = decider.features([S10_CP_MA], recirculations=0, minute=-1)
+    assert barcode == S10_CP_MA
+    assert (features.pc, features.pc_digits, features.destination) == (40100, 5, -1)
+    assert features.country == MA  # the label's country stays
+    assert features.service == letters_index("CP")
+
+
+# --- 9. the manifest simulator -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_simulated_manifest_covers_the_traffic(
+    tmp_path: Path, gzipped: bool, plan_names: list[str]
+) -> None:
+    items = list(Traffic(seed=7).items(600))
+    rows = list(manifest_rows(items, seed=3, customs_hold_share=0.05))
+    path = tmp_path / ("pre.csv.gz" if gzipped else "pre.csv")
+    assert write_manifest(path, rows, gzipped=gzipped) == len(rows)
+    part, report = load_file(path, plan_names)
+    assert (report.readable, report.rows, report.bad_rows, report.problems) == (
+        True,
+        len(rows),
+        0,
+        [],
+    )
+    m = Manifest([part], [report], plan_names)
+    oracle = {r[0]: r for r in rows}
+    assert m.size == len(oracle)
+    named = [naming_code(item) for item in items]
+    assert sum(n is not None for n in named) == len(rows) > 400
+    assert sum(n is None for n in named) > 0
+    holds = 0
+    for code in named:
+        if code is None:
+            continue
+        found = m.lookup(code)
+        assert found is not None, code
+        _, postcode, country, service, customs, weight = oracle[code]
+        assert found == ManifestRow(
+            int(postcode),
+            len(postcode),
+            letters_index(country),
+            letters_index(service) if service else -1,
+            -1,
+            customs == "hold",
+            int(weight),
+        )
+        holds += found.customs_hold
+    assert holds > 0
+    text = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+    assert text.split(b"\n", 1)[0] == ",".join(HEADER).encode()
+
+
+# --- 10. check-config --------------------------------------------------------------------
+
+
+def _check_config(site: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sorterd.cli", "check-config", "-c", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_check_config_reports_manifests(tmp_path: Path) -> None:
+    shutil.copy(DEMO_DIR / "sortplan.toml", tmp_path / "sortplan.toml")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        (DEMO_DIR / "site.toml").read_text() + '\n[manifest]\nfiles = ["manifests/*.csv*"]\n'
+    )
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    good = folder / "good.csv.gz"
+    good.write_bytes(gzip.compress(b"barcode,postcode\nA,20250\nB,10100\nC,40000\n"))
+    bad = folder / "bad.csv"
+    bad.write_text("barcode,destination,country\nD,RABAT,\nE,NOWHERE,\nF,,MAR\nG,,MA\n")
+    unreadable = folder / "unreadable.csv"
+    unreadable.write_text("tracking,postcode\nH,20250\n")
+    _set_mtime(good, 1_000_000_000)
+    _set_mtime(bad, 1_000_000_001)
+    _set_mtime(unreadable, 1_000_000_002)
+
+    out = _check_config(site)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"manifest {good}: 3 rows, 0 bad" in out.stdout
+    assert f"manifest {bad}: 2 rows, 2 bad" in out.stdout
+    assert "manifests: 3 file(s), 5 rows, 5 distinct barcodes, 2 bad rows" in out.stdout
+    assert f"warning: {bad}: line 3: {BAD_REASONS[7]}" in out.stderr
+    assert f"warning: {bad}: line 4: {BAD_REASONS[3]}" in out.stderr
+    assert f"error: {unreadable}: line 1: {HEADER_PROBLEM}" in out.stderr
+    assert str(unreadable) not in out.stdout
+
+    unreadable.unlink()
+    out = _check_config(site)
+    assert out.returncode == 0, out.stderr
+    assert "manifests: 2 file(s), 5 rows, 5 distinct barcodes, 2 bad rows" in out.stdout
+    assert f"warning: {bad}: line 3: {BAD_REASONS[7]}" in out.stderr
+    assert "error:" not in out.stderr
