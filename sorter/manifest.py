@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -347,14 +348,19 @@ _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 @_lookup_kernel
-def _hash(key: Any) -> np.uint64:
+def _hash4(w0: Any, w1: Any, w2: Any, w3: Any) -> np.uint64:
     h = np.uint64(0)
-    for i in range(key.shape[0]):
-        h = (h ^ key[i]) * _K1
+    for w in (w0, w1, w2, w3):
+        h = (h ^ w) * _K1
         h ^= h >> np.uint64(29)
     h *= _K2
     h ^= h >> np.uint64(32)
     return h
+
+
+@_lookup_kernel
+def _hash(key: Any) -> np.uint64:
+    return _hash4(key[0], key[1], key[2], key[3])
 
 
 @_lookup_kernel
@@ -411,6 +417,36 @@ def _find_fields(
 
 
 @_lookup_kernel
+def _find_fields_bytes(
+    keys: Any, table: Any, raw: Any, postcode: Any, packed: Any
+) -> tuple[int, int, int]:
+    """As _find_fields, straight from the barcode's bytes (1-32 printable ASCII): the words
+    are assembled here, little-endian as the key rows are viewed, saving the live path an
+    array per lookup."""
+    w0 = w1 = w2 = w3 = np.uint64(0)
+    for i in range(len(raw)):
+        b = np.uint64(raw[i]) << np.uint64(8 * (i % 8))
+        word = i // 8
+        if word == 0:
+            w0 |= b
+        elif word == 1:
+            w1 |= b
+        elif word == 2:
+            w2 |= b
+        else:
+            w3 |= b
+    mask = np.uint64(table.shape[0] - 1)
+    slot = np.int64(_hash4(w0, w1, w2, w3) & mask)
+    while True:
+        row = table[slot]
+        if row < 0:
+            return -1, -1, 0
+        if keys[row, 0] == w0 and keys[row, 1] == w1 and keys[row, 2] == w2 and keys[row, 3] == w3:
+            return row, postcode[row], packed[row]
+        slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+
+
+@_lookup_kernel
 def _find_batch(keys: Any, table: Any, queries: Any, out: Any) -> None:
     for i in range(queries.shape[0]):
         out[i] = _find(keys, table, queries[i])
@@ -425,6 +461,7 @@ def _words(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
 # zero padding would hide, a non-ASCII character) is in no manifest, and must not be made
 # to look like a code that is.
 _KEY_RE = re.compile(f"[!-~]{{1,{KEY_BYTES}}}")
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 
 def encode_key(barcode: str) -> npt.NDArray[np.uint64] | None:
@@ -679,14 +716,19 @@ class Manifest:
 
     def lookup(self, barcode: str) -> ManifestRow | None:
         """The row pre-advised for this barcode, or None; exact match only."""
-        if not self.size:
+        if not self.size or _KEY_RE.fullmatch(barcode) is None:
             return None
-        key = encode_key(barcode)
-        if key is None:
-            return None
-        row, postcode, packed = _find_fields(
-            self._words, self.table, key, self.part.postcode, self.part.packed
-        )
+        if _LITTLE_ENDIAN:
+            row, postcode, packed = _find_fields_bytes(
+                self._words, self.table, barcode.encode("ascii"), self.part.postcode,
+                self.part.packed,
+            )  # fmt: skip
+        else:
+            key = encode_key(barcode)
+            assert key is not None
+            row, postcode, packed = _find_fields(
+                self._words, self.table, key, self.part.postcode, self.part.packed
+            )
         return None if row < 0 else unpack_row(postcode, packed)
 
     def for_destinations(self, destinations: Sequence[str]) -> Manifest:
@@ -800,4 +842,5 @@ def warm() -> None:
     part, report = parse_manifest(data, "<warm-up>", ["X"])
     manifest = Manifest([part], [report], ["X"])
     manifest.lookup("A1")
+    manifest.lookup("B2")
     manifest.find_batch(encode_keys(["A1"]))
