@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -98,7 +99,9 @@ async def _wait(predicate: Any, timeout_s: float) -> None:
             await asyncio.sleep(0.01)
 
 
-async def run_rate(rate: float, duration_s: float, soak: bool = False) -> dict[str, Any]:
+async def run_rate(
+    rate: float, duration_s: float, soak: bool = False, profile: str | None = None
+) -> dict[str, Any]:
     plan = load_plan(PLAN)
     obs = Observer()
     ready = asyncio.Event()
@@ -121,8 +124,13 @@ async def run_rate(rate: float, duration_s: float, soak: bool = False) -> dict[s
             await asyncio.wait_for(ready.wait(), 10)
             env = {**os.environ, "SORTERD_LOG_LEVEL": "warning"}
             t0 = time.perf_counter()
+            command = [sys.executable, "-m", "sorterd.cli", "run", "-c", str(site)]
+            if profile:
+                # py-spy samples the daemon; the CPU and memory figures are then py-spy's own.
+                command = ["py-spy", "record", "--format", "raw", "-r", "250", "-o", profile,
+                           "--", *command]  # fmt: skip
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sorterd.cli", "run", "-c", str(site),
+                *command,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
             )  # fmt: skip
             try:
@@ -143,7 +151,7 @@ async def run_rate(rate: float, duration_s: float, soak: bool = False) -> dict[s
                 memory = _memory_kb(proc.pid)
                 await asyncio.sleep(2.5)  # one more P/stats
             finally:
-                proc.terminate()
+                proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(15):
                         await proc.wait()
@@ -231,13 +239,16 @@ def main() -> int:
     parser.add_argument("--soak", type=float, metavar="HOURS", help="40,000 items/h for HOURS")
     parser.add_argument("--rate", type=float, action="append", help="only these rates")
     parser.add_argument("--duration", type=float, default=DURATION_S, metavar="S")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy raw stacks of the daemon")
     args = parser.parse_args()
     if args.soak:
         result = asyncio.run(run_rate(40_000, args.soak * 3600, soak=True))
         print(report({"rates": [result]})[1])
         return 0
     rates = args.rate or RATES
-    result = {"rates": [asyncio.run(run_rate(rate, args.duration)) for rate in rates]}
+    result = {
+        "rates": [asyncio.run(run_rate(r, args.duration, profile=args.profile)) for r in rates]
+    }
     for line in report(result):
         print(line)
     return 0
