@@ -33,6 +33,17 @@ CHUTE_DISABLED_BIT = 0b010
 MAX_REMEMBERED = 200_000  # decisions awaiting confirmation, recirculation counts
 
 
+class LineObserver(Protocol):
+    """Something that watches the line in process (metrics, watchdogs). Called on the event
+    loop for every event: must be quick and must not raise."""
+
+    def on_decision(self, reason: str, destination: str, chute: int, latency_ms: float) -> None: ...
+
+    def on_result(self, outcome: str, chute_actual: int) -> None: ...
+
+    def on_device(self, name: str, connected: bool, errors: int) -> None: ...
+
+
 class Publish(Protocol):
     def __call__(
         self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
@@ -132,6 +143,7 @@ class Pipeline:
         self._reply: Callable[[int, int, int], None] | None = None
         # Figures of the parts around the pipeline (MQTT outbox, PLC link), for P/stats.
         self.extra_stats: Callable[[], dict[str, Any]] | None = None
+        self.observers: list[LineObserver] = []
         self._assigned: OrderedDict[tuple[int, int], _Assigned] = OrderedDict()
         self._recirculations: OrderedDict[int, int] = OrderedDict()
         self._chute_sorted: dict[int, int] = {}
@@ -187,6 +199,8 @@ class Pipeline:
                     self._chute_sorted.get(conf.chute_actual, 0) + 1
                 )
             self.stats.on_result(conf.outcome)
+            for observer in self.observers:
+                observer.on_result(conf.outcome.word, conf.chute_actual)
             self.publish(
                 self.topics.results,
                 {
@@ -293,6 +307,8 @@ class Pipeline:
         if detail is not None:
             dev.detail = detail
         key = (dev.connected, dev.errors)
+        for observer in self.observers:
+            observer.on_device(name, dev.connected, dev.errors)
         if key != dev.published or force:
             dev.published = key
             self.publish(
@@ -403,6 +419,8 @@ class Pipeline:
         )
         self.counters.decisions += 1
         self.stats.on_decision(reason, latency_ms, now)
+        for observer in self.observers:
+            observer.on_decision(reason.word, destination, chute, latency_ms)
         self.publish(
             self.topics.decisions,
             {
