@@ -7,6 +7,9 @@ Accepted shapes (P = the topic prefix), each with an optional JSON payload
     P/cmd/manifest/reload             look for new, changed or removed manifest files now
     P/cmd/chute/N/disable             the host stops sending items to chute N
     P/cmd/chute/N/enable              ... and starts again
+    P/cmd/chute/N/full                an operator marks chute N full by hand
+    P/cmd/chute/N/emptied             ... and emptied (its count starts again)
+    P/cmd/tracking/ID/query           the last decision for tracking id ID
 
 Anything else, a payload over 1 KiB, or a payload that is not a JSON object is refused
 with a reason; nothing is executed.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 MAX_PAYLOAD_BYTES = 1024
 MAX_ID_CHARS = 64
-CHUTE_ACTIONS = ("disable", "enable")
+CHUTE_ACTIONS = ("disable", "enable", "full", "emptied")
 
 
 class CommandError(ValueError):
@@ -32,9 +35,10 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # "plan/reload", "manifest/reload", "chute/disable", "chute/enable"
+    name: str  # "plan/reload", "manifest/reload", "chute/<action>", "tracking/query"
     request_id: str | None = None
     chute: int | None = None
+    tracking_id: int | None = None
 
 
 def _request_id(payload: bytes) -> str | None:
@@ -69,4 +73,9 @@ def parse_command(suffix: str, payload: bytes) -> Command:
         if not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 4:
             raise CommandError(f"chute {parts[1][:16]!r} is not a chute number", request_id)
         return Command(f"chute/{parts[2]}", request_id, int(parts[1]))
+    if len(parts) == 3 and parts[0] == "tracking" and parts[2] == "query":
+        text = parts[1]
+        if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) >= 1 << 32:
+            raise CommandError(f"tracking id {text[:16]!r} is not 0..4294967295", request_id)
+        return Command("tracking/query", request_id, tracking_id=int(text))
     raise CommandError(f"unknown command {suffix[:64]!r}", request_id)

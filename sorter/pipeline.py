@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 CHUTE_STATUS_MASK = 0b111
 CHUTE_DISABLED_BIT = 0b010
+CHUTE_FULL_BIT = 0b001
 MAX_REMEMBERED = 200_000  # decisions awaiting confirmation, recirculation counts
 
 
@@ -146,6 +147,7 @@ class Pipeline:
         self.observers: list[LineObserver] = []
         self._assigned: OrderedDict[tuple[int, int], _Assigned] = OrderedDict()
         self._recirculations: OrderedDict[int, int] = OrderedDict()
+        self._last_decision: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._chute_sorted: dict[int, int] = {}
         self._chute_state_known = False
         self._plc_bits: dict[int, int] = {}
@@ -230,8 +232,22 @@ class Pipeline:
 
     def set_host_disabled(self, chute: int, disabled: bool) -> None:
         """A chute the host (an operator's command) takes out of service, or back."""
-        if disabled:
-            self._host_bits[chute] = CHUTE_DISABLED_BIT
+        self._set_host_bit(chute, CHUTE_DISABLED_BIT, disabled)
+
+    def set_host_full(self, chute: int, full: bool) -> None:
+        """An operator marks a chute full by hand (a sensor that fails to), or emptied:
+        emptied also restarts its count."""
+        if not full:
+            self._chute_sorted[chute] = 0
+        self._set_host_bit(chute, CHUTE_FULL_BIT, full)
+        if not full:
+            self._apply_chute(chute, force=True)  # republish the count even if unchanged
+
+    def _set_host_bit(self, chute: int, bit: int, on: bool) -> None:
+        bits = self._host_bits.get(chute, 0)
+        bits = bits | bit if on else bits & ~bit
+        if bits:
+            self._host_bits[chute] = bits
         else:
             self._host_bits.pop(chute, None)
         self._apply_chute(chute)
@@ -421,20 +437,23 @@ class Pipeline:
         self.stats.on_decision(reason, latency_ms, now)
         for observer in self.observers:
             observer.on_decision(reason.word, destination, chute, latency_ms)
-        self.publish(
-            self.topics.decisions,
-            {
-                "id": self._next_id("d"),
-                "ts": iso_now(),
-                "tracking_id": req.tracking_id,
-                "seq": req.seq,
-                "codes": list(codes),
-                "barcode": barcode,
-                "destination": destination,
-                "chute": chute,
-                "reason": reason.word,
-                "recirculations": recirculations,
-                "latency_ms": round(latency_ms, 3),
-            },
-            qos=1,
-        )
+        message = {
+            "id": self._next_id("d"),
+            "ts": iso_now(),
+            "tracking_id": req.tracking_id,
+            "seq": req.seq,
+            "codes": list(codes),
+            "barcode": barcode,
+            "destination": destination,
+            "chute": chute,
+            "reason": reason.word,
+            "recirculations": recirculations,
+            "latency_ms": round(latency_ms, 3),
+        }
+        self._remember(self._last_decision, req.tracking_id, message)
+        self.publish(self.topics.decisions, message, qos=1)
+
+    def last_decision(self, tracking_id: int) -> dict[str, Any] | None:
+        """The last decision published for a tracking id (operators asking "where did it
+        go?"); None when this process has made none for it recently."""
+        return self._last_decision.get(tracking_id)

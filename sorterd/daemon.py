@@ -170,8 +170,23 @@ class Daemon:
                     reason=f"chute {command.chute} does not exist on the machine",
                 )
                 return
-            self.pipeline.set_host_disabled(command.chute, command.name == "chute/disable")
+            action = command.name.split("/")[1]
+            if action in ("disable", "enable"):
+                self.pipeline.set_host_disabled(command.chute, action == "disable")
+            else:
+                self.pipeline.set_host_full(command.chute, action == "full")
             self._answer(command.name, command.request_id, ok=True, chute=command.chute)
+        elif command.tracking_id is not None:
+            decision = self.pipeline.last_decision(command.tracking_id)
+            if decision is None:
+                self._answer(
+                    command.name,
+                    command.request_id,
+                    ok=False,
+                    reason=f"no recent decision for tracking id {command.tracking_id}",
+                )
+            else:
+                self._answer(command.name, command.request_id, ok=True, decision=decision)
 
     def _answer(self, command: str, request_id: str | None, *, ok: bool, **detail: object) -> None:
         self.mqtt.publish(

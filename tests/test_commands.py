@@ -120,3 +120,33 @@ def test_good_commands_parse() -> None:
     assert parse_command("plan/reload", b"").name == "plan/reload"
     cmd = parse_command("chute/12/disable", b'{"id": "abc"}')
     assert (cmd.name, cmd.chute, cmd.request_id) == ("chute/disable", 12, "abc")
+
+
+async def test_chute_full_by_hand_and_tracking_query(broker: LocalBroker, tmp_path: Path) -> None:
+    async with line_with_daemon(broker, tmp_path, params=FAST) as rig:
+        await _send(broker, "chute/2/full", {"id": "f1"})
+        await wait_until(lambda: (rig.sub.last("chutes/2") or {}).get("state") == "full", 10)
+        await rig.line.run(100_000, count=40)
+        assert await rig.line.drain(30)
+        casablanca = [d for d in rig.sub.of("decisions") if d["destination"] == "CASABLANCA"]
+        assert casablanca
+        assert all(d["chute"] != 2 for d in casablanca)
+        await _send(broker, "chute/2/emptied", {"id": "f2"})
+        await wait_until(lambda: (rig.sub.last("chutes/2") or {}).get("state") == "ok", 10)
+        assert (rig.sub.last("chutes/2") or {}).get("count") == 0
+
+        decided = rig.sub.of("decisions")[-1]
+        await _send(broker, f"tracking/{decided['tracking_id']}/query", {"id": "q1"})
+        await _send(broker, "tracking/4294967295/query", {"id": "q2"})
+        await _send(broker, "tracking/99999999999/query", {"id": "q3"})
+        await wait_until(lambda: all(_answer(rig, i) for i in ("q1", "q2", "q3")), 10)
+        q1, q2, q3 = (_answer(rig, i) for i in ("q1", "q2", "q3"))
+        assert q1 is not None
+        assert q1["ok"] is True
+        assert q1["decision"] == decided  # the same message that went to P/decisions
+        assert q2 is not None
+        assert q2["ok"] is False
+        assert "no recent decision" in str(q2["reason"])
+        assert q3 is not None
+        assert q3["ok"] is False
+        assert "not 0..4294967295" in str(q3["reason"])
