@@ -31,7 +31,11 @@ log = structlog.get_logger(__name__)
 CHUTE_STATUS_MASK = 0b111
 CHUTE_DISABLED_BIT = 0b010
 CHUTE_FULL_BIT = 0b001
-MAX_REMEMBERED = 200_000  # decisions awaiting confirmation, recirculation counts
+# Bounds that keep a process that runs for years flat in memory. A confirmation comes
+# within minutes of its decision, and an item is on the belt for minutes: 100,000 entries
+# is hours at 40,000 items/h. Queries of a tracking id's last decision reach back 20,000.
+MAX_REMEMBERED = 100_000  # decisions awaiting confirmation, recirculation counts
+MAX_QUERYABLE = 20_000
 
 
 class LineObserver(Protocol):
@@ -404,10 +408,12 @@ class Pipeline:
     # --- the decision -----------------------------------------------------------------
 
     @staticmethod
-    def _remember(store: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    def _remember(
+        store: OrderedDict[Any, Any], key: Any, value: Any, limit: int = MAX_REMEMBERED
+    ) -> None:
         store[key] = value
         store.move_to_end(key)
-        if len(store) > MAX_REMEMBERED:
+        if len(store) > limit:
             store.popitem(last=False)
 
     def _decide(self, match: Match) -> None:
@@ -450,7 +456,7 @@ class Pipeline:
             "recirculations": recirculations,
             "latency_ms": round(latency_ms, 3),
         }
-        self._remember(self._last_decision, req.tracking_id, message)
+        self._remember(self._last_decision, req.tracking_id, message, MAX_QUERYABLE)
         self.publish(self.topics.decisions, message, qos=1)
 
     def last_decision(self, tracking_id: int) -> dict[str, Any] | None:

@@ -32,7 +32,9 @@ class TrackerStats:
 
 
 class Tracker:
-    def __init__(self, scan_wait_ns: int, scan_ttl_ns: int, max_items: int = 200_000) -> None:
+    def __init__(self, scan_wait_ns: int, scan_ttl_ns: int, max_items: int = 20_000) -> None:
+        """`max_items` bounds the requests remembered to drop duplicates (re-reads after a
+        reconnect are within one 64-slot ring) and the scans waiting for their request."""
         self.scan_wait_ns = scan_wait_ns
         self.scan_ttl_ns = scan_ttl_ns
         self.max_items = max_items
