@@ -23,11 +23,11 @@ import itertools
 import multiprocessing
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -230,6 +230,18 @@ def _inputs(rows: list[ScanRow]) -> Inputs:
     return [(row.codes, row.recirculations, row.minute_of_day) for row in rows]
 
 
+class ReplaySink(Protocol):
+    """Something that wants every decision of a replay (the HTML report)."""
+
+    def add(
+        self,
+        destinations: Sequence[str],
+        chutes: Sequence[int],
+        reasons: Sequence[str],
+        minutes: Sequence[int | None] | None = None,
+    ) -> None: ...
+
+
 class Replay:
     """Runs scans through the decider and counts what it decided."""
 
@@ -240,6 +252,7 @@ class Replay:
         *,
         plan_path: Path | None = None,
         workers: int = 1,
+        sink: ReplaySink | None = None,
     ) -> None:
         self.decider = decider
         self.counts = ReplayCounts()
@@ -250,6 +263,7 @@ class Replay:
         self._words = [r.word for r in Reason]
         self._plan_path = plan_path
         self._workers = workers if plan_path is not None else 1
+        self._sink = sink
 
     def run(
         self, rows: Iterator[ScanRow], progress: Callable[[int], None] | None = None
@@ -346,6 +360,9 @@ class Replay:
         counts.destinations.update(dest_names)
         counts.chutes.update(chutes)
         counts.reasons.update(reason_words)
+        if self._sink is not None:
+            minutes = col["minute_of_day"].tolist()
+            self._sink.add(dest_names, chutes, reason_words, minutes)
         if self._writer is not None:
             self._writer.writerows(
                 zip(tracking_ids, barcodes, dest_names, chutes, reason_words, strict=True)

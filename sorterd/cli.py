@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_site(p)
     p.add_argument("scans", metavar="SCANS.csv", help="tracking_id,codes[,...] with a header")
     p.add_argument("--out", metavar="DECISIONS.csv", help="one row per item, in input order")
+    p.add_argument("--report", metavar="FILE.html", help="a self-contained HTML report")
+    p.add_argument(
+        "--chute-capacity",
+        type=int,
+        default=400,
+        metavar="ITEMS",
+        help="items a chute holds, for the report's fill chart (default 400)",
+    )
 
     p = sub.add_parser("simulate", help="run a simulator alone, for commissioning")
     sim = p.add_subparsers(dest="device", required=True, metavar="DEVICE")
@@ -186,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             from sorterd.replay_cli import replay  # noqa: PLC0415
 
-            return replay(args.config, args.scans, args.out)
+            return replay(args.config, args.scans, args.out, args.report, args.chute_capacity)
         if args.command == "simulate":
             from simulators.line import simulate  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ from sorter.decide import Decider
 from sorter.kernel import ChuteState
 from sorter.plan import compile_plan, load_plan
 from sorter.replay import Replay
+from sorterd.report import ReportData, write_report
 
 
 def _count_lines(path: Path) -> int:
@@ -35,12 +36,19 @@ def _table(title: str, counts: Counter[str] | Counter[int], total: int) -> Table
     return table
 
 
-def replay(config: str, scans: str, out: str | None) -> int:
+def replay(
+    config: str,
+    scans: str,
+    out: str | None,
+    report: str | None = None,
+    chute_capacity: int = 400,
+) -> int:
     site = load_site(config)
     plan = compile_plan(load_plan(site.plan_path))
     decider = Decider(plan, ChuteState.for_plan(plan), site.config.site.timezone)
     decider.warm()
     scans_path = Path(scans)
+    report_data = ReportData() if report else None
     console = Console()
     err = Console(stderr=True)
     t0 = time.perf_counter()
@@ -53,6 +61,7 @@ def replay(config: str, scans: str, out: str | None) -> int:
             out_file,
             plan_path=site.plan_path,
             workers=max(1, min(2, os.cpu_count() or 1)),
+            sink=report_data,
         )
         tz = site.config.site.timezone
         if err.is_terminal:
@@ -90,4 +99,14 @@ def replay(config: str, scans: str, out: str | None) -> int:
     console.print(_table("by chute", counts.chutes, counts.items))
     if out:
         console.print(f"decisions written to {out}")
+    if report and report_data is not None:
+        write_report(
+            Path(report),
+            report_data,
+            plan.plan,
+            title=f"Replay of {scans_path.name} through {plan.plan.name}",
+            scans_file=str(scans_path),
+            chute_capacity=chute_capacity,
+        )
+        console.print(f"report written to {report}")
     return 0

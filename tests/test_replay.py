@@ -120,3 +120,22 @@ def test_replay_command(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "cannot read" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_replay_report(tmp_path: Path) -> None:
+    scans = _scans(tmp_path / "scans.csv", 500)
+    report = tmp_path / "report.html"
+    run = subprocess.run(
+        [sys.executable, "-m", "sorterd.cli", "replay", "-c", str(SITE), str(scans),
+         "--report", str(report), "--chute-capacity", "50"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    html = report.read_text()
+    assert html.count("<svg") >= 4
+    assert "casablanca-day" in html
+    assert "CASABLANCA" in html
+    assert "<script" not in html
+    # The report counts what the replay printed.
+    assert 'data-key="items"' in html
+    assert 'data-value="500"' in html
