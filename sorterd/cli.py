@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
     _add_site(p)
 
+    p = sub.add_parser("top", help="a live view of the line from its MQTT topics")
+    p.add_argument("-c", "--config", metavar="SITE.toml", help="take broker and prefix from here")
+    p.add_argument("--mqtt", metavar="URL", help="broker URL (default: the site's)")
+    p.add_argument("--prefix", metavar="P", help="topic prefix (default: the site's)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+
     p = sub.add_parser("replay", help="what-if: recorded scans through the sort plan, offline")
     _add_site(p)
     p.add_argument("scans", metavar="SCANS.csv", help="tracking_id,codes[,...] with a header")
@@ -103,6 +109,25 @@ async def _run_daemon(config: str) -> int:
         stopper.cancel()
         runner.result()
     return EXIT_OK
+
+
+def _top(args: argparse.Namespace) -> int:
+    from sorterd.top import parse_mqtt_url, run_top  # noqa: PLC0415
+
+    url, prefix = args.mqtt, args.prefix
+    if args.config:
+        cfg = load_site(args.config).config
+        url = url or cfg.mqtt.url
+        prefix = prefix or cfg.mqtt.topic_prefix
+    if not url or not prefix:
+        print("error: give -c SITE.toml, or both --mqtt URL and --prefix P", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        parse_mqtt_url(url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return asyncio.run(run_top(url, prefix, once=args.once))
 
 
 def _check_config(config: str) -> int:
@@ -191,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration_s=args.duration, rate_per_h=args.rate, seed=args.seed, mqtt=args.mqtt
                 )
             )
+        if args.command == "top":
+            return _top(args)
         if args.command == "replay":
             from sorterd.replay_cli import replay  # noqa: PLC0415
 
@@ -213,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK
+
     except OSError as exc:
         # Busy ports, missing devices, unreadable files: the user's environment, not a bug.
         print(f"error: {exc}", file=sys.stderr)

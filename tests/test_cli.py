@@ -138,3 +138,11 @@ def test_plan_warnings_are_shown_but_do_not_fail(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "warning:" in out.stderr
     assert "can never match: rule[3] (FES)" in out.stderr
+
+
+def test_top_command_line_errors() -> None:
+    out = sorterd("top", "--mqtt", "http://example", "--prefix", "a/b")
+    assert out.returncode == 1
+    assert "mqtt://" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert sorterd("top").returncode == 2
