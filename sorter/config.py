@@ -156,6 +156,22 @@ class JournalSection(_Model):
     path: str
 
 
+class MetricsSection(_Model):
+    # host:port of the Prometheus /metrics endpoint; absent: no endpoint. Bind it to
+    # 127.0.0.1 unless the scraper is elsewhere (then put a firewall in front).
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"listen must be host:port, got {value!r}")
+        return value
+
+
 class TrackingSection(_Model):
     # How long a sort request waits for its scan before it is decided with reason timeout.
     scan_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 200
@@ -172,6 +188,7 @@ class SiteConfig(_Model):
     manifest: ManifestSection = Field(default_factory=ManifestSection)
     journal: JournalSection
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +223,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem
         "journal": JournalSection,
         "tracking": TrackingSection,
         "manifest": ManifestSection,
+        "metrics": MetricsSection,
     }
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX):

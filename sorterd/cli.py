@@ -154,7 +154,6 @@ def _check_config(config: str) -> int:
     assert plan is not None
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    manifest_failed = _check_manifests(site, [d.name for d in plan.destinations])
     cfg = site.config
     print(f"site {cfg.site.name} line {cfg.site.line}: OK")
     print(f"  plc {cfg.plc.url} (device {cfg.plc.device_id}, poll {cfg.plc.poll_interval_ms} ms)")
@@ -167,6 +166,7 @@ def _check_config(config: str) -> int:
         f"balance {plan.balance}, max recirculations {plan.max_recirculations}"
         + (f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     )
+    manifest_failed = _check_manifests(site, [d.name for d in plan.destinations])
     return EXIT_FAIL if manifest_failed else EXIT_OK
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from drivers.metrics import Metrics
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from drivers.plc import PlcLink
 from drivers.scanner import StreamScanner
@@ -23,6 +24,7 @@ from sorter.pipeline import Pipeline, Topics, iso_now
 from sorter.plan import compile_plan, load_plan
 from sorter.runtime import tune_gc
 from sorter.tracker import Tracker
+from sorterd.systemd import SystemdNotifier, run_watchdog
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +94,11 @@ class Daemon:
             )
             for s in cfg.scanner
         ]
+        self.notifier = SystemdNotifier()
+        self.metrics: Metrics | None = None
+        if cfg.metrics.listen:
+            self.metrics = Metrics()
+            self.pipeline.observers.append(self.metrics)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -292,6 +299,10 @@ class Daemon:
         self.times.warm_ms = (time.perf_counter() - t0) * 1000
         if self.manifests.globs:
             await self._reload_manifests(force=True)
+        if self.metrics is not None and self.site.config.metrics.listen:
+            host, _, port = self.site.config.metrics.listen.rpartition(":")
+            bound = self.metrics.start(host.strip("[]"), int(port))
+            log.info("metrics endpoint", url=f"http://{host}:{bound}/metrics")
         tune_gc()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -300,6 +311,10 @@ class Daemon:
                     tg.create_task(self.plc.run(), name="plc"),
                     tg.create_task(self.pipeline.run_timer(), name="timer"),
                     tg.create_task(self._watch_manifests(), name="manifests"),
+                    tg.create_task(
+                        run_watchdog(self.notifier, lambda: not self._stop.is_set()),
+                        name="watchdog",
+                    ),
                     tg.create_task(
                         self.pipeline.run_stats(self.site.config.mqtt.stats_interval_s),
                         name="stats",
@@ -322,6 +337,7 @@ class Daemon:
                     startup_ms=round(self.times.total_ms, 1),
                 )
                 self.ready.set()
+                self.notifier.ready(f"plan {self.decider.plan.plan.name}")
                 if on_ready is not None:
                     on_ready(self)
                 await self._stop.wait()
@@ -331,14 +347,19 @@ class Daemon:
         finally:
             for scanner in self.scanners:
                 await scanner.__aexit__(None, None, None)
+            if self.metrics is not None:
+                await asyncio.to_thread(self.metrics.stop)  # safe twice
 
     async def _shutdown(self) -> None:
         """Graceful stop: answer what is waiting, say offline, flush within a bound."""
         log.info("sorterd stopping", waiting=self.tracker.waiting, backlog=self.mqtt.backlog)
+        self.notifier.stopping()
         # Requests still waiting for a scan are answered now rather than left to the PLC's
         # timeout: the timer decides them with reason timeout at once.
         self.pipeline.answer_waiting()
         await self.plc.wait_replies_written(timeout_s=1.0)
         self.mqtt.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
         flushed = await self.mqtt.flush(SHUTDOWN_FLUSH_S)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         log.info("sorterd stopped", flushed=flushed, backlog=self.mqtt.backlog)

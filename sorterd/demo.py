@@ -53,6 +53,7 @@ def write_site(
     prefix: str,
     manifests: str | None = None,
     manifest_poll_s: float = 5.0,
+    extra: str = "",
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time."""
     site = folder / "site.toml"
@@ -88,6 +89,7 @@ file = {json.dumps(str(plan))}
 path = "journal.sqlite"
 """
         + manifest_table
+        + extra
     )
     return site
 

@@ -71,6 +71,7 @@ async def line_with_daemon(
     scanner_port: int = 0,
     plan_path: Path = PLAN_PATH,
     manifests: str | None = None,
+    extra_config: str = "",
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline."""
     plan = load_plan(plan_path)
@@ -96,6 +97,7 @@ async def line_with_daemon(
                 prefix=PREFIX,
                 manifests=manifests,
                 manifest_poll_s=0.2,
+                extra=extra_config,
             )
         )
         daemon = Daemon(site)

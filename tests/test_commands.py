@@ -75,20 +75,20 @@ async def test_plan_reload_swaps_and_a_bad_plan_is_refused(
 async def test_chute_disable_and_enable(broker: LocalBroker, tmp_path: Path) -> None:
     async with line_with_daemon(broker, tmp_path, params=FAST) as rig:
         await _send(broker, "chute/1/disable", {"id": "d1"})
-        await wait_until(lambda: _answer(rig, "d1") is not None, 10)
-        await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "disabled", 10)
+        await wait_until(lambda: _answer(rig, "d1") is not None, 20)
+        await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "disabled", 20)
         await rig.line.run(100_000, count=60)
         assert await rig.line.drain(30)
         casablanca = [d for d in rig.sub.of("decisions") if d["destination"] == "CASABLANCA"]
         assert casablanca
         assert all(d["chute"] != 1 for d in casablanca)
         await _send(broker, "chute/1/enable", {"id": "e1"})
-        await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "ok", 10)
+        await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "ok", 20)
 
         await _send(broker, "chute/999/disable", {"id": "x1"})
         await _send(broker, "frobnicate", {"id": "x2"})
         await _send(broker, "plan/reload", {"id": "x3", "extra": 1})
-        await wait_until(lambda: all(_answer(rig, i) for i in ("x1", "x2", "x3")), 10)
+        await wait_until(lambda: all(_answer(rig, i) for i in ("x1", "x2", "x3")), 20)
         for request_id, words in (
             ("x1", "does not exist"),
             ("x2", "unknown command"),
@@ -125,21 +125,21 @@ def test_good_commands_parse() -> None:
 async def test_chute_full_by_hand_and_tracking_query(broker: LocalBroker, tmp_path: Path) -> None:
     async with line_with_daemon(broker, tmp_path, params=FAST) as rig:
         await _send(broker, "chute/2/full", {"id": "f1"})
-        await wait_until(lambda: (rig.sub.last("chutes/2") or {}).get("state") == "full", 10)
+        await wait_until(lambda: (rig.sub.last("chutes/2") or {}).get("state") == "full", 20)
         await rig.line.run(100_000, count=40)
         assert await rig.line.drain(30)
         casablanca = [d for d in rig.sub.of("decisions") if d["destination"] == "CASABLANCA"]
         assert casablanca
         assert all(d["chute"] != 2 for d in casablanca)
         await _send(broker, "chute/2/emptied", {"id": "f2"})
-        await wait_until(lambda: (rig.sub.last("chutes/2") or {}).get("state") == "ok", 10)
+        await wait_until(lambda: (rig.sub.last("chutes/2") or {}).get("state") == "ok", 20)
         assert (rig.sub.last("chutes/2") or {}).get("count") == 0
 
         decided = rig.sub.of("decisions")[-1]
         await _send(broker, f"tracking/{decided['tracking_id']}/query", {"id": "q1"})
         await _send(broker, "tracking/4294967295/query", {"id": "q2"})
         await _send(broker, "tracking/99999999999/query", {"id": "q3"})
-        await wait_until(lambda: all(_answer(rig, i) for i in ("q1", "q2", "q3")), 10)
+        await wait_until(lambda: all(_answer(rig, i) for i in ("q1", "q2", "q3")), 20)
         q1, q2, q3 = (_answer(rig, i) for i in ("q1", "q2", "q3"))
         assert q1 is not None
         assert q1["ok"] is True

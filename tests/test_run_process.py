@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -52,6 +54,11 @@ async def test_run_reload_on_sighup_and_stop_on_sigterm(
         )
         observer = asyncio.create_task(observe())
         await asyncio.wait_for(ready.wait(), 10)
+        # Stand in for systemd: the daemon must say READY=1 once ready, STOPPING=1 at stop.
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.setblocking(False)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -61,6 +68,7 @@ async def test_run_reload_on_sighup_and_stop_on_sigterm(
             str(site),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         try:
             await wait_until(lambda: last("status").get("state") == "online", 60)
@@ -87,6 +95,13 @@ async def test_run_reload_on_sighup_and_stop_on_sigterm(
             observer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await observer
+        notes = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                notes.append(notify.recv(4096).decode())
+        notify.close()
+        assert any("READY=1" in n for n in notes), notes
+        assert any("STOPPING=1" in n for n in notes), notes
         assert proc.stderr is not None
         err = (await proc.stderr.read()).decode()
         assert "Traceback" not in err
