@@ -33,9 +33,9 @@ CHUTE_DISABLED_BIT = 0b010
 CHUTE_FULL_BIT = 0b001
 # Bounds that keep a process that runs for years flat in memory. A confirmation comes
 # within minutes of its decision, and an item is on the belt for minutes: 100,000 entries
-# is hours at 40,000 items/h. Queries of a tracking id's last decision reach back 20,000.
+# is hours at 40,000 items/h. Queries of a tracking id's last decision reach back 10,000.
 MAX_REMEMBERED = 100_000  # decisions awaiting confirmation, recirculation counts
-MAX_QUERYABLE = 20_000
+MAX_QUERYABLE = 10_000  # ~10 MB of decision messages at most
 
 
 class LineObserver(Protocol):
