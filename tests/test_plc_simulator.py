@@ -124,19 +124,34 @@ class MiniHost:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        # pymodbus waits with asyncio.wait_for, which on Python 3.11 can swallow a cancel
+        # that lands as an answer arrives (see drivers/plc.py): cancel until it ends.
+        task, self._task = self._task, None
+        for _ in range(50):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.2)
+        if task is not None and task.done() and not task.cancelled():
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                task.result()
         self.client.close()
+
+    @staticmethod
+    def _check_cancelled() -> None:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise asyncio.CancelledError
 
     async def read(self, address: int, count: int) -> list[int]:
         rr = await self.client.read_holding_registers(address, count=count, device_id=DEVICE_ID)
+        self._check_cancelled()
         assert not rr.isError(), rr
         return list(rr.registers)
 
     async def write(self, address: int, values: list[int]) -> None:
         rr = await self.client.write_registers(address, values, device_id=DEVICE_ID)
+        self._check_cancelled()
         assert not rr.isError(), rr
 
     async def _loop(self) -> None:
