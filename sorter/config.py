@@ -212,6 +212,22 @@ def _key_of(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def validation_problems(file: str, exc: ValidationError, prefix: str = "") -> list[Problem]:
+    """pydantic's errors as Problems: the key as the engineer wrote it, plain messages."""
+    problems = []
+    for err in exc.errors():
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        key = _key_of(tuple(err["loc"]))
+        if prefix:
+            key = f"{prefix}.{key}" if key else prefix
+        problems.append(Problem(file, key, message))
+    return problems
+
+
 def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem]:
     """Apply SORTERD_<SECTION>_<KEY> variables (for secrets); report unknown keys."""
     problems: list[Problem] = []
@@ -261,13 +277,7 @@ def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     try:
         config = SiteConfig.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            message = err["msg"]
-            if err["type"] == "extra_forbidden":
-                message = "unknown key (typo?)"
-            elif err["type"] == "missing":
-                message = "required key is missing"
-            problems.append(Problem(shown, _key_of(tuple(err["loc"])), message))
+        problems.extend(validation_problems(shown, exc))
         raise ConfigError(problems) from None
     names = [s.name for s in config.scanner]
     for i, name in enumerate(names):

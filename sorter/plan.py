@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sorter.config import ConfigError, Problem
+from sorter.config import ConfigError, Problem, validation_problems
 from sorter.events import FUNCTION_REASONS, Reason
 
 ALPHA2 = 26 * 26  # size of the two-letter code tables (S10 service, ISO country)
@@ -260,23 +260,6 @@ def _cutoff_minutes(text: str | None) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _pydantic_problems(file: str, exc: ValidationError, prefix: str = "") -> list[Problem]:
-    from sorter.config import _key_of  # noqa: PLC0415  (shared formatting of key paths)
-
-    problems = []
-    for err in exc.errors():
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (typo?)"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        key = _key_of(tuple(err["loc"]))
-        if prefix:
-            key = f"{prefix}.{key}" if key else prefix
-        problems.append(Problem(file, key, message))
-    return problems
-
-
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -287,7 +270,7 @@ def _section(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(file, exc, prefix))
+        problems.extend(validation_problems(file, exc, prefix))
         return None
 
 
