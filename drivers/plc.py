@@ -366,22 +366,26 @@ class PlcLink:
             self.stats.last_error = "plc heartbeat frozen"
             self._set_connected(False, "plc heartbeat frozen")
 
+    def _unread(self, ring: str, head: int, ack: int) -> tuple[int, int, bool]:
+        """(first message to read, how many, whether the head jumped) for one ring.
+
+        More than a ring ahead means the PLC restarted with its counters reset (the head
+        went back) or overran the ring: only the last 64 slots can hold live messages, and
+        the callers keep just those (requests by seq, confirmations by identity).
+        """
+        n = R.counter_diff(head, ack)
+        if n <= R.RING_SLOTS:
+            return ack, n, False
+        self.stats.counter_jumps += 1
+        log.warning("plc counter jumped", ring=ring, head=head, ack=ack)
+        return (head - R.RING_SLOTS) % R.COUNTER_MOD, R.RING_SLOTS, True
+
     async def _take_requests(self, header: list[int]) -> None:
         head = header[R.REQ_HEAD]
-        n = R.counter_diff(head, self._req_ack)
+        first, n, jumped = self._unread("request", head, self._req_ack)
         if n == 0:
             return
-        jumped = n > R.RING_SLOTS
-        if jumped:
-            # More than a ring ahead: the PLC restarted with its counters reset (the head
-            # went back), or overran the ring. Either way only the last 64 slots can hold
-            # live requests; the seq check below keeps just those written for their number.
-            self.stats.counter_jumps += 1
-            log.warning("plc request counter jumped", req_head=head, req_ack=self._req_ack)
-            self._req_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
-            n = R.RING_SLOTS
         now = self.clock_ns()
-        first = self._req_ack
         slots = await self._read_ring(R.REQUEST_BASE, R.REQUEST_SIZE, first, n)
         requests = []
         for i, regs in enumerate(slots):
@@ -425,19 +429,11 @@ class PlcLink:
 
     async def _take_confirmations(self, header: list[int]) -> None:
         head = header[R.CONF_HEAD]
-        n = R.counter_diff(head, self._conf_ack)
+        first, n, jumped = self._unread("confirmation", head, self._conf_ack)
         if n == 0:
             return
-        jumped = n > R.RING_SLOTS
-        if jumped:
-            # As for requests; confirmations carry no message number, so slots already
-            # delivered are recognised by (tracking_id, seq) instead.
-            self.stats.counter_jumps += 1
-            log.warning("plc confirmation counter jumped", conf_head=head, conf_ack=self._conf_ack)
-            self._conf_ack = (head - R.RING_SLOTS) % R.COUNTER_MOD
-            n = R.RING_SLOTS
         now = self.clock_ns()
-        slots = await self._read_ring(R.CONF_BASE, R.CONF_SIZE, self._conf_ack, n)
+        slots = await self._read_ring(R.CONF_BASE, R.CONF_SIZE, first, n)
         confirmations = []
         delivered = self._delivered_confirmations
         for regs in slots:
