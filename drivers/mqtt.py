@@ -74,13 +74,14 @@ class MqttPublisher:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"MQTT URL {url!r} must be mqtt://host:port or mqtts://host:port")
-        self.url = url
+        # Logged and shown as host:port only: a password in the URL never reaches a log.
+        self.url = f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
         self.host = parts.hostname
         self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self.tls = parts.scheme == "mqtts"
         self.client_id = client_id
-        self.username = username
-        self.password = password
+        self.username = username if username is not None else parts.username
+        self.password = password if password is not None else parts.password
         self.keepalive_s = keepalive_s
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self.will = will

@@ -128,3 +128,12 @@ async def test_retained_state_keeps_only_newest_while_waiting() -> None:
 def test_bad_url_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="mqtt://host:port"):
         MqttPublisher("http://example")
+
+
+def test_credentials_in_the_url_are_used_but_never_shown() -> None:
+    pub = MqttPublisher("mqtts://sorterd:s3cret@broker.example:8883")
+    assert pub.username == "sorterd"
+    assert pub.password == "s3cret"
+    assert "s3cret" not in pub.url
+    assert pub.url == "mqtts://broker.example:8883"
+    assert pub.tls
