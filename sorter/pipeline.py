@@ -60,6 +60,11 @@ def iso_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def status_payload(state: str) -> dict[str, Any]:
+    """P/status: online or offline, with the version and since when."""
+    return {"state": state, "version": __version__, "since": iso_now()}
+
+
 def iso_from_ns(wall_ns: int) -> str:
     stamp = dt.datetime.fromtimestamp(wall_ns / 1e9, dt.UTC)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -165,9 +170,6 @@ class Pipeline:
     def bind_reply(self, reply: Callable[[int, int, int], None]) -> None:
         """The PLC driver's `queue_reply(seq, tracking_id, chute)`."""
         self._reply = reply
-
-    def status_payload(self, state: str) -> dict[str, Any]:
-        return {"state": state, "version": __version__, "since": iso_now()}
 
     def _next_id(self, kind: str) -> str:
         return f"{kind}-{self._id_prefix}-{next(self._ids)}"

@@ -20,7 +20,7 @@ from sorter.decide import Decider
 from sorter.kernel import ChuteState, Kernel
 from sorter.manifest import Manifest, ManifestSource
 from sorter.manifest import warm as warm_manifest_kernels
-from sorter.pipeline import Pipeline, Topics, iso_now
+from sorter.pipeline import Pipeline, Topics, iso_now, status_payload
 from sorter.plan import compile_plan, load_plan
 from sorter.runtime import tune_gc
 from sorter.tracker import Tracker
@@ -65,8 +65,8 @@ class Daemon:
             ca_file=cfg.mqtt.ca_file,
             cert_file=cfg.mqtt.cert_file,
             key_file=cfg.mqtt.key_file,
-            will=OutMessage(self.topics.status, encode(self._status("offline")), 1, True),
-            birth=lambda: OutMessage(self.topics.status, encode(self._status("online")), 1, True),
+            will=OutMessage(self.topics.status, encode(status_payload("offline")), 1, True),
+            birth=lambda: OutMessage(self.topics.status, encode(status_payload("online")), 1, True),
             on_state=self._on_mqtt_state,
             subscriptions=(f"{self.topics.cmd}/#",),
             on_message=self._on_mqtt_message,
@@ -106,11 +106,6 @@ class Daemon:
         self.manifests = ManifestSource(site.manifest_globs)
         self.manifest: Manifest | None = None
         self._reloads: set[asyncio.Task[None]] = set()
-
-    def _status(self, state: str) -> dict[str, object]:
-        return (
-            self.pipeline.status_payload(state) if hasattr(self, "pipeline") else {"state": state}
-        )
 
     def _link_stats(self) -> dict[str, Any]:
         plc = self.plc.stats
@@ -358,7 +353,7 @@ class Daemon:
         # timeout: the timer decides them with reason timeout at once.
         self.pipeline.answer_waiting()
         await self.plc.wait_replies_written(timeout_s=1.0)
-        self.mqtt.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
+        self.mqtt.publish(self.topics.status, status_payload("offline"), qos=1, retain=True)
         flushed = await self.mqtt.flush(SHUTDOWN_FLUSH_S)
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from sorterd.daemon import Daemon
 from sorterd.demo import demo_config_dir, write_site
 
 PLAN_PATH = demo_config_dir() / "sortplan.toml"
+# The demo geometry on a 10 m/s belt: hundreds of items through the line in seconds.
+FAST_LINE = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
 PREFIX = "test/hub/line"
 
 

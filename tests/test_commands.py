@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from drivers.broker import LocalBroker
-from simulators.line import DEMO_PARAMS
 from sorter.commands import CommandError, parse_command
-from tests.linekit import PLAN_PATH, PREFIX, Rig, line_with_daemon, wait_until
+from tests.linekit import FAST_LINE, PLAN_PATH, PREFIX, Rig, line_with_daemon, wait_until
 
-FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+FAST = FAST_LINE
 
 
 async def _send(broker: LocalBroker, suffix: str, payload: object = None) -> None:

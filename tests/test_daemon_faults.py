@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from drivers.broker import LocalBroker, free_port
-from simulators.line import DEMO_PARAMS
-from tests.linekit import line_with_daemon, wait_until
+from tests.linekit import FAST_LINE, line_with_daemon, wait_until
 
-FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+FAST = FAST_LINE
 
 
 def _device(sub: object, name: str) -> bool | None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 from drivers.broker import LocalBroker
-from simulators.line import DEMO_PARAMS
 from simulators.manifests import naming_code, write_manifest
 from simulators.traffic import Traffic
-from tests.linekit import line_with_daemon, wait_until
+from tests.linekit import FAST_LINE, line_with_daemon, wait_until
 
-FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+FAST = FAST_LINE
 SEED = 11
 FILLER_ROWS = 200_000  # a day's file is large: loading it must not stall decisions
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.broker import LocalBroker, free_port
-from simulators.line import DEMO_PARAMS
-from tests.linekit import line_with_daemon
+from tests.linekit import FAST_LINE, line_with_daemon
 
-FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+FAST = FAST_LINE
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -7,7 +7,6 @@ import datetime as dt
 import io
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from rich.console import Console
 
 from drivers.broker import LocalBroker, free_port
-from simulators.line import DEMO_PARAMS
 from sorterd.top import (
     REJECTS_KEPT,
     MqttTarget,
@@ -27,9 +25,9 @@ from sorterd.top import (
     run_top,
 )
 from tests.conftest import broker_kind
-from tests.linekit import PREFIX, line_with_daemon, wait_until
+from tests.linekit import FAST_LINE, PREFIX, line_with_daemon, wait_until
 
-FAST = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
+FAST = FAST_LINE
 NOW = dt.datetime(2026, 11, 26, 5, 30, 3, tzinfo=dt.UTC)
 
 # Payloads exactly as docs/interfaces.md section 5 shows them.
