@@ -5,6 +5,11 @@ sender/receiver tasks in one TaskGroup inside a retry loop with capped, jittered
 A message leaves the outbox only after the broker acknowledged it (PUBACK for QoS 1), so a
 broker that vanishes mid-flight costs a re-send with the same id, never a loss. Retained
 state topics keep only their newest value while waiting: a chute's old state is no use.
+
+With a `store` (the journal), journaled messages carry their row id: the sender reports
+each acknowledged batch (`mark_sent`), and when more than `max_memory` journaled messages
+wait (a broker down for hours) the rest stay on disk only and are paged back in, in row
+order, as the queue drains. After a restart the unsent rows are paged in the same way.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import json
 import random
 import ssl
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -31,6 +36,23 @@ class OutMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
+
+
+class OutboxStore(Protocol):
+    """The durable side of the outbox (drivers.journal.Journal)."""
+
+    def mark_sent(self, upto_rowid: int) -> None: ...
+
+    def unsent(self, after_rowid: int, limit: int) -> Sequence[Unsent]: ...
+
+
+class Unsent(Protocol):
+    @property
+    def rowid(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -66,6 +88,8 @@ class MqttPublisher:
         on_message: Callable[[str, bytes], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
         max_outbox: int = 1_000_000,
+        store: OutboxStore | None = None,
+        max_memory: int = 20_000,
         window: int = 64,
         ack_timeout_s: float = 10.0,
         backoff_initial_s: float = 0.1,
@@ -90,21 +114,33 @@ class MqttPublisher:
         self.on_message = on_message
         self.on_state = on_state
         self.max_outbox = max_outbox
+        self.store = store
+        self.max_memory = max_memory
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.stats = MqttStats()
         self.connected = False
-        self._queue: deque[OutMessage] = deque()
+        self._queue: deque[tuple[int | None, OutMessage]] = deque()  # (journal row, message)
+        # Journaled messages not in the queue wait on disk: every row after _last_rowid.
+        self._spilled = store is not None
+        self._last_rowid = 0
+        self._memory_only = 0
         self._retained: OrderedDict[str, OutMessage] = OrderedDict()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._idle.set()
+        if store is None:
+            self._idle.set()  # with a store, the sender looks at the disk first
 
     @property
     def backlog(self) -> int:
+        """Messages waiting in memory; `spilled` says whether more wait on disk."""
         return len(self._queue) + len(self._retained)
+
+    @property
+    def spilled(self) -> bool:
+        return self._spilled
 
     def publish(
         self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
@@ -112,18 +148,27 @@ class MqttPublisher:
         """Queue a JSON message; returns at once. Matches sorter.pipeline.Publish."""
         self.publish_raw(OutMessage(topic, encode(payload), qos, retain))
 
-    def publish_raw(self, msg: OutMessage) -> None:
+    def publish_raw(self, msg: OutMessage, rowid: int | None = None) -> None:
+        """Queue a message; `rowid` when it is in the journal (then it is never dropped)."""
         if msg.retain:
             self._retained[msg.topic] = msg
             self._retained.move_to_end(msg.topic)
+        elif rowid is not None:
+            if self._spilled or len(self._queue) >= self.max_memory:
+                self._spilled = True  # on disk already; paged in when the queue drains
+            else:
+                self._queue.append((rowid, msg))
+                self._last_rowid = rowid
+        elif self._memory_only >= self.max_outbox:
+            # Only messages the journal could not take (or, without a journal, all of them)
+            # live in memory alone; memory bounds them. Counted and logged, never silent.
+            self.stats.dropped += 1
+            if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
+                log.error("mqtt outbox full, message dropped", dropped=self.stats.dropped)
+            return
         else:
-            if len(self._queue) >= self.max_outbox:
-                # Memory is the limit of an in-memory outbox; the journal (issue 6) is not.
-                self._queue.popleft()
-                self.stats.dropped += 1
-                if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
-                    log.error("mqtt outbox full, oldest dropped", dropped=self.stats.dropped)
-            self._queue.append(msg)
+            self._memory_only += 1
+            self._queue.append((None, msg))
         self._idle.clear()
         self._wake.set()
 
@@ -205,26 +250,45 @@ class MqttPublisher:
                 data = payload if isinstance(payload, bytes) else str(payload).encode()
                 self.on_message(str(message.topic), data)
 
+    def _page_in(self) -> None:
+        """Bring the next journaled rows into the queue; the end of the spill when none."""
+        assert self.store is not None
+        rows = self.store.unsent(self._last_rowid, self.max_memory // 2)
+        for row in rows:
+            self._queue.append((row.rowid, OutMessage(row.topic, row.payload, 1, False)))
+            self._last_rowid = row.rowid
+        if len(rows) < self.max_memory // 2:
+            self._spilled = False
+
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
+            if not self._queue and self._spilled:
+                self._page_in()
             if not self._queue and not self._retained:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             if self._retained:
-                batch = list(self._retained.values())[: self.window]
-                await self._publish_all(client, batch)
-                for msg in batch:
+                states = list(self._retained.values())[: self.window]
+                await self._publish_all(client, states)
+                for msg in states:
                     # Only remove what was sent: a newer value may have replaced it meanwhile.
                     if self._retained.get(msg.topic) is msg:
                         del self._retained[msg.topic]
                 continue
             n = min(self.window, len(self._queue))
             batch = [self._queue[i] for i in range(n)]
-            await self._publish_all(client, batch)
+            await self._publish_all(client, [msg for _, msg in batch])
             for _ in range(n):
-                self._queue.popleft()  # only the sender removes, and only from the left
+                # Only the sender removes, and only from the left.
+                if self._queue.popleft()[0] is None:
+                    self._memory_only -= 1
+            if self.store is not None:
+                rows = [rowid for rowid, _ in batch if rowid is not None]
+                if rows:
+                    # In row order: every journaled row up to the batch's last is sent.
+                    self.store.mark_sent(rows[-1])
 
     async def _publish_all(self, client: aiomqtt.Client, batch: list[OutMessage]) -> None:
         # The TaskGroup in run() cancels these when the receiver sees the broker go, so a

@@ -154,6 +154,14 @@ class ManifestSection(_Model):
 
 class JournalSection(_Model):
     path: str
+    # Bound of the file; sent rows are pruned to stay under it, unsent rows never are.
+    max_size_mb: Annotated[float, Field(ge=1, le=1_000_000)] = 1024.0
+    # Sent rows are kept this long for inspection, then pruned.
+    retention_h: Annotated[float, Field(gt=0, le=24 * 365)] = 72.0
+    # "full": each commit is on the disk (survives a power cut); "normal": survives a crash.
+    synchronous: Literal["full", "normal"] = "full"
+    # P/status raises the alarm disk_low when the journal's file system has less free.
+    min_free_mb: Annotated[float, Field(ge=0)] = 512.0
 
 
 class MetricsSection(_Model):

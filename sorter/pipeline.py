@@ -15,7 +15,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
@@ -36,6 +36,7 @@ CHUTE_FULL_BIT = 0b001
 # is hours at 40,000 items/h. Queries of a tracking id's last decision reach back 10,000.
 MAX_REMEMBERED = 100_000  # decisions awaiting confirmation, recirculation counts
 MAX_QUERYABLE = 10_000  # ~10 MB of decision messages at most
+MAX_ANSWERED = 4096  # re-reads come from one 64-slot ring: 64 rings' worth
 
 
 class LineObserver(Protocol):
@@ -53,6 +54,75 @@ class Publish(Protocol):
     def __call__(
         self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
     ) -> None: ...
+
+
+class Durable(Protocol):
+    """Where decisions and results go: written down before the PLC hears of them.
+
+    The pipeline calls `commit()` at the end of every step (a poll's requests, a scan, a
+    timeout, a poll's confirmations), before control returns to the PLC driver, which then
+    writes the replies and acknowledgements: so nothing the PLC saw answered is missing
+    from the journal after a crash. The daemon's implementation is drivers.journal.
+    """
+
+    def add_pending(self, req: SortRequest) -> None: ...
+
+    def record(
+        self,
+        kind: str,
+        tracking_id: int,
+        seq: int,
+        *,
+        chute: int,
+        barcode: str,
+        destination: str,
+        recirculations: int,
+        outcome: int,
+        topic: str,
+        payload: dict[str, Any],
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class PublishOnly:
+    """A Durable that only publishes (tests and tools without a journal)."""
+
+    def __init__(self, publish: Publish) -> None:
+        self._publish = publish
+
+    def add_pending(self, req: SortRequest) -> None:
+        pass
+
+    def record(
+        self,
+        kind: str,
+        tracking_id: int,
+        seq: int,
+        *,
+        chute: int,
+        barcode: str,
+        destination: str,
+        recirculations: int,
+        outcome: int,
+        topic: str,
+        payload: dict[str, Any],
+    ) -> None:
+        self._publish(topic, payload, qos=1)
+
+    def commit(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a previous process of this line left in its journal (drivers.journal.recover)."""
+
+    answered: dict[tuple[int, int], int] = field(default_factory=dict)  # -> chute replied
+    assigned: dict[tuple[int, int], tuple[str, str, int]] = field(default_factory=dict)
+    recirculations: dict[int, int] = field(default_factory=dict)
+    results_seen: set[tuple[int, int]] = field(default_factory=set)
+    pending: list[SortRequest] = field(default_factory=list)
 
 
 def iso_now() -> str:
@@ -127,6 +197,9 @@ class PipelineCounters:
     decisions: int = 0
     confirmations: int = 0
     results_unmatched: int = 0  # confirmations for items this process never decided
+    replies_repeated: int = 0  # requests re-read after a reconnect or restart, re-answered
+    duplicate_results: int = 0  # confirmations already recorded (re-read after a restart)
+    recovered_pending: int = 0  # requests taken before a restart and decided after it
     chute_changes: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -141,10 +214,12 @@ class Pipeline:
         publish: Publish,
         topics: Topics,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        durable: Durable | None = None,
     ) -> None:
         self.decider = decider
         self.tracker = tracker
         self.publish = publish
+        self.durable: Durable = durable if durable is not None else PublishOnly(publish)
         self.topics = topics
         self.clock_ns = clock_ns
         self.stats = LineStats()
@@ -157,6 +232,10 @@ class Pipeline:
         self._assigned: OrderedDict[tuple[int, int], _Assigned] = OrderedDict()
         self._recirculations: OrderedDict[int, int] = OrderedDict()
         self._last_decision: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # Replies given, to answer a re-read request the same way without deciding again,
+        # and results recorded, to drop a re-read confirmation: both within a few rings.
+        self._answered: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._results_seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._chute_sorted: dict[int, int] = {}
         self._chute_state_known = False
         self._plc_bits: dict[int, int] = {}
@@ -176,20 +255,58 @@ class Pipeline:
 
     # --- PLC handler ------------------------------------------------------------------
 
+    def restore(self, rec: Recovered) -> None:
+        """Carry on from a previous process: call before the PLC link starts."""
+        for key, chute in rec.answered.items():
+            self._remember(self._answered, key, chute, MAX_ANSWERED)
+        for key, (barcode, destination, chute) in rec.assigned.items():
+            self._remember(self._assigned, key, _Assigned(barcode, destination, chute))
+        for tid, recirc in rec.recirculations.items():
+            self._remember(self._recirculations, tid, recirc)
+        for key in rec.results_seen:
+            self._remember(self._results_seen, key, None, MAX_ANSWERED)
+        # Requests taken (and maybe acknowledged) before the crash but never decided: their
+        # scans died with the process, so they wait scan_wait_ms once more, then time out.
+        now = self.clock_ns()
+        for req in rec.pending:
+            self.counters.recovered_pending += 1
+            match = self.tracker.on_request(replace(req, received_ns=now), now)
+            if match is not None:
+                self._decide(match)
+        if self.tracker.waiting:
+            self._timer_wake.set()
+        self.durable.commit()
+
     def on_requests(self, requests: Sequence[SortRequest]) -> None:
         now = self.clock_ns()
         for req in requests:
             self.counters.requests += 1
+            chute = self._answered.get((req.tracking_id, req.seq))
+            if chute is not None:
+                # Decided before, but the PLC did not see the reply (a reconnect or a restart
+                # between writing the journal and the ring): the same answer again, once
+                # more on the wire, never a second decision.
+                self.counters.replies_repeated += 1
+                if self._reply is not None:
+                    self._reply(req.seq, req.tracking_id, chute)
+                continue
             match = self.tracker.on_request(req, now)
             if match is not None:
                 self._decide(match)
+            else:
+                self.durable.add_pending(req)
+        self.durable.commit()
         if self.tracker.waiting:
             self._timer_wake.set()
 
     def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None:
         for conf in confirmations:
-            self.counters.confirmations += 1
             key = (conf.tracking_id, conf.seq)
+            if key in self._results_seen:
+                self.counters.duplicate_results += 1
+                continue
+            self._remember(self._results_seen, key, None, MAX_ANSWERED)
+            self.counters.confirmations += 1
             assigned = self._assigned.pop(key, None)
             if assigned is None:
                 self.counters.results_unmatched += 1
@@ -209,9 +326,17 @@ class Pipeline:
             self.stats.on_result(conf.outcome)
             for observer in self.observers:
                 observer.on_result(conf.outcome.word, conf.chute_actual)
-            self.publish(
-                self.topics.results,
-                {
+            self.durable.record(
+                "result",
+                conf.tracking_id,
+                conf.seq,
+                chute=conf.chute_actual,
+                barcode=assigned.barcode,
+                destination=assigned.destination,
+                recirculations=conf.recirculations,
+                outcome=int(conf.outcome),
+                topic=self.topics.results,
+                payload={
                     "id": self._next_id("r"),
                     "ts": iso_now(),
                     "tracking_id": conf.tracking_id,
@@ -223,8 +348,8 @@ class Pipeline:
                     "outcome": conf.outcome.word,
                     "recirculations": conf.recirculations,
                 },
-                qos=1,
             )
+        self.durable.commit()
 
     def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None:
         plc_bits = self._plc_bits
@@ -352,6 +477,7 @@ class Pipeline:
         match = self.tracker.on_scan(read, self.clock_ns())
         if match is not None:
             self._decide(match)
+            self.durable.commit()
 
     async def run_scanner(self, reads: AsyncIterable[ScanRead]) -> None:
         async for read in reads:
@@ -370,12 +496,14 @@ class Pipeline:
                 await asyncio.sleep(delay_ns / 1e9)
             for match in self.tracker.expire(self.clock_ns()):
                 self._decide(match)
+            self.durable.commit()
 
     def answer_waiting(self) -> int:
         """Decide every request still waiting for its scan now (graceful stop)."""
         matches = self.tracker.expire(2**62)
         for match in matches:
             self._decide(match)
+        self.durable.commit()
         return len(matches)
 
     async def run_stats(self, interval_s: float) -> None:
@@ -436,11 +564,13 @@ class Pipeline:
             destination, barcode = choice.destination, choice.barcode
         now = self.clock_ns()
         latency_ms = (now - req.received_ns) / 1e6 if req.received_ns else 0.0
+        key = (req.tracking_id, req.seq)
+        # The reply is queued now but reaches the PLC only after the caller's commit: the
+        # PLC driver runs on this loop and cannot write before this step returns.
         if self._reply is not None:
             self._reply(req.seq, req.tracking_id, chute)
-        self._remember(
-            self._assigned, (req.tracking_id, req.seq), _Assigned(barcode, destination, chute)
-        )
+        self._remember(self._answered, key, chute, MAX_ANSWERED)
+        self._remember(self._assigned, key, _Assigned(barcode, destination, chute))
         self.counters.decisions += 1
         self.stats.on_decision(reason, latency_ms, now)
         for observer in self.observers:
@@ -459,7 +589,18 @@ class Pipeline:
             "latency_ms": round(latency_ms, 3),
         }
         self._remember(self._last_decision, req.tracking_id, message, MAX_QUERYABLE)
-        self.publish(self.topics.decisions, message, qos=1)
+        self.durable.record(
+            "decision",
+            req.tracking_id,
+            req.seq,
+            chute=chute,
+            barcode=barcode,
+            destination=destination,
+            recirculations=recirculations,
+            outcome=0,
+            topic=self.topics.decisions,
+            payload=message,
+        )
 
     def last_decision(self, tracking_id: int) -> dict[str, Any] | None:
         """The last decision published for a tracking id (operators asking "where did it

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from drivers.journal import Journal, JournalOutbox
 from drivers.metrics import Metrics
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from drivers.plc import PlcLink
@@ -29,6 +30,8 @@ from sorterd.systemd import SystemdNotifier, run_watchdog
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_FLUSH_S = 5.0
+JOURNAL_CHECK_S = 10.0  # disk space and alarms
+JOURNAL_PRUNE_S = 60.0
 
 
 @dataclass(slots=True)
@@ -56,6 +59,15 @@ class Daemon:
             scan_wait_ns=tracking.scan_wait_ms * 1_000_000,
             scan_ttl_ns=int(tracking.scan_ttl_s * 1e9),
         )
+        jc = cfg.journal
+        self.journal = Journal(
+            site.journal_path,
+            max_size_mb=jc.max_size_mb,
+            retention_h=jc.retention_h,
+            synchronous=jc.synchronous,
+            min_free_mb=jc.min_free_mb,
+        )
+        self.alarms: tuple[str, ...] = ()
         self.mqtt = MqttPublisher(
             cfg.mqtt.url,
             client_id=cfg.mqtt.client_id or f"sorterd-{cfg.site.name}-{cfg.site.line}",
@@ -66,12 +78,19 @@ class Daemon:
             cert_file=cfg.mqtt.cert_file,
             key_file=cfg.mqtt.key_file,
             will=OutMessage(self.topics.status, encode(status_payload("offline")), 1, True),
-            birth=lambda: OutMessage(self.topics.status, encode(status_payload("online")), 1, True),
+            birth=self._status_message,
             on_state=self._on_mqtt_state,
             subscriptions=(f"{self.topics.cmd}/#",),
             on_message=self._on_mqtt_message,
+            store=self.journal,
         )
-        self.pipeline = Pipeline(decider, self.tracker, self.mqtt.publish, self.topics)
+        self.pipeline = Pipeline(
+            decider,
+            self.tracker,
+            self.mqtt.publish,
+            self.topics,
+            durable=JournalOutbox(self.journal, self.mqtt),
+        )
         self.plc = PlcLink(
             cfg.plc.url,
             self.pipeline,
@@ -107,14 +126,36 @@ class Daemon:
         self.manifest: Manifest | None = None
         self._reloads: set[asyncio.Task[None]] = set()
 
+    def _status_message(self) -> OutMessage:
+        payload = status_payload("online")
+        payload["alarms"] = list(self.alarms)
+        return OutMessage(self.topics.status, encode(payload), 1, True)
+
     def _link_stats(self) -> dict[str, Any]:
         plc = self.plc.stats
+        js = self.journal.stats
+        counters = self.pipeline.counters
         return {
             "mqtt": {
                 "connected": self.mqtt.connected,
                 "backlog": self.mqtt.backlog,
+                "spilled": self.mqtt.spilled,
                 "published": self.mqtt.stats.published,
                 "dropped": self.mqtt.stats.dropped,
+            },
+            "journal": {
+                "healthy": self.journal.healthy,
+                "appended": js.appended,
+                "failed": js.failed,
+                "unsent": js.unsent,
+                "size_mb": round(js.size_bytes / 1e6, 3),
+                "disk_free_mb": round(js.disk_free_bytes / 1e6, 1),
+                "pruned": js.pruned,
+                "alarms": list(self.alarms),
+                "replies_repeated": counters.replies_repeated,
+                "duplicate_results": counters.duplicate_results,
+                "recovered_pending": counters.recovered_pending,
+                "recovered_unsent": js.recovered_unsent,
             },
             "plc": {
                 "connected": self.plc.connected,
@@ -298,6 +339,16 @@ class Daemon:
             host, _, port = self.site.config.metrics.listen.rpartition(":")
             bound = self.metrics.start(host.strip("[]"), int(port))
             log.info("metrics endpoint", url=f"http://{host}:{bound}/metrics")
+        recovered = self.journal.recover()
+        self.pipeline.restore(recovered)
+        if recovered.pending or self.journal.stats.recovered_unsent:
+            log.info(
+                "journal recovered",
+                pending_requests=len(recovered.pending),
+                unsent_messages=self.journal.stats.recovered_unsent,
+                awaiting_confirmation=len(recovered.assigned),
+            )
+        self._check_journal()
         tune_gc()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -306,6 +357,7 @@ class Daemon:
                     tg.create_task(self.plc.run(), name="plc"),
                     tg.create_task(self.pipeline.run_timer(), name="timer"),
                     tg.create_task(self._watch_manifests(), name="manifests"),
+                    tg.create_task(self._journal_upkeep(), name="journal"),
                     tg.create_task(
                         run_watchdog(self.notifier, lambda: not self._stop.is_set()),
                         name="watchdog",
@@ -344,6 +396,31 @@ class Daemon:
                 await scanner.__aexit__(None, None, None)
             if self.metrics is not None:
                 await asyncio.to_thread(self.metrics.stop)  # safe twice
+            self.journal.close()
+
+    def _check_journal(self) -> None:
+        """Alarms on P/status and the journal's device state, when they change."""
+        alarms = tuple(self.journal.check_space())
+        if alarms != self.alarms:
+            log.warning("alarms", alarms=list(alarms), was=list(self.alarms))
+            self.alarms = alarms
+            self.mqtt.publish_raw(self._status_message())
+        self.pipeline.device_state(
+            "journal",
+            connected=self.journal.healthy,
+            errors=self.journal.stats.failed,
+            detail=self.journal.last_error or ", ".join(alarms),
+        )
+
+    async def _journal_upkeep(self) -> None:
+        next_prune = time.monotonic()
+        while True:
+            if time.monotonic() >= next_prune:
+                await asyncio.sleep(0)
+                self.journal.prune()
+                next_prune = time.monotonic() + JOURNAL_PRUNE_S
+            self._check_journal()
+            await asyncio.sleep(JOURNAL_CHECK_S)
 
     async def _shutdown(self) -> None:
         """Graceful stop: answer what is waiting, say offline, flush within a bound."""

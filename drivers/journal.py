@@ -1,0 +1,530 @@
+"""The local journal: every decision and result on disk before it is published or replied.
+
+SQLite in WAL mode (standard library). Three tables:
+- `message`: one row per decision and result, in outbox order (`id`), with the exact MQTT
+  payload, so a re-send after a reconnect or a restart carries the same message `id`;
+- `pending`: sort requests taken from the PLC ring and not decided yet, so a request the
+  daemon acknowledged just before a crash is still answered after the restart;
+- `meta`: `sent_upto`, the outbox watermark: every message row up to it was acknowledged by
+  the broker (PUBACK). The publisher sends in row order, so one number says what is sent.
+
+Writes happen on the event loop thread and are committed before the PLC sees the reply or
+the acknowledgement they belong to (the pipeline commits at the end of each step). With
+`synchronous = "full"` a commit is on the disk when it returns (0.2-0.6 ms here); with
+"normal" it survives a crash of the process but not a power cut.
+
+A journal that cannot write (disk full, I/O error) must not stop the sorter: `append`
+returns None, the caller keeps the message in memory only, and `healthy`/`last_error` say
+why; the next write that succeeds clears it. Sent rows are pruned after `retention_h`, and
+when the file nears `max_size_mb`; unsent rows are never pruned, so a journal full of
+unsent rows refuses writes (the size bound is SQLite's `max_page_count`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from drivers.mqtt import MqttPublisher, OutMessage, encode
+from sorter.events import SortRequest
+from sorter.pipeline import Recovered
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION: Final = 1
+# How far back recovery looks: replies and confirmations re-read after a restart are within
+# one 64-slot ring, and decisions wait for their confirmation for minutes at most.
+RECOVER_DECISIONS: Final = 100_000
+RECOVER_RESULTS: Final = 4096
+PRUNE_BATCH_ROWS: Final = 20_000
+SENT_PERSIST_NS: Final = 250_000_000
+# Pruning frees space for new rows once the file is this full; the alarm is raised above it.
+PRUNE_AT_FRACTION: Final = 0.8
+ALARM_AT_FRACTION: Final = 0.9
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the watermark relies on it
+    kind TEXT NOT NULL,             -- 'decision' or 'result'
+    tracking_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    chute INTEGER NOT NULL,         -- decision: chute assigned; result: chute_actual
+    barcode TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    recirculations INTEGER NOT NULL,
+    outcome INTEGER NOT NULL,       -- result: the PLC's outcome code; decision: 0
+    wall_ns INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    tracking_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    induction INTEGER NOT NULL,
+    length_mm INTEGER NOT NULL,
+    width_mm INTEGER NOT NULL,
+    height_mm INTEGER NOT NULL,
+    weight_g INTEGER NOT NULL,
+    wall_ns INTEGER NOT NULL,
+    PRIMARY KEY (tracking_id, seq)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('sent_upto', 0);
+"""
+
+
+class JournalError(OSError):
+    """The journal file cannot be opened at all (a path or permission problem): the
+    machine's set-up, reported like other OS errors, without a traceback."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    rowid: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class JournalStats:
+    appended: int = 0
+    failed: int = 0  # writes refused (disk full, I/O error): those messages are memory only
+    sent_upto: int = 0
+    pruned: int = 0
+    size_bytes: int = 0
+    disk_free_bytes: int = 0
+    unsent: int = 0
+    recovered_pending: int = 0
+    recovered_unsent: int = 0
+    set_aside: list[str] = field(default_factory=list)  # unreadable files moved away
+
+
+class Journal:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_size_mb: float = 1024.0,
+        retention_h: float = 72.0,
+        synchronous: str = "full",
+        min_free_mb: float = 512.0,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.path = Path(path)
+        self.max_size_bytes = int(max_size_mb * 1024 * 1024)
+        self.retention_ns = int(retention_h * 3600 * 1e9)
+        self.min_free_bytes = int(min_free_mb * 1024 * 1024)
+        self.synchronous = synchronous.upper()
+        self.stats = JournalStats()
+        self.healthy = True
+        self.last_error = ""
+        self._wall_ns = wall_clock_ns
+        self._dirty = False
+        self._sent_on_disk = 0
+        self._sent_persisted_ns = 0
+        self._db = self._open()
+
+    # --- opening ----------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"journal folder {self.path.parent}: {exc.strerror}") from exc
+        self._lock = self._take_lock()
+        try:
+            return self._connect()
+        except sqlite3.OperationalError as exc:
+            # Locked, read-only, no space to open: the machine's state, not the file's.
+            raise JournalError(f"journal {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        # Not a database, or a damaged one: keep it for inspection, start a new one. What it
+        # held is lost to this process either way; refusing to start would stop the whole
+        # line for a file nobody can read.
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.time_ns()}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(Path(f"{aside}{suffix}"))
+        self.stats.set_aside.append(str(aside))
+        log.error(
+            "journal unreadable, set aside", path=str(self.path), error=problem, moved_to=str(aside)
+        )
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    def _take_lock(self) -> int:
+        """One process per journal: a second daemon on the same file would interleave its
+        rows and watermark with ours. The lock goes with the process, however it ends."""
+        lock_path = Path(f"{self.path}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"journal lock {lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise JournalError(
+                f"journal {self.path} is in use by another process (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL needed")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.executescript(_SCHEMA)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            # Written by another version of sorterd: not ours to set aside or change.
+            raise JournalError(
+                f"journal {self.path} has schema {version}, this sorterd reads {SCHEMA_VERSION}"
+            )
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = max(self.max_size_bytes // page_size, 64)
+        db.execute(f"PRAGMA max_page_count={pages}")
+        # Read every table once: a torn or foreign file fails here, not in the first write.
+        db.execute("SELECT count(*) FROM pending").fetchone()
+        self.stats.sent_upto = self._sent_on_disk = self._sent_upto(db)
+
+    @staticmethod
+    def _sent_upto(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key='sent_upto'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.commit()
+            self._persist_sent(time.monotonic_ns())
+            self._db.close()
+        with contextlib.suppress(OSError):
+            os.close(self._lock)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        self.stats.failed += 1
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        self._dirty = False
+        if self.healthy or str(exc) != self.last_error:
+            log.error("journal write failed", path=str(self.path), error=str(exc))
+        self.healthy = False
+        self.last_error = str(exc)
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+        self._dirty = True
+
+    def append(
+        self,
+        kind: str,
+        tracking_id: int,
+        seq: int,
+        *,
+        chute: int,
+        barcode: str,
+        destination: str,
+        recirculations: int,
+        outcome: int,
+        topic: str,
+        payload: bytes,
+    ) -> int | None:
+        """Store one outgoing message; its row id, or None when the journal cannot write.
+
+        Part of the open transaction: durable once `commit()` returns.
+        """
+        try:
+            self._begin()
+            cur = self._db.execute(
+                "INSERT INTO message (kind, tracking_id, seq, chute, barcode, destination,"
+                " recirculations, outcome, wall_ns, topic, payload)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    kind,
+                    tracking_id,
+                    seq,
+                    chute,
+                    barcode,
+                    destination,
+                    recirculations,
+                    outcome,
+                    self._wall_ns(),
+                    topic,
+                    payload,
+                ),
+            )
+            if kind == "decision":
+                self._db.execute(
+                    "DELETE FROM pending WHERE tracking_id=? AND seq=?", (tracking_id, seq)
+                )
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        self.stats.appended += 1
+        return cur.lastrowid
+
+    def add_pending(self, req: SortRequest) -> None:
+        """A request taken from the ring that is not decided yet."""
+        try:
+            self._begin()
+            self._db.execute(
+                "INSERT OR REPLACE INTO pending VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    req.tracking_id,
+                    req.seq,
+                    req.induction,
+                    req.length_mm,
+                    req.width_mm,
+                    req.height_mm,
+                    req.weight_g,
+                    self._wall_ns(),
+                ),
+            )
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def commit(self) -> bool:
+        """Make what was appended durable; False when the journal could not."""
+        if not self._dirty:
+            return self.healthy
+        try:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return False
+        self._dirty = False
+        if not self.healthy:
+            log.info("journal writes again", path=str(self.path))
+            self.healthy = True
+            self.last_error = ""
+        return True
+
+    def mark_sent(self, upto_rowid: int) -> None:
+        """The broker acknowledged every message row up to `upto_rowid`.
+
+        Written at most every SENT_PERSIST_NS (and by `close`): an acknowledgement lost in
+        a crash only means a re-send with the same id, while a commit per PUBACK batch would
+        cost a disk sync each.
+        """
+        if upto_rowid <= self.stats.sent_upto:
+            return
+        self.stats.sent_upto = upto_rowid
+        now = time.monotonic_ns()
+        if now - self._sent_persisted_ns >= SENT_PERSIST_NS:
+            self._persist_sent(now)
+
+    def _persist_sent(self, now_ns: int) -> None:
+        if self._sent_on_disk == self.stats.sent_upto:
+            return
+        try:
+            self._begin()
+            self._db.execute(
+                "UPDATE meta SET value=? WHERE key='sent_upto'", (self.stats.sent_upto,)
+            )
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
+        if self.commit():
+            self._sent_on_disk = self.stats.sent_upto
+            self._sent_persisted_ns = now_ns
+
+    # --- reading ----------------------------------------------------------------------
+
+    def unsent(self, after_rowid: int, limit: int) -> list[Unsent]:
+        """Message rows after `after_rowid` (and after the sent watermark), in order."""
+        after = max(after_rowid, self.stats.sent_upto)
+        try:
+            rows = self._db.execute(
+                "SELECT id, topic, payload FROM message WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return []
+        return [Unsent(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    def count_unsent(self) -> int:
+        try:
+            row = self._db.execute(
+                "SELECT count(*) FROM message WHERE id > ?", (self.stats.sent_upto,)
+            ).fetchone()
+        except sqlite3.Error:
+            return -1
+        return int(row[0])
+
+    def recover(self) -> Recovered:
+        """What the last process left: decisions awaiting their confirmation, results already
+        recorded, recirculation counts and requests taken but not decided."""
+        rec = Recovered()
+        db = self._db
+        decisions = db.execute(
+            "SELECT tracking_id, seq, chute, barcode, destination FROM message"
+            " WHERE kind='decision' ORDER BY id DESC LIMIT ?",
+            (RECOVER_DECISIONS,),
+        ).fetchall()
+        results = db.execute(
+            "SELECT tracking_id, seq, outcome, recirculations FROM message"
+            " WHERE kind='result' ORDER BY id DESC LIMIT ?",
+            (RECOVER_DECISIONS,),
+        ).fetchall()
+        confirmed = set()
+        # Oldest first, so that later rows win, as they did in the process that wrote them.
+        for tid, seq, outcome, recirc in reversed(results):
+            confirmed.add((tid, seq))
+            if outcome in (2, 3, 4):  # recirculated: the item comes back
+                rec.recirculations[tid] = recirc
+            else:
+                rec.recirculations.pop(tid, None)
+        for tid, seq, *_ in results[:RECOVER_RESULTS]:
+            rec.results_seen.add((tid, seq))
+        for tid, seq, chute, barcode, destination in reversed(decisions):
+            rec.answered[(tid, seq)] = chute
+            if (tid, seq) not in confirmed:
+                rec.assigned[(tid, seq)] = (barcode, destination, chute)
+        for tid, seq, induction, length_mm, width_mm, height_mm, weight_g in db.execute(
+            "SELECT tracking_id, seq, induction, length_mm, width_mm, height_mm, weight_g"
+            " FROM pending ORDER BY wall_ns"
+        ):
+            rec.pending.append(
+                SortRequest(seq, tid, induction, length_mm, width_mm, height_mm, weight_g)
+            )
+        self.stats.recovered_pending = len(rec.pending)
+        self.stats.recovered_unsent = self.count_unsent()
+        return rec
+
+    # --- upkeep -----------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        try:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+        return int((pages - free) * page_size)
+
+    def prune(self) -> int:
+        """Delete sent rows past retention, and the oldest sent rows while the file is too
+        full; never an unsent row. Returns the rows deleted."""
+        deleted = 0
+        cutoff_ns = self._wall_ns() - self.retention_ns
+        sent = self.stats.sent_upto
+        try:
+            while True:
+                too_full = self.size_bytes() > self.max_size_bytes * PRUNE_AT_FRACTION
+                self._begin()
+                if too_full:
+                    cur = self._db.execute(
+                        "DELETE FROM message WHERE id IN (SELECT id FROM message"
+                        " WHERE id <= ? ORDER BY id LIMIT ?)",
+                        (sent, PRUNE_BATCH_ROWS),
+                    )
+                else:
+                    cur = self._db.execute(
+                        "DELETE FROM message WHERE id IN (SELECT id FROM message"
+                        " WHERE id <= ? AND wall_ns < ? ORDER BY id LIMIT ?)",
+                        (sent, cutoff_ns, PRUNE_BATCH_ROWS),
+                    )
+                if not self.commit():
+                    break
+                deleted += cur.rowcount
+                if cur.rowcount < PRUNE_BATCH_ROWS:
+                    break
+        except sqlite3.Error as exc:
+            self._failed(exc)
+        self.stats.pruned += deleted
+        return deleted
+
+    def check_space(self) -> list[str]:
+        """Alarms for P/status: the file near its bound, the disk near full."""
+        self._persist_sent(time.monotonic_ns())
+        self.stats.size_bytes = self.size_bytes()
+        self.stats.unsent = self.count_unsent()
+        alarms = []
+        if self.stats.size_bytes > self.max_size_bytes * ALARM_AT_FRACTION:
+            alarms.append("journal_full")
+        try:
+            self.stats.disk_free_bytes = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            self.stats.disk_free_bytes = 0
+        if self.stats.disk_free_bytes < self.min_free_bytes:
+            alarms.append("disk_low")
+        if not self.healthy:
+            alarms.append("journal_error")
+        return alarms
+
+
+class JournalOutbox:
+    """The pipeline's Durable: journal first, then the MQTT outbox with the row id."""
+
+    def __init__(self, journal: Journal, publisher: MqttPublisher) -> None:
+        self.journal = journal
+        self.publisher = publisher
+
+    def add_pending(self, req: SortRequest) -> None:
+        self.journal.add_pending(req)
+
+    def record(
+        self,
+        kind: str,
+        tracking_id: int,
+        seq: int,
+        *,
+        chute: int,
+        barcode: str,
+        destination: str,
+        recirculations: int,
+        outcome: int,
+        topic: str,
+        payload: dict[str, Any],
+    ) -> None:
+        data = encode(payload)
+        rowid = self.journal.append(
+            kind,
+            tracking_id,
+            seq,
+            chute=chute,
+            barcode=barcode,
+            destination=destination,
+            recirculations=recirculations,
+            outcome=outcome,
+            topic=topic,
+            payload=data,
+        )
+        self.publisher.publish_raw(OutMessage(topic, data, 1, False), rowid)
+
+    def commit(self) -> None:
+        self.journal.commit()

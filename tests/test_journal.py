@@ -1,0 +1,235 @@
+"""The journal on its own and under the MQTT outbox: what is written stays until sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from drivers.broker import LocalBroker, free_port
+from drivers.journal import Journal, JournalError
+from drivers.mqtt import MqttPublisher, OutMessage, encode
+from sorter.events import SortRequest
+from tests.linekit import wait_until
+
+
+def _append(j: Journal, kind: str, tid: int, seq: int, *, chute: int = 5, outcome: int = 0) -> int:
+    rowid = j.append(
+        kind,
+        tid,
+        seq,
+        chute=chute,
+        barcode=f"B{tid}",
+        destination="CASABLANCA",
+        recirculations=0 if outcome != 2 else 1,
+        outcome=outcome,
+        topic=f"t/{kind}s",
+        payload=encode({"id": f"{kind[0]}-{tid}-{seq}", "tracking_id": tid, "seq": seq}),
+    )
+    assert rowid is not None
+    return rowid
+
+
+def test_recover_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "journal.sqlite"  # the folder is created
+    j = Journal(path)
+    waiting = SortRequest(
+        seq=70,
+        tracking_id=7,
+        induction=1,
+        length_mm=300,
+        width_mm=200,
+        height_mm=100,
+        weight_g=1500,
+    )
+    j.add_pending(waiting)
+    j.add_pending(
+        SortRequest(
+            seq=80, tracking_id=8, induction=1, length_mm=0, width_mm=0, height_mm=0, weight_g=0
+        )
+    )
+    _append(j, "decision", 8, 80, chute=12)  # decided: no longer pending
+    _append(j, "decision", 9, 90, chute=13)
+    _append(j, "result", 9, 90, chute=13, outcome=1)
+    _append(j, "decision", 10, 100, chute=14)
+    _append(j, "result", 10, 100, chute=0, outcome=2)  # recirculated: comes back
+    j.commit()
+    j.close()  # a crash leaves the same: every commit is in the file
+
+    j = Journal(path)
+    rec = j.recover()
+    assert rec.pending == [waiting]
+    assert rec.answered == {(8, 80): 12, (9, 90): 13, (10, 100): 14}
+    assert rec.assigned == {(8, 80): ("B8", "CASABLANCA", 12)}  # 9 and 10 are confirmed
+    assert rec.results_seen == {(9, 90), (10, 100)}
+    assert rec.recirculations == {10: 1}
+    assert j.stats.recovered_unsent == 5
+
+
+def test_a_killed_process_leaves_what_it_committed(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    code = f"""
+import os, signal
+from drivers.journal import Journal
+j = Journal({str(path)!r})
+def add(n):
+    j.append("decision", n, n, chute=1, barcode="", destination="", recirculations=0,
+             outcome=0, topic="t", payload=b"{{}}")
+add(1)
+j.commit()
+add(2)  # not committed when the process dies
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert set(Journal(path).recover().answered) == {(1, 1)}
+
+
+def test_second_process_on_the_same_journal_is_refused(tmp_path: Path) -> None:
+    first = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(JournalError, match=f"in use by another process \\(pid {os.getpid()}\\)"):
+        Journal(tmp_path / "j.sqlite")
+    first.close()
+    Journal(tmp_path / "j.sqlite").close()  # free again
+
+
+def test_unsent_and_watermark(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+    rows = [_append(j, "decision", i, i) for i in range(1, 11)]
+    j.commit()
+    assert [u.rowid for u in j.unsent(0, 4)] == rows[:4]
+    j.mark_sent(rows[5])
+    assert [u.rowid for u in j.unsent(0, 100)] == rows[6:]
+    assert [u.rowid for u in j.unsent(rows[7], 100)] == rows[8:]
+    j.close()  # the watermark is persisted on close
+    assert Journal(tmp_path / "j.sqlite").count_unsent() == 4
+
+
+def test_prune_keeps_unsent_rows(tmp_path: Path) -> None:
+    now = [10**18]
+    j = Journal(tmp_path / "j.sqlite", retention_h=1.0, wall_clock_ns=lambda: now[0])
+    rows = [_append(j, "decision", i, i) for i in range(1, 101)]
+    j.commit()
+    j.mark_sent(rows[49])
+    now[0] += 2 * 3600 * 10**9  # past retention
+    assert j.prune() == 50
+    assert [u.rowid for u in j.unsent(0, 1000)] == rows[50:]
+    assert j.prune() == 0
+
+
+def test_full_journal_refuses_then_recovers_after_prune(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite", max_size_mb=0.3)
+    written = []
+    for i in range(10_000):
+        rowid = j.append(
+            "decision",
+            i,
+            i,
+            chute=1,
+            barcode="",
+            destination="",
+            recirculations=0,
+            outcome=0,
+            topic="t",
+            payload=b"x" * 400,
+        )
+        if rowid is None or not j.commit():
+            break
+        written.append(rowid)
+    assert not j.healthy
+    assert "full" in j.last_error
+    assert j.stats.failed >= 1
+    alarms = j.check_space()
+    assert "journal_full" in alarms
+    assert "journal_error" in alarms
+    # Nothing sent yet: pruning may not free a thing.
+    assert j.prune() == 0
+    j.mark_sent(written[-1])
+    assert j.prune() > 0
+    assert _append(j, "decision", 1, 1) > written[-1]
+    assert j.commit()
+    assert j.healthy
+    assert "journal_error" not in j.check_space()
+
+
+def test_unreadable_file_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    path.write_bytes(b"this is not a database, it is a text file" * 100)
+    j = Journal(path)
+    assert j.healthy
+    assert len(j.stats.set_aside) == 1
+    assert Path(j.stats.set_aside[0]).read_bytes().startswith(b"this is not")
+    assert j.recover().answered == {}
+
+
+def test_unusable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(JournalError, match="journal folder"):
+        Journal(blocker / "sub" / "j.sqlite")
+
+
+async def test_outbox_spills_to_disk_and_sends_everything_in_order(tmp_path: Path) -> None:
+    """A broker that is not there: more messages than memory holds wait on disk, then all
+    go out once, in order, with their ids, and the watermark follows the PUBACKs."""
+    port = free_port()
+    j = Journal(tmp_path / "j.sqlite", synchronous="normal")
+    pub = MqttPublisher(
+        f"mqtt://127.0.0.1:{port}",
+        client_id="spill-test",
+        store=j,
+        max_memory=50,
+        backoff_max_s=0.2,
+    )
+    for i in range(400):
+        payload = {"id": f"d-{i}", "n": i}
+        data = encode(payload)
+        rowid = j.append(
+            "decision",
+            i,
+            i,
+            chute=1,
+            barcode="",
+            destination="",
+            recirculations=0,
+            outcome=0,
+            topic="spill/decisions",
+            payload=data,
+        )
+        j.commit()
+        pub.publish_raw(OutMessage("spill/decisions", data, 1, False), rowid)
+    # A publisher with a store looks at the disk first: nothing waits in memory yet.
+    assert pub.backlog == 0
+    assert pub.spilled
+    got: list[int] = []
+    async with LocalBroker(port=port) as broker:
+        ready = asyncio.Event()
+
+        async def observe() -> None:
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="spill-obs") as c:
+                await c.subscribe("spill/#", qos=1)
+                ready.set()
+                async for m in c.messages:
+                    assert isinstance(m.payload, bytes)
+                    got.append(json.loads(m.payload)["n"])
+
+        observer = asyncio.create_task(observe())
+        await asyncio.wait_for(ready.wait(), 10)
+        runner = asyncio.create_task(pub.run())
+        try:
+            await wait_until(lambda: len(got) >= 400, 30)
+            assert await pub.flush(10)
+        finally:
+            runner.cancel()
+            observer.cancel()
+            await asyncio.gather(runner, observer, return_exceptions=True)
+    assert got == list(range(400))
+    assert not pub.spilled
+    assert j.count_unsent() == 0
