@@ -128,6 +128,8 @@ class Journal:
         self.stats = JournalStats()
         self.healthy = True
         self.last_error = ""
+        # Called when `healthy` changes (the daemon reports it on P/devices/journal).
+        self.on_health_change: Callable[[], None] | None = None
         self._wall_ns = wall_clock_ns
         self._dirty = False
         self._sent_on_disk = 0
@@ -237,10 +239,13 @@ class Journal:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
         self._dirty = False
+        changed = self.healthy
         if self.healthy or str(exc) != self.last_error:
             log.error("journal write failed", path=str(self.path), error=str(exc))
         self.healthy = False
         self.last_error = str(exc)
+        if changed and self.on_health_change is not None:
+            self.on_health_change()
 
     def _begin(self) -> None:
         if not self._db.in_transaction:
@@ -330,6 +335,8 @@ class Journal:
             log.info("journal writes again", path=str(self.path))
             self.healthy = True
             self.last_error = ""
+            if self.on_health_change is not None:
+                self.on_health_change()
         return True
 
     def mark_sent(self, upto_rowid: int) -> None:

@@ -68,6 +68,8 @@ class Daemon:
             min_free_mb=jc.min_free_mb,
         )
         self.alarms: tuple[str, ...] = ()
+        self._checking_journal = False
+        self.journal.on_health_change = self._check_journal
         self.mqtt = MqttPublisher(
             cfg.mqtt.url,
             client_id=cfg.mqtt.client_id or f"sorterd-{cfg.site.name}-{cfg.site.line}",
@@ -400,6 +402,15 @@ class Daemon:
 
     def _check_journal(self) -> None:
         """Alarms on P/status and the journal's device state, when they change."""
+        if self._checking_journal:
+            return  # check_space itself may write, fail and call back
+        self._checking_journal = True
+        try:
+            self._report_journal()
+        finally:
+            self._checking_journal = False
+
+    def _report_journal(self) -> None:
         alarms = tuple(self.journal.check_space())
         if alarms != self.alarms:
             log.warning("alarms", alarms=list(alarms), was=list(self.alarms))

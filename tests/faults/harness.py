@@ -1,0 +1,407 @@
+"""The fault rig: a simulated line at 20,000 items/h, `sorterd run` as its own process, a
+mosquitto process, and an observer that keeps its MQTT session across broker restarts.
+
+Faults are real: processes are killed, stopped (SIGSTOP) and restarted, sockets closed,
+simulators stopped and started on the same ports, bytes thrown at the daemon, a file system
+filled. After the fault the line drains and the ledger is held against what reached the
+broker: every inducted item has exactly one terminal outcome, every request the PLC put in
+its ring has exactly one decision (one id), every reply the PLC latched was published with
+the same chute, every confirmation has exactly one result.
+
+Durations scale with SORTERD_FAULT_SCALE (default 1: the CI run; 10 or more on demand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from drivers.broker import free_port, mosquitto_path, wait_port
+from simulators.line import DEMO_PARAMS, SimulatedLine
+from sorter.plan import load_plan
+from sorterd.demo import write_site
+from tests.linekit import PLAN_PATH
+
+PREFIX = "faults/hub/line"
+RATE_PER_H = 20_000
+SCALE = float(os.environ.get("SORTERD_FAULT_SCALE", "1"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+def scaled(seconds: float) -> float:
+    return seconds * SCALE
+
+
+class Mosquitto:
+    """mosquitto as a child process we may stop, kill, freeze and restart on one port.
+
+    Persistence on, so that a broker stopped cleanly keeps the observer's queued messages
+    across its restart: losses the broker itself would cause are not the daemon's.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        exe = mosquitto_path()
+        if exe is None:
+            raise RuntimeError("mosquitto is not installed")
+        self.exe = exe
+        self.port = free_port()
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {folder}/\n"
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            "log_dest none\n"
+        )
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            self.exe,
+            "-c",
+            str(self.conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await wait_port("127.0.0.1", self.port, 10.0)
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGCONT)  # a frozen broker cannot handle SIGTERM
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+
+@dataclass
+class Observed:
+    """Everything the observer received, and what it says about duplicates."""
+
+    by_kind: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+    duplicates: int = 0  # same id again: at-least-once delivery, dropped by the consumer
+    received_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, kind: str, payload: dict[str, Any], now_s: float) -> None:
+        msg_id = payload.get("id")
+        if isinstance(msg_id, str):
+            if msg_id in self.ids:
+                self.duplicates += 1
+                return
+            self.ids.add(msg_id)
+        self.by_kind.setdefault(kind, []).append(payload)
+        self.received_s.setdefault(kind, []).append(now_s)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return self.by_kind.get(kind, [])
+
+    def last(self, kind: str) -> dict[str, Any]:
+        got = self.of(kind)
+        return got[-1] if got else {}
+
+    def first_after(self, kind: str, t_s: float) -> float | None:
+        return next((t for t in self.received_s.get(kind, []) if t >= t_s), None)
+
+
+async def observe(broker: Mosquitto, seen: Observed, ready: asyncio.Event) -> None:
+    """A consumer with a persistent session (clean_session False): it reconnects after a
+    broker restart and gets what was queued for it meanwhile."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                broker.port,
+                identifier="fault-observer",
+                clean_session=False,
+                keepalive=5,
+            ) as client:
+                await client.subscribe(f"{PREFIX}/#", qos=1)
+                ready.set()
+                async for m in client.messages:
+                    assert isinstance(m.payload, bytes)
+                    kind = str(m.topic)[len(PREFIX) + 1 :]
+                    seen.add(kind, json.loads(m.payload), loop.time())
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.2)
+
+
+class DaemonProcess:
+    """`sorterd run -c SITE` as a child process, its log in a file."""
+
+    def __init__(self, site: Path, env: dict[str, str], log_path: Path) -> None:
+        self.site = site
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sorterd.cli",
+                "run",
+                "-c",
+                str(self.site),
+                cwd=REPO,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout_s)
+
+    async def stop(self) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.returncode is not None:
+            return proc.returncode if proc is not None else None
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        try:
+            return await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Report:
+    """The figures one fault run prints and BENCHMARKS.md records."""
+
+    fault: str
+    inducted: int = 0
+    requests: int = 0
+    decisions: int = 0
+    results: int = 0
+    confirmations: int = 0
+    duplicates_dropped: int = 0
+    lost: int = 0
+    dropped_by_plc: int = 0  # requests/confirmations a restarting PLC itself threw away
+    recover_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        recover = "-" if self.recover_s is None else f"{self.recover_s:.2f}"
+        return (
+            f"{self.fault:<22} inducted={self.inducted:<5} requests={self.requests:<5} "
+            f"decisions={self.decisions:<5} confirmations={self.confirmations:<5} "
+            f"results={self.results:<5} duplicates_dropped={self.duplicates_dropped:<4} "
+            f"dropped_by_plc={self.dropped_by_plc:<3} lost={self.lost} recover_s={recover}"
+        )
+
+
+class FaultRig:
+    def __init__(self, folder: Path, *, seed: int = 11, extra_env: dict[str, str] | None = None):
+        self.folder = folder
+        self.plan = load_plan(PLAN_PATH)
+        self.line = SimulatedLine(
+            sorted(self.plan.machine_chutes),
+            params=DEMO_PARAMS,
+            plc_port=free_port(),
+            scanner_port=free_port(),
+            seed=seed,
+        )
+        self.broker = Mosquitto(folder / "broker")
+        self.seen = Observed()
+        self.extra_env = extra_env or {}
+        self.daemon: DaemonProcess | None = None
+        self._observer: asyncio.Task[None] | None = None
+        self._feeder: asyncio.Task[int] | None = None
+        self.loop_s: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FaultRig]:
+        await self.broker.start()
+        await self.line.start()
+        ready = asyncio.Event()
+        self._observer = asyncio.create_task(observe(self.broker, self.seen, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 10)
+            assert self.line.scanner is not None
+            assert self.line.scanner.port is not None
+            site = write_site(
+                self.folder,
+                plc_port=self.line.plc.port,
+                scanner_port=self.line.scanner.port,
+                mqtt_url=self.broker.url,
+                plan=PLAN_PATH,
+                prefix=PREFIX,
+            )
+            self.daemon = DaemonProcess(site, self.extra_env, self.folder / "daemon.log")
+            await self.daemon.start()
+            await self.wait_for(lambda: self.seen.last("status").get("state") == "online", 60)
+            await self.wait_for(lambda: self.seen.last("devices/plc").get("connected") is True)
+            await self.wait_for(lambda: self.seen.last("devices/tunnel-1").get("connected") is True)
+            yield self
+        finally:
+            if self._feeder is not None:
+                self._feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._feeder
+            if self.daemon is not None:
+                await self.daemon.stop()
+            self._observer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._observer
+            await self.line.stop()
+            await self.broker.stop()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> float:
+        """Wait until predicate holds; the loop time when it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate():
+            if loop.time() > deadline:
+                tail = self.daemon.log_tail() if self.daemon else ""
+                raise AssertionError(f"condition not met in {timeout_s} s; daemon log:\n{tail}")
+            await asyncio.sleep(0.02)
+        return loop.time()
+
+    def start_traffic(self, duration_s: float) -> None:
+        self._feeder = asyncio.create_task(self.line.run(RATE_PER_H, duration_s=duration_s))
+
+    async def finish(self, fault: str, *, recover_s: float | None) -> Report:
+        """Let traffic end, drain the line, let the messages arrive, and hold the ledger
+        against them."""
+        assert self._feeder is not None
+        await self._feeder
+        self._feeder = None
+        line = self.line
+        drained = await line.drain(scaled(60) + 60)
+        assert drained, f"items still on the line: {line.ledger.summary()}"
+        ledger = line.ledger
+        passes = [(rec.tracking_id, p) for rec in ledger.items for p in rec.passes]
+        confirmations = [c for rec in ledger.items for c in rec.confirmations]
+        plc_replies = dict(line.plc.replies)
+
+        def settled() -> bool:
+            decided = {(d["tracking_id"], d["seq"]) for d in self.seen.of("decisions")}
+            resulted = {(r["tracking_id"], r["seq"]) for r in self.seen.of("results")}
+            return all(key in decided for key in plc_replies) and all(
+                (c.tracking_id, c.seq) in resulted for c in confirmations
+            )
+
+        with contextlib.suppress(AssertionError):
+            await self.wait_for(settled, 30)
+        await asyncio.sleep(0.5)  # anything still on its way (a re-send) counts too
+
+        decisions = self.seen.of("decisions")
+        results = self.seen.of("results")
+        report = Report(
+            fault,
+            inducted=ledger.inducted,
+            requests=len(passes),
+            decisions=len(decisions),
+            results=len(results),
+            confirmations=len(confirmations),
+            duplicates_dropped=self.seen.duplicates,
+            recover_s=recover_s,
+        )
+        # One terminal outcome per inducted item.
+        assert ledger.in_flight == 0, ledger.summary()
+        assert all(rec.final_outcome is not None for rec in ledger.items)
+        # One decision per request: a second id for the same (tracking_id, seq) would be a
+        # request decided twice.
+        by_key = Counter((d["tracking_id"], d["seq"]) for d in decisions)
+        twice = [key for key, n in by_key.items() if n > 1]
+        assert not twice, f"requests decided more than once: {twice[:10]}"
+        decided = {(d["tracking_id"], d["seq"]): d for d in decisions}
+        # Every reply the PLC latched was published, with the same chute.
+        for key, reply in plc_replies.items():
+            msg = decided.get(key)
+            if msg is None:
+                report.lost += 1
+                report.notes.append(f"reply without a decision message: {key}")
+            elif msg["chute"] != reply.chute:
+                report.notes.append(f"{key}: PLC got chute {reply.chute}, published {msg}")
+        # Every request the PLC put in its ring got its decision. Requests a restarting PLC
+        # dropped before the daemon could read them are the PLC's, counted apart.
+        unanswered = [(tid, p.seq) for tid, p in passes if (tid, p.seq) not in decided]
+        report.dropped_by_plc = min(len(unanswered), self._plc_dropped())
+        report.lost += len(unanswered) - report.dropped_by_plc
+        if len(unanswered) > report.dropped_by_plc:
+            report.notes.append(f"requests without a decision: {unanswered[:10]}")
+        # Never a wrong pairing: a decision's codes are the codes of that very item.
+        codes_of = {rec.tracking_id: set(rec.item.codes) for rec in ledger.items}
+        for d in decisions:
+            if d["codes"] and set(d["codes"]) != codes_of.get(d["tracking_id"], set()) - {"NOREAD"}:
+                report.notes.append(f"wrong pairing: {d}")
+        # One result per confirmation, one id each.
+        res_key = Counter((r["tracking_id"], r["seq"]) for r in results)
+        twice = [key for key, n in res_key.items() if n > 1]
+        assert not twice, f"confirmations published twice: {twice[:10]}"
+        missing = [
+            (c.tracking_id, c.seq) for c in confirmations if (c.tracking_id, c.seq) not in res_key
+        ]
+        plc_conf_dropped = max(0, self._plc_dropped() - report.dropped_by_plc)
+        report.dropped_by_plc += min(len(missing), plc_conf_dropped)
+        lost_results = len(missing) - min(len(missing), plc_conf_dropped)
+        report.lost += lost_results
+        if lost_results:
+            report.notes.append(f"confirmations without a result: {missing[:10]}")
+        return report
+
+    def _plc_dropped(self) -> int:
+        """Messages the PLC simulator threw away itself (restart with counters reset),
+        plus what sat unread in its rings when it restarted."""
+        return self.line.plc.stats.dropped_on_reset + self.unread_at_reset
+
+    unread_at_reset = 0
+
+
+def print_report(report: Report) -> None:
+    # Printed so that `pytest -s` (and the CI log with -rA) shows the figures.
+    print(f"\nFAULT {report.line()}")
+    for note in report.notes[:10]:
+        print(f"  note: {note}")
+
+
+def now_s() -> float:
+    return time.monotonic()
