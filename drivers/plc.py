@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
-from urllib.parse import parse_qs, urlsplit
 
+import serial
 import structlog
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
 from sorter.events import Confirmation, SortRequest
+from sorter.plc_url import PlcEndpoint, parse_plc_url, read_bytes, transaction_s
+
+__all__ = ["PlcEndpoint", "PlcError", "PlcHandler", "PlcLink", "PlcStats", "parse_plc_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -73,49 +78,6 @@ class PlcStats:
     io_ms_max: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class PlcEndpoint:
-    kind: str  # "tcp" or "rtu"
-    host: str = ""
-    port: int = 0
-    device: str = ""
-    baudrate: int = 19200
-    parity: str = "N"
-    stopbits: int = 1
-    bytesize: int = 8
-    framer: FramerType = FramerType.SOCKET
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def parse_plc_url(url: str) -> PlcEndpoint:
-    """`tcp://host:port` (add `?framer=rtu` for RTU-over-TCP gateways) or `rtu:///dev/tty?...`."""
-    parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    framer_name = query.get("framer", "").lower()
-    if parts.scheme == "tcp":
-        if not parts.hostname or parts.port is None:
-            raise ValueError(f"PLC URL {url!r} needs tcp://host:port")
-        framer = FramerType.RTU if framer_name == "rtu" else FramerType.SOCKET
-        return PlcEndpoint("tcp", host=parts.hostname, port=parts.port, framer=framer)
-    if parts.scheme == "rtu":
-        device = parts.path or parts.netloc
-        if not device:
-            raise ValueError(f"PLC URL {url!r} names no serial device")
-        try:
-            return PlcEndpoint(
-                "rtu",
-                device=device,
-                baudrate=int(query.get("baudrate", "19200")),
-                parity=query.get("parity", "N").upper()[:1],
-                stopbits=int(query.get("stopbits", "1")),
-                bytesize=int(query.get("bytesize", "8")),
-                framer=FramerType.RTU,
-            )
-        except ValueError as exc:
-            raise ValueError(f"PLC URL {url!r}: {exc}") from exc
-    raise ValueError(f"PLC URL {url!r}: scheme must be tcp or rtu")
-
-
 class PlcLink:
     """Polls one PLC and keeps the rings in step; reconnects by itself, forever."""
 
@@ -141,6 +103,19 @@ class PlcLink:
         self.poll_interval_s = poll_interval_ms / 1000
         self.heartbeat_timeout_ns = heartbeat_timeout_ms * 1_000_000
         self.request_timeout_s = request_timeout_ms / 1000
+        if self.endpoint.kind == "rtu":
+            # The longest transaction (a 125-register read) must fit in the timeout with
+            # room for the PLC's turnaround, or a slow line would never get one answer.
+            longest_s = transaction_s(self.endpoint.serial, read_bytes(R.MAX_READ_REGS))
+            floor_s = 1.5 * longest_s + 0.02
+            if self.request_timeout_s < floor_s:
+                log.warning(
+                    "plc request timeout raised for the serial line",
+                    configured_ms=request_timeout_ms,
+                    used_ms=round(floor_s * 1000),
+                    line=self.endpoint.serial.describe(),
+                )
+                self.request_timeout_s = floor_s
         self.chute_status_interval_ns = chute_status_interval_ms * 1_000_000
         self.max_chute = min(max_chute, R.MAX_CHUTE)
         self.backoff_initial_s = backoff_initial_s
@@ -163,6 +138,30 @@ class PlcLink:
         self._bad_logged_ns = -(10**18)
         self._reported = False
         self._delivered_confirmations: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._line_logged = False
+
+    def _chute_status_interval_ns(self) -> int:
+        """The configured interval, stretched on a serial line so that the chute block
+        takes at most a fifth of it: the handshake must keep most of a slow line."""
+        if self.endpoint.kind != "rtu" or self.max_chute <= 0:
+            return self.chute_status_interval_ns
+        block_s = 0.0
+        left = self.max_chute
+        while left:
+            n = min(left, R.MAX_READ_REGS)
+            block_s += transaction_s(self.endpoint.serial, read_bytes(n))
+            left -= n
+        interval_ns = max(self.chute_status_interval_ns, int(5 * block_s * 1e9))
+        if not self._line_logged:
+            self._line_logged = True
+            log.info(
+                "plc serial line",
+                line=self.endpoint.serial.describe(),
+                chute_block_ms=round(block_s * 1000, 1),
+                chute_status_interval_ms=interval_ns // 1_000_000,
+                request_timeout_ms=round(self.request_timeout_s * 1000),
+            )
+        return interval_ns
 
     @property
     def pending_replies(self) -> int:
@@ -191,7 +190,7 @@ class PlcLink:
             return AsyncModbusTcpClient(
                 ep.host,
                 port=ep.port,
-                framer=ep.framer,
+                framer=FramerType.RTU if ep.framer == "rtu" else FramerType.SOCKET,
                 timeout=self.request_timeout_s,
                 retries=0,
                 reconnect_delay=0,
@@ -199,14 +198,43 @@ class PlcLink:
         return AsyncModbusSerialClient(
             ep.device,
             framer=FramerType.RTU,
-            baudrate=ep.baudrate,
-            parity=ep.parity,
-            stopbits=ep.stopbits,
-            bytesize=ep.bytesize,
+            baudrate=ep.serial.baudrate,
+            parity=ep.serial.parity,
+            stopbits=ep.serial.stopbits,
+            bytesize=ep.serial.bytesize,
+            handle_local_echo=ep.local_echo,
             timeout=self.request_timeout_s,
             retries=0,
             reconnect_delay=0,
         )
+
+    def _serial_problem(self) -> str:
+        """Why the serial device did not open, in words a commissioner can act on.
+
+        pymodbus only logs its reason; opening the port once more with pyserial gets it
+        (at most once per backoff step, so a missing adapter costs nothing).
+        """
+        ep = self.endpoint
+        device = ep.device
+        if "://" not in device:  # a pyserial URL (socket://, rfc2217://) is no file
+            path = Path(device)
+            if not path.exists():
+                return f"serial device {device} does not exist (adapter unplugged? wrong name?)"
+            if not os.access(path, os.R_OK | os.W_OK):
+                return f"no permission to open serial device {device} (add the user to dialout)"
+        try:
+            port = serial.serial_for_url(
+                device,
+                baudrate=ep.serial.baudrate,
+                parity=ep.serial.parity,
+                stopbits=ep.serial.stopbits,
+                bytesize=ep.serial.bytesize,
+                exclusive=True,
+            )
+        except (OSError, ValueError) as exc:
+            return f"cannot open serial device {device} as {ep.serial.describe()}: {exc}"
+        port.close()
+        return f"cannot open serial device {device}"
 
     async def run(self) -> None:
         """Connect, poll, and on any link error report it, back off and start again."""
@@ -302,6 +330,8 @@ class PlcLink:
             raise PlcError(f"connect failed: {exc}") from exc
         _raise_if_cancelling()
         if not ok:
+            if self.endpoint.kind == "rtu":
+                raise PlcError(self._serial_problem())
             raise PlcError("connect failed")
         header = await self._read(0, R.HEADER_COUNT)
         if header[R.INTERFACE_VERSION] != R.INTERFACE_VERSION_V1:
@@ -336,7 +366,7 @@ class PlcLink:
                 next_heartbeat_ns = now + HOST_HEARTBEAT_INTERVAL_NS
             if self.max_chute > 0 and now >= next_status_ns:
                 await self._read_chute_status()
-                next_status_ns = now + self.chute_status_interval_ns
+                next_status_ns = now + self._chute_status_interval_ns()
             # Sleep until the next poll or heartbeat, or less when a reply is queued.
             self._wake.clear()
             if not self._replies:

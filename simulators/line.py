@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 import structlog
 
 from simulators.conveyor import Conveyor, Ledger, LineParams
-from simulators.plc import PlcSimulator
+from simulators.plc import PlcServe, PlcSimulator
 from simulators.scanner import ScannerSimulator
 from simulators.traffic import Traffic
 from sorter.config import Site
 from sorter.plan import load_plan
+from sorter.plc_url import parse_plc_url
 
 log = structlog.get_logger(__name__)
 
@@ -61,10 +62,11 @@ class SimulatedLine:
         seed: int = 1,
         scanner_heartbeat_s: float | None = 1.0,
         with_scanner: bool = True,
+        plc_serve: PlcServe | None = None,
     ) -> None:
         self.params = replace(params, chutes=tuple(sorted(chutes)))
         self.seed = seed
-        self.plc = PlcSimulator(port=plc_port, device_id=device_id)
+        self.plc = PlcSimulator(port=plc_port, device_id=device_id, serve=plc_serve)
         self.scanner: ScannerSimulator | None = (
             ScannerSimulator(
                 "tunnel-sim", port=scanner_port, heartbeat_interval_s=scanner_heartbeat_s
@@ -104,7 +106,7 @@ class SimulatedLine:
         await self.conveyor.stop()
         if self.scanner is not None:
             await self.scanner.stop()
-        await self.plc.stop()
+        await self.plc.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -122,8 +124,33 @@ class SimulatedLine:
         return await self.conveyor.drain(timeout_s)
 
 
+def plc_serve_for(url: str, rtu: str | None) -> tuple[PlcServe, int]:
+    """How `sorterd simulate` serves the PLC of `plc.url`: (serve, TCP port).
+
+    `rtu` is `--rtu`: `pty` for a new pty wire, or the simulator's serial device. The
+    serial settings come from the site's URL, so that the daemon and simulator agree.
+    """
+    ep = parse_plc_url(url)
+    if rtu is None:
+        if ep.kind == "rtu":
+            raise ValueError(
+                f"plc.url {url!r} is a serial line: give --rtu pty (a pty pair on this "
+                f"machine) or --rtu DEVICE (the simulator's end of the RS-485 cable)"
+            )
+        return PlcServe("tcp-rtu" if ep.framer == "rtu" else "tcp"), ep.port
+    if rtu == "pty":
+        return PlcServe("rtu-pty", serial=ep.serial), 0
+    return PlcServe("rtu", device=rtu, serial=ep.serial), 0
+
+
 async def simulate(
-    device: str, site: Site, *, rate_per_h: float, duration_s: float | None, seed: int
+    device: str,
+    site: Site,
+    *,
+    rate_per_h: float,
+    duration_s: float | None,
+    seed: int,
+    rtu: str | None = None,
 ) -> int:
     """`sorterd simulate line|plc|scanner`: serve the site config's addresses until stopped."""
     cfg = site.config
@@ -134,15 +161,18 @@ async def simulate(
         loop.add_signal_handler(sig, stop.set)
     if device == "scanner":
         return await _simulate_scanner(site, rate_per_h, duration_s, seed, stop)
+    plc_serve, plc_port = plc_serve_for(cfg.plc.url, rtu)
     line = SimulatedLine(
         sorted(plan.machine_chutes),
-        plc_port=_tcp_port(cfg.plc.url),
+        plc_serve=plc_serve,
+        plc_port=plc_port,
         scanner_port=_tcp_port(cfg.scanner[0].url),
         device_id=cfg.plc.device_id,
         seed=seed,
         with_scanner=device == "line",
     )
     async with line:
+        _announce(line.plc)
         log.info(
             "simulator ready",
             device=device,
@@ -160,6 +190,17 @@ async def simulate(
             await line.drain(60.0)
         log.info("simulator summary", **line.ledger.summary())
     return 0
+
+
+def _announce(plc: PlcSimulator) -> None:
+    """Where a serial PLC is, on stdout: for scripts, and to paste into site.toml."""
+    serve = plc.serve
+    if serve.kind == "rtu-pty":
+        print(f"PLC Modbus RTU on pty {plc.serial_path}: plc.url = {plc.url!r}", flush=True)
+    elif serve.kind == "rtu":
+        print(f"PLC Modbus RTU on {serve.device} ({serve.serial.describe()})", flush=True)
+    elif serve.kind == "tcp-rtu":
+        print(f"PLC Modbus RTU framing over TCP: plc.url = {plc.url!r}", flush=True)
 
 
 async def _simulate_scanner(

@@ -1,4 +1,8 @@
-"""The PLC side of the register map (INTERFACES.md section 3) as a real Modbus TCP server.
+"""The PLC side of the register map (INTERFACES.md section 3) as a real Modbus server.
+
+It serves Modbus TCP, RTU framing over TCP (as serial gateways do), or Modbus RTU on a
+serial line: a real device, or a `SerialWire` pty pair that behaves like a cable (baud rate
+timing, garbage on mismatched settings). See `PlcServe`.
 
 `PlcSimulator` behaves like the sorter PLC as the daemon sees it over the wire: it owns the
 PLC heartbeat, state and interface version, writes sort requests and confirmations into
@@ -19,11 +23,12 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Final, Self
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal, Self
 
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.registers import (
@@ -58,7 +63,9 @@ from drivers.registers import (
     encode_request,
     slot,
 )
+from simulators.serial_wire import SerialWire
 from sorter.events import ChuteStatus, Confirmation, Outcome, SortRequest
+from sorter.plc_url import SerialSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,29 @@ _U16_MAX: Final = 0xFFFF
 _U32_LIMIT: Final = 1 << 32
 # A PLC does not keep replies forever; one per possible seq value is plenty for matching.
 _DEFAULT_REPLY_RETENTION: Final = COUNTER_MOD
+
+
+@dataclass(frozen=True, slots=True)
+class PlcServe:
+    """How the simulated PLC is reached.
+
+    - `tcp`: Modbus TCP on `host:port` (the default);
+    - `tcp-rtu`: RTU frames over TCP on `host:port`, as a serial-to-Ethernet gateway;
+    - `rtu-pty`: Modbus RTU on a `SerialWire`: the host opens `PlcSimulator.serial_path`;
+      `wire_timing` makes bytes take their time at the PLC's baud rate;
+    - `rtu`: Modbus RTU on the serial device `device` (a real RS-485 adapter).
+
+    `serial` is the PLC's UART: the host has to match it.
+    """
+
+    kind: Literal["tcp", "tcp-rtu", "rtu-pty", "rtu"] = "tcp"
+    device: str = ""
+    serial: SerialSettings = field(default_factory=SerialSettings)
+    wire_timing: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind == "rtu" and not self.device:
+            raise ValueError("PlcServe(kind='rtu') needs a serial device")
 
 
 class PlcResetError(ConnectionResetError):
@@ -126,9 +156,11 @@ def _u16(value: int) -> int:
 
 
 class PlcSimulator:
-    """A sorter PLC on a real pymodbus Modbus TCP server bound to `host`.
+    """A sorter PLC on a real pymodbus server: Modbus TCP bound to `host`, or RTU (`serve`).
 
-    Use as `async with PlcSimulator(port=0) as plc:`; `plc.port` is the bound port.
+    Use as `async with PlcSimulator(port=0) as plc:`; `plc.port` is the bound port and
+    `plc.url` the address a host puts in `plc.url`. `stop()` then `start()` is a PLC that
+    was unreachable for a while (same registers, same serial line); `close()` ends it all.
     `counter_start` is the initial value of every ring counter (req_head, req_ack, rep_head,
     conf_head, conf_ack): start near 65535 to exercise roll-over.
     """
@@ -144,6 +176,7 @@ class PlcSimulator:
         cycle_ms: float = 2.0,
         host_timeout_s: float = 1.0,
         reply_retention: int = _DEFAULT_REPLY_RETENTION,
+        serve: PlcServe | None = None,
     ) -> None:
         if not 0 <= counter_start < COUNTER_MOD:
             raise ValueError(f"counter_start {counter_start} is not 0..65535")
@@ -151,6 +184,8 @@ class PlcSimulator:
             raise ValueError(f"device_id {device_id} is not 0..247")
         self._host = host
         self._requested_port = port
+        self.serve = serve or PlcServe()
+        self._wire: SerialWire | None = None
         self.device_id: Final = device_id
         self.counter_start: Final = counter_start
         self._heartbeat_interval_s = heartbeat_interval_ms / 1000.0
@@ -159,7 +194,7 @@ class PlcSimulator:
         self._reply_retention = reply_retention
 
         self.stats = PlcStats()
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._listener: asyncio.AbstractServer | None = None
         self._port = 0
         self._task: asyncio.Task[None] | None = None
@@ -194,7 +229,7 @@ class PlcSimulator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.close()
 
     async def start(self) -> None:
         """Bind the server and start the PLC cycle."""
@@ -215,7 +250,24 @@ class PlcSimulator:
             ],
             action=self._on_access,
         )
-        server = ModbusTcpServer(device, address=(self._host, self._requested_port))
+        if self.serve.kind in ("tcp", "tcp-rtu"):
+            await self._listen_tcp(device)
+        else:
+            await self._open_serial(device)
+
+        # Host-owned counters start equal to the PLC's so that a host which takes its
+        # acks from the registers and one which starts at req_head agree.
+        if memory is None:
+            start = self.counter_start
+            await self._set(PLC_HEARTBEAT, [0, 0, self._state, INTERFACE_VERSION_V1])
+            await self._set(REQ_HEAD, [start] * (CONF_ACK - REQ_HEAD + 1))
+        self._header_dirty = True
+        self._task = asyncio.create_task(self._cycle(), name=f"plc-sim-cycle:{self.url}")
+        log.info("PLC simulator serving %s", self.url)
+
+    async def _listen_tcp(self, device: SimDevice) -> None:
+        framer = FramerType.RTU if self.serve.kind == "tcp-rtu" else FramerType.SOCKET
+        server = ModbusTcpServer(device, address=(self._host, self._requested_port), framer=framer)
         if not await server.listen():
             raise OSError(f"PLC simulator cannot listen on {self._host}:{self._requested_port}")
         self._server = server
@@ -225,15 +277,34 @@ class PlcSimulator:
         self._listener = listener
         self._port = _bound_port(listener, self._requested_port)
 
-        # Host-owned counters start equal to the PLC's so that a host which takes its
-        # acks from the registers and one which starts at req_head agree.
-        if memory is None:
-            start = self.counter_start
-            await self._set(PLC_HEARTBEAT, [0, 0, self._state, INTERFACE_VERSION_V1])
-            await self._set(REQ_HEAD, [start] * (CONF_ACK - REQ_HEAD + 1))
-        self._header_dirty = True
-        self._task = asyncio.create_task(self._cycle(), name=f"plc-sim-cycle:{self._port}")
-        log.info("PLC simulator listening on %s:%d", self._host, self._port)
+    async def _open_serial(self, device: SimDevice) -> None:
+        serial = self.serve.serial
+        if self.serve.kind == "rtu-pty":
+            # The wire outlives stop()/start(): a PLC restart does not move the host's
+            # device node, and the daemon's plc.url must stay right.
+            if self._wire is None:
+                self._wire = SerialWire(timing=self.serve.wire_timing)
+                self._wire.open()
+            path = self._wire.device_path
+        else:
+            path = self.serve.device
+        server = ModbusSerialServer(
+            device,
+            framer=FramerType.RTU,
+            port=path,
+            baudrate=serial.baudrate,
+            parity=serial.parity,
+            stopbits=serial.stopbits,
+            bytesize=serial.bytesize,
+        )
+        if not await server.listen():
+            hint = ""
+            if self.serve.kind == "rtu-pty" and serial.parity != "N":
+                hint = " (some kernels refuse parity on ptys: use parity N on a pty)"
+            raise OSError(
+                f"PLC simulator cannot open serial device {path} as {serial.describe()}{hint}"
+            )
+        self._server = server
 
     async def stop(self) -> None:
         """Stop the cycle and the server; safe to call twice."""
@@ -257,14 +328,52 @@ class PlcSimulator:
         for _ in range(3):
             await asyncio.sleep(0)
 
+    async def close(self) -> None:
+        """stop(), and close the serial wire (its pty paths go away); safe to call twice."""
+        await self.stop()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
+
+    async def set_serial(self, serial: SerialSettings) -> None:
+        """Reconfigure the PLC's serial port, as on its settings page: the port is reopened
+        (registers kept, like a stop() and start()) when the simulator is running."""
+        running = self._server is not None
+        if running:
+            await self.stop()
+        self.serve = replace(self.serve, serial=serial)
+        if running:
+            await self.start()
+
     @property
     def port(self) -> int:
-        """The bound TCP port (useful with port=0)."""
+        """The bound TCP port (useful with port=0); 0 on a serial line."""
         return self._port
 
     @property
+    def wire(self) -> SerialWire | None:
+        """The pty wire of `rtu-pty` (its stats count garbled bytes), once started."""
+        return self._wire
+
+    @property
+    def serial_path(self) -> str:
+        """The device node the host opens (`rtu-pty`), or the PLC's own device (`rtu`)."""
+        if self.serve.kind == "rtu-pty":
+            if self._wire is None:
+                raise RuntimeError("PLC simulator is not started")
+            return self._wire.host_path
+        return self.serve.device
+
+    @property
     def url(self) -> str:
-        return f"tcp://{self._host}:{self._port}"
+        """What a host puts in `plc.url` to reach this PLC (for `rtu`, with the PLC's
+        device: the host's own device node is at the other end of the cable)."""
+        kind = self.serve.kind
+        if kind == "tcp":
+            return f"tcp://{self._host}:{self._port}"
+        if kind == "tcp-rtu":
+            return f"tcp://{self._host}:{self._port}?framer=rtu"
+        return f"rtu://{self.serial_path}?{self.serve.serial.query()}"
 
     # ------------------------------------------------------------------ status
 
@@ -493,7 +602,7 @@ class PlcSimulator:
 
     # ------------------------------------------------------------------ internals
 
-    def _server_or_raise(self) -> ModbusTcpServer:
+    def _server_or_raise(self) -> ModbusTcpServer | ModbusSerialServer:
         if self._server is None:
             raise RuntimeError("PLC simulator is not started")
         return self._server

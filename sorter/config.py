@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sorter.plc_url import parse_plc_url
+
 ENV_PREFIX = "SORTERD_"
 
 
@@ -91,7 +93,8 @@ class PlcSection(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value, ("tcp", "rtu"))
+        parse_plc_url(value)  # the driver's own parser: options are checked here, once
+        return value
 
 
 class ScannerSection(_Model):

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
         q.add_argument("--duration", type=float, default=None, metavar="S", help="default: forever")
         q.add_argument("--seed", type=int, default=1)
+        if name != "scanner":
+            q.add_argument(
+                "--rtu",
+                metavar="pty|DEVICE",
+                help="serve the PLC as Modbus RTU on a new pty (its path is printed) or on a "
+                "serial device, with the line settings of the site's plc.url",
+            )
     return parser
 
 
@@ -225,15 +232,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             from simulators.line import simulate  # noqa: PLC0415
 
-            return asyncio.run(
-                simulate(
-                    args.device,
-                    load_site(args.config),
-                    rate_per_h=args.rate,
-                    duration_s=args.duration,
-                    seed=args.seed,
+            try:
+                return asyncio.run(
+                    simulate(
+                        args.device,
+                        load_site(args.config),
+                        rate_per_h=args.rate,
+                        duration_s=args.duration,
+                        seed=args.seed,
+                        rtu=getattr(args, "rtu", None),
+                    )
                 )
-            )
+            except ValueError as exc:  # a site whose addresses the simulator cannot serve
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAIL
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

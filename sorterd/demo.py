@@ -54,8 +54,10 @@ def write_site(
     manifests: str | None = None,
     manifest_poll_s: float = 5.0,
     extra: str = "",
+    plc_url: str | None = None,
 ) -> Path:
-    """A site config for a line on loopback ports chosen at run time."""
+    """A site config for a line on loopback ports chosen at run time (`plc_url` wins over
+    `plc_port`, for a PLC on a serial line)."""
     site = folder / "site.toml"
     manifest_table = (
         f"\n[manifest]\nfiles = [{json.dumps(manifests)}]\npoll_interval_s = {manifest_poll_s}\n"
@@ -69,7 +71,7 @@ line = "demo"
 timezone = "Africa/Casablanca"
 
 [plc]
-url = "tcp://127.0.0.1:{plc_port}"
+url = "{plc_url or f"tcp://127.0.0.1:{plc_port}"}"
 poll_interval_ms = 5
 
 [[scanner]]

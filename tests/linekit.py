@@ -15,6 +15,7 @@ import aiomqtt
 from drivers.broker import LocalBroker
 from simulators.conveyor import LineParams
 from simulators.line import DEMO_PARAMS, SimulatedLine
+from simulators.plc import PlcServe
 from sorter.config import load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
@@ -74,6 +75,7 @@ async def line_with_daemon(
     plan_path: Path = PLAN_PATH,
     manifests: str | None = None,
     extra_config: str = "",
+    plc_serve: PlcServe | None = None,
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline."""
     plan = load_plan(plan_path)
@@ -85,6 +87,7 @@ async def line_with_daemon(
         seed=seed,
         plc_port=plc_port,
         scanner_port=scanner_port,
+        plc_serve=plc_serve,
     )
     async with line:
         assert line.scanner is not None
@@ -93,6 +96,7 @@ async def line_with_daemon(
             write_site(
                 folder,
                 plc_port=line.plc.port,
+                plc_url=line.plc.url,
                 scanner_port=line.scanner.port,
                 mqtt_url=broker.url,
                 plan=plan_path,
