@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from drivers.telegram import TelegramFormat, format_from_options
 from simulators.conveyor import Conveyor, Ledger, LineParams
 from simulators.plc import PlcSimulator
 from simulators.scanner import ScannerSimulator
 from simulators.traffic import Traffic
-from sorter.config import Site
+from sorter.config import ConfigError, Problem, ScannerSection, Site
 from sorter.plan import load_plan
 
 log = structlog.get_logger(__name__)
@@ -61,13 +62,17 @@ class SimulatedLine:
         seed: int = 1,
         scanner_heartbeat_s: float | None = 1.0,
         with_scanner: bool = True,
+        telegram_format: str | TelegramFormat = "index",
     ) -> None:
         self.params = replace(params, chutes=tuple(sorted(chutes)))
         self.seed = seed
         self.plc = PlcSimulator(port=plc_port, device_id=device_id)
         self.scanner: ScannerSimulator | None = (
             ScannerSimulator(
-                "tunnel-sim", port=scanner_port, heartbeat_interval_s=scanner_heartbeat_s
+                "tunnel-sim",
+                port=scanner_port,
+                heartbeat_interval_s=scanner_heartbeat_s,
+                telegram_format=telegram_format,
             )
             if with_scanner
             else None
@@ -122,18 +127,48 @@ class SimulatedLine:
         return await self.conveyor.drain(timeout_s)
 
 
+def simulated_format(section: ScannerSection, preset: str | None = None) -> TelegramFormat:
+    """The telegram format to simulate for a scanner: its own, or `preset` with defaults.
+
+    ConfigError when the simulator cannot speak it (`custom` without a template).
+    """
+    if preset is not None and preset != section.format:
+        section = ScannerSection.model_validate(
+            {"name": section.name, "url": section.url, "format": preset}
+        )
+    problems = [Problem("--format", key, message) for key, message in section.telegram_problems()]
+    options = section.telegram_options()
+    if not problems and options.format == "custom" and options.template is None:
+        problems.append(
+            Problem(f"scanner {section.name}", "template", "needed to simulate format custom")
+        )
+    if problems:
+        raise ConfigError(problems)
+    return format_from_options(options)
+
+
 async def simulate(
-    device: str, site: Site, *, rate_per_h: float, duration_s: float | None, seed: int
+    device: str,
+    site: Site,
+    *,
+    rate_per_h: float,
+    duration_s: float | None,
+    seed: int,
+    telegram_format: str | None = None,
 ) -> int:
-    """`sorterd simulate line|plc|scanner`: serve the site config's addresses until stopped."""
+    """`sorterd simulate line|plc|scanner`: serve the site config's addresses until stopped.
+
+    `telegram_format` (a preset name) replaces the first scanner's format.
+    """
     cfg = site.config
     plan = load_plan(site.plan_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    fmt = simulated_format(cfg.scanner[0], telegram_format)
     if device == "scanner":
-        return await _simulate_scanner(site, rate_per_h, duration_s, seed, stop)
+        return await _simulate_scanner(site, fmt, rate_per_h, duration_s, seed, stop)
     line = SimulatedLine(
         sorted(plan.machine_chutes),
         plc_port=_tcp_port(cfg.plc.url),
@@ -141,6 +176,7 @@ async def simulate(
         device_id=cfg.plc.device_id,
         seed=seed,
         with_scanner=device == "line",
+        telegram_format=fmt,
     )
     async with line:
         log.info(
@@ -163,14 +199,21 @@ async def simulate(
 
 
 async def _simulate_scanner(
-    site: Site, rate_per_h: float, duration_s: float | None, seed: int, stop: asyncio.Event
+    site: Site,
+    fmt: TelegramFormat,
+    rate_per_h: float,
+    duration_s: float | None,
+    seed: int,
+    stop: asyncio.Event,
 ) -> int:
     traffic = Traffic(seed=seed).items()
     scanner = ScannerSimulator(
-        site.config.scanner[0].name, port=_tcp_port(site.config.scanner[0].url)
+        site.config.scanner[0].name,
+        port=_tcp_port(site.config.scanner[0].url),
+        telegram_format=fmt,
     )
     async with scanner:
-        log.info("scanner simulator ready", url=scanner.tcp_url)
+        log.info("scanner simulator ready", url=scanner.tcp_url, format=fmt.name)
         interval_s = 3600.0 / rate_per_h
         loop = asyncio.get_running_loop()
         end_s = None if duration_s is None else loop.time() + duration_s

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sorter.config import ConfigError, Site, load_site
+from sorter.telegram_options import PRESETS
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -76,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
         q.add_argument("--duration", type=float, default=None, metavar="S", help="default: forever")
         q.add_argument("--seed", type=int, default=1)
+        if name == "scanner":
+            q.add_argument(
+                "--format",
+                choices=PRESETS,
+                default=None,
+                help="telegram preset to send (default: the site's; another preset is "
+                "sent with its default settings)",
+            )
     return parser
 
 
@@ -232,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rate_per_h=args.rate,
                     duration_s=args.duration,
                     seed=args.seed,
+                    telegram_format=getattr(args, "format", None),
                 )
             )
     except ConfigError as exc:
