@@ -200,8 +200,13 @@ class Framer:
             # The end of an acceptable frame lies wholly before start + limit.
             window_end = start + limit
             stop_end = buf.find(end_delim, body, min(end, window_end))
+            # A start that begins before the end does restart the frame, even when the two
+            # overlap: the bytes after the end may not have arrived yet, and the outcome
+            # must not depend on that.
             restart = buf.find(
-                start_delim, body, stop_end if stop_end >= 0 else min(end, window_end)
+                start_delim,
+                body,
+                stop_end + len(start_delim) - 1 if stop_end >= 0 else min(end, window_end),
             )
             if restart >= 0:
                 garbage += restart - start
@@ -432,18 +437,19 @@ class _Framed:
     def _framed(self, body: str, expected: Telegram, parse: _Parse) -> bytes:
         """`body` framed, after checking that the parser gives `expected` back from it."""
         data = body.encode("latin-1")
-        framing = [d for d in (self.framer.start, self.framer.end) if d]
-        if any(d in data for d in framing):
-            raise TelegramError(f"telegram {_excerpt(body)} would contain its own delimiters")
-        if len(data) + len(self.framer.start) + len(self.framer.end) > self.framer.max_frame_bytes:
-            raise TelegramError(f"telegram of {len(data)} bytes exceeds max_frame_bytes")
+        frame = self.framer.start + data + self.framer.end
+        # The framer itself decides: catches delimiters inside the body, and overlaps of
+        # the body's last bytes with the end delimiter, and oversize telegrams.
+        scan = self.framer.scan(frame)
+        if scan.frames != (Frame(data),) or scan.consumed != len(frame):
+            raise TelegramError(f"telegram {_excerpt(body)} would not frame as one telegram")
         try:
             parsed = parse(data)
         except TelegramError as exc:
             raise TelegramError(f"telegram {_excerpt(body)} would not parse: {exc}") from None
         if parsed != expected:
             raise TelegramError(f"telegram {_excerpt(body)} would parse as {parsed!r}")
-        return self.framer.start + data + self.framer.end
+        return frame
 
 
 class _Parse(Protocol):

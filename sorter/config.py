@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from sorter import telegram_options as _telegram
 from sorter.telegram_options import (
@@ -115,7 +122,7 @@ class ScannerSection(_Model):
     header: str | None = None
     trailer: str | None = None
     separator: str | None = None
-    tracking_id: bool | None = None
+    tracking_id: StrictBool | None = None
     id_separator: str | None = None
     noread: str | None = None
     heartbeat: str | None = None
