@@ -132,15 +132,6 @@ class ScannerSection(_Model):
         None
     )
 
-    @field_validator("pattern")
-    @classmethod
-    def _pattern(cls, value: str | None) -> str | None:
-        if value is not None:
-            problem = _telegram.pattern_problem(value)
-            if problem is not None:
-                raise ValueError(problem)
-        return value
-
     def _given(self) -> dict[str, Any]:
         return {
             key: getattr(self, key)

@@ -133,8 +133,8 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
     for key in sorted(given - allowed):
         keys = ", ".join(sorted(allowed)) or "none"
         out.append((key, f"not a key of format {options.format!r} (its keys: {keys})"))
-    if options.format == "index" or out:
-        return out  # the contract's preset is fixed; no need to check the defaults
+    if options.format == "index":
+        return out  # the contract's preset is fixed: its settings need no check
 
     texts = {
         "start": options.start,
