@@ -436,7 +436,10 @@ class _Framed:
 
     def _framed(self, body: str, expected: Telegram, parse: _Parse) -> bytes:
         """`body` framed, after checking that the parser gives `expected` back from it."""
-        data = body.encode("latin-1")
+        try:
+            data = body.encode("latin-1")
+        except UnicodeEncodeError:
+            raise TelegramError(f"telegram {_excerpt(body)} is not latin-1") from None
         frame = self.framer.start + data + self.framer.end
         # The framer itself decides: catches delimiters inside the body, and overlaps of
         # the body's last bytes with the end delimiter, and oversize telegrams.
