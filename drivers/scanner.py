@@ -287,7 +287,7 @@ class StreamScanner:
         name: str,
         url: str,
         *,
-        telegram_format: str = "index",
+        telegram_format: str | TelegramFormat = "index",
         backoff_initial_s: float = 0.1,
         backoff_cap_s: float = 5.0,
         connect_timeout_s: float = 5.0,
@@ -299,15 +299,21 @@ class StreamScanner:
     ) -> None:
         """`idle_timeout_s`: drop and reopen a link silent for that long (not even a
         heartbeat); None trusts the link until it fails, which a half-open TCP connection
-        never does. Raises ValueError for a bad URL, format or timing."""
+        never does. `telegram_format`: a preset name (with its default settings) or a
+        format from `drivers.telegram.format_from_options`. Raises ValueError for a bad
+        URL, format or timing."""
         if not 0 < backoff_initial_s <= backoff_cap_s:
             raise ValueError("need 0 < backoff_initial_s <= backoff_cap_s")
         if connect_timeout_s <= 0 or (idle_timeout_s is not None and idle_timeout_s <= 0):
             raise ValueError("timeouts must be positive")
-        try:
-            fmt: TelegramFormat = get_format(telegram_format)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from exc
+        fmt: TelegramFormat
+        if isinstance(telegram_format, str):
+            try:
+                fmt = get_format(telegram_format)
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from exc
+        else:
+            fmt = telegram_format
         self.name = name
         self.url = url
         self.endpoint: ScannerEndpoint = parse_scanner_url(url)

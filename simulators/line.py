@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from drivers.telegram import TelegramFormat, format_from_options
 from simulators.conveyor import Conveyor, Ledger, LineParams
 from simulators.plc import PlcServe, PlcSimulator
 from simulators.scanner import ScannerSimulator
 from simulators.traffic import Traffic
-from sorter.config import Site
+from sorter.config import ConfigError, Problem, ScannerSection, Site
 from sorter.plan import load_plan
 from sorter.plc_url import parse_plc_url
 
@@ -63,13 +64,17 @@ class SimulatedLine:
         scanner_heartbeat_s: float | None = 1.0,
         with_scanner: bool = True,
         plc_serve: PlcServe | None = None,
+        telegram_format: str | TelegramFormat = "index",
     ) -> None:
         self.params = replace(params, chutes=tuple(sorted(chutes)))
         self.seed = seed
         self.plc = PlcSimulator(port=plc_port, device_id=device_id, serve=plc_serve)
         self.scanner: ScannerSimulator | None = (
             ScannerSimulator(
-                "tunnel-sim", port=scanner_port, heartbeat_interval_s=scanner_heartbeat_s
+                "tunnel-sim",
+                port=scanner_port,
+                heartbeat_interval_s=scanner_heartbeat_s,
+                telegram_format=telegram_format,
             )
             if with_scanner
             else None
@@ -143,6 +148,26 @@ def plc_serve_for(url: str, rtu: str | None) -> tuple[PlcServe, int]:
     return PlcServe("rtu", device=rtu, serial=ep.serial), 0
 
 
+def simulated_format(section: ScannerSection, preset: str | None = None) -> TelegramFormat:
+    """The telegram format to simulate for a scanner: its own, or `preset` with defaults.
+
+    ConfigError when the simulator cannot speak it (`custom` without a template).
+    """
+    if preset is not None and preset != section.format:
+        section = ScannerSection.model_validate(
+            {"name": section.name, "url": section.url, "format": preset}
+        )
+    problems = [Problem("--format", key, message) for key, message in section.telegram_problems()]
+    options = section.telegram_options()
+    if not problems and options.format == "custom" and options.template is None:
+        problems.append(
+            Problem(f"scanner {section.name}", "template", "needed to simulate format custom")
+        )
+    if problems:
+        raise ConfigError(problems)
+    return format_from_options(options)
+
+
 async def simulate(
     device: str,
     site: Site,
@@ -151,16 +176,21 @@ async def simulate(
     duration_s: float | None,
     seed: int,
     rtu: str | None = None,
+    telegram_format: str | None = None,
 ) -> int:
-    """`sorterd simulate line|plc|scanner`: serve the site config's addresses until stopped."""
+    """`sorterd simulate line|plc|scanner`: serve the site config's addresses until stopped.
+
+    `telegram_format` (a preset name) replaces the first scanner's format.
+    """
     cfg = site.config
     plan = load_plan(site.plan_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    fmt = simulated_format(cfg.scanner[0], telegram_format)
     if device == "scanner":
-        return await _simulate_scanner(site, rate_per_h, duration_s, seed, stop)
+        return await _simulate_scanner(site, fmt, rate_per_h, duration_s, seed, stop)
     plc_serve, plc_port = plc_serve_for(cfg.plc.url, rtu)
     line = SimulatedLine(
         sorted(plan.machine_chutes),
@@ -170,6 +200,7 @@ async def simulate(
         device_id=cfg.plc.device_id,
         seed=seed,
         with_scanner=device == "line",
+        telegram_format=fmt,
     )
     async with line:
         _announce(line.plc)
@@ -204,14 +235,21 @@ def _announce(plc: PlcSimulator) -> None:
 
 
 async def _simulate_scanner(
-    site: Site, rate_per_h: float, duration_s: float | None, seed: int, stop: asyncio.Event
+    site: Site,
+    fmt: TelegramFormat,
+    rate_per_h: float,
+    duration_s: float | None,
+    seed: int,
+    stop: asyncio.Event,
 ) -> int:
     traffic = Traffic(seed=seed).items()
     scanner = ScannerSimulator(
-        site.config.scanner[0].name, port=_tcp_port(site.config.scanner[0].url)
+        site.config.scanner[0].name,
+        port=_tcp_port(site.config.scanner[0].url),
+        telegram_format=fmt,
     )
     async with scanner:
-        log.info("scanner simulator ready", url=scanner.tcp_url)
+        log.info("scanner simulator ready", url=scanner.tcp_url, format=fmt.name)
         interval_s = 3600.0 / rate_per_h
         loop = asyncio.get_running_loop()
         end_s = None if duration_s is None else loop.time() + duration_s

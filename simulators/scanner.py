@@ -1,7 +1,8 @@
 """A fixed-mount scanner on the other end of a real TCP socket and/or pty.
 
-It speaks the `index` preset of INTERFACES.md section 4, built by the same module that
-parses it (drivers.telegram), so both ends agree. Like a real scanner it listens on TCP and
+It speaks any telegram preset of INTERFACES.md section 4 (`index` by default), built by
+the encoder of the same format object that parses it (drivers.telegram), so both ends
+agree. Like a real scanner it listens on TCP and
 sends each telegram to whoever is connected at that moment: with nobody connected the
 telegram is lost (counted in `dropped`), never queued for a later client. Over a pty the
 bytes go to the tty buffer; the client (pyserial) flushes stale input when it opens the
@@ -19,7 +20,7 @@ from typing import Final, Self
 
 import structlog
 
-from drivers.telegram import format_heartbeat, format_index_telegram
+from drivers.telegram import TelegramFormat, get_format
 
 log = structlog.get_logger(__name__)
 
@@ -77,11 +78,14 @@ class _Link(asyncio.Protocol):
 
 
 class ScannerSimulator:
-    """Serves `index` telegrams over TCP (`port`, 0 picks a free one) and/or a pty.
+    """Serves telegrams over TCP (`port`, 0 picks a free one) and/or a pty.
 
     `port=None` disables TCP; `pty=True` adds a pty whose device path is `pty_path` once
     started (a new path at every start). A restart keeps the TCP port first bound, so a
-    client can reconnect to the same URL. `heartbeat_interval_s` sends `HB` periodically.
+    client can reconnect to the same URL. `telegram_format`: a preset name (its default
+    settings) or a format from `drivers.telegram.format_from_options`.
+    `heartbeat_interval_s` sends the preset's heartbeat periodically; a preset without
+    one sends none, as the real scanner would not.
     """
 
     def __init__(
@@ -93,14 +97,19 @@ class ScannerSimulator:
         pty: bool = False,
         heartbeat_interval_s: float | None = None,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        telegram_format: str | TelegramFormat = "index",
     ) -> None:
         if port is None and not pty:
             raise ValueError("enable TCP (port) or the pty, or both")
         if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be positive or None")
+        self.format = (
+            get_format(telegram_format) if isinstance(telegram_format, str) else telegram_format
+        )
+        self._heartbeat = self.format.encode_heartbeat()
         self.name = name
         self.host = host
-        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_interval_s = heartbeat_interval_s if self._heartbeat else None
         self.max_buffer_bytes = max_buffer_bytes
         self.sent = 0  # telegrams (or raw chunks) that reached at least one link
         self.dropped = 0  # ... that reached none
@@ -247,11 +256,19 @@ class ScannerSimulator:
             await self._clients_changed.wait()
 
     def send_read(self, tracking_id: int, codes: Sequence[str]) -> bool:
-        """Send a read telegram; no codes sends NOREAD. True if any link took it."""
-        return self.send_raw(format_index_telegram(tracking_id, codes))
+        """Send a read telegram; no codes sends the no-read. True if any link took it.
+
+        The tracking id is left out for presets that carry none. TelegramError for a code
+        the preset cannot carry.
+        """
+        carried = tracking_id if self.format.carries_tracking_id else None
+        return self.send_raw(self.format.encode_read(carried, codes))
 
     def send_heartbeat(self) -> bool:
-        return self.send_raw(format_heartbeat())
+        """Send the preset's heartbeat; ValueError for a preset that has none."""
+        if self._heartbeat is None:
+            raise ValueError(f"telegram format {self.format.name} has no heartbeat")
+        return self.send_raw(self._heartbeat)
 
     def send_raw(self, data: bytes) -> bool:
         """Send bytes as they are (garbage, cut frames, oversize frames: fault injection)."""

@@ -14,9 +14,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
+from sorter import telegram_options as _telegram
 from sorter.plc_url import parse_plc_url
+from sorter.telegram_options import (
+    MAX_FRAME_BYTES_LIMIT,
+    MIN_FRAME_BYTES,
+    PresetName,
+    TelegramOptions,
+)
 
 ENV_PREFIX = "SORTERD_"
 
@@ -100,9 +114,41 @@ class PlcSection(_Model):
 class ScannerSection(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     url: str
-    format: Literal["index"] = "index"
+    format: PresetName = "index"
     # A scanner silent for longer than this (no read, no heartbeat) is reported offline.
     silence_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Telegram settings (sorter/telegram_options.py): absent means the preset's default;
+    # which keys a preset takes is checked by telegram_problems().
+    start: str | None = None
+    end: str | None = None
+    header: str | None = None
+    trailer: str | None = None
+    separator: str | None = None
+    tracking_id: StrictBool | None = None
+    id_separator: str | None = None
+    noread: str | None = None
+    heartbeat: str | None = None
+    pattern: str | None = None
+    template: str | None = None
+    max_frame_bytes: Annotated[int, Field(ge=MIN_FRAME_BYTES, le=MAX_FRAME_BYTES_LIMIT)] | None = (
+        None
+    )
+
+    def _given(self) -> dict[str, Any]:
+        return {
+            key: getattr(self, key)
+            for key in _telegram.OPTION_KEYS
+            if getattr(self, key) is not None
+        }
+
+    def telegram_options(self) -> TelegramOptions:
+        """The preset with this table's settings applied (unchecked: see telegram_problems)."""
+        return _telegram.resolve(self.format, self._given())
+
+    def telegram_problems(self) -> list[tuple[str, str]]:
+        """`(key, message)` for each telegram setting that is wrong for the preset."""
+        given = self._given()
+        return _telegram.problems(self.telegram_options(), set(given))
 
     @field_validator("url")
     @classmethod
@@ -294,6 +340,9 @@ def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     for i, name in enumerate(names):
         if name in names[:i]:
             problems.append(Problem(shown, f"scanner[{i}].name", f"duplicate name {name!r}"))
+    for i, section in enumerate(config.scanner):
+        for key, message in section.telegram_problems():
+            problems.append(Problem(shown, f"scanner[{i}].{key}", message))
     if problems:
         raise ConfigError(problems)
 

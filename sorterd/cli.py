@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sorter.config import ConfigError, Site, load_site
+from sorter.telegram_options import PRESETS
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -82,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="pty|DEVICE",
                 help="serve the PLC as Modbus RTU on a new pty (its path is printed) or on a "
                 "serial device, with the line settings of the site's plc.url",
+            )
+        if name == "scanner":
+            q.add_argument(
+                "--format",
+                choices=PRESETS,
+                default=None,
+                help="telegram preset to send (default: the site's; another preset is "
+                "sent with its default settings)",
             )
     return parser
 
@@ -241,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         duration_s=args.duration,
                         seed=args.seed,
                         rtu=getattr(args, "rtu", None),
+                        telegram_format=getattr(args, "format", None),
                     )
                 )
             except ValueError as exc:  # a site whose addresses the simulator cannot serve

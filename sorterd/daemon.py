@@ -15,6 +15,7 @@ from drivers.metrics import Metrics
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from drivers.plc import PlcLink
 from drivers.scanner import StreamScanner
+from drivers.telegram import format_from_options
 from sorter.commands import CommandError, parse_command
 from sorter.config import ConfigError, Site
 from sorter.decide import Decider
@@ -109,7 +110,7 @@ class Daemon:
             StreamScanner(
                 s.name,
                 s.url,
-                telegram_format=s.format,
+                telegram_format=format_from_options(s.telegram_options()),
                 on_state_change=self._on_scanner_state,
                 idle_timeout_s=s.silence_timeout_s,
             )

@@ -53,7 +53,13 @@ GOOD = DEMO_SITE.read_text()
             "mqtt.topic_prefix",
             "missing",
         ),
-        (('format = "index"', 'format = "sick"'), "scanner[0].format", "index"),
+        (('format = "index"', 'format = "zebra"'), "scanner[0].format", "'custom'"),
+        (
+            ('format = "index"', 'format = "custom"\npattern = "(?P<code>.*)"'),
+            "scanner[0].pattern",
+            "(?P<codes>...)",
+        ),
+        (('format = "index"', 'format = "lines"\nheader = "H"'), "scanner[0].header", "lines"),
     ],
 )
 def test_broken_config_names_the_key_and_exits_1(

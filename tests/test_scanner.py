@@ -187,8 +187,8 @@ def test_bad_scanner_urls(url: str, message: str) -> None:
 
 
 def test_constructor_validates() -> None:
-    with pytest.raises(ValueError, match="unknown telegram format 'cognex'; known: index"):
-        StreamScanner("s", "tcp://127.0.0.1:1", telegram_format="cognex")
+    with pytest.raises(ValueError, match="unknown telegram format 'zebra'; known: cognex"):
+        StreamScanner("s", "tcp://127.0.0.1:1", telegram_format="zebra")
     with pytest.raises(ValueError, match="backoff"):
         StreamScanner("s", "tcp://127.0.0.1:1", backoff_initial_s=1, backoff_cap_s=0.5)
     with pytest.raises(ValueError, match="scheme"):

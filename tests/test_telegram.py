@@ -196,7 +196,7 @@ def test_format_rejects_a_bare_string() -> None:
 def test_get_format() -> None:
     assert get_format("index") is FORMATS["index"]
     assert get_format("index").name == "index"
-    with pytest.raises(KeyError, match="known: index"):
+    with pytest.raises(KeyError, match="known: cognex, datalogic, index, lines, sick"):
         get_format("sick-clv")
 
 
