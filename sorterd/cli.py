@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--mqtt", metavar="URL", help="use this broker instead of a local one")
+    p.add_argument(
+        "--heads", type=int, choices=range(1, 7), default=1, help="scanner heads in the tunnel"
+    )
+    p.add_argument("--read-rate", type=_share, default=1.0, metavar="0..1", help="per head")
+    p.add_argument(
+        "--kill-head-after", type=float, metavar="S", help="switch the last head off after S s"
+    )
 
     p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
     _add_site(p)
@@ -76,7 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
         q.add_argument("--duration", type=float, default=None, metavar="S", help="default: forever")
         q.add_argument("--seed", type=int, default=1)
+        if name == "line":
+            q.add_argument(
+                "--read-rate", type=_share, default=1.0, metavar="0..1", help="per scanner head"
+            )
     return parser
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number within 0..1, got {text!r}")
+    return value
 
 
 def _version() -> str:
@@ -213,7 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(
                 run_demo(
-                    duration_s=args.duration, rate_per_h=args.rate, seed=args.seed, mqtt=args.mqtt
+                    duration_s=args.duration,
+                    rate_per_h=args.rate,
+                    seed=args.seed,
+                    mqtt=args.mqtt,
+                    heads=args.heads,
+                    read_rate=args.read_rate,
+                    kill_head_after_s=args.kill_head_after,
                 )
             )
         if args.command == "top":
@@ -232,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rate_per_h=args.rate,
                     duration_s=args.duration,
                     seed=args.seed,
+                    read_rate=getattr(args, "read_rate", 1.0),
                 )
             )
     except ConfigError as exc:
