@@ -336,3 +336,73 @@ def test_heads_given_up_on_still_never_mispair(seed: int, drop: float) -> None:
             assert r.codes in ((), (f"I{seq}",))
         assert {r.scanner for r in decided.match.reads} <= sent[seq]
     assert d.tracker.stats.reads_orphaned == 0
+
+
+# --- through the pipeline, on a real event loop ------------------------------------------------
+
+
+async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
+    """Reads without tracking id from an in-memory head, the pipeline's own timer: a merge
+    deadline earlier than the scan wait wakes the timer, a missing read does not shift."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from typing import Any  # noqa: PLC0415
+
+    from drivers.scanner import InMemoryScanner  # noqa: PLC0415
+    from sorter.decide import Decider  # noqa: PLC0415
+    from sorter.kernel import ChuteState  # noqa: PLC0415
+    from sorter.pipeline import Pipeline, Topics  # noqa: PLC0415
+    from sorter.plan import compile_plan, load_plan  # noqa: PLC0415
+    from sorterd.demo import demo_config_dir  # noqa: PLC0415
+
+    plan = compile_plan(load_plan(demo_config_dir() / "sortplan.toml"))
+    published: list[dict[str, Any]] = []
+
+    def publish(topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False) -> None:
+        if topic.endswith("/decisions"):
+            published.append(payload)
+
+    tracker = Tracker(
+        scan_wait_ns=3_000 * MS,  # long: a decision before it proves the merge deadline
+        scan_ttl_ns=30_000 * MS,
+        heads={"cam": "t", "top": "t"},
+        window_before_ns=50 * MS,
+        window_after_ns=50 * MS,
+        merge_window_ns=30 * MS,
+    )
+    pipeline = Pipeline(Decider(plan, ChuteState.for_plan(plan)), tracker, publish, Topics("p"))
+    timer = asyncio.create_task(pipeline.run_timer(), name="timer")
+    cam = InMemoryScanner("cam")
+    try:
+        async with cam:
+            feeder = asyncio.create_task(pipeline.run_scanner(cam.reads()), name="cam")
+            now = time.monotonic_ns
+            # Item 1: the camera reads it, the index head "top" never answers.
+            pipeline.on_requests([req(1, now(), 501)])
+            cam.put(ScanRead("cam", None, ("RB123456785GB",), now()))
+            # Item 2: the camera sends nothing for it.
+            await asyncio.sleep(0.15)
+            pipeline.on_requests([req(2, now(), 502)])
+            await asyncio.sleep(0.15)
+            # Item 3: read again.
+            pipeline.on_requests([req(3, now(), 503)])
+            cam.put(ScanRead("cam", None, ("LX100339074US",), now()))
+            async with asyncio.timeout(2.5):  # before the 3 s scan wait ran out
+                while {d["tracking_id"] for d in published} != {501, 503}:
+                    await asyncio.sleep(0.01)
+            # Item 2: nobody read it, and the index head might still have: the full wait.
+            async with asyncio.timeout(5.0):
+                while len(published) < 3:
+                    await asyncio.sleep(0.01)
+            feeder.cancel()
+            await asyncio.wait([feeder])
+    finally:
+        timer.cancel()
+        await asyncio.wait([timer])
+    by_id = {d["tracking_id"]: d for d in published}
+    assert by_id[501]["codes"] == ["RB123456785GB"]
+    assert by_id[502]["codes"] == []
+    assert by_id[503]["codes"] == ["LX100339074US"]
+    assert by_id[502]["reason"] == "timeout"
+    assert by_id[502]["latency_ms"] >= 3000
+    assert tracker.heads["cam"].missed == 1
