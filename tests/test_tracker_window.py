@@ -6,15 +6,24 @@ before an event is expired first, at its own time.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drivers.scanner import InMemoryScanner
+from sorter.decide import Decider
 from sorter.events import ScanRead, SortRequest
+from sorter.kernel import ChuteState
+from sorter.pipeline import Pipeline, Topics
+from sorter.plan import compile_plan, load_plan
 from sorter.tracker import Match, Tracker
+from sorterd.demo import demo_config_dir
 
 MS = 1_000_000
 
@@ -344,17 +353,6 @@ def test_heads_given_up_on_still_never_mispair(seed: int, drop: float) -> None:
 async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
     """Reads without tracking id from an in-memory head, the pipeline's own timer: a merge
     deadline earlier than the scan wait wakes the timer, a missing read does not shift."""
-    import asyncio  # noqa: PLC0415
-    import time  # noqa: PLC0415
-    from typing import Any  # noqa: PLC0415
-
-    from drivers.scanner import InMemoryScanner  # noqa: PLC0415
-    from sorter.decide import Decider  # noqa: PLC0415
-    from sorter.kernel import ChuteState  # noqa: PLC0415
-    from sorter.pipeline import Pipeline, Topics  # noqa: PLC0415
-    from sorter.plan import compile_plan, load_plan  # noqa: PLC0415
-    from sorterd.demo import demo_config_dir  # noqa: PLC0415
-
     plan = compile_plan(load_plan(demo_config_dir() / "sortplan.toml"))
     published: list[dict[str, Any]] = []
 
