@@ -257,7 +257,13 @@ async def simulate(
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         if not stop.is_set():
-            await line.drain(60.0)
+            # Let the items on the belt finish, unless told to stop meanwhile.
+            drainer = asyncio.create_task(line.drain(60.0))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({drainer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (drainer, stopper):
+                task.cancel()
+            await asyncio.wait({drainer, stopper})
         log.info("simulator summary", **line.ledger.summary())
     return 0
 

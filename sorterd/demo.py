@@ -267,11 +267,12 @@ async def run_demo(
                 or len(observer.result_ids) < sum(line.ledger.confirmations.values())
             ):
                 await asyncio.sleep(0.1)
+            offline = {name for name in line.heads if not daemon.heads.online(name)}
             daemon.request_stop()
             await daemon_task
             await asyncio.sleep(0.2)
             obs_task.cancel()
-        return _summary(console, line, daemon, observer, drained, time.monotonic() - t0)
+        return _summary(console, line, daemon, observer, drained, time.monotonic() - t0, offline)
     return 1
 
 
@@ -282,6 +283,7 @@ def _summary(
     obs: Observer,
     drained: bool,
     elapsed_s: float,
+    offline: set[str],
 ) -> int:
     ledger = line.ledger
     confirmations = sum(ledger.confirmations.values())
@@ -304,7 +306,7 @@ def _summary(
             (
                 f"head {name}",
                 f"reads {h.reads} noreads {h.noreads} missed {h.missed} late {h.late}"
-                + ("" if daemon.heads.online(name) else " (offline)"),
+                + (" (offline)" if name in offline else ""),
             )
             for name, h in daemon.tracker.heads.items()
         ),
