@@ -38,7 +38,7 @@ import itertools
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Self
 
@@ -48,7 +48,10 @@ from sorter.events import Confirmation, Outcome
 
 log = logging.getLogger(__name__)
 
-ScannerSink = Callable[[int, Sequence[str]], None]
+# Called as an item passes the scan tunnel: (tracking_id, codes on the item). It may return
+# what each head sent (head -> codes, empty for a no-read; a head that sent nothing is
+# absent), which the ledger keeps with the pass.
+ScannerSink = Callable[[int, Sequence[str]], Mapping[str, tuple[str, ...]] | None]
 _TRACKING_ID_LIMIT: Final = 1 << 32
 
 
@@ -154,6 +157,20 @@ class PassRecord:
     outcome: Outcome | None = None
     chute_actual: int = 0
     confirmed_s: float | None = None
+    # What each scanner head sent for this pass (head -> codes, () for a no-read; a head
+    # that sent no telegram is absent); None when the scanner sink does not say.
+    reads: dict[str, tuple[str, ...]] | None = None
+
+    @property
+    def codes_read(self) -> tuple[str, ...] | None:
+        """The codes of all heads merged (each once, head order); None: no head sent any
+        telegram, or the sink does not say."""
+        if not self.reads:
+            return None
+        merged: dict[str, None] = {}
+        for codes in self.reads.values():
+            merged.update(dict.fromkeys(codes))
+        return tuple(merged)
 
 
 @dataclass(slots=True)
@@ -220,6 +237,14 @@ class _State(enum.Enum):
 
 
 @dataclass(slots=True)
+class _PassScan:
+    """Joins a pass's scan and its request, whichever of the two happens first."""
+
+    reads: dict[str, tuple[str, ...]] | None = None
+    pass_: PassRecord | None = None
+
+
+@dataclass(slots=True)
 class _Flight:
     record: ItemRecord
     recirculations: int = 0
@@ -232,7 +257,8 @@ class Conveyor:
     """The line model. Use `async with Conveyor(plc, params, scanner_send) as line:`.
 
     `scanner_send(tracking_id, codes)` is called when an item passes the scan tunnel (each
-    pass); `codes` is empty for a no-read.
+    pass); `codes` is empty for a no-read. What it returns (each head's telegram) is kept in
+    the pass's `PassRecord.reads`.
     """
 
     def __init__(
@@ -434,14 +460,20 @@ class Conveyor:
         offset_s = self._rng.uniform(0.0, self.params.scan_offset_max_ms / 1000.0)
         if self._rng.random() < self.params.scan_before_request_probability:
             offset_s = -offset_s
-        self._at(scan_s + offset_s, lambda: self._scan(flight))
-        self._at(scan_s, lambda: self._request(flight, scan_s))
+        joint = _PassScan()
+        self._at(scan_s + offset_s, lambda: self._scan(flight, joint))
+        self._at(scan_s, lambda: self._request(flight, scan_s, joint))
 
-    def _scan(self, flight: _Flight) -> None:
+    def _scan(self, flight: _Flight, joint: _PassScan) -> None:
         record = flight.record
-        self._scanner_send(record.tracking_id, record.item.codes)
+        sent = self._scanner_send(record.tracking_id, record.item.codes)
+        if sent is None:
+            return
+        joint.reads = dict(sent)
+        if joint.pass_ is not None:
+            joint.pass_.reads = joint.reads
 
-    def _request(self, flight: _Flight, scan_s: float) -> None:
+    def _request(self, flight: _Flight, scan_s: float, joint: _PassScan) -> None:
         record, item = flight.record, flight.record.item
         seq = self.plc.submit_request(
             record.tracking_id,
@@ -451,7 +483,10 @@ class Conveyor:
             item.height_mm,
             item.weight_g,
         )
-        pass_ = PassRecord(seq=seq, recirculations_before=flight.recirculations, scan_s=scan_s)
+        pass_ = PassRecord(
+            seq=seq, recirculations_before=flight.recirculations, scan_s=scan_s, reads=joint.reads
+        )
+        joint.pass_ = pass_
         record.passes.append(pass_)
         flight.current = pass_
         key = (record.tracking_id, seq)

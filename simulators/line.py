@@ -1,4 +1,4 @@
-"""A whole simulated sorter line: PLC + conveyor + scan tunnel + traffic, on loopback.
+"""A whole simulated sorter line: PLC + conveyor + scan tunnel (one or more heads) + traffic.
 
 Used by `sorterd demo`, `sorterd simulate`, the end-to-end tests and the benchmarks, so
 that all of them exercise the daemon through the same real sockets.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Self
 from urllib.parse import urlsplit
 
@@ -49,8 +50,35 @@ def _tcp_port(url: str) -> int:
     return parts.port
 
 
+@dataclass(frozen=True, slots=True)
+class HeadSpec:
+    """One scanner head of the simulated tunnel.
+
+    Per item pass the head sends no telegram at all with probability `miss_rate` (a missed
+    trigger); otherwise the item's codes with probability `read_rate`, else NOREAD.
+    `tunnel` is what the site config says (None: the head is its own tunnel).
+    """
+
+    name: str
+    read_rate: float = 1.0
+    miss_rate: float = 0.0
+    tunnel: str | None = None
+    port: int = 0
+    telegram_format: str | TelegramFormat | None = None  # None: the line's
+
+    def __post_init__(self) -> None:
+        for key in ("read_rate", "miss_rate"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"head {self.name}: {key} must be within 0..1")
+
+
 class SimulatedLine:
-    """`async with SimulatedLine(chutes) as line:` then `await line.run(rate, duration_s)`."""
+    """`async with SimulatedLine(chutes) as line:` then `await line.run(rate, duration_s)`.
+
+    The scan tunnel has one head by default (`scanner`); `heads` gives several, each with
+    its own read rate. `kill_head` stops a head mid-run (its port refuses connections, as a
+    scanner switched off), `mute_head` keeps its link up but silent (no read, no heartbeat).
+    """
 
     def __init__(
         self,
@@ -65,28 +93,83 @@ class SimulatedLine:
         with_scanner: bool = True,
         plc_serve: PlcServe | None = None,
         telegram_format: str | TelegramFormat = "index",
+        heads: Sequence[HeadSpec] | None = None,
     ) -> None:
         self.params = replace(params, chutes=tuple(sorted(chutes)))
         self.seed = seed
         self.plc = PlcSimulator(port=plc_port, device_id=device_id, serve=plc_serve)
-        self.scanner: ScannerSimulator | None = (
-            ScannerSimulator(
-                "tunnel-sim",
-                port=scanner_port,
-                heartbeat_interval_s=scanner_heartbeat_s,
-                telegram_format=telegram_format,
+        if not with_scanner:
+            heads = ()
+        elif heads is None:
+            heads = (HeadSpec("tunnel-sim", port=scanner_port),)
+        names = [h.name for h in heads]
+        if len(set(names)) != len(names):
+            raise ValueError("head names must be unique")
+        self.head_specs: dict[str, HeadSpec] = {h.name: h for h in heads}
+        # Heartbeats are sent here rather than by each simulator, so a muted head stops them.
+        self.heads: dict[str, ScannerSimulator] = {
+            h.name: ScannerSimulator(
+                h.name,
+                port=h.port,
+                telegram_format=h.telegram_format
+                if h.telegram_format is not None
+                else telegram_format,
             )
-            if with_scanner
-            else None
-        )
+            for h in heads
+        }
+        self.scanner_heartbeat_s = scanner_heartbeat_s
+        self._dead: set[str] = set()
+        self._muted: set[str] = set()
+        self._head_rng = random.Random(seed ^ 0x5EED)
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self.conveyor = Conveyor(self.plc, self.params, self._scan, seed=seed)
         self.traffic = Traffic(seed=seed)
         # One stream for the line's life: a second run() goes on with the next parcels.
         self._items = self.traffic.items()
 
-    def _scan(self, tracking_id: int, codes: Sequence[str]) -> None:
-        if self.scanner is not None:
-            self.scanner.send_read(tracking_id, codes)
+    @property
+    def scanner(self) -> ScannerSimulator | None:
+        """The first head (the only one on a line with one head)."""
+        return next(iter(self.heads.values()), None)
+
+    def _scan(self, tracking_id: int, codes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        sent: dict[str, tuple[str, ...]] = {}
+        rng = self._head_rng
+        for name, sim in self.heads.items():
+            spec = self.head_specs[name]
+            # Draw for every head every time, so killing one does not change the others.
+            missed = rng.random() < spec.miss_rate
+            read = rng.random() < spec.read_rate
+            if missed or name in self._dead or name in self._muted:
+                continue
+            telegram = tuple(codes) if read else ()
+            if sim.send_read(tracking_id, telegram):
+                sent[name] = telegram
+        return sent
+
+    async def kill_head(self, name: str) -> None:
+        """Switch a head off: its link closes and reconnects are refused."""
+        self._dead.add(name)
+        await self.heads[name].stop()
+
+    async def revive_head(self, name: str) -> None:
+        """Switch it on again, on the same port."""
+        await self.heads[name].start()
+        self._dead.discard(name)
+
+    def mute_head(self, name: str, muted: bool = True) -> None:
+        """A head whose link stays up but which sends nothing, not even heartbeats."""
+        if muted:
+            self._muted.add(name)
+        else:
+            self._muted.discard(name)
+
+    async def _heartbeats(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            for name, sim in self.heads.items():
+                if name not in self._muted and name not in self._dead and sim.has_heartbeat:
+                    sim.send_heartbeat()
 
     @property
     def ledger(self) -> Ledger:
@@ -103,14 +186,22 @@ class SimulatedLine:
 
     async def start(self) -> None:
         await self.plc.start()
-        if self.scanner is not None:
-            await self.scanner.start()
+        for sim in self.heads.values():
+            await sim.start()
+        if self.heads and self.scanner_heartbeat_s is not None:
+            self._heartbeat_task = asyncio.create_task(
+                self._heartbeats(self.scanner_heartbeat_s), name="line-scanner-heartbeats"
+            )
         await self.conveyor.start()
 
     async def stop(self) -> None:
         await self.conveyor.stop()
-        if self.scanner is not None:
-            await self.scanner.stop()
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        for sim in self.heads.values():
+            await sim.stop()
         await self.plc.close()
 
     async def __aenter__(self) -> Self:
@@ -177,10 +268,13 @@ async def simulate(
     seed: int,
     rtu: str | None = None,
     telegram_format: str | None = None,
+    read_rate: float = 1.0,
 ) -> int:
     """`sorterd simulate line|plc|scanner`: serve the site config's addresses until stopped.
 
-    `telegram_format` (a preset name) replaces the first scanner's format.
+    `line` serves every scanner of the site as one head (grouped by their `tunnel`), each
+    speaking its own telegram preset and reading an item's codes with probability
+    `read_rate`. `telegram_format` (a preset name) replaces the first scanner's format.
     """
     cfg = site.config
     plan = load_plan(site.plan_path)
@@ -192,15 +286,24 @@ async def simulate(
     if device == "scanner":
         return await _simulate_scanner(site, fmt, rate_per_h, duration_s, seed, stop)
     plc_serve, plc_port = plc_serve_for(cfg.plc.url, rtu)
+    heads = [
+        HeadSpec(
+            s.name,
+            read_rate=read_rate,
+            tunnel=s.tunnel,
+            port=_tcp_port(s.url),
+            telegram_format=fmt if i == 0 else simulated_format(s),
+        )
+        for i, s in enumerate(cfg.scanner)
+    ]
     line = SimulatedLine(
         sorted(plan.machine_chutes),
         plc_serve=plc_serve,
         plc_port=plc_port,
-        scanner_port=_tcp_port(cfg.scanner[0].url),
         device_id=cfg.plc.device_id,
         seed=seed,
         with_scanner=device == "line",
-        telegram_format=fmt,
+        heads=heads,
     )
     async with line:
         _announce(line.plc)
@@ -208,7 +311,7 @@ async def simulate(
             "simulator ready",
             device=device,
             plc=line.plc_url,
-            scanner=line.scanner_url if line.scanner else None,
+            scanners={name: sim.tcp_url for name, sim in line.heads.items()},
         )
         runner = asyncio.create_task(line.run(rate_per_h, duration_s))
         stopper = asyncio.create_task(stop.wait())
@@ -218,7 +321,13 @@ async def simulate(
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         if not stop.is_set():
-            await line.drain(60.0)
+            # Let the items on the belt finish, unless told to stop meanwhile.
+            drainer = asyncio.create_task(line.drain(60.0))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({drainer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (drainer, stopper):
+                task.cancel()
+            await asyncio.wait({drainer, stopper})
         log.info("simulator summary", **line.ledger.summary())
     return 0
 

@@ -264,6 +264,11 @@ class ScannerSimulator:
         carried = tracking_id if self.format.carries_tracking_id else None
         return self.send_raw(self.format.encode_read(carried, codes))
 
+    @property
+    def has_heartbeat(self) -> bool:
+        """Whether the preset has a heartbeat telegram at all."""
+        return self._heartbeat is not None
+
     def send_heartbeat(self) -> bool:
         """Send the preset's heartbeat; ValueError for a preset that has none."""
         if self._heartbeat is None:

@@ -150,6 +150,9 @@ class ScannerSection(_Model):
         given = self._given()
         return _telegram.problems(self.telegram_options(), set(given))
 
+    # Heads with the same tunnel name read the same items; their reads are merged per item.
+    tunnel: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -234,6 +237,15 @@ class TrackingSection(_Model):
     scan_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 200
     # A scan that no request claimed within this time is dropped and counted as unmatched.
     scan_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Reads without tracking id are paired with requests in belt order when the read came
+    # at most window_before_ms before / window_after_ms after the request (docs/tunnels.md).
+    window_before_ms: Annotated[int, Field(ge=0, le=10_000)] = 50
+    window_after_ms: Annotated[int, Field(ge=0, le=10_000)] = 50
+    # After an item's first read, how long to wait for the other heads of its tunnel
+    # (never beyond scan_wait_ms after the request).
+    merge_window_ms: Annotated[int, Field(ge=0, le=10_000)] = 50
+    # A head that missed this many items in a row is not waited for until it reads again.
+    head_miss_limit: Annotated[int, Field(ge=1, le=1000)] = 3
 
 
 class SiteConfig(_Model):

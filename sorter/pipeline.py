@@ -9,6 +9,7 @@ is synchronous, so a request whose scan is already here is answered within the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import os
@@ -270,12 +271,11 @@ class Pipeline:
         now = self.clock_ns()
         for req in rec.pending:
             self.counters.recovered_pending += 1
-            match = self.tracker.on_request(replace(req, received_ns=now), now)
-            if match is not None:
+            for match in self.tracker.on_request(replace(req, received_ns=now), now):
                 self._decide(match)
-        if self.tracker.waiting:
-            self._timer_wake.set()
         self.durable.commit()
+        if self.tracker.next_deadline_ns() is not None:
+            self._timer_wake.set()
 
     def on_requests(self, requests: Sequence[SortRequest]) -> None:
         now = self.clock_ns()
@@ -290,10 +290,11 @@ class Pipeline:
                 if self._reply is not None:
                     self._reply(req.seq, req.tracking_id, chute)
                 continue
-            match = self.tracker.on_request(req, now)
-            if match is not None:
+            decided_now = False
+            for match in self.tracker.on_request(req, now):
+                decided_now = decided_now or match.request.seq == req.seq
                 self._decide(match)
-            else:
+            if not decided_now:
                 self.durable.add_pending(req)
         self.durable.commit()
         if self.tracker.waiting:
@@ -473,11 +474,11 @@ class Pipeline:
     # --- scans and timeouts -----------------------------------------------------------
 
     def on_scan(self, read: ScanRead) -> None:
-        self.stats.on_read(noread=not read.codes)
-        match = self.tracker.on_scan(read, self.clock_ns())
-        if match is not None:
+        for match in self.tracker.on_scan(read, self.clock_ns()):
             self._decide(match)
-            self.durable.commit()
+        self.durable.commit()
+        if self.tracker.next_deadline_ns() is not None:
+            self._timer_wake.set()  # a merge deadline or a window may be due before the next
 
     async def run_scanner(self, reads: AsyncIterable[ScanRead]) -> None:
         async for read in reads:
@@ -486,17 +487,20 @@ class Pipeline:
     async def run_timer(self) -> None:
         """Decide every request whose scan did not come within scan_wait_ms."""
         while True:
+            for match in self.tracker.expire(self.clock_ns()):
+                self._decide(match)
+            self.durable.commit()
             deadline = self.tracker.next_deadline_ns()
+            self._timer_wake.clear()
             if deadline is None:
-                self._timer_wake.clear()
                 await self._timer_wake.wait()
                 continue
             delay_ns = deadline - self.clock_ns()
             if delay_ns > 0:
-                await asyncio.sleep(delay_ns / 1e9)
-            for match in self.tracker.expire(self.clock_ns()):
-                self._decide(match)
-            self.durable.commit()
+                # Woken early when a new deadline (a merge window) comes before this one.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay_ns / 1e9):
+                        await self._timer_wake.wait()
 
     def answer_waiting(self) -> int:
         """Decide every request still waiting for its scan now (graceful stop)."""
@@ -524,13 +528,7 @@ class Pipeline:
             "lookups": lookups,
             "hit_rate": round(self.decider.manifest_hits / lookups, 4) if lookups else None,
         }
-        snap["tracker"] = {
-            "waiting": self.tracker.waiting,
-            "pending_scans": self.tracker.pending_scans,
-            "timeouts": self.tracker.stats.timeouts,
-            "scans_unmatched": self.tracker.stats.scans_unmatched,
-            "duplicate_requests": self.tracker.stats.duplicate_requests,
-        }
+        snap["tracker"] = self.tracker.snapshot()
         if self.extra_stats is not None:
             snap.update(self.extra_stats())
         self.publish(self.topics.stats, snap, qos=0, retain=True)
@@ -559,6 +557,8 @@ class Pipeline:
             destination, barcode = "", ""
         else:
             codes = match.scan.codes
+            # Per item, over the merged heads of its tunnel (per head rates: P/stats scanners).
+            self.stats.on_read(noread=not codes)
             choice = self.decider.decide(codes, recirculations)
             chute, reason = choice.chute, choice.reason
             destination, barcode = choice.destination, choice.barcode

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--mqtt", metavar="URL", help="use this broker instead of a local one")
+    p.add_argument(
+        "--heads", type=int, choices=range(1, 7), default=1, help="scanner heads in the tunnel"
+    )
+    p.add_argument("--read-rate", type=_share, default=1.0, metavar="0..1", help="per head")
+    p.add_argument(
+        "--kill-head-after", type=float, metavar="S", help="switch the last head off after S s"
+    )
 
     p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
     _add_site(p)
@@ -92,7 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
                 help="telegram preset to send (default: the site's; another preset is "
                 "sent with its default settings)",
             )
+        if name == "line":
+            q.add_argument(
+                "--read-rate", type=_share, default=1.0, metavar="0..1", help="per scanner head"
+            )
     return parser
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number within 0..1, got {text!r}")
+    return value
 
 
 def _version() -> str:
@@ -229,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(
                 run_demo(
-                    duration_s=args.duration, rate_per_h=args.rate, seed=args.seed, mqtt=args.mqtt
+                    duration_s=args.duration,
+                    rate_per_h=args.rate,
+                    seed=args.seed,
+                    mqtt=args.mqtt,
+                    heads=args.heads,
+                    read_rate=args.read_rate,
+                    kill_head_after_s=args.kill_head_after,
                 )
             )
         if args.command == "top":
@@ -251,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         seed=args.seed,
                         rtu=getattr(args, "rtu", None),
                         telegram_format=getattr(args, "format", None),
+                        read_rate=getattr(args, "read_rate", 1.0),
                     )
                 )
             except ValueError as exc:  # a site whose addresses the simulator cannot serve

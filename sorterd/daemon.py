@@ -19,6 +19,7 @@ from drivers.telegram import format_from_options
 from sorter.commands import CommandError, parse_command
 from sorter.config import ConfigError, Site
 from sorter.decide import Decider
+from sorter.heads import HeadChange, HeadHealth
 from sorter.kernel import ChuteState, Kernel
 from sorter.manifest import Manifest, ManifestSource
 from sorter.manifest import warm as warm_manifest_kernels
@@ -59,6 +60,11 @@ class Daemon:
         self.tracker = Tracker(
             scan_wait_ns=tracking.scan_wait_ms * 1_000_000,
             scan_ttl_ns=int(tracking.scan_ttl_s * 1e9),
+            heads={s.name: s.tunnel or s.name for s in cfg.scanner},
+            window_before_ns=tracking.window_before_ms * 1_000_000,
+            window_after_ns=tracking.window_after_ms * 1_000_000,
+            merge_window_ns=tracking.merge_window_ms * 1_000_000,
+            head_miss_limit=tracking.head_miss_limit,
         )
         jc = cfg.journal
         self.journal = Journal(
@@ -71,6 +77,7 @@ class Daemon:
         self.alarms: tuple[str, ...] = ()
         self._checking_journal = False
         self.journal.on_health_change = self._check_journal
+        self.heads = HeadHealth({s.name: int(s.silence_timeout_s * 1e9) for s in cfg.scanner})
         self.mqtt = MqttPublisher(
             cfg.mqtt.url,
             client_id=cfg.mqtt.client_id or f"sorterd-{cfg.site.name}-{cfg.site.line}",
@@ -170,6 +177,7 @@ class Daemon:
                 "bad_confirmations": plc.bad_confirmations,
                 "io_ms_max": round(plc.io_ms_max, 3),
             },
+            "scanners": self._scanner_stats(),
         }
 
     def _on_mqtt_state(self, connected: bool, reason: str) -> None:
@@ -177,11 +185,56 @@ class Daemon:
 
     def _on_scanner_state(self, name: str, connected: bool) -> None:
         scanner = next((s for s in self.scanners if s.name == name), None)
+        if scanner is None:
+            return
+        detail = "connected" if connected else (scanner.last_error or "disconnected")
+        change = self.heads.on_link(name, connected, detail, time.monotonic_ns())
+        self._publish_head(scanner, change)
+
+    def _publish_head(self, scanner: StreamScanner, change: HeadChange | None) -> None:
+        """P/devices/NAME of a head: online while linked and speaking (sorter/heads.py)."""
+        if change is None:
+            # No change of state; a new error count is still worth publishing.
+            self.pipeline.device_state(
+                scanner.name, connected=self.heads.online(scanner.name), errors=scanner.errors
+            )
+            return
+        self.tracker.set_head_alive(scanner.name, change.online)
+        seen = scanner.last_seen_ns
+        wall = None if seen is None else time.time_ns() - (time.monotonic_ns() - seen)
+        log.info("scanner head", head=scanner.name, online=change.online, detail=change.detail)
         self.pipeline.device_state(
-            name,
-            connected=connected,
-            errors=scanner.errors if scanner is not None else None,
+            scanner.name,
+            connected=change.online,
+            errors=scanner.errors,
+            last_seen_wall_ns=wall,
+            detail=change.detail,
+            force=True,
         )
+
+    async def _watch_heads(self) -> None:
+        """Notice heads that went silent, and silent heads that speak again."""
+        timeouts_s = [s.silence_timeout_s for s in self.site.config.scanner]
+        interval_s = min(1.0, max(0.05, min(timeouts_s) / 4))
+        while True:
+            await asyncio.sleep(interval_s)
+            now = time.monotonic_ns()
+            for scanner in self.scanners:
+                change = self.heads.on_heard(scanner.name, scanner.last_seen_ns, now)
+                if change is not None:
+                    self._publish_head(scanner, change)
+
+    def _scanner_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        heads = self.tracker.heads
+        for scanner in self.scanners:
+            entry = heads[scanner.name].snapshot()
+            entry["online"] = self.heads.online(scanner.name)
+            entry["heartbeats"] = scanner.stats.heartbeats
+            entry["bad_telegrams"] = scanner.stats.bad_telegrams
+            entry["errors"] = scanner.errors
+            out[scanner.name] = entry
+        return out
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -361,6 +414,7 @@ class Daemon:
                     tg.create_task(self.pipeline.run_timer(), name="timer"),
                     tg.create_task(self._watch_manifests(), name="manifests"),
                     tg.create_task(self._journal_upkeep(), name="journal"),
+                    tg.create_task(self._watch_heads(), name="scanner-heads"),
                     tg.create_task(
                         run_watchdog(self.notifier, lambda: not self._stop.is_set()),
                         name="watchdog",

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from drivers.broker import LocalBroker, free_port
-from simulators.line import SimulatedLine
+from simulators.line import HeadSpec, SimulatedLine
 from sorter.config import load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
@@ -55,10 +56,22 @@ def write_site(
     manifest_poll_s: float = 5.0,
     extra: str = "",
     plc_url: str | None = None,
+    scanners: Sequence[tuple[str, int, str | None]] = (),
+    silence_timeout_s: float | None = None,
 ) -> Path:
-    """A site config for a line on loopback ports chosen at run time (`plc_url` wins over
-    `plc_port`, for a PLC on a serial line)."""
+    """A site config for a line on loopback ports chosen at run time.
+
+    `plc_url` wins over `plc_port` (a PLC on a serial line). `scanners`: (name, port,
+    tunnel) of each head; default one head `tunnel-1` on `scanner_port`.
+    """
     site = folder / "site.toml"
+    scanner_tables = "".join(
+        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\nformat = "index"\n'
+        + (f'tunnel = "{tunnel}"\n' if tunnel else "")
+        + (f"silence_timeout_s = {silence_timeout_s}\n" if silence_timeout_s else "")
+        + "\n"
+        for name, port, tunnel in (scanners or [("tunnel-1", scanner_port, None)])
+    )
     manifest_table = (
         f"\n[manifest]\nfiles = [{json.dumps(manifests)}]\npoll_interval_s = {manifest_poll_s}\n"
         if manifests
@@ -74,12 +87,7 @@ timezone = "Africa/Casablanca"
 url = "{plc_url or f"tcp://127.0.0.1:{plc_port}"}"
 poll_interval_ms = 5
 
-[[scanner]]
-name = "tunnel-1"
-url = "tcp://127.0.0.1:{scanner_port}"
-format = "index"
-
-[mqtt]
+{scanner_tables}[mqtt]
 url = "{mqtt_url}"
 topic_prefix = "{prefix}"
 stats_interval_s = 2
@@ -160,8 +168,24 @@ def _progress_table(line: SimulatedLine, daemon: Daemon, obs: Observer, elapsed_
     return table
 
 
+HEAD_NAMES = ("tunnel-1", "tunnel-1-side", "tunnel-1-bottom", "tunnel-1-left", "tunnel-1-right")
+
+
+def demo_heads(count: int, read_rate: float) -> list[HeadSpec]:
+    """`count` heads of one tunnel `tunnel-1`, each reading with `read_rate`."""
+    names = [*HEAD_NAMES, *(f"tunnel-1-{i}" for i in range(len(HEAD_NAMES), count))][:count]
+    return [HeadSpec(name, read_rate=read_rate, tunnel="tunnel-1") for name in names]
+
+
 async def run_demo(
-    *, duration_s: float, rate_per_h: float, seed: int, mqtt: str | None = None
+    *,
+    duration_s: float,
+    rate_per_h: float,
+    seed: int,
+    mqtt: str | None = None,
+    heads: int = 1,
+    read_rate: float = 1.0,
+    kill_head_after_s: float | None = None,
 ) -> int:
     console = Console(stderr=False)
     config_dir = demo_config_dir()
@@ -175,17 +199,19 @@ async def run_demo(
             console.print(f"broker: {broker.kind} on {mqtt_url}")
         else:
             mqtt_url = mqtt
+        specs = demo_heads(heads, read_rate)
         line = await stack.enter_async_context(
-            SimulatedLine(sorted(plan.machine_chutes), seed=seed)
+            SimulatedLine(sorted(plan.machine_chutes), seed=seed, heads=specs)
         )
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-demo-")))
         site_path = write_site(
             tmp,
             plc_port=line.plc.port,
-            scanner_port=line.scanner.port if line.scanner and line.scanner.port else free_port(),
+            scanner_port=free_port(),  # unused: every head is listed
             mqtt_url=mqtt_url,
             plan=plan_path,
             prefix=prefix,
+            scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in specs],
         )
         site = load_site(site_path)
         observer = Observer(prefix)
@@ -202,6 +228,7 @@ async def run_demo(
             )
             t0 = time.monotonic()
             induct = tg.create_task(line.run(rate_per_h, duration_s=duration_s), name="induct")
+            killed = False
             drained = False
             live_ctx = (
                 Live(console=console, refresh_per_second=4)
@@ -213,6 +240,14 @@ async def run_demo(
                 deadline = t0 + duration_s + DRAIN_TIMEOUT_S
                 while time.monotonic() < deadline:
                     elapsed = time.monotonic() - t0
+                    if (
+                        kill_head_after_s is not None
+                        and not killed
+                        and elapsed >= kill_head_after_s
+                    ):
+                        killed = True
+                        await line.kill_head(specs[-1].name)
+                        console.print(f"switched head {specs[-1].name} off")
                     if isinstance(live, Live):
                         live.update(_progress_table(line, daemon, observer, elapsed))
                     elif elapsed - last_print >= 5:
@@ -233,11 +268,12 @@ async def run_demo(
                 or len(observer.result_ids) < sum(line.ledger.confirmations.values())
             ):
                 await asyncio.sleep(0.1)
+            offline = {name for name in line.heads if not daemon.heads.online(name)}
             daemon.request_stop()
             await daemon_task
             await asyncio.sleep(0.2)
             obs_task.cancel()
-        return _summary(console, line, daemon, observer, drained, time.monotonic() - t0)
+        return _summary(console, line, daemon, observer, drained, time.monotonic() - t0, offline)
     return 1
 
 
@@ -248,6 +284,7 @@ def _summary(
     obs: Observer,
     drained: bool,
     elapsed_s: float,
+    offline: set[str],
 ) -> int:
     ledger = line.ledger
     confirmations = sum(ledger.confirmations.values())
@@ -265,6 +302,15 @@ def _summary(
         ("duplicates seen by consumer", obs.duplicates),
         ("reasons", ", ".join(f"{k} {v}" for k, v in sorted(obs.reasons.items()))),
         ("decision latency ms", f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} max {lat['max']:.2f}"),
+        ("read rate (items)", daemon.pipeline.stats.snapshot(time.monotonic_ns())["read_rate"]),
+        *(
+            (
+                f"head {name}",
+                f"reads {h.reads} noreads {h.noreads} missed {h.missed} late {h.late}"
+                + (" (offline)" if name in offline else ""),
+            )
+            for name, h in daemon.tracker.heads.items()
+        ),
         ("elapsed s", f"{elapsed_s:.1f}"),
     ]
     table = Table(title="sorterd demo summary", show_header=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import aiomqtt
 
 from drivers.broker import LocalBroker
 from simulators.conveyor import LineParams
-from simulators.line import DEMO_PARAMS, SimulatedLine
+from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
 from simulators.plc import PlcServe
 from sorter.config import load_site
 from sorter.plan import load_plan
@@ -76,8 +76,13 @@ async def line_with_daemon(
     manifests: str | None = None,
     extra_config: str = "",
     plc_serve: PlcServe | None = None,
+    heads: Sequence[HeadSpec] | None = None,
+    silence_timeout_s: float | None = None,
 ) -> AsyncIterator[Rig]:
-    """Line and daemon running; on exit the daemon stops gracefully and says offline."""
+    """Line and daemon running; on exit the daemon stops gracefully and says offline.
+
+    `heads`: the scan tunnel's heads, each a [[scanner]] of the site config under its own
+    name and tunnel; default one head, `tunnel-1`."""
     plan = load_plan(plan_path)
     sub = Subscriber()
     ready = asyncio.Event()
@@ -88,6 +93,7 @@ async def line_with_daemon(
         plc_port=plc_port,
         scanner_port=scanner_port,
         plc_serve=plc_serve,
+        heads=heads,
     )
     async with line:
         assert line.scanner is not None
@@ -104,6 +110,8 @@ async def line_with_daemon(
                 manifests=manifests,
                 manifest_poll_s=0.2,
                 extra=extra_config,
+                scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in (heads or ())],
+                silence_timeout_s=silence_timeout_s,
             )
         )
         daemon = Daemon(site)
@@ -113,7 +121,8 @@ async def line_with_daemon(
             daemon_task = tg.create_task(daemon.run(), name="daemon")
             try:
                 await asyncio.wait_for(daemon.ready.wait(), 60)
-                await line.scanner.wait_for_clients(1)
+                for sim in line.heads.values():
+                    await sim.wait_for_clients(1)
                 yield Rig(line, daemon, sub)
             finally:
                 daemon.request_stop()
