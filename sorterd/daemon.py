@@ -182,6 +182,9 @@ class Daemon:
 
     def _on_mqtt_state(self, connected: bool, reason: str) -> None:
         log.info("mqtt link", connected=connected, reason=reason)
+        # Retained and coalesced: consumers see it once the broker is back, with the count
+        # of connection losses in `errors` and the last reason in `detail`.
+        self.pipeline.device_state("mqtt", connected=connected, detail=reason)
 
     def _on_scanner_state(self, name: str, connected: bool) -> None:
         scanner = next((s for s in self.scanners if s.name == name), None)

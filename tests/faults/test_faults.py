@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from drivers.broker import mosquitto_path
-from tests.faults.harness import FaultRig, Report, print_report, scaled
+from tests.faults.harness import SCALE, FaultRig, Report, print_report, scaled
 
 pytestmark = [
     pytest.mark.skipif(mosquitto_path() is None, reason="the fault suite drives mosquitto"),
@@ -87,23 +87,54 @@ async def test_broker_frozen(tmp_path: Path) -> None:
 
 
 async def test_daemon_killed_and_restarted(tmp_path: Path) -> None:
-    """SIGKILL mid-run: the restarted daemon resumes from the journal and the PLC rings."""
+    """SIGKILL mid-run, twice (more with a larger scale), at moments that do not line up
+    with the poll cycle: each restart resumes from the journal and the PLC rings."""
+    kills = max(2, round(2 * SCALE))
+    async with FaultRig(tmp_path).running() as rig:
+        assert rig.daemon is not None
+        rig.start_traffic(_traffic_s() + kills * 3.0)
+        await asyncio.sleep(scaled(LEAD_S))
+        recover: list[float] = []
+        for i in range(kills):
+            rig.daemon.kill(signal.SIGKILL)
+            assert await rig.daemon.wait(10) == -signal.SIGKILL
+            end = await _after(rig, 0.5 + 0.37 * i)
+            await rig.daemon.start()
+
+            def online_again(since_s: float = end) -> bool:
+                times = rig.seen.received_s.get("status", [])
+                last = rig.seen.last("status")
+                return bool(times) and times[-1] >= since_s and last["state"] == "online"
+
+            recover.append(await rig.wait_for(online_again, 60) - end)
+            await asyncio.sleep(1.3 + 0.29 * i)  # under traffic again before the next kill
+        report = await rig.finish(f"daemon_killed_x{kills}", recover_s=max(recover))
+    _check(report)
+
+
+async def test_sigterm_while_the_broker_is_down(tmp_path: Path) -> None:
+    """Graceful stop with nowhere to publish: exit 0 within the flush bound, what was not
+    sent stays in the journal and goes out, with its ids, after the next start."""
     async with FaultRig(tmp_path).running() as rig:
         assert rig.daemon is not None
         rig.start_traffic(_traffic_s())
         await asyncio.sleep(scaled(LEAD_S))
-        rig.daemon.kill(signal.SIGKILL)
-        assert await rig.daemon.wait(10) == -signal.SIGKILL
-        end = await _after(rig, scaled(FAULT_S) / 2)
+        await rig.broker.stop()
+        await asyncio.sleep(1.0)  # decisions pile up in the outbox
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        rig.daemon.kill(signal.SIGTERM)
+        assert await rig.daemon.wait(30) == 0
+        stop_s = loop.time() - t0
+        assert stop_s < 10.0, f"graceful stop took {stop_s:.1f} s"
+        await rig.broker.start()
+        end = loop.time()
         await rig.daemon.start()
-
-        def online_again() -> bool:
-            times = rig.seen.received_s.get("status", [])
-            return bool(times) and times[-1] >= end and rig.seen.last("status")["state"] == "online"
-
-        back = await rig.wait_for(online_again, 60)
-        report = await rig.finish("daemon_killed", recover_s=back - end)
+        back = await rig.wait_for(lambda: rig.seen.first_after("decisions", end) is not None, 60)
+        report = await rig.finish("sigterm_broker_down", recover_s=back - end)
     _check(report)
+    journal_log = (tmp_path / "daemon.log").read_text()
+    assert "journal recovered" in journal_log
 
 
 async def test_plc_link_down(tmp_path: Path) -> None:
