@@ -3,13 +3,14 @@
 #   make test   - create .venv, install, run the test suite
 #   make lint   - ruff (lint + format check) and mypy --strict
 #   make bench  - the benchmarks (see BENCHMARKS.md)
+#   make faults - the fault-injection suite, long (FAULT_SCALE=30: faults last minutes)
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+FAULT_SCALE ?= 30
+faults: $(STAMP)
+	SORTERD_FAULT_SCALE=$(FAULT_SCALE) $(BIN)/python -m pytest tests/faults -p no:randomly $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -396,6 +396,9 @@ class FaultRig:
     unread_at_reset = 0
 
 
+REPORTS: list[Report] = []  # every run of this session, for the terminal summary
+
+
 def print_report(report: Report) -> None:
     # Printed so that `pytest -s` (and the CI log with -rA) shows the figures.
     print(f"\nFAULT {report.line()}")

@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 
 from drivers.broker import mosquitto_path
-from tests.faults.harness import SCALE, FaultRig, Report, print_report, scaled
-
-pytestmark = [
-    pytest.mark.skipif(mosquitto_path() is None, reason="the fault suite drives mosquitto"),
-    pytest.mark.timeout(600),
-]
+from tests.faults.harness import REPORTS, SCALE, FaultRig, Report, print_report, scaled
 
 LEAD_S = 3.0
 FAULT_S = 4.0
 TAIL_S = 4.0
-REPORTS: list[Report] = []
+
+pytestmark = [
+    pytest.mark.skipif(mosquitto_path() is None, reason="the fault suite drives mosquitto"),
+    # Traffic, a drain of up to a minute and more, start-up: bounded, and scaled.
+    pytest.mark.timeout(int(300 + 4 * scaled(LEAD_S + FAULT_S + TAIL_S))),
+]
 
 
 def _traffic_s() -> float:
