@@ -58,6 +58,10 @@ class PlcHandler(Protocol):
     def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None: ...
     def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None: ...
     def on_link_state(self, connected: bool, reason: str) -> None: ...
+    def on_counters_jumped(self) -> None:
+        """The request ring's head jumped (a PLC restart with its counters reset, or a
+        ring overrun): the PLC may now reuse (tracking_id, seq) pairs it used before."""
+        ...
 
 
 @dataclass(slots=True)
@@ -408,6 +412,8 @@ class PlcLink:
             return ack, n, False
         self.stats.counter_jumps += 1
         log.warning("plc counter jumped", ring=ring, head=head, ack=ack)
+        if ring == "request":
+            self.handler.on_counters_jumped()
         return (head - R.RING_SLOTS) % R.COUNTER_MOD, R.RING_SLOTS, True
 
     async def _take_requests(self, header: list[int]) -> None:

@@ -201,6 +201,7 @@ class PipelineCounters:
     replies_repeated: int = 0  # requests re-read after a reconnect or restart, re-answered
     duplicate_results: int = 0  # confirmations already recorded (re-read after a restart)
     recovered_pending: int = 0  # requests taken before a restart and decided after it
+    plc_restarts: int = 0  # request counters that jumped (PLC restarted, ring overrun)
     chute_changes: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -424,6 +425,14 @@ class Pipeline:
             qos=1,
             retain=True,
         )
+
+    def on_counters_jumped(self) -> None:
+        """A PLC restarted with its counters reset starts its seqs again, and may start its
+        tracking ids again too: a (tracking_id, seq) seen before is then a new item, not a
+        re-read. Forget the replies given, or it would get an old item's chute."""
+        self.counters.plc_restarts += 1
+        self._answered.clear()
+        self.tracker.forget_requests()
 
     def on_link_state(self, connected: bool, reason: str) -> None:
         self.device_state("plc", connected=connected, detail=reason)

@@ -213,6 +213,11 @@ class Tracker:
     def pending_scans(self) -> int:
         return len(self._scan_order) + sum(len(h.pending) for h in self._window_heads)
 
+    def forget_requests(self) -> None:
+        """Forget the (tracking_id, seq) pairs of requests already decided: after a PLC
+        restart they may come again as new items. Requests still waiting stay known."""
+        self._seen = OrderedDict((key, None) for key in self._seen if key in self._waiting)
+
     # --- events ---------------------------------------------------------------------------
 
     def on_request(self, req: SortRequest, now_ns: int) -> list[Match]:

@@ -58,6 +58,7 @@ class Recorder:
         self.confirmations: list[Confirmation] = []
         self.chute_status: list[tuple[int, list[int]]] = []
         self.states: list[tuple[bool, str]] = []
+        self.jumps = 0
 
     @property
     def requests(self) -> list[SortRequest]:
@@ -86,6 +87,9 @@ class Recorder:
 
     def on_link_state(self, connected: bool, reason: str) -> None:
         self.states.append((connected, reason))
+
+    def on_counters_jumped(self) -> None:
+        self.jumps += 1
 
 
 def make_link(url: str, handler: Recorder, **kwargs: Any) -> PlcLink:
@@ -651,6 +655,7 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
             )
             await asyncio.sleep(0.05)
             assert [c.tracking_id for c in handler.confirmations[n_conf:]] == [500_000]
+            assert handler.jumps == 1  # the pipeline forgets the pairs the PLC may reuse
             assert link.stats.bad_confirmations == 0
             assert link.stats.bad_requests == 0
 

@@ -1,0 +1,108 @@
+"""The pipeline with a real journal: re-reads, restarts of the daemon and of the PLC."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from drivers.journal import Journal, JournalOutbox
+from drivers.mqtt import MqttPublisher
+from sorter.decide import Decider
+from sorter.events import Confirmation, Outcome, ScanRead, SortRequest
+from sorter.kernel import ChuteState
+from sorter.pipeline import Pipeline, Topics
+from sorter.plan import compile_plan, load_plan
+from sorter.tracker import Tracker
+from sorterd.demo import demo_config_dir
+
+MS = 1_000_000
+CODES = ("RB123456785GB",)  # demo plan: an S10 code from Great Britain, ok
+
+
+class Line:
+    """A pipeline as the daemon builds it, with the PLC's replies recorded."""
+
+    def __init__(self, path: Path) -> None:
+        plan = compile_plan(load_plan(demo_config_dir() / "sortplan.toml"))
+        self.journal = Journal(path, synchronous="normal")
+        # Never run: messages stay in the journal, which is what a restart finds.
+        self.mqtt = MqttPublisher("mqtt://127.0.0.1:1", store=self.journal)
+        self.now_ns = 10**12
+        self.replies: list[tuple[int, int, int]] = []
+        self.pipeline = Pipeline(
+            Decider(plan, ChuteState.for_plan(plan)),
+            Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=30_000 * MS),
+            self._publish,
+            Topics("p"),
+            clock_ns=lambda: self.now_ns,
+            durable=JournalOutbox(self.journal, self.mqtt),
+        )
+        self.pipeline.bind_reply(lambda seq, tid, chute: self.replies.append((seq, tid, chute)))
+
+    def _publish(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
+        pass
+
+    def request(self, tid: int, seq: int) -> SortRequest:
+        return SortRequest(seq, tid, 1, 0, 0, 0, 0, received_ns=self.now_ns)
+
+    def decisions(self) -> list[tuple[int, int]]:
+        return self.rows("decision")
+
+    def rows(self, kind: str) -> list[tuple[int, int]]:
+        """(tracking_id, seq) of the journal's messages of a kind, read as another process
+        would read the file."""
+        with contextlib.closing(sqlite3.connect(self.journal.path)) as db:
+            rows = db.execute(
+                "SELECT tracking_id, seq FROM message WHERE kind=? ORDER BY id", (kind,)
+            ).fetchall()
+        return [(int(t), int(s)) for t, s in rows]
+
+
+def test_a_request_read_again_gets_the_same_reply_and_no_second_decision(tmp_path: Path) -> None:
+    line = Line(tmp_path / "j.sqlite")
+    line.pipeline.on_scan(ScanRead("tunnel-1", 7, CODES, line.now_ns))
+    line.pipeline.on_requests([line.request(7, 1)])
+    assert len(line.replies) == 1
+    line.pipeline.on_requests([line.request(7, 1)])  # the req_ack write was lost
+    assert line.replies == [line.replies[0]] * 2
+    assert line.decisions() == [(7, 1)]
+    assert line.pipeline.counters.replies_repeated == 1
+
+
+def test_a_restarted_daemon_answers_as_before_and_drops_known_results(tmp_path: Path) -> None:
+    first = Line(tmp_path / "j.sqlite")
+    first.pipeline.on_scan(ScanRead("tunnel-1", 7, CODES, first.now_ns))
+    first.pipeline.on_requests([first.request(7, 1), first.request(8, 2)])  # 8 waits
+    chute_7 = first.replies[0][2]
+    first.pipeline.on_confirmations([Confirmation(1, 7, chute_7, Outcome.SORTED, 0)])
+    first.journal.close()  # the process dies: every step was committed already
+
+    second = Line(tmp_path / "j.sqlite")
+    second.pipeline.restore(second.journal.recover())
+    # The PLC presents 7 again (its ack was lost) and the confirmation again.
+    second.pipeline.on_requests([second.request(7, 1)])
+    second.pipeline.on_confirmations([Confirmation(1, 7, chute_7, Outcome.SORTED, 0)])
+    assert second.replies[0] == (1, 7, chute_7)
+    assert second.pipeline.counters.duplicate_results == 1
+    # 8 was taken but not decided: it is decided now (as when its new scan wait runs out).
+    second.pipeline.answer_waiting()
+    assert [(seq, tid) for seq, tid, _ in second.replies] == [(1, 7), (2, 8)]
+    assert second.decisions() == [(7, 1), (8, 2)]
+    assert second.rows("result") == [(7, 1)]
+
+
+def test_after_a_plc_restart_a_reused_pair_is_a_new_item(tmp_path: Path) -> None:
+    line = Line(tmp_path / "j.sqlite")
+    line.pipeline.on_scan(ScanRead("tunnel-1", 1, CODES, line.now_ns))
+    line.pipeline.on_requests([line.request(1, 0)])
+    line.pipeline.on_counters_jumped()  # the PLC restarted: ids and seqs from the start
+    line.now_ns += 1000 * MS
+    line.pipeline.on_scan(ScanRead("tunnel-1", 1, ("RB000000005MA",), line.now_ns))
+    line.pipeline.on_requests([line.request(1, 0)])
+    assert line.decisions() == [(1, 0), (1, 0)]  # decided afresh, not answered from memory
+    assert len(line.replies) == 2
+    assert line.pipeline.counters.replies_repeated == 0
