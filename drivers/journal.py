@@ -31,13 +31,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from sorter.events import SortRequest
-from sorter.pipeline import Recovered
+from sorter.pipeline import Outgoing, Recovered
 
 log = structlog.get_logger(__name__)
 
@@ -252,24 +252,10 @@ class Journal:
             self._db.execute("BEGIN")
         self._dirty = True
 
-    def append(
-        self,
-        kind: str,
-        tracking_id: int,
-        seq: int,
-        *,
-        chute: int,
-        barcode: str,
-        destination: str,
-        recirculations: int,
-        outcome: int,
-        topic: str,
-        payload: bytes,
-    ) -> int | None:
-        """Store one outgoing message; its row id, or None when the journal cannot write.
-
-        Part of the open transaction: durable once `commit()` returns.
-        """
+    def append(self, msg: Outgoing, data: bytes) -> int | None:
+        """Store one outgoing message (`data` is its encoded payload); its row id, or None
+        when the journal cannot write. Part of the open transaction: durable once
+        `commit()` returns."""
         try:
             self._begin()
             cur = self._db.execute(
@@ -277,22 +263,22 @@ class Journal:
                 " recirculations, outcome, wall_ns, topic, payload)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    kind,
-                    tracking_id,
-                    seq,
-                    chute,
-                    barcode,
-                    destination,
-                    recirculations,
-                    outcome,
+                    msg.kind,
+                    msg.tracking_id,
+                    msg.seq,
+                    msg.chute,
+                    msg.barcode,
+                    msg.destination,
+                    msg.recirculations,
+                    msg.outcome,
                     self._wall_ns(),
-                    topic,
-                    payload,
+                    msg.topic,
+                    data,
                 ),
             )
-            if kind == "decision":
+            if msg.kind == "decision":
                 self._db.execute(
-                    "DELETE FROM pending WHERE tracking_id=? AND seq=?", (tracking_id, seq)
+                    "DELETE FROM pending WHERE tracking_id=? AND seq=?", (msg.tracking_id, msg.seq)
                 )
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -504,34 +490,10 @@ class JournalOutbox:
     def add_pending(self, req: SortRequest) -> None:
         self.journal.add_pending(req)
 
-    def record(
-        self,
-        kind: str,
-        tracking_id: int,
-        seq: int,
-        *,
-        chute: int,
-        barcode: str,
-        destination: str,
-        recirculations: int,
-        outcome: int,
-        topic: str,
-        payload: dict[str, Any],
-    ) -> None:
-        data = encode(payload)
-        rowid = self.journal.append(
-            kind,
-            tracking_id,
-            seq,
-            chute=chute,
-            barcode=barcode,
-            destination=destination,
-            recirculations=recirculations,
-            outcome=outcome,
-            topic=topic,
-            payload=data,
-        )
-        self.publisher.publish_raw(OutMessage(topic, data, 1, False), rowid)
+    def record(self, msg: Outgoing) -> None:
+        data = encode(msg.payload)
+        rowid = self.journal.append(msg, data)
+        self.publisher.publish_raw(OutMessage(msg.topic, data, 1, False), rowid)
 
     def commit(self) -> None:
         self.journal.commit()

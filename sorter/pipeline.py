@@ -68,22 +68,25 @@ class Durable(Protocol):
 
     def add_pending(self, req: SortRequest) -> None: ...
 
-    def record(
-        self,
-        kind: str,
-        tracking_id: int,
-        seq: int,
-        *,
-        chute: int,
-        barcode: str,
-        destination: str,
-        recirculations: int,
-        outcome: int,
-        topic: str,
-        payload: dict[str, Any],
-    ) -> None: ...
+    def record(self, msg: Outgoing) -> None: ...
 
     def commit(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A decision or result: its MQTT message and what a restart needs to know of it."""
+
+    kind: str  # "decision" or "result"
+    tracking_id: int
+    seq: int
+    chute: int  # decision: the chute assigned; result: chute_actual
+    barcode: str
+    destination: str
+    recirculations: int
+    outcome: int  # result: the PLC's outcome code; decision: 0
+    topic: str
+    payload: dict[str, Any]
 
 
 class PublishOnly:
@@ -95,21 +98,8 @@ class PublishOnly:
     def add_pending(self, req: SortRequest) -> None:
         pass
 
-    def record(
-        self,
-        kind: str,
-        tracking_id: int,
-        seq: int,
-        *,
-        chute: int,
-        barcode: str,
-        destination: str,
-        recirculations: int,
-        outcome: int,
-        topic: str,
-        payload: dict[str, Any],
-    ) -> None:
-        self._publish(topic, payload, qos=1)
+    def record(self, msg: Outgoing) -> None:
+        self._publish(msg.topic, msg.payload, qos=1)
 
     def commit(self) -> None:
         pass
@@ -329,27 +319,29 @@ class Pipeline:
             for observer in self.observers:
                 observer.on_result(conf.outcome.word, conf.chute_actual)
             self.durable.record(
-                "result",
-                conf.tracking_id,
-                conf.seq,
-                chute=conf.chute_actual,
-                barcode=assigned.barcode,
-                destination=assigned.destination,
-                recirculations=conf.recirculations,
-                outcome=int(conf.outcome),
-                topic=self.topics.results,
-                payload={
-                    "id": self._next_id("r"),
-                    "ts": iso_now(),
-                    "tracking_id": conf.tracking_id,
-                    "seq": conf.seq,
-                    "barcode": assigned.barcode,
-                    "destination": assigned.destination,
-                    "chute_assigned": assigned.chute,
-                    "chute_actual": conf.chute_actual,
-                    "outcome": conf.outcome.word,
-                    "recirculations": conf.recirculations,
-                },
+                Outgoing(
+                    "result",
+                    conf.tracking_id,
+                    conf.seq,
+                    chute=conf.chute_actual,
+                    barcode=assigned.barcode,
+                    destination=assigned.destination,
+                    recirculations=conf.recirculations,
+                    outcome=int(conf.outcome),
+                    topic=self.topics.results,
+                    payload={
+                        "id": self._next_id("r"),
+                        "ts": iso_now(),
+                        "tracking_id": conf.tracking_id,
+                        "seq": conf.seq,
+                        "barcode": assigned.barcode,
+                        "destination": assigned.destination,
+                        "chute_assigned": assigned.chute,
+                        "chute_actual": conf.chute_actual,
+                        "outcome": conf.outcome.word,
+                        "recirculations": conf.recirculations,
+                    },
+                )
             )
         self.durable.commit()
 
@@ -599,16 +591,18 @@ class Pipeline:
         }
         self._remember(self._last_decision, req.tracking_id, message, MAX_QUERYABLE)
         self.durable.record(
-            "decision",
-            req.tracking_id,
-            req.seq,
-            chute=chute,
-            barcode=barcode,
-            destination=destination,
-            recirculations=recirculations,
-            outcome=0,
-            topic=self.topics.decisions,
-            payload=message,
+            Outgoing(
+                "decision",
+                req.tracking_id,
+                req.seq,
+                chute=chute,
+                barcode=barcode,
+                destination=destination,
+                recirculations=recirculations,
+                outcome=0,
+                topic=self.topics.decisions,
+                payload=message,
+            )
         )
 
     def last_decision(self, tracking_id: int) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import aiomqtt
@@ -17,22 +18,30 @@ from drivers.broker import LocalBroker, free_port
 from drivers.journal import Journal, JournalError
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from sorter.events import SortRequest
+from sorter.pipeline import Outgoing
 from tests.linekit import wait_until
 
 
-def _append(j: Journal, kind: str, tid: int, seq: int, *, chute: int = 5, outcome: int = 0) -> int:
-    rowid = j.append(
+def _msg(kind: str, tid: int, seq: int, *, chute: int = 5, outcome: int = 0) -> Outgoing:
+    payload = {"id": f"{kind[0]}-{tid}-{seq}", "tracking_id": tid, "seq": seq}
+    recirculations = 1 if outcome == 2 else 0
+    return Outgoing(
         kind,
         tid,
         seq,
-        chute=chute,
-        barcode=f"B{tid}",
-        destination="CASABLANCA",
-        recirculations=0 if outcome != 2 else 1,
-        outcome=outcome,
-        topic=f"t/{kind}s",
-        payload=encode({"id": f"{kind[0]}-{tid}-{seq}", "tracking_id": tid, "seq": seq}),
+        chute,
+        f"B{tid}",
+        "CASABLANCA",
+        recirculations,
+        outcome,
+        f"t/{kind}s",
+        payload,
     )
+
+
+def _append(j: Journal, kind: str, tid: int, seq: int, *, chute: int = 5, outcome: int = 0) -> int:
+    msg = _msg(kind, tid, seq, chute=chute, outcome=outcome)
+    rowid = j.append(msg, encode(msg.payload))
     assert rowid is not None
     return rowid
 
@@ -78,10 +87,10 @@ def test_a_killed_process_leaves_what_it_committed(tmp_path: Path) -> None:
     code = f"""
 import os, signal
 from drivers.journal import Journal
+from sorter.pipeline import Outgoing
 j = Journal({str(path)!r})
 def add(n):
-    j.append("decision", n, n, chute=1, barcode="", destination="", recirculations=0,
-             outcome=0, topic="t", payload=b"{{}}")
+    j.append(Outgoing("decision", n, n, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
 add(1)
 j.commit()
 add(2)  # not committed when the process dies
@@ -128,18 +137,7 @@ def test_full_journal_refuses_then_recovers_after_prune(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.sqlite", max_size_mb=0.3)
     written = []
     for i in range(10_000):
-        rowid = j.append(
-            "decision",
-            i,
-            i,
-            chute=1,
-            barcode="",
-            destination="",
-            recirculations=0,
-            outcome=0,
-            topic="t",
-            payload=b"x" * 400,
-        )
+        rowid = j.append(_msg("decision", i, i), b"x" * 400)
         if rowid is None or not j.commit():
             break
         written.append(rowid)
@@ -191,18 +189,7 @@ async def test_outbox_spills_to_disk_and_sends_everything_in_order(tmp_path: Pat
     for i in range(400):
         payload = {"id": f"d-{i}", "n": i}
         data = encode(payload)
-        rowid = j.append(
-            "decision",
-            i,
-            i,
-            chute=1,
-            barcode="",
-            destination="",
-            recirculations=0,
-            outcome=0,
-            topic="spill/decisions",
-            payload=data,
-        )
+        rowid = j.append(replace(_msg("decision", i, i), topic="spill/decisions"), data)
         j.commit()
         pub.publish_raw(OutMessage("spill/decisions", data, 1, False), rowid)
     # A publisher with a store looks at the disk first: nothing waits in memory yet.
