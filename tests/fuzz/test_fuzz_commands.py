@@ -56,12 +56,11 @@ payloads = st.one_of(
 @example(suffix="plan/reload", payload=b'{"id": "' + b"x" * 1100 + b'"}')
 @example(suffix="chute/\u0663/disable", payload=b"")
 def test_command_parses_or_is_refused(suffix: str, payload: bytes) -> None:
+    refused: CommandError | None = None
     try:
         cmd = parse_command(suffix, payload)
     except CommandError as exc:
         refused = exc
-    else:
-        refused = None
     if refused is not None:
         assert str(refused)
         assert refused.request_id is None or len(refused.request_id) <= MAX_ID_CHARS
