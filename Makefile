@@ -3,13 +3,14 @@
 #   make test   - create .venv, install, run the test suite
 #   make lint   - ruff (lint + format check) and mypy --strict
 #   make bench  - the benchmarks (see BENCHMARKS.md)
+#   make fuzz   - the fuzz tests at length (docs/fuzzing.md); make fuzz-atheris for atheris
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench fuzz fuzz-atheris clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +34,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+FUZZ_EXAMPLES ?= 100000
+FUZZ_SECONDS ?= 120
+
+fuzz: $(STAMP)
+	SORTERD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz --timeout=0 $(PYTEST_ARGS)
+
+fuzz-atheris: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[fuzz]"
+	fuzz/run_all.sh $(FUZZ_SECONDS) $(BIN)/python
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz-corpus

@@ -12,7 +12,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-DEFAULT_EXAMPLES = 150
+DEFAULT_EXAMPLES = 300
 
 
 def examples(scale: float = 1.0) -> int:
