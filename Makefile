@@ -4,13 +4,14 @@
 #   make lint   - ruff (lint + format check) and mypy --strict
 #   make bench  - the benchmarks (see BENCHMARKS.md)
 #   make faults - the fault-injection suite, long (FAULT_SCALE=30: faults last minutes)
+#   make fuzz   - the fuzz tests at length (docs/fuzzing.md); make fuzz-atheris for atheris
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench faults clean
+.PHONY: venv demo test lint bench faults fuzz fuzz-atheris clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +39,15 @@ FAULT_SCALE ?= 30
 faults: $(STAMP)
 	SORTERD_FAULT_SCALE=$(FAULT_SCALE) $(BIN)/python -m pytest tests/faults -p no:randomly $(PYTEST_ARGS)
 
+FUZZ_EXAMPLES ?= 100000
+FUZZ_SECONDS ?= 120
+
+fuzz: $(STAMP)
+	SORTERD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz --timeout=0 $(PYTEST_ARGS)
+
+fuzz-atheris: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[fuzz]"
+	fuzz/run_all.sh $(FUZZ_SECONDS) $(BIN)/python
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz-corpus

@@ -2,16 +2,25 @@
 
 Always bound to 127.0.0.1. mosquitto runs as a child process with a config written to a
 temporary folder; amqtt (the fallback for machines without mosquitto) runs in-process.
+mosquitto can also listen with TLS (optionally requiring a client certificate) and check
+usernames/passwords; the embedded broker cannot, so those options need mosquitto.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
+import os
+import secrets
 import shutil
 import socket
+import subprocess
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -43,6 +52,55 @@ def mosquitto_path() -> str | None:
     return None
 
 
+def mosquitto_passwd_path() -> str | None:
+    return shutil.which("mosquitto_passwd")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """A TLS listener: the broker's certificate and key, and the CA its clients are checked
+    against when require_certificate is set."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+
+# mosquitto 2's own hash ($7$: PBKDF2-SHA512, 101 rounds, 12-byte salt), as mosquitto_passwd
+# writes it; used where mosquitto_passwd is not installed.
+_PBKDF2_ROUNDS = 101
+
+
+def password_line(username: str, password: str) -> str:
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ROUNDS)
+    b64 = base64.b64encode
+    return f"{username}:$7${_PBKDF2_ROUNDS}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def write_password_file(
+    path: Path, users: Mapping[str, str], *, use_tool: bool | None = None
+) -> None:
+    """A mosquitto password_file for users (name -> password); mosquitto_passwd if present."""
+    tool = mosquitto_passwd_path() if use_tool is not False else None
+    if use_tool and tool is None:
+        raise BrokerError("mosquitto_passwd is not installed")
+    path.write_text("")
+    path.chmod(0o600)
+    if tool is None:
+        path.write_text("".join(password_line(u, p) + "\n" for u, p in users.items()))
+        return
+    for username, password in users.items():
+        # -b puts the password on the command line: fine for a throw-away test broker.
+        subprocess.run(
+            [tool, "-b", str(path), username, password],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+
 async def wait_port(host: str, port: int, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -61,18 +119,38 @@ async def wait_port(host: str, port: int, timeout_s: float) -> None:
 
 
 class LocalBroker:
-    """`async with LocalBroker() as broker:` ... `broker.url`."""
+    """`async with LocalBroker() as broker:` ... `broker.url`.
 
-    def __init__(self, port: int | None = None, kind: BrokerKind | None = None) -> None:
+    tls: listen with TLS only (mqtts://). users: name -> password; when given, anonymous
+    clients are refused; password_tool: see write_password_file. TLS and users need
+    mosquitto (BrokerError otherwise).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        kind: BrokerKind | None = None,
+        *,
+        tls: BrokerTls | None = None,
+        users: Mapping[str, str] | None = None,
+        password_tool: bool | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.kind: BrokerKind = kind or ("mosquitto" if mosquitto_path() else "embedded")
+        self.tls = tls
+        self.users = dict(users or {})
+        # None: mosquitto_passwd when installed; False: always the Python hash (tested).
+        self.password_tool = password_tool
+        if (tls is not None or self.users) and self.kind != "mosquitto":
+            raise BrokerError("TLS and passwords need mosquitto; the embedded broker has neither")
         self._proc: asyncio.subprocess.Process | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._amqtt: Any = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         if self.kind == "mosquitto":
@@ -91,15 +169,32 @@ class LocalBroker:
         if exe is None:
             raise BrokerError("mosquitto is not installed")
         self._tmp = tempfile.TemporaryDirectory(prefix="sorterd-mosquitto-")
-        conf = Path(self._tmp.name) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 1000000\n"
-            "max_inflight_messages 0\n"
-            "log_dest none\n"
-        )
+        folder = Path(self._tmp.name)
+        conf = folder / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'false' if self.users else 'true'}",
+            "persistence false",
+            "max_queued_messages 1000000",
+            "max_inflight_messages 0",
+            "log_dest none",
+        ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto 2 drops to user mosquitto before it reads the
+            # certificates and password file, which are private to us: stay who we are.
+            lines.append("user root")
+        if self.users:
+            passwd = folder / "passwd"
+            write_password_file(passwd, self.users, use_tool=self.password_tool)
+            lines.append(f"password_file {passwd}")
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
+        conf.write_text("\n".join(lines) + "\n")
         self._proc = await asyncio.create_subprocess_exec(
             exe,
             "-c",

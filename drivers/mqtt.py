@@ -122,6 +122,8 @@ class MqttPublisher:
         self.backoff_max_s = backoff_max_s
         self.stats = MqttStats()
         self.connected = False
+        # Why the last connection attempt failed or ended (bad password, TLS verify...).
+        self.last_error: str | None = None
         self._queue: deque[tuple[int | None, OutMessage]] = deque()  # (journal row, message)
         # Journaled messages not in the queue wait on disk: every row after _last_rowid.
         self._spilled = store is not None
@@ -237,6 +239,7 @@ class MqttPublisher:
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
                 self.stats.errors += 1
                 reason = "; ".join(str(e) for e in group.exceptions)
+                self.last_error = reason
                 log.warning("mqtt connection lost", url=self.url, error=reason)
                 self._set_connected(False, reason)
             await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))

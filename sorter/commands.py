@@ -50,6 +50,10 @@ def _request_id(payload: bytes) -> str | None:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CommandError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        # 1 KiB of '[' nests deeper than the decoder's recursion limit (found by fuzzing):
+        # it must be a refusal, not an exception out of the MQTT receive task.
+        raise CommandError("payload is nested too deeply") from None
     if not isinstance(data, dict):
         raise CommandError("payload must be a JSON object")
     unknown = set(data) - {"id"}

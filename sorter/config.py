@@ -355,10 +355,22 @@ def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     for i, section in enumerate(config.scanner):
         for key, message in section.telegram_problems():
             problems.append(Problem(shown, f"scanner[{i}].{key}", message))
-    if problems:
-        raise ConfigError(problems)
 
     base = file.resolve().parent
+    # TLS files, like every path in the file, are relative to the config file's folder.
+    tls_paths = {
+        key: str(base / value)
+        for key in ("ca_file", "cert_file", "key_file")
+        if (value := getattr(config.mqtt, key)) is not None
+    }
+    for key, tls_path in tls_paths.items():
+        # Found now rather than as a reconnect loop of "No such file" warnings at run time.
+        if not Path(tls_path).is_file():
+            problems.append(Problem(shown, f"mqtt.{key}", f"no such file: {tls_path}"))
+    if problems:
+        raise ConfigError(problems)
+    if tls_paths:
+        config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update=tls_paths)})
     return Site(
         config=config,
         path=file,

@@ -357,7 +357,11 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
     destinations: list[Destination] = []
     names: dict[str, int] = {}
     # Names of destinations that failed validation still exist for the rules' sake.
-    raw_names = {d.get("name") for d in raw_destinations if isinstance(d, dict)}
+    raw_names = {
+        d["name"]
+        for d in raw_destinations
+        if isinstance(d, dict) and isinstance(d.get("name"), str)
+    }  # a name of the wrong type (a list: unhashable) is reported by its own table's check
     for i, d in enumerate(destination_models):
         if d is None:
             continue
@@ -398,7 +402,8 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         if r.barcode is not None:
             try:
                 pattern = re.compile(r.barcode)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
+                # OverflowError: a{99999999999}; RecursionError: thousands of nested groups.
                 problem(f"{key}.barcode", f"regular expression does not compile: {exc}")
             else:
                 if len(regexes) >= MAX_REGEX_RULES:

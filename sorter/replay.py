@@ -97,7 +97,10 @@ def _minute_of_day(text: str, tz: ZoneInfo | None) -> int:
         return -1
     if len(text) <= 8 and ":" in text:
         parts = text.split(":")
-        return int(parts[0]) * 60 + int(parts[1])
+        hour, minute = int(parts[0]), int(parts[1])
+        if not (0 <= hour < 24 and 0 <= minute < 60):
+            raise ValueError(f"time {text!r} is not HH:MM[:SS]")
+        return hour * 60 + minute
     stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if stamp.tzinfo is not None and tz is not None:
         stamp = stamp.astimezone(tz)
@@ -126,7 +129,8 @@ def parse_lines(
             try:
                 recirc = int(row[i_recirc]) if i_recirc >= 0 and row[i_recirc] else 0
                 minute = _minute_of_day(row[i_time], tz) if i_time >= 0 else -1
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
+                # OverflowError: a year-1 or year-9999 stamp moved across midnight by the zone.
                 problems.append(Problem(layout.file, f"line {line_no}", str(exc)))
                 continue
             codes = tuple(c for c in (p.strip() for p in row[i_codes].split(";")) if c)

@@ -67,7 +67,9 @@ class Mosquitto:
             f"persistence_location {folder}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
-            "log_dest none\n"
+            "log_dest none\n" + ("user root\n" if os.geteuid() == 0 else "")
+            # As root, mosquitto would drop to its own user, who cannot write our folder:
+            # persistence would fail without a word.
         )
         self.proc: asyncio.subprocess.Process | None = None
 
