@@ -1,6 +1,6 @@
 """`python -m benchmarks [NAME ...]`: run benchmarks and print their figures.
 
-NAME is one of: decide, replay, manifest, line. Without a name, all run.
+NAME is one of: decide, replay, manifest, journal, line. Without a name, all run.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 from benchmarks.common import machine
 
-ALL = ("decide", "replay", "manifest", "line")
+ALL = ("decide", "replay", "manifest", "journal", "line")
 
 
 def main(argv: list[str]) -> int:

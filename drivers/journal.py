@@ -132,6 +132,7 @@ class Journal:
         self.on_health_change: Callable[[], None] | None = None
         self._wall_ns = wall_clock_ns
         self._dirty = False
+        self._pending_keys: set[tuple[int, int]] = set()
         self._sent_on_disk = 0
         self._sent_persisted_ns = 0
         self._db = self._open()
@@ -276,18 +277,20 @@ class Journal:
                     data,
                 ),
             )
-            if msg.kind == "decision":
-                self._db.execute(
-                    "DELETE FROM pending WHERE tracking_id=? AND seq=?", (msg.tracking_id, msg.seq)
-                )
+            key = (msg.tracking_id, msg.seq)
+            if msg.kind == "decision" and key in self._pending_keys:
+                # Most requests find their scan already there and were never pending.
+                self._db.execute("DELETE FROM pending WHERE tracking_id=? AND seq=?", key)
+                self._pending_keys.discard(key)
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
         self.stats.appended += 1
         return cur.lastrowid
 
-    def add_pending(self, req: SortRequest) -> None:
-        """A request taken from the ring that is not decided yet."""
+    def add_pending(self, req: SortRequest) -> bool:
+        """A request taken from the ring that is not decided yet; False when the journal
+        could not write (the open transaction is then rolled back)."""
         try:
             self._begin()
             self._db.execute(
@@ -305,6 +308,9 @@ class Journal:
             )
         except sqlite3.Error as exc:
             self._failed(exc)
+            return False
+        self._pending_keys.add((req.tracking_id, req.seq))
+        return True
 
     def commit(self) -> bool:
         """Make what was appended durable; False when the journal could not."""
@@ -414,6 +420,7 @@ class Journal:
             rec.pending.append(
                 SortRequest(seq, tid, induction, length_mm, width_mm, height_mm, weight_g)
             )
+            self._pending_keys.add((tid, seq))
         self.stats.recovered_pending = len(rec.pending)
         self.stats.recovered_unsent = self.count_unsent()
         return rec
@@ -481,19 +488,35 @@ class Journal:
 
 
 class JournalOutbox:
-    """The pipeline's Durable: journal first, then the MQTT outbox with the row id."""
+    """The pipeline's Durable: journal first, then the MQTT outbox with the row id.
+
+    A step's messages reach the outbox at its commit: with their row ids when the commit
+    succeeded, as memory-only messages when any write of the step failed (a failed write
+    rolls the whole step back, so none of its rows exist, and their ids will be reused).
+    """
 
     def __init__(self, journal: Journal, publisher: MqttPublisher) -> None:
         self.journal = journal
         self.publisher = publisher
+        self._step: list[tuple[str, bytes, int | None]] = []
+        self._step_failed = False
 
     def add_pending(self, req: SortRequest) -> None:
-        self.journal.add_pending(req)
+        if not self._step_failed and not self.journal.add_pending(req):
+            self._step_failed = True
 
     def record(self, msg: Outgoing) -> None:
         data = encode(msg.payload)
-        rowid = self.journal.append(msg, data)
-        self.publisher.publish_raw(OutMessage(msg.topic, data, 1, False), rowid)
+        rowid = None if self._step_failed else self.journal.append(msg, data)
+        if rowid is None:
+            self._step_failed = True
+        self._step.append((msg.topic, data, rowid))
 
     def commit(self) -> None:
-        self.journal.commit()
+        durable = not self._step_failed and self.journal.commit()
+        for topic, data, rowid in self._step:
+            self.publisher.publish_raw(
+                OutMessage(topic, data, 1, False), rowid if durable else None
+            )
+        self._step.clear()
+        self._step_failed = False

@@ -15,7 +15,7 @@ import aiomqtt
 import pytest
 
 from drivers.broker import LocalBroker, free_port
-from drivers.journal import Journal, JournalError
+from drivers.journal import Journal, JournalError, JournalOutbox
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from sorter.events import SortRequest
 from sorter.pipeline import Outgoing
@@ -220,3 +220,51 @@ async def test_outbox_spills_to_disk_and_sends_everything_in_order(tmp_path: Pat
     assert got == list(range(400))
     assert not pub.spilled
     assert j.count_unsent() == 0
+
+
+async def test_steps_the_journal_cannot_write_still_reach_the_broker_once(
+    tmp_path: Path,
+) -> None:
+    """A journal that fills mid-run: steps that fail go out as memory-only messages, those
+    that commit go out from the journal; each message exactly once, ids never reused."""
+    journal = Journal(tmp_path / "j.sqlite", max_size_mb=0.25, synchronous="normal")
+    got: list[str] = []
+    async with LocalBroker() as broker:
+        pub = MqttPublisher(broker.url, client_id="fill-test", store=journal, backoff_max_s=0.2)
+        outbox = JournalOutbox(journal, pub)
+        ready = asyncio.Event()
+
+        async def observe() -> None:
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="fill-obs") as c:
+                await c.subscribe("fill/#", qos=1)
+                ready.set()
+                async for m in c.messages:
+                    assert isinstance(m.payload, bytes)
+                    got.append(json.loads(m.payload)["id"])
+
+        observer = asyncio.create_task(observe())
+        await asyncio.wait_for(ready.wait(), 10)
+        # The publisher is not running yet: nothing is sent, nothing is pruned, the journal
+        # fills up and refuses; the steps after that are memory-only.
+        ids = []
+        for step in range(100):
+            for k in range(3):
+                msg_id = f"m-{step}-{k}"
+                ids.append(msg_id)
+                # Small, small, large: the step that fills the journal has rows written
+                # before the one that fails, which the failure rolls back.
+                payload = {"id": msg_id, "pad": "x" * (300 if k < 2 else 6000)}
+                outbox.record(
+                    Outgoing("decision", step, k, 1, "", "", 0, 0, "fill/decisions", payload)
+                )
+            outbox.commit()
+        assert not journal.healthy
+        runner = asyncio.create_task(pub.run())
+        try:
+            await wait_until(lambda: len(got) >= len(ids), 30)
+            await asyncio.sleep(0.3)
+        finally:
+            runner.cancel()
+            observer.cancel()
+            await asyncio.gather(runner, observer, return_exceptions=True)
+    assert sorted(got) == sorted(ids)

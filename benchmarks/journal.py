@@ -1,0 +1,91 @@
+"""What the journal costs per item: the pipeline with and without it, in the same run.
+
+One item is what the daemon does for it: the scan arrives, the PLC's request is decided
+and answered, the confirmation becomes a result. Baseline: the pipeline publishing into an
+MQTT outbox that is never connected (JSON encoding and queueing, as before the journal).
+Then the same items through the journal (JournalOutbox into an
+MQTT outbox that is never connected) with `synchronous = "normal"` and `"full"` (the
+default: every commit on the disk). Per item, the pipeline commits twice (after the
+request's step and after the confirmation's), so "full" costs two disk syncs an item.
+The figure that matters on a line is the step time (a poll's requests until the replies
+may be written): its p99 is reported for each mode.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import decider, percentiles_us, traffic_codes
+from drivers.journal import Journal, JournalOutbox
+from drivers.mqtt import MqttPublisher
+from sorter.events import Confirmation, Outcome, ScanRead, SortRequest
+from sorter.pipeline import Durable, Pipeline, Topics
+from sorter.tracker import Tracker
+
+ITEMS = {"none": 20_000, "normal": 20_000, "full": 4_000}
+
+
+def _run(mode: str, folder: Path, codes: list[tuple[str, ...]]) -> dict[str, Any]:
+    journal: Journal | None = None
+    durable: Durable | None = None
+    mqtt = MqttPublisher("mqtt://127.0.0.1:1")
+    if mode != "none":
+        journal = Journal(folder / f"{mode}.sqlite", synchronous=mode)
+        mqtt = MqttPublisher("mqtt://127.0.0.1:1", store=journal, max_memory=10**7)
+        durable = JournalOutbox(journal, mqtt)
+    pipeline = Pipeline(
+        decider(),
+        Tracker(scan_wait_ns=200_000_000, scan_ttl_ns=30 * 10**9),
+        mqtt.publish,
+        Topics("bench"),
+        durable=durable,
+    )
+    chutes: list[int] = []
+    pipeline.bind_reply(lambda seq, tid, chute: chutes.append(chute))
+    steps_ns: list[int] = []
+    n = ITEMS[mode]
+    t0 = time.perf_counter()
+    for i in range(n):
+        tid, seq = i + 1, i % 65536
+        now = time.monotonic_ns()
+        pipeline.on_scan(ScanRead("tunnel-1", tid, codes[i % len(codes)], now))
+        s0 = time.perf_counter_ns()
+        pipeline.on_requests([SortRequest(seq, tid, 1, 0, 0, 0, 0, received_ns=now)])
+        steps_ns.append(time.perf_counter_ns() - s0)
+        pipeline.on_confirmations([Confirmation(seq, tid, chutes[-1], Outcome.SORTED, 0)])
+    elapsed_s = time.perf_counter() - t0
+    if journal is not None:
+        journal.close()
+    return {"items": n, "per_item_us": elapsed_s / n * 1e6, "step_us": percentiles_us(steps_ns)}
+
+
+def run() -> dict[str, Any]:
+    codes = traffic_codes(20_000, seed=3)
+    with tempfile.TemporaryDirectory(prefix="sorterd-bench-journal-") as tmp:
+        folder = Path(tmp)
+        _run("none", folder, codes[:2000])  # warm the kernels and the code paths
+        results = {mode: _run(mode, folder, codes) for mode in ITEMS}
+    base = results["none"]["per_item_us"]
+    for r in results.values():
+        r["ratio"] = r["per_item_us"] / base
+    return results
+
+
+def report(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for mode, res in r.items():
+        step = res["step_us"]
+        lines.append(
+            f"journal {mode:<6}  {res['items']:>6} items  {res['per_item_us']:8.1f} us/item"
+            f"  x{res['ratio']:6.1f} of none   request step p50 {step['p50']:.0f} us"
+            f"  p99 {step['p99']:.0f} us"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    for line in report(run()):
+        print(line)
