@@ -4,17 +4,22 @@
 objects; a hypothesis test holds the two equal. Both follow this order, first hit wins:
 
 1. the item already recirculated `max_recirculations` times -> max_recirc chute;
-2. a reason found before the kernel (no_read, invalid_code, multi_read_conflict,
-   customs_hold) -> that function chute;
-3. the first rule whose every condition matches gives the destination, else no_rule;
-4. the destination's cut-off has passed -> after_cutoff;
-5. a chute of the destination that is not full, disabled or in fault (round robin or least
+2. a measured dimension or weight beyond the machine's limits -> out_of_range (a chute
+   that cannot take the item is no choice, whatever else is known about it);
+3. a reason found before the kernel (no_read, invalid_code, multi_read_conflict,
+   customs_hold, timeout) -> that function chute;
+4. the first rule whose every condition matches gives the destination, else no_rule;
+5. the destination's cut-off has passed -> after_cutoff;
+6. a chute of the destination that is not full, disabled or in fault (round robin or least
    loaded), else the first usable overflow chute, else no_chute.
+
+Dimensions and weight are 0 when the line did not measure them: 0 is never out of range,
+and a size class that limits an unmeasured value is unknown (no size rule matches).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -23,7 +28,7 @@ import numpy.typing as npt
 from numba import njit
 
 from sorter.events import Reason
-from sorter.plan import CompiledPlan
+from sorter.plan import CLASS_LIMITS, MEASURES, CompiledPlan
 
 CHUTE_UNUSABLE = np.uint8(0b111)  # full | disabled | fault, as in the PLC status block
 
@@ -32,6 +37,8 @@ _NO_RULE = int(Reason.NO_RULE)
 _NO_CHUTE = int(Reason.NO_CHUTE)
 _MAX_RECIRC = int(Reason.MAX_RECIRC)
 _AFTER_CUTOFF = int(Reason.AFTER_CUTOFF)
+_OUT_OF_RANGE = int(Reason.OUT_OF_RANGE)
+_N_LIMITS = len(CLASS_LIMITS)
 
 
 # The plan travels to the kernel as one int64 "blob" (a header of segment offsets, then
@@ -54,8 +61,11 @@ _AFTER_CUTOFF = int(Reason.AFTER_CUTOFF)
     _OVER_CHUTES,
     _DEST_CUTOFF,
     _FUNCTION_CHUTE,
+    _RULE_SIZE_MASK,
+    _CLASS_LIMITS,
+    _MACHINE_LIMITS,
     _N_SEGMENTS,
-) = range(17)
+) = range(20)
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
@@ -77,6 +87,9 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         plan.over_chutes,
         plan.dest_cutoff_min,
         plan.function_chute,
+        plan.rule_size_mask,
+        plan.class_limits.reshape(-1),
+        plan.machine_limits,
     ]
     assert len(segments) == _N_SEGMENTS
     header = np.zeros(_N_SEGMENTS + 1, dtype=np.int64)
@@ -119,12 +132,62 @@ _POW10 = np.array([10**i for i in range(19)], dtype=np.int64)
 
 
 @_kernel(inline=True)
+def _fit(value: int, limit: int) -> int:
+    """0 within the limit (or no limit), 1 not measured, 2 beyond the limit."""
+    if limit <= 0:
+        return 0
+    if value <= 0:
+        return 1
+    return 2 if value > limit else 0
+
+
+@_kernel(inline=True)
+def size_class(length_mm: int, width_mm: int, height_mm: int, weight_g: int, blob: Any) -> int:
+    """The first size class the item fits, -1 when none does or it is not known."""
+    side_mm = max(length_mm, width_mm, height_mm)
+    for c, base in enumerate(range(blob[_CLASS_LIMITS], blob[_CLASS_LIMITS + 1], _N_LIMITS)):
+        worst = max(
+            _fit(length_mm, blob[base]),
+            _fit(width_mm, blob[base + 1]),
+            _fit(height_mm, blob[base + 2]),
+            _fit(side_mm, blob[base + 3]),
+            _fit(weight_g, blob[base + 4]),
+        )
+        if worst == 0:
+            return c
+        if worst == 1:
+            return -1  # beyond no limit, but one that decides is unmeasured
+    return -1
+
+
+@_kernel(inline=True)
+def _outside(value: int, low: int, high: int) -> bool:
+    return value > 0 and (value < low or value > high)
+
+
+@_kernel(inline=True)
+def out_of_range(length_mm: int, width_mm: int, height_mm: int, weight_g: int, blob: Any) -> bool:
+    """A measured value outside the machine's [min, max]; 0 (not measured) never is."""
+    o = blob[_MACHINE_LIMITS]
+    return (
+        _outside(length_mm, blob[o], blob[o + 4])
+        or _outside(width_mm, blob[o + 1], blob[o + 5])
+        or _outside(height_mm, blob[o + 2], blob[o + 6])
+        or _outside(weight_g, blob[o + 3], blob[o + 7])
+    )
+
+
+@_kernel(inline=True)
 def match_destination(
     pc: int,
     pc_digits: int,
     service: int,
     country: int,
     regex_mask: int,
+    length_mm: int,
+    width_mm: int,
+    height_mm: int,
+    weight_g: int,
     blob: Any,
     tables: Any,
 ) -> int:
@@ -142,6 +205,8 @@ def match_destination(
     o_bit = blob[_RULE_REGEX_BIT]
     o_has_service = blob[_RULE_HAS_SERVICE]
     o_has_country = blob[_RULE_HAS_COUNTRY]
+    o_size = blob[_RULE_SIZE_MASK]
+    cls = -2  # the item's size class, found when the first rule asks for it
     for r in range(n_rules):
         if blob[o_has_pc + r]:
             hit = False
@@ -164,6 +229,12 @@ def match_destination(
             continue
         if blob[o_has_country + r] and (country < 0 or not tables[1, r, country]):
             continue
+        size_mask = blob[o_size + r]
+        if size_mask != 0:
+            if cls == -2:
+                cls = size_class(length_mm, width_mm, height_mm, weight_g, blob)
+            if cls < 0 or (size_mask >> cls) & 1 == 0:
+                continue
         return int(blob[o_dest + r])
     return -1
 
@@ -222,6 +293,10 @@ def decide_one(
     recirculations: int,
     minute_of_day: int,
     dest_in: int,
+    length_mm: int,
+    width_mm: int,
+    height_mm: int,
+    weight_g: int,
     blob: Any,
     tables: Any,
     max_recirculations: int,
@@ -234,6 +309,8 @@ def decide_one(
     o_function = blob[_FUNCTION_CHUTE]
     if recirculations >= max_recirculations:
         return -1, int(blob[o_function + _MAX_RECIRC]), _MAX_RECIRC
+    if out_of_range(length_mm, width_mm, height_mm, weight_g, blob):
+        return -1, int(blob[o_function + _OUT_OF_RANGE]), _OUT_OF_RANGE
     if reason_in != _OK:
         return -1, int(blob[o_function + reason_in]), reason_in
     # A destination the shipper pre-advised (manifest) comes before the rules.
@@ -241,7 +318,19 @@ def decide_one(
     if 0 <= dest_in < n_dest:
         dest = dest_in
     else:
-        dest = match_destination(pc, pc_digits, service, country, regex_mask, blob, tables)
+        dest = match_destination(
+            pc,
+            pc_digits,
+            service,
+            country,
+            regex_mask,
+            length_mm,
+            width_mm,
+            height_mm,
+            weight_g,
+            blob,
+            tables,
+        )
     if dest < 0:
         return -1, int(blob[o_function + _NO_RULE]), _NO_RULE
     cutoff = blob[blob[_DEST_CUTOFF] + dest]
@@ -267,6 +356,10 @@ def decide_batch(
     recirculations: Any,
     minute_of_day: Any,
     dest_in: Any,
+    length_mm: Any,
+    width_mm: Any,
+    height_mm: Any,
+    weight_g: Any,
     blob: Any,
     tables: Any,
     max_recirculations: int,
@@ -290,6 +383,10 @@ def decide_batch(
             recirculations[i],
             minute_of_day[i],
             dest_in[i],
+            length_mm[i],
+            width_mm[i],
+            height_mm[i],
+            weight_g[i],
             blob,
             tables,
             max_recirculations,
@@ -316,6 +413,11 @@ class ItemFeatures(NamedTuple):
     recirculations: int = 0
     minute_of_day: int = -1
     destination: int = -1  # pre-advised by a manifest: skips the rules
+    # From the sort request; 0 = not measured (MEASURES order).
+    length_mm: int = 0
+    width_mm: int = 0
+    height_mm: int = 0
+    weight_g: int = 0
 
 
 @dataclass(slots=True)
@@ -366,9 +468,23 @@ class Kernel:
             return f.destination
         return int(
             match_destination(
-                f.pc, f.pc_digits, f.service, f.country, f.regex_mask, self._blob, self._tables
+                f.pc,
+                f.pc_digits,
+                f.service,
+                f.country,
+                f.regex_mask,
+                f.length_mm,
+                f.width_mm,
+                f.height_mm,
+                f.weight_g,
+                self._blob,
+                self._tables,
             )
         )
+
+    def size_class(self, f: ItemFeatures) -> int:
+        """Index of the item's size class in the plan, -1 for none or unknown."""
+        return int(size_class(f.length_mm, f.width_mm, f.height_mm, f.weight_g, self._blob))
 
     def decide(self, f: ItemFeatures, state: ChuteState) -> tuple[int, int, Reason]:
         d, c, r = decide_one(
@@ -381,6 +497,10 @@ class Kernel:
             f.recirculations,
             f.minute_of_day,
             f.destination,
+            f.length_mm,
+            f.width_mm,
+            f.height_mm,
+            f.weight_g,
             self._blob,
             self._tables,
             self._max_recirculations,
@@ -403,10 +523,16 @@ class Kernel:
         minute_of_day: npt.NDArray[np.int32],
         state: ChuteState,
         destination: npt.NDArray[np.int32] | None = None,
+        measures: Sequence[npt.NDArray[np.int32]] | None = None,
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """`measures`: length_mm, width_mm, height_mm, weight_g arrays; None: not measured."""
         n = reason_in.shape[0]
         if destination is None:
             destination = np.full(n, -1, np.int32)
+        if measures is None:
+            zeros = np.zeros(n, np.int32)
+            measures = (zeros,) * len(MEASURES)
+        length_mm, width_mm, height_mm, weight_g = measures
         out_dest = np.empty(n, np.int32)
         out_chute = np.empty(n, np.int32)
         out_reason = np.empty(n, np.int32)
@@ -420,6 +546,10 @@ class Kernel:
             recirculations,
             minute_of_day,
             destination,
+            length_mm,
+            width_mm,
+            height_mm,
+            weight_g,
             self._blob,
             self._tables,
             self._max_recirculations,
