@@ -380,7 +380,7 @@ class Replay:
             col["minute_of_day"].astype(np.int32),
             self.decider.state,
             col["destination"].astype(np.int32),
-            [col[m].astype(np.int32) for m in MEASURES],
+            np.ascontiguousarray(np.column_stack([col[m] for m in MEASURES]), dtype=np.int32),
         )
         counts = self.counts
         counts.items += n

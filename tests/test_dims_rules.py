@@ -355,7 +355,7 @@ def test_batch_with_measures_equals_one_by_one(both: Both) -> None:
         np.zeros(n, np.int32),
         np.full(n, -1, np.int32),
         ChuteState.for_plan(batch.plan),
-        measures=[np.array(col, np.int32) for col in zip(*dims, strict=True)],
+        measures=np.array(dims, np.int32),
     )
     assert list(zip(chutes.tolist(), map(Reason, reasons.tolist()), strict=True)) == expected
     assert [r for _, r in expected] == [Reason.OK, Reason.OK, Reason.OK, Reason.OUT_OF_RANGE]

@@ -272,8 +272,8 @@ def batch_arrays(items: list[ItemFeatures]) -> tuple[I32, I64, I32, I32, I32, I6
     )
 
 
-def measure_arrays(items: list[ItemFeatures]) -> list[I32]:
-    return [np.array([getattr(f, m) for f in items], np.int32) for m in MEASURES]
+def measure_arrays(items: list[ItemFeatures]) -> I32:
+    return np.array([[getattr(f, m) for m in MEASURES] for f in items], np.int32)
 
 
 # Green, this takes a few seconds; shrinking a failure to a small example can take
