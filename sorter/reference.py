@@ -95,7 +95,8 @@ def decide(plan: SortPlan, f: ItemFeatures, state: ReferenceState) -> tuple[int,
     fn = plan.functions
     if f.recirculations >= plan.max_recirculations:
         return -1, fn[Reason.MAX_RECIRC], Reason.MAX_RECIRC
-    if out_of_range(plan, f):
+    measured = f.length_mm or f.width_mm or f.height_mm or f.weight_g
+    if measured and out_of_range(plan, f):
         return -1, fn[Reason.OUT_OF_RANGE], Reason.OUT_OF_RANGE
     if f.reason_in != Reason.OK:
         reason = Reason(f.reason_in)
