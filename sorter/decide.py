@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sorter.barcodes import CodeKind, Label, classify
-from sorter.events import Reason
+from sorter.events import Reason, SortRequest
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest
 from sorter.plan import CompiledPlan, letters_index, postcode_number
@@ -31,6 +31,16 @@ _TRACKING_PRIORITY = {
 }
 
 
+# length_mm, width_mm, height_mm, weight_g of one item as the PLC reported them (0: not
+# measured).
+Measures = tuple[int, int, int, int]
+NOT_MEASURED: Measures = (0, 0, 0, 0)
+
+
+def measures_of(request: SortRequest) -> Measures:
+    return request.length_mm, request.width_mm, request.height_mm, request.weight_g
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     """What the decider chose for one item."""
@@ -39,6 +49,11 @@ class Choice:
     chute: int
     reason: Reason
     barcode: str
+
+
+def _unread(reason: Reason, recirculations: int, minute: int, dims: Measures) -> ItemFeatures:
+    """Features of an item whose reason is known before any rule (no destination)."""
+    return ItemFeatures(int(reason), -1, 0, -1, -1, 0, recirculations, minute, -1, *dims)
 
 
 class Decider:
@@ -81,7 +96,7 @@ class Decider:
         return now.hour * 60 + now.minute
 
     def _features(
-        self, labels: Sequence[Label], recirculations: int, minute: int
+        self, labels: Sequence[Label], recirculations: int, minute: int, dims: Measures
     ) -> tuple[ItemFeatures, str]:
         """Pick the code that names the item and combine it with postcode-only labels.
 
@@ -112,22 +127,23 @@ class Decider:
                 candidates.append((t, None))
         if len(candidates) == 1:
             t, p = candidates[0]
-            return self._build(t, p, recirculations, minute)
-        built = [self._build(t, p, recirculations, minute) for t, p in candidates]
+            return self._build(t, p, recirculations, minute, dims)
+        built = [self._build(t, p, recirculations, minute, dims) for t, p in candidates]
         dests = [self.kernel.match(f) for f, _ in built]
         if len({d for d in dests if d >= 0}) > 1:
-            return ItemFeatures(
-                reason_in=int(Reason.MULTI_READ_CONFLICT),
-                recirculations=recirculations,
-                minute_of_day=minute,
-            ), built[0][1]
+            return _unread(Reason.MULTI_READ_CONFLICT, recirculations, minute, dims), built[0][1]
         for (f, barcode), d in zip(built, dests, strict=True):
             if d >= 0:
                 return f, barcode
         return built[0]
 
     def _build(
-        self, t: Label | None, p: Label | None, recirculations: int, minute: int
+        self,
+        t: Label | None,
+        p: Label | None,
+        recirculations: int,
+        minute: int,
+        dims: Measures,
     ) -> tuple[ItemFeatures, str]:
         # Runs once per item: positional construction and few calls on purpose.
         pc, digits = postcode_number(p.postcode) if p is not None else (-1, 0)
@@ -176,14 +192,19 @@ class Decider:
                         break
                 bit <<= 1
         return ItemFeatures(
-            reason, pc, digits, service, country, mask, recirculations, minute, dest
+            reason, pc, digits, service, country, mask, recirculations, minute, dest, *dims
         ), barcode
 
     def features(
-        self, codes: Sequence[str], recirculations: int, minute: int | None = None
+        self,
+        codes: Sequence[str],
+        recirculations: int,
+        minute: int | None = None,
+        dims: Measures = NOT_MEASURED,
     ) -> tuple[ItemFeatures, str]:
         """Kernel input for one item and the barcode that names it. `minute`: site-local
-        minute of the day for cut-offs (-1 applies none); default now."""
+        minute of the day for cut-offs (-1 applies none); default now. `dims`: the
+        request's length_mm, width_mm, height_mm, weight_g."""
         if minute is None:
             minute = self.minute_of_day()
         if len(codes) == 1:
@@ -196,26 +217,30 @@ class Decider:
                         lab if lab.postcode else None,
                         recirculations,
                         minute,
+                        dims,
                     )
-                return self._build(lab, None, recirculations, minute)
+                return self._build(lab, None, recirculations, minute, dims)
             labels = [lab]
         elif not codes:
-            return ItemFeatures(
-                reason_in=int(Reason.NO_READ), recirculations=recirculations, minute_of_day=minute
-            ), ""
+            return _unread(Reason.NO_READ, recirculations, minute, dims), ""
         else:
             labels = [classify(c) for c in codes]
         if not any(lab.valid for lab in labels):
-            return ItemFeatures(
-                reason_in=int(Reason.INVALID_CODE),
-                recirculations=recirculations,
-                minute_of_day=minute,
-            ), labels[0].barcode or labels[0].raw
-        return self._features(labels, recirculations, minute)
+            return _unread(Reason.INVALID_CODE, recirculations, minute, dims), (
+                labels[0].barcode or labels[0].raw
+            )
+        return self._features(labels, recirculations, minute, dims)
 
-    def decide(self, codes: Sequence[str], recirculations: int = 0) -> Choice:
-        features, barcode = self.features(codes, recirculations)
+    def decide(
+        self, codes: Sequence[str], recirculations: int = 0, dims: Measures = NOT_MEASURED
+    ) -> Choice:
+        features, barcode = self.features(codes, recirculations, None, dims)
         return self.decide_features(features, barcode)
+
+    def decide_timeout(self, recirculations: int, dims: Measures = NOT_MEASURED) -> Choice:
+        """An item whose scan did not come in time: timeout, unless it used up its
+        recirculations or is out of range (the kernel's order, as for every other item)."""
+        return self.decide_features(_unread(Reason.TIMEOUT, recirculations, -1, dims), "")
 
     def decide_features(self, features: ItemFeatures, barcode: str) -> Choice:
         dest, chute, reason = self.kernel.decide(features, self.state)

@@ -25,6 +25,9 @@ class Reason(enum.IntEnum):
     TIMEOUT = 7
     AFTER_CUTOFF = 8
     CUSTOMS_HOLD = 9
+    # An extension of INTERFACES.md's list (docs/interfaces.md): a dimension or the weight
+    # the PLC reported is beyond the machine's limits in the plan's [machine] table.
+    OUT_OF_RANGE = 10
 
     @property
     def word(self) -> str:
@@ -33,6 +36,11 @@ class Reason(enum.IntEnum):
 
 
 FUNCTION_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.OK)
+
+# Function chutes a plan may leave out, and the reason whose chute then stands in. Plans
+# written before a reason existed keep loading; out-of-range items go where the sorter
+# gives up on items (max_recirc: usually the end of the line, which needs no divert).
+OPTIONAL_FUNCTIONS: dict[Reason, Reason] = {Reason.OUT_OF_RANGE: Reason.MAX_RECIRC}
 
 
 class Outcome(enum.IntEnum):

@@ -4,12 +4,17 @@
 objects; a hypothesis test holds the two equal. Both follow this order, first hit wins:
 
 1. the item already recirculated `max_recirculations` times -> max_recirc chute;
-2. a reason found before the kernel (no_read, invalid_code, multi_read_conflict,
-   customs_hold) -> that function chute;
-3. the first rule whose every condition matches gives the destination, else no_rule;
-4. the destination's cut-off has passed -> after_cutoff;
-5. a chute of the destination that is not full, disabled or in fault (round robin or least
+2. a measured dimension or weight beyond the machine's limits -> out_of_range (a chute
+   that cannot take the item is no choice, whatever else is known about it);
+3. a reason found before the kernel (no_read, invalid_code, multi_read_conflict,
+   customs_hold, timeout) -> that function chute;
+4. the first rule whose every condition matches gives the destination, else no_rule;
+5. the destination's cut-off has passed -> after_cutoff;
+6. a chute of the destination that is not full, disabled or in fault (round robin or least
    loaded), else the first usable overflow chute, else no_chute.
+
+Dimensions and weight are 0 when the line did not measure them: 0 is never out of range,
+and a size class that limits an unmeasured value is unknown (no size rule matches).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy.typing as npt
 from numba import njit
 
 from sorter.events import Reason
-from sorter.plan import CompiledPlan
+from sorter.plan import CLASS_LIMITS, MEASURES, CompiledPlan
 
 CHUTE_UNUSABLE = np.uint8(0b111)  # full | disabled | fault, as in the PLC status block
 
@@ -32,6 +37,8 @@ _NO_RULE = int(Reason.NO_RULE)
 _NO_CHUTE = int(Reason.NO_CHUTE)
 _MAX_RECIRC = int(Reason.MAX_RECIRC)
 _AFTER_CUTOFF = int(Reason.AFTER_CUTOFF)
+_OUT_OF_RANGE = int(Reason.OUT_OF_RANGE)
+_N_LIMITS = len(CLASS_LIMITS)
 
 
 # The plan travels to the kernel as one int64 "blob" (a header of segment offsets, then
@@ -40,43 +47,57 @@ _AFTER_CUTOFF = int(Reason.AFTER_CUTOFF)
 (
     _RULE_DEST,
     _RULE_PC_PTR,
-    _RULE_HAS_PC,
+    _RULE_CONDITIONS,
     _PC_LO,
     _PC_HI,
     _PC_DIGITS,
     _PC_PREFIX,
     _RULE_REGEX_BIT,
-    _RULE_HAS_SERVICE,
-    _RULE_HAS_COUNTRY,
     _DEST_PTR,
     _DEST_CHUTES,
     _OVER_PTR,
     _OVER_CHUTES,
     _DEST_CUTOFF,
     _FUNCTION_CHUTE,
+    _RULE_SIZE_MASK,
+    _CLASS_LIMITS,
+    _MACHINE_LIMITS,
     _N_SEGMENTS,
-) = range(17)
+) = range(18)
+
+# Which conditions a rule has, as bits of one word: one load per rule and item, not four.
+_HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE = 1, 2, 4, 8
+
+
+def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
+    conditions = np.zeros(plan.rule_dest.shape[0], dtype=np.int64)
+    conditions[plan.rule_has_pc] |= _HAS_POSTCODE
+    conditions[plan.rule_has_service] |= _HAS_SERVICE
+    conditions[plan.rule_has_country] |= _HAS_COUNTRY
+    conditions[plan.rule_size_mask != 0] |= _HAS_SIZE
+    return conditions
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
     """(blob, tables): tables[0] are the rules' S10 service sets, tables[1] their countries."""
-    segments = [
+    segments: list[npt.NDArray[Any]] = [
         plan.rule_dest,
         plan.rule_pc_ptr,
-        plan.rule_has_pc,
+        rule_conditions(plan),
         plan.pc_lo,
         plan.pc_hi,
         plan.pc_digits,
         plan.pc_prefix,
         plan.rule_regex_bit,
-        plan.rule_has_service,
-        plan.rule_has_country,
         plan.dest_ptr,
         plan.dest_chutes,
         plan.over_ptr,
         plan.over_chutes,
         plan.dest_cutoff_min,
         plan.function_chute,
+        plan.rule_size_mask,
+        plan.class_limits.reshape(-1),
+        plan.machine_limits,
     ]
     assert len(segments) == _N_SEGMENTS
     header = np.zeros(_N_SEGMENTS + 1, dtype=np.int64)
@@ -119,12 +140,64 @@ _POW10 = np.array([10**i for i in range(19)], dtype=np.int64)
 
 
 @_kernel(inline=True)
+def _fit(value: int, limit: int) -> int:
+    """0 within the limit (or no limit), 1 not measured, 2 beyond the limit."""
+    if limit <= 0:
+        return 0
+    if value <= 0:
+        return 1
+    return 2 if value > limit else 0
+
+
+# size_class and out_of_range are not inlined: they run only for measured items on plans
+# that use sizes, and inlined they slowed every other item down by a few per cent.
+@_kernel()
+def size_class(length_mm: int, width_mm: int, height_mm: int, weight_g: int, blob: Any) -> int:
+    """The first size class the item fits, -1 when none does or it is not known."""
+    side_mm = max(length_mm, width_mm, height_mm)
+    for c, base in enumerate(range(blob[_CLASS_LIMITS], blob[_CLASS_LIMITS + 1], _N_LIMITS)):
+        worst = max(
+            _fit(length_mm, blob[base]),
+            _fit(width_mm, blob[base + 1]),
+            _fit(height_mm, blob[base + 2]),
+            _fit(side_mm, blob[base + 3]),
+            _fit(weight_g, blob[base + 4]),
+        )
+        if worst == 0:
+            return c
+        if worst == 1:
+            return -1  # beyond no limit, but one that decides is unmeasured
+    return -1
+
+
+@_kernel(inline=True)
+def _outside(value: int, low: int, high: int) -> bool:
+    return value > 0 and (value < low or value > high)
+
+
+@_kernel()
+def out_of_range(length_mm: int, width_mm: int, height_mm: int, weight_g: int, blob: Any) -> bool:
+    """A measured value outside the machine's [min, max]; 0 (not measured) never is."""
+    o = blob[_MACHINE_LIMITS]
+    return (
+        _outside(length_mm, blob[o], blob[o + 4])
+        or _outside(width_mm, blob[o + 1], blob[o + 5])
+        or _outside(height_mm, blob[o + 2], blob[o + 6])
+        or _outside(weight_g, blob[o + 3], blob[o + 7])
+    )
+
+
+@_kernel(inline=True)
 def match_destination(
     pc: int,
     pc_digits: int,
     service: int,
     country: int,
     regex_mask: int,
+    length_mm: int,
+    width_mm: int,
+    height_mm: int,
+    weight_g: int,
     blob: Any,
     tables: Any,
 ) -> int:
@@ -134,16 +207,17 @@ def match_destination(
     o_dest = blob[_RULE_DEST]
     n_rules = blob[_RULE_DEST + 1] - o_dest
     o_pc_ptr = blob[_RULE_PC_PTR]
-    o_has_pc = blob[_RULE_HAS_PC]
+    o_conditions = blob[_RULE_CONDITIONS]
     o_lo = blob[_PC_LO]
     o_hi = blob[_PC_HI]
     o_dig = blob[_PC_DIGITS]
     o_prefix = blob[_PC_PREFIX]
     o_bit = blob[_RULE_REGEX_BIT]
-    o_has_service = blob[_RULE_HAS_SERVICE]
-    o_has_country = blob[_RULE_HAS_COUNTRY]
+    o_size = blob[_RULE_SIZE_MASK]
+    cls = -2  # the item's size class, found when the first rule asks for it
     for r in range(n_rules):
-        if blob[o_has_pc + r]:
+        conditions = blob[o_conditions + r]
+        if conditions & _HAS_POSTCODE:
             hit = False
             if pc >= 0:
                 for t in range(blob[o_pc_ptr + r], blob[o_pc_ptr + r + 1]):
@@ -160,10 +234,16 @@ def match_destination(
         bit = blob[o_bit + r]
         if bit >= 0 and (regex_mask >> bit) & 1 == 0:
             continue
-        if blob[o_has_service + r] and (service < 0 or not tables[0, r, service]):
+        if conditions & _HAS_SERVICE and (service < 0 or not tables[0, r, service]):
             continue
-        if blob[o_has_country + r] and (country < 0 or not tables[1, r, country]):
+        if conditions & _HAS_COUNTRY and (country < 0 or not tables[1, r, country]):
             continue
+        if conditions & _HAS_SIZE:
+            size_mask = blob[o_size + r]
+            if cls == -2:
+                cls = size_class(length_mm, width_mm, height_mm, weight_g, blob)
+            if cls < 0 or (size_mask >> cls) & 1 == 0:
+                continue
         return int(blob[o_dest + r])
     return -1
 
@@ -222,6 +302,10 @@ def decide_one(
     recirculations: int,
     minute_of_day: int,
     dest_in: int,
+    length_mm: int,
+    width_mm: int,
+    height_mm: int,
+    weight_g: int,
     blob: Any,
     tables: Any,
     max_recirculations: int,
@@ -234,6 +318,11 @@ def decide_one(
     o_function = blob[_FUNCTION_CHUTE]
     if recirculations >= max_recirculations:
         return -1, int(blob[o_function + _MAX_RECIRC]), _MAX_RECIRC
+    # Unmeasured items (every item of a line without dimensioner and scale) skip the call.
+    if (length_mm | width_mm | height_mm | weight_g) != 0 and out_of_range(
+        length_mm, width_mm, height_mm, weight_g, blob
+    ):
+        return -1, int(blob[o_function + _OUT_OF_RANGE]), _OUT_OF_RANGE
     if reason_in != _OK:
         return -1, int(blob[o_function + reason_in]), reason_in
     # A destination the shipper pre-advised (manifest) comes before the rules.
@@ -241,7 +330,19 @@ def decide_one(
     if 0 <= dest_in < n_dest:
         dest = dest_in
     else:
-        dest = match_destination(pc, pc_digits, service, country, regex_mask, blob, tables)
+        dest = match_destination(
+            pc,
+            pc_digits,
+            service,
+            country,
+            regex_mask,
+            length_mm,
+            width_mm,
+            height_mm,
+            weight_g,
+            blob,
+            tables,
+        )
     if dest < 0:
         return -1, int(blob[o_function + _NO_RULE]), _NO_RULE
     cutoff = blob[blob[_DEST_CUTOFF] + dest]
@@ -267,6 +368,7 @@ def decide_batch(
     recirculations: Any,
     minute_of_day: Any,
     dest_in: Any,
+    measures: Any,
     blob: Any,
     tables: Any,
     max_recirculations: int,
@@ -278,7 +380,11 @@ def decide_batch(
     out_chute: Any,
     out_reason: Any,
 ) -> None:
-    """decide_one over arrays of items, in order (round robin state carries across)."""
+    """decide_one over arrays of items, in order (round robin state carries across).
+
+    `measures` is one [items, 4] array rather than four: each array argument holds
+    registers through the whole inlined loop, and four of them cost about 10 % of the
+    batch rate."""
     for i in range(reason_in.shape[0]):
         d, c, r = decide_one(
             reason_in[i],
@@ -290,6 +396,10 @@ def decide_batch(
             recirculations[i],
             minute_of_day[i],
             dest_in[i],
+            measures[i, 0],
+            measures[i, 1],
+            measures[i, 2],
+            measures[i, 3],
             blob,
             tables,
             max_recirculations,
@@ -316,6 +426,11 @@ class ItemFeatures(NamedTuple):
     recirculations: int = 0
     minute_of_day: int = -1
     destination: int = -1  # pre-advised by a manifest: skips the rules
+    # From the sort request; 0 = not measured (MEASURES order).
+    length_mm: int = 0
+    width_mm: int = 0
+    height_mm: int = 0
+    weight_g: int = 0
 
 
 @dataclass(slots=True)
@@ -366,9 +481,23 @@ class Kernel:
             return f.destination
         return int(
             match_destination(
-                f.pc, f.pc_digits, f.service, f.country, f.regex_mask, self._blob, self._tables
+                f.pc,
+                f.pc_digits,
+                f.service,
+                f.country,
+                f.regex_mask,
+                f.length_mm,
+                f.width_mm,
+                f.height_mm,
+                f.weight_g,
+                self._blob,
+                self._tables,
             )
         )
+
+    def size_class(self, f: ItemFeatures) -> int:
+        """Index of the item's size class in the plan, -1 for none or unknown."""
+        return int(size_class(f.length_mm, f.width_mm, f.height_mm, f.weight_g, self._blob))
 
     def decide(self, f: ItemFeatures, state: ChuteState) -> tuple[int, int, Reason]:
         d, c, r = decide_one(
@@ -381,6 +510,10 @@ class Kernel:
             f.recirculations,
             f.minute_of_day,
             f.destination,
+            f.length_mm,
+            f.width_mm,
+            f.height_mm,
+            f.weight_g,
             self._blob,
             self._tables,
             self._max_recirculations,
@@ -403,10 +536,15 @@ class Kernel:
         minute_of_day: npt.NDArray[np.int32],
         state: ChuteState,
         destination: npt.NDArray[np.int32] | None = None,
+        measures: npt.NDArray[np.int32] | None = None,
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """`measures`: [items, 4] of length_mm, width_mm, height_mm, weight_g (C order);
+        None: nothing measured."""
         n = reason_in.shape[0]
         if destination is None:
             destination = np.full(n, -1, np.int32)
+        if measures is None:
+            measures = np.zeros((n, len(MEASURES)), np.int32)
         out_dest = np.empty(n, np.int32)
         out_chute = np.empty(n, np.int32)
         out_reason = np.empty(n, np.int32)
@@ -420,6 +558,7 @@ class Kernel:
             recirculations,
             minute_of_day,
             destination,
+            measures,
             self._blob,
             self._tables,
             self._max_recirculations,

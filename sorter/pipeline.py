@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import structlog
 
 from sorter import __version__
-from sorter.decide import Decider
-from sorter.events import Confirmation, Outcome, Reason, ScanRead, SortRequest
+from sorter.decide import Decider, measures_of
+from sorter.events import Confirmation, Outcome, ScanRead, SortRequest
 from sorter.stats import LineStats
 from sorter.tracker import Match, Tracker
 
@@ -548,21 +548,18 @@ class Pipeline:
     def _decide(self, match: Match) -> None:
         req = match.request
         recirculations = self._recirculations.get(req.tracking_id, 0)
+        dims = measures_of(req)
         if match.scan is None:
             codes: tuple[str, ...] = ()
-            reason = Reason.TIMEOUT
-            # An item that already used up its recirculations leaves even without a scan.
-            if recirculations >= self.decider.plan.max_recirculations:
-                reason = Reason.MAX_RECIRC
-            chute = self.decider.function_chute(reason)
-            destination, barcode = "", ""
+            # max_recirc and out_of_range still come first, as for an item with a scan.
+            choice = self.decider.decide_timeout(recirculations, dims)
         else:
             codes = match.scan.codes
             # Per item, over the merged heads of its tunnel (per head rates: P/stats scanners).
             self.stats.on_read(noread=not codes)
-            choice = self.decider.decide(codes, recirculations)
-            chute, reason = choice.chute, choice.reason
-            destination, barcode = choice.destination, choice.barcode
+            choice = self.decider.decide(codes, recirculations, dims)
+        chute, reason = choice.chute, choice.reason
+        destination, barcode = choice.destination, choice.barcode
         now = self.clock_ns()
         latency_ms = (now - req.received_ns) / 1e6 if req.received_ns else 0.0
         key = (req.tracking_id, req.seq)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -20,12 +21,19 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sorter.config import ConfigError, Problem, validation_problems
-from sorter.events import FUNCTION_REASONS, Reason
+from sorter.events import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 
 ALPHA2 = 26 * 26  # size of the two-letter code tables (S10 service, ISO country)
 MAX_REGEX_RULES = 64  # barcode regex results travel to the kernel as one uint64 bit mask
 MAX_CHUTE_NUMBER = 999  # the register map's chute status block is 2000 + n
 MAX_POSTCODE_DIGITS = 18  # numeric postcodes travel to the kernel as int64
+MAX_MEASURE = 65_535  # dimensions and weight arrive in 16-bit registers
+MAX_SIZE_CLASSES = 32  # a rule's size classes travel to the kernel as one bit mask
+# The PLC's measurements, in the order of the request slot.
+MEASURES = ("length_mm", "width_mm", "height_mm", "weight_g")
+# What a size class can limit: the PLC's measurements, and the longest side whichever way
+# the item lies on the belt ("any side over 1200 mm").
+CLASS_LIMITS = ("length_mm", "width_mm", "height_mm", "side_mm", "weight_g")
 _RANGE_RE = re.compile(r"^([0-9]+)-([0-9]+)$")
 _PREFIX_RE = re.compile(r"^([0-9]+)\*$")
 _EXACT_RE = re.compile(r"^[0-9]+$")
@@ -52,8 +60,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Measure = Annotated[int, Field(ge=1, le=MAX_MEASURE)]
+
+
 class MachineModel(_Model):
     chutes: Any
+    # What the sorter can carry; a measured item outside is out_of_range. Unset: no limit.
+    min_length_mm: Measure | None = None
+    max_length_mm: Measure | None = None
+    min_width_mm: Measure | None = None
+    max_width_mm: Measure | None = None
+    min_height_mm: Measure | None = None
+    max_height_mm: Measure | None = None
+    min_weight_g: Measure | None = None
+    max_weight_g: Measure | None = None
 
     @field_validator("chutes")
     @classmethod
@@ -76,6 +96,7 @@ class FunctionsModel(_Model):
     timeout: int
     after_cutoff: int
     customs_hold: int
+    out_of_range: int | None = None  # optional: see OPTIONAL_FUNCTIONS
 
 
 class OptionsModel(_Model):
@@ -97,6 +118,16 @@ class RuleModel(_Model):
     barcode: str | None = None
     s10_service: Annotated[list[str], Field(min_length=1)] | None = None
     country: Annotated[list[str], Field(min_length=1)] | None = None
+    size_class: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+class SizeClassModel(_Model):
+    name: str = Field(min_length=1)
+    max_length_mm: Measure | None = None
+    max_width_mm: Measure | None = None
+    max_height_mm: Measure | None = None
+    max_side_mm: Measure | None = None
+    max_weight_g: Measure | None = None
 
 
 class PlanModel(_Model):
@@ -109,6 +140,7 @@ class PlanModel(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
     destination: list[dict[str, Any]] = Field(min_length=1)
     rule: list[dict[str, Any]] = Field(default_factory=list)
+    size_class: list[dict[str, Any]] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +180,46 @@ class Rule:
     regex_bit: int  # bit in the per-item regex mask, -1 without a barcode condition
     s10_service: LetterSet | None
     country: LetterSet | None
+    size_classes: frozenset[int] | None = None  # indexes into SortPlan.size_classes
+
+
+@dataclass(frozen=True, slots=True)
+class SizeClass:
+    """A band of item sizes: an item belongs to the first class whose every limit it fits.
+
+    Limits are maxima (None: no limit); a class without limits takes every item that
+    reaches it ("oversize" after "standard"). A limit on a value the line did not measure
+    (0) leaves the item's class unknown, unless a measured value already rules the class
+    out: an unweighed parcel is in no weight band, a 40 kg one is not "light" either way.
+    """
+
+    index: int
+    name: str
+    max_length_mm: int | None = None
+    max_width_mm: int | None = None
+    max_height_mm: int | None = None
+    max_side_mm: int | None = None
+    max_weight_g: int | None = None
+
+    def limits(self) -> tuple[int, ...]:
+        """Maxima in CLASS_LIMITS order, 0 for none."""
+        return tuple(getattr(self, f"max_{name}") or 0 for name in CLASS_LIMITS)
+
+
+@dataclass(frozen=True, slots=True)
+class MachineLimits:
+    """What the sorter can carry, per measurement (MEASURES order); 0 / MAX_MEASURE: none.
+
+    A measured value (> 0) outside [min, max] is out of range; values above MAX_MEASURE
+    (only a replay file can hold them) always are.
+    """
+
+    minimum: tuple[int, int, int, int] = (0, 0, 0, 0)
+    maximum: tuple[int, int, int, int] = (MAX_MEASURE,) * 4
+
+    @property
+    def any(self) -> bool:
+        return self != MachineLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +245,8 @@ class SortPlan:
     rules: tuple[Rule, ...]
     regexes: tuple[re.Pattern[str], ...]
     warnings: tuple[Problem, ...] = ()
+    size_classes: tuple[SizeClass, ...] = ()
+    machine_limits: MachineLimits = MachineLimits()
 
     def destination_index(self, name: str) -> int:
         for i, d in enumerate(self.destinations):
@@ -333,6 +407,12 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         else None
         for i, d in enumerate(raw_destinations)
     ]
+    class_models = [
+        _section(SizeClassModel, c, f"size_class[{i}]", file, problems)
+        if isinstance(c, dict)
+        else None
+        for i, c in enumerate(array("size_class"))
+    ]
     rule_models = [
         _section(RuleModel, r, f"rule[{i}]", file, problems) if isinstance(r, dict) else None
         for i, r in enumerate(array("rule"))
@@ -345,14 +425,48 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         except ValueError as exc:
             problem("machine.chutes", str(exc))
 
+    limits = MachineLimits()
+    if machine_model is not None:
+        limits = _machine_limits(machine_model, problem)
+
     functions: dict[Reason, int] = {}
     for reason in FUNCTION_REASONS:
         if functions_model is None:
             break
         chute = getattr(functions_model, reason.word)
+        if chute is None:
+            continue  # an optional function chute the plan leaves out
         if machine and chute not in machine:
             problem(f"functions.{reason.word}", f"chute {chute} does not exist on the machine")
         functions[reason] = chute
+    for reason, stand_in in OPTIONAL_FUNCTIONS.items():
+        if reason not in functions and stand_in in functions:
+            functions[reason] = functions[stand_in]
+
+    size_classes: list[SizeClass] = []
+    class_index: dict[str, int] = {}
+    raw_class_names = {c.get("name") for c in array("size_class") if isinstance(c, dict)}
+    for i, sc in enumerate(class_models):
+        if sc is None:
+            continue
+        if sc.name in class_index:
+            problem(f"size_class[{i}].name", f"duplicate size class {sc.name!r}")
+            continue
+        if len(size_classes) == MAX_SIZE_CLASSES:
+            problem(f"size_class[{i}]", f"more than {MAX_SIZE_CLASSES} size classes")
+            continue
+        class_index[sc.name] = len(size_classes)
+        size_classes.append(
+            SizeClass(
+                len(size_classes),
+                sc.name,
+                sc.max_length_mm,
+                sc.max_width_mm,
+                sc.max_height_mm,
+                sc.max_side_mm,
+                sc.max_weight_g,
+            )
+        )
 
     destinations: list[Destination] = []
     names: dict[str, int] = {}
@@ -418,7 +532,19 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
                     sets[field_name] = parse_letter_set(patterns)
                 except ValueError as exc:
                     problem(f"{key}.{field_name}", str(exc))
-        rules.append(Rule(i, dest, terms, pattern, bit, sets["s10_service"], sets["country"]))
+        classes: frozenset[int] | None = None
+        if r.size_class is not None:
+            for j, class_name in enumerate(r.size_class):
+                if class_name not in class_index and class_name not in raw_class_names:
+                    known = ", ".join(repr(n) for n in class_index) or "none defined"
+                    problem(
+                        f"{key}.size_class[{j}]",
+                        f"no size class named {class_name!r} ([[size_class]]: {known})",
+                    )
+            classes = frozenset(class_index[n] for n in r.size_class if n in class_index)
+        rules.append(
+            Rule(i, dest, terms, pattern, bit, sets["s10_service"], sets["country"], classes)
+        )
 
     if problems:
         raise ConfigError(problems)
@@ -436,8 +562,92 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         destinations=tuple(destinations),
         rules=tuple(rules),
         regexes=tuple(regexes),
-        warnings=tuple(lint_rules(rules, destinations, file)),
+        warnings=(
+            *lint_rules(rules, destinations, file),
+            *lint_sizes(size_classes, limits, functions_model, file),
+        ),
+        size_classes=tuple(size_classes),
+        machine_limits=limits,
     )
+
+
+def _machine_limits(model: MachineModel, problem: Callable[[str, str], None]) -> MachineLimits:
+    """The [machine] table's size and weight limits; a minimum above its maximum is wrong."""
+    minimum: list[int] = []
+    maximum: list[int] = []
+    for measure in MEASURES:
+        lo: int | None = getattr(model, f"min_{measure}")
+        hi: int | None = getattr(model, f"max_{measure}")
+        if lo is not None and hi is not None and lo > hi:
+            problem(
+                f"machine.min_{measure}",
+                f"{lo} is above machine.max_{measure} = {hi}: no item could be sorted",
+            )
+        minimum.append(lo or 0)
+        maximum.append(hi or MAX_MEASURE)
+    return MachineLimits(
+        (minimum[0], minimum[1], minimum[2], minimum[3]),
+        (maximum[0], maximum[1], maximum[2], maximum[3]),
+    )
+
+
+def lint_sizes(
+    classes: list[SizeClass],
+    limits: MachineLimits,
+    functions: FunctionsModel | None,
+    file: str,
+) -> list[Problem]:
+    """Warnings: size classes no item can reach, class limits the machine never lets
+    through, machine limits without their own function chute."""
+    warnings: list[Problem] = []
+    for c in classes:
+        mine = c.limits()
+        # An earlier class takes every item this one fits when each limit the earlier
+        # class sets is at least this class's limit on the same value.
+        earlier = next(
+            (
+                e
+                for e in classes[: c.index]
+                if all(
+                    theirs == 0 or 0 < ours <= theirs
+                    for ours, theirs in zip(mine, e.limits(), strict=True)
+                )
+            ),
+            None,
+        )
+        if earlier is not None:
+            warnings.append(
+                Problem(
+                    file,
+                    f"size_class[{c.index}]",
+                    f"no item can be {c.name!r}: size_class[{earlier.index}] "
+                    f"({earlier.name}) comes first and takes every item that fits it",
+                )
+            )
+        for k, name in enumerate(CLASS_LIMITS):
+            if name == "side_mm":
+                machine_max = max(limits.maximum[:3])
+            else:
+                machine_max = limits.maximum[MEASURES.index(name)]
+            if mine[k] > machine_max:
+                warnings.append(
+                    Problem(
+                        file,
+                        f"size_class[{c.index}].max_{name}",
+                        f"{mine[k]} is above what the machine takes ({machine_max}): "
+                        "such items are out_of_range before any rule",
+                    )
+                )
+    if limits.any and functions is not None and functions.out_of_range is None:
+        warnings.append(
+            Problem(
+                file,
+                "functions.out_of_range",
+                "the machine has size or weight limits but no out_of_range chute: items "
+                f"beyond them go to the max_recirc chute {functions.max_recirc}",
+            )
+        )
+    return warnings
 
 
 def _pow10(n: int) -> int:
@@ -486,7 +696,9 @@ def _covers(q: Rule, r: Rule) -> bool:
         rs: LetterSet | None = getattr(r, field_name)
         if qs is not None and (rs is None or not rs.allowed <= qs.allowed):
             return False
-    return True
+    return q.size_classes is None or (
+        r.size_classes is not None and r.size_classes <= q.size_classes
+    )
 
 
 def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) -> list[Problem]:
@@ -559,6 +771,10 @@ class CompiledPlan:
     rule_service: B8  # [rules, 676]
     rule_has_country: B8
     rule_country: B8  # [rules, 676]
+    rule_size_mask: I64  # bit c: size class c accepted; 0 = no size condition
+    # sizes
+    class_limits: I64  # [classes, 5]: maxima in CLASS_LIMITS order, 0 = no limit
+    machine_limits: I64  # minima then maxima, MEASURES order
     # destinations
     dest_ptr: I32
     dest_chutes: I32
@@ -605,6 +821,13 @@ def compile_plan(plan: SortPlan) -> CompiledPlan:
 
     dest_ptr, dest_chutes = csr([d.chutes for d in plan.destinations])
     over_ptr, over_chutes = csr([d.overflow for d in plan.destinations])
+    size_mask = [
+        0 if r.size_classes is None else sum(1 << c for c in r.size_classes) for r in plan.rules
+    ]
+    class_limits = np.array([c.limits() for c in plan.size_classes], dtype=np.int64).reshape(
+        len(plan.size_classes), len(CLASS_LIMITS)
+    )
+    limits = plan.machine_limits
     function_chute = np.zeros(len(Reason), dtype=np.int32)
     for reason, chute in plan.functions.items():
         function_chute[int(reason)] = chute
@@ -622,6 +845,9 @@ def compile_plan(plan: SortPlan) -> CompiledPlan:
         rule_service=service,
         rule_has_country=np.array([r.country is not None for r in plan.rules], np.bool_),
         rule_country=country,
+        rule_size_mask=np.array(size_mask, dtype=np.int64),
+        class_limits=class_limits,
+        machine_limits=np.array([*limits.minimum, *limits.maximum], dtype=np.int64),
         dest_ptr=dest_ptr,
         dest_chutes=dest_chutes,
         over_ptr=over_ptr,

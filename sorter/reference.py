@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from sorter.events import Reason
 from sorter.kernel import ItemFeatures
-from sorter.plan import Rule, SortPlan
+from sorter.plan import Rule, SizeClass, SortPlan
 
 UNUSABLE = 0b111
 
@@ -25,19 +25,68 @@ class ReferenceState:
         return self.flags.get(chute, 0) & UNUSABLE == 0
 
 
-def rule_matches(rule: Rule, f: ItemFeatures) -> bool:
+def measures(f: ItemFeatures) -> tuple[int, int, int, int]:
+    return f.length_mm, f.width_mm, f.height_mm, f.weight_g
+
+
+def out_of_range(plan: SortPlan, f: ItemFeatures) -> bool:
+    limits = plan.machine_limits
+    return any(
+        value > 0 and not low <= value <= high
+        for value, low, high in zip(measures(f), limits.minimum, limits.maximum, strict=True)
+    )
+
+
+def fits(size: SizeClass, f: ItemFeatures) -> bool | None:
+    """True or False when the item's measures decide it, None when a limit's value is
+    unmeasured and no measured value exceeds its limit."""
+    values = {
+        "length": f.length_mm,
+        "width": f.width_mm,
+        "height": f.height_mm,
+        "side": max(f.length_mm, f.width_mm, f.height_mm),
+        "weight": f.weight_g,
+    }
+    limits = {
+        "length": size.max_length_mm,
+        "width": size.max_width_mm,
+        "height": size.max_height_mm,
+        "side": size.max_side_mm,
+        "weight": size.max_weight_g,
+    }
+    checked = [(values[k], limit) for k, limit in limits.items() if limit is not None]
+    if any(value > limit for value, limit in checked if value > 0):
+        return False
+    if any(value <= 0 for value, _ in checked):
+        return None
+    return True
+
+
+def size_class(plan: SortPlan, f: ItemFeatures) -> int:
+    for size in plan.size_classes:
+        fit = fits(size, f)
+        if fit is None:
+            return -1
+        if fit:
+            return size.index
+    return -1
+
+
+def rule_matches(rule: Rule, f: ItemFeatures, plan: SortPlan) -> bool:
     if rule.postcode is not None and not any(t.matches(f.pc, f.pc_digits) for t in rule.postcode):
         return False
     if rule.regex_bit >= 0 and not (f.regex_mask >> rule.regex_bit) & 1:
         return False
     if rule.s10_service is not None and f.service not in rule.s10_service:
         return False
-    return rule.country is None or f.country in rule.country
+    if rule.country is not None and f.country not in rule.country:
+        return False
+    return rule.size_classes is None or size_class(plan, f) in rule.size_classes
 
 
 def match_destination(plan: SortPlan, f: ItemFeatures) -> int:
     for rule in plan.rules:
-        if rule_matches(rule, f):
+        if rule_matches(rule, f, plan):
             return rule.destination
     return -1
 
@@ -46,6 +95,9 @@ def decide(plan: SortPlan, f: ItemFeatures, state: ReferenceState) -> tuple[int,
     fn = plan.functions
     if f.recirculations >= plan.max_recirculations:
         return -1, fn[Reason.MAX_RECIRC], Reason.MAX_RECIRC
+    measured = f.length_mm or f.width_mm or f.height_mm or f.weight_g
+    if measured and out_of_range(plan, f):
+        return -1, fn[Reason.OUT_OF_RANGE], Reason.OUT_OF_RANGE
     if f.reason_in != Reason.OK:
         reason = Reason(f.reason_in)
         return -1, fn[reason], reason

@@ -7,7 +7,9 @@ balancing spread items as they would on an empty line.
 
 SCANS.csv: header with `tracking_id,codes` (codes joined by `;`, `NOREAD` for a no-read),
 optional `length_mm,width_mm,height_mm,weight_g,recirculations,time`. `time` (ISO 8601, or
-`HH:MM[:SS]`, site local time) applies cut-offs; without it cut-offs are not applied. One
+`HH:MM[:SS]`, site local time) applies cut-offs; without it cut-offs are not applied.
+Dimensions and weight are whole numbers, empty or 0 for "not measured"; a value above
+65535 (more than a PLC register holds) is kept as 65536, out of every machine's range. One
 row per line: a quoted field may not contain a line break (codes never do).
 
 Large files are parsed and classified in worker processes, a block of lines each; the
@@ -34,9 +36,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sorter.config import ConfigError, Problem
-from sorter.decide import Decider
+from sorter.decide import NOT_MEASURED, Decider, Measures
 from sorter.events import NOREAD, Reason
 from sorter.kernel import ItemFeatures
+from sorter.plan import MAX_MEASURE, MEASURES
 
 BLOCK_LINES = 16_384
 MAX_PROBLEMS = 20
@@ -60,6 +63,7 @@ class ScanRow(NamedTuple):
     codes: tuple[str, ...]
     recirculations: int
     minute_of_day: int
+    dims: Measures = NOT_MEASURED
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class Layout:
     i_codes: int
     i_recirc: int
     i_time: int
+    i_measures: tuple[int, ...]  # column of each of MEASURES, -1 when absent
     timezone: str | None
 
 
@@ -87,6 +92,7 @@ def parse_header(line: str, file: str, timezone: str | None) -> Layout:
         i_codes=header.index("codes"),
         i_recirc=header.index("recirculations") if "recirculations" in header else -1,
         i_time=header.index("time") if "time" in header else -1,
+        i_measures=tuple(header.index(m) if m in header else -1 for m in MEASURES),
         timezone=timezone,
     )
 
@@ -107,6 +113,19 @@ def _minute_of_day(text: str, tz: ZoneInfo | None) -> int:
     return stamp.hour * 60 + stamp.minute
 
 
+def _measure(text: str, column: str) -> int:
+    text = text.strip()
+    if not text:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{column} {value} is negative (0 means not measured)")
+    return min(value, MAX_MEASURE + 1)
+
+
 def parse_lines(
     layout: Layout, first_line: int, lines: list[str]
 ) -> tuple[list[ScanRow], list[Problem]]:
@@ -116,6 +135,11 @@ def parse_lines(
     problems: list[Problem] = []
     width, i_id, i_codes = layout.width, layout.i_id, layout.i_codes
     i_recirc, i_time = layout.i_recirc, layout.i_time
+    measured = [
+        (k, i, name)
+        for k, (i, name) in enumerate(zip(layout.i_measures, MEASURES, strict=True))
+        if i >= 0
+    ]
     try:
         for line_no, row in enumerate(csv.reader(lines), start=first_line):
             if len(row) != width:
@@ -129,6 +153,12 @@ def parse_lines(
             try:
                 recirc = int(row[i_recirc]) if i_recirc >= 0 and row[i_recirc] else 0
                 minute = _minute_of_day(row[i_time], tz) if i_time >= 0 else -1
+                dims = NOT_MEASURED
+                if measured:
+                    found = [0, 0, 0, 0]
+                    for k, i, name in measured:
+                        found[k] = _measure(row[i], name)
+                    dims = (found[0], found[1], found[2], found[3])
             except (ValueError, OverflowError) as exc:
                 # OverflowError: a year-1 or year-9999 stamp moved across midnight by the zone.
                 problems.append(Problem(layout.file, f"line {line_no}", str(exc)))
@@ -136,7 +166,7 @@ def parse_lines(
             codes = tuple(c for c in (p.strip() for p in row[i_codes].split(";")) if c)
             if codes == (NOREAD,):
                 codes = ()
-            rows.append(ScanRow(line_no, row[i_id], codes, recirc, minute))
+            rows.append(ScanRow(line_no, row[i_id], codes, recirc, minute, dims))
     except csv.Error as exc:
         problems.append(Problem(layout.file, f"line {first_line}", f"CSV: {exc}"))
     return rows, problems
@@ -192,7 +222,7 @@ def read_scans(path: Path, timezone: str | None = None) -> Iterator[ScanRow]:
         raise ConfigError(problems[:MAX_PROBLEMS])
 
 
-Inputs = list[tuple[tuple[str, ...], int, int]]
+Inputs = list[tuple[tuple[str, ...], int, int, Measures]]
 FeatureChunk = tuple[npt.NDArray[np.int64], list[str]]
 WorkerResult = tuple[list[str], npt.NDArray[np.int64], list[str], list[Problem]]
 
@@ -221,9 +251,9 @@ def _worker_block(layout: Layout, first_line: int, lines: list[str]) -> WorkerRe
 
 
 def features_of(decider: Decider, rows: Inputs) -> FeatureChunk:
-    """Kernel input for a chunk of rows: an (n, 8) array in ItemFeatures order, barcodes."""
+    """Kernel input for a chunk of rows: an array with ItemFeatures' columns, barcodes."""
     features = decider.features
-    decided = [features(codes, recirc, minute) for codes, recirc, minute in rows]
+    decided = [features(codes, recirc, minute, dims) for codes, recirc, minute, dims in rows]
     if not decided:
         return np.zeros((0, len(ItemFeatures._fields)), np.int64), []
     feats, barcodes = zip(*decided, strict=True)
@@ -231,7 +261,7 @@ def features_of(decider: Decider, rows: Inputs) -> FeatureChunk:
 
 
 def _inputs(rows: list[ScanRow]) -> Inputs:
-    return [(row.codes, row.recirculations, row.minute_of_day) for row in rows]
+    return [(row.codes, row.recirculations, row.minute_of_day, row.dims) for row in rows]
 
 
 class ReplaySink(Protocol):
@@ -354,6 +384,7 @@ class Replay:
             col["minute_of_day"].astype(np.int32),
             self.decider.state,
             col["destination"].astype(np.int32),
+            np.ascontiguousarray(np.column_stack([col[m] for m in MEASURES]), dtype=np.int32),
         )
         counts = self.counts
         counts.items += n

@@ -200,7 +200,8 @@ def _check_config(config: str) -> int:
     print(
         f"plan {plan.name} ({site.plan_path.name}): {len(plan.destinations)} destinations, "
         f"{len(plan.rules)} rules, {len(plan.machine_chutes)} chutes, "
-        f"balance {plan.balance}, max recirculations {plan.max_recirculations}"
+        + (f"{len(plan.size_classes)} size classes, " if plan.size_classes else "")
+        + f"balance {plan.balance}, max recirculations {plan.max_recirculations}"
         + (f", {len(plan.warnings)} warning(s)" if plan.warnings else "")
     )
     manifest_failed = _check_manifests(site, [d.name for d in plan.destinations])

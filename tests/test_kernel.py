@@ -16,7 +16,17 @@ from hypothesis import strategies as st
 from sorter import reference
 from sorter.events import FUNCTION_REASONS, Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
-from sorter.plan import ALPHA2, SortPlan, build_plan, compile_plan, letters_index, load_plan
+from sorter.plan import (
+    ALPHA2,
+    CLASS_LIMITS,
+    MAX_MEASURE,
+    MEASURES,
+    SortPlan,
+    build_plan,
+    compile_plan,
+    letters_index,
+    load_plan,
+)
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 
@@ -32,6 +42,8 @@ FUNCTION_WORDS = [r.word for r in FUNCTION_REASONS]
 # The kernel sees only the regex bit mask, so any pattern that compiles will do.
 REGEX_POOL = ("^1Z[0-9A-Z]{16}$", "^[0-9]{10}$", "^LP[0-9]{12,14}$", "CN$", "^RB", "X+")
 LETTER_GLOBS = ("E*", "R*", "?A", "C?", "*", "MA", "CN", "FR", "!MA", "!E*", "!C?", "!CN")
+# Limits that sit on interesting values: tiny, typical parcel sizes and weights, the top.
+MEASURE_EDGES = (1, 5, 300, 600, 1200, 2000, 30_000, MAX_MEASURE)
 LETTER_CODES = ("EE", "EA", "RB", "RR", "MA", "CN", "FR", "CA", "ZZ", "AA")
 
 
@@ -68,6 +80,24 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
         machine_spec = machine if draw(st.booleans()) else ",".join(map(str, machine))
     chute = st.sampled_from(machine)
     functions = {word: draw(chute) for word in FUNCTION_WORDS}
+    if draw(st.booleans()):
+        del functions["out_of_range"]  # optional: the max_recirc chute stands in
+    machine_table: dict[str, Any] = {"chutes": machine_spec}
+    for measure in MEASURES:
+        if draw(st.integers(0, 3)) == 0:
+            machine_table[f"max_{measure}"] = draw(st.sampled_from(MEASURE_EDGES))
+        if draw(st.integers(0, 4)) == 0:
+            machine_table[f"min_{measure}"] = draw(st.integers(1, 300))
+        low, high = machine_table.get(f"min_{measure}"), machine_table.get(f"max_{measure}")
+        if low is not None and high is not None and low > high:
+            del machine_table[f"min_{measure}"]
+    size_classes = []
+    for i in range(draw(st.integers(0, 4))):
+        size: dict[str, Any] = {"name": f"S{i}"}
+        for limit in CLASS_LIMITS:
+            if draw(st.integers(0, 2)) == 0:
+                size[f"max_{limit}"] = draw(st.sampled_from(MEASURE_EDGES))
+        size_classes.append(size)
     destinations = []
     for i in range(draw(st.integers(1, 8))):
         chutes = draw(st.lists(chute, max_size=4))
@@ -89,11 +119,16 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
         for field in ("s10_service", "country"):
             if draw(st.integers(0, 3)) == 0:
                 rule[field] = draw(st.lists(st.sampled_from(LETTER_GLOBS), min_size=1, max_size=2))
+        if size_classes and draw(st.integers(0, 2)) == 0:
+            names_of_classes = [c["name"] for c in size_classes]
+            rule["size_class"] = draw(
+                st.lists(st.sampled_from(names_of_classes), min_size=1, max_size=2)
+            )
         rules.append(rule)
     return {
         "version": 1,
         "name": "random",
-        "machine": {"chutes": machine_spec},
+        "machine": machine_table,
         "functions": functions,
         "options": {
             "max_recirculations": draw(st.sampled_from([2, 3, 1, 2, 3, 1, 0])),
@@ -101,6 +136,7 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
         },
         "destination": destinations,
         "rule": rules,
+        "size_class": size_classes,
     }
 
 
@@ -118,8 +154,20 @@ def _interesting_postcodes(plan: SortPlan) -> list[tuple[int, int]]:
     return [(v, d) for v, d in out if 0 < d <= 18 and 0 <= v < 10**d]
 
 
+def _interesting_measures(plan: SortPlan) -> list[int]:
+    """0 (not measured), the register's edges, and every limit of the plan and one beside."""
+    limits = {*plan.machine_limits.minimum, *plan.machine_limits.maximum}
+    for size in plan.size_classes:
+        limits |= set(size.limits())
+    out = {0, 1, MAX_MEASURE, MAX_MEASURE + 1}
+    for v in limits:
+        out |= {v - 1, v, v + 1}
+    return sorted(v for v in out if v >= 0)
+
+
 def features(plan: SortPlan) -> st.SearchStrategy[ItemFeatures]:
-    """Items, most of them on or next to the plan's own postcode edges and cut-offs."""
+    """Items, most of them on or next to the plan's own postcode, size and weight edges
+    and cut-offs."""
     near = _interesting_postcodes(plan)
     random_width = st.one_of(st.integers(1, 6), st.just(18)).flatmap(
         lambda d: st.tuples(st.integers(0, 10**d - 1), st.just(d))
@@ -147,8 +195,17 @@ def features(plan: SortPlan) -> st.SearchStrategy[ItemFeatures]:
         st.just(int(Reason.OK)),
         st.sampled_from([int(r) for r in PRE_KERNEL_REASONS]),
     )
+    measure = st.one_of(
+        st.just(0), st.sampled_from(_interesting_measures(plan)), st.integers(0, 3000)
+    )
+    # Mostly a line that measures every item, sometimes one that measures nothing.
+    dims = st.one_of(
+        st.tuples(measure, measure, measure, measure),
+        st.tuples(measure, measure, measure, measure),
+        st.just((0, 0, 0, 0)),
+    )
     return st.builds(
-        lambda r, pc, s, c, m, n, t: ItemFeatures(r, pc[0], pc[1], s, c, m, n, t),
+        lambda r, pc, s, c, m, n, t, d: ItemFeatures(r, pc[0], pc[1], s, c, m, n, t, -1, *d),
         reason,
         postcode,
         letters,
@@ -156,6 +213,7 @@ def features(plan: SortPlan) -> st.SearchStrategy[ItemFeatures]:
         st.integers(0, 2 ** len(REGEX_POOL) - 1),
         st.sampled_from([0] * 12 + [1, 2, 3, 4]),
         minute,
+        dims,
     )
 
 
@@ -214,6 +272,10 @@ def batch_arrays(items: list[ItemFeatures]) -> tuple[I32, I64, I32, I32, I32, I6
     )
 
 
+def measure_arrays(items: list[ItemFeatures]) -> I32:
+    return np.array([[getattr(f, m) for m in MEASURES] for f in items], np.int32)
+
+
 # Green, this takes a few seconds; shrinking a failure to a small example can take
 # minutes, longer than the suite's per-test timeout.
 @pytest.mark.timeout(600)
@@ -243,6 +305,7 @@ def test_kernel_equals_reference(data: st.DataObject) -> None:
         matched = kernel.match(event)
         expected = reference.decide(plan, event, ref_state)
         assert (got, matched) == (expected, reference.match_destination(plan, event)), event
+        assert kernel.size_class(event) == reference.size_class(plan, event), event
         one_by_one.append(got)
     assert {c: int(n) for c, n in enumerate(state.load) if n} == {
         c: n for c, n in ref_state.load.items() if n
@@ -256,7 +319,9 @@ def test_kernel_equals_reference(data: st.DataObject) -> None:
             batch_state.flags[change.chute] = change.flags
         if not items:
             continue
-        dests, chutes, reasons = batch_kernel.decide_batch(*batch_arrays(items), batch_state)
+        dests, chutes, reasons = batch_kernel.decide_batch(
+            *batch_arrays(items), batch_state, measures=measure_arrays(items)
+        )
         batched.extend(
             (int(d), int(c), Reason(int(r))) for d, c, r in zip(dests, chutes, reasons, strict=True)
         )
