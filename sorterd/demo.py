@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,15 +58,19 @@ def write_site(
     plc_url: str | None = None,
     scanners: Sequence[tuple[str, int, str | None]] = (),
     silence_timeout_s: float | None = None,
+    formats: Mapping[str, str] | None = None,
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time.
 
     `plc_url` wins over `plc_port` (a PLC on a serial line). `scanners`: (name, port,
-    tunnel) of each head; default one head `tunnel-1` on `scanner_port`.
+    tunnel) of each head; default one head `tunnel-1` on `scanner_port`. `formats`: the
+    telegram preset of each head by name (default `index`), with the preset's defaults.
     """
     site = folder / "site.toml"
+    preset = dict(formats or {})
     scanner_tables = "".join(
-        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\nformat = "index"\n'
+        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\n'
+        f'format = "{preset.get(name, "index")}"\n'
         + (f'tunnel = "{tunnel}"\n' if tunnel else "")
         + (f"silence_timeout_s = {silence_timeout_s}\n" if silence_timeout_s else "")
         + "\n"
@@ -171,10 +175,22 @@ def _progress_table(line: SimulatedLine, daemon: Daemon, obs: Observer, elapsed_
 HEAD_NAMES = ("tunnel-1", "tunnel-1-side", "tunnel-1-bottom", "tunnel-1-left", "tunnel-1-right")
 
 
-def demo_heads(count: int, read_rate: float) -> list[HeadSpec]:
-    """`count` heads of one tunnel `tunnel-1`, each reading with `read_rate`."""
+def demo_heads(count: int, read_rate: float, telegram_format: str = "index") -> list[HeadSpec]:
+    """`count` heads of one tunnel `tunnel-1`, each reading with `read_rate` and speaking
+    the preset `telegram_format` (with its default settings)."""
     names = [*HEAD_NAMES, *(f"tunnel-1-{i}" for i in range(len(HEAD_NAMES), count))][:count]
-    return [HeadSpec(name, read_rate=read_rate, tunnel="tunnel-1") for name in names]
+    return [
+        HeadSpec(name, read_rate=read_rate, tunnel="tunnel-1", telegram_format=telegram_format)
+        for name in names
+    ]
+
+
+def head_format(spec: HeadSpec, default: str = "index") -> str:
+    """The preset name of a simulated head, for its `[[scanner]]` table."""
+    fmt = spec.telegram_format
+    if fmt is None:
+        return default
+    return fmt if isinstance(fmt, str) else fmt.name
 
 
 async def run_demo(
@@ -186,6 +202,7 @@ async def run_demo(
     heads: int = 1,
     read_rate: float = 1.0,
     kill_head_after_s: float | None = None,
+    telegram_format: str = "index",
 ) -> int:
     console = Console(stderr=False)
     config_dir = demo_config_dir()
@@ -199,7 +216,7 @@ async def run_demo(
             console.print(f"broker: {broker.kind} on {mqtt_url}")
         else:
             mqtt_url = mqtt
-        specs = demo_heads(heads, read_rate)
+        specs = demo_heads(heads, read_rate, telegram_format)
         line = await stack.enter_async_context(
             SimulatedLine(sorted(plan.machine_chutes), seed=seed, heads=specs)
         )
@@ -212,6 +229,7 @@ async def run_demo(
             plan=plan_path,
             prefix=prefix,
             scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in specs],
+            formats={h.name: head_format(h) for h in specs},
         )
         site = load_site(site_path)
         observer = Observer(prefix)
