@@ -26,7 +26,8 @@ from rich.live import Live
 from rich.table import Table
 
 from drivers.broker import LocalBroker, free_port
-from simulators.line import HeadSpec, SimulatedLine
+from drivers.telegram import get_format
+from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
 from sorter.config import load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
@@ -59,12 +60,14 @@ def write_site(
     scanners: Sequence[tuple[str, int, str | None]] = (),
     silence_timeout_s: float | None = None,
     formats: Mapping[str, str] | None = None,
+    scanner_keys: Mapping[str, str] | None = None,
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time.
 
     `plc_url` wins over `plc_port` (a PLC on a serial line). `scanners`: (name, port,
     tunnel) of each head; default one head `tunnel-1` on `scanner_port`. `formats`: the
-    telegram preset of each head by name (default `index`), with the preset's defaults.
+    telegram preset of each head by name (default `index`), with the preset's defaults;
+    `scanner_keys` more TOML lines for a head's table (`'max_frame_bytes = 64\n'`).
     """
     site = folder / "site.toml"
     preset = dict(formats or {})
@@ -73,6 +76,7 @@ def write_site(
         f'format = "{preset.get(name, "index")}"\n'
         + (f'tunnel = "{tunnel}"\n' if tunnel else "")
         + (f"silence_timeout_s = {silence_timeout_s}\n" if silence_timeout_s else "")
+        + (scanner_keys or {}).get(name, "")
         + "\n"
         for name, port, tunnel in (scanners or [("tunnel-1", scanner_port, None)])
     )
@@ -185,6 +189,33 @@ def demo_heads(count: int, read_rate: float, telegram_format: str = "index") -> 
     ]
 
 
+# The simulated tunnel's reads come within about +-15 ms of their request (scan offset,
+# PLC poll, loopback): a window narrower than this would lose reads.
+MIN_WINDOW_MS = 15
+
+
+def window_tracking(rate_per_h: float, telegram_format: str) -> str:
+    """The demo site's [tracking] table for heads without tracking id: a window that fits
+    the item spacing at this rate (the default 50 + 50 ms when it does), and the spacing
+    itself, which the config check holds the window against. ValueError when items would
+    come too close for any window."""
+    if get_format(telegram_format).carries_tracking_id:
+        return ""
+    params = DEMO_PARAMS
+    spacing_ms = 1000 * max(3600 / rate_per_h, params.item_pitch_m / params.belt_speed_m_s)
+    side_ms = min(50, int(spacing_ms * 0.4))
+    if side_ms < MIN_WINDOW_MS:
+        most = int(3600_000 / (MIN_WINDOW_MS / 0.4))
+        raise ValueError(
+            f"--rate {rate_per_h:,.0f} puts items {spacing_ms:.0f} ms apart: too close to match "
+            f"reads without tracking id ({telegram_format}) by window; use --rate {most} or less"
+        )
+    return (
+        f"\n[tracking]\nitem_spacing_ms = {int(spacing_ms)}\n"
+        f"window_before_ms = {side_ms}\nwindow_after_ms = {side_ms}\n"
+    )
+
+
 def head_format(spec: HeadSpec, default: str = "index") -> str:
     """The preset name of a simulated head, for its `[[scanner]]` table."""
     fmt = spec.telegram_format
@@ -205,6 +236,11 @@ async def run_demo(
     telegram_format: str = "index",
 ) -> int:
     console = Console(stderr=False)
+    try:
+        tracking = window_tracking(rate_per_h, telegram_format)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config_dir = demo_config_dir()
     plan_path = config_dir / "sortplan.toml"
     plan = load_plan(plan_path)
@@ -230,6 +266,7 @@ async def run_demo(
             prefix=prefix,
             scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in specs],
             formats={h.name: head_format(h) for h in specs},
+            extra=tracking,
         )
         site = load_site(site_path)
         observer = Observer(prefix)
@@ -325,6 +362,7 @@ def _summary(
             (
                 f"head {name}",
                 f"reads {h.reads} noreads {h.noreads} missed {h.missed} late {h.late}"
+                + (f" orphans {h.orphans}" if h.window else "")
                 + (" (offline)" if name in offline else ""),
             )
             for name, h in daemon.tracker.heads.items()

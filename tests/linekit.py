@@ -79,12 +79,14 @@ async def line_with_daemon(
     heads: Sequence[HeadSpec] | None = None,
     silence_timeout_s: float | None = None,
     formats: Mapping[str, str] | None = None,
+    scanner_keys: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline.
 
     `heads`: the scan tunnel's heads, each a [[scanner]] of the site config under its own
     name, tunnel and telegram preset; default one head, `tunnel-1`. `formats` configures
-    the daemon with another preset for some heads (a scanner set up wrongly)."""
+    the daemon with another preset for some heads (a scanner set up wrongly), and
+    `scanner_keys` adds TOML lines to a head's table (see write_site)."""
     plan = load_plan(plan_path)
     sub = Subscriber()
     ready = asyncio.Event()
@@ -115,6 +117,7 @@ async def line_with_daemon(
                 scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in (heads or ())],
                 silence_timeout_s=silence_timeout_s,
                 formats={h.name: head_format(h) for h in (heads or ())} | dict(formats or {}),
+                scanner_keys=scanner_keys,
             )
         )
         daemon = Daemon(site)

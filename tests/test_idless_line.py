@@ -12,6 +12,8 @@ disagrees.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -20,9 +22,10 @@ from typing import Any
 
 import pytest
 
-from drivers.broker import LocalBroker
+from drivers.broker import LocalBroker, free_port
+from drivers.telegram import get_format
 from simulators.conveyor import ItemRecord, PassRecord
-from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
+from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine, simulate
 from sorter.config import ConfigError, load_site, without_tracking_id
 from sorter.tracker import Tracker
 from sorterd.demo import write_site
@@ -134,7 +137,7 @@ def check_against_ledger(
     assert tracker["window_matched"] == sum(
         telegrams - scanners[name]["orphans"] for name, telegrams in sent.items() if name in window
     )
-    assert tracker["head_misses"] == sum(scanners[name]["missed"] for name in heads)
+    assert tracker["head_misses"] == sum(head["missed"] for head in scanners.values())
     return Checked(passes, decisions, sent, short)
 
 
@@ -190,6 +193,80 @@ async def test_idless_tunnel_at_full_rate_pairs_every_read_with_its_item(
     assert read / len(with_codes) >= 0.85, (read, len(with_codes))
     assert st["scanners"]["top"]["online"] is True
     assert st["scanners"]["bottom"]["online"] is False
+
+
+# One head reads by tracking id, two by window; all three merged per item.
+MIXED_HEADS = [
+    HeadSpec("top", read_rate=0.85, miss_rate=0.12, tunnel="t1", telegram_format="index"),
+    HeadSpec("side", read_rate=0.85, miss_rate=0.12, tunnel="t1", telegram_format="lines"),
+    HeadSpec("bottom", read_rate=0.85, miss_rate=0.12, tunnel="t1", telegram_format="cognex"),
+]
+
+
+async def test_mixed_tunnel_index_head_and_two_idless_heads(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    count = 60
+    names = [h.name for h in MIXED_HEADS]
+    async with line_with_daemon(
+        broker, tmp_path, params=IDLESS_LINE, seed=8, heads=MIXED_HEADS, extra_config=TRACKING
+    ) as rig:
+        await wait_until(lambda: all(device(rig.sub, n).get("connected") for n in names), 10)
+        assert await rig.line.run(MAX_RATE_PER_H, count=count) == count
+        await settle(rig, count)
+        st = stats(rig.sub)
+    checked = check_against_ledger(rig.line, rig.sub, st, names, window=["side", "bottom"])
+    passes = checked.passes
+    assert sum(1 for _, p in passes if p.reads and "top" not in p.reads) > 3
+
+
+# A good head, and two set up with another preset than the scanner speaks: the daemon
+# expects `lines` from a scanner sending `index` (no line end: the frame only grows, and is
+# dropped at max_frame_bytes), `index` from one sending `lines` (no STX: garbage), and
+# `cognex` with a header from a Cognex sending none (bad telegrams).
+WRONG_HEADS = [
+    HeadSpec("good", read_rate=0.9, tunnel="t1", telegram_format="lines"),
+    HeadSpec("sends-index", tunnel="t1", telegram_format="index"),
+    HeadSpec("sends-lines", tunnel="t1", telegram_format="lines"),
+    HeadSpec("sends-plain", tunnel="t1", telegram_format="cognex"),
+]
+WRONG_CONFIG = {"sends-index": "lines", "sends-lines": "index", "sends-plain": "cognex"}
+WRONG_KEYS = {"sends-index": "max_frame_bytes = 64\n", "sends-plain": 'header = "["\n'}
+
+
+async def test_heads_of_the_wrong_preset_add_nothing_and_are_counted(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    count = 30
+    names = [h.name for h in WRONG_HEADS]
+    async with line_with_daemon(
+        broker,
+        tmp_path,
+        params=IDLESS_LINE,
+        seed=9,
+        heads=WRONG_HEADS,
+        extra_config=TRACKING,
+        formats=WRONG_CONFIG,
+        scanner_keys=WRONG_KEYS,
+    ) as rig:
+        await wait_until(lambda: all(device(rig.sub, n).get("connected") for n in names), 10)
+        assert await rig.line.run(MAX_RATE_PER_H, count=count) == count
+        await settle(rig, count)
+        st = stats(rig.sub)
+        assert (rig.sub.last("status") or {}).get("state") == "online"  # never fatal
+    checked = check_against_ledger(rig.line, rig.sub, st, ["good"], window=["good"])
+    assert checked.sent["good"] == count
+    scanners = st["scanners"]
+    for name in WRONG_CONFIG:
+        head = scanners[name]
+        assert (head["reads"], head["noreads"], head["matched"]) == (0, 0, 0), str(head)
+        assert head["missed"] == count, str(head)
+    # One line that never ends: dropped from its 64th byte on, all of it garbage.
+    assert scanners["sends-index"]["oversize_frames"] == 1
+    assert scanners["sends-index"]["garbage_bytes"] > 64 * 10
+    assert scanners["sends-lines"]["garbage_bytes"] > 0
+    assert scanners["sends-plain"]["bad_telegrams"] == count
+    assert scanners["good"]["garbage_bytes"] == scanners["good"]["bad_telegrams"] == 0
 
 
 # --- found on the line, pinned with made-up clocks ------------------------------------------
@@ -283,3 +360,57 @@ def test_the_site_carries_each_heads_preset(tmp_path: Path) -> None:
         ("bottom", "index"),
     ]
     assert [without_tracking_id(s) for s in site.config.scanner] == [True, True, False]
+
+
+async def _telegrams(port: int, want: int) -> bytes:
+    """Bytes from a scanner simulator's port until `want` line or frame ends came."""
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)  # not listening yet
+        data = b""
+        try:
+            while data.count(b"\n") + data.count(b"\x03") < want:
+                data += await reader.read(4096)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    return data
+
+
+async def test_simulate_line_serves_each_scanner_in_its_preset(tmp_path: Path) -> None:
+    plc_port, *ports = (free_port() for _ in range(4))
+    formats = {"top": "lines", "side": "cognex", "bottom": "index"}
+    site = load_site(
+        write_site(
+            tmp_path,
+            plc_port=plc_port,
+            scanner_port=0,
+            mqtt_url="mqtt://127.0.0.1:1883",
+            plan=PLAN_PATH,
+            prefix="a/b",
+            scanners=[(name, port, "t1") for name, port in zip(formats, ports, strict=True)],
+            formats=formats,
+        )
+    )
+    task = asyncio.create_task(
+        simulate("line", site, rate_per_h=36_000, duration_s=None, seed=1), name="simulate"
+    )
+    try:
+        got = await asyncio.gather(*(_telegrams(port, 4) for port in ports))
+    finally:
+        os.kill(os.getpid(), signal.SIGINT)  # its own handler: stop serving
+        assert await asyncio.wait_for(task, 20) == 0
+    for (name, preset), data in zip(formats.items(), got, strict=True):
+        fmt = get_format(preset)
+        scan = fmt.scan_frames(data)
+        telegrams = [fmt.parse_payload(frame.payload) for frame in scan.frames]
+        assert len(telegrams) >= 3, (name, data)
+        assert scan.garbage_bytes == 0, (name, data)
+        assert all(t is not None for t in telegrams)
+    assert b"\x02" not in got[0] + got[1]  # the id-less presets: plain lines
+    assert b"\r\n" in got[1]  # cognex ends its lines with CR LF
+    assert b"|" in got[2]  # index: the tracking id, then the codes
