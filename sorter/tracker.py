@@ -15,7 +15,9 @@ Two ways a read finds its item:
   the next request is tried. So a missing read never shifts the next read onto the wrong
   item, as long as the window is narrower than the spacing of items: with items S apart
   and reads within [dmin, dmax] of their request, any `before` in [-dmin, S - dmax) and
-  `after` in [dmax, S + dmin) pair every read with its own item (docs/tunnels.md).
+  `after` in [dmax, S + dmin) pair every read with its own item (docs/tunnels.md). The
+  times are the daemon's, so a stall of its event loop shifts them: a read handled more
+  than `S - before` late goes to the next item; docs/tunnels.md says how to choose.
 
 Heads are grouped into tunnels; the reads of all heads of an item's tunnel are merged (codes
 deduplicated, in head order) before the decision. The request is decided as soon as every
