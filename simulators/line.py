@@ -282,19 +282,22 @@ async def simulate(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    fmt = simulated_format(cfg.scanner[0], telegram_format)
     if device == "scanner":
+        fmt = simulated_format(cfg.scanner[0], telegram_format)
         return await _simulate_scanner(site, fmt, rate_per_h, duration_s, seed, stop)
     plc_serve, plc_port = plc_serve_for(cfg.plc.url, rtu)
+    # Each head in its own preset (the first one in --format's, when given); the PLC alone
+    # needs none, so a scanner the simulator cannot speak does not stop it.
     heads = [
         HeadSpec(
             s.name,
             read_rate=read_rate,
             tunnel=s.tunnel,
             port=_tcp_port(s.url),
-            telegram_format=fmt if i == 0 else simulated_format(s),
+            telegram_format=simulated_format(s, telegram_format if i == 0 else None),
         )
         for i, s in enumerate(cfg.scanner)
+        if device == "line"
     ]
     line = SimulatedLine(
         sorted(plan.machine_chutes),

@@ -7,6 +7,7 @@ commissioning a line fixes a config in one pass instead of one error per restart
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -246,6 +247,10 @@ class TrackingSection(_Model):
     merge_window_ms: Annotated[int, Field(ge=0, le=10_000)] = 50
     # A head that missed this many items in a row is not waited for until it reads again.
     head_miss_limit: Annotated[int, Field(ge=1, le=1000)] = 3
+    # The shortest time between two items at the tunnel (item pitch / belt speed), when
+    # known: with heads without tracking id, window_before_ms + window_after_ms must be
+    # less, or a read could be paired with the neighbouring item (docs/tunnels.md).
+    item_spacing_ms: Annotated[int, Field(gt=0, le=60_000)] | None = None
 
 
 class SiteConfig(_Model):
@@ -327,6 +332,41 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem
     return problems
 
 
+def without_tracking_id(section: ScannerSection) -> bool:
+    """Whether the scanner's reads carry no tracking id, so are matched by window."""
+    options = section.telegram_options()
+    if options.format == "custom":
+        try:
+            groups = re.compile(options.pattern or "").groupindex
+        except re.error:
+            return False  # reported as a bad pattern
+        return "tracking_id" not in groups
+    return not options.tracking_id
+
+
+def _window_problems(file: str, config: SiteConfig) -> list[Problem]:
+    """The window must be narrower than the item spacing (sorter/tracker.py): otherwise a
+    head's missing read lets the neighbour's read into the item's window."""
+    tracking = config.tracking
+    spacing_ms = tracking.item_spacing_ms
+    if spacing_ms is None:
+        return []
+    heads = [s.name for s in config.scanner if without_tracking_id(s)]
+    width_ms = tracking.window_before_ms + tracking.window_after_ms
+    if not heads or width_ms < spacing_ms:
+        return []
+    return [
+        Problem(
+            file,
+            "tracking.window_after_ms",
+            f"window_before_ms + window_after_ms = {width_ms} ms must be less than "
+            f"item_spacing_ms = {spacing_ms} ms: scanner(s) {', '.join(heads)} send no "
+            f"tracking id, and a window as wide as the item spacing can pair a read with "
+            f"the neighbouring item (docs/tunnels.md, choosing the window)",
+        )
+    ]
+
+
 def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Site:
     """Read and validate a site config; raise ConfigError naming every problem."""
     file = Path(path)
@@ -355,6 +395,7 @@ def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     for i, section in enumerate(config.scanner):
         for key, message in section.telegram_problems():
             problems.append(Problem(shown, f"scanner[{i}].{key}", message))
+    problems.extend(_window_problems(shown, config))
 
     base = file.resolve().parent
     # TLS files, like every path in the file, are relative to the config file's folder.

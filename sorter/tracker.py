@@ -15,7 +15,9 @@ Two ways a read finds its item:
   the next request is tried. So a missing read never shifts the next read onto the wrong
   item, as long as the window is narrower than the spacing of items: with items S apart
   and reads within [dmin, dmax] of their request, any `before` in [-dmin, S - dmax) and
-  `after` in [dmax, S + dmin) pair every read with its own item (docs/tunnels.md).
+  `after` in [dmax, S + dmin) pair every read with its own item (docs/tunnels.md). The
+  times are the daemon's, so a stall of its event loop shifts them: a read handled more
+  than `S - before` late goes to the next item; docs/tunnels.md says how to choose.
 
 Heads are grouped into tunnels; the reads of all heads of an item's tunnel are merged (codes
 deduplicated, in head order) before the decision. The request is decided as soon as every
@@ -72,6 +74,10 @@ class TrackerStats:
     reads_orphaned: int = 0  # reads without tracking id that no request's window held
     reads_late: int = 0  # reads for an item already decided
     head_misses: int = 0  # (head, item) pairs: an item decided without that head's read
+    # Requests closer to the previous one than the window is wide, on a line with window
+    # heads: their reads may be paired by order only (a batch after a stall or an outage,
+    # or items closer than the window allows: docs/tunnels.md).
+    requests_within_window: int = 0
 
 
 @dataclass(slots=True)
@@ -174,6 +180,8 @@ class Tracker:
         self._timeline: deque[_Item] = deque()  # requests whose window is still open
         self._numbers = itertools.count()
         self._last_t_ns = 0
+        self._numbers_issued = False  # a request was seen (so _last_t_ns means something)
+        self._closest_log_ns: int | None = None
         self._recent: OrderedDict[int, _Item] = OrderedDict()  # decided, by tracking id
         self._logged_ns: dict[tuple[str, str], int] = {}
         self._logged_counts: dict[tuple[str, str], int] = {}
@@ -235,17 +243,35 @@ class Tracker:
         self._close_windows(now_ns, out)
         # Requests come in belt order; a clock that steps back must not reorder them.
         t_ns = max(req.received_ns or now_ns, self._last_t_ns)
+        if (
+            self._window_heads
+            and self._numbers_issued
+            and t_ns - self._last_t_ns < self.window_before_ns + self.window_after_ns
+        ):
+            self.stats.requests_within_window += 1
+            if self._closest_log_ns is None or now_ns - self._closest_log_ns >= LOG_INTERVAL_NS:
+                self._closest_log_ns = now_ns
+                log.warning(
+                    "requests closer than the window: reads without tracking id may be "
+                    "paired by order only",
+                    gap_ms=round((t_ns - self._last_t_ns) / 1e6, 1),
+                    window_ms=(self.window_before_ns + self.window_after_ns) / 1e6,
+                    total=self.stats.requests_within_window,
+                )
         self._last_t_ns = t_ns
+        self._numbers_issued = True
         item = _Item(req, key, next(self._numbers), t_ns, now_ns + self.scan_wait_ns)
         self._waiting[key] = item
         self._waiting_by_id.setdefault(req.tracking_id, deque()).append(item)
         self._timeline.append(item)
         while len(self._timeline) > self.max_items:
             self._close(self._timeline.popleft(), now_ns, out)
+        # Every read already here joins before the item is checked: deciding after the first
+        # one would turn the others into late reads when a head is not awaited.
+        touched = {item.number: item}
         for name, scan in self._scans.pop(req.tracking_id, {}).items():
-            self._attach(item, self._heads[name], scan, now_ns, out)
-        for head in self._window_heads:
-            self._pair_window(head, now_ns, out)
+            self._attach(item, self._heads[name], scan, now_ns, out, check=False)
+        self._pair_windows(now_ns, out, touched)
         if not item.decided:
             if self.scan_wait_ns <= 0:
                 self._decide(item, now_ns, out)
@@ -323,8 +349,7 @@ class Tracker:
             if not item.decided and self._deadline_of(item) <= now_ns:
                 self._decide(item, now_ns, out)
         self._close_windows(now_ns, out)
-        for head in self._window_heads:
-            self._pair_window(head, now_ns, out)
+        self._pair_windows(now_ns, out)
         self._expire_scans(now_ns)
         return out
 
@@ -342,6 +367,7 @@ class Tracker:
             "reads_orphaned": s.reads_orphaned,
             "reads_late": s.reads_late,
             "head_misses": s.head_misses,
+            "requests_within_window": s.requests_within_window,
         }
 
     # --- the item's state -----------------------------------------------------------------
@@ -355,8 +381,17 @@ class Tracker:
         return min(item.deadline_ns, item.merge_deadline_ns)
 
     def _attach(
-        self, item: _Item, head: _Head, scan: ScanRead, now_ns: int, out: list[Match]
+        self,
+        item: _Item,
+        head: _Head,
+        scan: ScanRead,
+        now_ns: int,
+        out: list[Match],
+        *,
+        check: bool = True,
     ) -> None:
+        """Join a read to its item; `check=False` leaves the decision to the caller (more
+        reads of the same moment to join first)."""
         head.stats.consecutive_misses = 0
         if item.decided:
             self._late(head, item, now_ns)
@@ -371,7 +406,8 @@ class Tracker:
             item.tunnel = head.stats.tunnel
             item.merge_deadline_ns = now_ns + self.merge_window_ns
             self._push(item.merge_deadline_ns, item)
-        self._check(item, now_ns, out)
+        if check:
+            self._check(item, now_ns, out)
 
     def _check(self, item: _Item, now_ns: int, out: list[Match]) -> None:
         """Decide the item if every head it waits for is done with it."""
@@ -478,9 +514,28 @@ class Tracker:
 
     # --- window matching ------------------------------------------------------------------
 
-    def _pair_window(self, head: _Head, now_ns: int, out: list[Match]) -> None:
+    def _pair_windows(
+        self, now_ns: int, out: list[Match], touched: dict[int, _Item] | None = None
+    ) -> None:
+        """Pair the waiting reads of every window head, then check the items they joined:
+        reads of several heads that were all waiting for the same request join it before
+        it is decided (`touched` adds items to check, by number)."""
+        touched = {} if touched is None else touched
+        for head in self._window_heads:
+            self._pair_window(head, now_ns, out, touched)
+        for number in sorted(touched):
+            self._check(touched[number], now_ns, out)
+
+    def _pair_window(
+        self,
+        head: _Head,
+        now_ns: int,
+        out: list[Match],
+        touched: dict[int, _Item] | None = None,
+    ) -> None:
         """Pair the head's oldest reads with the oldest requests it has not read (module
-        docstring); stops when a read has to wait for its request."""
+        docstring); stops when a read has to wait for its request. With `touched`, the
+        items joined are collected there for the caller to check, not checked here."""
         pending = head.pending
         timeline = self._timeline
         while pending:
@@ -504,16 +559,22 @@ class Tracker:
                 continue
             head.cursor = item.number
             if read.received_ns > item.t_ns + self.window_after_ns:
-                self._head_done(head, item, now_ns, out)  # it sent nothing for this item
-                continue
-            pending.popleft()
-            self.stats.window_matched += 1
-            self._attach(item, head, read, now_ns, out)
+                # It sent nothing for this item.
+                self._head_done(head, item, now_ns, out, check=touched is None)
+            else:
+                pending.popleft()
+                self.stats.window_matched += 1
+                self._attach(item, head, read, now_ns, out, check=touched is None)
+            if touched is not None and not item.decided:
+                touched[item.number] = item
 
-    def _head_done(self, head: _Head, item: _Item, now_ns: int, out: list[Match]) -> None:
+    def _head_done(
+        self, head: _Head, item: _Item, now_ns: int, out: list[Match], *, check: bool = True
+    ) -> None:
         if not item.decided:
             item.done.add(head.name)
-            self._check(item, now_ns, out)
+            if check:
+                self._check(item, now_ns, out)
 
     def _close_windows(self, now_ns: int, out: list[Match]) -> None:
         """Requests whose window closed: no read can be paired with them any more."""

@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kill-head-after", type=float, metavar="S", help="switch the last head off after S s"
     )
+    p.add_argument(
+        "--format",
+        choices=[name for name in PRESETS if name != "custom"],  # custom needs a pattern
+        default="index",
+        help="telegram preset of every head, with its default settings (default index; "
+        "presets without tracking id are matched by window, docs/tunnels.md)",
+    )
 
     p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
     _add_site(p)
@@ -258,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     heads=args.heads,
                     read_rate=args.read_rate,
                     kill_head_after_s=args.kill_head_after,
+                    telegram_format=args.format,
                 )
             )
         if args.command == "top":

@@ -235,6 +235,9 @@ class Daemon:
             entry["online"] = self.heads.online(scanner.name)
             entry["heartbeats"] = scanner.stats.heartbeats
             entry["bad_telegrams"] = scanner.stats.bad_telegrams
+            # A scanner set to another preset shows here (garbage) rather than as reads.
+            entry["garbage_bytes"] = scanner.stats.garbage_bytes
+            entry["oversize_frames"] = scanner.stats.oversize_frames
             entry["errors"] = scanner.errors
             out[scanner.name] = entry
         return out

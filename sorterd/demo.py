@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from rich.live import Live
 from rich.table import Table
 
 from drivers.broker import LocalBroker, free_port
-from simulators.line import HeadSpec, SimulatedLine
+from drivers.telegram import get_format
+from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
 from sorter.config import load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
@@ -58,17 +59,24 @@ def write_site(
     plc_url: str | None = None,
     scanners: Sequence[tuple[str, int, str | None]] = (),
     silence_timeout_s: float | None = None,
+    formats: Mapping[str, str] | None = None,
+    scanner_keys: Mapping[str, str] | None = None,
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time.
 
     `plc_url` wins over `plc_port` (a PLC on a serial line). `scanners`: (name, port,
-    tunnel) of each head; default one head `tunnel-1` on `scanner_port`.
+    tunnel) of each head; default one head `tunnel-1` on `scanner_port`. `formats`: the
+    telegram preset of each head by name (default `index`), with the preset's defaults;
+    `scanner_keys` more TOML lines for a head's table (`'max_frame_bytes = 64\n'`).
     """
     site = folder / "site.toml"
+    preset = dict(formats or {})
     scanner_tables = "".join(
-        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\nformat = "index"\n'
+        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\n'
+        f'format = "{preset.get(name, "index")}"\n'
         + (f'tunnel = "{tunnel}"\n' if tunnel else "")
         + (f"silence_timeout_s = {silence_timeout_s}\n" if silence_timeout_s else "")
+        + (scanner_keys or {}).get(name, "")
         + "\n"
         for name, port, tunnel in (scanners or [("tunnel-1", scanner_port, None)])
     )
@@ -171,10 +179,49 @@ def _progress_table(line: SimulatedLine, daemon: Daemon, obs: Observer, elapsed_
 HEAD_NAMES = ("tunnel-1", "tunnel-1-side", "tunnel-1-bottom", "tunnel-1-left", "tunnel-1-right")
 
 
-def demo_heads(count: int, read_rate: float) -> list[HeadSpec]:
-    """`count` heads of one tunnel `tunnel-1`, each reading with `read_rate`."""
+def demo_heads(count: int, read_rate: float, telegram_format: str = "index") -> list[HeadSpec]:
+    """`count` heads of one tunnel `tunnel-1`, each reading with `read_rate` and speaking
+    the preset `telegram_format` (with its default settings)."""
     names = [*HEAD_NAMES, *(f"tunnel-1-{i}" for i in range(len(HEAD_NAMES), count))][:count]
-    return [HeadSpec(name, read_rate=read_rate, tunnel="tunnel-1") for name in names]
+    return [
+        HeadSpec(name, read_rate=read_rate, tunnel="tunnel-1", telegram_format=telegram_format)
+        for name in names
+    ]
+
+
+# The simulated tunnel's reads come within about +-15 ms of their request (scan offset,
+# PLC poll, loopback): a window narrower than this would lose reads.
+MIN_WINDOW_MS = 15
+
+
+def window_tracking(rate_per_h: float, telegram_format: str) -> str:
+    """The demo site's [tracking] table for heads without tracking id: a window that fits
+    the item spacing at this rate (the default 50 + 50 ms when it does), and the spacing
+    itself, which the config check holds the window against. ValueError when items would
+    come too close for any window."""
+    if get_format(telegram_format).carries_tracking_id:
+        return ""
+    params = DEMO_PARAMS
+    spacing_ms = 1000 * max(3600 / rate_per_h, params.item_pitch_m / params.belt_speed_m_s)
+    side_ms = min(50, int(spacing_ms * 0.4))
+    if side_ms < MIN_WINDOW_MS:
+        most = int(3600_000 / (MIN_WINDOW_MS / 0.4))
+        raise ValueError(
+            f"--rate {rate_per_h:,.0f} puts items {spacing_ms:.0f} ms apart: too close to match "
+            f"reads without tracking id ({telegram_format}) by window; use --rate {most} or less"
+        )
+    return (
+        f"\n[tracking]\nitem_spacing_ms = {int(spacing_ms)}\n"
+        f"window_before_ms = {side_ms}\nwindow_after_ms = {side_ms}\n"
+    )
+
+
+def head_format(spec: HeadSpec, default: str = "index") -> str:
+    """The preset name of a simulated head, for its `[[scanner]]` table."""
+    fmt = spec.telegram_format
+    if fmt is None:
+        return default
+    return fmt if isinstance(fmt, str) else fmt.name
 
 
 async def run_demo(
@@ -186,8 +233,14 @@ async def run_demo(
     heads: int = 1,
     read_rate: float = 1.0,
     kill_head_after_s: float | None = None,
+    telegram_format: str = "index",
 ) -> int:
     console = Console(stderr=False)
+    try:
+        tracking = window_tracking(rate_per_h, telegram_format)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config_dir = demo_config_dir()
     plan_path = config_dir / "sortplan.toml"
     plan = load_plan(plan_path)
@@ -199,7 +252,7 @@ async def run_demo(
             console.print(f"broker: {broker.kind} on {mqtt_url}")
         else:
             mqtt_url = mqtt
-        specs = demo_heads(heads, read_rate)
+        specs = demo_heads(heads, read_rate, telegram_format)
         line = await stack.enter_async_context(
             SimulatedLine(sorted(plan.machine_chutes), seed=seed, heads=specs)
         )
@@ -212,6 +265,8 @@ async def run_demo(
             plan=plan_path,
             prefix=prefix,
             scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in specs],
+            formats={h.name: head_format(h) for h in specs},
+            extra=tracking,
         )
         site = load_site(site_path)
         observer = Observer(prefix)
@@ -307,6 +362,7 @@ def _summary(
             (
                 f"head {name}",
                 f"reads {h.reads} noreads {h.noreads} missed {h.missed} late {h.late}"
+                + (f" orphans {h.orphans}" if h.window else "")
                 + (" (offline)" if name in offline else ""),
             )
             for name, h in daemon.tracker.heads.items()

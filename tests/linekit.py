@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from simulators.plc import PlcServe
 from sorter.config import load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
-from sorterd.demo import demo_config_dir, write_site
+from sorterd.demo import demo_config_dir, head_format, write_site
 
 PLAN_PATH = demo_config_dir() / "sortplan.toml"
 # The demo geometry on a 10 m/s belt: hundreds of items through the line in seconds.
@@ -78,11 +78,15 @@ async def line_with_daemon(
     plc_serve: PlcServe | None = None,
     heads: Sequence[HeadSpec] | None = None,
     silence_timeout_s: float | None = None,
+    formats: Mapping[str, str] | None = None,
+    scanner_keys: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline.
 
     `heads`: the scan tunnel's heads, each a [[scanner]] of the site config under its own
-    name and tunnel; default one head, `tunnel-1`."""
+    name, tunnel and telegram preset; default one head, `tunnel-1`. `formats` configures
+    the daemon with another preset for some heads (a scanner set up wrongly), and
+    `scanner_keys` adds TOML lines to a head's table (see write_site)."""
     plan = load_plan(plan_path)
     sub = Subscriber()
     ready = asyncio.Event()
@@ -112,6 +116,8 @@ async def line_with_daemon(
                 extra=extra_config,
                 scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in (heads or ())],
                 silence_timeout_s=silence_timeout_s,
+                formats={h.name: head_format(h) for h in (heads or ())} | dict(formats or {}),
+                scanner_keys=scanner_keys,
             )
         )
         daemon = Daemon(site)
