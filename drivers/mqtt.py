@@ -65,7 +65,10 @@ class MqttStats:
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # "replace": a lone surrogate that slipped into a string must cost a '?', not the
+    # connection (JSON text may carry one; UTF-8 cannot).
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", errors="replace")
 
 
 class MqttPublisher:
@@ -251,7 +254,13 @@ class MqttPublisher:
             if self.on_message is not None:
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload).encode()
-                self.on_message(str(message.topic), data)
+                try:
+                    self.on_message(str(message.topic), data)
+                except Exception:
+                    # A message nobody should be able to send (a bug of ours): logged with
+                    # its traceback, and the connection, and the line, go on.
+                    self.stats.errors += 1
+                    log.exception("mqtt message handler failed", topic=str(message.topic))
 
     def _page_in(self) -> None:
         """Bring the next journaled rows into the queue; the end of the spill when none."""

@@ -60,6 +60,10 @@ def _request_id(payload: bytes) -> str | None:
     rid = data.get("id")
     if rid is not None and (not isinstance(rid, str) or len(rid) > MAX_ID_CHARS):
         raise CommandError(f"id must be a string of at most {MAX_ID_CHARS} characters")
+    if rid is not None and not rid.isprintable():
+        # JSON allows lone surrogates ("\ud800") and control characters: an id that cannot be
+        # sent back in the answer (UTF-8) or shown in a log line is refused, without an id.
+        raise CommandError("id must be printable text")
     if unknown:
         raise CommandError(f"unknown payload key(s): {', '.join(sorted(unknown))}", rid)
     return rid

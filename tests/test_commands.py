@@ -83,6 +83,10 @@ async def test_chute_disable_and_enable(broker: LocalBroker, tmp_path: Path) -> 
         await _send(broker, "chute/1/enable", {"id": "e1"})
         await wait_until(lambda: (rig.sub.last("chutes/1") or {}).get("state") == "ok", 20)
 
+        # An id no answer could carry: refused, and the daemon goes on (it used to take the
+        # MQTT task, and with it the line, down).
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bad-cmd") as c:
+            await c.publish(f"{PREFIX}/cmd/chute/2/disable", b'{"id": "\\ud800"}', qos=1)
         await _send(broker, "chute/999/disable", {"id": "x1"})
         await _send(broker, "frobnicate", {"id": "x2"})
         await _send(broker, "plan/reload", {"id": "x3", "extra": 1})
@@ -107,6 +111,9 @@ async def test_chute_disable_and_enable(broker: LocalBroker, tmp_path: Path) -> 
         ("chute/abc/disable", b"", "not a chute number"),
         ("chute/1/explode", b"", "unknown command"),
         ("plan/reload", b'{"id": 5}', "id must be a string"),
+        # Found by review: JSON may carry a lone surrogate, which UTF-8 cannot.
+        ("chute/1/disable", b'{"id": "\\ud800"}', "printable"),
+        ("plan/reload", b'{"id": "a\\u0000b"}', "printable"),
     ],
 )
 def test_command_shapes_are_bounded(suffix: str, payload: bytes, words: str) -> None:
