@@ -46,7 +46,9 @@ SCHEMA_VERSION: Final = 1
 # one 64-slot ring, and decisions wait for their confirmation for minutes at most.
 RECOVER_DECISIONS: Final = 100_000
 RECOVER_RESULTS: Final = 4096
-PRUNE_BATCH_ROWS: Final = 20_000
+RECOVER_ANSWERED_NS: Final = 30 * 10**9
+RECOVER_REPLIES_NS: Final = 5 * 10**9
+PRUNE_BATCH_ROWS: Final = 5_000  # about 10 ms of the event loop here
 SENT_PERSIST_NS: Final = 250_000_000
 # Pruning frees space for new rows once the file is this full; the alarm is raised above it.
 PRUNE_AT_FRACTION: Final = 0.8
@@ -133,6 +135,8 @@ class Journal:
         self._wall_ns = wall_clock_ns
         self._dirty = False
         self._pending_keys: set[tuple[int, int]] = set()
+        self._txn_deleted: list[tuple[int, int]] = []  # pending rows deleted, not committed
+        self._owed: set[tuple[int, int]] = set()  # pending rows to delete at the next commit
         self._sent_on_disk = 0
         self._sent_persisted_ns = 0
         self._db = self._open()
@@ -239,6 +243,10 @@ class Journal:
         with contextlib.suppress(sqlite3.Error):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+        # The rollback brought back the pending rows this transaction deleted: they are
+        # owed, deleted by the next transaction that commits.
+        self._owed.update(self._txn_deleted)
+        self._txn_deleted.clear()
         self._dirty = False
         changed = self.healthy
         if self.healthy or str(exc) != self.last_error:
@@ -251,7 +259,20 @@ class Journal:
     def _begin(self) -> None:
         if not self._db.in_transaction:
             self._db.execute("BEGIN")
+            if self._owed:
+                owed, self._owed = self._owed, set()
+                self._txn_deleted.extend(owed)
+                self._db.executemany("DELETE FROM pending WHERE tracking_id=? AND seq=?", owed)
         self._dirty = True
+
+    def decided_elsewhere(self, tracking_id: int, seq: int) -> None:
+        """A decision that could not be journaled (the step failed): its pending row, if
+        any, is deleted by the next transaction that commits, so that a restart does not
+        decide the request again."""
+        key = (tracking_id, seq)
+        if key in self._pending_keys:
+            self._pending_keys.discard(key)
+            self._owed.add(key)
 
     def append(self, msg: Outgoing, data: bytes) -> int | None:
         """Store one outgoing message (`data` is its encoded payload); its row id, or None
@@ -282,6 +303,7 @@ class Journal:
                 # Most requests find their scan already there and were never pending.
                 self._db.execute("DELETE FROM pending WHERE tracking_id=? AND seq=?", key)
                 self._pending_keys.discard(key)
+                self._txn_deleted.append(key)
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
@@ -322,6 +344,7 @@ class Journal:
         except sqlite3.Error as exc:
             self._failed(exc)
             return False
+        self._txn_deleted.clear()
         self._dirty = False
         if not self.healthy:
             log.info("journal writes again", path=str(self.path))
@@ -362,8 +385,9 @@ class Journal:
 
     # --- reading ----------------------------------------------------------------------
 
-    def unsent(self, after_rowid: int, limit: int) -> list[Unsent]:
-        """Message rows after `after_rowid` (and after the sent watermark), in order."""
+    def unsent(self, after_rowid: int, limit: int) -> list[Unsent] | None:
+        """Message rows after `after_rowid` (and after the sent watermark), in order; None
+        when the journal cannot be read (not the same as "no more rows")."""
         after = max(after_rowid, self.stats.sent_upto)
         try:
             rows = self._db.execute(
@@ -372,7 +396,7 @@ class Journal:
             ).fetchall()
         except sqlite3.Error as exc:
             self._failed(exc)
-            return []
+            return None
         return [Unsent(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def count_unsent(self) -> int:
@@ -390,10 +414,11 @@ class Journal:
         rec = Recovered()
         db = self._db
         decisions = db.execute(
-            "SELECT tracking_id, seq, chute, barcode, destination FROM message"
+            "SELECT tracking_id, seq, chute, barcode, destination, wall_ns FROM message"
             " WHERE kind='decision' ORDER BY id DESC LIMIT ?",
             (RECOVER_DECISIONS,),
         ).fetchall()
+        last_ns = decisions[0][5] if decisions else 0
         results = db.execute(
             "SELECT tracking_id, seq, outcome, recirculations FROM message"
             " WHERE kind='result' ORDER BY id DESC LIMIT ?",
@@ -409,14 +434,26 @@ class Journal:
                 rec.recirculations.pop(tid, None)
         for tid, seq, *_ in results[:RECOVER_RESULTS]:
             rec.results_seen.add((tid, seq))
-        for tid, seq, chute, barcode, destination in reversed(decisions):
-            rec.answered[(tid, seq)] = chute
+        for tid, seq, chute, barcode, destination, wall_ns in reversed(decisions):
             if (tid, seq) not in confirmed:
                 rec.assigned[(tid, seq)] = (barcode, destination, chute)
+            # A request the PLC presents again was decided in the last moments before the
+            # stop; older pairs may be reused by a PLC that restarted meanwhile (a power cut
+            # takes both down), and must then be new items, not re-reads.
+            if wall_ns >= last_ns - RECOVER_ANSWERED_NS:
+                rec.answered[(tid, seq)] = chute
+            # Replies decided after their request was acknowledged (a timeout, a late scan)
+            # may have died in the link's queue: sent again, a reply the PLC has is harmless.
+            if wall_ns >= last_ns - RECOVER_REPLIES_NS and (tid, seq) not in confirmed:
+                rec.replies.append((seq, tid, chute))
+        decided = {(tid, seq) for tid, seq, *_ in decisions}
         for tid, seq, induction, length_mm, width_mm, height_mm, weight_g in db.execute(
             "SELECT tracking_id, seq, induction, length_mm, width_mm, height_mm, weight_g"
             " FROM pending ORDER BY wall_ns"
         ):
+            if (tid, seq) in decided:
+                self._owed.add((tid, seq))  # decided; only the row's deletion was lost
+                continue
             rec.pending.append(
                 SortRequest(seq, tid, induction, length_mm, width_mm, height_mm, weight_g)
             )
@@ -437,36 +474,34 @@ class Journal:
         return int((pages - free) * page_size)
 
     def prune(self) -> int:
-        """Delete sent rows past retention, and the oldest sent rows while the file is too
-        full; never an unsent row. Returns the rows deleted."""
-        deleted = 0
+        """Delete one batch (at most PRUNE_BATCH_ROWS) of sent rows past retention, or of
+        the oldest sent rows while the file is too full; never an unsent row. Returns the
+        rows deleted: the caller repeats, yielding to the event loop in between, while it
+        gets a whole batch (a first prune after days away must not stall the line)."""
         cutoff_ns = self._wall_ns() - self.retention_ns
         sent = self.stats.sent_upto
+        too_full = self.size_bytes() > self.max_size_bytes * PRUNE_AT_FRACTION
         try:
-            while True:
-                too_full = self.size_bytes() > self.max_size_bytes * PRUNE_AT_FRACTION
-                self._begin()
-                if too_full:
-                    cur = self._db.execute(
-                        "DELETE FROM message WHERE id IN (SELECT id FROM message"
-                        " WHERE id <= ? ORDER BY id LIMIT ?)",
-                        (sent, PRUNE_BATCH_ROWS),
-                    )
-                else:
-                    cur = self._db.execute(
-                        "DELETE FROM message WHERE id IN (SELECT id FROM message"
-                        " WHERE id <= ? AND wall_ns < ? ORDER BY id LIMIT ?)",
-                        (sent, cutoff_ns, PRUNE_BATCH_ROWS),
-                    )
-                if not self.commit():
-                    break
-                deleted += cur.rowcount
-                if cur.rowcount < PRUNE_BATCH_ROWS:
-                    break
+            self._begin()
+            if too_full:
+                cur = self._db.execute(
+                    "DELETE FROM message WHERE id IN (SELECT id FROM message"
+                    " WHERE id <= ? ORDER BY id LIMIT ?)",
+                    (sent, PRUNE_BATCH_ROWS),
+                )
+            else:
+                cur = self._db.execute(
+                    "DELETE FROM message WHERE id IN (SELECT id FROM message"
+                    " WHERE id <= ? AND wall_ns < ? ORDER BY id LIMIT ?)",
+                    (sent, cutoff_ns, PRUNE_BATCH_ROWS),
+                )
         except sqlite3.Error as exc:
             self._failed(exc)
-        self.stats.pruned += deleted
-        return deleted
+            return 0
+        if not self.commit():
+            return 0
+        self.stats.pruned += cur.rowcount
+        return int(cur.rowcount)
 
     def check_space(self) -> list[str]:
         """Alarms for P/status: the file near its bound, the disk near full."""
@@ -499,6 +534,7 @@ class JournalOutbox:
         self.journal = journal
         self.publisher = publisher
         self._step: list[tuple[str, bytes, int | None]] = []
+        self._decided: list[tuple[int, int]] = []
         self._step_failed = False
 
     def add_pending(self, req: SortRequest) -> None:
@@ -511,9 +547,15 @@ class JournalOutbox:
         if rowid is None:
             self._step_failed = True
         self._step.append((msg.topic, data, rowid))
+        if msg.kind == "decision":
+            self._decided.append((msg.tracking_id, msg.seq))
 
     def commit(self) -> None:
         durable = not self._step_failed and self.journal.commit()
+        if not durable:
+            for tid, seq in self._decided:
+                self.journal.decided_elsewhere(tid, seq)
+        self._decided.clear()
         for topic, data, rowid in self._step:
             self.publisher.publish_raw(
                 OutMessage(topic, data, 1, False), rowid if durable else None

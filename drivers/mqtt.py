@@ -29,6 +29,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+PAGE_IN_RETRY_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class OutMessage:
@@ -43,7 +45,9 @@ class OutboxStore(Protocol):
 
     def mark_sent(self, upto_rowid: int) -> None: ...
 
-    def unsent(self, after_rowid: int, limit: int) -> Sequence[Unsent]: ...
+    def unsent(self, after_rowid: int, limit: int) -> Sequence[Unsent] | None:
+        """None when the store cannot be read right now (not the end of the rows)."""
+        ...
 
 
 class Unsent(Protocol):
@@ -262,20 +266,27 @@ class MqttPublisher:
                     self.stats.errors += 1
                     log.exception("mqtt message handler failed", topic=str(message.topic))
 
-    def _page_in(self) -> None:
-        """Bring the next journaled rows into the queue; the end of the spill when none."""
+    def _page_in(self) -> bool:
+        """Bring the next journaled rows into the queue; the end of the spill when none.
+        False when the store could not be read (the spill goes on; try again later)."""
         assert self.store is not None
         rows = self.store.unsent(self._last_rowid, self.max_memory // 2)
+        if rows is None:
+            return False
         for row in rows:
             self._queue.append((row.rowid, OutMessage(row.topic, row.payload, 1, False)))
             self._last_rowid = row.rowid
         if len(rows) < self.max_memory // 2:
             self._spilled = False
+        return True
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
-            if not self._queue and self._spilled:
-                self._page_in()
+            if not self._queue and self._spilled and not self._page_in():
+                # The journal cannot be read now: what waits there is not lost, and must not
+                # be skipped (the watermark would pass it). Try again in a while.
+                await asyncio.sleep(PAGE_IN_RETRY_S)
+                continue
             if not self._queue and not self._retained:
                 self._idle.set()
                 self._wake.clear()

@@ -58,9 +58,12 @@ class PlcHandler(Protocol):
     def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None: ...
     def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None: ...
     def on_link_state(self, connected: bool, reason: str) -> None: ...
-    def on_counters_jumped(self) -> None:
-        """The request ring's head jumped (a PLC restart with its counters reset, or a
-        ring overrun): the PLC may now reuse (tracking_id, seq) pairs it used before."""
+    def on_counters_jumped(self, ring: str) -> None:
+        """A ring ("request" or "confirmation") jumped: a PLC restart with its counters
+        reset, a PLC that lost the host's registers, or a ring overrun. The PLC may now
+        reuse (tracking_id, seq) pairs it used before: they are new messages. Called for
+        the request ring before its new requests are handed over, for the confirmation
+        ring after the confirmations read at the jump (stale slots are dropped by then)."""
         ...
 
 
@@ -143,6 +146,8 @@ class PlcLink:
         self._reported = False
         self._delivered_confirmations: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._line_logged = False
+        self._sessions = 0
+        self._intake = True
 
     def _chute_status_interval_ns(self) -> int:
         """The configured interval, stretched on a serial line so that the chute block
@@ -181,6 +186,12 @@ class PlcLink:
         except TimeoutError:
             return False
         return not self._replies
+
+    def stop_intake(self) -> None:
+        """Take no more requests (graceful stop): what the PLC asks from now on stays in its
+        ring, unacknowledged, for the next start. Replies, confirmations and heartbeats go
+        on."""
+        self._intake = False
 
     def queue_reply(self, seq: int, tracking_id: int, chute: int) -> None:
         """Queue a destination reply; the poll task writes it as soon as it can."""
@@ -342,6 +353,9 @@ class PlcLink:
             raise PlcError(
                 f"PLC interface_version is {header[R.INTERFACE_VERSION]}, this host speaks 1"
             )
+        self._sessions += 1
+        if self._sessions > 1:
+            self._check_host_registers(header)
         # Resume where the PLC says we were: unconsumed requests and confirmations between
         # ack and head are processed now; replies continue after the PLC's rep_head.
         self._req_ack = header[R.REQ_ACK]
@@ -383,6 +397,26 @@ class PlcLink:
                 if not self._replies:
                     break
 
+    def _check_host_registers(self, header: list[int]) -> None:
+        """After a reconnect, the acks the PLC holds are ours, or at most a ring behind (a
+        write lost with the link). Anything else means the PLC lost its memory of us (a
+        power cycle that reset every register): its ids and seqs start again."""
+        req_behind = R.counter_diff(self._req_ack, header[R.REQ_ACK])
+        conf_behind = R.counter_diff(self._conf_ack, header[R.CONF_ACK])
+        if req_behind <= R.RING_SLOTS and conf_behind <= R.RING_SLOTS:
+            return
+        self.stats.counter_jumps += 1
+        log.warning(
+            "plc registers reset",
+            req_ack=header[R.REQ_ACK],
+            req_ack_was=self._req_ack,
+            conf_ack=header[R.CONF_ACK],
+            conf_ack_was=self._conf_ack,
+        )
+        self._delivered_confirmations.clear()
+        self.handler.on_counters_jumped("request")
+        self.handler.on_counters_jumped("confirmation")
+
     def _watch_heartbeat(self, header: list[int], now_ns: int) -> None:
         self.stats.plc_state = header[R.PLC_STATE]
         beat = header[R.PLC_HEARTBEAT]
@@ -413,16 +447,20 @@ class PlcLink:
         self.stats.counter_jumps += 1
         log.warning("plc counter jumped", ring=ring, head=head, ack=ack)
         if ring == "request":
-            self.handler.on_counters_jumped()
+            self.handler.on_counters_jumped("request")
         return (head - R.RING_SLOTS) % R.COUNTER_MOD, R.RING_SLOTS, True
 
     async def _take_requests(self, header: list[int]) -> None:
+        if not self._intake:
+            return
         head = header[R.REQ_HEAD]
         first, n, jumped = self._unread("request", head, self._req_ack)
         if n == 0:
             return
         now = self.clock_ns()
         slots = await self._read_ring(R.REQUEST_BASE, R.REQUEST_SIZE, first, n)
+        if not self._intake:
+            return  # stopped while reading: not handed over, not acknowledged
         requests = []
         for i, regs in enumerate(slots):
             # A request's seq is its message number: a slot that says otherwise was not
@@ -493,6 +531,11 @@ class PlcLink:
         self._conf_ack = head
         self.stats.confirmations += len(confirmations)
         self.handler.on_confirmations(confirmations)
+        if jumped:
+            # The stale slots of the jump are filtered out above and will not be read
+            # again: from now on a known (tracking_id, seq) is a new item's confirmation.
+            delivered.clear()
+            self.handler.on_counters_jumped("confirmation")
         await self._write(R.CONF_ACK, [self._conf_ack])
 
     def _warn_bad(self, event: str, **fields: object) -> None:

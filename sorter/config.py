@@ -408,6 +408,12 @@ def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
         # Found now rather than as a reconnect loop of "No such file" warnings at run time.
         if not Path(tls_path).is_file():
             problems.append(Problem(shown, f"mqtt.{key}", f"no such file: {tls_path}"))
+        elif not config.mqtt.url.startswith("mqtts://"):
+            problems.append(
+                Problem(shown, f"mqtt.{key}", "TLS file given, but mqtt.url is not mqtts://")
+            )
+    if config.mqtt.key_file is not None and config.mqtt.cert_file is None:
+        problems.append(Problem(shown, "mqtt.key_file", "a key without mqtt.cert_file"))
     if problems:
         raise ConfigError(problems)
     if tls_paths:

@@ -114,6 +114,7 @@ class Recovered:
     recirculations: dict[int, int] = field(default_factory=dict)
     results_seen: set[tuple[int, int]] = field(default_factory=set)
     pending: list[SortRequest] = field(default_factory=list)
+    replies: list[tuple[int, int, int]] = field(default_factory=list)  # (seq, id, chute)
 
 
 def iso_now() -> str:
@@ -257,10 +258,15 @@ class Pipeline:
             self._remember(self._recirculations, tid, recirc)
         for key in rec.results_seen:
             self._remember(self._results_seen, key, None, MAX_ANSWERED)
+        if self._reply is not None:
+            for seq, tid, chute in rec.replies:
+                self._reply(seq, tid, chute)
         # Requests taken (and maybe acknowledged) before the crash but never decided: their
         # scans died with the process, so they wait scan_wait_ms once more, then time out.
         now = self.clock_ns()
         for req in rec.pending:
+            if (req.tracking_id, req.seq) in rec.answered:
+                continue  # decided; only its pending row's deletion was lost
             self.counters.recovered_pending += 1
             for match in self.tracker.on_request(replace(req, received_ns=now), now):
                 self._decide(match)
@@ -281,11 +287,9 @@ class Pipeline:
                 if self._reply is not None:
                     self._reply(req.seq, req.tracking_id, chute)
                 continue
-            decided_now = False
             for match in self.tracker.on_request(req, now):
-                decided_now = decided_now or match.request.seq == req.seq
                 self._decide(match)
-            if not decided_now:
+            if self.tracker.is_waiting(req.tracking_id, req.seq):
                 self.durable.add_pending(req)
         self.durable.commit()
         if self.tracker.waiting:
@@ -418,13 +422,17 @@ class Pipeline:
             retain=True,
         )
 
-    def on_counters_jumped(self) -> None:
+    def on_counters_jumped(self, ring: str) -> None:
         """A PLC restarted with its counters reset starts its seqs again, and may start its
         tracking ids again too: a (tracking_id, seq) seen before is then a new item, not a
-        re-read. Forget the replies given, or it would get an old item's chute."""
-        self.counters.plc_restarts += 1
-        self._answered.clear()
-        self.tracker.forget_requests()
+        re-read. Forget the replies given (or a new item would get an old item's chute)
+        and the results recorded (or its confirmation would be dropped as a duplicate)."""
+        if ring == "request":
+            self.counters.plc_restarts += 1
+            self._answered.clear()
+            self.tracker.forget_requests()
+        else:
+            self._results_seen.clear()
 
     def on_link_state(self, connected: bool, reason: str) -> None:
         self.device_state("plc", connected=connected, detail=reason)

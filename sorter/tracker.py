@@ -221,6 +221,10 @@ class Tracker:
     def pending_scans(self) -> int:
         return len(self._scan_order) + sum(len(h.pending) for h in self._window_heads)
 
+    def is_waiting(self, tracking_id: int, seq: int) -> bool:
+        """Whether this request waits for its reads (not decided, not a duplicate)."""
+        return (tracking_id, seq) in self._waiting
+
     def forget_requests(self) -> None:
         """Forget the (tracking_id, seq) pairs of requests already decided: after a PLC
         restart they may come again as new items. Requests still waiting stay known."""

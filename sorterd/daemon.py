@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from drivers.journal import Journal, JournalOutbox
+from drivers.journal import PRUNE_BATCH_ROWS, Journal, JournalOutbox
 from drivers.metrics import Metrics
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from drivers.plc import PlcLink
@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_FLUSH_S = 5.0
 JOURNAL_CHECK_S = 10.0  # disk space and alarms
 JOURNAL_PRUNE_S = 60.0
+MAX_PRUNE_BATCHES = 200  # a minute's work at most; the rest at the next prune
 
 
 @dataclass(slots=True)
@@ -488,8 +489,10 @@ class Daemon:
         next_prune = time.monotonic()
         while True:
             if time.monotonic() >= next_prune:
-                await asyncio.sleep(0)
-                self.journal.prune()
+                for _ in range(MAX_PRUNE_BATCHES):
+                    if self.journal.prune() < PRUNE_BATCH_ROWS:
+                        break
+                    await asyncio.sleep(0.05)  # batch by batch: the line runs in between
                 next_prune = time.monotonic() + JOURNAL_PRUNE_S
             self._check_journal()
             await asyncio.sleep(JOURNAL_CHECK_S)
@@ -498,6 +501,9 @@ class Daemon:
         """Graceful stop: answer what is waiting, say offline, flush within a bound."""
         log.info("sorterd stopping", waiting=self.tracker.waiting, backlog=self.mqtt.backlog)
         self.notifier.stopping()
+        # New requests stay in the PLC's ring for the next start: anything taken now could
+        # be acknowledged and then not answered before the process ends.
+        self.plc.stop_intake()
         # Requests still waiting for a scan are answered now rather than left to the PLC's
         # timeout: the timer decides them with reason timeout at once.
         self.pipeline.answer_waiting()

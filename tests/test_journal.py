@@ -16,6 +16,7 @@ import pytest
 
 from drivers.broker import LocalBroker, free_port
 from drivers.journal import Journal, JournalError, JournalOutbox
+from drivers.journal import Unsent as Row
 from drivers.mqtt import MqttPublisher, OutMessage, encode
 from sorter.events import SortRequest
 from sorter.pipeline import Outgoing
@@ -268,3 +269,108 @@ async def test_steps_the_journal_cannot_write_still_reach_the_broker_once(
             observer.cancel()
             await asyncio.gather(runner, observer, return_exceptions=True)
     assert sorted(got) == sorted(ids)
+
+
+def test_a_decision_the_journal_refused_does_not_leave_its_request_pending(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the failed step rolled back the deletion of the pending row, and
+    the next start decided the request a second time."""
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, max_size_mb=0.25, synchronous="normal")
+    outbox = JournalOutbox(j, MqttPublisher("mqtt://127.0.0.1:1", store=j))
+    waiting = SortRequest(
+        seq=3, tracking_id=9, induction=1, length_mm=0, width_mm=0, height_mm=0, weight_g=0
+    )
+    outbox.add_pending(waiting)
+    outbox.commit()
+    filler = 0
+    while j.healthy:  # fill the journal with unsent rows until it refuses
+        filler += 1
+        outbox.record(_msg("result", 1000 + filler, filler))
+        outbox.commit()
+    big = replace(_msg("decision", 9, 3), payload={"id": "d-9-3", "pad": "x" * 20_000})
+    outbox.record(big)  # refused: the step goes out memory-only
+    outbox.commit()
+    assert not j.healthy
+    j.mark_sent(10**9)  # the broker took everything; pruning makes room again
+    while j.prune():
+        pass
+    outbox.record(_msg("result", 1, 1))
+    outbox.commit()
+    assert j.healthy
+    j.close()
+    assert Journal(path).recover().pending == []
+
+
+def test_recovery_answers_only_recent_requests_again_and_resends_recent_replies(
+    tmp_path: Path,
+) -> None:
+    now = [10**18]
+    j = Journal(tmp_path / "j.sqlite", wall_clock_ns=lambda: now[0])
+    _append(j, "decision", 1, 1, chute=11)
+    now[0] += 60 * 10**9  # a minute later
+    _append(j, "decision", 2, 2, chute=12)
+    _append(j, "result", 2, 2, chute=12, outcome=1)
+    now[0] += 4 * 10**9
+    _append(j, "decision", 3, 3, chute=13)  # the last one before the crash
+    j.commit()
+    rec = j.recover()
+    # (1, 1) is a minute old: a PLC that restarted too may use the pair for a new item.
+    assert rec.answered == {(2, 2): 12, (3, 3): 13}
+    # Replies of the last seconds may have died in the link's queue; (2, 2) was confirmed.
+    assert rec.replies == [(3, 3, 13)]
+    assert set(rec.assigned) == {(1, 1), (3, 3)}
+
+
+class FlakyStore:
+    """An OutboxStore whose first read fails, as a journal on a failing disk would."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.reads = 0
+        self.sent_upto = 0
+
+    def mark_sent(self, upto_rowid: int) -> None:
+        self.sent_upto = max(self.sent_upto, upto_rowid)
+
+    def unsent(self, after_rowid: int, limit: int) -> list[Row] | None:
+        self.reads += 1
+        if self.reads == 1:
+            return None
+        return [r for r in self.rows if r.rowid > after_rowid][:limit]
+
+
+async def test_a_failed_read_of_the_journal_does_not_skip_what_waits_there() -> None:
+    """Found in review: a read error looked like the end of the spill, the next message
+    went out first and moved the watermark past rows never sent."""
+    store = FlakyStore([Row(i, "flaky/decisions", encode({"n": i})) for i in (1, 2, 3)])
+    got: list[int] = []
+    async with LocalBroker() as broker:
+        pub = MqttPublisher(broker.url, client_id="flaky", store=store, backoff_max_s=0.2)
+        ready = asyncio.Event()
+
+        async def observe() -> None:
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="flaky-obs") as c:
+                await c.subscribe("flaky/#", qos=1)
+                ready.set()
+                async for m in c.messages:
+                    assert isinstance(m.payload, bytes)
+                    got.append(json.loads(m.payload)["n"])
+
+        observer = asyncio.create_task(observe())
+        await asyncio.wait_for(ready.wait(), 10)
+        runner = asyncio.create_task(pub.run())
+        try:
+            await wait_until(lambda: store.reads >= 1, 10)  # the failed read
+            # A new message is journaled and handed over after the failed read.
+            row = Row(4, "flaky/decisions", encode({"n": 4}))
+            store.rows.append(row)
+            pub.publish_raw(OutMessage(row.topic, row.payload, 1, False), row.rowid)
+            await wait_until(lambda: len(got) >= 4 and store.sent_upto >= 4, 10)
+        finally:
+            runner.cancel()
+            observer.cancel()
+            await asyncio.gather(runner, observer, return_exceptions=True)
+    assert got == [1, 2, 3, 4]
+    assert store.sent_upto == 4

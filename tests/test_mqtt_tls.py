@@ -257,6 +257,22 @@ def test_relative_tls_paths_resolve_against_the_config_file(tls: TlsFiles, tmp_p
     assert [p.key for p in info.value.problems] == ["mqtt.ca_file"]
     assert "no such file" in str(info.value)
 
+    # TLS files with a plain mqtt:// URL would be ignored: a mistake, said so. A key alone
+    # is one too.
+    site.write_text(
+        site.read_text()
+        .replace("mqtts://", "mqtt://")
+        .replace('cert_file = "certs/client.pem"\n', "")
+    )
+    with pytest.raises(ConfigError) as info:
+        load_site(site, env={})
+    got = [(p.key, p.message) for p in info.value.problems]
+    assert got == [
+        ("mqtt.ca_file", f"no such file: {folder.resolve() / 'certs' / 'ca.pem'}"),
+        ("mqtt.key_file", "TLS file given, but mqtt.url is not mqtts://"),
+        ("mqtt.key_file", "a key without mqtt.cert_file"),
+    ]
+
 
 async def test_daemon_over_tls_with_credentials_from_environment(
     password_broker: LocalBroker, tls: TlsFiles, tmp_path: Path

@@ -99,10 +99,15 @@ def test_after_a_plc_restart_a_reused_pair_is_a_new_item(tmp_path: Path) -> None
     line = Line(tmp_path / "j.sqlite")
     line.pipeline.on_scan(ScanRead("tunnel-1", 1, CODES, line.now_ns))
     line.pipeline.on_requests([line.request(1, 0)])
-    line.pipeline.on_counters_jumped()  # the PLC restarted: ids and seqs from the start
+    chute = line.replies[-1][2]
+    line.pipeline.on_confirmations([Confirmation(0, 1, chute, Outcome.SORTED, 0)])
+    line.pipeline.on_counters_jumped("request")  # the PLC restarted: ids and seqs anew
+    line.pipeline.on_counters_jumped("confirmation")
     line.now_ns += 1000 * MS
     line.pipeline.on_scan(ScanRead("tunnel-1", 1, ("RB000000005MA",), line.now_ns))
     line.pipeline.on_requests([line.request(1, 0)])
     assert line.decisions() == [(1, 0), (1, 0)]  # decided afresh, not answered from memory
     assert len(line.replies) == 2
     assert line.pipeline.counters.replies_repeated == 0
+    line.pipeline.on_confirmations([Confirmation(0, 1, line.replies[-1][2], Outcome.SORTED, 0)])
+    assert line.rows("result") == [(1, 0), (1, 0)]  # not dropped as a duplicate

@@ -58,7 +58,7 @@ class Recorder:
         self.confirmations: list[Confirmation] = []
         self.chute_status: list[tuple[int, list[int]]] = []
         self.states: list[tuple[bool, str]] = []
-        self.jumps = 0
+        self.jumps: list[str] = []
 
     @property
     def requests(self) -> list[SortRequest]:
@@ -88,8 +88,8 @@ class Recorder:
     def on_link_state(self, connected: bool, reason: str) -> None:
         self.states.append((connected, reason))
 
-    def on_counters_jumped(self) -> None:
-        self.jumps += 1
+    def on_counters_jumped(self, ring: str) -> None:
+        self.jumps.append(ring)
 
 
 def make_link(url: str, handler: Recorder, **kwargs: Any) -> PlcLink:
@@ -655,7 +655,9 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
             )
             await asyncio.sleep(0.05)
             assert [c.tracking_id for c in handler.confirmations[n_conf:]] == [500_000]
-            assert handler.jumps == 1  # the pipeline forgets the pairs the PLC may reuse
+            # The pipeline forgets the pairs the PLC may reuse: requests before their batch,
+            # confirmations after theirs (its stale slots are dropped by then).
+            assert handler.jumps == ["request", "confirmation"]
             assert link.stats.bad_confirmations == 0
             assert link.stats.bad_requests == 0
 
@@ -731,3 +733,27 @@ async def test_cancel_is_not_lost_when_a_reply_is_queued_at_the_same_moment() ->
         finally:
             if not task.done():
                 await stop_link(task)
+
+
+async def test_a_plc_that_lost_the_host_registers_counts_as_restarted() -> None:
+    """A power cycle that resets every register, the host's acks included, looks like a
+    consistent ring (head == ack == 0): only the acks going back tells it apart."""
+    async with PlcSimulator(port=free_port()) as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, backoff_initial_s=0.3, backoff_max_s=0.3)
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            for i in range(100):
+                plc.submit_request(700_000 + i)
+            await register_becomes(plc, REQ_ACK, 100, timeout_s=3.0)
+            await plc.stop()
+            await eventually(lambda: handler.down, "link down", 2.0)
+            plc.reset_counters()
+            await plc.start()
+            # The power cycle: the host's registers are gone too, before the link is back.
+            await plc.write_registers(REQ_ACK, [0, 0, 0, 0])
+            assert handler.jumps == []
+            await eventually(lambda: handler.up, "link up again", 3.0)
+            await eventually(lambda: handler.jumps == ["request", "confirmation"], "jump", 2.0)
+            plc.submit_request(700_000)  # the same id and seq 0: a new item
+            await eventually(lambda: handler.requests[-1].seq == 0, "new request", 2.0)
