@@ -137,6 +137,7 @@ class Journal:
         self._pending_keys: set[tuple[int, int]] = set()
         self._txn_deleted: list[tuple[int, int]] = []  # pending rows deleted, not committed
         self._owed: set[tuple[int, int]] = set()  # pending rows to delete at the next commit
+        self._txn_rows = False  # the open transaction adds message or pending rows
         self._sent_on_disk = 0
         self._sent_persisted_ns = 0
         self._db = self._open()
@@ -247,6 +248,7 @@ class Journal:
         # owed, deleted by the next transaction that commits.
         self._owed.update(self._txn_deleted)
         self._txn_deleted.clear()
+        self._txn_rows = False
         self._dirty = False
         changed = self.healthy
         if self.healthy or str(exc) != self.last_error:
@@ -308,6 +310,7 @@ class Journal:
             self._failed(exc)
             return None
         self.stats.appended += 1
+        self._txn_rows = True
         return cur.lastrowid
 
     def add_pending(self, req: SortRequest) -> bool:
@@ -332,6 +335,7 @@ class Journal:
             self._failed(exc)
             return False
         self._pending_keys.add((req.tracking_id, req.seq))
+        self._txn_rows = True
         return True
 
     def commit(self) -> bool:
@@ -346,7 +350,10 @@ class Journal:
             return False
         self._txn_deleted.clear()
         self._dirty = False
-        if not self.healthy:
+        wrote_rows, self._txn_rows = self._txn_rows, False
+        # Only new rows prove the journal writes again: a watermark update or a prune
+        # fits where a decision may not, and would make the alarm flap.
+        if not self.healthy and wrote_rows:
             log.info("journal writes again", path=str(self.path))
             self.healthy = True
             self.last_error = ""

@@ -152,6 +152,7 @@ def test_full_journal_refuses_then_recovers_after_prune(tmp_path: Path) -> None:
     assert j.prune() == 0
     j.mark_sent(written[-1])
     assert j.prune() > 0
+    assert not j.healthy  # a prune (or a watermark) committing proves nothing about writes
     assert _append(j, "decision", 1, 1) > written[-1]
     assert j.commit()
     assert j.healthy
