@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -45,6 +46,26 @@ def _append(j: Journal, kind: str, tid: int, seq: int, *, chute: int = 5, outcom
     rowid = j.append(msg, encode(msg.payload))
     assert rowid is not None
     return rowid
+
+
+async def _observe(
+    broker: LocalBroker, topic: str, field: str, got: list[Any]
+) -> asyncio.Task[None]:
+    """An independent consumer of `topic/#`, appending each message's `field` to `got`;
+    subscribed when this returns."""
+    ready = asyncio.Event()
+
+    async def observe() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier=f"{topic}-obs") as c:
+            await c.subscribe(f"{topic}/#", qos=1)
+            ready.set()
+            async for m in c.messages:
+                assert isinstance(m.payload, bytes)
+                got.append(json.loads(m.payload)[field])
+
+    observer = asyncio.create_task(observe())
+    await asyncio.wait_for(ready.wait(), 10)
+    return observer
 
 
 def test_recover_after_reopen(tmp_path: Path) -> None:
@@ -199,18 +220,7 @@ async def test_outbox_spills_to_disk_and_sends_everything_in_order(tmp_path: Pat
     assert pub.spilled
     got: list[int] = []
     async with LocalBroker(port=port) as broker:
-        ready = asyncio.Event()
-
-        async def observe() -> None:
-            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="spill-obs") as c:
-                await c.subscribe("spill/#", qos=1)
-                ready.set()
-                async for m in c.messages:
-                    assert isinstance(m.payload, bytes)
-                    got.append(json.loads(m.payload)["n"])
-
-        observer = asyncio.create_task(observe())
-        await asyncio.wait_for(ready.wait(), 10)
+        observer = await _observe(broker, "spill", "n", got)
         runner = asyncio.create_task(pub.run())
         try:
             await wait_until(lambda: len(got) >= 400, 30)
@@ -234,18 +244,7 @@ async def test_steps_the_journal_cannot_write_still_reach_the_broker_once(
     async with LocalBroker() as broker:
         pub = MqttPublisher(broker.url, client_id="fill-test", store=journal, backoff_max_s=0.2)
         outbox = JournalOutbox(journal, pub)
-        ready = asyncio.Event()
-
-        async def observe() -> None:
-            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="fill-obs") as c:
-                await c.subscribe("fill/#", qos=1)
-                ready.set()
-                async for m in c.messages:
-                    assert isinstance(m.payload, bytes)
-                    got.append(json.loads(m.payload)["id"])
-
-        observer = asyncio.create_task(observe())
-        await asyncio.wait_for(ready.wait(), 10)
+        observer = await _observe(broker, "fill", "id", got)
         # The publisher is not running yet: nothing is sent, nothing is pruned, the journal
         # fills up and refuses; the steps after that are memory-only.
         ids = []
@@ -349,18 +348,7 @@ async def test_a_failed_read_of_the_journal_does_not_skip_what_waits_there() -> 
     got: list[int] = []
     async with LocalBroker() as broker:
         pub = MqttPublisher(broker.url, client_id="flaky", store=store, backoff_max_s=0.2)
-        ready = asyncio.Event()
-
-        async def observe() -> None:
-            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="flaky-obs") as c:
-                await c.subscribe("flaky/#", qos=1)
-                ready.set()
-                async for m in c.messages:
-                    assert isinstance(m.payload, bytes)
-                    got.append(json.loads(m.payload)["n"])
-
-        observer = asyncio.create_task(observe())
-        await asyncio.wait_for(ready.wait(), 10)
+        observer = await _observe(broker, "flaky", "n", got)
         runner = asyncio.create_task(pub.run())
         try:
             await wait_until(lambda: store.reads >= 1, 10)  # the failed read
