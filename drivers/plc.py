@@ -148,6 +148,7 @@ class PlcLink:
         self._line_logged = False
         self._sessions = 0
         self._intake = True
+        self._in_flight: tuple[int, int] | None = None  # (first, n) replies whose head write is out
 
     def _chute_status_interval_ns(self) -> int:
         """The configured interval, stretched on a serial line so that the chute block
@@ -356,6 +357,13 @@ class PlcLink:
         self._sessions += 1
         if self._sessions > 1:
             self._check_host_registers(header)
+        if self._in_flight is not None:
+            first, n = self._in_flight
+            self._in_flight = None
+            if R.counter_diff(header[R.REP_HEAD], first) == n:
+                for _ in range(min(n, len(self._replies))):
+                    self._replies.popleft()  # that head write did land
+                self.stats.replies += n
         # Resume where the PLC says we were: unconsumed requests and confirmations between
         # ack and head are processed now; replies continue after the PLC's rep_head.
         self._req_ack = header[R.REQ_ACK]
@@ -492,11 +500,18 @@ class PlcLink:
                 await self._write(R.REPLY_BASE + R.REPLY_SIZE * s, values)
                 k += n
                 i += n
+            head = (first + len(pending)) % R.COUNTER_MOD
+            # The replies leave the queue only once the PLC has the head that shows them:
+            # a write lost with the link would otherwise lose them (the reconnect takes
+            # rep_head from the PLC). If the write landed but its answer was lost, the
+            # next session sees that in the PLC's rep_head and drops them then.
+            self._in_flight = (first, len(pending))
+            await self._write(R.REQ_ACK, [self._req_ack, head])
+            self._in_flight = None
             for _ in pending:
                 self._replies.popleft()
-            self._rep_head = (first + len(pending)) % R.COUNTER_MOD
+            self._rep_head = head
             self.stats.replies += len(pending)
-            await self._write(R.REQ_ACK, [self._req_ack, self._rep_head])
             self._written.set()
         elif ack:
             await self._write(R.REQ_ACK, [self._req_ack])

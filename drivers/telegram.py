@@ -591,7 +591,10 @@ class PatternFormat(_Framed):
         if not self.separator and len(codes) > 1:
             raise TelegramError("without a separator a telegram carries one code")
         fields = {"codes": body, "tracking_id": "" if tracking_id is None else tracking_id}
-        text = self.template.format(**fields)
+        try:
+            text = self.template.format(**fields)
+        except (ValueError, IndexError, KeyError) as exc:
+            raise TelegramError(f"template {self.template!r}: {exc}") from None
         return self._framed(text, _expected(tracking_id, codes, self.noread), self.parse_payload)
 
 

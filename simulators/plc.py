@@ -130,6 +130,7 @@ class PlcStats:
     host_dead_events: int = 0  # transitions host alive -> dead
     dropped_on_reset: int = 0  # held messages lost in a PLC restart
     resets: int = 0
+    writes_refused: int = 0  # fault injection: host writes answered with an exception
 
 
 @dataclass(slots=True)
@@ -212,6 +213,7 @@ class PlcSimulator:
 
         self._plc_heartbeat = 0
         self._heartbeat_frozen = False
+        self._refuse: dict[int, int] = {}
         self._state = PlcState.RUNNING
         self._header_dirty = True
 
@@ -566,6 +568,11 @@ class PlcSimulator:
 
     # ------------------------------------------------------------------ fault injection
 
+    def refuse_writes(self, address: int, times: int = 1) -> None:
+        """Answer the next `times` host writes that touch `address` with a Modbus exception
+        (device failure), without applying them: a write lost between host and PLC."""
+        self._refuse[address] = self._refuse.get(address, 0) + times
+
     def freeze_heartbeat(self, frozen: bool = True) -> None:
         """Stop (or resume) incrementing plc_heartbeat, as a hung PLC program would."""
         self._heartbeat_frozen = frozen
@@ -627,8 +634,15 @@ class PlcSimulator:
         current_registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """Server hook: wake the cycle when the host writes an ack or rep_head."""
+        """Server hook: wake the cycle when the host writes an ack or rep_head; refuse a
+        write that fault injection asked to refuse."""
         del function_code, start_address, current_registers
+        if set_values is not None and self._refuse:
+            for reg in range(address, address + count):
+                if self._refuse.get(reg, 0) > 0:
+                    self._refuse[reg] -= 1
+                    self.stats.writes_refused += 1
+                    return ExcCodes.DEVICE_FAILURE  # not applied
         if set_values is not None and any(
             address <= reg < address + count for reg in _HOST_HANDSHAKE_REGS
         ):

@@ -237,7 +237,9 @@ class TrackingSection(_Model):
     # How long a sort request waits for its scan before it is decided with reason timeout.
     scan_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 200
     # A scan that no request claimed within this time is dropped and counted as unmatched.
-    scan_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Short: a read that waits longer is a late or repeated read of an item's pass, and
+    # must not decide its next pass (a recirculation comes back with the same id).
+    scan_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
     # Reads without tracking id are paired with requests in belt order when the read came
     # at most window_before_ms before / window_after_ms after the request (docs/tunnels.md).
     window_before_ms: Annotated[int, Field(ge=0, le=10_000)] = 50

@@ -100,6 +100,12 @@ def parse_plc_url(url: str) -> PlcEndpoint:
         )
     if parts.scheme == "rtu":
         _no_unknown(url, query, _RTU_OPTIONS)
+        if parts.netloc and parts.path:
+            # rtu://dev/ttyUSB0 would open /ttyUSB0 (found in review): a typo, said so.
+            raise ValueError(
+                f"PLC URL {url!r}: the device goes after three slashes, "
+                f"rtu:///{parts.netloc}{parts.path}"
+            )
         device = parts.path or parts.netloc
         if not device:
             raise ValueError(f"PLC URL {url!r} names no serial device (rtu:///dev/ttyUSB0)")

@@ -121,9 +121,20 @@ def _template_problem(template: str, with_id: bool) -> str | None:
         return f"unknown field(s) {', '.join(unknown)}; use {{codes}} and {{tracking_id}}"
     if "codes" not in names:
         return "the template needs {codes}"
+    try:
+        template.format(codes="C", tracking_id=1)
+    except (ValueError, IndexError, KeyError) as exc:
+        return f"invalid template: {exc}"  # a format spec such as {codes:d}
     if with_id != ("tracking_id" in names):
         return "{tracking_id} must be in the template exactly when the pattern has the group"
     return None
+
+
+def _start_overlaps_end(start: str, end: str) -> bool:
+    """Whether `start` occurs in `end`, or a beginning of `end` is an ending of `start`."""
+    if start in end:
+        return True
+    return any(start.endswith(end[:k]) for k in range(1, min(len(start), len(end)) + 1))
 
 
 def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]:
@@ -154,6 +165,10 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
         out.append(("end", "must not be empty: it ends every telegram"))
     if options.max_frame_bytes < len(options.start) + len(options.end) + 1:
         out.append(("max_frame_bytes", "too small for start and end"))
+    if options.start and options.end and _start_overlaps_end(options.start, options.end):
+        # "#" and "#\r\n": whether a frame is found would depend on where the TCP stream
+        # happens to be cut (found in review).
+        out.append(("start", "must not occur in end, nor overlap its beginning"))
     framing = [b for b in (options.start, options.end) if b]
     for key in ("header", "trailer", "separator", "id_separator", "noread", "heartbeat"):
         value = texts[key]
@@ -165,6 +180,8 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
         out.append(("separator", "must not be empty"))
     if not options.noread:
         out.append(("noread", "must not be empty"))
+    elif options.heartbeat and options.heartbeat == options.noread:
+        out.append(("heartbeat", "equals noread: every no-read would be taken for a heartbeat"))
     elif options.separator and options.separator in options.noread:
         out.append(("noread", "contains the separator"))
     if options.tracking_id and options.format != "custom":

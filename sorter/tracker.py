@@ -229,6 +229,12 @@ class Tracker:
         """Forget the (tracking_id, seq) pairs of requests already decided: after a PLC
         restart they may come again as new items. Requests still waiting stay known."""
         self._seen = OrderedDict((key, None) for key in self._seen if key in self._waiting)
+        # Reads kept for requests to come, and the items decided: their ids may now be a
+        # new parcel's.
+        self.stats.scans_unmatched += sum(len(per_head) for per_head in self._scans.values())
+        self._scans.clear()
+        self._scan_order.clear()
+        self._recent.clear()
 
     # --- events ---------------------------------------------------------------------------
 
@@ -273,6 +279,9 @@ class Tracker:
         # Every read already here joins before the item is checked: deciding after the first
         # one would turn the others into late reads when a head is not awaited.
         touched = {item.number: item}
+        # Reads older than scan_ttl are not this pass's: a late or repeated read of the
+        # item's previous pass (it recirculated) must not decide this one.
+        self._expire_scans(now_ns)
         for name, scan in self._scans.pop(req.tracking_id, {}).items():
             self._attach(item, self._heads[name], scan, now_ns, out, check=False)
         self._pair_windows(now_ns, out, touched)

@@ -757,3 +757,26 @@ async def test_a_plc_that_lost_the_host_registers_counts_as_restarted() -> None:
             await eventually(lambda: handler.jumps == ["request", "confirmation"], "jump", 2.0)
             plc.submit_request(700_000)  # the same id and seq 0: a new item
             await eventually(lambda: handler.requests[-1].seq == 0, "new request", 2.0)
+
+
+async def test_replies_survive_a_lost_head_write() -> None:
+    """Found in review: the replies left the queue before the write of rep_head; when that
+    write was lost, the reconnect took rep_head from the PLC and they were never sent."""
+    async with PlcSimulator(port=free_port()) as plc:
+        handler = Recorder(auto_reply=False)
+        link = make_link(plc.url, handler, backoff_initial_s=0.05, backoff_max_s=0.1)
+        handler.link = link
+        async with running(link):
+            await eventually(lambda: handler.up, "link up")
+            seq = plc.submit_request(4711)
+            await eventually(lambda: bool(handler.requests), "request read")
+            await register_becomes(plc, REQ_ACK, seq + 1)
+            # Decided later (a timeout, a late scan): the head write of its reply is lost.
+            plc.refuse_writes(REQ_ACK)
+            link.queue_reply(seq, 4711, 12)
+            await eventually(lambda: plc.stats.writes_refused == 1, "write refused")
+            await eventually(lambda: plc.reply(4711, seq) is not None, "reply after all", 3.0)
+            reply = plc.reply(4711, seq)
+            assert reply is not None
+            assert reply.chute == 12
+            assert link.pending_replies == 0

@@ -237,6 +237,7 @@ def test_rtu_url_options() -> None:
         ("rtu:///dev/ttyUSB0?baud=9600", "unknown option baud"),
         ("rtu:///dev/ttyUSB0?framer=socket", "RTU framing only"),
         ("rtu://", "names no serial device"),
+        ("rtu://dev/ttyUSB0", "after three slashes"),
         ("tcp://plc:502?framer=ascii", "framer must be rtu or socket"),
         ("tcp://plc:502?baudrate=9600", "unknown option baudrate"),
     ],

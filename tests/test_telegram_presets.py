@@ -456,6 +456,18 @@ def test_site_config_builds_the_format(tmp_path: Path) -> None:
         ('format = "cognex"\nnoread = "NO,READ"', "noread", "separator"),
         ('format = "cognex"\nmax_frame_bytes = 2', "max_frame_bytes", "greater than or equal"),
         ('format = "sick"\ntracking_id = "yes"', "tracking_id", "boolean"),
+        # Found in review: framing would depend on where the stream is cut.
+        (
+            'format = "custom"\npattern = "(?P<codes>.*)"\nstart = "#"\nend = "#\\r\\n"',
+            "start",
+            "must not occur in end",
+        ),
+        ('format = "sick"\nheartbeat = "NoRead"', "heartbeat", "equals noread"),
+        (
+            'format = "custom"\npattern = "(?P<codes>.*)"\ntemplate = "{codes:d}"',
+            "template",
+            "invalid template",
+        ),
     ],
 )
 def test_config_problems_name_the_key(tmp_path: Path, lines: str, key: str, words: str) -> None:

@@ -404,3 +404,32 @@ async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
     assert by_id[502]["reason"] == "timeout"
     assert by_id[502]["latency_ms"] >= 3000
     assert tracker.heads["cam"].missed == 1
+
+
+def test_a_late_read_of_one_pass_does_not_decide_the_next() -> None:
+    """Found in review: a read that came after its item was decided waited (30 s) for the
+    next request of its id and decided the item's next pass at once, on the old read."""
+    tracker = Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=2_000 * MS)
+    first = SortRequest(1, 17, 1, 0, 0, 0, 0, received_ns=0)
+    assert tracker.on_request(first, 0) == []
+    [timed_out] = tracker.expire(300 * MS)
+    assert timed_out.scan is None
+    # The read of pass 1 comes 400 ms after its decision: too late for it.
+    tracker.on_scan(ScanRead("cam", 17, ("PASS-1",), 700 * MS), 700 * MS)
+    # Pass 2, twenty seconds later (it recirculated): decided on its own read, not that one.
+    t = 20_700 * MS
+    second = SortRequest(2, 17, 1, 0, 0, 0, 0, received_ns=t)
+    assert tracker.on_request(second, t) == []
+    [match] = tracker.on_scan(ScanRead("cam", 17, ("PASS-2",), t + 5 * MS), t + 5 * MS)
+    assert match.scan is not None
+    assert match.scan.codes == ("PASS-2",)
+
+
+def test_reads_waiting_at_a_plc_restart_are_not_a_new_parcels() -> None:
+    tracker = Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=2_000 * MS)
+    tracker.on_scan(ScanRead("cam", 17, ("PARCEL-OLD",), 0), 0)
+    tracker.forget_requests()  # the PLC restarted: tracking id 17 is a new parcel next
+    assert tracker.on_request(SortRequest(0, 17, 1, 0, 0, 0, 0, received_ns=MS), MS) == []
+    [match] = tracker.on_scan(ScanRead("cam", 17, ("PARCEL-NEW",), 2 * MS), 2 * MS)
+    assert match.scan is not None
+    assert match.scan.codes == ("PARCEL-NEW",)
