@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -122,8 +123,10 @@ class LocalBroker:
     """`async with LocalBroker() as broker:` ... `broker.url`.
 
     tls: listen with TLS only (mqtts://). users: name -> password; when given, anonymous
-    clients are refused; password_tool: see write_password_file. TLS and users need
-    mosquitto (BrokerError otherwise).
+    clients are refused; password_tool: see write_password_file. persistence_dir: keep
+    sessions and queued messages there across a stop and a start (mosquitto saves them
+    when stopped cleanly). TLS, users and persistence need mosquitto (BrokerError
+    otherwise).
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class LocalBroker:
         tls: BrokerTls | None = None,
         users: Mapping[str, str] | None = None,
         password_tool: bool | None = None,
+        persistence_dir: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.kind: BrokerKind = kind or ("mosquitto" if mosquitto_path() else "embedded")
@@ -141,8 +145,11 @@ class LocalBroker:
         self.users = dict(users or {})
         # None: mosquitto_passwd when installed; False: always the Python hash (tested).
         self.password_tool = password_tool
-        if (tls is not None or self.users) and self.kind != "mosquitto":
-            raise BrokerError("TLS and passwords need mosquitto; the embedded broker has neither")
+        self.persistence_dir = persistence_dir
+        if (tls is not None or self.users or persistence_dir) and self.kind != "mosquitto":
+            raise BrokerError(
+                "TLS, passwords and persistence need mosquitto; the embedded broker has none"
+            )
         self._proc: asyncio.subprocess.Process | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._amqtt: Any = None
@@ -174,7 +181,9 @@ class LocalBroker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'false' if self.users else 'true'}",
-            "persistence false",
+            "persistence false"
+            if self.persistence_dir is None
+            else f"persistence true\npersistence_location {self.persistence_dir}/",
             "max_queued_messages 1000000",
             "max_inflight_messages 0",
             "log_dest none",
@@ -227,6 +236,7 @@ class LocalBroker:
         """Stop the broker; safe to call twice."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGCONT)  # a stopped (frozen) broker cannot act on TERM
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 5)
@@ -240,6 +250,13 @@ class LocalBroker:
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             tmp.cleanup()
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the mosquitto process (fault injection: SIGSTOP freezes it, SIGCONT
+        thaws it)."""
+        if self._proc is None:
+            raise BrokerError("no broker process to signal")
+        self._proc.send_signal(sig)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -133,7 +133,6 @@ class Journal:
         # Called when `healthy` changes (the daemon reports it on P/devices/journal).
         self.on_health_change: Callable[[], None] | None = None
         self._wall_ns = wall_clock_ns
-        self._dirty = False
         self._pending_keys: set[tuple[int, int]] = set()
         self._txn_deleted: list[tuple[int, int]] = []  # pending rows deleted, not committed
         self._owed: set[tuple[int, int]] = set()  # pending rows to delete at the next commit
@@ -232,7 +231,7 @@ class Journal:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.commit()
-            self._persist_sent(time.monotonic_ns())
+            self.persist_sent()
             self._db.close()
         with contextlib.suppress(OSError):
             os.close(self._lock)
@@ -249,7 +248,6 @@ class Journal:
         self._owed.update(self._txn_deleted)
         self._txn_deleted.clear()
         self._txn_rows = False
-        self._dirty = False
         changed = self.healthy
         if self.healthy or str(exc) != self.last_error:
             log.error("journal write failed", path=str(self.path), error=str(exc))
@@ -265,7 +263,6 @@ class Journal:
                 owed, self._owed = self._owed, set()
                 self._txn_deleted.extend(owed)
                 self._db.executemany("DELETE FROM pending WHERE tracking_id=? AND seq=?", owed)
-        self._dirty = True
 
     def decided_elsewhere(self, tracking_id: int, seq: int) -> None:
         """A decision that could not be journaled (the step failed): its pending row, if
@@ -340,16 +337,15 @@ class Journal:
 
     def commit(self) -> bool:
         """Make what was appended durable; False when the journal could not."""
-        if not self._dirty:
+        # The open transaction is what was appended and not committed yet.
+        if not self._db.in_transaction:
             return self.healthy
         try:
-            if self._db.in_transaction:
-                self._db.execute("COMMIT")
+            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._failed(exc)
             return False
         self._txn_deleted.clear()
-        self._dirty = False
         wrote_rows, self._txn_rows = self._txn_rows, False
         # Only new rows prove the journal writes again: a watermark update or a prune
         # fits where a decision may not, and would make the alarm flap.
@@ -373,9 +369,12 @@ class Journal:
         self.stats.sent_upto = upto_rowid
         now = time.monotonic_ns()
         if now - self._sent_persisted_ns >= SENT_PERSIST_NS:
-            self._persist_sent(now)
+            self.persist_sent(now)
 
-    def _persist_sent(self, now_ns: int) -> None:
+    def persist_sent(self, now_ns: int | None = None) -> None:
+        """Write the sent watermark now, if it moved since it was last written."""
+        if now_ns is None:
+            now_ns = time.monotonic_ns()
         if self._sent_on_disk == self.stats.sent_upto:
             return
         try:
@@ -511,8 +510,7 @@ class Journal:
         return int(cur.rowcount)
 
     def check_space(self) -> list[str]:
-        """Alarms for P/status: the file near its bound, the disk near full."""
-        self._persist_sent(time.monotonic_ns())
+        """Alarms for P/status: the file near its bound, the disk near full. Reads only."""
         self.stats.size_bytes = self.size_bytes()
         self.stats.unsent = self.count_unsent()
         alarms = []

@@ -76,7 +76,6 @@ class Daemon:
             min_free_mb=jc.min_free_mb,
         )
         self.alarms: tuple[str, ...] = ()
-        self._checking_journal = False
         self.journal.on_health_change = self._check_journal
         self.heads = HeadHealth({s.name: int(s.silence_timeout_s * 1e9) for s in cfg.scanner})
         self.mqtt = MqttPublisher(
@@ -463,16 +462,9 @@ class Daemon:
             self.journal.close()
 
     def _check_journal(self) -> None:
-        """Alarms on P/status and the journal's device state, when they change."""
-        if self._checking_journal:
-            return  # check_space itself may write, fail and call back
-        self._checking_journal = True
-        try:
-            self._report_journal()
-        finally:
-            self._checking_journal = False
-
-    def _report_journal(self) -> None:
+        """Alarms on P/status and the journal's device state, when they change. Writes
+        nothing to the journal, so a health change reported from a failed write cannot
+        come back here."""
         alarms = tuple(self.journal.check_space())
         if alarms != self.alarms:
             log.warning("alarms", alarms=list(alarms), was=list(self.alarms))
@@ -494,6 +486,7 @@ class Daemon:
                         break
                     await asyncio.sleep(0.05)  # batch by batch: the line runs in between
                 next_prune = time.monotonic() + JOURNAL_PRUNE_S
+            self.journal.persist_sent()
             self._check_journal()
             await asyncio.sleep(JOURNAL_CHECK_S)
 

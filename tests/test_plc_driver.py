@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.broker import free_port
 from drivers.plc import PlcLink
 from drivers.registers import (
     CHUTE_DISABLED,
@@ -497,12 +497,6 @@ async def test_frozen_plc_heartbeat_drops_the_link_and_resuming_restores_it() ->
 
 
 # ---------------------------------------------------------------------------- reconnect
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("memory", ["kept", "lost"])

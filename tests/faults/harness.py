@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-from drivers.broker import free_port, mosquitto_path, wait_port
+from drivers.broker import LocalBroker, free_port
 from simulators.line import DEMO_PARAMS, SimulatedLine
 from sorter.plan import load_plan
 from sorterd.demo import write_site
@@ -42,66 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def scaled(seconds: float) -> float:
     return seconds * SCALE
-
-
-class Mosquitto:
-    """mosquitto as a child process we may stop, kill, freeze and restart on one port.
-
-    Persistence on, so that a broker stopped cleanly keeps the observer's queued messages
-    across its restart: losses the broker itself would cause are not the daemon's.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        exe = mosquitto_path()
-        if exe is None:
-            raise RuntimeError("mosquitto is not installed")
-        self.exe = exe
-        self.port = free_port()
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {folder}/\n"
-            "max_queued_messages 0\n"
-            "max_inflight_messages 0\n"
-            "log_dest none\n" + ("user root\n" if os.geteuid() == 0 else "")
-            # As root, mosquitto would drop to its own user, who cannot write our folder:
-            # persistence would fail without a word.
-        )
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            self.exe,
-            "-c",
-            str(self.conf),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await wait_port("127.0.0.1", self.port, 10.0)
-
-    async def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGCONT)  # a frozen broker cannot handle SIGTERM
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
 
 
 @dataclass
@@ -134,7 +73,7 @@ class Observed:
         return next((t for t in self.received_s.get(kind, []) if t >= t_s), None)
 
 
-async def observe(broker: Mosquitto, seen: Observed, ready: asyncio.Event) -> None:
+async def observe(broker: LocalBroker, seen: Observed, ready: asyncio.Event) -> None:
     """A consumer with a persistent session (clean_session False): it reconnects after a
     broker restart and gets what was queued for it meanwhile."""
     loop = asyncio.get_running_loop()
@@ -250,13 +189,17 @@ class FaultRig:
             scanner_port=free_port(),
             seed=seed,
         )
-        self.broker = Mosquitto(folder / "broker")
+        # Persistence on, so that a broker that is stopped keeps the observer's queue
+        # across its restart: losses the broker itself would cause are not the daemon's.
+        (folder / "broker").mkdir(parents=True, exist_ok=True)
+        self.broker = LocalBroker(kind="mosquitto", persistence_dir=folder / "broker")
         self.seen = Observed()
         self.extra_env = extra_env or {}
         self.daemon: DaemonProcess | None = None
         self._observer: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[int] | None = None
-        self.loop_s: Callable[[], float] = lambda: asyncio.get_running_loop().time()
+        # Requests and confirmations unread in the PLC's rings when it restarted.
+        self.unread_at_reset = 0
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FaultRig]:
@@ -395,8 +338,6 @@ class FaultRig:
         plus what sat unread in its rings when it restarted."""
         return self.line.plc.stats.dropped_on_reset + self.unread_at_reset
 
-    unread_at_reset = 0
-
 
 REPORTS: list[Report] = []  # every run of this session, for the terminal summary
 
@@ -406,7 +347,3 @@ def print_report(report: Report) -> None:
     print(f"\nFAULT {report.line()}")
     for note in report.notes[:10]:
         print(f"  note: {note}")
-
-
-def now_s() -> float:
-    return time.monotonic()

@@ -46,7 +46,7 @@ def _check(report: Report) -> None:
     assert report.inducted > 0
 
 
-async def _after(rig: FaultRig, seconds: float) -> float:
+async def _after(seconds: float) -> float:
     await asyncio.sleep(seconds)
     return asyncio.get_running_loop().time()
 
@@ -66,7 +66,7 @@ async def test_broker_down(tmp_path: Path) -> None:
         rig.start_traffic(_traffic_s())
         await asyncio.sleep(scaled(LEAD_S))
         await rig.broker.stop()  # gone: connections refused until it is back
-        end = await _after(rig, scaled(FAULT_S))
+        end = await _after(scaled(FAULT_S))
         await rig.broker.start()
         back = await rig.wait_for(lambda: rig.seen.first_after("decisions", end) is not None)
         report = await rig.finish("broker_down", recover_s=back - end)
@@ -78,9 +78,9 @@ async def test_broker_frozen(tmp_path: Path) -> None:
     async with FaultRig(tmp_path).running() as rig:
         rig.start_traffic(_traffic_s())
         await asyncio.sleep(scaled(LEAD_S))
-        rig.broker.signal(signal.SIGSTOP)
-        end = await _after(rig, scaled(FAULT_S))
-        rig.broker.signal(signal.SIGCONT)
+        rig.broker.send_signal(signal.SIGSTOP)
+        end = await _after(scaled(FAULT_S))
+        rig.broker.send_signal(signal.SIGCONT)
         back = await rig.wait_for(lambda: rig.seen.first_after("decisions", end) is not None)
         report = await rig.finish("broker_frozen", recover_s=back - end)
     _check(report)
@@ -98,7 +98,7 @@ async def test_daemon_killed_and_restarted(tmp_path: Path) -> None:
         for i in range(kills):
             rig.daemon.kill(signal.SIGKILL)
             assert await rig.daemon.wait(10) == -signal.SIGKILL
-            end = await _after(rig, 0.5 + 0.37 * i)
+            end = await _after(0.5 + 0.37 * i)
             await rig.daemon.start()
 
             def online_again(since_s: float = end) -> bool:
@@ -143,7 +143,7 @@ async def test_plc_link_down(tmp_path: Path) -> None:
         await asyncio.sleep(scaled(LEAD_S))
         await rig.line.plc.stop()  # the Modbus server goes: sockets closed, port refused
         await rig.wait_for(lambda: _device_down_seen(rig, "plc"))
-        end = await _after(rig, scaled(FAULT_S))
+        end = await _after(scaled(FAULT_S))
         await rig.line.plc.start()
         back = await rig.wait_for(lambda: _device_back(rig, "plc", end))
         report = await rig.finish("plc_link_down", recover_s=back - end)
@@ -156,7 +156,7 @@ async def test_plc_heartbeat_frozen(tmp_path: Path) -> None:
         await asyncio.sleep(scaled(LEAD_S))
         rig.line.plc.freeze_heartbeat(True)
         await rig.wait_for(lambda: _device_down_seen(rig, "plc"))
-        end = await _after(rig, scaled(FAULT_S))
+        end = await _after(scaled(FAULT_S))
         rig.line.plc.freeze_heartbeat(False)
         back = await rig.wait_for(lambda: _device_back(rig, "plc", end))
         report = await rig.finish("plc_heartbeat_frozen", recover_s=back - end)
@@ -173,7 +173,7 @@ async def test_plc_restarted_with_counters_reset(tmp_path: Path) -> None:
         await plc.stop()
         rig.unread_at_reset = ((regs[10] - regs[11]) % 65536) + ((regs[13] - regs[14]) % 65536)
         plc.reset_counters()
-        end = await _after(rig, scaled(FAULT_S) / 2)
+        end = await _after(scaled(FAULT_S) / 2)
         await plc.start()
         back = await rig.wait_for(lambda: _device_back(rig, "plc", end))
         report = await rig.finish("plc_restarted", recover_s=back - end)
@@ -187,7 +187,7 @@ async def test_scanner_link_down(tmp_path: Path) -> None:
         await asyncio.sleep(scaled(LEAD_S))
         await rig.line.scanner.stop()
         await rig.wait_for(lambda: _device_down_seen(rig, "tunnel-1"))
-        end = await _after(rig, scaled(FAULT_S))
+        end = await _after(scaled(FAULT_S))
         await rig.line.scanner.start()
         back = await rig.wait_for(lambda: _device_back(rig, "tunnel-1", end))
         report = await rig.finish("scanner_link_down", recover_s=back - end)
@@ -213,7 +213,6 @@ async def test_scanner_flooding(tmp_path: Path) -> None:
                 scanner.send_raw(b"\xff\x00garbage\x03\x02\x02|;;|\x03")
             await asyncio.sleep(0.01)
         report = await rig.finish("scanner_flood", recover_s=0.0)
-        report.notes.extend([])
     _check(report)
     assert n > 1000
 
@@ -259,7 +258,7 @@ async def test_journal_disk_full(tmp_path: Path) -> None:
             assert "disk_low" in rig.seen.last("status").get("alarms", []) or _device_down_seen(
                 rig, "journal"
             )
-            end = await _after(rig, scaled(FAULT_S))
+            end = await _after(scaled(FAULT_S))
             filler.unlink()
             back = await rig.wait_for(lambda: _device_back(rig, "journal", end))
             report = await rig.finish("journal_disk_full", recover_s=back - end)
