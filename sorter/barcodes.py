@@ -116,6 +116,8 @@ _NUMERIC_TO_ALPHA2: Final[dict[str, str]] = {
     pair[:3]: pair[3:] for pair in _ISO_3166_NUMERIC.split()
 }
 
+ISO_ALPHA2: Final = frozenset(_NUMERIC_TO_ALPHA2.values())
+
 _S10_WEIGHTS: Final = (8, 6, 4, 2, 3, 5, 9, 7)
 _S10_WEIGHT_SUM: Final = sum(_S10_WEIGHTS)
 

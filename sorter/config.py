@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from sorter import telegram_options as _telegram
+from sorter.barcodes import ISO_ALPHA2
 from sorter.plc_url import parse_plc_url
 from sorter.telegram_options import (
     MAX_FRAME_BYTES_LIMIT,
@@ -65,6 +66,18 @@ class SiteSection(_Model):
     name: str = Field(min_length=1)
     line: str = Field(min_length=1)
     timezone: str | None = None
+    # ISO 3166-1 alpha-2 of the site: the destination country of a domestic (GS1 AI 420)
+    # label, and of pre-advice that gives a postcode without a country.
+    country: str | None = None
+
+    @field_validator("country")
+    @classmethod
+    def _iso_country(cls, value: str | None) -> str | None:
+        if value is not None and value not in ISO_ALPHA2:
+            raise ValueError(
+                f"{value!r} is not an ISO 3166-1 alpha-2 country code (upper case, e.g. 'MA')"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -118,6 +131,9 @@ class ScannerSection(_Model):
     format: PresetName = "index"
     # A scanner silent for longer than this (no read, no heartbeat) is reported offline.
     silence_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # The head always sends AIM symbology identifiers (]C1, ]C0, ...): a code without one
+    # is then never taken for GS1 (docs/scanners.md, "Symbology identifiers").
+    symbology_identifiers: StrictBool = False
     # Telegram settings (sorter/telegram_options.py): absent means the preset's default;
     # which keys a preset takes is checked by telegram_problems().
     start: str | None = None
@@ -253,6 +269,17 @@ class TrackingSection(_Model):
     # known: with heads without tracking id, window_before_ms + window_after_ms must be
     # less, or a read could be paired with the neighbouring item (docs/tunnels.md).
     item_spacing_ms: Annotated[int, Field(gt=0, le=60_000)] | None = None
+
+
+def identifier_sources(scanners: list[ScannerSection]) -> frozenset[str]:
+    """Names whose reads come only from heads that always send AIM identifiers: such heads,
+    and tunnels all of whose heads do (a tunnel's merged read carries the tunnel's name)."""
+    names = {s.name for s in scanners if s.symbology_identifiers}
+    tunnels: dict[str, bool] = {}
+    for s in scanners:
+        if s.tunnel is not None:
+            tunnels[s.tunnel] = tunnels.get(s.tunnel, True) and s.symbology_identifiers
+    return frozenset(names | {t for t, every in tunnels.items() if every})
 
 
 class SiteConfig(_Model):

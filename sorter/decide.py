@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 from sorter.barcodes import CodeKind, Label, classify
 from sorter.events import Reason, SortRequest
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
-from sorter.manifest import Manifest
-from sorter.plan import CompiledPlan, letters_index, postcode_number
+from sorter.manifest import Manifest, ManifestRow
+from sorter.plan import CompiledPlan, letters_index
+from sorter.postcode import NO_POSTCODE, digit_count, encode_postcode
 
 # Which code names the item when a parcel carries several labels: a carrier tracking number
 # before a logistics unit number, and those before codes nobody recognises.
@@ -26,7 +27,6 @@ _TRACKING_PRIORITY = {
     CodeKind.UPS: 1,
     CodeKind.DHL: 2,
     CodeKind.LP: 3,
-    CodeKind.GS1: 4,
     CodeKind.UNKNOWN: 5,
 }
 
@@ -53,11 +53,15 @@ class Choice:
 
 def _unread(reason: Reason, recirculations: int, minute: int, dims: Measures) -> ItemFeatures:
     """Features of an item whose reason is known before any rule (no destination)."""
-    return ItemFeatures(int(reason), -1, 0, -1, -1, 0, recirculations, minute, -1, *dims)
+    return ItemFeatures(int(reason), -1, 0, -1, -1, -1, 0, recirculations, minute, -1, *dims)
 
 
 class Decider:
-    """Decides chutes with one compiled plan and the line's live chute state."""
+    """Decides chutes with one compiled plan and the line's live chute state.
+
+    `site_country`: ISO 3166-1 alpha-2 of the site, the destination country of an AI 420
+    (domestic) label and of pre-advice that gives a postcode without a country.
+    """
 
     def __init__(
         self,
@@ -65,6 +69,7 @@ class Decider:
         state: ChuteState,
         timezone: str | None = None,
         kernel: Kernel | None = None,
+        site_country: str | None = None,
     ) -> None:
         self.plan = plan
         self.kernel = kernel or Kernel(plan)
@@ -73,6 +78,7 @@ class Decider:
         self._has_cutoffs = any(d.cutoff_min >= 0 for d in plan.plan.destinations)
         self._names = [d.name for d in plan.plan.destinations]
         self._regexes = plan.plan.regexes
+        self._site_country = letters_index(site_country) if site_country else -1
         self.manifest: Manifest | None = None
         self.manifest_lookups = 0
         self.manifest_hits = 0
@@ -98,37 +104,34 @@ class Decider:
     def _features(
         self, labels: Sequence[Label], recirculations: int, minute: int, dims: Measures
     ) -> tuple[ItemFeatures, str]:
-        """Pick the code that names the item and combine it with postcode-only labels.
+        """Pick the code that names the item and combine it with the ship-to labels.
 
         A carrier code (S10, UPS, DHL, LP, or an unrecognised code) names the item; a GS1
-        label contributes its postcode, and names the item (by SSCC) only when no carrier
-        code was read. Several candidates agree when they lead to the same destination;
-        one that leads nowhere (no rule) does not disagree with one that does.
+        label contributes its ship-to (AI 420/421), and names the item (by SSCC) only when
+        no carrier code was read. Several candidates agree when they lead to the same
+        destination; one that leads nowhere (no rule) does not disagree with one that does.
         """
-        carriers: list[Label] = []
-        gs1: list[Label] = []
-        for lab in labels:
-            if lab.valid:
-                (gs1 if lab.kind is CodeKind.GS1 else carriers).append(lab)
-        postcodes = [lab for lab in gs1 if lab.postcode]
+        valid = [lab for lab in labels if lab.valid]
+        carriers = [lab for lab in valid if lab.kind is not CodeKind.GS1]
+        ship_to = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.ship_to]
         names: list[Label | None]
         if carriers:
             carriers.sort(key=lambda lab: _TRACKING_PRIORITY[lab.kind])
             names = [*carriers]
         else:
-            names = [lab for lab in gs1 if lab.barcode] or [None]
+            names = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.barcode] or [None]
         candidates: list[tuple[Label | None, Label | None]] = []
         for t in names:
-            if t is not None and t.postcode:
+            if t is not None and t.ship_to:
                 candidates.append((t, t))
-            elif postcodes:
-                candidates.extend((t, p) for p in postcodes)
+            elif ship_to:
+                candidates.extend((t, p) for p in ship_to)
             else:
                 candidates.append((t, None))
         if len(candidates) == 1:
             t, p = candidates[0]
-            return self._build(t, p, recirculations, minute, dims)
-        built = [self._build(t, p, recirculations, minute, dims) for t, p in candidates]
+            return self._build(t, p, valid, recirculations, minute, dims)
+        built = [self._build(t, p, valid, recirculations, minute, dims) for t, p in candidates]
         dests = [self.kernel.match(f) for f, _ in built]
         if len({d for d in dests if d >= 0}) > 1:
             return _unread(Reason.MULTI_READ_CONFLICT, recirculations, minute, dims), built[0][1]
@@ -137,51 +140,71 @@ class Decider:
                 return f, barcode
         return built[0]
 
+    def _lookup(self, t: Label | None, valid: Sequence[Label]) -> ManifestRow | None:
+        """The pre-advice under the naming code, else under any other code of the item."""
+        manifest = self.manifest
+        if manifest is None or not manifest.size:
+            return None
+        self.manifest_lookups += 1
+        row = manifest.lookup(t.barcode) if t is not None and t.barcode else None
+        if row is None:
+            for lab in valid:
+                if lab is not t and lab.barcode:
+                    row = manifest.lookup(lab.barcode)
+                    if row is not None:
+                        break
+        if row is not None:
+            self.manifest_hits += 1
+        return row
+
     def _build(
         self,
         t: Label | None,
         p: Label | None,
+        valid: Sequence[Label],
         recirculations: int,
         minute: int,
         dims: Measures,
     ) -> tuple[ItemFeatures, str]:
         # Runs once per item: positional construction and few calls on purpose.
-        pc, digits = postcode_number(p.postcode) if p is not None else (-1, 0)
-        service = country = -1
+        service = origin = country = -1
+        pc, digits = NO_POSTCODE, 0
         raws: tuple[str, ...]
         if t is not None:
             barcode = t.barcode
             raws = (t.raw,) if t.raw == barcode else (t.raw, barcode)
             if p is not None and p is not t:
                 raws = (*raws, p.raw)
-            if t.s10_service:
+            if t.kind is CodeKind.S10:
                 service = letters_index(t.s10_service)
-            if t.country:
-                country = letters_index(t.country)
+                origin = letters_index(t.origin)
         elif p is not None:
             barcode, raws = p.raw, (p.raw,)
         else:
             barcode, raws = "", ()
-        if country < 0 and p is not None and p.country:
-            country = letters_index(p.country)
+        if p is not None:
+            # The label's ship-to wins as a whole: AI 421 names the country, AI 420 is
+            # domestic (the site's country).
+            pc, digits = encode_postcode(p.postcode), digit_count(p.postcode)
+            country = letters_index(p.country) if p.country else self._site_country
         reason = _OK
         dest = -1
-        manifest = self.manifest
-        if manifest is not None and t is not None and manifest.size:
+        row = self._lookup(t, valid)
+        if row is not None:
             # Pre-advice fills in what the labels lack; a customs hold overrides the rest.
-            self.manifest_lookups += 1
-            row = manifest.lookup(barcode)
-            if row is not None:
-                self.manifest_hits += 1
-                if row.customs_hold:
-                    reason = _CUSTOMS_HOLD
-                if (p is None or not p.postcode) and row.postcode_digits:
-                    pc, digits = row.postcode, row.postcode_digits
-                if country < 0:
+            if row.customs_hold:
+                reason = _CUSTOMS_HOLD
+            if p is None:
+                pc, digits = row.postcode, row.postcode_digits
+                if row.country >= 0:
                     country = row.country
-                if service < 0:
-                    service = row.service
-                dest = row.destination
+                elif row.postcode != NO_POSTCODE:
+                    country = self._site_country
+            if origin < 0:
+                origin = row.origin
+            if service < 0:
+                service = row.service
+            dest = row.destination
         mask = 0
         if self._regexes:
             bit = 1
@@ -192,8 +215,9 @@ class Decider:
                         break
                 bit <<= 1
         return ItemFeatures(
-            reason, pc, digits, service, country, mask, recirculations, minute, dest, *dims
-        ), barcode
+            reason, pc, digits, service, country, origin, mask, recirculations, minute, dest,
+            *dims,
+        ), barcode  # fmt: skip
 
     def features(
         self,
@@ -201,30 +225,33 @@ class Decider:
         recirculations: int,
         minute: int | None = None,
         dims: Measures = NOT_MEASURED,
+        identifiers: bool = False,
     ) -> tuple[ItemFeatures, str]:
         """Kernel input for one item and the barcode that names it. `minute`: site-local
         minute of the day for cut-offs (-1 applies none); default now. `dims`: the
-        request's length_mm, width_mm, height_mm, weight_g."""
+        request's length_mm, width_mm, height_mm, weight_g. `identifiers`: the codes come
+        from heads that always send AIM symbology identifiers (bare digits are not GS1)."""
         if minute is None:
             minute = self.minute_of_day()
         if len(codes) == 1:
             # One code, by far the common case: no multi-read resolution to do.
-            lab = classify(codes[0])
+            lab = classify(codes[0], identifiers)
             if lab.valid:
                 if lab.kind is CodeKind.GS1:
                     return self._build(
                         lab if lab.barcode else None,
-                        lab if lab.postcode else None,
+                        lab if lab.ship_to else None,
+                        (lab,),
                         recirculations,
                         minute,
                         dims,
                     )
-                return self._build(lab, None, recirculations, minute, dims)
+                return self._build(lab, None, (lab,), recirculations, minute, dims)
             labels = [lab]
         elif not codes:
             return _unread(Reason.NO_READ, recirculations, minute, dims), ""
         else:
-            labels = [classify(c) for c in codes]
+            labels = [classify(c, identifiers) for c in codes]
         if not any(lab.valid for lab in labels):
             return _unread(Reason.INVALID_CODE, recirculations, minute, dims), (
                 labels[0].barcode or labels[0].raw
@@ -232,9 +259,13 @@ class Decider:
         return self._features(labels, recirculations, minute, dims)
 
     def decide(
-        self, codes: Sequence[str], recirculations: int = 0, dims: Measures = NOT_MEASURED
+        self,
+        codes: Sequence[str],
+        recirculations: int = 0,
+        dims: Measures = NOT_MEASURED,
+        identifiers: bool = False,
     ) -> Choice:
-        features, barcode = self.features(codes, recirculations, None, dims)
+        features, barcode = self.features(codes, recirculations, None, dims, identifiers)
         return self.decide_features(features, barcode)
 
     def decide_timeout(self, recirculations: int, dims: Measures = NOT_MEASURED) -> Choice:

@@ -29,6 +29,7 @@ from numba import njit
 
 from sorter.events import Reason
 from sorter.plan import CLASS_LIMITS, MEASURES, CompiledPlan
+from sorter.postcode import TermKind
 
 CHUTE_UNUSABLE = np.uint8(0b111)  # full | disabled | fault, as in the PLC status block
 
@@ -50,8 +51,8 @@ _N_LIMITS = len(CLASS_LIMITS)
     _RULE_CONDITIONS,
     _PC_LO,
     _PC_HI,
-    _PC_DIGITS,
-    _PC_PREFIX,
+    _PC_CHARS,
+    _PC_KIND,
     _RULE_REGEX_BIT,
     _DEST_PTR,
     _DEST_CHUTES,
@@ -66,7 +67,8 @@ _N_LIMITS = len(CLASS_LIMITS)
 ) = range(18)
 
 # Which conditions a rule has, as bits of one word: one load per rule and item, not four.
-_HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE = 1, 2, 4, 8
+_HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE, _HAS_ORIGIN = 1, 2, 4, 8, 16
+_EXACT, _PREFIX = TermKind.EXACT, TermKind.PREFIX
 
 
 def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
@@ -75,19 +77,21 @@ def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
     conditions[plan.rule_has_service] |= _HAS_SERVICE
     conditions[plan.rule_has_country] |= _HAS_COUNTRY
     conditions[plan.rule_size_mask != 0] |= _HAS_SIZE
+    conditions[plan.rule_has_origin] |= _HAS_ORIGIN
     return conditions
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-    """(blob, tables): tables[0] are the rules' S10 service sets, tables[1] their countries."""
+    """(blob, tables): tables[0] are the rules' S10 service sets, tables[1] their
+    destination countries, tables[2] their origins."""
     segments: list[npt.NDArray[Any]] = [
         plan.rule_dest,
         plan.rule_pc_ptr,
         rule_conditions(plan),
         plan.pc_lo,
         plan.pc_hi,
-        plan.pc_digits,
-        plan.pc_prefix,
+        plan.pc_chars,
+        plan.pc_kind,
         plan.rule_regex_bit,
         plan.dest_ptr,
         plan.dest_chutes,
@@ -107,7 +111,7 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         offset += seg.shape[0]
     header[_N_SEGMENTS] = offset
     blob = np.concatenate([header, *(np.asarray(seg, dtype=np.int64) for seg in segments)])
-    tables = np.stack([plan.rule_service, plan.rule_country]).astype(np.uint8)
+    tables = np.stack([plan.rule_service, plan.rule_country, plan.rule_origin]).astype(np.uint8)
     return blob, tables
 
 
@@ -133,10 +137,6 @@ def _kernel(inline: bool = False) -> Callable[[_F], _F]:
         return cast(_F, dispatcher)
 
     return wrap
-
-
-# Powers of ten for postcode prefixes (numeric postcodes have at most 18 digits).
-_POW10 = np.array([10**i for i in range(19)], dtype=np.int64)
 
 
 @_kernel(inline=True)
@@ -193,6 +193,7 @@ def match_destination(
     pc_digits: int,
     service: int,
     country: int,
+    origin: int,
     regex_mask: int,
     length_mm: int,
     width_mm: int,
@@ -201,7 +202,10 @@ def match_destination(
     blob: Any,
     tables: Any,
 ) -> int:
-    """Index of the destination of the first matching rule, -1 when none matches."""
+    """Index of the destination of the first matching rule, -1 when none matches.
+
+    `pc` is the postcode's code (sorter.postcode: negative when there is none or it is
+    unusable), `pc_digits` its length when it is all digits, else 0."""
     # Plain offsets into the blob rather than slices of it: a slice is an array object
     # with a reference count, and ten of them per item halved the batch rate.
     o_dest = blob[_RULE_DEST]
@@ -210,8 +214,8 @@ def match_destination(
     o_conditions = blob[_RULE_CONDITIONS]
     o_lo = blob[_PC_LO]
     o_hi = blob[_PC_HI]
-    o_dig = blob[_PC_DIGITS]
-    o_prefix = blob[_PC_PREFIX]
+    o_chars = blob[_PC_CHARS]
+    o_kind = blob[_PC_KIND]
     o_bit = blob[_RULE_REGEX_BIT]
     o_size = blob[_RULE_SIZE_MASK]
     cls = -2  # the item's size class, found when the first rule asks for it
@@ -221,13 +225,16 @@ def match_destination(
             hit = False
             if pc >= 0:
                 for t in range(blob[o_pc_ptr + r], blob[o_pc_ptr + r + 1]):
-                    d = blob[o_dig + t]
-                    if blob[o_prefix + t]:
-                        if pc_digits >= d and pc // _POW10[pc_digits - d] == blob[o_lo + t]:
-                            hit = True
-                            break
-                    elif pc_digits == d and blob[o_lo + t] <= pc <= blob[o_hi + t]:
-                        hit = True
+                    kind = blob[o_kind + t]
+                    if kind == _EXACT:
+                        hit = pc == blob[o_lo + t]
+                    elif kind == _PREFIX:
+                        hit = (pc & blob[o_hi + t]) == blob[o_lo + t]
+                    else:
+                        hit = pc_digits == blob[o_chars + t] and (
+                            blob[o_lo + t] <= pc <= blob[o_hi + t]
+                        )
+                    if hit:
                         break
             if not hit:
                 continue
@@ -237,6 +244,8 @@ def match_destination(
         if conditions & _HAS_SERVICE and (service < 0 or not tables[0, r, service]):
             continue
         if conditions & _HAS_COUNTRY and (country < 0 or not tables[1, r, country]):
+            continue
+        if conditions & _HAS_ORIGIN and (origin < 0 or not tables[2, r, origin]):
             continue
         if conditions & _HAS_SIZE:
             size_mask = blob[o_size + r]
@@ -298,6 +307,7 @@ def decide_one(
     pc_digits: int,
     service: int,
     country: int,
+    origin: int,
     regex_mask: int,
     recirculations: int,
     minute_of_day: int,
@@ -335,6 +345,7 @@ def decide_one(
             pc_digits,
             service,
             country,
+            origin,
             regex_mask,
             length_mm,
             width_mm,
@@ -364,6 +375,7 @@ def decide_batch(
     pc_digits: Any,
     service: Any,
     country: Any,
+    origin: Any,
     regex_mask: Any,
     recirculations: Any,
     minute_of_day: Any,
@@ -392,6 +404,7 @@ def decide_batch(
             pc_digits[i],
             service[i],
             country[i],
+            origin[i],
             regex_mask[i],
             recirculations[i],
             minute_of_day[i],
@@ -420,8 +433,9 @@ class ItemFeatures(NamedTuple):
     reason_in: int = _OK
     pc: int = -1
     pc_digits: int = 0
-    service: int = -1
-    country: int = -1
+    service: int = -1  # S10 service indicator, two-letter index
+    country: int = -1  # destination country
+    origin: int = -1  # where the item was posted
     regex_mask: int = 0
     recirculations: int = 0
     minute_of_day: int = -1
@@ -485,6 +499,7 @@ class Kernel:
                 f.pc_digits,
                 f.service,
                 f.country,
+                f.origin,
                 f.regex_mask,
                 f.length_mm,
                 f.width_mm,
@@ -506,6 +521,7 @@ class Kernel:
             f.pc_digits,
             f.service,
             f.country,
+            f.origin,
             f.regex_mask,
             f.recirculations,
             f.minute_of_day,
@@ -537,12 +553,15 @@ class Kernel:
         state: ChuteState,
         destination: npt.NDArray[np.int32] | None = None,
         measures: npt.NDArray[np.int32] | None = None,
+        origin: npt.NDArray[np.int32] | None = None,
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         """`measures`: [items, 4] of length_mm, width_mm, height_mm, weight_g (C order);
-        None: nothing measured."""
+        None: nothing measured. `origin`: None for unknown everywhere."""
         n = reason_in.shape[0]
         if destination is None:
             destination = np.full(n, -1, np.int32)
+        if origin is None:
+            origin = np.full(n, -1, np.int32)
         if measures is None:
             measures = np.zeros((n, len(MEASURES)), np.int32)
         out_dest = np.empty(n, np.int32)
@@ -554,6 +573,7 @@ class Kernel:
             pc_digits,
             service,
             country,
+            origin,
             regex_mask,
             recirculations,
             minute_of_day,

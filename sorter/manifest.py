@@ -1,14 +1,16 @@
 """Shipper pre-advice (manifests): tracking number -> destination data, at hub scale.
 
 A manifest is a CSV file with a header: `barcode` and at least one of `destination`,
-`postcode`, `country`; optionally `service`, `customs`, `weight_g`; gzip-compressed when the
+`postcode`, `country`, `origin`; optionally `service`, `customs`, `weight_g` (validated, not
+used); gzip-compressed when the
 name ends in `.gz`. Other columns are ignored. Rows are parsed by a numba parser straight
 from the file's bytes, and indexed by an open-addressing hash table over the full barcode
 bytes: a barcode that is not in the manifest never matches another's row, whatever the
 hashes do. Later rows for the same barcode replace earlier ones (files in order of
 modification time, then name).
 
-Memory per row: the barcode in 32 bytes, the fields in 20, the table ~7: under 64 bytes.
+Memory per row: the barcode in 32 bytes, the postcode's code and the other fields in 16,
+the table ~7: under 64 bytes.
 """
 
 from __future__ import annotations
@@ -26,29 +28,37 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from sorter.barcodes import ISO_ALPHA2
 from sorter.config import Problem
+from sorter.postcode import MAX_POSTCODE_CHARS, NO_POSTCODE, UNUSABLE_POSTCODE
 
 KEY_BYTES: Final = 32
 MAX_DEST_NAME_BYTES: Final = 64
 MAX_BAD_LINES_KEPT: Final = 100  # per file; every bad row is counted
 
-COLUMNS: Final = ("barcode", "destination", "postcode", "country", "service", "customs", "weight_g")
+COLUMNS: Final = (
+    "barcode", "destination", "postcode", "country", "service", "customs", "weight_g", "origin",
+)  # fmt: skip
 # Column roles inside the numba parser.
-_C_IGNORE, _C_BARCODE, _C_DEST, _C_POSTCODE, _C_COUNTRY, _C_SERVICE, _C_CUSTOMS, _C_WEIGHT = range(
-    8
-)
+(
+    _C_IGNORE, _C_BARCODE, _C_DEST, _C_POSTCODE, _C_COUNTRY, _C_SERVICE, _C_CUSTOMS, _C_WEIGHT,
+    _C_ORIGIN,
+) = range(9)  # fmt: skip
+# What a row must give besides its barcode (any one of them).
+ROUTING_COLUMNS: Final = ("destination", "postcode", "country", "origin")
 
 BAD_REASONS: Final = {
     1: "missing barcode",
     2: f"barcode longer than {KEY_BYTES} characters or not printable ASCII",
-    3: "country is not a two-letter code",
+    3: "country is not an ISO 3166-1 alpha-2 code",
     4: "service is not a two-letter code",
     5: "customs is not one of hold, yes, no, clear, release, none",
     6: "weight_g is not a whole number of grams",
     7: "destination is not a destination of the sort plan",
     8: "wrong number of fields",
-    9: "no destination, postcode or country",
+    9: "no destination, postcode, country or origin",
     10: "unterminated quoted field",
+    11: "origin is not an ISO 3166-1 alpha-2 code",
 }
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -68,13 +78,21 @@ def _lookup_kernel(fn: _F) -> _F:
 
 
 class ManifestRow(NamedTuple):
-    postcode: int  # numeric postcode, -1 for none or not numeric
-    postcode_digits: int
-    country: int  # 0..675 two-letter index, -1 none
+    postcode: int  # sorter.postcode's code; NO_POSTCODE (-1) none, UNUSABLE_POSTCODE (-2)
+    postcode_digits: int  # its length when all digits, else 0
+    country: int  # destination country, 0..675 two-letter index, -1 none
     service: int
     destination: int  # index into the plan's destinations at load, -1 none
     customs_hold: bool
-    weight_g: int  # -1 unknown
+    origin: int  # where the item was posted, two-letter index, -1 none
+
+
+# Officially assigned ISO 3166-1 alpha-2 codes as a table the parser indexes by letter pair.
+_ISO_TABLE: Final = np.zeros(26 * 26, np.bool_)
+for _code in ISO_ALPHA2:
+    _ISO_TABLE[(ord(_code[0]) - 65) * 26 + ord(_code[1]) - 65] = True
+# The postcode character codes of sorter.postcode: 0-9 -> 1..10, A-Z -> 11..36.
+_PC_BITS: Final = 6
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -100,6 +118,34 @@ def _letters(buf: Any, s: int, e: int) -> int:
 
 
 @_kernel
+def _postcode_code(buf: Any, s: int, e: int) -> tuple[int, int]:
+    """(code, digit count) of a postcode field, as sorter.postcode.encode_postcode: spaces
+    and hyphens dropped, letters upper-cased; UNUSABLE_POSTCODE beyond 10 characters or
+    with any other byte."""
+    code = 0
+    n = 0
+    digits_only = True
+    for i in range(s, e):
+        b = _upper(buf[i])
+        if b in (32, 45):
+            continue
+        if 48 <= b <= 57:
+            v = b - 47
+        elif 65 <= b <= 90:
+            v = b - 54
+            digits_only = False
+        else:
+            return UNUSABLE_POSTCODE, 0
+        n += 1
+        if n > MAX_POSTCODE_CHARS:
+            return UNUSABLE_POSTCODE, 0
+        code = (code << _PC_BITS) | v
+    if n == 0:
+        return UNUSABLE_POSTCODE, 0  # only blanks and hyphens: given, but nothing to match
+    return code << (_PC_BITS * (MAX_POSTCODE_CHARS - n)), n if digits_only else 0
+
+
+@_kernel
 def _field_is(buf: Any, s: int, e: int, word: Any) -> bool:
     if e - s != word.shape[0]:
         return False
@@ -118,6 +164,7 @@ def _parse(
     dest_lens: Any,
     words: Any,
     word_lens: Any,
+    iso: Any,
     first_line: int,
     keys: Any,
     postcode: Any,
@@ -126,7 +173,7 @@ def _parse(
     service: Any,
     dest: Any,
     customs: Any,
-    weight: Any,
+    origin: Any,
     bad_lines: Any,
     bad_reasons: Any,
 ) -> tuple[int, int, int]:
@@ -205,13 +252,13 @@ def _parse(
             continue  # a blank line
         if reason == 0 and col != n_cols:
             reason = 8
-        pc = -1
+        pc = NO_POSTCODE
         digits = 0
         ctry = -1
+        orig = -1
         serv = -1
         dst = -1
         hold = 0
-        wgt = -1
         has_barcode = False
         for c in range(n_cols if reason == 0 else 0):
             role = roles[c]
@@ -250,27 +297,17 @@ def _parse(
                 for i in range(keys.shape[1]):
                     keys[good, i] = src[s + i] if s + i < e else 0
             elif role == _C_POSTCODE:
-                if 0 < e - s <= 18:
-                    v = 0
-                    ok = True
-                    for i in range(s, e):
-                        d = buf[i] - 48
-                        if d < 0 or d > 9:
-                            ok = False
-                            break
-                        v = v * 10 + d
-                    if ok:
-                        pc = v
-                        digits = e - s
-                    else:
-                        digits = -1  # a postcode, but not a numeric one
-                elif e > s:
-                    digits = -1
-            elif role == _C_COUNTRY:
-                ctry = _letters(buf, s, e)
-                if ctry == -2:
-                    reason = 3
+                if e > s:
+                    pc, digits = _postcode_code(buf, s, e)
+            elif role in (_C_COUNTRY, _C_ORIGIN):
+                code = _letters(buf, s, e)
+                if code == -2 or (code >= 0 and not iso[code]):
+                    reason = 3 if role == _C_COUNTRY else 11
                     break
+                if role == _C_COUNTRY:
+                    ctry = code
+                else:
+                    orig = code
             elif role == _C_SERVICE:
                 serv = _letters(buf, s, e)
                 if serv == -2:
@@ -291,16 +328,13 @@ def _parse(
                     if e - s > 9:
                         reason = 6
                         break
-                    v = 0
                     for i in range(s, e):
                         d = buf[i] - 48
                         if d < 0 or d > 9:
                             reason = 6
                             break
-                        v = v * 10 + d
                     if reason:
                         break
-                    wgt = v
             elif role == _C_DEST:
                 if e > s:
                     for k in range(dest_names.shape[0]):
@@ -319,7 +353,7 @@ def _parse(
                         break
         if reason == 0 and not has_barcode:
             reason = 1
-        if reason == 0 and dst < 0 and digits == 0 and ctry < 0:
+        if reason == 0 and dst < 0 and pc == NO_POSTCODE and ctry < 0 and orig < 0:
             reason = 9
         if reason:
             if bad < bad_lines.shape[0]:
@@ -328,12 +362,12 @@ def _parse(
             bad += 1
             continue
         postcode[good] = pc
-        pc_digits[good] = max(digits, 0)
+        pc_digits[good] = digits
         country[good] = ctry
         service[good] = serv
         dest[good] = dst
         customs[good] = hold
-        weight[good] = wgt
+        origin[good] = orig
         good += 1
     return good, bad, line - first_line + 1
 
@@ -496,9 +530,9 @@ class FileReport:
 
 @dataclass(slots=True)
 class ManifestPart:
-    """Parsed rows: the key, the numeric postcode, and the other fields packed in 64 bits
+    """Parsed rows: the key, the postcode's code, and the other fields packed in 64 bits
     (country+1: 10 bits, service+1: 10, destination+1: 16, postcode digits: 5, customs
-    hold: 1, weight_g+1: 22), so that a lookup reads two words and a row costs 48 bytes."""
+    hold: 1, origin+1: 10), so that a lookup reads two words and a row costs 48 bytes."""
 
     keys: npt.NDArray[np.uint8]  # (n, 32), zero padded
     postcode: npt.NDArray[np.int64]
@@ -509,16 +543,13 @@ class ManifestPart:
         return int(self.keys.shape[0])
 
 
-MAX_WEIGHT_G: Final = (1 << 22) - 2
-
-
 def pack_fields(
     pc_digits: npt.NDArray[Any],
     country: npt.NDArray[Any],
     service: npt.NDArray[Any],
     dest: npt.NDArray[Any],
     customs: npt.NDArray[Any],
-    weight: npt.NDArray[Any],
+    origin: npt.NDArray[Any],
 ) -> npt.NDArray[np.int64]:
     i64 = np.int64
     return (
@@ -527,7 +558,7 @@ def pack_fields(
         | (dest.astype(i64) + 1) << 20
         | pc_digits.astype(i64) << 36
         | customs.astype(i64) << 41
-        | (np.minimum(weight.astype(i64), MAX_WEIGHT_G) + 1) << 42
+        | (origin.astype(i64) + 1) << 42
     )
 
 
@@ -539,7 +570,7 @@ def unpack_row(postcode: int, packed: int) -> ManifestRow:
         ((packed >> 10) & 1023) - 1,
         ((packed >> 20) & 0xFFFF) - 1,
         bool((packed >> 41) & 1),
-        ((packed >> 42) & 0x3FFFFF) - 1,
+        ((packed >> 42) & 1023) - 1,
     )
 
 
@@ -594,13 +625,13 @@ def parse_manifest(
         report.problems.append(Problem(file, "line 1", "header is not UTF-8 text"))
         return _empty_part(), report
     header = [h.strip().strip('"').lower() for h in header_text.split(",")]
-    if "barcode" not in header or not {"destination", "postcode", "country"} & set(header):
+    if "barcode" not in header or not set(ROUTING_COLUMNS) & set(header):
         report.readable = False
         report.problems.append(
             Problem(
                 file,
                 "line 1",
-                "header needs barcode and at least one of destination, postcode, country",
+                f"header needs barcode and at least one of {', '.join(ROUTING_COLUMNS)}",
             )
         )
         return _empty_part(), report
@@ -617,14 +648,14 @@ def parse_manifest(
     service = np.empty(capacity, np.int16)
     dest = np.empty(capacity, np.int16)
     customs = np.empty(capacity, np.uint8)
-    weight = np.empty(capacity, np.int32)
+    origin = np.empty(capacity, np.int16)
     bad_lines = np.zeros(MAX_BAD_LINES_KEPT, np.int64)
     bad_reasons = np.zeros(MAX_BAD_LINES_KEPT, np.int8)
     names, lens = _name_matrix(destinations)
     start = len(header_bytes) + 1 if end >= 0 else len(data)
     good, bad, lines = _parse(
-        buf, start, roles, names, lens, _WORDS, _WORD_LENS, 2,
-        keys, postcode, pc_digits, country, service, dest, customs, weight,
+        buf, start, roles, names, lens, _WORDS, _WORD_LENS, _ISO_TABLE, 2,
+        keys, postcode, pc_digits, country, service, dest, customs, origin,
         bad_lines, bad_reasons,
     )  # fmt: skip
     report.rows, report.bad_rows, report.lines = int(good), int(bad), int(lines)
@@ -635,7 +666,7 @@ def parse_manifest(
     part = ManifestPart(
         keys[:g].copy(),
         postcode[:g].copy(),
-        pack_fields(pc_digits[:g], country[:g], service[:g], dest[:g], customs[:g], weight[:g]),
+        pack_fields(pc_digits[:g], country[:g], service[:g], dest[:g], customs[:g], origin[:g]),
     )
     return part, report
 
@@ -837,7 +868,8 @@ def warm() -> None:
     compiling holds the GIL, and a first manifest arriving mid-shift must not freeze the
     event loop for a second."""
     data = (
-        b"barcode,destination,postcode,country,service,customs,weight_g\nA1,X,20000,MA,EE,hold,5\n"
+        b"barcode,destination,postcode,country,service,customs,weight_g,origin\n"
+        b"A1,X,20000,MA,EE,hold,5,CN\n"
     )
     part, report = parse_manifest(data, "<warm-up>", ["X"])
     manifest = Manifest([part], [report], ["X"])

@@ -211,6 +211,9 @@ class Pipeline:
     ) -> None:
         self.decider = decider
         self.tracker = tracker
+        # Heads (and tunnels) that always send AIM symbology identifiers: their bare codes
+        # are never GS1 (sorter.config.identifier_sources).
+        self.identifier_sources: frozenset[str] = frozenset()
         self.publish = publish
         self.durable: Durable = durable if durable is not None else PublishOnly(publish)
         self.topics = topics
@@ -565,7 +568,8 @@ class Pipeline:
             codes = match.scan.codes
             # Per item, over the merged heads of its tunnel (per head rates: P/stats scanners).
             self.stats.on_read(noread=not codes)
-            choice = self.decider.decide(codes, recirculations, dims)
+            identifiers = match.scan.scanner in self.identifier_sources
+            choice = self.decider.decide(codes, recirculations, dims, identifiers)
         chute, reason = choice.chute, choice.reason
         destination, barcode = choice.destination, choice.barcode
         now = self.clock_ns()

@@ -20,13 +20,21 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sorter.barcodes import ISO_ALPHA2
 from sorter.config import ConfigError, Problem, validation_problems
 from sorter.events import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
+from sorter.postcode import (
+    POSTCODE_FORMATS,
+    PostcodeTerm,
+    TermKind,
+    parse_postcode_term,
+    term_fits_format,
+)
 
+PLAN_VERSION = 2
 ALPHA2 = 26 * 26  # size of the two-letter code tables (S10 service, ISO country)
 MAX_REGEX_RULES = 64  # barcode regex results travel to the kernel as one uint64 bit mask
 MAX_CHUTE_NUMBER = 999  # the register map's chute status block is 2000 + n
-MAX_POSTCODE_DIGITS = 18  # numeric postcodes travel to the kernel as int64
 MAX_MEASURE = 65_535  # dimensions and weight arrive in 16-bit registers
 MAX_SIZE_CLASSES = 32  # a rule's size classes travel to the kernel as one bit mask
 # The PLC's measurements, in the order of the request slot.
@@ -35,7 +43,6 @@ MEASURES = ("length_mm", "width_mm", "height_mm", "weight_g")
 # the item lies on the belt ("any side over 1200 mm").
 CLASS_LIMITS = ("length_mm", "width_mm", "height_mm", "side_mm", "weight_g")
 _RANGE_RE = re.compile(r"^([0-9]+)-([0-9]+)$")
-_PREFIX_RE = re.compile(r"^([0-9]+)\*$")
 _EXACT_RE = re.compile(r"^[0-9]+$")
 # Two letters, where ? is one letter and * any run: "MA", "E*", "?A", "*", with ! to negate.
 _TWO_LETTER_GLOB_RE = re.compile(r"^!?(?:[A-Z?]{2}|[A-Z?]?\*|\*[A-Z?])$")
@@ -47,13 +54,6 @@ _LETTERS = {chr(65 + i // 26) + chr(65 + i % 26): i for i in range(ALPHA2)}
 def letters_index(code: str) -> int:
     """Two upper-case letters -> 0..675; anything else -> -1."""
     return _LETTERS.get(code, -1)
-
-
-def postcode_number(postcode: str) -> tuple[int, int]:
-    """(value, digits) of a numeric postcode; (-1, 0) when it is not all digits."""
-    if postcode and postcode.isascii() and postcode.isdigit() and len(postcode) <= 18:
-        return int(postcode), len(postcode)
-    return -1, 0
 
 
 class _Model(BaseModel):
@@ -117,7 +117,8 @@ class RuleModel(_Model):
     postcode: Annotated[list[str], Field(min_length=1)] | None = None
     barcode: str | None = None
     s10_service: Annotated[list[str], Field(min_length=1)] | None = None
-    country: Annotated[list[str], Field(min_length=1)] | None = None
+    country: Annotated[list[str], Field(min_length=1)] | None = None  # destination
+    origin: Annotated[list[str], Field(min_length=1)] | None = None  # where it was posted
     size_class: Annotated[list[str], Field(min_length=1)] | None = None
 
 
@@ -133,7 +134,7 @@ class SizeClassModel(_Model):
 class PlanModel(_Model):
     """The plan's top level; each table is validated on its own (see build_plan)."""
 
-    version: Literal[1]
+    version: int
     name: str = Field(min_length=1)
     machine: dict[str, Any]
     functions: dict[str, Any]
@@ -141,24 +142,6 @@ class PlanModel(_Model):
     destination: list[dict[str, Any]] = Field(min_length=1)
     rule: list[dict[str, Any]] = Field(default_factory=list)
     size_class: list[dict[str, Any]] = Field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class PostcodeTerm:
-    """A postcode range `lo-hi` (digits = width of both ends) or a prefix `p*`."""
-
-    text: str
-    lo: int
-    hi: int
-    digits: int
-    prefix: bool
-
-    def matches(self, value: int, digits: int) -> bool:
-        if value < 0:
-            return False
-        if self.prefix:
-            return digits >= self.digits and value // 10 ** (digits - self.digits) == self.lo
-        return digits == self.digits and self.lo <= value <= self.hi
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +162,8 @@ class Rule:
     barcode: re.Pattern[str] | None
     regex_bit: int  # bit in the per-item regex mask, -1 without a barcode condition
     s10_service: LetterSet | None
-    country: LetterSet | None
+    country: LetterSet | None  # destination country
+    origin: LetterSet | None = None  # where the item was posted
     size_classes: frozenset[int] | None = None  # indexes into SortPlan.size_classes
 
 
@@ -283,30 +267,10 @@ def parse_chute_list(spec: str | list[int]) -> set[int]:
     return out
 
 
-def parse_postcode_term(text: str) -> PostcodeTerm:
-    text = text.strip()
-    if sum(c.isdigit() for c in text) > MAX_POSTCODE_DIGITS * 2 or any(
-        len(part) > MAX_POSTCODE_DIGITS for part in re.split(r"[-*]", text)
-    ):
-        raise ValueError(f"{text!r}: postcodes have at most {MAX_POSTCODE_DIGITS} digits")
-    m = _RANGE_RE.match(text)
-    if m:
-        a, b = m.group(1), m.group(2)
-        if len(a) != len(b):
-            raise ValueError(f"range {text!r}: both ends need the same number of digits")
-        if int(a) > int(b):
-            raise ValueError(f"range {text!r} runs backwards")
-        return PostcodeTerm(text, int(a), int(b), len(a), prefix=False)
-    m = _PREFIX_RE.match(text)
-    if m:
-        return PostcodeTerm(text, int(m.group(1)), int(m.group(1)), len(m.group(1)), prefix=True)
-    if _EXACT_RE.match(text):
-        return PostcodeTerm(text, int(text), int(text), len(text), prefix=False)
-    raise ValueError(f"{text!r} is not a postcode range 'a-b', prefix 'p*' or number")
-
-
-def parse_letter_set(patterns: list[str]) -> LetterSet:
-    """Globs over two-letter codes; `!` negates. Only negations means 'all but these'."""
+def parse_letter_set(patterns: list[str], iso: bool = False) -> LetterSet:
+    """Globs over two-letter codes; `!` negates. Only negations means 'all but these'.
+    With `iso`, a code without wildcards must be an officially assigned ISO 3166-1 alpha-2
+    code: a typo like "UK" (GB) or "EL" (GR) would otherwise silently match nothing."""
     every = [chr(65 + i // 26) + chr(65 + i % 26) for i in range(ALPHA2)]
     positive: set[int] = set()
     negative: set[int] = set()
@@ -317,6 +281,8 @@ def parse_letter_set(patterns: list[str]) -> LetterSet:
             raise ValueError(f"{raw!r} is not a two-letter code or glob like 'E*' or '!MA'")
         neg = pattern.startswith("!")
         body = pattern[1:] if neg else pattern
+        if iso and "*" not in body and "?" not in body and body not in ISO_ALPHA2:
+            raise ValueError(f"{raw!r}: {body} is not an ISO 3166-1 alpha-2 country code")
         hits = {i for i, code in enumerate(every) if fnmatch.fnmatchcase(code, body)}
         if neg:
             negative |= hits
@@ -382,6 +348,8 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
     # The top level first, then every table on its own: a typo in one rule must not hide
     # an unknown chute in another (each problem once, in file order).
     top = _section(PlanModel, data, "", file, problems)
+    if top is not None and top.version != PLAN_VERSION:
+        problem("version", _version_message(top.version))
     machine_raw, functions_raw, options_raw = (
         table("machine"),
         table("functions"),
@@ -493,58 +461,9 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
             Destination(d.name, tuple(d.chutes), tuple(d.overflow), _cutoff_minutes(d.cutoff))
         )
 
-    rules: list[Rule] = []
-    regexes: list[re.Pattern[str]] = []
-    for i, r in enumerate(rule_models):
-        if r is None:
-            continue
-        key = f"rule[{i}]"
-        dest = names.get(r.destination, -1)
-        if dest < 0 and r.destination not in raw_names:
-            problem(f"{key}.destination", f"no destination named {r.destination!r}")
-        terms: tuple[PostcodeTerm, ...] | None = None
-        if r.postcode is not None:
-            parsed = []
-            for j, text in enumerate(r.postcode):
-                try:
-                    parsed.append(parse_postcode_term(text))
-                except ValueError as exc:
-                    problem(f"{key}.postcode[{j}]", str(exc))
-            terms = tuple(parsed)
-        pattern: re.Pattern[str] | None = None
-        bit = -1
-        if r.barcode is not None:
-            try:
-                pattern = re.compile(r.barcode)
-            except (re.error, OverflowError, RecursionError) as exc:
-                # OverflowError: a{99999999999}; RecursionError: thousands of nested groups.
-                problem(f"{key}.barcode", f"regular expression does not compile: {exc}")
-            else:
-                if len(regexes) >= MAX_REGEX_RULES:
-                    problem(f"{key}.barcode", f"more than {MAX_REGEX_RULES} barcode rules")
-                bit = len(regexes)
-                regexes.append(pattern)
-        sets: dict[str, LetterSet | None] = {"s10_service": None, "country": None}
-        for field_name in sets:
-            patterns = getattr(r, field_name)
-            if patterns is not None:
-                try:
-                    sets[field_name] = parse_letter_set(patterns)
-                except ValueError as exc:
-                    problem(f"{key}.{field_name}", str(exc))
-        classes: frozenset[int] | None = None
-        if r.size_class is not None:
-            for j, class_name in enumerate(r.size_class):
-                if class_name not in class_index and class_name not in raw_class_names:
-                    known = ", ".join(repr(n) for n in class_index) or "none defined"
-                    problem(
-                        f"{key}.size_class[{j}]",
-                        f"no size class named {class_name!r} ([[size_class]]: {known})",
-                    )
-            classes = frozenset(class_index[n] for n in r.size_class if n in class_index)
-        rules.append(
-            Rule(i, dest, terms, pattern, bit, sets["s10_service"], sets["country"], classes)
-        )
+    rules, regexes = _build_rules(
+        rule_models, names, raw_names, class_index, raw_class_names, problem
+    )
 
     if problems:
         raise ConfigError(problems)
@@ -564,11 +483,112 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         regexes=tuple(regexes),
         warnings=(
             *lint_rules(rules, destinations, file),
+            *lint_postcode_formats(rules, file),
             *lint_sizes(size_classes, limits, functions_model, file),
         ),
         size_classes=tuple(size_classes),
         machine_limits=limits,
     )
+
+
+def _version_message(version: int) -> str:
+    if version == 1:
+        return (
+            "version 1 plans are no longer read: in version 2 `country` is the DESTINATION "
+            "country (GS1 AI 421, an AI 420 label = the site's [site] country, or the "
+            "manifest), no longer the S10 suffix; the S10 suffix is the new `origin` "
+            "condition; postcodes are strings (ranges 'a-b' of equal-width digits, prefixes "
+            "with letters 'SW1*', exact 'K1A0B1'). Rewrite S10-country rules with `origin`, "
+            "give postcode rules their `country`, then set version = 2"
+        )
+    return f"unknown plan version {version}; this sorterd reads version {PLAN_VERSION}"
+
+
+def _build_rules(
+    rule_models: list[RuleModel | None],
+    names: dict[str, int],
+    raw_names: set[Any],
+    class_index: dict[str, int],
+    raw_class_names: set[Any],
+    problem: Callable[[str, str], None],
+) -> tuple[list[Rule], list[re.Pattern[str]]]:
+    """The [[rule]] tables, in order; every problem reported with its rule and key."""
+    rules: list[Rule] = []
+    regexes: list[re.Pattern[str]] = []
+    for i, r in enumerate(rule_models):
+        if r is None:
+            continue
+        key = f"rule[{i}]"
+        dest = names.get(r.destination, -1)
+        if dest < 0 and r.destination not in raw_names:
+            problem(f"{key}.destination", f"no destination named {r.destination!r}")
+        terms = _postcode_terms(r.postcode, key, problem)
+        pattern, bit = _barcode_regex(r.barcode, len(regexes), key, problem)
+        if pattern is not None:
+            regexes.append(pattern)
+        sets: dict[str, LetterSet | None] = {"s10_service": None, "country": None, "origin": None}
+        for field_name in sets:
+            patterns = getattr(r, field_name)
+            if patterns is not None:
+                try:
+                    sets[field_name] = parse_letter_set(patterns, iso=field_name != "s10_service")
+                except ValueError as exc:
+                    problem(f"{key}.{field_name}", str(exc))
+        classes: frozenset[int] | None = None
+        if r.size_class is not None:
+            for j, class_name in enumerate(r.size_class):
+                if class_name not in class_index and class_name not in raw_class_names:
+                    known = ", ".join(repr(n) for n in class_index) or "none defined"
+                    problem(
+                        f"{key}.size_class[{j}]",
+                        f"no size class named {class_name!r} ([[size_class]]: {known})",
+                    )
+            classes = frozenset(class_index[n] for n in r.size_class if n in class_index)
+        rules.append(
+            Rule(
+                i,
+                dest,
+                terms,
+                pattern,
+                bit,
+                sets["s10_service"],
+                sets["country"],
+                sets["origin"],
+                classes,
+            )
+        )
+    return rules, regexes
+
+
+def _postcode_terms(
+    written: list[str] | None, key: str, problem: Callable[[str, str], None]
+) -> tuple[PostcodeTerm, ...] | None:
+    if written is None:
+        return None
+    parsed = []
+    for j, text in enumerate(written):
+        try:
+            parsed.append(parse_postcode_term(text))
+        except ValueError as exc:
+            problem(f"{key}.postcode[{j}]", str(exc))
+    return tuple(parsed)
+
+
+def _barcode_regex(
+    written: str | None, bit: int, key: str, problem: Callable[[str, str], None]
+) -> tuple[re.Pattern[str] | None, int]:
+    """The compiled pattern and its bit in the per-item mask; (None, -1) without one."""
+    if written is None:
+        return None, -1
+    try:
+        pattern = re.compile(written)
+    except (re.error, OverflowError, RecursionError) as exc:
+        # OverflowError: a{99999999999}; RecursionError: thousands of nested groups.
+        problem(f"{key}.barcode", f"regular expression does not compile: {exc}")
+        return None, -1
+    if bit >= MAX_REGEX_RULES:
+        problem(f"{key}.barcode", f"more than {MAX_REGEX_RULES} barcode rules")
+    return pattern, bit
 
 
 def _machine_limits(model: MachineModel, problem: Callable[[str, str], None]) -> MachineLimits:
@@ -650,36 +670,44 @@ def lint_sizes(
     return warnings
 
 
-def _pow10(n: int) -> int:
-    return int(10**n)
+def _range_holds(term: PostcodeTerm, norm: str) -> bool:
+    return len(norm) == term.chars and norm.isdigit() and term.first <= norm <= term.last
 
 
 def _term_within(inner: PostcodeTerm, outer: PostcodeTerm) -> bool:
     """Every postcode `inner` matches, `outer` matches too."""
-    if outer.prefix:
-        if inner.prefix:
-            return inner.digits >= outer.digits and (
-                inner.lo // 10 ** (inner.digits - outer.digits) == outer.lo
-            )
-        scale = 10 ** (inner.digits - outer.digits) if inner.digits >= outer.digits else 0
-        return bool(scale) and inner.lo // scale == outer.lo == inner.hi // scale
-    if inner.prefix:
+    if outer.kind == TermKind.EXACT:
+        return inner.kind == TermKind.EXACT and inner.text == outer.text
+    if outer.kind == TermKind.PREFIX:
+        if inner.kind == TermKind.RANGE:
+            k = outer.chars
+            return k <= inner.chars and inner.first[:k] == inner.last[:k] == outer.text
+        return inner.text.startswith(outer.text)
+    if inner.kind == TermKind.EXACT:
+        return _range_holds(outer, inner.text)
+    if inner.kind == TermKind.PREFIX:
         return False  # a prefix matches postcodes of every length; a range, of one
-    return inner.digits == outer.digits and outer.lo <= inner.lo and inner.hi <= outer.hi
+    return inner.chars == outer.chars and outer.first <= inner.first and inner.last <= outer.last
 
 
 def _terms_overlap(a: PostcodeTerm, b: PostcodeTerm) -> bool:
     """Some postcode matches both."""
-    if a.prefix and b.prefix:
-        short, long_ = (a, b) if a.digits <= b.digits else (b, a)
-        return long_.lo // _pow10(long_.digits - short.digits) == short.lo
-    if a.prefix or b.prefix:
-        p, r = (a, b) if a.prefix else (b, a)
-        if r.digits < p.digits:
+    if a.kind > b.kind:
+        a, b = b, a  # EXACT < PREFIX < RANGE: fewer cases below
+    if a.kind == TermKind.EXACT:
+        if b.kind == TermKind.EXACT:
+            return a.text == b.text
+        if b.kind == TermKind.PREFIX:
+            return a.text.startswith(b.text)
+        return _range_holds(b, a.text)
+    if a.kind == TermKind.PREFIX:
+        if b.kind == TermKind.PREFIX:
+            return a.text.startswith(b.text) or b.text.startswith(a.text)
+        k = a.chars
+        if k > b.chars or not a.text.isdigit():
             return False
-        scale = _pow10(r.digits - p.digits)
-        return r.lo // scale <= p.lo <= r.hi // scale
-    return a.digits == b.digits and a.lo <= b.hi and b.lo <= a.hi
+        return b.first <= a.text + "9" * (b.chars - k) and a.text + "0" * (b.chars - k) <= b.last
+    return a.chars == b.chars and a.first <= b.last and b.first <= a.last
 
 
 def _covers(q: Rule, r: Rule) -> bool:
@@ -691,7 +719,7 @@ def _covers(q: Rule, r: Rule) -> bool:
         return False
     if q.barcode is not None and (r.barcode is None or r.barcode.pattern != q.barcode.pattern):
         return False
-    for field_name in ("s10_service", "country"):
+    for field_name in ("s10_service", "country", "origin"):
         qs: LetterSet | None = getattr(q, field_name)
         rs: LetterSet | None = getattr(r, field_name)
         if qs is not None and (rs is None or not rs.allowed <= qs.allowed):
@@ -732,8 +760,13 @@ def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) ->
                 or q.destination == r.destination
                 or q.postcode is None
                 or r.postcode is None
+                or (
+                    q.country is not None
+                    and r.country is not None
+                    and not q.country.allowed & r.country.allowed
+                )
             ):
-                continue
+                continue  # the same digits in two countries are two places
             pairs = [(u, t) for u in q.postcode for t in r.postcode if _terms_overlap(u, t)]
             if pairs:
                 u, t = pairs[0]
@@ -745,6 +778,38 @@ def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) ->
                         f"rule[{q.index}] wins where both match",
                     )
                 )
+    return warnings
+
+
+_CODES = [chr(65 + i // 26) + chr(65 + i % 26) for i in range(ALPHA2)]
+# A rule naming more countries than this is a "rest of the world" rule: not worth checking.
+_MAX_FORMAT_CHECKED_COUNTRIES = 40
+
+
+def lint_postcode_formats(rules: list[Rule], file: str) -> list[Problem]:
+    """Warnings for postcode patterns no postcode of the rule's countries can match (a
+    5-digit range on a GB rule), where every one of those countries' forms is known."""
+    warnings: list[Problem] = []
+    for r in rules:
+        if r.postcode is None or r.country is None:
+            continue
+        countries = sorted(_CODES[i] for i in r.country.allowed)
+        if not countries or len(countries) > _MAX_FORMAT_CHECKED_COUNTRIES:
+            continue
+        if any(c not in POSTCODE_FORMATS for c in countries):
+            continue
+        for j, term in enumerate(r.postcode):
+            if any(term_fits_format(term, f) for c in countries for f in POSTCODE_FORMATS[c]):
+                continue
+            forms = "; ".join(f"{c} {' '.join(POSTCODE_FORMATS[c])}" for c in countries)
+            warnings.append(
+                Problem(
+                    file,
+                    f"rule[{r.index}].postcode[{j}]",
+                    f"{term.written!r} can never match a postcode of {', '.join(countries)} "
+                    f"(forms without spaces: {forms}; 9 digit, A letter, X either)",
+                )
+            )
     return warnings
 
 
@@ -762,15 +827,17 @@ class CompiledPlan:
     rule_dest: I32
     rule_pc_ptr: I32  # terms of rule r: pc_*[rule_pc_ptr[r]:rule_pc_ptr[r+1]]; -1 = no condition
     rule_has_pc: B8
-    pc_lo: I64
+    pc_lo: I64  # sorter.postcode.PostcodeTerm's lo/hi/chars, and its kind
     pc_hi: I64
-    pc_digits: I32
-    pc_prefix: B8
+    pc_chars: I32
+    pc_kind: I32
     rule_regex_bit: I32
     rule_has_service: B8
     rule_service: B8  # [rules, 676]
     rule_has_country: B8
-    rule_country: B8  # [rules, 676]
+    rule_country: B8  # [rules, 676]: destination countries
+    rule_has_origin: B8
+    rule_origin: B8  # [rules, 676]
     rule_size_mask: I64  # bit c: size class c accepted; 0 = no size condition
     # sizes
     class_limits: I64  # [classes, 5]: maxima in CLASS_LIMITS order, 0 = no limit
@@ -794,22 +861,22 @@ def compile_plan(plan: SortPlan) -> CompiledPlan:
     ptr = [0]
     lo: list[int] = []
     hi: list[int] = []
-    digits: list[int] = []
-    prefix: list[bool] = []
+    chars: list[int] = []
+    kind: list[int] = []
     for r in plan.rules:
         for t in r.postcode or ():
             lo.append(t.lo)
             hi.append(t.hi)
-            digits.append(t.digits)
-            prefix.append(t.prefix)
+            chars.append(t.chars)
+            kind.append(t.kind)
         ptr.append(len(lo))
     service = np.zeros((max(n_rules, 1), ALPHA2), dtype=np.bool_)
     country = np.zeros((max(n_rules, 1), ALPHA2), dtype=np.bool_)
+    origin = np.zeros((max(n_rules, 1), ALPHA2), dtype=np.bool_)
     for i, r in enumerate(plan.rules):
-        if r.s10_service is not None:
-            service[i, list(r.s10_service.allowed)] = True
-        if r.country is not None:
-            country[i, list(r.country.allowed)] = True
+        for table, letters in ((service, r.s10_service), (country, r.country), (origin, r.origin)):
+            if letters is not None:
+                table[i, list(letters.allowed)] = True
 
     def csr(lists: list[tuple[int, ...]]) -> tuple[I32, I32]:
         p = np.zeros(len(lists) + 1, dtype=np.int32)
@@ -838,13 +905,15 @@ def compile_plan(plan: SortPlan) -> CompiledPlan:
         rule_has_pc=np.array([r.postcode is not None for r in plan.rules], dtype=np.bool_),
         pc_lo=np.array(lo, dtype=np.int64),
         pc_hi=np.array(hi, dtype=np.int64),
-        pc_digits=np.array(digits, dtype=np.int32),
-        pc_prefix=np.array(prefix, dtype=np.bool_),
+        pc_chars=np.array(chars, dtype=np.int32),
+        pc_kind=np.array(kind, dtype=np.int32),
         rule_regex_bit=np.array([r.regex_bit for r in plan.rules], dtype=np.int32),
         rule_has_service=np.array([r.s10_service is not None for r in plan.rules], np.bool_),
         rule_service=service,
         rule_has_country=np.array([r.country is not None for r in plan.rules], np.bool_),
         rule_country=country,
+        rule_has_origin=np.array([r.origin is not None for r in plan.rules], np.bool_),
+        rule_origin=origin,
         rule_size_mask=np.array(size_mask, dtype=np.int64),
         class_limits=class_limits,
         machine_limits=np.array([*limits.minimum, *limits.maximum], dtype=np.int64),

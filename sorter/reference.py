@@ -1,7 +1,9 @@
 """Plain-Python reference of the decision rules in `sorter.kernel`, over `SortPlan` objects.
 
 Written from the plan's objects rather than its arrays, so that a hypothesis test comparing
-the two catches mistakes in the compilation as well as in the kernel.
+the two catches mistakes in the compilation as well as in the kernel. It shares the plan
+loader and the item features with the kernel; the independent oracle that shares nothing
+(its own TOML reading, code classification and postcode matching) is tests/oracle/.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from sorter.events import Reason
 from sorter.kernel import ItemFeatures
 from sorter.plan import Rule, SizeClass, SortPlan
+from sorter.postcode import decode_postcode
 
 UNUSABLE = 0b111
 
@@ -73,13 +76,17 @@ def size_class(plan: SortPlan, f: ItemFeatures) -> int:
 
 
 def rule_matches(rule: Rule, f: ItemFeatures, plan: SortPlan) -> bool:
-    if rule.postcode is not None and not any(t.matches(f.pc, f.pc_digits) for t in rule.postcode):
-        return False
+    if rule.postcode is not None:
+        postcode = decode_postcode(f.pc)
+        if not postcode or not any(t.matches(postcode) for t in rule.postcode):
+            return False
     if rule.regex_bit >= 0 and not (f.regex_mask >> rule.regex_bit) & 1:
         return False
     if rule.s10_service is not None and f.service not in rule.s10_service:
         return False
     if rule.country is not None and f.country not in rule.country:
+        return False
+    if rule.origin is not None and f.origin not in rule.origin:
         return False
     return rule.size_classes is None or size_class(plan, f) in rule.size_classes
 

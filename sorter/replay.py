@@ -1,9 +1,11 @@
 """What-if replay: recorded scans through a sort plan, offline (`sorterd replay`).
 
 The same path as the live daemon: `Decider.features` (classification, multi-read
-resolution) for every row, then the same numba `decide_one`, run over chunks of rows by
-`decide_batch`. Chute state starts all usable (no PLC), so round robin and least-loaded
-balancing spread items as they would on an empty line.
+resolution, the site's manifests and country) for every row, then the same numba
+`decide_one`, run over chunks of rows by `decide_batch`. Chute state starts all usable (no
+PLC), so round robin and least-loaded balancing spread items as they would on an empty line.
+Codes are taken byte-exact between the `;` separators (no trimming: a GS1 FNC1 is the raw
+byte 0x1D inside the cell); empty codes between separators are skipped.
 
 SCANS.csv: header with `tracking_id,codes` (codes joined by `;`, `NOREAD` for a no-read),
 optional `length_mm,width_mm,height_mm,weight_g,recirculations,time`. `time` (ISO 8601, or
@@ -27,7 +29,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
@@ -163,7 +165,7 @@ def parse_lines(
                 # OverflowError: a year-1 or year-9999 stamp moved across midnight by the zone.
                 problems.append(Problem(layout.file, f"line {line_no}", str(exc)))
                 continue
-            codes = tuple(c for c in (p.strip() for p in row[i_codes].split(";")) if c)
+            codes = tuple(c for c in row[i_codes].split(";") if c)
             if codes == (NOREAD,):
                 codes = ()
             rows.append(ScanRow(line_no, row[i_id], codes, recirc, minute, dims))
@@ -223,37 +225,61 @@ def read_scans(path: Path, timezone: str | None = None) -> Iterator[ScanRow]:
 
 
 Inputs = list[tuple[tuple[str, ...], int, int, Measures]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What a spawned worker needs to build the same decider as this process."""
+
+    plan_path: str
+    timezone: str | None
+    site_country: str | None = None
+    manifest_globs: tuple[str, ...] = ()
+    identifiers: bool = False
+
+
 FeatureChunk = tuple[npt.NDArray[np.int64], list[str]]
 WorkerResult = tuple[list[str], npt.NDArray[np.int64], list[str], list[Problem]]
 
 _worker_decider: Decider | None = None
+_worker_identifiers = False
 
 
-def _init_worker(plan_path: str, timezone: str | None) -> None:
-    """Each worker process builds its own decider from the same plan file (a forked worker
-    already has the parent's)."""
-    global _worker_decider  # noqa: PLW0603 - one decider per worker process
+def _init_worker(setup: WorkerSetup) -> None:
+    """Each worker process builds its own decider from the same plan and manifest files (a
+    forked worker already has the parent's)."""
+    global _worker_decider, _worker_identifiers  # noqa: PLW0603 - one per worker process
+    _worker_identifiers = setup.identifiers
     if _worker_decider is not None:
         return
     from sorter.kernel import ChuteState  # noqa: PLC0415
+    from sorter.manifest import ManifestSource  # noqa: PLC0415
     from sorter.plan import compile_plan, load_plan  # noqa: PLC0415
 
-    plan = compile_plan(load_plan(plan_path))
-    _worker_decider = Decider(plan, ChuteState.for_plan(plan), timezone)
+    plan = compile_plan(load_plan(setup.plan_path))
+    _worker_decider = Decider(
+        plan, ChuteState.for_plan(plan), setup.timezone, site_country=setup.site_country
+    )
+    if setup.manifest_globs:
+        names = [d.name for d in plan.plan.destinations]
+        _worker_decider.use_manifest(ManifestSource(setup.manifest_globs).build(names))
     _worker_decider.warm()
 
 
 def _worker_block(layout: Layout, first_line: int, lines: list[str]) -> WorkerResult:
     assert _worker_decider is not None
     rows, problems = parse_lines(layout, first_line, lines)
-    table, barcodes = features_of(_worker_decider, _inputs(rows))
+    table, barcodes = features_of(_worker_decider, _inputs(rows), _worker_identifiers)
     return [row.tracking_id for row in rows], table, barcodes, problems
 
 
-def features_of(decider: Decider, rows: Inputs) -> FeatureChunk:
-    """Kernel input for a chunk of rows: an array with ItemFeatures' columns, barcodes."""
+def features_of(decider: Decider, rows: Inputs, identifiers: bool = False) -> FeatureChunk:
+    """Kernel input for a chunk of rows: an array with ItemFeatures' columns, barcodes.
+    `identifiers`: the scans come from heads that always send AIM identifiers."""
     features = decider.features
-    decided = [features(codes, recirc, minute, dims) for codes, recirc, minute, dims in rows]
+    decided = [
+        features(codes, recirc, minute, dims, identifiers) for codes, recirc, minute, dims in rows
+    ]
     if not decided:
         return np.zeros((0, len(ItemFeatures._fields)), np.int64), []
     feats, barcodes = zip(*decided, strict=True)
@@ -287,6 +313,7 @@ class Replay:
         plan_path: Path | None = None,
         workers: int = 1,
         sink: ReplaySink | None = None,
+        setup: WorkerSetup | None = None,
     ) -> None:
         self.decider = decider
         self.counts = ReplayCounts()
@@ -295,8 +322,11 @@ class Replay:
             self._writer.writerow(["tracking_id", "barcode", "destination", "chute", "reason"])
         self._names = [d.name for d in decider.plan.plan.destinations]
         self._words = [r.word for r in Reason]
-        self._plan_path = plan_path
-        self._workers = workers if plan_path is not None else 1
+        if setup is None and plan_path is not None:
+            setup = WorkerSetup(str(plan_path), None)
+        self._setup = setup
+        self._identifiers = setup.identifiers if setup is not None else False
+        self._workers = workers if setup is not None else 1
         self._sink = sink
 
     def run(
@@ -308,7 +338,7 @@ class Replay:
             if row is not None:
                 block.append(row)
             if block and (row is None or len(block) == BLOCK_LINES):
-                table, barcodes = features_of(self.decider, _inputs(block))
+                table, barcodes = features_of(self.decider, _inputs(block), self._identifiers)
                 self._count([r.tracking_id for r in block], table, barcodes)
                 if progress is not None:
                     progress(len(block))
@@ -329,6 +359,8 @@ class Replay:
         if self._workers <= 1 or len(first[1]) < BLOCK_LINES:
             return self.run(read_scans(path, timezone), progress)
         problems: list[Problem] = []
+        assert self._setup is not None
+        setup = replace(self._setup, timezone=timezone)
         global _worker_decider  # noqa: PLW0603 - handed to forked workers
         if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
             # Forked workers inherit the warmed decider: no second numba start-up per
@@ -341,7 +373,7 @@ class Replay:
             self._workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(str(self._plan_path), timezone),
+            initargs=(setup,),
         ) as pool:
             pending: deque[Future[WorkerResult]] = deque()
             for start, lines in itertools.chain([first], blocks):
@@ -385,6 +417,7 @@ class Replay:
             self.decider.state,
             col["destination"].astype(np.int32),
             np.ascontiguousarray(np.column_stack([col[m] for m in MEASURES]), dtype=np.int32),
+            col["origin"].astype(np.int32),
         )
         counts = self.counts
         counts.items += n

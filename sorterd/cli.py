@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ITEMS",
         help="items a chute holds, for the report's fill chart (default 400)",
     )
+    p.add_argument(
+        "--no-manifest",
+        action="store_true",
+        help="leave the site's manifests out (the live line applies them)",
+    )
 
     p = sub.add_parser("simulate", help="run a simulator alone, for commissioning")
     sim = p.add_subparsers(dest="device", required=True, metavar="DEVICE")
@@ -273,7 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             from sorterd.replay_cli import replay  # noqa: PLC0415
 
-            return replay(args.config, args.scans, args.out, args.report, args.chute_capacity)
+            return replay(
+                args.config,
+                args.scans,
+                args.out,
+                args.report,
+                args.chute_capacity,
+                use_manifest=not args.no_manifest,
+            )
         if args.command == "simulate":
             from simulators.line import simulate  # noqa: PLC0415
 

@@ -17,7 +17,7 @@ from drivers.plc import PlcLink
 from drivers.scanner import StreamScanner
 from drivers.telegram import format_from_options
 from sorter.commands import CommandError, parse_command
-from sorter.config import ConfigError, Site
+from sorter.config import ConfigError, Site, identifier_sources
 from sorter.decide import Decider
 from sorter.heads import HeadChange, HeadHealth
 from sorter.kernel import ChuteState, Kernel
@@ -56,7 +56,13 @@ class Daemon:
         for warning in plan.plan.warnings:
             log.warning("sort plan", problem=str(warning))
         self.topics = Topics(cfg.mqtt.topic_prefix)
-        decider = Decider(plan, ChuteState.for_plan(plan), cfg.site.timezone, Kernel(plan))
+        decider = Decider(
+            plan,
+            ChuteState.for_plan(plan),
+            cfg.site.timezone,
+            Kernel(plan),
+            site_country=cfg.site.country,
+        )
         tracking = cfg.tracking
         self.tracker = Tracker(
             scan_wait_ns=tracking.scan_wait_ms * 1_000_000,
@@ -112,6 +118,7 @@ class Daemon:
             max_chute=plan.plan.max_chute,
         )
         self.pipeline.bind_reply(self.plc.queue_reply)
+        self.pipeline.identifier_sources = identifier_sources(cfg.scanner)
         self.pipeline.extra_stats = self._link_stats
         self.scanners = [
             StreamScanner(
@@ -385,7 +392,12 @@ class Daemon:
 
     def _build_decider(self) -> Decider:
         plan = compile_plan(load_plan(self.site.plan_path))
-        decider = Decider(plan, ChuteState.for_plan(plan), self.site.config.site.timezone)
+        decider = Decider(
+            plan,
+            ChuteState.for_plan(plan),
+            self.site.config.site.timezone,
+            site_country=self.site.config.site.country,
+        )
         decider.warm()
         return decider
 

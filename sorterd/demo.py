@@ -90,6 +90,7 @@ def write_site(
 name = "casablanca-hub"
 line = "demo"
 timezone = "Africa/Casablanca"
+country = "MA"
 
 [plc]
 url = "{plc_url or f"tcp://127.0.0.1:{plc_port}"}"

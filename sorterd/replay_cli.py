@@ -16,8 +16,9 @@ from rich.table import Table
 from sorter.config import load_site
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
+from sorter.manifest import ManifestSource
 from sorter.plan import compile_plan, load_plan
-from sorter.replay import Replay
+from sorter.replay import Replay, WorkerSetup
 from sorterd.report import ReportData, write_report
 
 
@@ -42,15 +43,39 @@ def replay(
     out: str | None,
     report: str | None = None,
     chute_capacity: int = 400,
+    use_manifest: bool = True,
 ) -> int:
     site = load_site(config)
+    cfg = site.config
     plan = compile_plan(load_plan(site.plan_path))
-    decider = Decider(plan, ChuteState.for_plan(plan), site.config.site.timezone)
+    decider = Decider(
+        plan, ChuteState.for_plan(plan), cfg.site.timezone, site_country=cfg.site.country
+    )
+    err = Console(stderr=True)
+    globs = site.manifest_globs if use_manifest else ()
+    if globs:
+        # The live daemon's pre-advice, so that the what-if decides as the line would.
+        manifest = ManifestSource(globs).build(decider.destination_names)
+        for file_report in manifest.reports:
+            if not file_report.readable:
+                for problem in file_report.problems:
+                    err.print(f"warning: {problem}", markup=False, highlight=False)
+        decider.use_manifest(manifest)
+        err.print(
+            f"manifests: {len(manifest.reports)} file(s), {manifest.rows:,} rows",
+            markup=False,
+            highlight=False,
+        )
     decider.warm()
+    # The same reading of bare digits as the line: only when every head promises AIM
+    # identifiers are bare codes never GS1.
+    identifiers = all(s.symbology_identifiers for s in cfg.scanner)
+    setup = WorkerSetup(
+        str(site.plan_path), cfg.site.timezone, cfg.site.country, globs, identifiers
+    )
     scans_path = Path(scans)
     report_data = ReportData() if report else None
     console = Console()
-    err = Console(stderr=True)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         out_file = (
@@ -59,9 +84,9 @@ def replay(
         runner = Replay(
             decider,
             out_file,
-            plan_path=site.plan_path,
             workers=max(1, min(2, os.cpu_count() or 1)),
             sink=report_data,
+            setup=setup,
         )
         tz = site.config.site.timezone
         if err.is_terminal:

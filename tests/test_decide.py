@@ -200,7 +200,7 @@ def test_ai_421_gives_country_and_postcode(decider: Decider) -> None:
 def test_ai_421_country_routes_with_a_country_rule(warm: None) -> None:
     plan = build_plan(
         {
-            "version": 1,
+            "version": 2,
             "name": "countries",
             "machine": {"chutes": "1-10"},
             "functions": {

@@ -39,7 +39,7 @@ def plan_data() -> dict[str, Any]:
     """What a sort-centre engineer writes: oversize (any side over 1200 mm, or over 30 kg)
     to a manual chute; the machine takes nothing over 2000 mm or 50 kg, nor under 50 g."""
     return {
-        "version": 1,
+        "version": 2,
         "name": "sizes",
         "machine": {
             "chutes": "1-20",

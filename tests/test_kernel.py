@@ -126,7 +126,7 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
             )
         rules.append(rule)
     return {
-        "version": 1,
+        "version": 2,
         "name": "random",
         "machine": machine_table,
         "functions": functions,
@@ -351,7 +351,7 @@ def _plan(
         home["cutoff"] = cutoff
     return build_plan(
         {
-            "version": 1,
+            "version": 2,
             "name": "unit",
             "machine": {"chutes": "1-60"},
             "functions": functions,
@@ -582,7 +582,7 @@ def test_function_chute_for_pre_kernel_reason(reason: Reason) -> None:
 def test_first_matching_rule_wins() -> None:
     plan = build_plan(
         {
-            "version": 1,
+            "version": 2,
             "name": "order",
             "machine": {"chutes": "1-20"},
             "functions": dict.fromkeys(FUNCTION_WORDS, 20),

@@ -43,7 +43,7 @@ FUNCTIONS = {
 def minimal() -> dict[str, Any]:
     """A small valid plan as TOML data; tests break one thing at a time."""
     return {
-        "version": 1,
+        "version": 2,
         "name": "test-plan",
         "machine": {"chutes": "1-20"},
         "functions": dict(FUNCTIONS),

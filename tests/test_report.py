@@ -261,7 +261,7 @@ def test_240_chutes_stay_readable_and_memory_stays_bounded(tmp_path: Path) -> No
         for i in range(110)
     ]
     raw: dict[str, Any] = {
-        "version": 1,
+        "version": 2,
         "name": "big",
         "machine": {"chutes": "1-240"},
         "functions": {r.word: 230 + i for i, r in enumerate(Reason) if r is not Reason.OK},
