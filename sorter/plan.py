@@ -774,7 +774,7 @@ def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) ->
                     Problem(
                         file,
                         f"rule[{i}].postcode",
-                        f"{t.text} overlaps {u.text} of rule[{q.index}] ({name(q)}); "
+                        f"{t.written.strip()} overlaps {u.written.strip()} of rule[{q.index}] ({name(q)}); "
                         f"rule[{q.index}] wins where both match",
                     )
                 )

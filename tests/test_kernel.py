@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sorter import reference
 from sorter.events import FUNCTION_REASONS, Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
+from sorter.postcode import TermKind, digit_count, encode_postcode
 from sorter.plan import (
     ALPHA2,
     CLASS_LIMITS,
@@ -42,9 +43,14 @@ FUNCTION_WORDS = [r.word for r in FUNCTION_REASONS]
 # The kernel sees only the regex bit mask, so any pattern that compiles will do.
 REGEX_POOL = ("^1Z[0-9A-Z]{16}$", "^[0-9]{10}$", "^LP[0-9]{12,14}$", "CN$", "^RB", "X+")
 LETTER_GLOBS = ("E*", "R*", "?A", "C?", "*", "MA", "CN", "FR", "!MA", "!E*", "!C?", "!CN")
+# Country and origin rules: codes must be ISO 3166-1 (ZZ, AA are not), globs are free.
+COUNTRY_GLOBS = ("E*", "?A", "C?", "*", "MA", "CN", "FR", "GB", "!MA", "!E*", "!C?", "!CN")
 # Limits that sit on interesting values: tiny, typical parcel sizes and weights, the top.
 MEASURE_EDGES = (1, 5, 300, 600, 1200, 2000, 30_000, MAX_MEASURE)
 LETTER_CODES = ("EE", "EA", "RB", "RR", "MA", "CN", "FR", "CA", "ZZ", "AA")
+# Postcode characters: digits, and a few letters so that letter prefixes and exact values
+# meet digit ranges.
+PC_ALPHABET = "0123456789ABKSW"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,13 +63,16 @@ def _warm_kernel() -> None:
 
 
 def _postcode_term(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["range", "prefix", "exact"]))
+    kind = draw(st.sampled_from(["range", "prefix", "exact", "letters"]))
     width = draw(st.integers(1, 5))
     top = 10**width - 1
     if kind == "range":
         lo = draw(st.integers(0, top))
         hi = draw(st.integers(lo, min(top, lo + draw(st.sampled_from([0, 5, 50, top])))))
         return f"{lo:0{width}d}-{hi:0{width}d}"
+    if kind == "letters":
+        text = draw(st.text(PC_ALPHABET, min_size=1, max_size=width + 2))
+        return draw(st.sampled_from([f"{text}*", text, f" {text.lower()} "]))
     value = draw(st.integers(0, top))
     return f"{value:0{width}d}*" if kind == "prefix" else f"{value:0{width}d}"
 
@@ -116,9 +125,10 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
             rule["postcode"] = [_postcode_term(draw) for _ in range(draw(st.integers(1, 3)))]
         if draw(st.integers(0, 3)) == 0:
             rule["barcode"] = draw(st.sampled_from(REGEX_POOL))
-        for field in ("s10_service", "country"):
+        for field in ("s10_service", "country", "origin"):
             if draw(st.integers(0, 3)) == 0:
-                rule[field] = draw(st.lists(st.sampled_from(LETTER_GLOBS), min_size=1, max_size=2))
+                pool = LETTER_GLOBS if field == "s10_service" else COUNTRY_GLOBS
+                rule[field] = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2))
         if size_classes and draw(st.integers(0, 2)) == 0:
             names_of_classes = [c["name"] for c in size_classes]
             rule["size_class"] = draw(
@@ -140,18 +150,36 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def _interesting_postcodes(plan: SortPlan) -> list[tuple[int, int]]:
-    """(value, digits) on and just beside every postcode term's edges."""
-    out: list[tuple[int, int]] = []
+def _beside(digits: str, step: int) -> str:
+    """The digit string of the same width one above or below, or "" past the edge."""
+    value = int(digits) + step
+    return f"{value:0{len(digits)}d}" if 0 <= value < 10 ** len(digits) else ""
+
+
+def _interesting_postcodes(plan: SortPlan) -> list[str]:
+    """Postcodes on and just beside every postcode term's edges, some written with spaces,
+    hyphens or in lower case."""
+    out: list[str] = []
     for rule in plan.rules:
         for t in rule.postcode or ():
-            if t.prefix:
-                out += [(t.lo, t.digits), (t.lo * 10 + 7, t.digits + 1), (t.lo * 100, t.digits + 2)]
-                out += [(t.lo + 1, t.digits), (t.lo, t.digits + 1)]
+            if t.kind == TermKind.RANGE:
+                out += [t.first, t.last, _beside(t.first, -1), _beside(t.last, 1)]
+                out += [t.first + "0", t.last[:-1], t.first[:-1] + "A", f"{t.first[:2]} {t.first[2:]}"]
             else:
-                out += [(t.lo, t.digits), (t.hi, t.digits), (t.lo - 1, t.digits)]
-                out += [(t.hi + 1, t.digits), (t.lo, t.digits + 1), (t.hi, t.digits - 1)]
-    return [(v, d) for v, d in out if 0 < d <= 18 and 0 <= v < 10**d]
+                out += [t.text, t.text + "7", t.text + "A1", t.text[:-1], t.text.lower()]
+                out += [f"{t.text[:1]}-{t.text[1:]}", t.text + "Z" * 10]
+    return [p for p in out if p]
+
+
+def pcf(written: str) -> dict[str, int]:
+    """ItemFeatures' postcode fields, as keywords, for a postcode as written."""
+    code, digits = item_postcode(written)
+    return {"pc": code, "pc_digits": digits}
+
+
+def item_postcode(written: str) -> tuple[int, int]:
+    """(pc, pc_digits) of ItemFeatures for a postcode as written."""
+    return encode_postcode(written), digit_count(written) if encode_postcode(written) >= 0 else 0
 
 
 def _interesting_measures(plan: SortPlan) -> list[int]:
@@ -169,12 +197,16 @@ def features(plan: SortPlan) -> st.SearchStrategy[ItemFeatures]:
     """Items, most of them on or next to the plan's own postcode, size and weight edges
     and cut-offs."""
     near = _interesting_postcodes(plan)
-    random_width = st.one_of(st.integers(1, 6), st.just(18)).flatmap(
-        lambda d: st.tuples(st.integers(0, 10**d - 1), st.just(d))
+    random_digits = st.integers(1, 11).flatmap(
+        lambda d: st.integers(0, 10**d - 1).map(lambda v: f"{v:0{d}d}")
     )
-    postcode = st.one_of(
-        st.just((-1, 0)), random_width, *([st.sampled_from(near)] * 3 if near else [])
+    written = st.one_of(
+        st.just(""),
+        random_digits,
+        st.text(PC_ALPHABET + " -", max_size=12),
+        *([st.sampled_from(near)] * 3 if near else []),
     )
+    postcode = written.map(item_postcode)
     cutoffs = [d.cutoff_min for d in plan.destinations if d.cutoff_min >= 0]
     minute = st.one_of(
         st.just(-1),
@@ -205,9 +237,10 @@ def features(plan: SortPlan) -> st.SearchStrategy[ItemFeatures]:
         st.just((0, 0, 0, 0)),
     )
     return st.builds(
-        lambda r, pc, s, c, m, n, t, d: ItemFeatures(r, pc[0], pc[1], s, c, m, n, t, -1, *d),
+        lambda r, pc, s, c, o, m, n, t, d: ItemFeatures(r, *pc, s, c, o, m, n, t, -1, *d),
         reason,
         postcode,
+        letters,
         letters,
         letters,
         st.integers(0, 2 ** len(REGEX_POOL) - 1),
@@ -258,7 +291,9 @@ I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 
 
-def batch_arrays(items: list[ItemFeatures]) -> tuple[I32, I64, I32, I32, I32, I64, I32, I32]:
+def batch_arrays(
+    items: list[ItemFeatures],
+) -> tuple[I32, I64, I32, I32, I32, I64, I32, I32]:
     """The columns `Kernel.decide_batch` takes, in its order and dtypes."""
     return (
         np.array([f.reason_in for f in items], np.int32),
@@ -282,8 +317,6 @@ def measure_arrays(items: list[ItemFeatures]) -> I32:
 @settings(
     max_examples=200,
     deadline=None,
-    derandomize=True,
-    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
@@ -320,7 +353,10 @@ def test_kernel_equals_reference(data: st.DataObject) -> None:
         if not items:
             continue
         dests, chutes, reasons = batch_kernel.decide_batch(
-            *batch_arrays(items), batch_state, measures=measure_arrays(items)
+            *batch_arrays(items),
+            batch_state,
+            measures=measure_arrays(items),
+            origin=np.array([f.origin for f in items], np.int32),
         )
         batched.extend(
             (int(d), int(c), Reason(int(r))) for d, c, r in zip(dests, chutes, reasons, strict=True)
@@ -370,7 +406,7 @@ def fn(plan: SortPlan, reason: Reason) -> int:
 
 
 HOME = 1  # destination index of HOME in _plan
-HOME_ITEM = ItemFeatures(pc=20250, pc_digits=5)
+HOME_ITEM = ItemFeatures(**pcf("20250"), country=letters_index("MA"))
 
 
 class Both:
@@ -429,7 +465,7 @@ def test_round_robin_ignores_other_flag_bits() -> None:
 
 def test_round_robin_state_is_per_destination() -> None:
     both = Both(_plan())
-    other = ItemFeatures(pc=10100, pc_digits=5)
+    other = ItemFeatures(**pcf("10100"))
     assert both.chutes(1) == [1]
     assert both.decide(other) == (0, 20, Reason.OK)
     assert both.chutes(1) == [2]
@@ -496,8 +532,8 @@ def test_no_rule() -> None:
     plan = _plan()
     both = Both(plan)
     no_rule = (-1, fn(plan, Reason.NO_RULE), Reason.NO_RULE)
-    assert both.decide(ItemFeatures(pc=30000, pc_digits=5)) == no_rule
-    assert both.decide(ItemFeatures(pc=2025, pc_digits=4)) == no_rule  # width matters
+    assert both.decide(ItemFeatures(**pcf("30000"))) == no_rule
+    assert both.decide(ItemFeatures(**pcf("2025"))) == no_rule  # width matters
     assert both.decide(ItemFeatures()) == no_rule
 
 
@@ -505,22 +541,22 @@ def test_after_cutoff() -> None:
     plan = _plan(cutoff="21:30")
     both = Both(plan)
     after = (HOME, fn(plan, Reason.AFTER_CUTOFF), Reason.AFTER_CUTOFF)
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=21 * 60 + 29))[2] == (
+    assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=21 * 60 + 29))[2] == (
         Reason.OK
     )
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=21 * 60 + 30)) == after
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=23 * 60 + 59)) == after
+    assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=21 * 60 + 30)) == after
+    assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=23 * 60 + 59)) == after
     # Unknown time of day: no cut-off applies.
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, minute_of_day=-1))[2] == Reason.OK
+    assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=-1))[2] == Reason.OK
     # Another destination without a cut-off is unaffected.
-    late_other = ItemFeatures(pc=10100, pc_digits=5, minute_of_day=23 * 60)
+    late_other = ItemFeatures(**pcf("10100"), minute_of_day=23 * 60)
     assert both.decide(late_other) == (0, 20, Reason.OK)
 
 
 def test_cutoff_at_midnight_means_always_after() -> None:
     plan = _plan(cutoff="00:00")
     both = Both(plan)
-    item = ItemFeatures(pc=20250, pc_digits=5, minute_of_day=0)
+    item = ItemFeatures(**pcf("20250"), minute_of_day=0)
     assert both.decide(item) == (HOME, fn(plan, Reason.AFTER_CUTOFF), Reason.AFTER_CUTOFF)
 
 
@@ -529,19 +565,19 @@ def test_after_cutoff_comes_before_chute_choice() -> None:
     both = Both(plan)
     for chute in (1, 2, 3, 8, 9):
         both.set_flags(chute, FULL)
-    late = ItemFeatures(pc=20250, pc_digits=5, minute_of_day=12 * 60)
+    late = ItemFeatures(**pcf("20250"), minute_of_day=12 * 60)
     assert both.decide(late)[2] == Reason.AFTER_CUTOFF
 
 
 @pytest.mark.parametrize(
     "item",
     [
-        ItemFeatures(pc=20250, pc_digits=5, recirculations=2),
-        ItemFeatures(pc=20250, pc_digits=5, recirculations=7),
+        ItemFeatures(**pcf("20250"), recirculations=2),
+        ItemFeatures(**pcf("20250"), recirculations=7),
         ItemFeatures(reason_in=int(Reason.NO_READ), recirculations=2),
         ItemFeatures(reason_in=int(Reason.CUSTOMS_HOLD), recirculations=2),
         ItemFeatures(recirculations=2),  # would be no_rule
-        ItemFeatures(pc=20250, pc_digits=5, recirculations=2, minute_of_day=23 * 60),
+        ItemFeatures(**pcf("20250"), recirculations=2, minute_of_day=23 * 60),
     ],
 )
 def test_max_recirc_takes_precedence(item: ItemFeatures) -> None:
@@ -554,7 +590,7 @@ def test_max_recirc_takes_precedence(item: ItemFeatures) -> None:
 
 def test_below_max_recirculations_sorts_normally() -> None:
     both = Both(_plan(max_recirculations=2))
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, recirculations=1)) == (
+    assert both.decide(ItemFeatures(**pcf("20250"), recirculations=1)) == (
         HOME,
         1,
         Reason.OK,
@@ -572,7 +608,7 @@ def test_function_chute_for_pre_kernel_reason(reason: Reason) -> None:
     plan = _plan()
     both = Both(plan)
     # The item's features would match HOME: the reason found earlier wins.
-    item = ItemFeatures(reason_in=int(reason), pc=20250, pc_digits=5)
+    item = ItemFeatures(reason_in=int(reason), **pcf("20250"))
     assert both.decide(item) == (-1, fn(plan, reason), reason)
     assert fn(plan, reason) == 50 + FUNCTION_WORDS.index(reason.word)
     assert int(both.state.load.sum()) == 0
@@ -600,24 +636,73 @@ def test_first_matching_rule_wins() -> None:
     )
     both = Both(plan)
     ee, ma, cn = letters_index("EE"), letters_index("MA"), letters_index("CN")
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, service=ee, country=cn))[:2] == (0, 1)
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, service=ee, country=ma))[:2] == (1, 2)
+    assert both.decide(ItemFeatures(**pcf("20250"), service=ee, country=cn))[:2] == (0, 1)
+    assert both.decide(ItemFeatures(**pcf("20250"), service=ee, country=ma))[:2] == (1, 2)
     assert both.decide(ItemFeatures(service=ee, country=-1))[2] == Reason.NO_RULE
-    assert both.decide(ItemFeatures(pc=1234, pc_digits=5))[:2] == (1, 2)  # "01234"
-    assert both.decide(ItemFeatures(pc=1234, pc_digits=4))[2] == Reason.NO_RULE
-    assert both.decide(ItemFeatures(pc=20250, pc_digits=5, regex_mask=1))[:2] == (1, 2)
-    assert both.decide(ItemFeatures(pc=30250, pc_digits=5, regex_mask=1))[:2] == (2, 3)
+    assert both.decide(ItemFeatures(**pcf("01234")))[:2] == (1, 2)  # "01234"
+    assert both.decide(ItemFeatures(**pcf("1234")))[2] == Reason.NO_RULE
+    assert both.decide(ItemFeatures(**pcf("20250"), regex_mask=1))[:2] == (1, 2)
+    assert both.decide(ItemFeatures(**pcf("30250"), regex_mask=1))[:2] == (2, 3)
     assert both.decide(ItemFeatures(regex_mask=0b10))[2] == Reason.NO_RULE
+
+
+def test_country_scopes_postcodes_and_origin_is_its_own_condition() -> None:
+    plan = build_plan(
+        {
+            "version": 2,
+            "name": "cross-border",
+            "machine": {"chutes": "1-20"},
+            "functions": dict.fromkeys(FUNCTION_WORDS, 20),
+            "destination": [
+                {"name": "RETURNS-CN", "chutes": [1]},
+                {"name": "CASABLANCA", "chutes": [2]},
+                {"name": "FR-CORSE", "chutes": [3]},
+                {"name": "UK-LONDON", "chutes": [4]},
+                {"name": "CA-OTTAWA", "chutes": [5]},
+                {"name": "ABROAD", "chutes": [6]},
+            ],
+            "rule": [
+                {"destination": "RETURNS-CN", "origin": ["MA"], "country": ["CN"]},
+                {"destination": "CASABLANCA", "country": ["MA"], "postcode": ["20000-20999"]},
+                {"destination": "FR-CORSE", "country": ["FR"], "postcode": ["20000-20999"]},
+                {"destination": "UK-LONDON", "country": ["GB"], "postcode": ["SW1*", "EC*"]},
+                {"destination": "CA-OTTAWA", "postcode": ["K1A 0B1"]},
+                {"destination": "ABROAD", "country": ["!MA"]},
+            ],
+        }
+    )
+    both = Both(plan)
+    ma, fr, gb, cn = (letters_index(c) for c in ("MA", "FR", "GB", "CN"))
+
+    def dest(postcode: str = "", **fields: int) -> int:
+        return both.decide(ItemFeatures(**pcf(postcode), **fields))[0]
+
+    assert dest("20250", country=ma) == 1
+    assert dest("20250", country=fr) == 2  # Corsica: the same digits, another country
+    assert dest("20250") == -1  # unknown country: neither, and not "!MA" either
+    assert dest("SW1A 1AA", country=gb) == 3
+    assert dest("sw1a1aa", country=gb) == 3
+    assert dest("EC1A-1BB", country=gb) == 3
+    assert dest("SW2A 1AA", country=gb) == 5  # abroad, not London
+    assert dest("K1A0B1") == 4
+    assert dest("K1A 0B12") == -1
+    assert dest(country=cn, origin=ma) == 0
+    assert dest(country=cn, origin=cn) == 5
+    assert dest(country=cn) == 5  # origin unknown: not a return
+    assert dest("2025", country=ma) == -1  # a range tests its own width only
+    assert dest("2025A", country=ma) == -1
 
 
 def test_decide_batch_matches_one_by_one_on_demo_plan() -> None:
     plan = load_plan(DEMO_PLAN)
     compiled = compile_plan(plan)
-    ems = ItemFeatures(service=letters_index("EE"), country=letters_index("CN"))
+    ems = ItemFeatures(service=letters_index("EE"), origin=letters_index("CN"))
     items = [HOME_ITEM] * 8 + [ems] * 3 + [ItemFeatures(reason_in=int(Reason.NO_READ))]
     batch_kernel = Kernel(compiled)
     dests, chutes, reasons = batch_kernel.decide_batch(
-        *batch_arrays(items), ChuteState.for_plan(compiled)
+        *batch_arrays(items),
+        ChuteState.for_plan(compiled),
+        origin=np.array([f.origin for f in items], np.int32),
     )
     assert dests.tolist() == [0] * 8 + [6] * 3 + [-1]
     assert chutes.tolist() == [1, 2, 3, 4, 5, 6, 1, 2, 20, 21, 20, 59]

@@ -13,16 +13,14 @@ from sorter.config import ConfigError, Problem
 from sorter.events import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 from sorter.plan import (
     ALPHA2,
-    PostcodeTerm,
     build_plan,
     compile_plan,
     letters_index,
     load_plan,
     parse_chute_list,
     parse_letter_set,
-    parse_postcode_term,
-    postcode_number,
 )
+from sorter.postcode import TermKind, parse_postcode_term
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 FILE = "site/plan.toml"
@@ -121,16 +119,20 @@ def test_demo_plan_loads() -> None:
 
     assert len(plan.rules) == 11
     assert [r.destination for r in plan.rules] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
-    assert plan.rules[0].postcode == (PostcodeTerm("20000-20999", 20000, 20999, 5, prefix=False),)
-    assert plan.rules[1].postcode == (PostcodeTerm("10*", 10, 10, 2, prefix=True),)
+    assert plan.rules[0].postcode == (parse_postcode_term("20000-20999"),)
+    assert plan.rules[0].postcode[0].kind == TermKind.RANGE
+    assert plan.rules[1].postcode == (parse_postcode_term("10*"),)
+    assert plan.rules[0].country is not None
+    assert plan.rules[0].country.allowed == {letters_index("MA")}
     ems = plan.rules[6]
     assert ems.s10_service is not None
-    assert ems.country is not None
+    assert ems.origin is not None
+    assert ems.country is None
     assert letters_index("EE") in ems.s10_service
     assert letters_index("RB") not in ems.s10_service
-    assert letters_index("CN") in ems.country
-    assert letters_index("MA") not in ems.country
-    assert len(ems.country.allowed) == ALPHA2 - 1
+    assert letters_index("CN") in ems.origin
+    assert letters_index("MA") not in ems.origin
+    assert len(ems.origin.allowed) == ALPHA2 - 1
     assert [r.regex_bit for r in plan.rules] == [-1] * 8 + [0, 1, 2]
     assert [p.pattern for p in plan.regexes] == [
         "^1Z[0-9A-Z]{16}$",
@@ -197,9 +199,15 @@ def _set(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
         (("functions", "customs_hold"), 500, "functions.customs_hold", "chute 500 does not"),
         # malformed postcode terms
         (("rule", 0, "postcode"), ["20999-20000"], "rule[0].postcode[0]", "runs backwards"),
-        (("rule", 0, "postcode"), ["10*", "2a-3"], "rule[0].postcode[1]", "is not a postcode"),
+        (("rule", 0, "postcode"), ["10*", "2a-3"], "rule[0].postcode[1]", "'2a-3': '-' is only"),
         (("rule", 0, "postcode"), ["20-300"], "rule[0].postcode[0]", "same number of digits"),
         (("rule", 0, "postcode"), ["2*0"], "rule[0].postcode[0]", "is not a postcode"),
+        (("rule", 0, "postcode"), ["A1-B2"], "rule[0].postcode[0]", "'A1-B2': '-' is only"),
+        (("rule", 0, "postcode"), ["1000-001"], "rule[0].postcode[0]", "'1000001'"),
+        # country and origin codes are ISO 3166-1 alpha-2
+        (("rule", 0, "country"), ["UK"], "rule[0].country", "'UK': UK is not an ISO 3166"),
+        (("rule", 0, "origin"), ["MA", "XX"], "rule[0].origin", "XX is not an ISO 3166"),
+        (("rule", 0, "country"), ["!ZZ"], "rule[0].country", "ZZ is not an ISO 3166"),
         # a rule naming a missing destination
         (("rule", 1, "destination"), "NOWHERE", "rule[1].destination", "'NOWHERE'"),
         # a regex that does not compile
@@ -246,7 +254,7 @@ def test_semantic_problem_names_file_and_key(
         ),
         (("destination", 1, "cutoff"), "25:00", "destination[1].cutoff", "pattern"),
         (("destination", 0, "name"), "", "destination[0].name", "at least 1 character"),
-        (("version",), 2, "version", "1"),
+        (("version",), "two", "version", "integer"),
         (("destination",), [], "destination", "at least 1 item"),
         (("destination", 0, "chutes"), ["one"], "destination[0].chutes[0]", "integer"),
     ],
@@ -310,7 +318,7 @@ def test_several_semantic_problems_are_all_listed() -> None:
     data["rule"] = [
         {"destination": "A", "postcode": ["20999-20000", "20*", "2a-3"]},
         {"destination": "GONE", "barcode": "(unclosed"},
-        {"destination": "B", "country": ["!MAR"]},
+        {"destination": "B", "country": ["!MAR"], "origin": ["QQ"]},
     ]
     problems = problems_of(data)
     assert [p.key for p in problems] == [
@@ -323,6 +331,7 @@ def test_several_semantic_problems_are_all_listed() -> None:
         "rule[1].destination",
         "rule[1].barcode",
         "rule[2].country",
+        "rule[2].origin",
     ]
 
 
@@ -482,83 +491,6 @@ def test_parse_chute_list_errors(spec: str | list[int], message: str) -> None:
         parse_chute_list(spec)
 
 
-# --- parse_postcode_term ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "term"),
-    [
-        ("20000-20999", PostcodeTerm("20000-20999", 20000, 20999, 5, prefix=False)),
-        ("007-010", PostcodeTerm("007-010", 7, 10, 3, prefix=False)),
-        ("20*", PostcodeTerm("20*", 20, 20, 2, prefix=True)),
-        ("0*", PostcodeTerm("0*", 0, 0, 1, prefix=True)),
-        ("20250", PostcodeTerm("20250", 20250, 20250, 5, prefix=False)),
-        (" 10* ", PostcodeTerm("10*", 10, 10, 2, prefix=True)),
-    ],
-)
-def test_parse_postcode_term(text: str, term: PostcodeTerm) -> None:
-    assert parse_postcode_term(text) == term
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("20999-20000", "runs backwards"),
-        ("2a-3", "is not a postcode range"),
-        ("20-300", "same number of digits"),
-        ("", "is not a postcode range"),
-        ("*", "is not a postcode range"),
-        ("2*0", "is not a postcode range"),
-        ("20**", "is not a postcode range"),
-        ("-5", "is not a postcode range"),
-        ("20 000", "is not a postcode range"),
-    ],
-)
-def test_parse_postcode_term_errors(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_postcode_term(text)
-
-
-@pytest.mark.parametrize(
-    ("text", "postcode", "hit"),
-    [
-        ("20000-20999", "20000", True),
-        ("20000-20999", "20999", True),
-        ("20000-20999", "20500", True),
-        ("20000-20999", "21000", False),
-        ("20000-20999", "19999", False),
-        ("20000-20999", "2050", False),  # width matters: 4 digits is not in a 5-digit range
-        ("20000-20999", "020500", False),
-        ("007-010", "008", True),
-        ("007-010", "8", False),
-        ("20*", "20250", True),
-        ("20*", "20", True),
-        ("20*", "2", False),
-        ("20*", "21250", False),
-        ("20*", "02025", False),
-        ("0*", "01234", True),  # the leading zero counts
-        ("0*", "1234", False),
-        ("20250", "20250", True),
-        ("20250", "020250", False),
-        ("20250", "", False),
-        ("20*", "20A", False),
-    ],
-)
-def test_postcode_term_matches(text: str, postcode: str, hit: bool) -> None:
-    value, digits = postcode_number(postcode)
-    assert parse_postcode_term(text).matches(value, digits) is hit
-
-
-def test_postcode_number() -> None:
-    assert postcode_number("20250") == (20250, 5)
-    assert postcode_number("00100") == (100, 5)
-    assert postcode_number("") == (-1, 0)
-    assert postcode_number("20 250") == (-1, 0)
-    assert postcode_number("1" * 18) == (int("1" * 18), 18)
-    assert postcode_number("1" * 19) == (-1, 0)
-    assert postcode_number("\u0662\u0660") == (-1, 0)  # Arabic-Indic digits
-
-
 # --- parse_letter_set --------------------------------------------------------------------
 
 
@@ -642,17 +574,21 @@ def test_compile_demo_plan() -> None:
     assert compiled.rule_dest.tolist() == list(range(11))
     assert compiled.rule_has_pc.tolist() == [True] * 6 + [False] * 5
     assert compiled.rule_pc_ptr.tolist() == [0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6]
-    assert compiled.pc_lo.tolist() == [20000, 10, 40, 30, 90, 80]
-    assert compiled.pc_hi.tolist() == [20999, 10, 40, 30, 90, 80]
-    assert compiled.pc_digits.tolist() == [5, 2, 2, 2, 2, 2]
-    assert compiled.pc_prefix.tolist() == [False] + [True] * 5
+    terms = [parse_postcode_term(t) for t in ("20000-20999", "10*", "40*", "30*", "90*", "80*")]
+    assert compiled.pc_lo.tolist() == [t.lo for t in terms]
+    assert compiled.pc_hi.tolist() == [t.hi for t in terms]
+    assert compiled.pc_chars.tolist() == [5, 2, 2, 2, 2, 2]
+    assert compiled.pc_kind.tolist() == [TermKind.RANGE] + [TermKind.PREFIX] * 5
     assert compiled.rule_regex_bit.tolist() == [-1] * 8 + [0, 1, 2]
     assert compiled.rule_has_service.tolist() == [False] * 6 + [True, True] + [False] * 3
-    assert compiled.rule_has_country.tolist() == [False] * 6 + [True] + [False] * 4
+    assert compiled.rule_has_country.tolist() == [True] * 6 + [False] * 5
+    assert compiled.rule_has_origin.tolist() == [False] * 6 + [True] + [False] * 4
     assert compiled.rule_service.shape == (11, ALPHA2)
     assert int(compiled.rule_service[6].sum()) == 26
-    assert bool(compiled.rule_country[6, letters_index("MA")]) is False
-    assert int(compiled.rule_country[6].sum()) == ALPHA2 - 1
+    assert int(compiled.rule_country[0].sum()) == 1
+    assert bool(compiled.rule_country[0, letters_index("MA")]) is True
+    assert bool(compiled.rule_origin[6, letters_index("MA")]) is False
+    assert int(compiled.rule_origin[6].sum()) == ALPHA2 - 1
     assert compiled.dest_ptr.tolist() == [0, 6, 8, 10, 11, 12, 13, 15, 17, 18, 19, 20]
     assert compiled.dest_chutes.tolist() == [*range(1, 14), 20, 21, 22, 23, 30, 31, 32]
     assert compiled.over_ptr.tolist() == [0, 1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6]
@@ -700,13 +636,15 @@ def test_postcode_longer_than_the_kernel_can_hold() -> None:
     data["rule"][0]["postcode"] = ["99999999999999999999*"]
     problem = only_problem(data)
     assert problem.key == "rule[0].postcode[0]"
-    assert "at most 18 digits" in problem.message
+    assert "at most 9 characters" in problem.message
 
 
 def test_unicode_digits_are_not_postcodes_nor_chutes() -> None:
     arabic_indic = "".join(chr(0x0660 + int(d)) for d in "20000-20999" if d != "-")
-    with pytest.raises(ValueError, match="postcode range"):
+    with pytest.raises(ValueError, match="'-' is only for a range"):
         parse_postcode_term(arabic_indic[:5] + "-" + arabic_indic[5:])
+    with pytest.raises(ValueError, match="is not a postcode pattern"):
+        parse_postcode_term(arabic_indic[:5])
     with pytest.raises(ValueError, match="not a chute number"):
         parse_chute_list(chr(0x0661) + "-" + chr(0x0663))
 
@@ -795,3 +733,108 @@ def test_overlapping_postcodes_across_destinations() -> None:
 
 def test_demo_plan_has_no_warnings() -> None:
     assert load_plan(DEMO_PLAN).warnings == ()
+
+
+# --- version 2: destination country, origin, string postcodes ------------------------
+
+
+def test_version_1_plan_is_refused_with_what_changed() -> None:
+    data = minimal()
+    data["version"] = 1
+    problem = only_problem(data)
+    assert problem.key == "version"
+    for change in ("DESTINATION country", "`origin`", "strings", "version = 2"):
+        assert change in problem.message
+
+
+def test_unknown_version_is_refused() -> None:
+    data = minimal()
+    data["version"] = 3
+    assert "unknown plan version 3" in only_problem(data).message
+
+
+def test_globs_in_country_need_not_be_iso_codes() -> None:
+    data = minimal()
+    data["rule"][0]["country"] = ["E*", "!?Z", "MA"]
+    data["rule"][0]["origin"] = ["C?"]
+    plan = build_plan(data, FILE)
+    assert plan.rules[0].country is not None
+    assert letters_index("ES") in plan.rules[0].country
+    assert plan.rules[0].origin is not None
+    assert letters_index("CN") in plan.rules[0].origin
+
+
+def test_s10_service_is_not_checked_against_iso() -> None:
+    data = minimal()
+    data["rule"][0]["s10_service"] = ["EE", "UX"]
+    build_plan(data, FILE)
+
+
+def test_overlap_warnings_are_scoped_by_country() -> None:
+    assert not _lint(
+        [
+            {"destination": "A", "country": ["MA"], "postcode": ["20000-20999"]},
+            {"destination": "B", "country": ["FR"], "postcode": ["20000-20999"]},
+        ]
+    )
+    warnings = _lint(
+        [
+            {"destination": "A", "country": ["MA", "FR"], "postcode": ["20000-20999"]},
+            {"destination": "B", "country": ["FR"], "postcode": ["202*"]},
+        ]
+    )
+    assert [w.key for w in warnings] == ["rule[1].postcode"]
+
+
+def test_letter_prefixes_shadow_and_overlap() -> None:
+    warnings = _lint(
+        [
+            {"destination": "A", "country": ["GB"], "postcode": ["SW*"]},
+            {"destination": "B", "country": ["GB"], "postcode": ["SW1A 1AA", "sw1*"]},
+            {"destination": "C", "country": ["GB"], "postcode": ["S*"]},
+        ]
+    )
+    assert [w.key for w in warnings] == ["rule[1]", "rule[2].postcode"]
+
+
+@pytest.mark.parametrize(
+    ("country", "pattern", "warned"),
+    [
+        ("GB", "10000-19999", True),  # a 5-digit range on a GB rule
+        ("GB", "SW1*", False),
+        ("GB", "SW1A 1AA", False),
+        ("GB", "1*", True),  # GB postcodes start with a letter
+        ("NL", "1000-1099", True),  # NL postcodes are 9999AA
+        ("NL", "10*", False),
+        ("NL", "1012 AB", False),
+        ("MA", "2025", True),
+        ("MA", "20000-20999", False),
+        ("PT", "1000-001", None),  # refused outright (a hyphen outside a range)
+        ("PT", "1000001", False),
+        ("CA", "K1A 0B1", False),
+        ("CA", "K1A0B12", True),
+        ("US", "94105-94199", False),
+        ("US", "941051234", False),
+    ],
+)
+def test_patterns_checked_against_the_countrys_postcode_forms(
+    country: str, pattern: str, warned: bool | None
+) -> None:
+    data = minimal()
+    data["rule"][0].update({"country": [country], "postcode": [pattern]})
+    if warned is None:
+        assert only_problem(data).key == "rule[0].postcode[0]"
+        return
+    keys = [w.key for w in build_plan(data, FILE).warnings]
+    assert ("rule[0].postcode[0]" in keys) is warned
+
+
+def test_format_check_skips_countries_without_known_forms() -> None:
+    data = minimal()
+    data["rule"][0].update({"country": ["GB", "AE"], "postcode": ["10000-19999"]})
+    assert not build_plan(data, FILE).warnings
+
+
+def test_shipped_plans_have_no_warnings() -> None:
+    for path in (DEMO_PLAN, DEMO_PLAN.parents[1] / "casablanca" / "sortplan.toml"):
+        assert load_plan(path).warnings == (), path
