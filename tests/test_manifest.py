@@ -20,6 +20,13 @@ from hypothesis import strategies as st
 from simulators.manifests import HEADER, manifest_rows, naming_code, write_manifest
 from simulators.traffic import Traffic
 from sorter.barcodes import s10_check_digit
+from sorter.postcode import (
+    UNUSABLE_POSTCODE,
+    decode_postcode,
+    digit_count,
+    encode_postcode,
+    normalise_postcode,
+)
 from sorter.decide import Choice, Decider
 from sorter.events import Reason
 from sorter.kernel import ChuteState
@@ -27,7 +34,6 @@ from sorter.manifest import (
     BAD_REASONS,
     KEY_BYTES,
     MAX_BAD_LINES_KEPT,
-    MAX_WEIGHT_G,
     FileReport,
     Manifest,
     ManifestRow,
@@ -52,6 +58,7 @@ DEMO_PLAN = DEMO_DIR / "sortplan.toml"
 
 DESTS = ["CASABLANCA", "RABAT", "MARRAKECH"]
 FULL_HEADER = "barcode,destination,postcode,country,service,customs,weight_g"
+ORIGIN_HEADER = FULL_HEADER + ",origin"
 MA = letters_index("MA")
 CN = letters_index("CN")
 EE = letters_index("EE")
@@ -77,15 +84,23 @@ def report_of(text: str | bytes, destinations: list[str] | None = None) -> FileR
 
 
 def row(
-    postcode: int = -1,
-    digits: int = 0,
+    postcode: str | int = -1,
+    digits: int | None = None,
     country: int = -1,
     service: int = -1,
     destination: int = -1,
     hold: bool = False,
-    weight: int = -1,
+    origin: int = -1,
 ) -> ManifestRow:
-    return ManifestRow(postcode, digits, country, service, destination, hold, weight)
+    """The row expected for a postcode as written (or a code: -1 none, -2 unusable)."""
+    if isinstance(postcode, str):
+        code = encode_postcode(postcode)
+        found = digit_count(postcode) if code >= 0 else 0
+    else:
+        code, found = postcode, 0
+    return ManifestRow(
+        code, found if digits is None else digits, country, service, destination, hold, origin
+    )
 
 
 def csv_bytes(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> bytes:
@@ -139,25 +154,29 @@ def barcode_pools(draw: st.DrawFn) -> tuple[list[str], list[str]]:
 
 
 _ROW_VALUES = st.tuples(
-    st.text("0123456789", min_size=1, max_size=18),  # postcode, leading zeros included
+    # postcode: digits with leading zeros, letters, spaces and hyphens, too long ones
+    st.text("0123456789", min_size=1, max_size=12)
+    | st.text("0123456789ABKSWabkw -", min_size=1, max_size=12).filter(str.strip),
     st.sampled_from(["MA", "cn", "Fr", ""]),
     st.sampled_from(["EE", "rb", ""]),
     st.sampled_from(["", *DESTS]),
     st.sampled_from(["", "hold", "no"]),
     st.integers(0, 10**9 - 1).map(str) | st.just(""),
+    st.sampled_from(["MA", "cn", ""]),
 )
 
 
-def expected_row(values: tuple[str, str, str, str, str, str]) -> ManifestRow:
-    postcode, country, service, dest, customs, weight = values
+def expected_row(values: tuple[str, str, str, str, str, str, str]) -> ManifestRow:
+    postcode, country, service, dest, customs, _weight, origin = values
+    code = encode_postcode(postcode)
     return ManifestRow(
-        int(postcode),
-        len(postcode),
+        code,
+        digit_count(postcode) if code >= 0 else 0,
         letters_index(country.upper()) if country else -1,
         letters_index(service.upper()) if service else -1,
         DESTS.index(dest) if dest else -1,
         customs == "hold",
-        min(int(weight), MAX_WEIGHT_G) if weight else -1,
+        letters_index(origin.upper()) if origin else -1,
     )
 
 
@@ -176,10 +195,10 @@ def test_exact_match_against_a_dict(
     oracle: dict[str, ManifestRow] = {}
     for barcode in writes:
         values = data.draw(_ROW_VALUES)
-        postcode, country, service, dest, customs, weight = values
-        rows.append([barcode, dest, postcode, country, service, customs, weight])
+        postcode, country, service, dest, customs, weight, origin = values
+        rows.append([barcode, dest, postcode, country, service, customs, weight, origin])
         oracle[barcode] = expected_row(values)
-    m = manifest_of(csv_bytes(FULL_HEADER.split(","), rows))
+    m = manifest_of(csv_bytes(ORIGIN_HEADER.split(","), rows))
     report = m.reports[0]
     assert (report.rows, report.bad_rows, report.problems) == (len(writes), 0, [])
     assert m.rows == len(writes)
@@ -251,7 +270,7 @@ def test_manifest_table_stays_under_load_factor() -> None:
 
 def test_lookups_that_cannot_be_in_a_manifest() -> None:
     m = manifest_of(FULL_HEADER + "\n" + "X" * 32 + ",,1,,,,\nAB,,2,,,,\n")
-    assert m.lookup("X" * 32) == row(1, 1)
+    assert m.lookup("X" * 32) == row("1")
     assert m.lookup("X" * 33) is None
     assert m.lookup("") is None
     assert m.find("X" * 33) == -1
@@ -267,7 +286,7 @@ def test_lookups_that_cannot_be_in_a_manifest() -> None:
 
 def test_non_ascii_lookup_never_matches_another_row() -> None:
     m = manifest_of(FULL_HEADER + "\nAB?,,20250,,,,\n")
-    assert m.lookup("AB?") == row(20250, 5)
+    assert m.lookup("AB?") == row("20250")
     assert m.lookup("AB\u00e9") is None
 
 
@@ -290,9 +309,9 @@ def test_later_rows_replace_earlier_within_a_file() -> None:
         + "\nA,,10100,,,,\nB,,20250,,,,\nA,RABAT,,,,,5\nC,,40000,,,,\nA,,90000,,,hold,\n"
     )
     assert (m.rows, m.size) == (5, 3)
-    assert m.lookup("A") == row(90000, 5, hold=True)
-    assert m.lookup("B") == row(20250, 5)
-    assert m.lookup("C") == row(40000, 5)
+    assert m.lookup("A") == row("90000", hold=True)
+    assert m.lookup("B") == row("20250")
+    assert m.lookup("C") == row("40000")
 
 
 def test_later_files_replace_earlier_by_mtime_then_name(tmp_path: Path) -> None:
@@ -310,16 +329,16 @@ def test_later_files_replace_earlier_by_mtime_then_name(tmp_path: Path) -> None:
     m = load_manifests([a, c, b], [])
     assert [Path(r.path).name for r in m.reports] == ["b.csv", "c.csv", "a.csv"]
     assert (m.rows, m.size) == (7, 4)
-    assert m.lookup("X") == row(10001, 5)
-    assert m.lookup("Y") == row(10002, 5)
-    assert m.lookup("ONLY-A") == row(10003, 5)
-    assert m.lookup("ONLY-B") == row(20002, 5)
+    assert m.lookup("X") == row("10001")
+    assert m.lookup("Y") == row("10002")
+    assert m.lookup("ONLY-A") == row("10003")
+    assert m.lookup("ONLY-B") == row("20002")
     # Make b the newest: its X wins.
     os.utime(b, (3_000_000_000, 3_000_000_000))
     m = load_manifests([a, b, c], [])
     assert [Path(r.path).name for r in m.reports] == ["c.csv", "a.csv", "b.csv"]
-    assert m.lookup("X") == row(20001, 5)
-    assert m.lookup("Y") == row(10002, 5)
+    assert m.lookup("X") == row("20001")
+    assert m.lookup("Y") == row("10002")
 
 
 # --- 3. field parsing --------------------------------------------------------------------
@@ -328,17 +347,39 @@ def test_later_files_replace_earlier_by_mtime_then_name(tmp_path: Path) -> None:
 def test_postcodes() -> None:
     m = manifest_of(
         "barcode,postcode\n"
-        "NUM,20250\nZEROS,01000\nUK,SW1A 1AA\nLONG,123456789012345678\n"
-        "TOOLONG,1234567890123456789\nNEG,-5\nBOTH,2 0\n"
+        "NUM,20250\nZEROS,01000\nUK,SW1A 1AA\nPT,1000-001\nCA,k1a 0b1\nLONG,1234567890\n"
+        "TOOLONG,12345678901\nDASH,-\nNEG,-5\nODD,20.250\nUTF,\u00df\n"
     )
     assert m.reports[0].bad_rows == 0
-    assert m.lookup("NUM") == row(20250, 5)
-    assert m.lookup("ZEROS") == row(1000, 5)
-    assert m.lookup("UK") == row(-1, 0)
-    assert m.lookup("LONG") == row(123456789012345678, 18)
-    assert m.lookup("TOOLONG") == row(-1, 0)
-    assert m.lookup("NEG") == row(-1, 0)
-    assert m.lookup("BOTH") == row(-1, 0)
+    assert m.lookup("NUM") == row("20250")
+    assert m.lookup("ZEROS") == row("01000")
+    assert m.lookup("UK") == row("SW1A1AA", 0)
+    assert m.lookup("PT") == row("1000001", 7)
+    assert m.lookup("CA") == row("K1A0B1", 0)
+    assert m.lookup("LONG") == row("1234567890", 10)
+    # Given, but no pattern can match them: the site's country still applies.
+    for unusable in ("TOOLONG", "DASH", "ODD", "UTF"):
+        assert m.lookup(unusable) == row(UNUSABLE_POSTCODE, 0), unusable
+    assert m.lookup("NEG") == row("5", 1)
+    # The parser's codes are the plan's codes.
+    for code, written in (("UK", "SW1A 1AA"), ("PT", "1000-001"), ("NUM", "20250")):
+        found_row = m.lookup(code)
+        assert found_row is not None
+        assert decode_postcode(found_row.postcode) == normalise_postcode(written)
+
+
+def test_origin_and_iso_codes() -> None:
+    m = manifest_of(
+        "barcode,origin,country\nA,MA,CN\nB,cn,\nC,XX,MA\nD,MA,ZZ\nE,MA,UK\nF,,\n"
+    )
+    assert m.lookup("A") == row(country=CN, origin=MA)
+    assert m.lookup("B") == row(origin=CN)
+    assert problems(m.reports[0]) == [
+        ("line 4", BAD_REASONS[11]),
+        ("line 5", BAD_REASONS[3]),
+        ("line 6", BAD_REASONS[3]),
+        ("line 7", BAD_REASONS[9]),
+    ]
 
 
 def test_country_service_customs_weight() -> None:
@@ -354,13 +395,13 @@ def test_country_service_customs_weight() -> None:
         "H,MA,,,\n"
     )
     assert m.reports[0].bad_rows == 0
-    assert m.lookup("A") == row(country=MA, service=EE, hold=True, weight=1500)
-    assert m.lookup("B") == row(country=MA, service=EE, hold=True, weight=0)
+    assert m.lookup("A") == row(country=MA, service=EE, hold=True)
+    assert m.lookup("B") == row(country=MA, service=EE, hold=True)
     assert m.lookup("C") == row(country=CN, service=EE, hold=True)
-    assert m.lookup("D") == row(country=MA, weight=7)
-    assert m.lookup("E") == row(country=MA, weight=MAX_WEIGHT_G)
-    assert m.lookup("F") == row(country=MA, weight=MAX_WEIGHT_G)
-    assert m.lookup("G") == row(country=MA, weight=MAX_WEIGHT_G)
+    assert m.lookup("D") == row(country=MA)
+    assert m.lookup("E") == row(country=MA)
+    assert m.lookup("F") == row(country=MA)  # weight_g is checked, not kept
+    assert m.lookup("G") == row(country=MA)
     assert m.lookup("H") == row(country=MA)
 
 
@@ -391,10 +432,10 @@ def test_quotes_crlf_blank_lines_bom_and_column_order() -> None:
     m = manifest_of(data)
     report = m.reports[0]
     assert (report.rows, report.bad_rows, report.problems, report.lines) == (4, 0, [], 7)
-    assert m.lookup("A1") == row(10100, 5, destination=1, weight=12)
-    assert m.lookup("B,2") == row(40000, 5, destination=2)
-    assert m.lookup("C3") == row(destination=0, weight=7)
-    assert m.lookup("D4") == row(20250, 5)
+    assert m.lookup("A1") == row("10100", destination=1)
+    assert m.lookup("B,2") == row("40000", destination=2)
+    assert m.lookup("C3") == row(destination=0)
+    assert m.lookup("D4") == row("20250")
     assert m.lookup('"B,2"') is None
     assert m.lookup("B") is None
     assert m.lookup(" C3") is None
@@ -409,7 +450,7 @@ def test_header_only_and_empty_rows() -> None:
 
 def test_doubled_quote_in_barcode_is_one_quote() -> None:
     m = manifest_of(csv_bytes(["barcode", "postcode"], [['A"B', "20250"]]))
-    assert m.lookup('A"B') == row(20250, 5)
+    assert m.lookup('A"B') == row("20250")
     assert m.lookup('A""B') is None
 
 
@@ -468,11 +509,11 @@ def test_every_bad_reason_with_its_line_and_good_rows_around() -> None:
         ("line 18", BAD_REASONS[9]),
         ("line 21", BAD_REASONS[10]),
     ]
-    assert {p.message for p in report.problems} == set(BAD_REASONS.values())
+    assert {p.message for p in report.problems} == set(BAD_REASONS.values()) - {BAD_REASONS[11]}
     assert all(p.file == "m.csv" for p in report.problems)
     m = Manifest([part], [report], DESTS)
-    assert m.lookup("GOOD1") == row(20250, 5, MA, EE, 0, True, 100)
-    assert m.lookup("GOOD2") == row(10100, 5)
+    assert m.lookup("GOOD1") == row("20250", None, MA, EE, 0, True)
+    assert m.lookup("GOOD2") == row("10100")
     assert m.lookup("GOOD3") == row(country=CN)
     for bad in [
         "BADC",
@@ -512,7 +553,7 @@ def test_line_numbers_after_a_multi_line_quoted_field() -> None:
 
 # --- 5. unreadable files -----------------------------------------------------------------
 
-HEADER_PROBLEM = "header needs barcode and at least one of destination, postcode, country"
+HEADER_PROBLEM = "header needs barcode and at least one of destination, postcode, country, origin"
 
 
 def test_unreadable_headers() -> None:
@@ -568,7 +609,7 @@ def test_unreadable_files_contribute_nothing(tmp_path: Path) -> None:
     assert len(m.reports) == 8
     assert sum(r.readable for r in m.reports) == 1
     assert (m.rows, m.size, m.bad_rows) == (1, 1, 0)
-    assert m.lookup("A") == row(20250, 5)
+    assert m.lookup("A") == row("20250")
     assert [m.lookup(b) for b in "BCDEF"] == [None] * 5
 
 
@@ -594,8 +635,8 @@ def test_gzip_loads_like_plain(tmp_path: Path) -> None:
     assert np.array_equal(p1.postcode, p2.postcode)
     assert np.array_equal(p1.packed, p2.packed)
     m = Manifest([p2], [r2], DESTS)
-    assert m.lookup("A") == row(40000, 5)
-    assert m.lookup("B") == row(20250, 5)
+    assert m.lookup("A") == row("40000")
+    assert m.lookup("B") == row("20250")
 
 
 # --- 6. ManifestSource -------------------------------------------------------------------
@@ -646,8 +687,8 @@ def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
     assert [Path(r.path).name for r in m2.reports] == ["first.csv", "second.csv.gz"]
     assert m2.reports[0] is first_report
     assert (m2.rows, m2.size) == (4, 3)
-    assert m2.lookup("A") == row(90000, 5)  # the newer file replaces
-    assert m2.lookup("C") == row(40000, 5)
+    assert m2.lookup("A") == row("90000")  # the newer file replaces
+    assert m2.lookup("C") == row("40000")
     second_report = m2.reports[1]
 
     # A file still growing between two looks is not a change yet.
@@ -683,7 +724,7 @@ def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
     m5 = source.build(renamed)
     assert [Path(r.path).name for r in m5.reports] == ["second.csv.gz"]
     assert (m5.rows, m5.size) == (2, 2)
-    assert m5.lookup("A") == row(90000, 5)
+    assert m5.lookup("A") == row("90000")
     assert m5.lookup("B") is None
     assert not source.changed()
 
@@ -706,7 +747,7 @@ def test_source_relative_globs_and_several_patterns(
     source = ManifestSource(["a/*.csv", str(tmp_path / "b" / "*.csv")])
     assert set(source.scan()) == {"a/x.csv", str(tmp_path / "b" / "y.csv")}
     m = source.build([])
-    assert (m.rows, m.lookup("X"), m.lookup("Y")) == (2, row(1, 1), row(2, 1))
+    assert (m.rows, m.lookup("X"), m.lookup("Y")) == (2, row("1"), row("2"))
 
 
 # --- 7. destination remapping and packing ------------------------------------------------
@@ -728,10 +769,10 @@ def test_for_destinations_remaps_by_name() -> None:
     )
     fr, rb = letters_index("FR"), letters_index("RB")
     before = [
-        row(20250, 5, MA, EE, 0, True, 1),
-        row(10100, 5, CN, -1, 1, False, 2),
+        row("20250", None, MA, EE, 0, True),
+        row("10100", None, CN, -1, 1, False),
         row(-1, 0, fr, rb, 2, False, -1),
-        row(123, 4, weight=MAX_WEIGHT_G),
+        row("0123"),
     ]
     assert found(m, "ABCD") == before
     clone = m.for_destinations(["MARRAKECH", "AGADIR", "CASABLANCA"])
@@ -752,13 +793,13 @@ def test_for_destinations_remaps_by_name() -> None:
 
 
 _PACK_ROW = st.tuples(
-    st.integers(0, 31),  # postcode digits
+    st.integers(0, 10),  # postcode digits
     st.integers(-1, 675),  # country
     st.integers(-1, 675),  # service
     st.integers(-1, 0xFFFE),  # destination
     st.booleans(),  # customs hold
-    st.integers(-1, 2**31 - 1),  # weight
-    st.integers(-1, 10**18),  # postcode
+    st.integers(-1, 675),  # origin
+    st.integers(-2, 2**62),  # postcode code
 )
 
 
@@ -772,27 +813,27 @@ def test_pack_unpack_round_trip(rows: list[tuple[int, int, int, int, bool, int, 
         np.array(cols[2], np.int16),
         np.array(cols[3], np.int32),
         np.array(cols[4], np.uint8),
-        np.array(cols[5], np.int64),
+        np.array(cols[5], np.int16),
     )
     assert packed.dtype == np.int64
-    for (digits, country, service, dest, hold, weight, postcode), p in zip(
+    for (digits, country, service, dest, hold, origin, postcode), p in zip(
         rows, packed.tolist(), strict=True
     ):
         assert unpack_row(postcode, p) == ManifestRow(
-            postcode, digits, country, service, dest, hold, min(weight, MAX_WEIGHT_G)
+            postcode, digits, country, service, dest, hold, origin
         )
 
 
 def test_pack_extremes() -> None:
     packed = pack_fields(
-        np.array([31, 0]),
+        np.array([10, 0]),
         np.array([675, -1]),
         np.array([675, -1]),
         np.array([0xFFFE, -1]),
         np.array([1, 0]),
-        np.array([MAX_WEIGHT_G, -1]),
+        np.array([675, -1]),
     )
-    assert unpack_row(7, int(packed[0])) == ManifestRow(7, 31, 675, 675, 0xFFFE, True, MAX_WEIGHT_G)
+    assert unpack_row(7, int(packed[0])) == ManifestRow(7, 10, 675, 675, 0xFFFE, True, 675)
     assert unpack_row(-1, int(packed[1])) == row()
 
 
