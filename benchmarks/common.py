@@ -36,7 +36,7 @@ def machine() -> str:
 
 def decider() -> Decider:
     plan = compile_plan(load_plan(PLAN))
-    d = Decider(plan, ChuteState.for_plan(plan))
+    d = Decider(plan, ChuteState.for_plan(plan), site_country="MA")
     d.warm()
     return d
 

@@ -145,17 +145,17 @@ class Decider:
         manifest = self.manifest
         if manifest is None or not manifest.size:
             return None
+        codes = [t.barcode] if t is not None and t.barcode else []
+        codes += [lab.barcode for lab in valid if lab is not t and lab.barcode]
+        if not codes:
+            return None
         self.manifest_lookups += 1
-        row = manifest.lookup(t.barcode) if t is not None and t.barcode else None
-        if row is None:
-            for lab in valid:
-                if lab is not t and lab.barcode:
-                    row = manifest.lookup(lab.barcode)
-                    if row is not None:
-                        break
-        if row is not None:
-            self.manifest_hits += 1
-        return row
+        for code in codes:
+            row = manifest.lookup(code)
+            if row is not None:
+                self.manifest_hits += 1
+                return row
+        return None
 
     def _build(
         self,

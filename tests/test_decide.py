@@ -11,6 +11,7 @@ from sorter.decide import Choice, Decider
 from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures
 from sorter.plan import build_plan, compile_plan, letters_index, load_plan
+from sorter.postcode import encode_postcode
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 
@@ -57,7 +58,9 @@ def warm() -> None:
 @pytest.fixture
 def decider(warm: None) -> Decider:
     compiled = compile_plan(load_plan(DEMO_PLAN))
-    return Decider(compiled, ChuteState.for_plan(compiled), timezone="Africa/Casablanca")
+    return Decider(
+        compiled, ChuteState.for_plan(compiled), timezone="Africa/Casablanca", site_country="MA"
+    )
 
 
 def test_s10_and_gs1_postcode_label_combine(decider: Decider) -> None:
@@ -77,10 +80,11 @@ def test_combined_features(decider: Decider) -> None:
     assert barcode == S10_RB_GB
     assert features == ItemFeatures(
         reason_in=int(Reason.OK),
-        pc=20250,
+        pc=encode_postcode("20250"),
         pc_digits=5,
         service=letters_index("RB"),
-        country=letters_index("GB"),
+        country=letters_index("MA"),  # AI 420: domestic, the site's country
+        origin=letters_index("GB"),  # the S10 suffix: where it was posted
         regex_mask=0,
         recirculations=1,
         minute_of_day=-1,  # the demo plan has no cut-offs
@@ -166,7 +170,7 @@ def test_unknown_code_has_no_rule(decider: Decider) -> None:
 
 
 def test_valid_code_matching_no_rule(decider: Decider) -> None:
-    # EMS, but from Morocco: the EMS-INBOUND rule excludes MA.
+    # EMS, but posted in Morocco: the EMS-INBOUND rule's origin excludes MA.
     assert decider.decide([S10_EE_MA]) == Choice("", NO_RULE_CHUTE, Reason.NO_RULE, S10_EE_MA)
 
 
@@ -188,13 +192,29 @@ def test_regex_sees_the_code_without_aim_identifier(decider: Decider) -> None:
 def test_ai_421_gives_country_and_postcode(decider: Decider) -> None:
     features, barcode = decider.features([GS1_421_MA], recirculations=0)
     assert barcode == SSCC
-    assert (features.pc, features.pc_digits) == (20250, 5)
+    assert (features.pc, features.pc_digits) == (encode_postcode("20250"), 5)
     assert features.country == letters_index("MA")
-    assert features.service == -1
+    assert (features.service, features.origin) == (-1, -1)
     assert decider.decide([GS1_421_MA]) == Choice("CASABLANCA", 1, Reason.OK, SSCC)
     features, _ = decider.features([GS1_421_FR], recirculations=0)
-    assert (features.pc, features.pc_digits, features.country) == (75001, 5, letters_index("FR"))
+    assert (features.pc, features.country) == (encode_postcode("75001"), letters_index("FR"))
     assert decider.decide([GS1_421_FR]) == Choice("", NO_RULE_CHUTE, Reason.NO_RULE, SSCC)
+
+
+def test_corsica_is_not_casablanca(decider: Decider) -> None:
+    # 421 250 20250: the same digits as Casablanca, in France.
+    corsica = f"]C100{SSCC}42125020250"
+    assert decider.decide([corsica]) == Choice("", NO_RULE_CHUTE, Reason.NO_RULE, SSCC)
+    assert decider.decide([S10_EE_MA, f"]C1{GS}42172428001"]) == Choice(
+        "", NO_RULE_CHUTE, Reason.NO_RULE, S10_EE_MA
+    )
+
+
+def test_without_a_site_country_ai_420_is_unknown(warm: None) -> None:
+    compiled = compile_plan(load_plan(DEMO_PLAN))
+    decider = Decider(compiled, ChuteState.for_plan(compiled))
+    assert decider.features([GS1_CASABLANCA], 0)[0].country == -1
+    assert decider.decide([GS1_CASABLANCA]) == Choice("", NO_RULE_CHUTE, Reason.NO_RULE, SSCC)
 
 
 def test_ai_421_country_routes_with_a_country_rule(warm: None) -> None:
@@ -225,15 +245,17 @@ def test_ai_421_country_routes_with_a_country_rule(warm: None) -> None:
         }
     )
     compiled = compile_plan(plan)
-    decider = Decider(compiled, ChuteState.for_plan(compiled))
+    decider = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     assert decider.decide([GS1_421_FR]) == Choice("FRANCE", 1, Reason.OK, SSCC)
     assert decider.decide([GS1_421_MA]) == Choice("", 8, Reason.NO_RULE, SSCC)
-    # AI 420 carries no country, so a country rule cannot match it.
+    # AI 420 is domestic: the site's country.
     assert decider.decide([GS1_CASABLANCA]) == Choice("", 8, Reason.NO_RULE, SSCC)
-    # An S10's own country comes before the label's: CN is abroad, not France.
+    # The S10 suffix is where the item was posted, not where it goes: France.
     assert decider.decide([S10_EE_CN, f"]C1{GS}42125075001"]) == Choice(
-        "ABROAD", 2, Reason.OK, S10_EE_CN
+        "FRANCE", 1, Reason.OK, S10_EE_CN
     )
+    # An unknown destination matches neither "FR" nor "!MA".
+    assert decider.decide([S10_EE_CN]) == Choice("", 8, Reason.NO_RULE, S10_EE_CN)
 
 
 def test_round_robin_and_full_chutes_through_the_decider(decider: Decider) -> None:

@@ -25,6 +25,7 @@ from sorter.decide import Decider
 from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.plan import MAX_MEASURE, SortPlan, build_plan, compile_plan, letters_index, load_plan
+from sorter.postcode import encode_postcode
 from sorter.replay import Replay, read_scans
 from sorterd.demo import demo_config_dir, write_site
 from tests.linekit import line_with_daemon, wait_until
@@ -74,8 +75,8 @@ def plan_data() -> dict[str, Any]:
         ],
         "rule": [
             {"destination": "OVERSIZE", "size_class": ["oversize"]},
-            {"destination": "SMALL-EXPORT", "country": ["MA"], "size_class": ["small"]},
-            {"destination": "EXPORT", "country": ["MA"]},
+            {"destination": "SMALL-EXPORT", "origin": ["MA"], "size_class": ["small"]},
+            {"destination": "EXPORT", "origin": ["MA"]},
             {"destination": "LOCAL", "postcode": ["20*"]},
         ],
     }
@@ -249,13 +250,13 @@ class Both:
 
 
 MA = letters_index("MA")
-LOCAL_PC = (20250, 5)
+LOCAL_PC = (encode_postcode("20250"), 5)
 
 
 def item(
-    dims: tuple[int, int, int, int], country: int = MA, reason: Reason = Reason.OK, **kw: int
+    dims: tuple[int, int, int, int], origin: int = MA, reason: Reason = Reason.OK, **kw: int
 ) -> ItemFeatures:
-    return ItemFeatures(int(reason), country=country, **kw)._replace(
+    return ItemFeatures(int(reason), origin=origin, **kw)._replace(
         length_mm=dims[0], width_mm=dims[1], height_mm=dims[2], weight_g=dims[3]
     )
 
@@ -293,7 +294,7 @@ def test_oversize_to_its_chute_and_small_items_to_theirs(both: Both) -> None:
     # Not measured: no size rule matches, the rules without a size condition still do.
     assert both.decide(item((0, 0, 0, 0))) == ("EXPORT", 3, Reason.OK)
     pc, digits = LOCAL_PC
-    local = item((0, 0, 0, 0), country=-1, pc=pc, pc_digits=digits)
+    local = item((0, 0, 0, 0), origin=-1, pc=pc, pc_digits=digits)
     assert both.decide(local) == ("LOCAL", MANUAL_CHUTE, Reason.OK)
 
 
@@ -367,7 +368,7 @@ def test_batch_with_measures_equals_one_by_one(both: Both) -> None:
 @pytest.fixture
 def decider() -> Decider:
     compiled = compile_plan(build_plan(plan_data(), FILE))
-    d = Decider(compiled, ChuteState.for_plan(compiled))
+    d = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     d.warm()
     return d
 
@@ -571,7 +572,7 @@ async def test_dimensions_through_the_simulated_line(broker: LocalBroker, tmp_pa
         await wait_until(lambda: len(sub.of("decisions")) >= daemon.pipeline.counters.decisions, 20)
 
     compiled = compile_plan(plan)
-    check = Decider(compiled, ChuteState.for_plan(compiled))
+    check = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     by_key = {(rec.tracking_id, p.seq): rec.item for rec in line.ledger.items for p in rec.passes}
     reasons: Counter[str] = Counter()
     bulky = 0

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from sorter import reference
 from sorter.events import FUNCTION_REASONS, Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
-from sorter.postcode import TermKind, digit_count, encode_postcode
 from sorter.plan import (
     ALPHA2,
     CLASS_LIMITS,
@@ -28,6 +27,7 @@ from sorter.plan import (
     letters_index,
     load_plan,
 )
+from sorter.postcode import TermKind, digit_count, encode_postcode
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 
@@ -164,7 +164,12 @@ def _interesting_postcodes(plan: SortPlan) -> list[str]:
         for t in rule.postcode or ():
             if t.kind == TermKind.RANGE:
                 out += [t.first, t.last, _beside(t.first, -1), _beside(t.last, 1)]
-                out += [t.first + "0", t.last[:-1], t.first[:-1] + "A", f"{t.first[:2]} {t.first[2:]}"]
+                out += [
+                    t.first + "0",
+                    t.last[:-1],
+                    t.first[:-1] + "A",
+                    f"{t.first[:2]} {t.first[2:]}",
+                ]
             else:
                 out += [t.text, t.text + "7", t.text + "A1", t.text[:-1], t.text.lower()]
                 out += [f"{t.text[:1]}-{t.text[1:]}", t.text + "Z" * 10]
@@ -541,9 +546,7 @@ def test_after_cutoff() -> None:
     plan = _plan(cutoff="21:30")
     both = Both(plan)
     after = (HOME, fn(plan, Reason.AFTER_CUTOFF), Reason.AFTER_CUTOFF)
-    assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=21 * 60 + 29))[2] == (
-        Reason.OK
-    )
+    assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=21 * 60 + 29))[2] == (Reason.OK)
     assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=21 * 60 + 30)) == after
     assert both.decide(ItemFeatures(**pcf("20250"), minute_of_day=23 * 60 + 59)) == after
     # Unknown time of day: no cut-off applies.

@@ -81,7 +81,7 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
     # Each chute as the plan says: destination and reason recomputed from the codes by a
     # separate decider; the chute must belong to that destination (or its function chute).
     compiled = compile_plan(plan)
-    check = Decider(compiled, ChuteState.for_plan(compiled))
+    check = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     dests = {d.name: d for d in plan.destinations}
     codes_of = {
         (rec.tracking_id, p.seq): rec.item.codes for rec in ledger.items for p in rec.passes

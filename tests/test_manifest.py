@@ -20,13 +20,6 @@ from hypothesis import strategies as st
 from simulators.manifests import HEADER, manifest_rows, naming_code, write_manifest
 from simulators.traffic import Traffic
 from sorter.barcodes import s10_check_digit
-from sorter.postcode import (
-    UNUSABLE_POSTCODE,
-    decode_postcode,
-    digit_count,
-    encode_postcode,
-    normalise_postcode,
-)
 from sorter.decide import Choice, Decider
 from sorter.events import Reason
 from sorter.kernel import ChuteState
@@ -51,6 +44,13 @@ from sorter.manifest import (
     unpack_row,
 )
 from sorter.plan import compile_plan, letters_index, load_plan
+from sorter.postcode import (
+    UNUSABLE_POSTCODE,
+    decode_postcode,
+    digit_count,
+    encode_postcode,
+    normalise_postcode,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "config" / "demo"
@@ -369,9 +369,7 @@ def test_postcodes() -> None:
 
 
 def test_origin_and_iso_codes() -> None:
-    m = manifest_of(
-        "barcode,origin,country\nA,MA,CN\nB,cn,\nC,XX,MA\nD,MA,ZZ\nE,MA,UK\nF,,\n"
-    )
+    m = manifest_of("barcode,origin,country\nA,MA,CN\nB,cn,\nC,XX,MA\nD,MA,ZZ\nE,MA,UK\nF,,\n")
     assert m.lookup("A") == row(country=CN, origin=MA)
     assert m.lookup("B") == row(origin=CN)
     assert problems(m.reports[0]) == [
@@ -856,7 +854,9 @@ def plan_names() -> list[str]:
 @pytest.fixture
 def decider() -> Decider:
     compiled = compile_plan(load_plan(DEMO_PLAN))
-    return Decider(compiled, ChuteState.for_plan(compiled), timezone="Africa/Casablanca")
+    return Decider(
+        compiled, ChuteState.for_plan(compiled), timezone="Africa/Casablanca", site_country="MA"
+    )
 
 
 def test_decider_uses_the_manifest(decider: Decider, plan_names: list[str]) -> None:
@@ -878,7 +878,8 @@ def test_decider_uses_the_manifest(decider: Decider, plan_names: list[str]) -> N
     assert decider.manifest is not None
     assert decider.manifest.destinations == tuple(plan_names)
 
-    # S10 alone, no postcode label: the manifest's postcode sends it to CASABLANCA.
+    # S10 alone, no postcode label: the manifest's postcode (no country given: the site's,
+    # MA) sends it to CASABLANCA.
     assert decider.decide([S10_CP_MA]) == Choice("CASABLANCA", 1, Reason.OK, S10_CP_MA)
     assert (decider.manifest_lookups, decider.manifest_hits) == (1, 1)
     # A postcode on a label wins over the manifest's.
@@ -917,8 +918,40 @@ def test_decider_features_from_the_manifest(decider: Decider) -> None:
     features, barcode = decider.features([S10_CP_MA], recirculations=0, minute=-1)
     assert barcode == S10_CP_MA
     assert (features.pc, features.pc_digits, features.destination) == (40100, 5, -1)
-    assert features.country == MA  # the label's country stays
+    assert features.country == MA  # a postcode without a country: the site's
+    assert features.origin == MA  # the S10 suffix: posted in Morocco
     assert features.service == letters_index("CP")
+
+
+def test_manifest_origin_country_and_the_label_winning_as_a_whole(decider: Decider) -> None:
+    lp = "LP00123456789012"
+    ups = "1Z999AA10123456784"
+    sscc = "061110010001000012"
+    decider.use_manifest(
+        manifest_of(
+            "barcode,postcode,country,origin\n"
+            f"{lp},28001,ES,CN\n"
+            f"{S10_CP_MA},SW1A 1AA,GB,CN\n"
+            f"{sscc},40100,,\n",
+            ["X"],
+        )
+    )
+    features, _ = decider.features([lp], 0, -1)
+    assert (features.country, features.origin) == (letters_index("ES"), CN)
+    assert features.pc == encode_postcode("28001")
+    # The S10 suffix beats the manifest's origin; its country and postcode are used.
+    features, _ = decider.features([S10_CP_MA], 0, -1)
+    assert (features.country, features.origin) == (letters_index("GB"), MA)
+    assert (features.pc, features.pc_digits) == (encode_postcode("SW1A1AA"), 0)
+    # A ship-to label wins as a whole: AI 420 is domestic, whatever the manifest says.
+    features, _ = decider.features([lp, GS1_RABAT], 0, -1)
+    assert (features.country, features.pc) == (MA, encode_postcode("10100"))
+    assert features.origin == CN  # origin is not ship-to data: the manifest still gives it
+    # Looked up under every code, the naming one first: the SSCC's row when UPS has none.
+    features, barcode = decider.features([ups, f"]C100{sscc}"], 0, -1)
+    assert barcode == ups
+    assert (features.country, features.pc) == (MA, encode_postcode("40100"))
+    assert decider.decide([ups, f"]C100{sscc}"]).destination == "MARRAKECH"
 
 
 # --- 9. the manifest simulator -----------------------------------------------------------
@@ -951,15 +984,15 @@ def test_simulated_manifest_covers_the_traffic(
             continue
         found = m.lookup(code)
         assert found is not None, code
-        _, postcode, country, service, customs, weight = oracle[code]
+        _, postcode, country, service, customs, _weight = oracle[code]
         assert found == ManifestRow(
-            int(postcode),
+            encode_postcode(postcode),
             len(postcode),
             letters_index(country),
             letters_index(service) if service else -1,
             -1,
             customs == "hold",
-            int(weight),
+            -1,
         )
         holds += found.customs_hold
     assert holds > 0

@@ -223,7 +223,7 @@ def test_through_a_real_pipeline(metrics: Metrics) -> None:
 
     now_ns = 10_000_000_000
     pipeline = Pipeline(
-        Decider(plan, ChuteState.for_plan(plan)),
+        Decider(plan, ChuteState.for_plan(plan), site_country="MA"),
         Tracker(scan_wait_ns=200_000_000, scan_ttl_ns=10_000_000_000),
         publish,
         Topics("t"),

@@ -32,7 +32,7 @@ class Line:
         self.now_ns = 10**12
         self.replies: list[tuple[int, int, int]] = []
         self.pipeline = Pipeline(
-            Decider(plan, ChuteState.for_plan(plan)),
+            Decider(plan, ChuteState.for_plan(plan), site_country="MA"),
             Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=30_000 * MS),
             self._publish,
             Topics("p"),

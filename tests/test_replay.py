@@ -33,7 +33,7 @@ def _scans(path: Path, n: int, seed: int = 3) -> Path:
 
 def _decider() -> Decider:
     plan = compile_plan(load_plan(PLAN))
-    return Decider(plan, ChuteState.for_plan(plan))
+    return Decider(plan, ChuteState.for_plan(plan), site_country="MA")
 
 
 def test_replay_decides_like_the_live_decider(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_time_column_applies_cutoffs(tmp_path: Path) -> None:
     label = "]C100061110010001000012420" + "10100"  # a Rabat postcode
     scans.write_text(f"tracking_id,codes,time\n1,{label},17:59\n2,{label},2026-11-26T18:30:00\n")
     out = io.StringIO()
-    Replay(Decider(plan, ChuteState.for_plan(plan)), out).run(read_scans(scans))
+    Replay(Decider(plan, ChuteState.for_plan(plan), site_country="MA"), out).run(read_scans(scans))
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [r["reason"] for r in rows] == ["ok", "after_cutoff"]
     assert rows[1]["chute"] == "55"

@@ -40,7 +40,7 @@ def _replay(plan: SortPlan, minute_of: Callable[[int], int] | None = None) -> Re
     """Traffic through the live decider one item at a time, fed to ReportData in chunks,
     counted independently on the side."""
     compiled = compile_plan(plan)
-    decider = Decider(compiled, ChuteState.for_plan(compiled))
+    decider = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     decider.warm()
     out = Replayed(ReportData())
     dests: list[str] = []

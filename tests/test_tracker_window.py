@@ -368,7 +368,9 @@ async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
         window_after_ns=50 * MS,
         merge_window_ns=30 * MS,
     )
-    pipeline = Pipeline(Decider(plan, ChuteState.for_plan(plan)), tracker, publish, Topics("p"))
+    pipeline = Pipeline(
+        Decider(plan, ChuteState.for_plan(plan), site_country="MA"), tracker, publish, Topics("p")
+    )
     timer = asyncio.create_task(pipeline.run_timer(), name="timer")
     cam = InMemoryScanner("cam")
     try:
