@@ -132,18 +132,69 @@ def test_the_casablanca_example_checks_clean() -> None:
     site = demo_config_dir().parent / "casablanca" / "site.toml"
     out = sorterd("check-config", "-c", str(site))
     assert out.returncode == 0, out.stderr
-    assert "22 destinations, 22 rules, 240 chutes, 2 size classes" in out.stdout
+    assert "37 destinations, 37 rules, 240 chutes, 2 size classes" in out.stdout
     assert "warning" not in out.stderr
 
 
 def test_plan_warnings_are_shown_but_do_not_fail(tmp_path: Path) -> None:
     site = _broken_site(tmp_path, GOOD)
     plan = tmp_path / "sortplan.toml"
-    plan.write_text(plan.read_text() + '\n[[rule]]\ndestination = "FES"\npostcode = ["30100"]\n')
+    plan.write_text(
+        plan.read_text()
+        + '\n[[rule]]\ndestination = "FES"\ncountry = ["MA"]\npostcode = ["30100"]\n'
+    )
     out = sorterd("check-config", "-c", str(site))
     assert out.returncode == 0, out.stderr
     assert "warning:" in out.stderr
     assert "can never match: rule[3] (FES)" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "words"),
+    [
+        ("version = 2", "version = 1", "version", "DESTINATION country"),
+        ('postcode = ["10*"]', 'postcode = ["A1-B2"]', "rule[1].postcode[0]", "'A1-B2'"),
+        ('postcode = ["10*"]', 'postcode = ["2*0"]', "rule[1].postcode[0]", "'2*0'"),
+        ('origin = ["!MA"]', 'origin = ["!XX"]', "rule[6].origin", "XX is not an ISO 3166"),
+        ('country = ["MA"]', 'country = ["UK"]', "rule[0].country", "UK is not an ISO 3166"),
+    ],
+)
+def test_cross_border_plan_problems_name_file_rule_and_value(
+    tmp_path: Path, old: str, new: str, key: str, words: str
+) -> None:
+    site = _broken_site(tmp_path, GOOD)
+    plan = tmp_path / "sortplan.toml"
+    assert old in plan.read_text()
+    plan.write_text(plan.read_text().replace(old, new, 1))
+    for command in ("check-config", "run"):
+        out = sorterd(command, "-c", str(site))
+        assert out.returncode == 1, (command, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert f"sortplan.toml: {key}:" in out.stderr, out.stderr
+        assert words in out.stderr
+
+
+def test_site_country_must_be_iso(tmp_path: Path) -> None:
+    site = _broken_site(tmp_path, GOOD.replace('country = "MA"', 'country = "XX"', 1))
+    out = sorterd("check-config", "-c", str(site))
+    assert out.returncode == 1
+    assert "site.country" in out.stderr
+    assert "'XX' is not an ISO 3166-1 alpha-2" in out.stderr
+
+
+def test_country_format_warning_is_shown(tmp_path: Path) -> None:
+    site = _broken_site(tmp_path, GOOD)
+    plan = tmp_path / "sortplan.toml"
+    plan.write_text(
+        plan.read_text().replace(
+            'name = "UPS-EXPORT"',
+            'name = "UK"\nchutes = [33]\n\n[[destination]]\nname = "UPS-EXPORT"',
+        )
+        + '\n[[rule]]\ndestination = "UK"\ncountry = ["GB"]\npostcode = ["10000-19999"]\n'
+    )
+    out = sorterd("check-config", "-c", str(site))
+    assert out.returncode == 0, out.stderr
+    assert "'10000-19999' can never match a postcode of GB" in out.stderr
 
 
 def test_top_command_line_errors() -> None:

@@ -139,3 +139,89 @@ def test_replay_report(tmp_path: Path) -> None:
     # The report counts what the replay printed.
     assert 'data-key="items"' in html
     assert 'data-value="500"' in html
+
+
+def _site_with_manifest(tmp_path: Path, rows: str, scanner_extra: str = "") -> Path:
+    site = tmp_path / "site.toml"
+    text = SITE.read_text().replace('file = "sortplan.toml"', f'file = "{PLAN}"')
+    if scanner_extra:
+        text = text.replace('format = "index"', f'format = "index"\n{scanner_extra}', 1)
+    site.write_text(text + '\n[manifest]\nfiles = ["pre/*.csv"]\n')
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "day.csv").write_text(rows)
+    return site
+
+
+def _replay_cli(site: Path, scans: Path, out: Path, *extra: str) -> list[dict[str, str]]:
+    run = subprocess.run(
+        [sys.executable, "-m", "sorterd.cli", "replay", "-c", str(site), str(scans),
+         "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with out.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_replay_applies_the_sites_manifests(tmp_path: Path) -> None:
+    lp, lp2, s10 = "LP00123456789012", "LP00123456789013", "CP123456785MA"
+    site = _site_with_manifest(
+        tmp_path,
+        "barcode,destination,postcode,country,customs\n"
+        f"{lp},,40100,,\n"  # a postcode without a country: the site's, MA
+        f"{lp2},,,,hold\n"
+        f"{s10},AGADIR,,,\n",
+    )
+    scans = tmp_path / "scans.csv"
+    scans.write_text(f"tracking_id,codes\n1,{lp}\n2,{lp2}\n3,{s10}\n4,LP00999999999999\n")
+    rows = _replay_cli(site, scans, tmp_path / "with.csv")
+    assert [(r["destination"], r["reason"]) for r in rows] == [
+        ("MARRAKECH", "ok"),
+        ("", "customs_hold"),
+        ("AGADIR", "ok"),
+        ("CAINIAO-MANUAL", "ok"),
+    ]
+    rows = _replay_cli(site, scans, tmp_path / "without.csv", "--no-manifest")
+    assert [(r["destination"], r["reason"]) for r in rows] == [
+        ("CAINIAO-MANUAL", "ok"),
+        ("CAINIAO-MANUAL", "ok"),
+        ("", "no_rule"),
+        ("CAINIAO-MANUAL", "ok"),
+    ]
+
+
+def test_replay_takes_codes_byte_exact(tmp_path: Path) -> None:
+    site = _site_with_manifest(tmp_path, "barcode,postcode\nX,1\n")
+    scans = tmp_path / "scans.csv"
+    gs = "\x1d"
+    # A GS1 label with FNC1 as the raw byte 0x1D, and one with a leading GS (FNC1 first);
+    # a code with a blank before it is another code than without.
+    scans.write_text(
+        "tracking_id,codes\n"
+        f"1,]C142010100{gs}00061110010001000012\n"
+        f"2,{gs}42010100\n"
+        "3, 1Z999AA10123456784\n"
+        "4,1Z999AA10123456784;;\n",
+        newline="",
+    )
+    rows = _replay_cli(site, scans, tmp_path / "out.csv")
+    assert (rows[0]["destination"], rows[0]["barcode"]) == ("RABAT", "061110010001000012")
+    assert rows[1]["destination"] == "RABAT"
+    assert rows[2]["barcode"] == " 1Z999AA10123456784"
+    assert rows[2]["reason"] == "no_rule"  # not the UPS code: the regex is anchored
+    assert (rows[3]["destination"], rows[3]["barcode"]) == ("UPS-EXPORT", "1Z999AA10123456784")
+
+
+def test_replay_reads_bare_digits_as_the_heads_do(tmp_path: Path) -> None:
+    scans = tmp_path / "scans.csv"
+    scans.write_text("tracking_id,codes\n1,42010100\n")
+    (tmp_path / "a").mkdir()
+    plain = _site_with_manifest(tmp_path / "a", "barcode,postcode\nX,1\n")
+    rows = _replay_cli(plain, scans, tmp_path / "plain.csv")
+    assert (rows[0]["destination"], rows[0]["reason"]) == ("RABAT", "ok")
+    (tmp_path / "b").mkdir()
+    promised = _site_with_manifest(
+        tmp_path / "b", "barcode,postcode\nX,1\n", "symbology_identifiers = true"
+    )
+    rows = _replay_cli(promised, scans, tmp_path / "promised.csv")
+    assert (rows[0]["destination"], rows[0]["reason"]) == ("", "no_rule")
