@@ -486,6 +486,10 @@ class Kernel:
             np.full(n, -1, np.int32),
             state,
         )
+        # Called from Python on multi-reads and by tools: their own dispatchers, which
+        # load from numba's cache on the first call (tens of ms) unless done here.
+        self.match(ItemFeatures())
+        self.size_class(ItemFeatures())
         self.rr_next[:] = 0
 
     def match(self, f: ItemFeatures) -> int:
