@@ -351,12 +351,13 @@ def test_batch_with_measures_equals_one_by_one(both: Both) -> None:
         np.full(n, -1, np.int64),
         np.zeros(n, np.int32),
         np.full(n, -1, np.int32),
-        np.full(n, MA, np.int32),
+        np.full(n, -1, np.int32),
         np.zeros(n, np.int64),
         np.zeros(n, np.int32),
         np.full(n, -1, np.int32),
         ChuteState.for_plan(batch.plan),
         measures=np.array(dims, np.int32),
+        origin=np.full(n, MA, np.int32),
     )
     assert list(zip(chutes.tolist(), map(Reason, reasons.tolist()), strict=True)) == expected
     assert [r for _, r in expected] == [Reason.OK, Reason.OK, Reason.OK, Reason.OUT_OF_RANGE]

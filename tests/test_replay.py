@@ -15,7 +15,7 @@ from sorter.config import ConfigError
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
 from sorter.plan import compile_plan, load_plan
-from sorter.replay import BLOCK_LINES, Replay, read_scans
+from sorter.replay import BLOCK_LINES, Replay, WorkerSetup, read_scans
 from sorterd.demo import demo_config_dir
 
 SITE = demo_config_dir() / "site.toml"
@@ -62,7 +62,10 @@ def test_worker_processes_give_identical_results(tmp_path: Path) -> None:
     scans = _scans(tmp_path / "scans.csv", BLOCK_LINES + 500, seed=5)
     one, two = io.StringIO(), io.StringIO()
     c1 = Replay(_decider(), one).run(read_scans(scans))
-    c2 = Replay(_decider(), two, plan_path=PLAN, workers=2).run_file(scans)
+    # Spawned workers (pytest's timeout thread rules out forking) build their own decider
+    # from the setup: the site's country must reach them.
+    setup = WorkerSetup(str(PLAN), None, site_country="MA")
+    c2 = Replay(_decider(), two, workers=2, setup=setup).run_file(scans)
     assert one.getvalue() == two.getvalue()
     assert c1.reasons == c2.reasons
     assert c1.items == c2.items == BLOCK_LINES + 500
@@ -169,7 +172,7 @@ def test_replay_applies_the_sites_manifests(tmp_path: Path) -> None:
         tmp_path,
         "barcode,destination,postcode,country,customs\n"
         f"{lp},,40100,,\n"  # a postcode without a country: the site's, MA
-        f"{lp2},,,,hold\n"
+        f"{lp2},,,CN,hold\n"
         f"{s10},AGADIR,,,\n",
     )
     scans = tmp_path / "scans.csv"
