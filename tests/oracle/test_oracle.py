@@ -168,6 +168,35 @@ def test_bare_digits_only_without_identifiers() -> None:
     assert classify("01" + "12345678901231").kind == Kind.UNKNOWN
 
 
+@pytest.mark.parametrize(
+    ("code", "valid"),
+    [
+        ("]C1" + GS + "00" + SSCC, True),  # identifier and leading FNC1 both: tolerated
+        ("]C1" + "00" + SSCC + GS + "42020250", True),  # FNC1 after a fixed-length field
+        ("]C1" + "42020250" + GS, True),  # a trailing FNC1
+        ("]C1" + "42020250" + GS + GS + "00" + SSCC, False),  # an empty field
+        ("]C1" + "420" + "2025000" + SSCC + "12345", False),  # forgotten FNC1: 420 too long
+        ("]C1" + "421250", False),  # 421 needs a postcode of 1..9 characters
+        ("]C1" + "421840" + "94105-1234", False),  # ten characters
+        ("]C1" + "7003" + "2513991200", True),  # an unusual AI from biip's table, no date check
+        ("]C1" + "8018" + "123456789012345675", True),  # GSRN, check digit right
+        ("]C1" + "8018" + "123456789012345678", False),
+        ("]C1" + "01" + "12345678901231" + "10" + "LOT1", True),
+        ("]C1" + "01" + "12345678901232", False),  # GTIN check digit wrong
+        (f"(00){SSCC2}(4200)20250", False),  # (4200) is no AI
+        (f"(00) {SSCC2}", False),  # a space in the HRI
+        ("]C2" + "00" + SSCC, True),  # ]C2 is no GS1 identifier: an unknown code
+    ],
+)
+def test_element_string_readings(code: str, valid: bool) -> None:
+    assert classify(code).valid == valid
+
+
+def test_unknown_ai_is_invalid() -> None:
+    assert not classify("]C1" + "04" + "1" * 16).valid  # 04 is not defined
+    assert classify("]C1" + "99" + "ABC").valid  # 99: company internal, X..90
+
+
 # ---------------------------------------------------------------- postcodes
 
 
