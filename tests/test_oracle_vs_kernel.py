@@ -116,7 +116,8 @@ def destination_text(draw: st.DrawFn, name: str) -> str:
     chutes = draw(st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True))
     overflow = draw(st.lists(st.integers(13, 16), max_size=2, unique=True))
     lines = ["[[destination]]", f"name = {toml(name)}", f"chutes = {toml(chutes)}"]
-    if overflow or draw(st.booleans()):
+    written = draw(st.booleans())  # `overflow = []` or no key at all
+    if overflow or written:
         lines.append(f"overflow = {toml(overflow)}")
     if chance(draw, 30):
         hour, minute = draw(st.integers(0, 23)), draw(st.sampled_from([0, 15, 30, 59]))
@@ -584,9 +585,14 @@ _CLEAR = {1: 0, 2: 0, 13: 0}
 
 
 def _step(codes: list[str], **kw: Any) -> Step:
-    fields = {"recirculations": 0, "dims": (0, 0, 0, 0), "minute_of_day": -1}
-    fields |= {"timeout": False, "flags": {}}
-    return Step(codes, **(fields | kw))
+    return Step(
+        codes,
+        recirculations=kw.get("recirculations", 0),
+        dims=kw.get("dims", (0, 0, 0, 0)),
+        minute_of_day=kw.get("minute_of_day", -1),
+        timeout=kw.get("timeout", False),
+        flags=kw.get("flags", {}),
+    )
 
 
 # One item per reason, so that the comparison covers each whatever hypothesis draws.

@@ -132,14 +132,11 @@ def rule_matches(rule: Rule, f: Features) -> bool:
 
 def candidates(valid: Sequence[Code]) -> list[tuple[Code | None, Code | None]]:
     """(naming code, ship-to label) pairs in order (D.2-D.4)."""
-    naming: list[Code | None] = sorted(
-        (c for c in valid if c.kind != Kind.GS1), key=lambda c: NAMING_ORDER[c.kind]
-    )
-    if not naming:
-        naming = [c for c in valid if c.kind == Kind.GS1 and c.barcode]
+    carriers = sorted((c for c in valid if c.kind != Kind.GS1), key=lambda c: NAMING_ORDER[c.kind])
+    naming: list[Code | None] = [*carriers] or [c for c in valid if c.barcode] or [None]
     labels = [c for c in valid if c.kind == Kind.GS1 and c.ship_to]
     pairs: list[tuple[Code | None, Code | None]] = []
-    for t in naming or [None]:
+    for t in naming:
         if t is not None and t.ship_to:
             pairs.append((t, t))
         elif labels:
@@ -275,8 +272,8 @@ class Oracle:
         dest = self.plan.destinations[name]
         if dest.cutoff_minute is not None and 0 <= dest.cutoff_minute <= minute_of_day:
             return OracleDecision(name, functions["after_cutoff"], "after_cutoff", f.barcode)
-        chute = self.choose_chute(dest)
-        if chute is None:
+        chosen = self.choose_chute(dest)
+        if chosen is None:
             return OracleDecision(name, functions["no_chute"], "no_chute", f.barcode)
-        self.load[chute] = self.load.get(chute, 0) + 1
-        return OracleDecision(name, chute, "ok", f.barcode)
+        self.load[chosen] = self.load.get(chosen, 0) + 1
+        return OracleDecision(name, chosen, "ok", f.barcode)
