@@ -79,8 +79,20 @@ def _gs1(raw: str, text: str, hri: bool = False) -> Code:
     try:
         elements = parse_hri(text) if hri else parse_element_string(text)
     except GS1Error as exc:
-        return Code(raw, Kind.GS1, False, error=str(exc))
+        return Code(raw, Kind.GS1, False, barcode=_sscc_as_read(text, hri), error=str(exc))
     return _gs1_code(raw, elements)
+
+
+_LEADING_SSCC = re.compile(r"00([0-9]{18})")
+_LEADING_SSCC_HRI = re.compile(r"\(00\)([0-9]{18})")
+
+
+def _sscc_as_read(text: str, hri: bool) -> str:
+    """The SSCC as read of an invalid label that starts with AI 00 and 18 digits, whatever
+    else is wrong with it: the invalid_code decision's barcode, so that the desk sees
+    which parcel it was; "" otherwise."""
+    m = (_LEADING_SSCC_HRI if hri else _LEADING_SSCC).match(text)
+    return m.group(1) if m else ""
 
 
 def _carrier(raw: str, code: str) -> Code | None:

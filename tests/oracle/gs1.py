@@ -61,18 +61,22 @@ def _ship_to_country(v: str) -> bool:
     return v[:3].isascii() and v[:3].isdigit() and v[:3] in ISO_NUMERIC and 1 <= len(v) - 3 <= 9
 
 
+_YYMMDD = re.compile(r"[0-9]{2}(0[0-9]|1[0-2])([0-2][0-9]|3[01])")
+
+
+def _yymmdd(v: str) -> bool:
+    # The GS1 General Specifications' syntax for a date field (day 00 = "end of month"):
+    # a day 32 is malformed. Whether the date exists (30 February) is not checked.
+    return _YYMMDD.fullmatch(v) is not None
+
+
 # Our own AIs: the validity test of each value. Dates (11-17) are not verified as dates.
 _OWN: dict[str, Callable[[str], bool]] = {
     "00": _key(18),
     "01": _key(14),
     "02": _key(14),
     "10": _text(20),
-    "11": _digits(6, 6),
-    "12": _digits(6, 6),
-    "13": _digits(6, 6),
-    "15": _digits(6, 6),
-    "16": _digits(6, 6),
-    "17": _digits(6, 6),
+    **{ai: _yymmdd for ai in ("11", "12", "13", "15", "16", "17")},
     "21": _text(20),
     "37": _digits(1, 8),
     "400": _text(30),

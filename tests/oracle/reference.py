@@ -56,7 +56,8 @@ def parse_manifest_row(row: Mapping[str, str], names: Mapping[str, object]) -> M
         return None
     if customs not in CUSTOMS_WORDS or (get["destination"] and get["destination"] not in names):
         return None
-    if not (get["destination"] or get["postcode"] or get["country"]):
+    # The contract: "at least one of destination, postcode, country, origin".
+    if not (get["destination"] or get["postcode"] or get["country"] or origin):
         return None
     return ManifestRow(
         barcode,

@@ -383,7 +383,7 @@ def test_manifest_destination_customs_and_bad_rows() -> None:
         {"barcode": "B", "country": "XX"},
         {"barcode": "C", "destination": "FR", "service": "E1"},
         {"barcode": "D", "destination": "FR", "customs": "maybe"},
-        {"barcode": "E", "origin": "MA"},  # neither destination, postcode nor country
+        {"barcode": "E", "service": "EE"},  # no destination, postcode, country or origin
         {"barcode": "", "destination": "FR"},
         {"barcode": "F", "destination": "FR"},
         {"barcode": "F", "destination": "NOWHERE"},  # bad: does not replace the row before
