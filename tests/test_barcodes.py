@@ -937,6 +937,14 @@ def test_make_s10_given_service_and_country(rng: random.Random, service: str, co
     )
 
 
+@pytest.mark.parametrize(
+    ("service", "country"), [("R", "GB"), ("rb", "GB"), ("RB", "XX"), ("RB", "ZZ"), ("RB", "gb")]
+)
+def test_make_s10_refuses_what_would_be_invalid(service: str, country: str) -> None:
+    with pytest.raises(ValueError, match="got"):
+        make_s10(random.Random(0), service=service, country=country)
+
+
 @given(st.randoms(use_true_random=False))
 def test_make_sscc_round_trip(rng: random.Random) -> None:
     sscc = make_sscc(rng)
@@ -982,6 +990,7 @@ def test_make_gs1_label_rebuilds_interfaces_example() -> None:
         ("1" * 21, None, None),
         ("1234567890", None, "504"),  # AI 421 postcode is at most 9
         ("20250", None, "50"),
+        ("20250", None, "999"),  # not an ISO 3166-1 country
         ("20 250", None, None),
     ],
 )
@@ -1076,9 +1085,11 @@ def test_damage_is_always_invalid_and_one_character(rng: random.Random, kind: st
     assert label.error
 
 
-@pytest.mark.parametrize("code", ["LP00123456789012", "hello", "]C142020250", "RB123456784GB"])
+@pytest.mark.parametrize(
+    "code", ["LP00123456789012", "hello", "]C142020250", "RB123456784GB", "1234567891"]
+)
 def test_damage_refuses_what_it_cannot_break(code: str) -> None:
-    with pytest.raises(ValueError, match=r"no check digit|already invalid"):
+    with pytest.raises(ValueError, match=r"no check digit|already invalid|no DHL code"):
         damage(random.Random(0), code)
 
 
