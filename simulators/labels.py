@@ -18,6 +18,8 @@ from sorter.barcodes import (
     classify,
     dhl_check_digit,
     gs1_check_digit,
+    is_iso_alpha2,
+    iso_numeric_to_alpha2,
     s10_check_digit,
     ups_check_digit,
 )
@@ -57,7 +59,6 @@ _CITY_WEIGHTS: Final = (50, 15, 12, 10, 8, 5)
 
 _TWO_LETTERS: Final = re.compile(r"[A-Z]{2}")
 _SSCC: Final = re.compile(r"[0-9]{18}")
-_ISO_NUMERIC: Final = re.compile(r"[0-9]{3}")
 # GS1 character set 82 (AI 420/421/403 are alphanumeric "X" fields).
 _GS1_X: Final = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]+")
 
@@ -69,16 +70,19 @@ def _digits(rng: random.Random, n: int) -> str:
 def make_s10(rng: random.Random, service: str | None = None, country: str | None = None) -> str:
     """A UPU S10 code with a valid check digit, e.g. "RB123456785GB".
 
-    Service and country are drawn (country weighted towards CN) unless given; given ones
-    must be two upper-case letters (ValueError otherwise).
+    Service and country (the suffix: where the item was posted) are drawn, the country
+    weighted towards CN, unless given. A given service must be two upper-case letters, a
+    given country an officially assigned ISO 3166-1 alpha-2 code, since any other suffix
+    makes the code invalid (ValueError otherwise).
     """
     if service is None:
         service = rng.choice(_S10_SERVICES)
     if country is None:
         country = rng.choices(_S10_COUNTRIES, weights=_S10_COUNTRY_WEIGHTS)[0]
-    for what, value in (("service", service), ("country", country)):
-        if _TWO_LETTERS.fullmatch(value) is None:
-            raise ValueError(f"S10 {what} must be two letters A-Z, got {value!r}")
+    if _TWO_LETTERS.fullmatch(service) is None:
+        raise ValueError(f"S10 service must be two letters A-Z, got {service!r}")
+    if not is_iso_alpha2(country):
+        raise ValueError(f"S10 country must be an ISO 3166-1 alpha-2 code, got {country!r}")
     serial = _digits(rng, 8)
     return f"{service}{serial}{s10_check_digit(serial)}{country}"
 
@@ -106,7 +110,8 @@ def make_gs1_label(
 
     Raises ValueError on an SSCC that is not 18 digits with a valid check digit, and on a
     postcode, country or routing code that its AI cannot carry (420: 1-20, 421: 1-9, 403:
-    1-30 characters of the GS1 set; country: 3 digits).
+    1-30 characters of the GS1 set; country: an officially assigned ISO 3166-1 numeric
+    code, since any other makes the label invalid).
     """
     if sscc is None:
         sscc = make_sscc(rng)
@@ -120,8 +125,8 @@ def make_gs1_label(
     if country_numeric is None:
         fields.append(("420", postcode, True))
     else:
-        if _ISO_NUMERIC.fullmatch(country_numeric) is None:
-            raise ValueError(f"country must be 3 digits, got {country_numeric!r}")
+        if not iso_numeric_to_alpha2(country_numeric):
+            raise ValueError(f"country must be an ISO 3166-1 numeric code, got {country_numeric!r}")
         fields.append(("421", country_numeric + postcode, True))
     if routing_code is not None:
         if len(routing_code) > 30 or _GS1_X.fullmatch(routing_code) is None:
@@ -176,7 +181,9 @@ def damage(rng: random.Random, code: str) -> str:
     the result still has the shape of its kind and classifies as that kind with
     valid=False, like a real misread. Only characters covered by the check are touched
     (for GS1, the SSCC). Raises ValueError for a code that is already invalid or has no
-    check digit to break (LP, UNKNOWN, a GS1 label without SSCC).
+    check digit to break (LP, UNKNOWN, a GS1 label without SSCC), and for DHL: a 10-digit
+    number failing the mod-7 check is not DHL any more, so no misread of one classifies
+    as an invalid DHL code.
     """
     label = classify(code)
     if not label.valid:
@@ -186,7 +193,7 @@ def damage(rng: random.Random, code: str) -> str:
     elif label.kind is CodeKind.UPS:
         positions = range(2, 18)
     elif label.kind is CodeKind.DHL:
-        positions = range(10)
+        raise ValueError(f"a misread DHL code is no DHL code, so none is invalid: {code!r}")
     elif label.kind is CodeKind.GS1 and label.barcode:
         start = code.find("00" + label.barcode) + 2
         positions = range(start, start + 18)
@@ -194,8 +201,8 @@ def damage(rng: random.Random, code: str) -> str:
         raise ValueError(f"{label.kind.name} code has no check digit to break: {code!r}")
 
     # Not every substitution breaks a check (S10 maps two remainders to 5, UPS folds
-    # letters onto digits, mod 7 cannot tell 0 from 7), so try them in random order and
-    # keep the first that classify rejects; the check digit itself always works.
+    # letters onto digits), so try them in random order and keep the first that classify
+    # rejects; the check digit itself always works.
     candidates = [
         (pos, repl)
         for pos in positions

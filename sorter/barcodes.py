@@ -1,8 +1,10 @@
 """Classify the codes a scanner reads on a parcel (DOMAIN.md, "Barcodes on parcels").
 
 Pure functions, no I/O. `classify` turns one code as read into a `Label`: which format it
-is, whether its check digit and structure hold, and the fields the sort plan can match on
-(tracking barcode, S10 service indicator, country, postcode).
+is, whether its check digits and structure hold, and the fields the sort plan can match on
+(tracking barcode, S10 service indicator and origin, ship-to country and postcode). The
+rules are those of the v2 contract (docs/interfaces.md section 6, "Invalid codes" and "GS1
+labels are read in every form").
 
 `classify` never raises: a scanner can send anything, and a misread must end in the
 `invalid_code` chute, not in a crashed decision task.
@@ -14,16 +16,18 @@ import enum
 import re
 from typing import Final, NamedTuple
 
-from biip import ParseConfig, ParseError
+from biip import ParseConfig
 from biip.gs1_messages import GS1Message
 
 __all__ = [
     "GS",
+    "ISO_ALPHA2",
     "CodeKind",
     "Label",
     "classify",
     "dhl_check_digit",
     "gs1_check_digit",
+    "is_iso_alpha2",
     "iso_numeric_to_alpha2",
     "s10_check_digit",
     "ups_check_digit",
@@ -48,8 +52,18 @@ class Label(NamedTuple):
     """One code as read, classified. (A NamedTuple: immutable, and four times cheaper to
     build than a frozen dataclass, on a path that runs for every code read.)
 
+    - `barcode`: the tracking code: the code itself for carrier formats and UNKNOWN
+      (without a non-GS1 symbology identifier), the SSCC of AI 00 for GS1 ("" without).
+    - `s10_service`, `origin`: the S10 service indicator and suffix (the country of the
+      post that issued the number, never the destination).
+    - `country`, `postcode`: the ship-to of a GS1 label (the first AI 420 or 421 on it);
+      `country` is the ISO 3166-1 alpha-2 of AI 421, "" for AI 420 (domestic). The postcode
+      is as on the label, not normalised.
+    - `ship_to`: the label carries AI 420 or 421.
+
     For an invalid code the fields hold what was read (e.g. the SSCC with the wrong check
-    digit), so logs show it; the decision core must not route on them.
+    digit, the S10 suffix that is no country), so logs show it; the decision core must not
+    route on them. `error` says why it is invalid ("" when valid).
     """
 
     raw: str
@@ -57,8 +71,10 @@ class Label(NamedTuple):
     valid: bool
     barcode: str
     s10_service: str = ""
+    origin: str = ""
     country: str = ""
     postcode: str = ""
+    ship_to: bool = False
     error: str = ""
 
 
@@ -79,16 +95,42 @@ _GS1_CHARS: Final = frozenset(
     "!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz" + GS
 )
 
+# The human-readable form, `(AI)value(AI)value...`, all of it (fullmatch): an AI of 2-4
+# ASCII digits, a value of the GS1 set without parentheses (a value holding one cannot be
+# told from the next AI) and never GS. Checked here rather than left to biip's parse_hri,
+# which drops blanks and GS and skips text between its matches, so that a torn or padded
+# label is invalid instead of read as something it does not say.
+_HRI_VALUE: Final = r"[!\"%&'*+,\-./0-9:;<=>?A-Z_a-z]+"
+_HRI_RE: Final = re.compile(rf"(?:\([0-9]{{2,4}}\){_HRI_VALUE})+")
+_HRI_FIELD_RE: Final = re.compile(rf"\(([0-9]{{2,4}})\)({_HRI_VALUE})")
+
 # AIM symbology identifiers (ISO/IEC 15424) that announce GS1 element strings: GS1-128,
 # GS1 DataMatrix, GS1 QR, GS1 DotCode, GS1 DataBar.
 _GS1_SYMBOLOGY_IDS: Final = frozenset({"]C1", "]d2", "]Q3", "]J1", "]e0"})
 
-# AIs a parcel label starts with; only these make an un-prefixed run of digits look GS1.
-_GS1_LEADING_AIS: Final = ("00", "420", "421", "401", "403")
+# Bare digits (no identifier) are taken as GS1 only when they start with an AI a parcel
+# label starts with; GS may separate fields, never lead, trail or come twice.
+_BARE_GS1_RE: Final = re.compile(r"(?:00|42[01]|40[13])[0-9]*(?:\x1d[0-9]+)*")
+
+# No GS1 symbol holds more (QR version 40, numeric mode): a longer message is a misread,
+# and the cap bounds what biip spends on garbage (its time grows with the length).
+_MAX_GS1_CHARS: Final = 7089
 
 # Dates do not route parcels; a label with a zero or odd date in some AI must not become
 # an invalid code because of it.
 _BIIP_CONFIG: Final = ParseConfig(gs1_element_strings_verify_date=False)
+
+# GS1 keys with a mod-10 check digit that biip does not verify (it does SSCC, GTIN and
+# GLN): AI -> the span of the value that ends with the check digit. GSIN (402), GSRN
+# (8017, 8018), GDTI (253), GCN (255), GRAI (8003, after its leading filler digit).
+_OTHER_CHECKED_KEYS: Final[dict[str, tuple[int, int]]] = {
+    "402": (0, 17),
+    "8017": (0, 18),
+    "8018": (0, 18),
+    "253": (0, 13),
+    "255": (0, 13),
+    "8003": (1, 14),
+}
 
 # ISO 3166-1 numeric -> alpha-2, all 249 officially assigned codes (taken from the
 # Debian iso-codes data). GS1 AI 421 carries the numeric form; sort plans use alpha-2.
@@ -116,7 +158,10 @@ _NUMERIC_TO_ALPHA2: Final[dict[str, str]] = {
     pair[:3]: pair[3:] for pair in _ISO_3166_NUMERIC.split()
 }
 
-ISO_ALPHA2: Final = frozenset(_NUMERIC_TO_ALPHA2.values())
+ISO_ALPHA2: Final[frozenset[str]] = frozenset(_NUMERIC_TO_ALPHA2.values())
+"""The 249 officially assigned ISO 3166-1 alpha-2 codes, upper case. User-assigned codes
+(AA, QM-QZ, XA-XZ, ZZ), exceptionally reserved ones (e.g. EU, UK) and withdrawn ones (e.g.
+AN, YU) are not in it."""
 
 _S10_WEIGHTS: Final = (8, 6, 4, 2, 3, 5, 9, 7)
 _S10_WEIGHT_SUM: Final = sum(_S10_WEIGHTS)
@@ -129,6 +174,12 @@ def _require(ok: bool, what: str, value: str) -> None:
 
 def _is_ascii_digits(value: str) -> bool:
     return _ASCII_DIGITS_RE.fullmatch(value) is not None
+
+
+def is_iso_alpha2(code: str) -> bool:
+    """Whether `code` is an officially assigned ISO 3166-1 alpha-2 code, exactly as
+    written ("MA" yes; "ma", "XX", "ZZ", "EU", "YU" no)."""
+    return code in ISO_ALPHA2
 
 
 def s10_check_digit(serial8: str) -> int:
@@ -209,66 +260,84 @@ def dhl_check_digit(body9: str) -> int:
 
 
 def iso_numeric_to_alpha2(numeric: str) -> str:
-    """ISO 3166-1 alpha-2 code for a 3-digit numeric code ("504" -> "MA"); "" if unknown."""
+    """ISO 3166-1 alpha-2 code for a 3-digit numeric code ("504" -> "MA"); "" if the
+    numeric code is not officially assigned."""
     return _NUMERIC_TO_ALPHA2.get(numeric, "")
 
 
-def classify(code: str) -> Label:
+def classify(code: str, identifiers: bool = False) -> Label:
     """Classify one code as read by a scanner. Never raises.
 
-    Formats, tried in this order on the code as given (no stripping, case-sensitive):
+    The code is taken exactly as read (no stripping, case-sensitive). `identifiers` says
+    the scanner head promises to send AIM symbology identifiers (the `[[scanner]]` key
+    `symbology_identifiers`): then a code without one is never taken for bare GS1 digits.
 
-    - S10 `AA999999999AA`: check digit verified, any two letters accepted as country.
-    - UPS `1Z` + 16 of [0-9A-Z]: check digit verified.
-    - DHL Express, exactly 10 digits: mod-7 check verified.
-    - Cainiao `LP` + 12-14 digits: no public check rule, always valid.
-    - GS1 element strings, when the code starts with a GS1 symbology identifier (`]C1`,
-      and `]d2`, `]Q3`, `]J1`, `]e0`), or is more than 18 ASCII digits (GS allowed)
-      starting with AI 00, 420, 421, 401 or 403. The SSCC of AI 00 becomes `barcode`;
-      AI 420 and 421 give the postcode, 421 also the country. A wrong check digit in any
-      element string, or a message that does not parse, makes it invalid; but an
-      un-prefixed run of digits that fails to parse was probably never GS1 and falls
-      through to UNKNOWN.
-    - Anything else is UNKNOWN and valid: it can only match regular-expression rules.
-
-    A leading non-GS1 symbology identifier (e.g. `]C0`, `]A0`, as scanners configured to
-    send AIM identifiers do) is dropped before matching; `raw` keeps it, `barcode` does
-    not, and GS1 detection is skipped because the identifier says it is not GS1.
+    1. A leading AIM symbology identifier (`]` + letter + letter or digit, ISO/IEC 15424):
+       `]C1`, `]d2`, `]Q3`, `]e0`, `]J1` announce a GS1 element string (FNC1 as GS): the
+       code is GS1, valid or invalid, never anything else. Any other identifier (`]C0`,
+       `]A0`, ...) is dropped: `barcode` is the code without it, `raw` keeps it, and the
+       rest is only tried as a carrier format (step 3), never as GS1.
+    2. Without identifier: a leading GS (FNC1 in first position) announces a GS1 element
+       string, and a leading `(` the GS1 human-readable form `(00)...(420)...`; both are
+       GS1, valid or invalid. Otherwise the carrier formats (step 3), then, only when
+       `identifiers` is False, bare digits: ASCII digits (GS allowed between fields)
+       starting with AI 00, 420, 421, 401 or 403 that parse completely as a valid GS1
+       message are GS1. Anything else, bare digits that do not parse included, is
+       UNKNOWN and valid: it can only match regular-expression rules.
+    3. Carrier formats: S10 `AA999999999AA` (valid when the check digit is right and the
+       suffix an officially assigned ISO 3166-1 alpha-2 code: `s10_service` and `origin`
+       from it); UPS `1Z` + 16 of [0-9A-Z] (check digit verified); DHL Express, 10 ASCII
+       digits whose mod-7 check holds (10 digits failing it are not DHL: they go on as
+       any other code); Cainiao `LP` + 12-14 digits (no public check rule: valid).
+    4. GS1: the SSCC of AI 00 is `barcode`; the first AI 420 or 421 gives the ship-to
+       (`postcode`, 421 also `country`, `ship_to`). Invalid: a wrong check digit in any
+       element string (SSCC, GTIN, GLN, GSIN, ...), an AI 421 country that is not an
+       officially assigned ISO 3166-1 numeric code, a message that does not parse
+       completely, a character outside the GS1 82-character set (GS aside), a message
+       longer than any GS1 symbol holds. Dates are not verified.
     """
-    symbology = ""
-    if _AIM_ID_RE.match(code) is not None:
-        symbology = code[:3]
-        if symbology in _GS1_SYMBOLOGY_IDS:
-            return _classify_gs1(code, code[3:])
+    first = code[:1]
+    if first == "]" and _AIM_ID_RE.match(code) is not None:
+        if code[:3] in _GS1_SYMBOLOGY_IDS:
+            return _element_string_label(code, code[3:])
         body = code[3:]
-    else:
-        body = code
-
-    label = _classify_carrier(code, body)
+        return _classify_carrier(code, body) or _unknown(code, body)
+    if first == GS:
+        return _element_string_label(code, code[1:])
+    if first == "(":
+        return _hri_label(code)
+    label = _classify_carrier(code, code)
     if label is not None:
         return label
-    if not symbology and _looks_like_bare_gs1(body):
-        fast = _fast_gs1(code, body) if _GS1_CHARS.issuperset(body) else None
-        if fast is not None:
-            return fast
-        parsed = _parse_gs1(body)
-        if not isinstance(parsed, str):
-            return _gs1_label(code, parsed)
-    return Label(raw=code, kind=CodeKind.UNKNOWN, valid=True, barcode=body)
+    if not identifiers and _BARE_GS1_RE.fullmatch(code) is not None:
+        gs1 = _fast_gs1(code, code) or _gs1_label(code, _parse_gs1(code))
+        # Bare digits are only a guess at GS1: one that does not hold was something else.
+        if gs1.valid:
+            return gs1
+    return _unknown(code, code)
+
+
+def _unknown(raw: str, body: str) -> Label:
+    return Label(raw=raw, kind=CodeKind.UNKNOWN, valid=True, barcode=body)
 
 
 def _classify_carrier(raw: str, body: str) -> Label | None:
     if (m := _S10_RE.fullmatch(body)) is not None:
-        service, serial, check, country = m.groups()
+        service, serial, check, origin = m.groups()
         expected = _s10_check(serial)
-        error = "" if int(check) == expected else f"S10 check digit {check}, expected {expected}"
+        if int(check) != expected:
+            error = f"S10 check digit {check}, expected {expected}"
+        elif origin not in ISO_ALPHA2:
+            error = f"S10 suffix {origin} is not an ISO 3166-1 alpha-2 country code"
+        else:
+            error = ""
         return Label(
             raw=raw,
             kind=CodeKind.S10,
             valid=not error,
             barcode=body,
             s10_service=service,
-            country=country,
+            origin=origin,
             error=error,
         )
     if (m := _UPS_RE.fullmatch(body)) is not None:
@@ -276,85 +345,129 @@ def _classify_carrier(raw: str, body: str) -> Label | None:
         expected = _ups_check(ups_body)
         error = "" if check == str(expected) else f"UPS check digit {check}, expected {expected}"
         return Label(raw=raw, kind=CodeKind.UPS, valid=not error, barcode=body, error=error)
-    if _DHL_RE.fullmatch(body) is not None:
-        expected = dhl_check_digit(body[:9])
-        error = (
-            "" if int(body[9]) == expected else f"DHL check digit {body[9]}, expected {expected}"
-        )
-        return Label(raw=raw, kind=CodeKind.DHL, valid=not error, barcode=body, error=error)
+    # A 10-digit number failing the mod-7 check is not a misread DHL waybill: too many
+    # other numbers have 10 digits (and it may be a bare GS1 label) to call it invalid.
+    if _DHL_RE.fullmatch(body) is not None and int(body[:9]) % 7 == int(body[9]):
+        return Label(raw=raw, kind=CodeKind.DHL, valid=True, barcode=body)
     if _LP_RE.fullmatch(body) is not None:
         return Label(raw=raw, kind=CodeKind.LP, valid=True, barcode=body)
     return None
 
 
-def _looks_like_bare_gs1(body: str) -> bool:
-    # Longer than a bare SSCC so that 10-digit DHL waybills and other plain numbers stay
-    # what they are; GS is allowed because it only ever appears in GS1 data.
-    return (
-        len(body) > 18
-        and body.startswith(_GS1_LEADING_AIS)
-        and _is_ascii_digits(body.replace(GS, ""))
-    )
-
-
-_FAST_VARIABLE_AIS: Final = {"420": 20, "421": 12, "401": 30, "403": 30}
-
-
-def _fast_gs1(raw: str, payload: str) -> Label | None:
-    """The common parcel label (AIs 00, 420, 421, 401, 403) without biip, which costs
-    ~60 us a code; None for anything else or anything wrong, which biip then explains."""
-    n = len(payload)
-    if not n or payload[-1] == GS:
-        return None
-    sscc = postcode = country = ""
-    i = 0
-    while i < n:
-        if payload.startswith("00", i):
-            value = payload[i + 2 : i + 20]
-            if sscc or len(value) != 18 or not _is_ascii_digits(value):
-                return None
-            if _gs1_check(value[:17]) != int(value[17]):
-                return None
-            sscc = value
-            i += 20
-            continue
-        ai = payload[i : i + 3]
-        limit = _FAST_VARIABLE_AIS.get(ai)
-        if limit is None:
-            return None
-        end = payload.find(GS, i + 3)
-        if end < 0:
-            end = n
-        value = payload[i + 3 : end]
-        if not 0 < len(value) <= limit:
-            return None
-        if ai == "421":
-            numeric = value[:3]
-            if len(value) < 4 or not _is_ascii_digits(numeric):
-                return None
-            if not postcode:
-                postcode, country = value[3:], iso_numeric_to_alpha2(numeric)
-        elif ai == "420" and not postcode:
-            postcode = value
-        i = end + 1
-    return Label(
-        raw=raw, kind=CodeKind.GS1, valid=True, barcode=sscc, country=country, postcode=postcode
-    )
-
-
-def _classify_gs1(raw: str, payload: str) -> Label:
+def _element_string_label(raw: str, payload: str) -> Label:
+    """A code announced as GS1 element strings (identifier or leading GS): GS1, valid or
+    invalid."""
     if not _GS1_CHARS.issuperset(payload):
         return _gs1_label(raw, "GS1: character outside the GS1 character set")
     return _fast_gs1(raw, payload) or _gs1_label(raw, _parse_gs1(payload))
 
 
+def _hri_label(raw: str) -> Label:
+    """A code in the human-readable form `(AI)value...`: GS1, valid or invalid."""
+    if len(raw) > _MAX_GS1_CHARS:
+        return _gs1_label(raw, "GS1: longer than any GS1 symbol holds")
+    if _HRI_RE.fullmatch(raw) is None:
+        return _gs1_label(raw, "GS1: not a human-readable GS1 string (AI)value(AI)value...")
+    return _fast_hri(raw) or _gs1_label(raw, _parse_hri(raw))
+
+
+# The fast path: the common parcel label (AIs 00, 420, 421, 401, 403) without biip, which
+# costs ~60 us a code. It only ever answers "valid, with these fields"; anything else it
+# declines (None) and biip explains. tests/test_barcodes.py holds it equal to biip.
+
+_FAST_VARIABLE_AIS: Final = {"420": 20, "421": 12, "401": 30, "403": 30}
+
+
+def _fast_gs1(raw: str, payload: str) -> Label | None:
+    """An element string (GS1 character set already checked) through the fast path."""
+    n = len(payload)
+    if not n or payload[-1] == GS:
+        return None
+    fields: list[tuple[str, str]] = []
+    i = 0
+    while i < n:
+        if payload.startswith("00", i):
+            fields.append(("00", payload[i + 2 : i + 20]))
+            i += 20
+            # GS1 allows FNC1 after a fixed-length field too; some printers send one.
+            if i < n and payload[i] == GS:
+                i += 1
+            continue
+        ai = payload[i : i + 3]
+        if ai not in _FAST_VARIABLE_AIS:
+            return None
+        end = payload.find(GS, i + 3)
+        if end < 0:
+            end = n
+        fields.append((ai, payload[i + 3 : end]))
+        i = end + 1
+    return _fast_label(raw, fields)
+
+
+def _fast_hri(raw: str) -> Label | None:
+    """A human-readable string (its grammar already checked) through the fast path."""
+    return _fast_label(raw, _HRI_FIELD_RE.findall(raw))
+
+
+def _fast_label(raw: str, fields: list[tuple[str, str]]) -> Label | None:
+    sscc = postcode = country = ""
+    ship_to = False
+    for ai, value in fields:
+        if ai == "00":
+            # A second SSCC is rare enough to leave to biip.
+            if sscc or len(value) != 18 or not _is_ascii_digits(value):
+                return None
+            if _gs1_check(value[:17]) != ord(value[17]) - 48:
+                return None
+            sscc = value
+            continue
+        limit = _FAST_VARIABLE_AIS.get(ai)
+        if limit is None or not 0 < len(value) <= limit:
+            return None
+        if ai == "421":
+            alpha2 = _NUMERIC_TO_ALPHA2.get(value[:3])
+            if alpha2 is None or len(value) < 4:
+                return None
+            if not ship_to:
+                postcode, country, ship_to = value[3:], alpha2, True
+        elif ai == "420" and not ship_to:
+            postcode, ship_to = value, True
+    return Label(
+        raw=raw,
+        kind=CodeKind.GS1,
+        valid=True,
+        barcode=sscc,
+        country=country,
+        postcode=postcode,
+        ship_to=ship_to,
+    )
+
+
 def _parse_gs1(payload: str) -> GS1Message | str:
-    """The parsed message, or why it is not one."""
+    """The parsed element string, or why it is not one."""
     if not _GS1_CHARS.issuperset(payload):
         return "GS1: character outside the GS1 character set"
+    if len(payload) > _MAX_GS1_CHARS:
+        return "GS1: longer than any GS1 symbol holds"
+    return _biip(payload, hri=False)
+
+
+def _parse_hri(hri: str) -> GS1Message | str:
+    """The parsed human-readable string (its grammar already checked), or why it is not
+    a GS1 message. biip parses each `(AI)value` as a whole, so a value too long or too
+    short for its AI does not parse."""
+    return _biip(hri, hri=True)
+
+
+def _biip(text: str, *, hri: bool) -> GS1Message | str:
     try:
-        message = GS1Message.parse(payload, config=_BIIP_CONFIG)
-    except (ParseError, ValueError) as exc:
+        if hri:
+            message = GS1Message.parse_hri(text, config=_BIIP_CONFIG)
+        else:
+            message = GS1Message.parse(text, config=_BIIP_CONFIG)
+    # biip parses untrusted text: whatever it raises on it (ParseError, ValueError, or an
+    # IndexError from deep inside) means "not a GS1 message", and classify must not raise.
+    except Exception as exc:
         return f"GS1: {exc}"
     if not message.element_strings:
         return "GS1: empty message"
@@ -365,19 +478,29 @@ def _gs1_label(raw: str, parsed: GS1Message | str) -> Label:
     if isinstance(parsed, str):
         return Label(raw=raw, kind=CodeKind.GS1, valid=False, barcode="", error=parsed)
     sscc = postcode = country = error = ""
+    ship_to = False
     for element in parsed.element_strings:
         ai = element.ai.ai
         # biip reports a wrong check digit on the element instead of raising.
-        check_error = element.sscc_error or element.gtin_error or element.gln_error
-        if check_error and not error:
-            error = f"GS1 AI ({ai}): {check_error}"
+        element_error = (
+            element.sscc_error
+            or element.gtin_error
+            or element.gln_error
+            or _key_error(ai, element.value)
+        )
         if ai == "00" and not sscc:
             sscc = element.value
-        elif ai == "420" and not postcode:
-            postcode = element.value
-        elif ai == "421" and not postcode:
-            numeric, postcode = element.pattern_groups
-            country = iso_numeric_to_alpha2(numeric)
+        elif ai == "420" and not ship_to:
+            postcode, ship_to = element.value, True
+        elif ai == "421":
+            numeric, value = element.pattern_groups
+            alpha2 = iso_numeric_to_alpha2(numeric)
+            if not alpha2:
+                element_error = f"country {numeric} is not an ISO 3166-1 numeric code"
+            if not ship_to:
+                postcode, country, ship_to = value, alpha2, True
+        if element_error and not error:
+            error = f"GS1 AI ({ai}): {element_error}"
     return Label(
         raw=raw,
         kind=CodeKind.GS1,
@@ -385,5 +508,15 @@ def _gs1_label(raw: str, parsed: GS1Message | str) -> Label:
         barcode=sscc,
         country=country,
         postcode=postcode,
+        ship_to=ship_to,
         error=error,
     )
+
+
+def _key_error(ai: str, value: str) -> str:
+    span = _OTHER_CHECKED_KEYS.get(ai)
+    if span is None:
+        return ""
+    key = value[span[0] : span[1]]
+    expected = _gs1_check(key[:-1])
+    return "" if expected == int(key[-1]) else f"check digit {key[-1]}, expected {expected}"
