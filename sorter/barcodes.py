@@ -474,9 +474,25 @@ def _biip(text: str, *, hri: bool) -> GS1Message | str:
     return message
 
 
+# An invalid label's SSCC as read, when the label starts with it: the identifier or a
+# leading GS, then AI 00 and 18 digits (or "(00)" and 18 digits).
+_LEADING_SSCC_RE: Final = re.compile(r"(?:\][A-Za-z][0-9A-Za-z])?\x1d?(?:00|\(00\))([0-9]{18})")
+
+
+def _sscc_as_read(raw: str) -> str:
+    """The barcode of an invalid GS1 label: its leading SSCC as read whatever else is wrong
+    (a misread check digit still tells the desk which parcel it was), else "". One rule
+    for every kind of fault, so that what a decision names does not depend on which
+    check failed first."""
+    m = _LEADING_SSCC_RE.match(raw)
+    return m.group(1) if m is not None else ""
+
+
 def _gs1_label(raw: str, parsed: GS1Message | str) -> Label:
     if isinstance(parsed, str):
-        return Label(raw=raw, kind=CodeKind.GS1, valid=False, barcode="", error=parsed)
+        return Label(
+            raw=raw, kind=CodeKind.GS1, valid=False, barcode=_sscc_as_read(raw), error=parsed
+        )
     sscc = postcode = country = error = ""
     ship_to = False
     for element in parsed.element_strings:
@@ -505,7 +521,7 @@ def _gs1_label(raw: str, parsed: GS1Message | str) -> Label:
         raw=raw,
         kind=CodeKind.GS1,
         valid=not error,
-        barcode=sscc,
+        barcode=_sscc_as_read(raw) if error else sscc,
         country=country,
         postcode=postcode,
         ship_to=ship_to,
