@@ -80,15 +80,13 @@ async def line_with_daemon(
     silence_timeout_s: float | None = None,
     formats: Mapping[str, str] | None = None,
     scanner_keys: Mapping[str, str] | None = None,
-    site_country: str | None = None,
 ) -> AsyncIterator[Rig]:
     """Line and daemon running; on exit the daemon stops gracefully and says offline.
 
     `heads`: the scan tunnel's heads, each a [[scanner]] of the site config under its own
     name, tunnel and telegram preset; default one head, `tunnel-1`. `formats` configures
     the daemon with another preset for some heads (a scanner set up wrongly), and
-    `scanner_keys` adds TOML lines to a head's table (see write_site). `site_country`:
-    the site's `[site] country` (AI 420 labels and pre-advice without a country)."""
+    `scanner_keys` adds TOML lines to a head's table (see write_site)."""
     plan = load_plan(plan_path)
     sub = Subscriber()
     ready = asyncio.Event()
@@ -105,8 +103,7 @@ async def line_with_daemon(
         assert line.scanner is not None
         assert line.scanner.port is not None
         site = load_site(
-            _with_country(
-                site_country,
+            write_site(
                 folder,
                 plc_port=line.plc.port,
                 plc_url=line.plc.url,
@@ -141,14 +138,3 @@ async def line_with_daemon(
                         lambda: (sub.last("status") or {}).get("state") == "offline", 10
                     )
                 sub_task.cancel()
-
-
-def _with_country(country: str | None, folder: Path, **site: Any) -> Path:
-    """write_site, plus `country` in its [site] table (write_site has no parameter for
-    it: the demo line has no domestic postcodes to tell apart)."""
-    path = write_site(folder, **site)
-    if country is not None:
-        text = path.read_text()
-        assert text.startswith("[site]\n")
-        path.write_text(text.replace("[site]\n", f'[site]\ncountry = "{country}"\n', 1))
-    return path

@@ -250,7 +250,6 @@ async def test_live_line_and_replay_decide_the_same(broker: LocalBroker, tmp_pat
         params=LIVE_LINE,
         plan_path=PLAN,
         manifests=str(folder / "*.csv"),
-        site_country="MA",
     ) as rig:
         daemon, line, sub = rig.daemon, rig.line, rig.sub
         await wait_until(lambda: daemon.manifest is not None and daemon.manifest.rows == rows, 30)

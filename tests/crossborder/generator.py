@@ -468,10 +468,21 @@ def make_invalid(g: Generator) -> Item:
                       "ups-check": 15})  # fmt: skip
     if variant in ("421-999", "sscc-check"):
         lab = _invalid_label(g, variant, bare=False)
-        return _item("invalid", variant, (lab.code,), function("invalid_code", lab.sscc),
+        return _item("invalid", variant, (lab.code,), function("invalid_code", _named(lab)),
                      labels=(lab,))  # fmt: skip
     code = _invalid_carrier(g, variant)
     return _item("invalid", variant, (code,), function("invalid_code", code))
+
+
+def _named(lab: c.Gs1Label) -> str:
+    """What an invalid label is named by: the SSCC as read when the label starts with it
+    (after its identifier or leading GS), else the whole text as read."""
+    payload = lab.code
+    for prefix in ("]C1", "]d2", "]Q3", "]e0", "\x1d"):
+        if payload.startswith(prefix):
+            payload = payload[len(prefix) :]
+            break
+    return lab.sscc if lab.sscc and payload.startswith(("00", "(00)")) else lab.code
 
 
 def _invalid_carrier(g: Generator, variant: str) -> str:
