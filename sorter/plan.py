@@ -774,7 +774,8 @@ def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) ->
                     Problem(
                         file,
                         f"rule[{i}].postcode",
-                        f"{t.written.strip()} overlaps {u.written.strip()} of rule[{q.index}] ({name(q)}); "
+                        f"{t.written.strip()} overlaps {u.written.strip()} of "
+                        f"rule[{q.index}] ({name(q)}); "
                         f"rule[{q.index}] wins where both match",
                     )
                 )

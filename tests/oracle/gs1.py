@@ -76,7 +76,7 @@ _OWN: dict[str, Callable[[str], bool]] = {
     "01": _key(14),
     "02": _key(14),
     "10": _text(20),
-    **{ai: _yymmdd for ai in ("11", "12", "13", "15", "16", "17")},
+    **dict.fromkeys(("11", "12", "13", "15", "16", "17"), _yymmdd),
     "21": _text(20),
     "37": _digits(1, 8),
     "400": _text(30),
