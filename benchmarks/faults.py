@@ -61,7 +61,7 @@ def run(opts: Options | None = None) -> Section:
     for r in collect.reports:
         fault = r["fault"].strip()
         for key in ("inducted", "requests", "decisions", "confirmations", "results",
-                    "duplicates_dropped", "lost"):  # fmt: skip
+                    "duplicates_dropped", "dropped_by_plc", "lost"):  # fmt: skip
             if key in r:
                 section.add(f"{key}@{fault}", r[key], "items" if key != "lost" else "messages")
         if r.get("recover_s") is not None:
