@@ -146,11 +146,13 @@ async def daemon_process(
     *,
     profile: str | None = None,
     online_timeout_s: float = 120.0,
+    log: Path | None = None,
 ) -> AsyncIterator[Daemon]:
-    """`sorterd run -c site` as its own process (logs at warning), until online: status
-    online with the PLC connected. `startup_s` is spawn to online (config, plan, kernels
-    from the numba cache, manifests, devices). Stopped with SIGTERM (SIGINT for py-spy)."""
-    env = {**os.environ, "SORTERD_LOG_LEVEL": "warning"}
+    """`sorterd run -c site` as its own process, until online: status online with the PLC
+    connected. `startup_s` is spawn to online (config, plan, kernels from the numba cache,
+    manifests, devices). Logs at warning into nothing, or at info as JSON lines into `log`.
+    Stopped with SIGTERM (SIGINT for py-spy)."""
+    env = {**os.environ, "SORTERD_LOG_LEVEL": "info" if log else "warning"}
     command = [sys.executable, "-m", "sorterd.cli", "run", "-c", str(site)]
     if profile:
         # py-spy samples the daemon; the CPU and memory figures are then py-spy's own.
@@ -159,9 +161,10 @@ async def daemon_process(
     obs.status = {}
     obs.plc = {}
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
-    )
+    with open(log or os.devnull, "wb") as stderr:  # noqa: ASYNC230 - once, before the spawn
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr, env=env
+        )
     watch = MemoryWatch(proc.pid)
     watch.start()
     try:
@@ -179,3 +182,16 @@ async def daemon_process(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines of one event."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            out.append(record)
+    return out
