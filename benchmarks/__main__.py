@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--line-rates", help="items/h, comma-separated (default 20k,40k,100k,200k)")
     g.add_argument("--line-duration", type=float, help="seconds of induction per rate")
     g.add_argument("--no-reference", action="store_true", help="skip the reference host")
+    g.add_argument("--scans-first", action="store_true", help="line: every scan before its request")
     g.add_argument("--rtu-bauds", help="comma-separated (default 19200,115200)")
     g.add_argument("--rtu-duration", type=float, help="seconds at 20,000 items/h per baud")
     g = p.add_argument_group("journal")
@@ -72,6 +73,8 @@ def _options(name: str, module: Any, args: argparse.Namespace) -> Any:
             changes["duration_s"] = args.line_duration
         if args.no_reference:
             changes["reference"] = False
+        if args.scans_first:
+            changes["scans_first"] = True
     elif name == "rtu":
         if args.rtu_bauds:
             changes["bauds"] = tuple(int(b) for b in args.rtu_bauds.split(","))
@@ -116,7 +119,8 @@ def main(argv: list[str]) -> int:
         for line in module.report(section):
             print(line)
         print(f"({seconds:.0f} s)", flush=True)
-        sections[name] = results.section_json(
+        key = module.section_name(opts) if hasattr(module, "section_name") else name
+        sections[key] = results.section_json(
             section, command=command, started=started, seconds=seconds, before=before
         )
         if not args.no_write:

@@ -68,6 +68,13 @@ class Options:
     rates: tuple[float, ...] = RATES
     duration_s: float = DURATION_S
     reference: bool = True  # also run the reference host at each rate
+    # Every scan before its request: no reply waits for a scan, so the daemon's latency
+    # against the reference host's is the daemon's own (a diagnosis, not the line's mix).
+    scans_first: bool = False
+
+    @property
+    def params(self) -> LineParams:
+        return replace(PARAMS, scan_before_request_probability=1.0) if self.scans_first else PARAMS
 
 
 def latency_ms(ledger: Ledger) -> dict[str, float]:
@@ -237,13 +244,20 @@ async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]
         info = broker_info(broker.kind)
         print(f"broker: {info['kind']} {info.get('version', '')}", flush=True)
         for rate in opts.rates:
-            row = {"daemon": await run_rate(rate, opts.duration_s, broker=broker)}
+            row = {
+                "daemon": await run_rate(rate, opts.duration_s, broker=broker, params=opts.params)
+            }
             if opts.reference:
-                row["reference"] = await run_reference(rate, opts.duration_s)
+                row["reference"] = await run_reference(rate, opts.duration_s, params=opts.params)
             rows.append(row)
             for line in report_rows([row]):
                 print(line, flush=True)
     return rows, info
+
+
+def section_name(opts: Options) -> str:
+    """A diagnosis run keeps its own section: it must not replace the line's table."""
+    return "line-scans-first" if opts.scans_first else "line"
 
 
 def run(opts: Options | None = None) -> Section:
@@ -256,6 +270,7 @@ def run(opts: Options | None = None) -> Section:
             "poll_interval_ms": POLL_MS,
             "belt_speed_m_s": PARAMS.belt_speed_m_s,
             "reference_host": opts.reference,
+            "scan_before_request_probability": opts.params.scan_before_request_probability,
         },
         details={"broker": broker, "rates": rows},
         filesystems={"daemon journal": filesystem(tempfile.gettempdir())},

@@ -230,7 +230,12 @@ def _line(s: dict[str, Any]) -> list[str]:
     lines = [
         f"{p['duration_s']:.0f} s of induction per rate, poll {p['poll_interval_ms']} ms, "
         f"belt {p['belt_speed_m_s']:g} m/s; broker {broker['kind']} {broker.get('version', '')}"
-        f"; daemon journal on {_fs(s, 'daemon journal')}.",
+        f"; daemon journal on {_fs(s, 'daemon journal')}"
+        + (
+            "; **every scan before its request** (`--scans-first`, a diagnosis)."
+            if p.get("scan_before_request_probability") == 1.0
+            else "."
+        ),
         "",
         "| rate/h | inducted / drained | PLC req->reply ms p50 / p99 / max | reference host "
         "p50 / p99 / max | p99 / reference | daemon decision ms p50 / p99 | late | "
