@@ -12,6 +12,7 @@ Schema (version 1):
       "machine": {"cpu", "cores", "affinity", "memory_gib", "kernel", "os"},
       "versions": {"python", "numba", "numpy", "pymodbus", "paho-mqtt", "aiomqtt", ...},
       "broker": {"kind": "mosquitto", "version": "2.0.11"},
+      "filesystems": {"journal: journal": {...}, "line: daemon journal": {...}},
       "benchmarks": {
         NAME: {
           "command": "python -m benchmarks --only line",
@@ -318,6 +319,12 @@ def write(
         "machine": machine(),
         "versions": versions(),
         "broker": broker or data.get("broker") or {},
+        # Where each benchmark's journal was (the line's daemons, the journal benchmark's).
+        "filesystems": {
+            f"{name}: {role}": fs
+            for name, s in sorted(benchmarks.items())
+            for role, fs in s.get("filesystems", {}).items()
+        },
         "benchmarks": dict(sorted(benchmarks.items())),
     }
     folder.mkdir(parents=True, exist_ok=True)

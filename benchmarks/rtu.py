@@ -28,7 +28,7 @@ from typing import Any
 from benchmarks.common import PLAN
 from benchmarks.daemon import PREFIX, daemon_process, observing, wait_for
 from benchmarks.line import latency_ms, ledger_figures, run_reference
-from benchmarks.results import Section, broker_info
+from benchmarks.results import Section, broker_info, filesystem
 from drivers.broker import LocalBroker
 from drivers.registers import CONF_ACK
 from simulators.line import DEMO_PARAMS, SimulatedLine
@@ -174,6 +174,7 @@ def run(opts: Options | None = None) -> Section:
             "poll_interval_ms": 5,
         },
         details={"broker": broker, "bauds": rows},
+        filesystems={"daemon journal": filesystem(tempfile.gettempdir())},
     )
     for r in rows:
         key = f"@{r['baud']}"
