@@ -422,7 +422,7 @@ def add_figures(
         "daemon_load_s",
         daemon["load_s"],
         "s",
-        "sorterd run: the load as its log times it (manifests loaded, ms)",
+        "sorterd run: the load, as its log line `manifests loaded` times it",
         better="lower",
         baselines={k: ways[k]["load_s"] for k in ("dict_tuples", "sqlite")},
         baseline_labels={k: LABELS[k] + ", load" for k in base},

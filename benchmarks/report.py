@@ -60,6 +60,8 @@ def ratio(value: float, base: float, better: str) -> str:
     r = value / base if better != "lower" else base / value
     word = "better" if r >= 1 else "worse"
     shown = r if r >= 1 else 1 / r
+    if shown < 10:
+        return f"{shown:.2f} x {word}"
     return f"{shown:.1f} x {word}" if shown < 100 else f"{shown:,.0f} x {word}"
 
 
