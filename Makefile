@@ -2,7 +2,9 @@
 #   make demo   - create .venv, install, run the simulated line with the daemon
 #   make test   - create .venv, install, run the test suite
 #   make lint   - ruff (lint + format check) and mypy --strict
-#   make bench  - the benchmarks (see BENCHMARKS.md)
+#   make bench  - the benchmarks: figures + benchmarks/results/<date>-<commit>.json
+#                 (BENCH_ARGS="--only line", "--quick", ...; see BENCHMARKS.md)
+#   make bench-report - BENCHMARKS.md's tables from the latest results files
 #   make faults - the fault-injection suite, long (FAULT_SCALE=30: faults last minutes)
 #   make fuzz   - the fuzz tests at length (docs/fuzzing.md); make fuzz-atheris for atheris
 
@@ -11,7 +13,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench faults fuzz fuzz-atheris clean
+.PHONY: venv demo test lint bench bench-report faults fuzz fuzz-atheris clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-report: $(STAMP)
+	$(BIN)/python -m benchmarks.report $(REPORT_ARGS)
 
 FAULT_SCALE ?= 30
 faults: $(STAMP)

@@ -1,40 +1,139 @@
-"""`python -m benchmarks [NAME ...]`: run benchmarks and print their figures.
+"""`python -m benchmarks [--only NAME,...] [options]`: run benchmarks, print their figures
+and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 
-NAME is one of: decide, replay, manifest, journal, line. Without a name, all run.
+NAME is one of: decide, replay, manifest, journal, rtu, line (all of them by default), or
+faults (the fault-injection suite, only when named: it is long). Names may also be given
+as plain arguments (`python -m benchmarks decide line`). `--quick` runs every benchmark at
+a small scale, to check that it works; its figures are recorded with their sizes but are
+not the published ones.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib
+import shlex
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-from benchmarks.common import machine
+from benchmarks import results
 
-ALL = ("decide", "replay", "manifest", "journal", "line")
+DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line")
+KNOWN = (*DEFAULT, "faults")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run")
+    p.add_argument("--only", default="", help="comma-separated benchmarks to run")
+    p.add_argument("--quick", action="store_true", help="small sizes: check, do not publish")
+    p.add_argument("--no-write", action="store_true", help="print only, no results file")
+    p.add_argument("--results-dir", type=Path, default=results.RESULTS_DIR)
+    g = p.add_argument_group("manifest")
+    g.add_argument("--manifest-rows", type=int, help="rows (default 1,000,000)")
+    g.add_argument("--hub", action="store_true", help="5,000,000 manifest rows")
+    g.add_argument("--no-daemon-memory", action="store_true", help="skip `sorterd run` memory")
+    g = p.add_argument_group("line and rtu")
+    g.add_argument("--line-rates", help="items/h, comma-separated (default 20k,40k,100k,200k)")
+    g.add_argument("--line-duration", type=float, help="seconds of induction per rate")
+    g.add_argument("--no-reference", action="store_true", help="skip the reference host")
+    g.add_argument("--scans-first", action="store_true", help="line: every scan before its request")
+    g.add_argument("--rtu-bauds", help="comma-separated (default 19200,115200)")
+    g.add_argument("--rtu-duration", type=float, help="seconds at 20,000 items/h per baud")
+    g = p.add_argument_group("journal")
+    g.add_argument("--journal-dir", type=Path, help="folder on the disk to fsync on")
+    g = p.add_argument_group("faults")
+    g.add_argument("--fault-scale", type=float, default=1.0)
+    g.add_argument("--fault-select", default="", help="pytest -k expression")
+    return p
+
+
+def _options(name: str, module: Any, args: argparse.Namespace) -> Any:
+    """The module's Options from the command line (its QUICK preset under --quick)."""
+    import dataclasses
+
+    base = module.QUICK if args.quick and hasattr(module, "QUICK") else module.Options()
+    changes: dict[str, Any] = {}
+    if name == "manifest":
+        if args.hub:
+            changes["rows"] = 5_000_000
+        if args.manifest_rows:
+            changes["rows"] = args.manifest_rows
+        if args.no_daemon_memory:
+            changes["daemon"] = False
+    elif name == "line":
+        if args.quick:
+            changes.update(rates=module.QUICK_RATES, duration_s=module.QUICK_DURATION_S)
+        if args.line_rates:
+            changes["rates"] = tuple(float(r) for r in args.line_rates.split(","))
+        if args.line_duration:
+            changes["duration_s"] = args.line_duration
+        if args.no_reference:
+            changes["reference"] = False
+        if args.scans_first:
+            changes["scans_first"] = True
+    elif name == "rtu":
+        if args.rtu_bauds:
+            changes["bauds"] = tuple(int(b) for b in args.rtu_bauds.split(","))
+        if args.rtu_duration:
+            changes["duration_s"] = args.rtu_duration
+        if args.no_reference:
+            changes["reference"] = False
+    elif name == "journal":
+        if args.journal_dir:
+            changes["journal_dir"] = args.journal_dir
+    elif name == "faults":
+        changes.update(scale=args.fault_scale, select=args.fault_select)
+    return dataclasses.replace(base, **changes) if changes else base
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(ALL)
-    unknown = [n for n in names if n not in ALL]
+    args = _parser().parse_args(argv)
+    names = [n for n in args.only.split(",") if n] + list(args.names)
+    names = names or list(DEFAULT)
+    unknown = [n for n in names if n not in KNOWN]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(ALL)}")
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(KNOWN)}")
         return 2
-    print(f"machine: {machine()}")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    command = "python -m benchmarks " + shlex.join(argv)
+    c = results.commit()
+    print(f"machine: {results.describe_machine(results.machine())}")
+    print(f"commit: {c.short}{' (dirty)' if c.dirty else ''}   versions: {results.versions()}")
+    broker = results.broker_info(results.default_broker_kind())
+    print(f"broker: {broker['kind']} {broker.get('version', '')}")
+    print(f"date: {results.now_iso()}   load average: {results.load_avg()}")
+    sections: dict[str, dict[str, Any]] = {}
+    path: Path | None = None
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
-        print(f"\n== {name}")
+        opts = _options(name, module, args)
+        print(f"\n== {name}  {opts}", flush=True)
+        started, before = results.now_iso(), results.load_avg()
         t0 = time.perf_counter()
-        result = module.run()
-        for line in module.report(result):
+        section = module.run(opts)
+        seconds = time.perf_counter() - t0
+        section.params["quick"] = bool(args.quick)
+        for line in module.report(section):
             print(line)
-        print(f"({time.perf_counter() - t0:.0f} s)")
+        print(f"({seconds:.0f} s)", flush=True)
+        key = module.section_name(opts) if hasattr(module, "section_name") else name
+        sections[key] = results.section_json(
+            section, command=command, started=started, seconds=seconds, before=before
+        )
+        if not args.no_write:
+            # Written after each benchmark: a long run that fails later keeps what it has.
+            path = results.write(sections, broker=broker, folder=args.results_dir)
         # What one benchmark leaves (millions of objects) must not be collected during the
         # next one's timed part: the line benchmark once saw a 1 s pause from it.
-        del result
+        del section
         gc.collect()
+    if path is not None:
+        shown = path.relative_to(results.ROOT) if path.is_relative_to(results.ROOT) else path
+        print(f"\nresults: {shown}")
+        print("tables: python -m benchmarks.report (make bench-report)")
     return 0
 
 

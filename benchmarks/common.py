@@ -1,9 +1,7 @@
-"""Shared helpers: the demo plan, realistic items, machine description, timing."""
+"""Shared helpers: the demo plan, realistic items, timing."""
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -19,19 +17,6 @@ from sorter.plan import compile_plan, load_plan
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "config" / "demo" / "sortplan.toml"
 SITE = ROOT / "config" / "demo" / "site.toml"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def decider() -> Decider:

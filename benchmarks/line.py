@@ -7,11 +7,16 @@ Modbus TCP and TCP telegrams, and to a local broker over MQTT. Figures per rate:
 - request-to-reply latency as the PLC sees it: from the PLC model putting the request on
   its ring to the PLC reading the reply (simulator clock; includes its 2 ms cycle and the
   wait for scans that arrive after the request);
+- the same latency with the minimal reference host (`benchmarks/refhost.py`: poll, read
+  the requests, answer a fixed chute, write) in place of the daemon, in the same run,
+  against a fresh simulated line with the same seed, rate and poll interval: the floor of
+  the handshake. The daemon's p99 is reported as a ratio to it (goal <= 1.3 x);
 - decision latency inside the daemon (its P/stats, last 8192 decisions);
-- items answered late (reply after the item passed its chute) and recirculations caused
-  by the host (recirc_late);
-- CPU seconds per 1,000 items of the daemon process, and as a share of one core;
-- peak resident memory of the daemon process; MQTT backlog (max seen on P/stats).
+- items answered late (reply after the item passed its chute), recirculations caused by
+  the host (recirc_late), and whether every item drained (reached a terminal outcome);
+- CPU seconds per 1,000 items of the daemon process, and as a share of one core; the
+  reference host's share beside it;
+- peak resident memory of the daemon process (VmHWM); MQTT backlog (max on P/stats).
 
 Start-up to ready: from spawning `sorterd run` to its status online with the PLC
 connected (config loaded, plan compiled, kernels from the numba cache, devices connected).
@@ -26,143 +31,55 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import numpy as np
 
 from benchmarks.common import PLAN
+from benchmarks.daemon import PREFIX, cpu_s, daemon_process, memory_kb, observing
+from benchmarks.results import Section, broker_info, filesystem
 from drivers.broker import LocalBroker
+from simulators.conveyor import Ledger, LineParams
 from simulators.line import DEMO_PARAMS, SimulatedLine
+from simulators.plc import PlcServe
 from sorter.plan import load_plan
 from sorterd.demo import write_site
 
 RATES = (20_000, 40_000, 100_000, 200_000)
 DURATION_S = 30.0
-PREFIX = "bench/line"
+QUICK_RATES = (40_000, 100_000)
+QUICK_DURATION_S = 8.0
+POLL_MS = 5  # write_site's plc.poll_interval_ms; the reference host polls at the same
 # A belt fast enough to carry 200,000 items/h with room: 10 m/s, one item per 0.1 m at
 # most; the first chute is 6 m (0.6 s) after the scan tunnel.
 PARAMS = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.1)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RATIO_GOAL = 1.3
 
 
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+@dataclass(frozen=True, slots=True)
+class Options:
+    rates: tuple[float, ...] = RATES
+    duration_s: float = DURATION_S
+    reference: bool = True  # also run the reference host at each rate
+    # Every scan before its request: no reply waits for a scan, so the daemon's latency
+    # against the reference host's is the daemon's own (a diagnosis, not the line's mix).
+    scans_first: bool = False
+
+    @property
+    def params(self) -> LineParams:
+        return replace(PARAMS, scan_before_request_probability=1.0) if self.scans_first else PARAMS
 
 
-def _memory_kb(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, value = line.split(":")
-                out[key] = int(value.split()[0])
-    return out
-
-
-class Observer:
-    def __init__(self) -> None:
-        self.status: dict[str, Any] = {}
-        self.plc: dict[str, Any] = {}
-        self.stats: list[dict[str, Any]] = []
-
-    async def run(self, broker: LocalBroker, ready: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-observer") as c:
-            await c.subscribe(f"{PREFIX}/status", qos=1)
-            await c.subscribe(f"{PREFIX}/stats", qos=0)
-            await c.subscribe(f"{PREFIX}/devices/plc", qos=1)
-            ready.set()
-            async for m in c.messages:
-                assert isinstance(m.payload, bytes)
-                data = json.loads(m.payload)
-                topic = str(m.topic)
-                if topic.endswith("/status"):
-                    self.status = data
-                elif topic.endswith("/stats"):
-                    self.stats.append(data)
-                else:
-                    self.plc = data
-
-
-async def _wait(predicate: Any, timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - watching another process's effects
-            await asyncio.sleep(0.01)
-
-
-async def run_rate(
-    rate: float, duration_s: float, soak: bool = False, profile: str | None = None
-) -> dict[str, Any]:
-    plan = load_plan(PLAN)
-    obs = Observer()
-    ready = asyncio.Event()
-    async with (
-        LocalBroker() as broker,
-        SimulatedLine(sorted(plan.machine_chutes), params=PARAMS, seed=5) as line,
-    ):
-        assert line.scanner is not None
-        assert line.scanner.port is not None
-        with tempfile.TemporaryDirectory(prefix="sorterd-bench-") as tmp:
-            site = write_site(
-                Path(tmp),
-                plc_port=line.plc.port,
-                scanner_port=line.scanner.port,
-                mqtt_url=broker.url,
-                plan=PLAN,
-                prefix=PREFIX,
-            )
-            watcher = asyncio.create_task(obs.run(broker, ready))
-            await asyncio.wait_for(ready.wait(), 10)
-            env = {**os.environ, "SORTERD_LOG_LEVEL": "warning"}
-            t0 = time.perf_counter()
-            command = [sys.executable, "-m", "sorterd.cli", "run", "-c", str(site)]
-            if profile:
-                # py-spy samples the daemon; the CPU and memory figures are then py-spy's own.
-                command = ["py-spy", "record", "--format", "raw", "-r", "250", "-o", profile,
-                           "--", *command]  # fmt: skip
-            proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
-            )  # fmt: skip
-            try:
-                await _wait(
-                    lambda: obs.status.get("state") == "online" and obs.plc.get("connected"), 60
-                )
-                startup_s = time.perf_counter() - t0
-                await line.scanner.wait_for_clients(1)
-                cpu0 = _cpu_s(proc.pid)
-                t_run = time.perf_counter()
-                if soak:
-                    inducted = await _soak(line, rate, duration_s, proc.pid)
-                else:
-                    inducted = await line.run(rate, duration_s=duration_s)
-                drained = await line.drain(60)
-                cpu_s = _cpu_s(proc.pid) - cpu0
-                wall_s = time.perf_counter() - t_run
-                memory = _memory_kb(proc.pid)
-                await asyncio.sleep(2.5)  # one more P/stats
-            finally:
-                proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(15):
-                        await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-    ledger = line.ledger
-    latency_ms = np.array(
+def latency_ms(ledger: Ledger) -> dict[str, float]:
+    """Request (on the PLC's ring) to reply (read by the PLC), every pass that got one."""
+    samples = np.array(
         [
             (p.reply_s - p.scan_s) * 1000
             for rec in ledger.items
@@ -170,26 +87,138 @@ async def run_rate(
             if p.reply_s is not None
         ]
     )
+    if samples.size == 0:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
+    return {
+        "p50": float(np.percentile(samples, 50)),
+        "p99": float(np.percentile(samples, 99)),
+        "max": float(samples.max()),
+        "n": int(samples.size),
+    }
+
+
+def ledger_figures(ledger: Ledger, drained: bool) -> dict[str, Any]:
+    return {
+        "drained": drained,
+        "drained_items": ledger.terminal.total(),
+        "in_flight": ledger.in_flight,
+        "late_replies": ledger.late_replies,
+        "recirc_late": ledger.confirmations.get("recirc_late", 0),
+        "no_reply_passes": ledger.no_reply_passes,
+        "requests": sum(len(rec.passes) for rec in ledger.items),
+    }
+
+
+async def run_rate(
+    rate: float,
+    duration_s: float,
+    *,
+    broker: LocalBroker,
+    soak: bool = False,
+    profile: str | None = None,
+    params: LineParams = PARAMS,
+    plc_serve: PlcServe | None = None,
+) -> dict[str, Any]:
+    """One rate with the daemon: the figures of the module docstring."""
+    plan = load_plan(PLAN)
+    async with (
+        SimulatedLine(
+            sorted(plan.machine_chutes), params=params, seed=5, plc_serve=plc_serve
+        ) as line,
+        observing(broker) as obs,
+    ):
+        assert line.scanner is not None
+        assert line.scanner.port is not None
+        with tempfile.TemporaryDirectory(prefix="sorterd-bench-") as tmp:
+            site = write_site(
+                Path(tmp),
+                plc_port=line.plc.port,
+                plc_url=line.plc.url if plc_serve is not None else None,
+                scanner_port=line.scanner.port,
+                mqtt_url=broker.url,
+                plan=PLAN,
+                prefix=PREFIX,
+            )
+            async with daemon_process(site, obs, profile=profile) as daemon:
+                await line.scanner.wait_for_clients(1)
+                cpu0 = cpu_s(daemon.pid)
+                t_run = time.perf_counter()
+                if soak:
+                    inducted = await _soak(line, rate, duration_s, daemon.pid)
+                else:
+                    inducted = await line.run(rate, duration_s=duration_s)
+                drained = await line.drain(60)
+                used_s = cpu_s(daemon.pid) - cpu0
+                wall_s = time.perf_counter() - t_run
+                memory = memory_kb(daemon.pid)
+                await asyncio.sleep(2.5)  # one more P/stats
     last = obs.stats[-1] if obs.stats else {}
     return {
         "rate": rate,
         "inducted": inducted,
-        "drained": drained,
-        "plc_latency_ms": {
-            "p50": float(np.percentile(latency_ms, 50)),
-            "p99": float(np.percentile(latency_ms, 99)),
-            "max": float(latency_ms.max()),
-        },
+        **ledger_figures(line.ledger, drained),
+        "plc_latency_ms": latency_ms(line.ledger),
         "decision_latency_ms": last.get("latency_ms", {}),
-        "late_replies": ledger.late_replies,
-        "recirc_late": ledger.confirmations.get("recirc_late", 0),
-        "cpu_s_per_1000": cpu_s / max(inducted, 1) * 1000,
-        "cpu_share": cpu_s / wall_s,
+        "cpu_s_per_1000": used_s / max(inducted, 1) * 1000,
+        "cpu_share": used_s / wall_s,
         "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
         "mqtt_backlog_max": max(
             (s.get("mqtt", {}).get("backlog", 0) for s in obs.stats), default=0
         ),
-        "startup_s": startup_s,
+        "startup_s": daemon.startup_s,
+    }
+
+
+async def run_reference(
+    rate: float,
+    duration_s: float,
+    *,
+    params: LineParams = PARAMS,
+    plc_serve: PlcServe | None = None,
+    poll_ms: float = POLL_MS,
+) -> dict[str, Any]:
+    """The same line, seed and rate with the minimal reference host in place of the daemon."""
+    plan = load_plan(PLAN)
+    chutes = sorted(plan.machine_chutes)
+    async with SimulatedLine(chutes, params=params, seed=5, plc_serve=plc_serve) as line:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.refhost", line.plc.url,
+            "--poll-ms", str(poll_ms), "--chutes", f"{chutes[0]}-{chutes[-1]}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(30):
+                first = (await proc.stdout.readline()).decode().strip()
+            if first != "ready":
+                raise RuntimeError(f"reference host did not start: {first!r}")
+            cpu0 = cpu_s(proc.pid)
+            t_run = time.perf_counter()
+            inducted = await line.run(rate, duration_s=duration_s)
+            drained = await line.drain(60)
+            used_s = cpu_s(proc.pid) - cpu0
+            wall_s = time.perf_counter() - t_run
+            memory = memory_kb(proc.pid)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        counters = {}
+        with contextlib.suppress(ValueError):
+            counters = json.loads((await proc.stdout.read()).decode().strip() or "{}")
+    return {
+        "rate": rate,
+        "inducted": inducted,
+        **ledger_figures(line.ledger, drained),
+        "plc_latency_ms": latency_ms(line.ledger),
+        "cpu_share": used_s / wall_s,
+        "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
+        "host_counters": counters,
     }
 
 
@@ -200,7 +229,7 @@ async def _soak(line: SimulatedLine, rate: float, duration_s: float, pid: int) -
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
                 await asyncio.shield(inducting)
-        mem = _memory_kb(pid)
+        mem = memory_kb(pid)
         print(
             f"soak {(time.monotonic() - start) / 60:6.1f} min: inducted {line.ledger.inducted}, "
             f"rss {mem.get('VmRSS', 0) / 1024:.1f} MB, peak {mem.get('VmHWM', 0) / 1024:.1f} MB",
@@ -209,29 +238,151 @@ async def _soak(line: SimulatedLine, rate: float, duration_s: float, pid: int) -
     return inducting.result()
 
 
-def run() -> dict[str, Any]:
-    return {"rates": [asyncio.run(run_rate(rate, DURATION_S)) for rate in RATES]}
+async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    rows = []
+    async with LocalBroker() as broker:
+        info = broker_info(broker.kind)
+        print(f"broker: {info['kind']} {info.get('version', '')}", flush=True)
+        for rate in opts.rates:
+            row = {
+                "daemon": await run_rate(rate, opts.duration_s, broker=broker, params=opts.params)
+            }
+            if opts.reference:
+                row["reference"] = await run_reference(rate, opts.duration_s, params=opts.params)
+            rows.append(row)
+            for line in report_rows([row]):
+                print(line, flush=True)
+    return rows, info
 
 
-def report(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "rate/h    inducted  PLC req->reply ms p50/p99/max   daemon ms p50/p99   late  "
-        "recirc_late  CPU s/1000  CPU %core  RSS MB  backlog  start s"
-    ]
-    for x in r["rates"]:
-        p, d = x["plc_latency_ms"], x["decision_latency_ms"]
-        lines.append(
-            f"{x['rate']:>7,.0f}  {x['inducted']:>8}  {p['p50']:6.2f} {p['p99']:6.2f} "
-            f"{p['max']:7.2f}          {d.get('p50', 0):5.2f} {d.get('p99', 0):6.2f}     "
-            f"{x['late_replies']:>4}  {x['recirc_late']:>11}  {x['cpu_s_per_1000']:10.3f}  "
-            f"{x['cpu_share'] * 100:8.1f}  {x['rss_peak_mb']:6.1f}  {x['mqtt_backlog_max']:>7}"
-            f"  {x['startup_s']:6.2f}"
-        )
-    lines.append(
-        "targets: p99 <= 10 ms at 100,000/h (poll 5 ms); no late reply at 200,000/h; "
-        "CPU <= 25 % of a core at 40,000/h; start-up <= 2 s"
+def section_name(opts: Options) -> str:
+    """A diagnosis run keeps its own section: it must not replace the line's table."""
+    return "line-scans-first" if opts.scans_first else "line"
+
+
+def run(opts: Options | None = None) -> Section:
+    opts = opts or Options()
+    rows, broker = asyncio.run(_run_all(opts))
+    section = Section(
+        params={
+            "rates_per_h": list(opts.rates),
+            "duration_s": opts.duration_s,
+            "poll_interval_ms": POLL_MS,
+            "belt_speed_m_s": PARAMS.belt_speed_m_s,
+            "reference_host": opts.reference,
+            "scan_before_request_probability": opts.params.scan_before_request_probability,
+        },
+        details={"broker": broker, "rates": rows},
+        filesystems={"daemon journal": filesystem(tempfile.gettempdir())},
     )
+    for row in rows:
+        add_rate_figures(section, row)
+    return section
+
+
+def add_rate_figures(section: Section, row: dict[str, Any], suffix: str = "") -> None:
+    """Named figures of one rate: NAME@RATE, baselines from the reference host's run."""
+    d = row["daemon"]
+    ref = row.get("reference")
+    key = f"@{d['rate']:.0f}{suffix}"
+    lat, ref_lat = d["plc_latency_ms"], (ref or {}).get("plc_latency_ms", {})
+    name = "reference host"
+    for q in ("p50", "p99", "max"):
+        section.add(
+            f"plc_reply_ms_{q}{key}",
+            lat[q],
+            "ms",
+            f"PLC request -> reply {q}",
+            better="lower",
+            baselines={"reference_host": ref_lat[q]} if ref else None,
+            baseline_labels={"reference_host": name},
+        )
+    if ref and ref_lat["p99"] > 0:
+        section.add(
+            f"plc_reply_p99_ratio{key}",
+            lat["p99"] / ref_lat["p99"],
+            "x",
+            "daemon p99 / reference host p99",
+            better="lower",
+            target=f"<= {RATIO_GOAL} x",
+        )
+    section.add(
+        f"cpu_share{key}",
+        d["cpu_share"] * 100,
+        "% of a core",
+        "CPU",
+        better="lower",
+        baselines={"reference_host": ref["cpu_share"] * 100} if ref else None,
+        baseline_labels={"reference_host": name},
+    )
+    section.add(f"cpu_s_per_1000{key}", d["cpu_s_per_1000"], "s", "CPU per 1,000 items")
+    section.add(
+        f"rss_peak_mb{key}",
+        d["rss_peak_mb"],
+        "MB",
+        "peak resident memory (VmHWM)",
+        better="lower",
+        baselines={"reference_host": ref["rss_peak_mb"]} if ref else None,
+        baseline_labels={"reference_host": name},
+    )
+    dec = d["decision_latency_ms"]
+    section.add(f"decision_ms_p50{key}", dec.get("p50", 0), "ms", "daemon decision p50")
+    section.add(f"decision_ms_p99{key}", dec.get("p99", 0), "ms", "daemon decision p99")
+    for k in ("inducted", "drained_items", "in_flight", "late_replies", "recirc_late"):
+        section.add(f"{k}{key}", d[k], "items", k.replace("_", " "))
+    section.add(f"mqtt_backlog_max{key}", d["mqtt_backlog_max"], "messages", "MQTT backlog")
+    section.add(f"startup_s{key}", d["startup_s"], "s", "start-up to online", better="lower")
+
+
+def report_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in rows:
+        x, ref = row["daemon"], row.get("reference")
+        p, d = x["plc_latency_ms"], x["decision_latency_ms"]
+        text = (
+            f"{x['rate']:>7,.0f}/h  inducted {x['inducted']}, drained {x['drained_items']}"
+            f"{'' if x['drained'] else ' (NOT ALL)'}  PLC ms p50/p99/max {p['p50']:.2f} "
+            f"{p['p99']:.2f} {p['max']:.2f}  daemon ms p50/p99 {d.get('p50', 0):.2f} "
+            f"{d.get('p99', 0):.2f}  late {x['late_replies']} recirc_late {x['recirc_late']}"
+            f"  CPU {x['cpu_share'] * 100:.1f} %  {x['cpu_s_per_1000']:.2f} s/1000  "
+            f"RSS {x['rss_peak_mb']:.0f} MB  backlog {x['mqtt_backlog_max']}  "
+            f"start {x['startup_s']:.2f} s"
+        )
+        lines.append(text)
+        if ref:
+            r = ref["plc_latency_ms"]
+            ratio = p["p99"] / r["p99"] if r["p99"] else float("nan")
+            lines.append(
+                f"{'':>9}  reference host: inducted {ref['inducted']}, drained "
+                f"{ref['drained_items']}  PLC ms p50/p99/max {r['p50']:.2f} {r['p99']:.2f} "
+                f"{r['max']:.2f}  CPU {ref['cpu_share'] * 100:.1f} %  RSS "
+                f"{ref['rss_peak_mb']:.0f} MB  ->  daemon p99 = {ratio:.2f} x reference "
+                f"(goal <= {RATIO_GOAL} x)"
+            )
     return lines
+
+
+def report(section: Section) -> list[str]:
+    broker = section.details["broker"]
+    return [
+        f"broker: {broker['kind']} {broker.get('version', '')}",
+        *report_rows(section.details["rates"]),
+        "targets: p99 <= 10 ms at 100,000/h (poll 5 ms); p99 <= 1.3 x the reference host; "
+        "no late reply at 200,000/h; CPU <= 25 % of a core at 40,000/h; start-up <= 2 s",
+    ]
+
+
+async def _main_soak(hours: float) -> dict[str, Any]:
+    async with LocalBroker() as broker:
+        return await run_rate(40_000, hours * 3600, broker=broker, soak=True)
+
+
+async def _main_profile(rates: Sequence[float], duration_s: float, profile: str) -> None:
+    async with LocalBroker() as broker:
+        for rate in rates:
+            row = {"daemon": await run_rate(rate, duration_s, broker=broker, profile=profile)}
+            for line in report_rows([row]):
+                print(line)
 
 
 def main() -> int:
@@ -242,15 +393,15 @@ def main() -> int:
     parser.add_argument("--profile", metavar="FILE", help="py-spy raw stacks of the daemon")
     args = parser.parse_args()
     if args.soak:
-        result = asyncio.run(run_rate(40_000, args.soak * 3600, soak=True))
-        print(report({"rates": [result]})[1])
+        for line in report_rows([{"daemon": asyncio.run(_main_soak(args.soak))}]):
+            print(line)
         return 0
-    rates = args.rate or RATES
-    result = {
-        "rates": [asyncio.run(run_rate(r, args.duration, profile=args.profile)) for r in rates]
-    }
-    for line in report(result):
-        print(line)
+    rates = tuple(args.rate or RATES)
+    if args.profile:
+        asyncio.run(_main_profile(rates, args.duration, args.profile))
+        return 0
+    print("\n".join(report(run(Options(rates, args.duration)))))
+    print("(no results file: `python -m benchmarks --only line` writes one)")
     return 0
 
 

@@ -13,14 +13,23 @@ import csv
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from benchmarks.common import PLAN, decider, traffic_codes
+from benchmarks.results import Section
 from sorter.replay import Replay
 
 ROWS = 1_000_000
 DISTINCT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    rows: int = ROWS
+
+
+QUICK = Options(rows=100_000)
 
 
 def write_scans(path: Path, rows: int = ROWS) -> None:
@@ -32,10 +41,12 @@ def write_scans(path: Path, rows: int = ROWS) -> None:
             w.writerow([i + 1, ";".join(codes[i % DISTINCT]) or "NOREAD", 0])
 
 
-def run() -> dict[str, Any]:
+def run(opts: Options | None = None) -> Section:
+    opts = opts or Options()
+    rows = opts.rows
     with tempfile.TemporaryDirectory(prefix="sorterd-bench-") as tmp:
         scans = Path(tmp) / "scans.csv"
-        write_scans(scans)
+        write_scans(scans, rows)
         t0 = time.perf_counter()
         with scans.open(newline="") as f:
             n_read = sum(1 for _ in csv.reader(f)) - 1
@@ -49,21 +60,33 @@ def run() -> dict[str, Any]:
         t0 = time.perf_counter()
         single = Replay(decider()).run_file(scans)
         single_s = time.perf_counter() - t0
-    assert counts.items == single.items == n_read == ROWS
+    assert counts.items == single.items == n_read == rows
     assert counts.reasons == single.reasons
-    return {
-        "rows": ROWS,
-        "workers": workers,
-        "replay_s": parallel_s,
-        "one_process_s": single_s,
-        "csv_read_s": csv_s,
-    }
+    section = Section(
+        params={"rows": rows, "distinct": DISTINCT, "workers": workers},
+        details={"replay_s": parallel_s, "one_process_s": single_s, "csv_read_s": csv_s},
+    )
+    section.add(
+        "replay_s",
+        parallel_s,
+        "s",
+        f"replay of {rows:,} scans end to end, {workers} workers",
+        better="lower",
+        target="<= 10 s at 1 M scans",
+        baselines={"one_process": single_s, "csv_read": csv_s},
+        baseline_labels={
+            "one_process": "the same replay in one process",
+            "csv_read": "Python's csv module only reading the file",
+        },
+    )
+    return section
 
 
-def report(r: dict[str, Any]) -> list[str]:
+def report(section: Section) -> list[str]:
+    p, r = section.params, section.details
     return [
-        f"replay of {r['rows']:,} scans, {r['workers']} workers: {r['replay_s']:6.2f} s"
-        "   (target <= 10 s)",
+        f"replay of {p['rows']:,} scans, {p['workers']} workers: {r['replay_s']:6.2f} s"
+        "   (target <= 10 s at 1 M)",
         f"same replay in one process:           {r['one_process_s']:6.2f} s"
         f"   (workers: {r['one_process_s'] / r['replay_s']:.2f} x faster)",
         f"csv module reading the file only:     {r['csv_read_s']:6.2f} s"

@@ -1,0 +1,386 @@
+"""`python -m benchmarks.report`: regenerate BENCHMARKS.md's tables from the results files.
+
+Every table sits between `<!-- generated:begin NAME -->` and `<!-- generated:end NAME -->`
+and is rewritten from the newest results file (`benchmarks/results/*.json`, by the date
+written inside) that has the benchmark the table shows; each table says which file, commit
+and command it comes from. Text outside the markers is left alone. `--check` changes
+nothing and exits 1 when the file is not what the results say (for CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import results
+from benchmarks.results import Figure, figures_of
+
+DOC = results.ROOT / "BENCHMARKS.md"
+_BLOCK = re.compile(
+    r"(<!-- generated:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- generated:end (?P=name) -->)",
+    re.S,
+)
+
+Source = tuple[Path, dict[str, Any]]
+
+
+def num(value: float, unit: str = "") -> str:
+    """A figure as BENCHMARKS.md prints it: few digits, thousands separated."""
+    if math.isnan(value):
+        return "-"
+    a = abs(value)
+    if unit in ("items", "messages", "items/h") or a >= 100:
+        text = f"{value:,.0f}"
+    elif a >= 10:
+        text = f"{value:.1f}"
+    elif a >= 1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"
+    return text
+
+
+def with_unit(value: float, unit: str) -> str:
+    if unit == "lookups/s":
+        return f"{value / 1e6:.2f} M/s"
+    if unit in ("items", "messages", "x", ""):
+        return num(value, unit) + (" x" if unit == "x" else "")
+    return f"{num(value, unit)} {unit}"
+
+
+def ratio(value: float, base: float, better: str) -> str:
+    """How the figure compares with a baseline, in the direction that reads as "better"."""
+    if not base or not value:
+        return "-"
+    r = value / base if better != "lower" else base / value
+    word = "better" if r >= 1 else "worse"
+    shown = r if r >= 1 else 1 / r
+    if shown < 10:
+        return f"{shown:.2f} x {word}"
+    return f"{shown:.1f} x {word}" if shown < 100 else f"{shown:,.0f} x {word}"
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(results.ROOT)) if path.is_relative_to(results.ROOT) else str(path)
+
+
+def source_line(path: Path, data: dict[str, Any], name: str) -> str:
+    s = data["benchmarks"][name]
+    flags = []
+    if s.get("dirty"):
+        flags.append("uncommitted changes")
+    if s.get("params", {}).get("quick"):
+        flags.append("**--quick: small sizes, a check, not the published figures**")
+    extra = f"; {', '.join(flags)}" if flags else ""
+    return (
+        f"_Measured {s['started'][:16].replace('T', ' ')} UTC at commit `{data['short']}` "
+        f"by `{s['command']}` ({s['seconds']:.0f} s; load average before "
+        f"{s['load_avg']['before'][0]:.2f}{extra}); "
+        f"results file `{shown(path)}`._"
+    )
+
+
+def _machine(sources: list[Source]) -> list[str]:
+    path, data = sources[0]
+    m, v, b = data["machine"], data["versions"], data.get("broker", {})
+    return [
+        f"- Machine: {results.describe_machine(m)} (affinity {m['affinity']} cores).",
+        f"- Python {v['python']}, numba {v['numba']}, numpy {v['numpy']}, pymodbus "
+        f"{v['pymodbus']}, paho-mqtt {v['paho-mqtt']}, aiomqtt {v['aiomqtt']}, SQLite "
+        f"{v['sqlite']}; broker {b.get('kind', '?')} {b.get('version', '')}.",
+        f"- Latest results file: `{shown(path)}` (commit `{data['short']}`"
+        f"{', with uncommitted changes' if data.get('dirty') else ''}, written "
+        f"{data['date'][:16].replace('T', ' ')} UTC).",
+    ]
+
+
+def _baseline_table(figs: dict[str, Figure], names: list[str], header: str = "figure") -> list[str]:
+    """figure | result | baseline of the same run | result vs baseline | target."""
+    lines = [
+        f"| {header} | result | baseline (same run) | vs baseline | target |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        f = figs.get(name)
+        if f is None:
+            continue
+        bases = f.baselines or ()
+        first = True
+        for b in bases or (None,):
+            base_text = f"{b.label or b.name}: {with_unit(b.value, f.unit)}" if b else ""
+            vs = ratio(f.value, b.value, f.better) if b else ""
+            label = f.label if first else ""
+            value = with_unit(f.value, f.unit) if first else ""
+            target = f.target if first else ""
+            lines.append(f"| {label} | {value} | {base_text} | {vs} | {target} |")
+            first = False
+    return lines
+
+
+def _decide(s: dict[str, Any]) -> list[str]:
+    figs = figures_of(s)
+    p = s["params"]
+    lines = [
+        f"Batch: {p['batch_items']:,} items through the kernel, {p['reference_items']:,} "
+        f"through each Python baseline; live: {p['live_items']:,} items one at a time.",
+        "",
+        *_baseline_table(
+            figs,
+            ["batch_rate", "batch_ratio_tuned", "batch_ratio_reference"]
+            + [f"live_us_{q}" for q in ("p50", "p99", "max")],
+        ),
+    ]
+    return lines
+
+
+def _replay(s: dict[str, Any]) -> list[str]:
+    return _baseline_table(figures_of(s), ["replay_s"])
+
+
+_WAYS = ("sorterd", "dict_tuples", "sqlite", "dictreader")
+
+
+def _manifest(s: dict[str, Any]) -> list[str]:
+    from benchmarks.manifest import LABELS
+
+    figs = figures_of(s)
+    p = s["params"]
+    rows = [
+        ("load_s", "load"),
+        ("rss_b_per_row", "resident once loaded (VmRSS after - before)"),
+        ("peak_b_per_row", "resident at the peak of the load (VmHWM - VmRSS before)"),
+        ("one_lookup_us_p50", "one lookup from Python, p50"),
+        ("one_lookup_us_p99", "one lookup from Python, p99"),
+        ("loop_lookups_per_s", "lookups one at a time"),
+    ]
+    lines = [
+        f"{p['rows']:,} rows ({p['file_mb']:.0f} MB of CSV); each way in a process of its "
+        f"own, memory read from outside; lookups: {p['lookups']:,} queries, half present.",
+        "",
+        "| figure | " + " | ".join(LABELS[w] for w in _WAYS) + " | target |",
+        "|---|" + "---|" * (len(_WAYS) + 1),
+    ]
+    for name, label in rows:
+        f = figs.get(name)
+        if f is None:
+            continue
+        values = [with_unit(f.value, f.unit)]
+        for w in _WAYS[1:]:
+            b = f.baseline(w)
+            values.append(with_unit(b.value, f.unit) if b else "")
+        lines.append(f"| {label} | " + " | ".join(values) + f" | {f.target} |")
+    batch = figs.get("batch_lookups_per_s")
+    if batch is not None:
+        lines.append(
+            f"| batch lookups (`find_batch`) | {with_unit(batch.value, batch.unit)} | | | | "
+            f"{batch.target} |"
+        )
+    disk = figs.get("sqlite_disk_b_per_row")
+    if disk is not None:
+        lines.append(f"| on disk | | | {with_unit(disk.value, disk.unit)} | | |")
+    load = figs.get("load_s")
+    if load is not None:
+        ratios = ", ".join(f"{LABELS[b.name]} {b.value / load.value:.1f} x" for b in load.baselines)
+        lines += ["", f"Load time of each baseline over the index's: {ratios}."]
+    return lines
+
+
+def _manifest_daemon(s: dict[str, Any]) -> list[str]:
+    figs = figures_of(s)
+    if "daemon_rss_b_per_row" not in figs:
+        return ["_Not in this run (`--no-daemon-memory`)._"]
+    d = s["details"]["daemon"]
+    lines = [
+        f"`sorterd run` with a {s['params']['rows']:,}-row manifest and without one "
+        f"(VmRSS {d['with']['rss_kb'] / 1024:.0f} MB and {d['without']['rss_kb'] / 1024:.0f}"
+        f" MB once online; VmHWM {d['with']['hwm_kb'] / 1024:.0f} MB and "
+        f"{d['without']['hwm_kb'] / 1024:.0f} MB):",
+        "",
+        *_baseline_table(figs, ["daemon_rss_b_per_row", "daemon_peak_b_per_row", "daemon_load_s"]),
+    ]
+    return lines
+
+
+def _journal(s: dict[str, Any]) -> list[str]:
+    fs = s["filesystems"]["journal"]
+    modes = s["details"]["modes"]
+    lines = [
+        f"Journal on {fs.get('fstype') or fs['stat_type']} (`{fs.get('source', '')}` mounted "
+        f"at `{fs.get('mount', '')}`, {fs.get('options', '')}), under "
+        f"`{s['params'].get('journal_dir', fs['path'])}`.",
+        "",
+        "| journal | items | us per item | x of none | request step p50 / p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, r in modes.items():
+        st = r["step_us"]
+        lines.append(
+            f"| {mode} | {r['items']:,} | {r['per_item_us']:.1f} | {r['ratio']:.1f} | "
+            f"{st['p50']:.0f} / {st['p99']:.0f} us |"
+        )
+    return lines
+
+
+def _line(s: dict[str, Any]) -> list[str]:
+    p = s["params"]
+    broker = s["details"]["broker"]
+    lines = [
+        f"{p['duration_s']:.0f} s of induction per rate, poll {p['poll_interval_ms']} ms, "
+        f"belt {p['belt_speed_m_s']:g} m/s; broker {broker['kind']} {broker.get('version', '')}"
+        f"; daemon journal on {_fs(s, 'daemon journal')}"
+        + (
+            "; **every scan before its request** (`--scans-first`, a diagnosis)."
+            if p.get("scan_before_request_probability") == 1.0
+            else "."
+        ),
+        "",
+        "| rate/h | inducted / drained | PLC req->reply ms p50 / p99 / max | reference host "
+        "p50 / p99 / max | p99 / reference | daemon decision ms p50 / p99 | late | "
+        "recirc_late | CPU % of a core (reference) | CPU s / 1000 items | peak RSS MB "
+        "(reference) | MQTT backlog max | start-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in s["details"]["rates"]:
+        d, ref = row["daemon"], row.get("reference")
+        lat = d["plc_latency_ms"]
+        dec = d["decision_latency_ms"]
+        drained = f"{d['drained_items']:,}" + ("" if d["drained"] else " (not all)")
+        if ref:
+            r = ref["plc_latency_ms"]
+            ref_text = f"{r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.2f}"
+            ratio_text = f"{lat['p99'] / r['p99']:.2f} x" if r["p99"] else "-"
+            cpu_ref = f" ({ref['cpu_share'] * 100:.1f})"
+            rss_ref = f" ({ref['rss_peak_mb']:.0f})"
+        else:
+            ref_text = ratio_text = "-"
+            cpu_ref = rss_ref = ""
+        lines.append(
+            f"| {d['rate']:,.0f} | {d['inducted']:,} / {drained} | {lat['p50']:.2f} / "
+            f"{lat['p99']:.2f} / {lat['max']:.2f} | {ref_text} | {ratio_text} | "
+            f"{dec.get('p50', 0):.2f} / {dec.get('p99', 0):.2f} | {d['late_replies']} | "
+            f"{d['recirc_late']} | {d['cpu_share'] * 100:.1f}{cpu_ref} | "
+            f"{d['cpu_s_per_1000']:.2f} | {d['rss_peak_mb']:.0f}{rss_ref} | "
+            f"{d['mqtt_backlog_max']} | {d['startup_s']:.2f} |"
+        )
+    return lines
+
+
+def _fs(s: dict[str, Any], role: str) -> str:
+    fs = s.get("filesystems", {}).get(role)
+    if not fs:
+        return "?"
+    return f"{fs.get('fstype') or fs['stat_type']} ({fs.get('source', '')})"
+
+
+def _rtu(s: dict[str, Any]) -> list[str]:
+    p = s["params"]
+    lines = [
+        f"{p['framing']}; {p['rate_per_h']:,} items/h for {p['duration_s']:.0f} s, then a "
+        f"burst of {p['burst_items']} items; poll {p['poll_interval_ms']} ms.",
+        "",
+        "| line | request -> reply ms p50 / p99 | reference host p50 / p99 | p99 / reference "
+        "| late | burst, measured | model (frame sizes and gaps, 64 items a cycle) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in s["details"]["bauds"]:
+        lat, ref = r["plc_latency_ms"], r.get("reference")
+        if ref:
+            q = ref["plc_latency_ms"]
+            ref_text = f"{q['p50']:.1f} / {q['p99']:.1f}"
+            ratio_text = f"{lat['p99'] / q['p99']:.2f} x" if q["p99"] else "-"
+        else:
+            ref_text = ratio_text = "-"
+        lines.append(
+            f"| {r['serial']} | {lat['p50']:.1f} / {lat['p99']:.1f} | {ref_text} | "
+            f"{ratio_text} | {r['late_replies']} | {r['burst']['items_per_h']:,.0f} items/h | "
+            f"{r['model_items_per_h']:,.0f} items/h |"
+        )
+    return lines
+
+
+def _faults(s: dict[str, Any]) -> list[str]:
+    d = s["details"]
+    lines = [
+        f"Scale {s['params']['scale']:g}"
+        + (f", faults matching `{s['params']['select']}`" if s["params"].get("select") else "")
+        + f"; pytest exit {d['pytest_exit']} ({d['failed']} failed).",
+        "",
+        "| fault | inducted | requests | decisions | confirmations | results | "
+        "duplicates dropped | dropped by the PLC | lost | recover s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["reports"]:
+        recover = "-" if r.get("recover_s") is None else f"{r['recover_s']:.2f}"
+        cells = [
+            str(r.get(k, "")) for k in ("inducted", "requests", "decisions", "confirmations",
+                                        "results", "duplicates_dropped", "dropped_by_plc",
+                                        "lost")
+        ]  # fmt: skip
+        lines.append(f"| {r['fault'].strip()} | " + " | ".join(cells) + f" | {recover} |")
+    return lines
+
+
+Renderer = Callable[[dict[str, Any]], list[str]]
+TABLES: dict[str, tuple[str, Renderer]] = {
+    "decide": ("decide", _decide),
+    "replay": ("replay", _replay),
+    "manifest": ("manifest", _manifest),
+    "manifest-daemon": ("manifest", _manifest_daemon),
+    "journal": ("journal", _journal),
+    "line": ("line", _line),
+    "rtu": ("rtu", _rtu),
+    "faults": ("faults", _faults),
+}
+
+
+def render(name: str, sources: list[Source]) -> str:
+    if not sources:
+        return "_No results file yet: `make bench`, then `make bench-report`._\n"
+    if name == "machine":
+        return "\n".join(_machine(sources)) + "\n"
+    if name not in TABLES:
+        raise KeyError(f"BENCHMARKS.md has a generated block {name!r} that no table renders")
+    bench, renderer = TABLES[name]
+    for path, data in sources:
+        section = data["benchmarks"].get(bench)
+        if section is not None:
+            body = [source_line(path, data, bench), "", *renderer(section)]
+            return "\n".join(body) + "\n"
+    return f"_Not measured yet: `make bench BENCH_ARGS='--only {bench}'`._\n"
+
+
+def regenerate(text: str, sources: list[Source]) -> str:
+    def replace(m: re.Match[str]) -> str:
+        return m.group(1) + render(m.group("name"), sources) + m.group(4)
+
+    return _BLOCK.sub(replace, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--results-dir", type=Path, default=results.RESULTS_DIR)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    args = parser.parse_args(argv)
+    sources = results.latest(args.results_dir)
+    text = args.doc.read_text()
+    new = regenerate(text, sources)
+    names = [m.group("name") for m in _BLOCK.finditer(text)]
+    if args.check:
+        if new != text:
+            print(f"{args.doc} is not what the results files say: run make bench-report")
+            return 1
+        return 0
+    args.doc.write_text(new)
+    newest = sources[0][0].name if sources else "none"
+    print(f"{args.doc.name}: {len(names)} generated blocks from {newest} and older files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
