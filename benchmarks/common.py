@@ -30,11 +30,39 @@ def traffic_codes(n: int, seed: int = 1) -> list[tuple[str, ...]]:
     return [item.codes for item in Traffic(seed=seed).items(n)]
 
 
+# The positional columns of Kernel.decide_batch, by ItemFeatures field; `destination`,
+# `measures` and `origin` go by keyword (feature_keywords).
+_POSITIONAL = (
+    ("reason_in", np.int32),
+    ("pc", np.int64),
+    ("pc_digits", np.int32),
+    ("service", np.int32),
+    ("country", np.int32),
+    ("regex_mask", np.int64),
+    ("recirculations", np.int32),
+    ("minute_of_day", np.int32),
+)
+
+
 def feature_arrays(features: list[ItemFeatures]) -> list[np.ndarray]:
     table = np.array(features, dtype=np.int64)
-    dtypes = [np.int32, np.int64, np.int32, np.int32, np.int32, np.int64, np.int32, np.int32]
-    # The kernel's columns in ItemFeatures order; `destination` goes by keyword.
-    return [np.ascontiguousarray(table[:, i]).astype(t) for i, t in enumerate(dtypes)]
+    fields = ItemFeatures._fields
+    return [
+        np.ascontiguousarray(table[:, fields.index(name)]).astype(dtype)
+        for name, dtype in _POSITIONAL
+    ]
+
+
+def feature_keywords(features: list[ItemFeatures]) -> dict[str, np.ndarray]:
+    """decide_batch's keyword columns: pre-advised destination, measures, origin."""
+    table = np.array(features, dtype=np.int64)
+    fields = ItemFeatures._fields
+    measures = [fields.index(m) for m in ("length_mm", "width_mm", "height_mm", "weight_g")]
+    return {
+        "destination": np.ascontiguousarray(table[:, fields.index("destination")], np.int32),
+        "measures": np.ascontiguousarray(table[:, measures], np.int32),
+        "origin": np.ascontiguousarray(table[:, fields.index("origin")], np.int32),
+    }
 
 
 def best_of(runs: int, fn: Callable[[], object]) -> float:

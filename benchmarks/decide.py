@@ -18,20 +18,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.common import best_of, decider, feature_arrays, percentiles_us, traffic_codes
+from benchmarks.common import (
+    best_of,
+    decider,
+    feature_arrays,
+    feature_keywords,
+    percentiles_us,
+    traffic_codes,
+)
 from benchmarks.results import Section
 from sorter import reference
 from sorter.decide import Choice
 from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures
 from sorter.plan import SortPlan
+from sorter.postcode import TermKind
 from sorter.runtime import tune_gc
 
 BATCH_ITEMS = 2_000_000
 REFERENCE_ITEMS = 200_000
 LIVE_ITEMS = 100_000
 _UNUSABLE = 0b111  # full | disabled | fault
-_POW10 = tuple(10**i for i in range(19))
+_EXACT, _PREFIX = TermKind.EXACT, TermKind.PREFIX
 _MEMO_LIMIT = 1 << 16
 
 
@@ -67,10 +75,11 @@ class TunedPython:
                 r.destination,
                 None
                 if r.postcode is None
-                else tuple((t.prefix, t.digits, t.lo, t.hi) for t in r.postcode),
+                else tuple((t.kind, t.chars, t.lo, t.hi) for t in r.postcode),
                 r.regex_bit,
                 None if r.s10_service is None else r.s10_service.allowed,
                 None if r.country is None else r.country.allowed,
+                None if r.origin is None else r.origin.allowed,
                 r.size_classes,
             )
             for r in plan.rules
@@ -103,15 +112,20 @@ class TunedPython:
     def match(self, f: ItemFeatures) -> int:
         pc, digits = f.pc, f.pc_digits
         cls = -2
-        for dest, terms, bit, services, countries, sizes in self.rules:
+        for dest, terms, bit, services, countries, origins, sizes in self.rules:
             if terms is not None:
                 if pc < 0:
                     continue
-                for prefix, d, lo, hi in terms:
-                    if prefix:
-                        if digits >= d and pc // _POW10[digits - d] == lo:
+                # The kernel's postcode codes (sorter/postcode.py): exact, prefix mask, or
+                # an all-digit range of one width.
+                for kind, chars, lo, hi in terms:
+                    if kind == _EXACT:
+                        if pc == lo:
                             break
-                    elif digits == d and lo <= pc <= hi:
+                    elif kind == _PREFIX:
+                        if pc & hi == lo:
+                            break
+                    elif digits == chars and lo <= pc <= hi:
                         break
                 else:
                     continue
@@ -120,6 +134,8 @@ class TunedPython:
             if services is not None and f.service not in services:
                 continue
             if countries is not None and f.country not in countries:
+                continue
+            if origins is not None and f.origin not in origins:
                 continue
             if sizes is not None:
                 if cls == -2:
@@ -154,7 +170,7 @@ class TunedPython:
         after_cutoff, no_chute = int(Reason.AFTER_CUTOFF), int(Reason.NO_CHUTE)
 
         def decide_one(f: ItemFeatures) -> tuple[int, int, int]:
-            (reason_in, pc, digits, service, country, mask, recirc, minute, dest,
+            (reason_in, pc, digits, service, country, origin, mask, recirc, minute, dest,
              length, width, height, weight) = f  # fmt: skip
             if recirc >= max_recirc:
                 return max_recirc_out
@@ -164,9 +180,9 @@ class TunedPython:
                 return (-1, fn[reason_in], reason_in)
             if not 0 <= dest < n_dest:
                 key = (
-                    (pc, digits, service, country, mask, length, width, height, weight)
+                    (pc, digits, service, country, origin, mask, length, width, height, weight)
                     if uses_sizes
-                    else (pc, digits, service, country, mask)
+                    else (pc, digits, service, country, origin, mask)
                 )
                 dest = memo.get(key, -2)
                 if dest == -2:
@@ -218,6 +234,7 @@ def run(opts: Options | None = None) -> Section:
     features = [d.features(c, 0, -1)[0] for c in codes]
     reps = max(1, opts.batch_items // len(features))
     arrays = feature_arrays(features * reps)
+    keywords = feature_keywords(features * reps)
     n = arrays[0].shape[0]
 
     reason_in, pc, digits, service, country, mask, recirc, minute = arrays
@@ -225,7 +242,7 @@ def run(opts: Options | None = None) -> Section:
     def batch() -> None:
         d.kernel.decide_batch(
             reason_in, pc, digits, service, country, mask, recirc, minute,
-            ChuteState.for_plan(d.plan),
+            ChuteState.for_plan(d.plan), **keywords,
         )  # fmt: skip
 
     kernel_s = best_of(5, batch)
