@@ -282,7 +282,7 @@ def classify(code: str, identifiers: bool = False) -> Label:
        GS1, valid or invalid. Otherwise the carrier formats (step 3), then, only when
        `identifiers` is False, bare digits: ASCII digits (GS allowed between fields)
        starting with AI 00, 420, 421, 401 or 403 that parse completely as a valid GS1
-       message are GS1. Anything else, bare digits that do not parse included, is
+       message with an SSCC or a ship-to (AI 420/421) are GS1. Anything else, bare digits that do not parse included, is
        UNKNOWN and valid: it can only match regular-expression rules.
     3. Carrier formats: S10 `AA999999999AA` (valid when the check digit is right and the
        suffix an officially assigned ISO 3166-1 alpha-2 code: `s10_service` and `origin`
@@ -311,8 +311,10 @@ def classify(code: str, identifiers: bool = False) -> Label:
         return label
     if not identifiers and _BARE_GS1_RE.fullmatch(code) is not None:
         gs1 = _fast_gs1(code, code) or _gs1_label(code, _parse_gs1(code))
-        # Bare digits are only a guess at GS1: one that does not hold was something else.
-        if gs1.valid:
+        # Bare digits are only a guess at GS1: one that does not hold was something else,
+        # and so was one that carries neither an SSCC nor a ship-to (a bare "40312" would
+        # be AI 401 "12": nothing a sort plan routes on, and no longer a barcode rules see).
+        if gs1.valid and (gs1.barcode or gs1.ship_to):
             return gs1
     return _unknown(code, code)
 

@@ -518,6 +518,13 @@ def test_bare_postcode_label() -> None:
     )
 
 
+@pytest.mark.parametrize("code", ["40312", "4011", f"40112345{GS}40312"])
+def test_bare_digits_without_sscc_or_ship_to_stay_unknown(code: str) -> None:
+    # They parse (AI 401/403), but carry nothing a plan routes on: a number, not a label.
+    assert classify(code) == unknown(code)
+    assert classify(f"]C1{code}").kind is CodeKind.GS1
+
+
 @pytest.mark.parametrize(
     ("code", "barcode", "country", "postcode"),
     [
@@ -527,7 +534,6 @@ def test_bare_postcode_label() -> None:
         (f"00{EXAMPLE_SSCC}{GS}42020250", EXAMPLE_SSCC, "", "20250"),
         (f"00{EXAMPLE_SSCC}42020250{GS}40312", EXAMPLE_SSCC, "", "20250"),
         (f"40112345{GS}42020250", "", "", "20250"),
-        ("40312", "", "", ""),
         ("420123456789012345", "", "", "123456789012345"),
         # Later AIs need not be parcel AIs; biip reads them, checks included.
         (f"00{EXAMPLE_SSCC}0106291041500213", EXAMPLE_SSCC, "", ""),
@@ -882,7 +888,8 @@ def test_fast_gs1_path_agrees_with_biip(case: tuple[str, str, bool]) -> None:
     if form == "" and code.isdigit() and len(code) == 10 and int(code[:9]) % 7 == int(code[9]):
         expected = Label(raw=code, kind=CodeKind.DHL, valid=True, barcode=code)
     else:
-        expected = slow if form or slow.valid else unknown(code)
+        useful = slow.valid and (slow.barcode or slow.ship_to)
+        expected = slow if form or useful else unknown(code)
     assert classify(code) == expected
 
 
@@ -899,6 +906,8 @@ def test_every_form_of_a_label_reads_alike(data: st.DataObject, gs_after_sscc: b
     bare = classify(element_string)
     if bare.kind is CodeKind.DHL:  # ten digits with a right mod-7 check: DHL comes first
         assert len(element_string) == 10
+    elif not (reference.barcode or reference.ship_to):  # nothing to route on: a number
+        assert bare == unknown(element_string)
     else:
         assert bare == reference._replace(raw=element_string)
     assert classify(element_string, identifiers=True).kind in (CodeKind.UNKNOWN, CodeKind.DHL)

@@ -114,13 +114,15 @@ def _carrier(raw: str, code: str) -> Code | None:
 
 
 def _bare_digits(code: str) -> Code | None:
-    """Digits (GS between fields) that parse as GS1 with every check right, else None."""
+    """Digits (GS between fields) that parse as GS1 with every check right and carry an
+    SSCC or a ship-to, else None."""
     if _BARE.fullmatch(code) is None:
         return None
     try:
-        return _gs1_code(code, parse_element_string(code))
+        found = _gs1_code(code, parse_element_string(code))
     except GS1Error:
         return None
+    return found if found.barcode or found.ship_to else None
 
 
 def classify(code: str, identifiers: bool = False) -> Code:

@@ -132,7 +132,9 @@ def test_check_digits_of_the_published_examples() -> None:
         (f"(00){SSCC2}(420", Kind.GS1, False),  # malformed HRI
         (f"(00){SSCC2[:-1]}8", Kind.GS1, False),
         (label("00" + SSCC, "420 20250"), Kind.GS1, False),  # space: outside the 82 set
-        (label("00" + SSCC, "17991399"), Kind.GS1, True),  # dates are not verified
+        (label("00" + SSCC, "17991231"), Kind.GS1, True),  # dates are not verified...
+        (label("00" + SSCC, "17990231"), Kind.GS1, True),  # (30 February included)
+        (label("00" + SSCC, "17991399"), Kind.GS1, False),  # ...but their syntax is
         ("00" + SSCC + "42020250", Kind.GS1, True),  # bare digits
         ("00" + SSCC[:-1] + "3", Kind.UNKNOWN, True),  # bare digits, wrong check
         ("]C0" + S10_GB, Kind.S10, True),  # non-GS1 identifier dropped
@@ -504,7 +506,10 @@ def test_no_read_invalid_and_ignored_invalid_codes() -> None:
         "RB123456786GB",
     )
     bad_label = label("00" + SSCC[:-1] + "3")
-    assert o.decide([bad_label]).barcode == bad_label  # an invalid GS1 code has no barcode
+    # An invalid label is named by the SSCC it starts with, as read; without one, by its text.
+    assert o.decide([bad_label]).barcode == SSCC[:-1] + "3"
+    torn = label("42020250", "00" + SSCC[:-1] + "3")
+    assert o.decide([torn]).barcode == torn
     assert o.decide(["]C0RB123456786GB"]).barcode == "RB123456786GB"
     assert o.decide(["RB123456786GB", S10_GB]) == ("GB", 1 + 4, "ok", S10_GB)
     assert o.decide(["RB123456785XX", "hello"]) == ("CASA", 1, "ok", "hello")
