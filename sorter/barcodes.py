@@ -282,8 +282,9 @@ def classify(code: str, identifiers: bool = False) -> Label:
        GS1, valid or invalid. Otherwise the carrier formats (step 3), then, only when
        `identifiers` is False, bare digits: ASCII digits (GS allowed between fields)
        starting with AI 00, 420, 421, 401 or 403 that parse completely as a valid GS1
-       message with an SSCC or a ship-to (AI 420/421) are GS1. Anything else, bare digits that do not parse included, is
-       UNKNOWN and valid: it can only match regular-expression rules.
+       message with an SSCC or a ship-to (AI 420/421) are GS1. Anything else, bare
+       digits that do not parse included, is UNKNOWN and valid: it can only match
+       regular-expression rules.
     3. Carrier formats: S10 `AA999999999AA` (valid when the check digit is right and the
        suffix an officially assigned ISO 3166-1 alpha-2 code: `s10_service` and `origin`
        from it); UPS `1Z` + 16 of [0-9A-Z] (check digit verified); DHL Express, 10 ASCII
