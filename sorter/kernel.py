@@ -28,7 +28,7 @@ import numpy.typing as npt
 from numba import njit
 
 from sorter.events import Reason
-from sorter.plan import CLASS_LIMITS, MEASURES, CompiledPlan
+from sorter.plan import ALPHA2, CLASS_LIMITS, MEASURES, CompiledPlan
 from sorter.postcode import TermKind
 
 CHUTE_UNUSABLE = np.uint8(0b111)  # full | disabled | fault, as in the PLC status block
@@ -63,12 +63,15 @@ _N_LIMITS = len(CLASS_LIMITS)
     _RULE_SIZE_MASK,
     _CLASS_LIMITS,
     _MACHINE_LIMITS,
+    _COUNTRY_RULE_PTR,
+    _COUNTRY_RULES,
     _N_SEGMENTS,
-) = range(18)
+) = range(20)
 
 # Which conditions a rule has, as bits of one word: one load per rule and item, not four.
 _HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE, _HAS_ORIGIN = 1, 2, 4, 8, 16
 _EXACT, _PREFIX = TermKind.EXACT, TermKind.PREFIX
+_UNKNOWN_COUNTRY = ALPHA2  # the last of country_rules' lists
 
 
 def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
@@ -79,6 +82,26 @@ def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
     conditions[plan.rule_size_mask != 0] |= _HAS_SIZE
     conditions[plan.rule_has_origin] |= _HAS_ORIGIN
     return conditions
+
+
+def country_rules(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(ptr, rules): for each destination country (index 676: unknown), the rules in plan
+    order that can match an item going there: those without a country condition and
+    those whose country set holds it. An item then walks its own country's rules only,
+    not the export lanes of every other country (CSR layout, like the plan's lists)."""
+    n_rules = plan.rule_dest.shape[0]
+    no_country = ~plan.rule_has_country
+    ptr = np.zeros(ALPHA2 + 2, dtype=np.int64)
+    lists: list[npt.NDArray[np.int64]] = []
+    for c in range(ALPHA2 + 1):
+        if c == ALPHA2 or n_rules == 0:
+            takes = no_country  # an unknown country matches no country condition
+        else:
+            takes = no_country | (plan.rule_has_country & plan.rule_country[:n_rules, c])
+        rules = np.flatnonzero(takes).astype(np.int64)
+        lists.append(rules)
+        ptr[c + 1] = ptr[c] + rules.shape[0]
+    return ptr, np.concatenate(lists) if lists else np.zeros(0, np.int64)
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
@@ -102,6 +125,7 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         plan.rule_size_mask,
         plan.class_limits.reshape(-1),
         plan.machine_limits,
+        *country_rules(plan),
     ]
     assert len(segments) == _N_SEGMENTS
     header = np.zeros(_N_SEGMENTS + 1, dtype=np.int64)
@@ -209,7 +233,6 @@ def match_destination(
     # Plain offsets into the blob rather than slices of it: a slice is an array object
     # with a reference count, and ten of them per item halved the batch rate.
     o_dest = blob[_RULE_DEST]
-    n_rules = blob[_RULE_DEST + 1] - o_dest
     o_pc_ptr = blob[_RULE_PC_PTR]
     o_conditions = blob[_RULE_CONDITIONS]
     o_lo = blob[_PC_LO]
@@ -218,9 +241,22 @@ def match_destination(
     o_kind = blob[_PC_KIND]
     o_bit = blob[_RULE_REGEX_BIT]
     o_size = blob[_RULE_SIZE_MASK]
+    o_rules = blob[_COUNTRY_RULES]
+    key = blob[_COUNTRY_RULE_PTR] + (country if country >= 0 else _UNKNOWN_COUNTRY)
     cls = -2  # the item's size class, found when the first rule asks for it
-    for r in range(n_rules):
+    # Only the rules that can take an item going to its country (country_rules): their
+    # country condition, if any, holds already.
+    for k in range(blob[key], blob[key + 1]):
+        r = blob[o_rules + k]
         conditions = blob[o_conditions + r]
+        # The one-load tests before the postcode lists.
+        if conditions & _HAS_ORIGIN and (origin < 0 or not tables[2, r, origin]):
+            continue
+        if conditions & _HAS_SERVICE and (service < 0 or not tables[0, r, service]):
+            continue
+        bit = blob[o_bit + r]
+        if bit >= 0 and (regex_mask >> bit) & 1 == 0:
+            continue
         if conditions & _HAS_POSTCODE:
             hit = False
             if pc >= 0:
@@ -238,15 +274,6 @@ def match_destination(
                         break
             if not hit:
                 continue
-        bit = blob[o_bit + r]
-        if bit >= 0 and (regex_mask >> bit) & 1 == 0:
-            continue
-        if conditions & _HAS_SERVICE and (service < 0 or not tables[0, r, service]):
-            continue
-        if conditions & _HAS_COUNTRY and (country < 0 or not tables[1, r, country]):
-            continue
-        if conditions & _HAS_ORIGIN and (origin < 0 or not tables[2, r, origin]):
-            continue
         if conditions & _HAS_SIZE:
             size_mask = blob[o_size + r]
             if cls == -2:

@@ -880,9 +880,12 @@ def test_fast_gs1_path_agrees_with_biip(case: tuple[str, str, bool]) -> None:
         assert fast is not None, code
         assert slow.valid, slow.error
     else:
-        assert fast is None, code
+        # A broken label: the fast path declines it, or (a wrong SSCC check digit, an
+        # unassigned 421 country) finds it invalid as biip does, in its own words.
+        assert fast is None or not fast.valid, code
     if fast is not None:
-        assert fast == slow
+        assert fast._replace(error="") == slow._replace(error=""), (fast.error, slow.error)
+        assert bool(fast.error) == bool(slow.error)
     # classify answers what biip says; for bare digits only a valid answer counts, and
     # only after DHL (ten digits with a right mod-7 check).
     if form == "" and code.isdigit() and len(code) == 10 and int(code[:9]) % 7 == int(code[9]):
@@ -890,7 +893,9 @@ def test_fast_gs1_path_agrees_with_biip(case: tuple[str, str, bool]) -> None:
     else:
         useful = slow.valid and (slow.barcode or slow.ship_to)
         expected = slow if form or useful else unknown(code)
-    assert classify(code) == expected
+    got = classify(code)
+    assert got._replace(error="") == expected._replace(error="")
+    assert bool(got.error) == bool(expected.error)
 
 
 @given(st.data(), st.booleans())
