@@ -283,7 +283,7 @@ def test_ai_421_unassigned_country_keeps_postcode() -> None:
 _ISO_CODES_JSON = Path("/usr/share/iso-codes/json/iso_3166-1.json")
 
 
-@pytest.mark.skipif(not _ISO_CODES_JSON.exists(), reason="Debian iso-codes not installed")
+@pytest.mark.requires("iso-codes")
 def test_iso_table_matches_iso_codes() -> None:
     entries = json.loads(_ISO_CODES_JSON.read_text(encoding="utf-8"))["3166-1"]
     assert len(entries) >= 249
