@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 # No deadline: how long one example takes is not what these tests check, and a loaded
 # machine would fail them for being slow. print_blob: a failure found anywhere can be
 # replayed with @reproduce_failure.
-settings.register_profile("sorterd-dev", deadline=None, print_blob=True)
+settings.register_profile(
+    "sorterd-dev", parent=settings.get_profile("default"), deadline=None, print_blob=True
+)
 # CI draws new examples on every run (hypothesis' own "ci" profile, loaded by itself under
 # CI=true, derandomizes and keeps no database: the same inputs forever). Failures are kept
 # in .hypothesis/examples and replayed first by the next run, when CI keeps that folder.

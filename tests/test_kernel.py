@@ -281,9 +281,6 @@ def measure_arrays(items: list[ItemFeatures]) -> I32:
 @pytest.mark.timeout(600)
 @settings(
     max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(data=st.data())
