@@ -313,15 +313,17 @@ async def test_late_reply_recirculates_only_when_past_the_assigned_chute() -> No
     def delay(req: SortRequest, previous: int) -> float | None:
         del req
         if previous == 0:
-            return 0.3  # chute 1 is at 200 ms (too late), chute 10 at 425 ms (in time)
+            return 0.3  # chute 1 is at 200 ms: too late, however fast the host
         return 0.0
 
+    # Chute 10 at 1.55 s: in time with more than a second to spare for a slow machine.
+    params = dataclasses.replace(FAST_LINE, chute_pitch_m=3.0, loop_length_m=40.0)
     sink = ScannerSink()
     plan = [1, 10] * 5
     async with (
         PlcSimulator() as plc,
         MiniHost(plc.port, sink, delay_s=delay) as host,
-        Conveyor(plc, FAST_LINE, sink, seed=2) as line,
+        Conveyor(plc, params, sink, seed=2) as line,
     ):
         await line.run(items_for(plan), rate_items_per_h=60_000)
         assert await line.drain(timeout_s=10.0)
