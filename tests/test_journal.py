@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,13 @@ def test_full_journal_refuses_then_recovers_after_prune(tmp_path: Path) -> None:
     assert j.commit()
     assert j.healthy
     assert "journal_error" not in j.check_space()
+
+
+def test_disk_low_alarm_follows_the_free_space(tmp_path: Path) -> None:
+    """The alarm the fault suite's full disk (a file size limit) cannot raise: statvfs."""
+    free_mb = shutil.disk_usage(tmp_path).free / 2**20
+    assert "disk_low" in Journal(tmp_path / "a.sqlite", min_free_mb=2 * free_mb).check_space()
+    assert "disk_low" not in Journal(tmp_path / "b.sqlite", min_free_mb=0).check_space()
 
 
 def test_unreadable_file_is_set_aside(tmp_path: Path) -> None:

@@ -116,6 +116,7 @@ class DaemonProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
         self._log_copy: asyncio.Task[None] | None = None
+        self._fsize_before: tuple[int, int] | None = None  # RLIMIT_FSIZE before the limit
 
     async def start(self) -> None:
         await self._log_copied()  # a killed process's last lines first
@@ -183,11 +184,17 @@ class DaemonProcess:
     def limit_file_size(self, limit_bytes: int | None) -> None:
         """Set the running process's RLIMIT_FSIZE (prlimit(2): no privilege needed for a
         child of ours, below its hard limit): no byte past `limit_bytes` of any file can be
-        written, the write fails with EFBIG. None lifts the limit."""
+        written, the write fails with EFBIG. None puts back the limit it had."""
         assert self.proc is not None
-        _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE)
-        soft = hard if limit_bytes is None else limit_bytes
-        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+        if limit_bytes is None:
+            if self._fsize_before is not None:
+                resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, self._fsize_before)
+                self._fsize_before = None
+            return
+        before = resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (limit_bytes, before[1]))
+        if self._fsize_before is None:
+            self._fsize_before = before
 
     def log_events(self, event: str) -> list[dict[str, Any]]:
         """The log's JSON lines (the daemon logs JSON when not on a terminal) of `event`."""
