@@ -153,8 +153,11 @@ class DaemonProcess:
         self.proc.send_signal(sig)
 
     async def wait(self, timeout_s: float) -> int:
+        """The exit code once the process has ended and its last lines are in the log."""
         assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout_s)
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await self._log_copied()
+        return code
 
     async def stop(self) -> int | None:
         """SIGTERM (a graceful stop) and its exit code; SIGKILL after 20 s (None)."""
