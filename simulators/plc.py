@@ -131,6 +131,7 @@ class PlcStats:
     dropped_on_reset: int = 0  # held messages lost in a PLC restart
     resets: int = 0
     writes_refused: int = 0  # fault injection: host writes answered with an exception
+    cycles: int = 0  # PLC cycles completed: what a test waits on to know the PLC has acted
 
 
 @dataclass(slots=True)
@@ -663,6 +664,7 @@ class PlcSimulator:
                     next_heartbeat_s = now + self._heartbeat_interval_s
             self._wake.clear()
             await self._scan(now)
+            self.stats.cycles += 1
             timeout_s = max(0.0, min(self._cycle_s, next_heartbeat_s - loop.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):

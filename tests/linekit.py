@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from sorter.config import load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
 from sorterd.demo import demo_config_dir, head_format, write_site
+from tests.waiting import wait_until
 
 PLAN_PATH = demo_config_dir() / "sortplan.toml"
 # The demo geometry on a 10 m/s belt: hundreds of items through the line in seconds.
@@ -48,12 +49,6 @@ class Subscriber:
     def last(self, kind: str) -> dict[str, Any] | None:
         got = self.of(kind)
         return got[-1] if got else None
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 @dataclass(slots=True)

@@ -175,7 +175,7 @@ def test_iso_alpha2_set() -> None:
 _ISO_CODES = Path("/usr/share/iso-codes/json")
 
 
-@pytest.mark.skipif(not _ISO_CODES.exists(), reason="Debian iso-codes not installed")
+@pytest.mark.requires("iso-codes")
 def test_iso_table_matches_iso_codes() -> None:
     entries = json.loads((_ISO_CODES / "iso_3166-1.json").read_text(encoding="utf-8"))["3166-1"]
     assert len(entries) >= 249

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,13 @@ def test_full_journal_refuses_then_recovers_after_prune(tmp_path: Path) -> None:
     assert "journal_error" not in j.check_space()
 
 
+def test_disk_low_alarm_follows_the_free_space(tmp_path: Path) -> None:
+    """The alarm the fault suite's full disk (a file size limit) cannot raise: statvfs."""
+    free_mb = shutil.disk_usage(tmp_path).free / 2**20
+    assert "disk_low" in Journal(tmp_path / "a.sqlite", min_free_mb=2 * free_mb).check_space()
+    assert "disk_low" not in Journal(tmp_path / "b.sqlite", min_free_mb=0).check_space()
+
+
 def test_unreadable_file_is_set_aside(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     path.write_bytes(b"this is not a database, it is a text file" * 100)
@@ -263,12 +271,17 @@ async def test_steps_the_journal_cannot_write_still_reach_the_broker_once(
         runner = asyncio.create_task(pub.run())
         try:
             await wait_until(lambda: len(got) >= len(ids), 30)
-            await asyncio.sleep(0.3)
+            # A last message after everything is acknowledged reaches the observer after
+            # everything before it: a message sent twice would have arrived by then.
+            assert await pub.flush(30)
+            pub.publish("fill/end", {"id": "end"})
+            await wait_until(lambda: "end" in got, 30)
         finally:
             runner.cancel()
             observer.cancel()
             await asyncio.gather(runner, observer, return_exceptions=True)
-    assert sorted(got) == sorted(ids)
+    assert got[-1] == "end"
+    assert sorted(got[:-1]) == sorted(ids)
 
 
 def test_a_decision_the_journal_refused_does_not_leave_its_request_pending(

@@ -2,8 +2,9 @@
 
 Everything crosses real sockets: Modbus TCP to the pymodbus server, telegrams over TCP,
 MQTT through the broker to an independent subscriber. The checks are the product's promise:
-one decision per sort request, one result per confirmation, one terminal outcome per item,
-and every chute as the sort plan says.
+one decision per sort request with the codes of that very item, one result per confirmation
+saying what the PLC confirmed, one terminal outcome per item, and every reason as the sort
+plan says for the item's codes and the chutes usable at that moment.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from simulators.line import DEMO_PARAMS
 from sorter.decide import Decider
 from sorter.events import Reason
 from sorter.kernel import ChuteState
-from sorter.plan import compile_plan, load_plan
+from sorter.pipeline import CHUTE_STATUS_MASK
+from sorter.plan import SortPlan, compile_plan, load_plan
+from sorterd.daemon import Daemon
+from tests.ledgercheck import (
+    decision_pairs,
+    pairing_problems,
+    plan_problems,
+    result_problems,
+)
 from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
 
 # A fast line: 10 m/s belt, chutes that fill after 25 items and are emptied after a second,
@@ -31,10 +40,41 @@ FAST = replace(
 )
 
 
+class ChuteWitness:
+    """In the daemon's process, at each decision: which chutes of the destination the
+    daemon could use then, by its own chute state (what it decided with, a chute-status
+    read behind the PLC). Holds no_chute to 'none of them' and ok to 'a usable one'."""
+
+    def __init__(self, daemon: Daemon, plan: SortPlan) -> None:
+        self.daemon = daemon
+        self.chutes = {d.name: (*d.chutes, *d.overflow) for d in plan.destinations}
+        self.no_chute: Counter[str] = Counter()  # destination -> no_chute decisions
+        self.wrong: list[str] = []
+
+    def on_decision(self, reason: str, destination: str, chute: int, latency_ms: float) -> None:
+        del latency_ms
+        flags = self.daemon.pipeline.decider.state.flags
+        usable = [c for c in self.chutes.get(destination, ()) if not flags[c] & CHUTE_STATUS_MASK]
+        if reason == "no_chute":
+            self.no_chute[destination] += 1
+            if usable:
+                self.wrong.append(f"no_chute for {destination} while {usable} were usable")
+        elif reason == "ok" and chute not in usable:
+            self.wrong.append(f"ok to chute {chute} of {destination}, usable were {usable}")
+
+    def on_result(self, outcome: str, chute_actual: int) -> None:
+        pass
+
+    def on_device(self, name: str, connected: bool, errors: int) -> None:
+        pass
+
+
 async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -> None:
     plan = load_plan(PLAN_PATH)
     async with line_with_daemon(broker, tmp_path, params=FAST, seed=7) as rig:
         line, daemon, sub = rig.line, rig.daemon, rig.sub
+        witness = ChuteWitness(daemon, plan)
+        daemon.pipeline.observers.append(witness)
         inducted = await line.run(150_000, count=500)
         assert inducted == 500
         assert await line.drain(60), line.ledger.summary()
@@ -64,12 +104,16 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
     requested = {(rec.tracking_id, p.seq) for rec in ledger.items for p in rec.passes}
     assert set(decided) == requested
 
-    # Exactly one result per confirmation, matching the PLC's outcome.
+    # Exactly one result per confirmation, saying what the PLC confirmed (outcome,
+    # chute_actual, recirculations) and carrying the chute its decision assigned.
     assert len({r["id"] for r in results}) == len(results) == sum(ledger.confirmations.values())
-    plc_outcomes = Counter(
-        (rec.tracking_id, c.seq, c.outcome.word) for rec in ledger.items for c in rec.confirmations
-    )
-    assert Counter((r["tracking_id"], r["seq"], r["outcome"]) for r in results) == plc_outcomes
+    confirmed = {(rec.tracking_id, c.seq) for rec in ledger.items for c in rec.confirmations}
+    assert {(r["tracking_id"], r["seq"]) for r in results} == confirmed
+    assert result_problems(ledger, results, decisions) == []
+
+    # Each decision carries the codes the scanner sent for that pass, or none (checked for
+    # the decisions without codes too).
+    assert pairing_problems(ledger, decisions) == []
 
     # The reply the PLC latched is the chute the decision published.
     by_key = {(d["tracking_id"], d["seq"]): d for d in decisions}
@@ -78,30 +122,38 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
             if p.reply_chute is not None:
                 assert by_key[(rec.tracking_id, p.seq)]["chute"] == p.reply_chute
 
-    # Each chute as the plan says: destination and reason recomputed from the codes by a
-    # separate decider; the chute must belong to that destination (or its function chute).
+    # Each reason as the plan says: destination and reason recomputed from the codes by a
+    # second decider, and no_chute exactly where the daemon had no usable chute for that
+    # destination (the witness); the chute belongs to the destination, or is the reason's
+    # function chute. This second decider is the daemon's own code (sorter.decide): which
+    # chute is right for the plan is for the independent oracle behind plan_problems.
     compiled = compile_plan(plan)
     check = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     dests = {d.name: d for d in plan.destinations}
-    codes_of = {
-        (rec.tracking_id, p.seq): rec.item.codes for rec in ledger.items for p in rec.passes
-    }
+    items = {(rec.tracking_id, p.seq): rec.item for rec in ledger.items for p in rec.passes}
     reasons: Counter[str] = Counter()
     for d in decisions:
         reasons[d["reason"]] += 1
-        key = (d["tracking_id"], d["seq"])
-        if d["reason"] == "timeout":
-            assert d["chute"] == plan.functions[Reason.TIMEOUT]
-            continue
-        assert tuple(d["codes"]) == tuple(dict.fromkeys(codes_of[key]))
-        expected = check.decide(d["codes"], d["recirculations"])
-        assert d["reason"] in (expected.reason.word, "no_chute"), d
+        item = items[(d["tracking_id"], d["seq"])]
+        dims = (item.length_mm, item.width_mm, item.height_mm, item.weight_g)
+        if d["reason"] == "timeout" and not d["codes"]:
+            expected = check.decide_timeout(d["recirculations"], dims)
+        else:
+            expected = check.decide(d["codes"], d["recirculations"], dims)
+        want = expected.reason.word
+        if want == "ok" and d["reason"] == "no_chute":
+            want = "no_chute"  # none of the destination's chutes usable: the witness says
+        assert d["reason"] == want, (d, expected)
         assert d["destination"] == expected.destination, d
         if d["reason"] == "ok":
             dest = dests[d["destination"]]
             assert d["chute"] in dest.chutes + dest.overflow, d
         else:
             assert d["chute"] == plan.functions[Reason[d["reason"].upper()]], d
+    assert witness.wrong == []
+    no_chute = Counter(d["destination"] for d in decisions if d["reason"] == "no_chute")
+    assert no_chute == witness.no_chute
+    assert plan_problems(decision_pairs(ledger, decisions)) == []
 
     # The traffic mix exercised the interesting paths, not only the happy one.
     assert reasons["ok"] > 300
@@ -113,7 +165,6 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
     # Results carry what was decided.
     for r in results:
         d = by_key[(r["tracking_id"], r["seq"])]
-        assert r["chute_assigned"] == d["chute"]
         assert r["destination"] == d["destination"]
         if r["outcome"] == "sorted":
             assert r["chute_actual"] == d["chute"]

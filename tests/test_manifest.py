@@ -65,8 +65,6 @@ EE = letters_index("EE")
 
 HYPOTHESIS = settings(
     max_examples=150,
-    deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

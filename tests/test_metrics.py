@@ -203,11 +203,9 @@ def test_port_in_use_raises(metrics: Metrics) -> None:
     assert second.port is None
 
 
+@pytest.mark.requires("ipv6")
 def test_ipv6_loopback(metrics: Metrics) -> None:
-    try:
-        port = metrics.start(host="::1", port=0)
-    except OSError as exc:
-        pytest.skip(f"no IPv6 loopback here: {exc}")
+    port = metrics.start(host="::1", port=0)
     with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as response:
         assert b"sorterd_decisions_total" in response.read()
 

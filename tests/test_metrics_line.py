@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.broker import LocalBroker, free_port
-from tests.linekit import FAST_LINE, line_with_daemon
+from tests.linekit import FAST_LINE, line_with_daemon, wait_until
 
 FAST = FAST_LINE
 
@@ -30,13 +30,19 @@ async def test_metrics_endpoint_serves_the_line(broker: LocalBroker, tmp_path: P
     async with line_with_daemon(broker, tmp_path, params=FAST, extra_config=extra) as rig:
         await rig.line.run(100_000, count=40)
         assert await rig.line.drain(30)
-        await asyncio.sleep(0.2)
+        confirmations = sum(rig.line.ledger.confirmations.values())
+        # The metrics follow the pipeline as it goes: once it has every confirmation, the
+        # endpoint serves the whole run.
+        await wait_until(
+            lambda: rig.daemon.pipeline.counters.confirmations >= confirmations,
+            what="the daemon has every confirmation",
+        )
         samples = await asyncio.to_thread(_scrape, port)
         decided = sum(v for (name, _), v in samples.items() if name == "sorterd_decisions_total")
         assert decided == rig.daemon.pipeline.counters.decisions
         ok = samples[("sorterd_decisions_total", (("reason", "ok"),))]
         assert ok == rig.daemon.pipeline.stats.reasons["ok"]
         results = sum(v for (name, _), v in samples.items() if name == "sorterd_results_total")
-        assert results == sum(rig.line.ledger.confirmations.values())
+        assert results == confirmations
         assert samples[("sorterd_device_connected", (("device", "plc"),))] == 1
         assert samples[("sorterd_decision_latency_seconds_count", ())] == decided

@@ -12,6 +12,7 @@ import pytest
 
 from drivers.broker import LocalBroker, free_port
 from drivers.mqtt import MqttPublisher, OutMessage, encode
+from tests.waiting import wait_until
 
 
 async def _collect(
@@ -44,12 +45,6 @@ async def running(pub: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def _until(predicate: object, timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
-
-
 async def test_publish_order_and_status_will(broker: LocalBroker) -> None:
     got: list[dict[str, object]] = []
     ready = asyncio.Event()
@@ -68,7 +63,7 @@ async def test_publish_order_and_status_will(broker: LocalBroker) -> None:
             for i in range(300):
                 pub.publish("t/decisions", {"i": i})
             assert await pub.flush(10)
-            await _until(lambda: len(got) >= 301, 10)
+            await wait_until(lambda: len(got) >= 301, 10)
         decisions = [m["i"] for m in got if "i" in m]
         assert decisions == list(range(300))
         assert {"state": "online"} in got
@@ -102,11 +97,11 @@ async def test_nothing_lost_when_broker_restarts() -> None:
             # Published while the broker is away: must wait in the outbox, not vanish.
             for i in range(100, 250):
                 pub.publish("r/results", {"i": i})
-            await _until(lambda: not pub.connected, 10)
+            await wait_until(lambda: not pub.connected, 10)
             assert pub.backlog > 0
             await broker.start()
             assert await pub.flush(20)
-            await _until(lambda: {m["i"] for m in got} >= set(range(250)), 20)
+            await wait_until(lambda: {m["i"] for m in got} >= set(range(250)), 20)
         assert pub.stats.connects >= 2
         # At least once: every message arrived; duplicates only by re-send of the same body.
         assert {m["i"] for m in got} == set(range(250))

@@ -1,7 +1,8 @@
 """MQTT over TLS against a real mosquitto: passwords, client certificates, wrong secrets.
 
 Certificates are made at test time (tests/tlskit.py). The embedded broker has no TLS, so
-these tests need mosquitto and are skipped, saying so, where it is not installed.
+these tests need mosquitto (and openssl): skipped, saying so, where either is missing, and
+failed instead where SORTERD_REQUIRE lists it (CI).
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from drivers.broker import BrokerTls, LocalBroker, mosquitto_path, write_password_file
+from drivers.broker import BrokerTls, LocalBroker, write_password_file
 from drivers.mqtt import MqttPublisher
 from simulators.line import SimulatedLine
 from sorter.config import ConfigError, load_site
 from sorter.plan import load_plan
 from sorterd.demo import write_site
 from tests.linekit import PLAN_PATH, wait_until
-from tests.tlskit import TlsFiles, make_tls_files, openssl_path
+from tests.tlskit import TlsFiles, make_tls_files
 
-pytestmark = [
-    pytest.mark.skipif(mosquitto_path() is None, reason="MQTT over TLS needs mosquitto"),
-    pytest.mark.skipif(openssl_path() is None, reason="test certificates need openssl"),
-]
+pytestmark = pytest.mark.requires("mosquitto", "openssl")
 
 USER = "sorterd"
 # Distinctive, so a search of the logs for it cannot match anything else.

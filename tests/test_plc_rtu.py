@@ -28,7 +28,6 @@ from tests.linekit import FAST_LINE, line_with_daemon, wait_until
 from tests.test_plc_driver import (
     Recorder,
     chute_for,
-    eventually,
     make_link,
     register,
     register_becomes,
@@ -46,10 +45,9 @@ async def exchange(plc: PlcSimulator, handler: Recorder, count: int, first_tid: 
     """`count` requests and their confirmations through the rings, checked on both sides."""
     tids = [first_tid + i for i in range(count)]
     seqs = [plc.submit_request(tid, length_mm=i) for i, tid in enumerate(tids)]
-    await eventually(
+    await wait_until(
         lambda: all(plc.reply(t, s) is not None for t, s in zip(tids, seqs, strict=True)),
-        "replies taken in by the PLC",
-        timeout_s=10,
+        what="replies taken in by the PLC",
     )
     for tid, seq in zip(tids, seqs, strict=True):
         reply = plc.reply(tid, seq)
@@ -57,13 +55,12 @@ async def exchange(plc: PlcSimulator, handler: Recorder, count: int, first_tid: 
         assert (reply.seq, reply.tracking_id, reply.chute) == (seq, tid, chute_for(tid))
     for tid, seq in zip(tids, seqs, strict=True):
         plc.submit_confirmation(seq, tid, chute_for(tid), Outcome.SORTED, 0)
-    await eventually(
+    await wait_until(
         lambda: (
             {(c.tracking_id, c.seq) for c in handler.confirmations}
             >= set(zip(tids, seqs, strict=True))
         ),
-        "confirmations",
-        timeout_s=10,
+        what="confirmations",
     )
 
 
@@ -77,7 +74,7 @@ async def test_rtu_on_a_pty_requests_replies_confirmations_heartbeat_chutes() ->
         handler = Recorder()
         link = make_link(plc.url, handler, max_chute=60, chute_status_interval_ms=20)
         async with running(link):
-            await eventually(lambda: handler.up, "link up over RTU", timeout_s=5)
+            await wait_until(lambda: handler.up, what="link up over RTU")
             # 40 at once: more than one 15-slot read and one 30-slot write per batch.
             await exchange(plc, handler, 40, first_tid=5000)
             assert [r.tracking_id for r in handler.requests] == [5000 + i for i in range(40)]
@@ -88,13 +85,13 @@ async def test_rtu_on_a_pty_requests_replies_confirmations_heartbeat_chutes() ->
 
             # The host heartbeat moves over the serial line and the PLC sees a live host.
             beat = await register(plc, HOST_HEARTBEAT)
-            await eventually(lambda: plc.host_alive, "PLC sees the host", timeout_s=3)
+            await wait_until(lambda: plc.host_alive, what="PLC sees the host")
             await eventually_register_moves(plc, HOST_HEARTBEAT, beat)
 
             plc.set_chute_full(7)
-            await eventually(
+            await wait_until(
                 lambda: any(st[6] == 1 for _, st in handler.chute_status[-3:]),
-                "chute 7 full read over RTU",
+                what="chute 7 full read over RTU",
             )
             assert link.stats.errors == 0
             assert link.stats.bad_requests == link.stats.bad_confirmations == 0
@@ -104,9 +101,10 @@ async def test_rtu_on_a_pty_requests_replies_confirmations_heartbeat_chutes() ->
 
 
 async def eventually_register_moves(plc: PlcSimulator, address: int, old: int) -> None:
-    async with asyncio.timeout(3):
-        while await register(plc, address) == old:
-            await asyncio.sleep(0.02)
+    async def moved() -> bool:
+        return await register(plc, address) != old
+
+    await wait_until(moved, what=f"register {address} moves from {old}")
 
 
 async def test_plc_restart_keeps_the_pty_and_the_link_resumes() -> None:
@@ -115,14 +113,14 @@ async def test_plc_restart_keeps_the_pty_and_the_link_resumes() -> None:
         handler = Recorder()
         link = make_link(plc.url, handler)
         async with running(link):
-            await eventually(lambda: handler.up, "link up", timeout_s=5)
+            await wait_until(lambda: handler.up, what="link up")
             await exchange(plc, handler, 5, first_tid=100)
             await plc.stop()
-            await eventually(lambda: handler.down, "link down while the PLC is off", 5)
+            await wait_until(lambda: handler.down, what="link down while the PLC is off")
             assert link.stats.errors >= 1
             await plc.start()
             assert plc.serial_path == path  # the host's plc.url is still right
-            await eventually(lambda: handler.up, "link up again", timeout_s=5)
+            await wait_until(lambda: handler.up, what="link up again")
             await exchange(plc, handler, 5, first_tid=200)
             # Nothing lost, nothing twice across the restart.
             assert sorted(r.tracking_id for r in handler.requests) == [
@@ -141,7 +139,7 @@ async def test_wrong_baud_rate_is_an_error_state_retried_until_the_plc_is_fixed(
         handler = Recorder()
         link = make_link(url, handler)
         async with running(link) as task:
-            await eventually(lambda: link.stats.errors >= 3, "errors counted", timeout_s=10)
+            await wait_until(lambda: link.stats.errors >= 3, what="errors counted")
             # Device error state, reported once, with the reason; never connected.
             assert handler.states[0][0] is False
             assert "registers" in handler.states[0][1]
@@ -154,7 +152,7 @@ async def test_wrong_baud_rate_is_an_error_state_retried_until_the_plc_is_fixed(
 
             # The commissioner sets the PLC's port to 115200: the link comes up by itself.
             await plc.set_serial(LINE)
-            await eventually(lambda: handler.up, "link up after the baud fix", timeout_s=10)
+            await wait_until(lambda: handler.up, what="link up after the baud fix")
             garbled = wire.stats.garbled_bytes
             await exchange(plc, handler, 10, first_tid=900)
             assert wire.stats.garbled_bytes == garbled
@@ -164,7 +162,7 @@ async def test_missing_serial_device_is_a_clear_error_and_retried() -> None:
     handler = Recorder()
     link = make_link("rtu:///dev/ttyUSB-sorterd-test-missing?baudrate=115200", handler)
     async with running(link):
-        await eventually(lambda: link.stats.reconnects >= 2, "retried", timeout_s=5)
+        await wait_until(lambda: link.stats.reconnects >= 2, what="retried")
     assert handler.states[0] == (
         False,
         "serial device /dev/ttyUSB-sorterd-test-missing does not exist "
@@ -179,7 +177,7 @@ async def test_a_device_that_is_no_tty_says_why_it_does_not_open(tmp_path: Path)
     handler = Recorder()
     link = make_link(f"rtu://{not_a_tty}?baudrate=9600", handler)
     async with running(link):
-        await eventually(lambda: link.stats.errors >= 1, "error", timeout_s=5)
+        await wait_until(lambda: link.stats.errors >= 1, what="error")
     reason = handler.states[0][1]
     assert reason.startswith(f"cannot open serial device {not_a_tty} as 9600 8N1: "), reason
 
@@ -201,7 +199,7 @@ async def test_rtu_framing_over_tcp() -> None:
         handler = Recorder()
         link = make_link(plc.url, handler)
         async with running(link):
-            await eventually(lambda: handler.up, "link up", timeout_s=5)
+            await wait_until(lambda: handler.up, what="link up")
             await exchange(plc, handler, 20, first_tid=42)
             assert link.stats.errors == 0
 
@@ -209,7 +207,7 @@ async def test_rtu_framing_over_tcp() -> None:
         wrong = Recorder()
         link = make_link(f"tcp://127.0.0.1:{plc.port}", wrong)
         async with running(link):
-            await eventually(lambda: link.stats.errors >= 1, "framing mismatch fails", 5)
+            await wait_until(lambda: link.stats.errors >= 1, what="framing mismatch fails")
         assert not any(up for up, _ in wrong.states)
 
 
@@ -308,7 +306,7 @@ async def test_simulate_plc_serves_rtu_on_a_pty_and_prints_its_path(tmp_path: Pa
         handler = Recorder()
         link = make_link(url, handler)
         async with running(link):
-            await eventually(lambda: handler.up, "daemon side up on the printed pty", 10)
+            await wait_until(lambda: handler.up, what="daemon side up on the printed pty")
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             assert await proc.wait() == 0

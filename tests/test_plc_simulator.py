@@ -39,6 +39,7 @@ from drivers.registers import (
 from simulators.conveyor import Conveyor, LineParams, SimItem
 from simulators.plc import PlcSimulator
 from sorter.events import Confirmation, Outcome, SortRequest
+from tests.waiting import wait_until
 
 DEVICE_ID = 1
 SCAN_WAIT_S = 0.05
@@ -215,12 +216,10 @@ class MiniHost:
             await self.write(CONF_ACK, [conf_head])
 
 
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 3.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.005)
+async def plc_cycles(plc: PlcSimulator, n: int = 2) -> None:
+    """Let the PLC complete `n` more cycles: with two, one that began after this call."""
+    done = plc.stats.cycles
+    await wait_until(lambda: plc.stats.cycles >= done + n, what=f"{n} more PLC cycles")
 
 
 def items_for(chutes: Sequence[int | None]) -> list[SimItem]:
@@ -256,7 +255,7 @@ async def test_hundred_items_terminate_with_wrapping_counters() -> None:
         assert await line.run(items, rate_items_per_h=120_000) == 100
         assert await line.drain(timeout_s=10.0)
         total_confs = sum(len(r.confirmations) for r in line.ledger.items)
-        await wait_for(lambda: len(host.confirmations) == total_confs)
+        await wait_until(lambda: len(host.confirmations) == total_confs)
         req_head = (await host.read(REQ_HEAD, 1))[0]
 
     ledger = line.ledger
@@ -314,20 +313,22 @@ async def test_late_reply_recirculates_only_when_past_the_assigned_chute() -> No
     def delay(req: SortRequest, previous: int) -> float | None:
         del req
         if previous == 0:
-            return 0.3  # chute 1 is at 200 ms (too late), chute 10 at 425 ms (in time)
+            return 0.3  # chute 1 is at 200 ms: too late, however fast the host
         return 0.0
 
+    # Chute 10 at 1.55 s: in time with more than a second to spare for a slow machine.
+    params = dataclasses.replace(FAST_LINE, chute_pitch_m=3.0, loop_length_m=40.0)
     sink = ScannerSink()
     plan = [1, 10] * 5
     async with (
         PlcSimulator() as plc,
         MiniHost(plc.port, sink, delay_s=delay) as host,
-        Conveyor(plc, FAST_LINE, sink, seed=2) as line,
+        Conveyor(plc, params, sink, seed=2) as line,
     ):
         await line.run(items_for(plan), rate_items_per_h=60_000)
         assert await line.drain(timeout_s=10.0)
         total = sum(len(r.confirmations) for r in line.ledger.items)
-        await wait_for(lambda: len(host.confirmations) == total)
+        await wait_until(lambda: len(host.confirmations) == total)
 
     for record, chute in zip(line.ledger.items, plan, strict=True):
         outcomes = [(c.outcome, c.chute_actual, c.recirculations) for c in record.confirmations]
@@ -351,7 +352,7 @@ async def test_no_reply_recirculates_late_then_plc_rejects_after_max() -> None:
     ):
         await line.run(items_for([3, 4]), rate_items_per_h=60_000)
         assert await line.drain(timeout_s=10.0)
-        await wait_for(lambda: len(host.confirmations) == 6)
+        await wait_until(lambda: len(host.confirmations) == 6)
 
     for record in line.ledger.items:
         assert [(c.outcome, c.recirculations) for c in record.confirmations] == [
@@ -377,7 +378,7 @@ async def test_full_and_disabled_chutes_recirculate() -> None:
         await line.run(items_for(plan), rate_items_per_h=100_000)
         assert await line.drain(timeout_s=15.0)
         total = sum(len(r.confirmations) for r in line.ledger.items)
-        await wait_for(lambda: len(host.confirmations) == total)
+        await wait_until(lambda: len(host.confirmations) == total)
         assert plc.chute_status(5).state == "disabled"
 
     ledger = line.ledger
@@ -407,7 +408,7 @@ async def test_dead_host_means_no_divert_to_host_chutes() -> None:
     ):
         await line.run(items_for([1, 2, 3]), rate_items_per_h=60_000)
         assert await line.drain(timeout_s=5.0)
-        await wait_for(lambda: len(host.confirmations) == 3)
+        await wait_until(lambda: len(host.confirmations) == 3)
     assert not plc.host_alive
     assert [r.final_outcome for r in line.ledger.items] == [Outcome.REJECT] * 3
     assert all(r.passes[0].reply_chute is not None for r in line.ledger.items)
@@ -426,8 +427,9 @@ async def test_request_ring_is_not_overwritten_when_host_stops_acking() -> None:
 
             seqs = [plc.submit_request(1000 + i, 1, i, 0, 0, 0) for i in range(70)]
             assert seqs[:7] == [65530, 65531, 65532, 65533, 65534, 65535, 0]
-            await wait_for(lambda: plc.stats.requests_written == 64)
-            await asyncio.sleep(0.05)  # several PLC cycles: nothing more may be written
+            # The PLC found the ring full for the other six and holds them.
+            await wait_until(lambda: plc.stats.req_ring_full == 6)
+            assert plc.stats.requests_written == 64
             header = await regs(0, HEADER_COUNT)
             assert counter_diff(header[REQ_HEAD], header[REQ_ACK]) == 64
             assert header[REQ_HEAD] == (65530 + 64) % 65536
@@ -441,11 +443,11 @@ async def test_request_ring_is_not_overwritten_when_host_stops_acking() -> None:
 
             # write_request waits while the ring is full and returns once the host acks.
             waiter = asyncio.create_task(plc.write_request(2000, 1, 0, 0, 0, 0))
-            await asyncio.sleep(0.02)
+            await wait_until(lambda: plc.stats.req_ring_full == 7)  # held too
             assert not waiter.done()
             rr = await client.write_register(REQ_ACK, (65530 + 10) % 65536, device_id=1)
             assert not rr.isError()
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(30):
                 assert await waiter == (65530 + 70) % 65536
             assert plc.stats.requests_written == 71
             assert plc.pending_requests == 0
@@ -461,8 +463,8 @@ async def test_request_ring_is_not_overwritten_when_host_stops_acking() -> None:
             # Same rule for confirmations.
             for i in range(66):
                 plc.submit_confirmation(i, 3000 + i, 0, Outcome.REJECT, 0)
-            await wait_for(lambda: plc.stats.confirmations_written == 64)
-            await asyncio.sleep(0.02)
+            await wait_until(lambda: plc.stats.conf_ring_full == 2)
+            assert plc.stats.confirmations_written == 64
             header = await regs(0, HEADER_COUNT)
             assert counter_diff(header[CONF_HEAD], header[CONF_ACK]) == 64
             assert plc.pending_confirmations == 2
@@ -487,28 +489,35 @@ async def test_heartbeats_and_restart() -> None:
             header = await client.read_holding_registers(0, count=4, device_id=1)
             assert header.registers[2:4] == [1, 1]  # running, interface version 1
             hb0 = await reg(PLC_HEARTBEAT)
-            await asyncio.sleep(0.35)
-            assert counter_diff(await reg(PLC_HEARTBEAT), hb0) >= 2
+
+            async def beats(n: int) -> bool:
+                return counter_diff(await reg(PLC_HEARTBEAT), hb0) >= n
+
+            await wait_until(lambda: beats(2), what="two PLC heartbeats")
 
             plc.freeze_heartbeat(True)
-            await asyncio.sleep(0.12)
+            await plc_cycles(plc)  # a beat counted before the freeze is written by now
             frozen = await reg(PLC_HEARTBEAT)
+            # The scenario: the PLC program hung for three heartbeat periods (100 ms each).
             await asyncio.sleep(0.3)
+            await plc_cycles(plc)  # and the PLC did cycle after them
             assert await reg(PLC_HEARTBEAT) == frozen
             plc.freeze_heartbeat(False)
+            await wait_until(lambda: beats(counter_diff(frozen, hb0) + 1), what="beats resume")
 
             assert not plc.host_alive  # no host heartbeat change seen yet
             await client.write_register(HOST_HEARTBEAT, 1, device_id=1)
-            await wait_for(lambda: plc.host_alive, timeout_s=0.5)
-            await wait_for(lambda: not plc.host_alive, timeout_s=1.0)
+            await wait_until(lambda: plc.host_alive)
+            # The host writes no more: after host_timeout_s the PLC counts it dead.
+            await wait_until(lambda: not plc.host_alive)
             assert plc.stats.host_dead_events == 1
 
             # A restart puts the heads back; held requests are dropped, not written later.
             for i in range(3):
                 plc.submit_request(10 + i)
-            await wait_for(lambda: plc.stats.requests_written == 3)
+            await wait_until(lambda: plc.stats.requests_written == 3)
             plc.reset_counters()
-            await asyncio.sleep(0.02)
+            await plc_cycles(plc)
             assert await reg(REQ_HEAD) == 7
             assert await reg(CONF_HEAD) == 7
             assert plc.stats.resets == 1

@@ -23,6 +23,7 @@ from drivers.scanner import (
 from drivers.telegram import MAX_FRAME_BYTES
 from simulators.scanner import ScannerSimulator
 from sorter.events import ScanRead
+from tests.waiting import wait_until
 
 TIMEOUT_S = 5.0  # generous bound for every wait; passing runs take milliseconds
 BACKOFF_INITIAL_S = 0.01  # fast retries keep the reconnect tests short
@@ -49,12 +50,11 @@ async def _no_leaks() -> AsyncIterator[None]:
     fds_before = _open_fds()
     yield
     me = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 1.0
     # Transports release their fds in callbacks a loop iteration or two after close, and
-    # neither fds nor tasks offer an event to wait on: poll briefly.
-    while (left := _leftovers(me, fds_before)) and loop.time() < deadline:
-        await asyncio.sleep(0.001)
+    # neither fds nor tasks offer an event to wait on: poll.
+    with contextlib.suppress(TimeoutError):
+        await wait_until(lambda: not _leftovers(me, fds_before), 5.0)
+    left = _leftovers(me, fds_before)
     assert not left, f"left behind: {left}"
 
 
@@ -109,12 +109,6 @@ async def consuming(
             raise
     async with asyncio.timeout(TIMEOUT_S):
         await task  # closing the scanner ends the iteration
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Poll a counter or flag of the code under test, which offers no event for it."""
-    while not predicate():
-        await asyncio.sleep(0.002)
 
 
 def free_port() -> int:
@@ -255,7 +249,7 @@ async def test_periodic_heartbeats_update_last_seen_only() -> None:
     async with sim, consuming(sim.tcp_url) as (scanner, queue, states):
         async with asyncio.timeout(TIMEOUT_S):
             await states.wait_for(connected=True)
-            await until(lambda: scanner.stats.heartbeats >= 3)
+            await wait_until(lambda: scanner.stats.heartbeats >= 3)
         assert scanner.last_seen_ns is not None
         assert queue.empty()
 
@@ -282,14 +276,16 @@ async def test_reconnects_after_restart_and_drops_the_cut_frame() -> None:
             assert (await queue.get()).tracking_id == 1
             cut = b"\x0299|PART"  # the scanner dies in the middle of a telegram
             sim.send_raw(cut)
-            await until(lambda: scanner.stats.frames == 1 and scanner.buffered_bytes == len(cut))
+            await wait_until(
+                lambda: scanner.stats.frames == 1 and scanner.buffered_bytes == len(cut)
+            )
 
             port = sim.port
             await sim.stop()
             await states.wait_for(connected=False)
             assert scanner.stats.garbage_bytes == len(cut)
             assert not sim.send_read(2, ["LOST"])  # nobody is connected: dropped
-            await until(lambda: scanner.errors >= 3)  # refused attempts, not raised
+            await wait_until(lambda: scanner.errors >= 3)  # refused attempts, not raised
 
             await sim.start()
             assert sim.port == port
@@ -343,7 +339,7 @@ async def test_unreachable_scanner_retries_without_raising() -> None:
     url = f"tcp://127.0.0.1:{free_port()}"
     async with consuming(url) as (scanner, _queue, states):
         async with asyncio.timeout(TIMEOUT_S):
-            await until(lambda: scanner.errors >= 4)
+            await wait_until(lambda: scanner.errors >= 4)
         assert not scanner.connected
         assert scanner.last_error is not None
         assert "Connect" in scanner.last_error or "refused" in scanner.last_error.lower()
@@ -376,7 +372,7 @@ async def test_cancelling_the_consumer_propagates(reachable: bool) -> None:
 
             task = asyncio.create_task(consume())
             async with asyncio.timeout(TIMEOUT_S):
-                await until(lambda: scanner.connected or scanner.errors > 0)
+                await wait_until(lambda: scanner.connected or scanner.errors > 0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -415,12 +411,12 @@ async def test_pty_reads_and_loss(make_url: Callable[[str], str]) -> None:
                 first, second = await queue.get(), await queue.get()
                 assert (first.tracking_id, first.codes) == (10, ("X1", "X2"))
                 assert (second.tracking_id, second.codes) == (11, ())
-                await until(lambda: scanner.stats.heartbeats == 1)
+                await wait_until(lambda: scanner.stats.heartbeats == 1)
                 assert scanner.stats.garbage_bytes == 5
 
                 await sim.stop()  # the device disappears: read error, then retries
                 await states.wait_for(connected=False)
-                await until(lambda: scanner.errors >= 1)
+                await wait_until(lambda: scanner.errors >= 1)
             assert queue.empty()
 
 

@@ -20,6 +20,7 @@ from simulators.scanner import ScannerSimulator
 from sorter.events import ScanRead
 from sorter.telegram_options import problems, resolve
 from sorterd.demo import demo_config_dir
+from tests.waiting import wait_until
 
 TIMEOUT_S = 10.0  # generous bound for every wait; passing runs take milliseconds
 
@@ -48,12 +49,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Poll a counter of the code under test, which offers no event for it."""
-    while not predicate():
-        await asyncio.sleep(0.002)
 
 
 @contextlib.asynccontextmanager
@@ -92,7 +87,7 @@ async def _exchange(
 ) -> None:
     """Reads, a no-read, a heartbeat and line noise between telegrams, in one go."""
     fmt = sim.format
-    await until(lambda: scanner.connected)
+    await wait_until(lambda: scanner.connected)
     if sim.port is not None and sim.pty_path is None:
         await sim.wait_for_clients(1)
     assert sim.send_read(4711, ["RB123456785GB", "]C1\x1d00061110", "RB123456785GB"])
@@ -109,7 +104,7 @@ async def _exchange(
     assert all(r.scanner == "tunnel-1" for r in reads)
     stats = scanner.stats
     heartbeats = 1 if fmt.encode_heartbeat() is not None else 0
-    await until(lambda: stats.heartbeats == heartbeats)
+    await wait_until(lambda: stats.heartbeats == heartbeats)
     assert (stats.reads, stats.noreads, stats.bad_telegrams) == (2, 1, 0)
     assert q.empty()
 
@@ -147,7 +142,7 @@ async def test_periodic_heartbeats_only_where_the_preset_has_them(preset: str) -
         return
     async with sim, consuming(sim.tcp_url, fmt) as (scanner, queue):
         async with asyncio.timeout(TIMEOUT_S):
-            await until(lambda: scanner.stats.heartbeats >= 3)
+            await wait_until(lambda: scanner.stats.heartbeats >= 3)
         assert scanner.last_seen_ns is not None
         assert queue.empty()
 
@@ -158,17 +153,17 @@ async def test_a_frame_cut_by_a_reconnect_is_dropped(preset: str) -> None:
     sim = ScannerSimulator(telegram_format=fmt)
     async with sim, consuming(sim.tcp_url, fmt) as (scanner, queue):
         async with asyncio.timeout(TIMEOUT_S):
-            await until(lambda: scanner.connected)
+            await wait_until(lambda: scanner.connected)
             await sim.wait_for_clients(1)
             whole = fmt.encode_read(_sent_id(fmt, 99), ["PARTCODE"])
             cut = len(whole) // 2
             sim.send_raw(whole[:cut])  # the scanner dies in the middle of a telegram
-            await until(lambda: scanner.buffered_bytes == cut)
+            await wait_until(lambda: scanner.buffered_bytes == cut)
             await sim.stop()
-            await until(lambda: not scanner.connected)
+            await wait_until(lambda: not scanner.connected)
             assert scanner.stats.garbage_bytes == cut
             await sim.start()
-            await until(lambda: scanner.connected)
+            await wait_until(lambda: scanner.connected)
             await sim.wait_for_clients(1)
             framer = getattr(fmt, "framer", None)
             if framer is None or framer.start:
@@ -189,7 +184,7 @@ async def test_a_scanner_set_to_another_preset(receiver: str) -> None:
     sim = ScannerSimulator(telegram_format=fmt)
     async with sim, consuming(sim.tcp_url, fmt) as (scanner, queue):
         async with asyncio.timeout(TIMEOUT_S):
-            await until(lambda: scanner.connected)
+            await wait_until(lambda: scanner.connected)
             await sim.wait_for_clients(1)
             for name, make in PRESETS.items():
                 if name == receiver:
@@ -221,7 +216,7 @@ async def test_wrong_baud_rate_garbage_over_a_pty(preset: str) -> None:
         assert sim.pty_path is not None
         async with consuming(sim.pty_path, fmt) as (scanner, queue):
             async with asyncio.timeout(TIMEOUT_S):
-                await until(lambda: scanner.connected)
+                await wait_until(lambda: scanner.connected)
                 for i in range(40):
                     sim.send_raw(rng.randbytes(rng.randint(1, 300)))
                     code = f"RB{i:09d}GB"
@@ -261,13 +256,13 @@ async def test_a_flooding_scanner(preset: str) -> None:
             consuming(sim.tcp_url, fmt, garbage_log_interval_s=3600.0) as (scanner, queue),
         ):
             async with asyncio.timeout(TIMEOUT_S * 3):
-                await until(lambda: scanner.connected)
+                await wait_until(lambda: scanner.connected)
                 await sim.wait_for_clients(1)
                 stream = b"".join(
                     fmt.encode_read(_sent_id(fmt, i), [f"C{i}"]) + bad_frame for i in range(count)
                 )
                 assert sim.send_raw(stream)
-                await until(lambda: scanner.stats.reads == count)
+                await wait_until(lambda: scanner.stats.reads == count)
             got = [queue.get_nowait() for _ in range(count)]
         assert [r.codes for r in got] == [(f"C{i}",) for i in range(count)]
         assert scanner.stats.bad_telegrams == count

@@ -16,6 +16,7 @@ import pytest
 
 from sorterd import systemd
 from sorterd.systemd import SystemdNotifier, run_watchdog
+from tests.waiting import wait_until
 
 UNIT = Path(__file__).resolve().parent.parent / "config" / "systemd" / "sorterd.service"
 
@@ -194,28 +195,53 @@ def test_unusable_notify_socket_is_ignored() -> None:
     notifier.ready("x")
 
 
+class Pings:
+    """What the notify socket received, and how often the watchdog asked `healthy()`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.got: list[str] = []
+        self.healthy = True
+        self.checks = 0  # calls of healthy(): the watchdog's ticks
+
+    def __call__(self) -> bool:
+        self.checks += 1
+        return self.healthy
+
+    def take(self) -> list[str]:
+        self.got += _drain(self.sock)
+        return self.got
+
+    async def wait_for(self, count: int) -> None:
+        await wait_until(lambda: len(self.take()) >= count, what=f"{count} watchdog pings")
+
+    async def ticks(self, count: int) -> None:
+        """Let the watchdog check health `count` more times."""
+        checks = self.checks
+        await wait_until(lambda: self.checks >= checks + count, what=f"{count} watchdog ticks")
+
+
 async def test_watchdog_pings_only_while_healthy(path_socket: tuple[socket.socket, str]) -> None:
     sock, address = path_socket
     # 40 ms timeout -> a ping every 20 ms.
     notifier = SystemdNotifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "40000"})
     assert notifier.watchdog_interval_s == pytest.approx(0.02)
-    healthy = True
-    task = asyncio.create_task(run_watchdog(notifier, lambda: healthy), name="watchdog")
+    pings = Pings(sock)
+    task = asyncio.create_task(run_watchdog(notifier, pings), name="watchdog")
     try:
-        await asyncio.sleep(0.2)
-        pings = _drain(sock)
-        assert len(pings) >= 3
-        assert set(pings) == {"WATCHDOG=1"}
+        await pings.wait_for(3)
+        assert set(pings.got) == {"WATCHDOG=1"}
 
-        healthy = False
-        await asyncio.sleep(0.05)  # a ping may have been on its way when health changed
-        _drain(sock)
-        await asyncio.sleep(0.2)
-        assert _drain(sock) == []
+        pings.healthy = False
+        # A ping goes out in the tick that found the process healthy (a datagram is in the
+        # socket when sendto returns): after one unhealthy tick, none can be on its way.
+        await pings.ticks(1)
+        sent = len(pings.take())
+        await pings.ticks(5)
+        assert len(pings.take()) == sent, "pinged while unhealthy"
 
-        healthy = True
-        await asyncio.sleep(0.2)
-        assert len(_drain(sock)) >= 3
+        pings.healthy = True
+        await pings.wait_for(sent + 3)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -226,13 +252,18 @@ async def test_watchdog_pings_only_while_healthy(path_socket: tuple[socket.socke
 async def test_blocked_loop_stops_the_pings(path_socket: tuple[socket.socket, str]) -> None:
     sock, address = path_socket
     notifier = SystemdNotifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "40000"})
-    task = asyncio.create_task(run_watchdog(notifier, lambda: True), name="watchdog")
+    pings = Pings(sock)
+    task = asyncio.create_task(run_watchdog(notifier, pings), name="watchdog")
     try:
-        await asyncio.sleep(0.05)
-        _drain(sock)
-        # Blocking the loop on purpose: no task runs, so no ping can be sent.
+        await pings.wait_for(1)
+        sent = len(pings.take())
+        checks = pings.checks
+        # The scenario: the loop blocked on purpose for ten ping intervals. No task runs,
+        # so no ping can be sent.
         time.sleep(0.2)  # noqa: ASYNC251
-        assert _drain(sock) == []
+        assert pings.checks == checks
+        assert len(pings.take()) == sent
+        await pings.wait_for(sent + 1)  # and they come again once the loop runs
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -258,8 +289,7 @@ async def test_explicit_interval_overrides(path_socket: tuple[socket.socket, str
     notifier = SystemdNotifier({"NOTIFY_SOCKET": address})  # no WATCHDOG_USEC
     task = asyncio.create_task(run_watchdog(notifier, lambda: True, interval_s=0.02), name="wd")
     try:
-        await asyncio.sleep(0.15)
-        assert len(_drain(sock)) >= 3
+        await Pings(sock).wait_for(3)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -267,7 +297,7 @@ async def test_explicit_interval_overrides(path_socket: tuple[socket.socket, str
         notifier.close()
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+@pytest.mark.requires("systemd-analyze")
 def test_unit_file_verifies(tmp_path: Path) -> None:
     """`systemd-analyze verify` on a copy whose ExecStart program exists.
 

@@ -24,6 +24,7 @@ from sorter.pipeline import Pipeline, Topics
 from sorter.plan import compile_plan, load_plan
 from sorter.tracker import Match, Tracker
 from sorterd.demo import demo_config_dir
+from tests.waiting import wait_until
 
 MS = 1_000_000
 
@@ -380,25 +381,24 @@ async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
             # Item 1: the camera reads it, the index head "top" never answers.
             pipeline.on_requests([req(1, now(), 501)])
             cam.put(ScanRead("cam", None, ("RB123456785GB",), now()))
-            # Item 2: the camera sends nothing for it.
+            # Item 2: the camera sends nothing for it. (The sleeps are the scenario: items
+            # at least 150 ms apart on the belt, beyond each other's 50 ms windows.)
             await asyncio.sleep(0.15)
             pipeline.on_requests([req(2, now(), 502)])
             await asyncio.sleep(0.15)
             # Item 3: read again.
             pipeline.on_requests([req(3, now(), 503)])
             cam.put(ScanRead("cam", None, ("LX100339074US",), now()))
-            async with asyncio.timeout(2.5):  # before the 3 s scan wait ran out
-                while {d["tracking_id"] for d in published} != {501, 503}:
-                    await asyncio.sleep(0.01)
-            # Item 2: nobody read it, and the index head might still have: the full wait.
-            async with asyncio.timeout(5.0):
-                while len(published) < 3:
-                    await asyncio.sleep(0.01)
+            await wait_until(lambda: len(published) == 3, what="three decisions")
             feeder.cancel()
             await asyncio.wait([feeder])
     finally:
         timer.cancel()
         await asyncio.wait([timer])
+    # 503, asked for after 502, was decided before it: its merge deadline (30 ms) woke the
+    # timer long before 502's scan wait (3 s) ran out. Item 2: nobody read it, and the
+    # index head might still have: it gets the full wait.
+    assert [d["tracking_id"] for d in published] == [501, 503, 502]
     by_id = {d["tracking_id"]: d for d in published}
     assert by_id[501]["codes"] == ["RB123456785GB"]
     assert by_id[502]["codes"] == []

@@ -6,7 +6,6 @@ a fresh CA, so two calls give two CAs that do not trust each other (the wrong-CA
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,6 @@ class TlsFiles:
     server_key: Path
     client_cert: Path
     client_key: Path
-
-
-def openssl_path() -> str | None:
-    return shutil.which("openssl")
 
 
 def _run(*args: str, cwd: Path) -> None:

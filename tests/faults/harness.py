@@ -2,11 +2,13 @@
 mosquitto process, and an observer that keeps its MQTT session across broker restarts.
 
 Faults are real: processes are killed, stopped (SIGSTOP) and restarted, sockets closed,
-simulators stopped and started on the same ports, bytes thrown at the daemon, a file system
-filled. After the fault the line drains and the ledger is held against what reached the
-broker: every inducted item has exactly one terminal outcome, every request the PLC put in
-its ring has exactly one decision (one id), every reply the PLC latched was published with
-the same chute, every confirmation has exactly one result.
+simulators stopped and started on the same ports, bytes thrown at the daemon, its writes to
+disk refused by the kernel. After the fault the line drains, the daemon stops gracefully,
+and the ledger is held against everything that reached the broker (tests/ledgercheck.py):
+every inducted item has exactly one terminal outcome, every request the PLC put in its ring
+has exactly one decision (one id) carrying the codes the scanner sent for that item or
+none, every reply the PLC latched was published with the same chute, every confirmation
+has exactly one result, saying what the PLC confirmed.
 
 Durations scale with SORTERD_FAULT_SCALE (default 1: the CI run; 10 or more on demand).
 """
@@ -17,8 +19,10 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import sys
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,7 +35,9 @@ from drivers.broker import LocalBroker, free_port
 from simulators.line import DEMO_PARAMS, SimulatedLine
 from sorter.plan import load_plan
 from sorterd.demo import write_site
+from tests.ledgercheck import decision_pairs, pairing_problems, plan_problems, result_problems
 from tests.linekit import PLAN_PATH
+from tests.waiting import wait_until
 
 PREFIX = "faults/hub/line"
 RATE_PER_H = 20_000
@@ -97,7 +103,11 @@ async def observe(broker: LocalBroker, seen: Observed, ready: asyncio.Event) -> 
 
 
 class DaemonProcess:
-    """`sorterd run -c SITE` as a child process, its log in a file."""
+    """`sorterd run -c SITE` as a child process, its log in a file.
+
+    The log goes through a pipe that this process copies to the file: the daemon itself
+    writes to no file but its journal, so a file size limit (`limit_file_size`) is a full
+    disk for the journal alone, as when the journal has a disk of its own."""
 
     def __init__(self, site: Path, env: dict[str, str], log_path: Path) -> None:
         self.site = site
@@ -105,35 +115,55 @@ class DaemonProcess:
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self._log_copy: asyncio.Task[None] | None = None
+        self._fsize_before: tuple[int, int] | None = None  # RLIMIT_FSIZE before the limit
 
     async def start(self) -> None:
+        await self._log_copied()  # a killed process's last lines first
         self.starts += 1
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sorterd.cli",
+            "run",
+            "-c",
+            str(self.site),
+            cwd=REPO,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        self._log_copy = asyncio.create_task(self._copy_log(self.proc.stdout), name="daemon-log")
+
+    async def _copy_log(self, stream: asyncio.StreamReader) -> None:
         with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "sorterd.cli",
-                "run",
-                "-c",
-                str(self.site),
-                cwd=REPO,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+            while chunk := await stream.read(65536):
+                log.write(chunk)
+                log.flush()
+
+    async def _log_copied(self) -> None:
+        task, self._log_copy = self._log_copy, None
+        if task is not None:
+            await task  # ends at the pipe's end, when the process has gone
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
     async def wait(self, timeout_s: float) -> int:
+        """The exit code once the process has ended and its last lines are in the log."""
         assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout_s)
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await self._log_copied()
+        return code
 
     async def stop(self) -> int | None:
+        """SIGTERM (a graceful stop) and its exit code; SIGKILL after 20 s (None)."""
         proc, self.proc = self.proc, None
         if proc is None or proc.returncode is not None:
+            await self._log_copied()
             return proc.returncode if proc is not None else None
         proc.send_signal(signal.SIGCONT)
         proc.terminate()
@@ -143,6 +173,41 @@ class DaemonProcess:
             proc.kill()
             await proc.wait()
             return None
+        finally:
+            await self._log_copied()
+
+    def ignores_sigxfsz(self) -> bool:
+        """Whether the process ignores SIGXFSZ (CPython does from its start): else the
+        kernel kills it at its first write past a file size limit, instead of failing it."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        ignored = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn"))
+        return bool(int(ignored, 16) >> (signal.SIGXFSZ - 1) & 1)
+
+    def limit_file_size(self, limit_bytes: int | None) -> None:
+        """Set the running process's RLIMIT_FSIZE (prlimit(2): no privilege needed for a
+        child of ours, below its hard limit): no byte past `limit_bytes` of any file can be
+        written, the write fails with EFBIG. None puts back the limit it had."""
+        assert self.proc is not None
+        if limit_bytes is None:
+            if self._fsize_before is not None:
+                resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, self._fsize_before)
+                self._fsize_before = None
+            return
+        before = resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (limit_bytes, before[1]))
+        if self._fsize_before is None:
+            self._fsize_before = before
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """The log's JSON lines (the daemon logs JSON when not on a terminal) of `event`."""
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == event:
+                    found.append(entry)
+        return found
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -238,16 +303,16 @@ class FaultRig:
             await self.line.stop()
             await self.broker.stop()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> float:
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = ""
+    ) -> float:
         """Wait until predicate holds; the loop time when it did."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not predicate():
-            if loop.time() > deadline:
-                tail = self.daemon.log_tail() if self.daemon else ""
-                raise AssertionError(f"condition not met in {timeout_s} s; daemon log:\n{tail}")
-            await asyncio.sleep(0.02)
-        return loop.time()
+        try:
+            await wait_until(predicate, timeout_s, what)
+        except TimeoutError as exc:
+            tail = self.daemon.log_tail() if self.daemon else ""
+            raise AssertionError(f"{exc}; daemon log:\n{tail}") from None
+        return asyncio.get_running_loop().time()
 
     def start_traffic(self, duration_s: float) -> None:
         self._feeder = asyncio.create_task(self.line.run(RATE_PER_H, duration_s=duration_s))
@@ -274,8 +339,8 @@ class FaultRig:
             )
 
         with contextlib.suppress(AssertionError):
-            await self.wait_for(settled, 30)
-        await asyncio.sleep(0.5)  # anything still on its way (a re-send) counts too
+            await self.wait_for(settled, 30, "every decision and result seen")
+        await self._everything_seen()
 
         decisions = self.seen.of("decisions")
         results = self.seen.of("results")
@@ -313,11 +378,11 @@ class FaultRig:
         report.lost += len(unanswered) - report.dropped_by_plc
         if len(unanswered) > report.dropped_by_plc:
             report.notes.append(f"requests without a decision: {unanswered[:10]}")
-        # Never a wrong pairing: a decision's codes are the codes of that very item.
-        codes_of = {rec.tracking_id: set(rec.item.codes) for rec in ledger.items}
-        for d in decisions:
-            if d["codes"] and set(d["codes"]) != codes_of.get(d["tracking_id"], set()) - {"NOREAD"}:
-                report.notes.append(f"wrong pairing: {d}")
+        # Never a wrong pairing, decisions without codes included; each result says what
+        # the PLC confirmed; each decision as the plan says (a hook, see plan_problems).
+        report.notes += pairing_problems(ledger, decisions)
+        report.notes += result_problems(ledger, results, decisions)
+        report.notes += plan_problems(decision_pairs(ledger, decisions))
         # One result per confirmation, one id each.
         res_key = Counter((r["tracking_id"], r["seq"]) for r in results)
         twice = [key for key, n in res_key.items() if n > 1]
@@ -332,6 +397,21 @@ class FaultRig:
         if lost_results:
             report.notes.append(f"confirmations without a result: {missing[:10]}")
         return report
+
+    async def _everything_seen(self) -> None:
+        """Stop the daemon gracefully (it flushes its outbox: everything it published is
+        acknowledged by the broker), then publish a marker: the broker queues it for the
+        observer after all that came before, so once it is seen, so is every message the
+        daemon sent, re-sends and second decisions included."""
+        assert self.daemon is not None
+        code = await self.daemon.stop()
+        assert code == 0, f"graceful stop: exit {code}; daemon log:\n{self.daemon.log_tail()}"
+        stopped = self.daemon.log_events("sorterd stopped")
+        assert [e.get("flushed") for e in stopped[-1:]] == [True], f"not flushed: {stopped}"
+        marker = f"end-{uuid.uuid4().hex}"
+        async with aiomqtt.Client("127.0.0.1", self.broker.port, identifier="fault-end") as c:
+            await c.publish(f"{PREFIX}/end", json.dumps({"id": marker}), qos=1)
+        await self.wait_for(lambda: marker in self.seen.ids, what="the end marker")
 
     def _plc_dropped(self) -> int:
         """Messages the PLC simulator threw away itself (restart with counters reset),
