@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from simulators.conveyor import Ledger, PassRecord
 from sorter.events import NOREAD, Confirmation
+from tests.oracle import Oracle
 
 Message = Mapping[str, Any]
 Key = tuple[int, int]  # (tracking_id, seq): one pass of one item
@@ -106,10 +108,42 @@ def decision_pairs(
     return pairs
 
 
-def plan_problems(pairs: Sequence[tuple[tuple[str, ...], Message]]) -> list[str]:
-    """Whether each decision (reason, destination, chute) is what the sort plan gives the
-    codes of its item: the hook for an independent oracle, a second implementation of the
-    plan's rules that is being written elsewhere (not sorter.decide: the daemon's own code
-    cannot check itself). Until it lands here, this checks nothing."""
-    del pairs
-    return []
+def plan_problems(
+    pairs: Sequence[tuple[tuple[str, ...], Message]],
+    plan_path: Path,
+    site_country: str | None = "MA",
+) -> list[str]:
+    """Whether each decision is what the sort plan gives the codes of its item, by the
+    independent oracle (tests/oracle: the plan read again from its TOML, the codes
+    classified again; nothing shared with sorter.decide).
+
+    Destination, reason and barcode must be the oracle's; the chute the oracle's function
+    chute for every reason but ok and no_chute, which depend on the line's chute state
+    (full, disabled, load, round robin): an ok chute must belong to the destination, a
+    no_chute must be the plan's no_chute chute for a destination the oracle finds. The
+    items carry no cut-off times or measures here (the plans these lines run have none)."""
+    problems: list[str] = []
+    oracle = Oracle(plan_path.read_text(encoding="utf-8"), site_country)
+    plan = oracle.plan
+    for codes, d in pairs:
+        oracle.flags.clear()
+        if d["reason"] == "timeout" and not d["codes"]:
+            want = oracle.decide((), d["recirculations"], timeout=True)
+        else:
+            want = oracle.decide(tuple(codes), d["recirculations"])
+        got = (d["destination"], d["reason"], d["barcode"])
+        reason = want.reason
+        if reason == "ok" and d["reason"] == "no_chute":
+            reason = "no_chute"  # the line had none of its chutes usable
+        if got != (want.destination, reason, want.barcode):
+            problems.append(f"{_key(d)}: {got}, the oracle says {tuple(want)} for {codes}")
+        elif reason == "ok":
+            dest = plan.destinations[want.destination]
+            if d["chute"] not in (*dest.chutes, *dest.overflow):
+                problems.append(f"{_key(d)}: chute {d['chute']} is not {want.destination}'s")
+        elif reason == "no_chute":
+            if d["chute"] != plan.functions["no_chute"]:
+                problems.append(f"{_key(d)}: no_chute to chute {d['chute']}")
+        elif d["chute"] != want.chute:
+            problems.append(f"{_key(d)}: {reason} to chute {d['chute']}, not {want.chute}")
+    return problems

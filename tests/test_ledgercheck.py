@@ -79,3 +79,26 @@ def test_results_against_the_confirmations() -> None:
     assert result_problems(ledger, [_result(1, "sorted", 4, 1, 4)], decisions)  # recirculations
     assert result_problems(ledger, [_result(1, "sorted", 4, 0, 7)], decisions)  # chute_assigned
     assert result_problems(ledger, [_result(3, "sorted", 4, 0, 4)], decisions)  # no confirmation
+
+
+def test_plan_problems_catch_a_decision_the_plan_does_not_give() -> None:
+    from tests.ledgercheck import plan_problems
+    from tests.linekit import PLAN_PATH
+
+    casablanca = "]C100061110010001000012" + "42020250"  # AI 420: domestic, Casablanca
+    right = {
+        "tracking_id": 1, "seq": 1, "codes": [casablanca], "recirculations": 0,
+        "destination": "CASABLANCA", "chute": 3, "reason": "ok",
+        "barcode": "061110010001000012",
+    }  # fmt: skip
+    assert plan_problems([((casablanca,), right)], PLAN_PATH) == []
+    full = {**right, "reason": "no_chute", "chute": 60}  # the line had no usable chute
+    assert plan_problems([((casablanca,), full)], PLAN_PATH) == []
+    for wrong in (
+        {**right, "destination": "RABAT"},
+        {**right, "chute": 7},  # a chute of RABAT
+        {**right, "reason": "no_rule", "destination": "", "chute": 57},
+        {**right, "barcode": casablanca},
+        {**full, "chute": 59},
+    ):
+        assert len(plan_problems([((casablanca,), wrong)], PLAN_PATH)) == 1, wrong

@@ -153,7 +153,7 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
     assert witness.wrong == []
     no_chute = Counter(d["destination"] for d in decisions if d["reason"] == "no_chute")
     assert no_chute == witness.no_chute
-    assert plan_problems(decision_pairs(ledger, decisions)) == []
+    assert plan_problems(decision_pairs(ledger, decisions), PLAN_PATH) == []
 
     # The traffic mix exercised the interesting paths, not only the happy one.
     assert reasons["ok"] > 300

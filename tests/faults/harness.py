@@ -382,7 +382,7 @@ class FaultRig:
         # the PLC confirmed; each decision as the plan says (a hook, see plan_problems).
         report.notes += pairing_problems(ledger, decisions)
         report.notes += result_problems(ledger, results, decisions)
-        report.notes += plan_problems(decision_pairs(ledger, decisions))
+        report.notes += plan_problems(decision_pairs(ledger, decisions), PLAN_PATH)
         # One result per confirmation, one id each.
         res_key = Counter((r["tracking_id"], r["seq"]) for r in results)
         twice = [key for key, n in res_key.items() if n > 1]
