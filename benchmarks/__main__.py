@@ -2,10 +2,11 @@
 and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 
 NAME is one of: decide, replay, manifest, journal, rtu, line (all of them by default), or
-faults (the fault-injection suite, only when named: it is long). Names may also be given
-as plain arguments (`python -m benchmarks decide line`). `--quick` runs every benchmark at
-a small scale, to check that it works; its figures are recorded with their sizes but are
-not the published ones.
+faults (the fault-injection suite, only when named: it is long), or before (the
+decision figures of this commit against an earlier one, `--before REV`, only when named).
+Names may also be given as plain arguments (`python -m benchmarks decide line`).
+`--quick` runs every benchmark at a small scale, to check that it works; its figures are
+recorded with their sizes but are not the published ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from benchmarks import results
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line")
-KNOWN = (*DEFAULT, "faults")
+KNOWN = (*DEFAULT, "faults", "before")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--rtu-duration", type=float, help="seconds at 20,000 items/h per baud")
     g = p.add_argument_group("journal")
     g.add_argument("--journal-dir", type=Path, help="folder on the disk to fsync on")
+    g = p.add_argument_group("before")
+    g.add_argument("--before", help="the earlier commit (default: before sort plan v2)")
+    g.add_argument("--before-rounds", type=int, help="alternations of before and after")
     g = p.add_argument_group("faults")
     g.add_argument("--fault-scale", type=float, default=1.0)
     g.add_argument("--fault-select", default="", help="pytest -k expression")
@@ -87,6 +91,11 @@ def _options(name: str, module: Any, args: argparse.Namespace) -> Any:
             changes["journal_dir"] = args.journal_dir
     elif name == "faults":
         changes.update(scale=args.fault_scale, select=args.fault_select)
+    elif name == "before":
+        if args.before:
+            changes["before"] = args.before
+        if args.before_rounds:
+            changes["rounds"] = args.before_rounds
     return dataclasses.replace(base, **changes) if changes else base
 
 

@@ -132,10 +132,21 @@ def _decide(s: dict[str, Any]) -> list[str]:
         *_baseline_table(
             figs,
             ["batch_rate", "batch_ratio_tuned", "batch_ratio_reference"]
-            + [f"live_us_{q}" for q in ("p50", "p99", "max")],
+            + [f"live_us_{q}" for q in ("p50", "p99", "max")]
+            + ["cross_border_batch_rate", "cross_border_live_us_p99"],
         ),
     ]
     return lines
+
+
+def _before(s: dict[str, Any]) -> list[str]:
+    p = s["params"]
+    return [
+        f"This checkout against {p['before']} (`--before`), each side in its own process, "
+        f"alternately, {p['rounds']} rounds, best of each side.",
+        "",
+        *_baseline_table(figures_of(s), ["batch_rate", "live_us_p50", "live_us_p99"]),
+    ]
 
 
 def _replay(s: dict[str, Any]) -> list[str]:
@@ -335,6 +346,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "line": ("line", _line),
     "rtu": ("rtu", _rtu),
     "faults": ("faults", _faults),
+    "before": ("before", _before),
 }
 
 
