@@ -16,7 +16,7 @@ from sorter.events import Reason, SortRequest
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest, ManifestRow
 from sorter.plan import CompiledPlan, letters_index
-from sorter.postcode import NO_POSTCODE, digit_count, encode_postcode
+from sorter.postcode import NO_POSTCODE, postcode_features
 
 # Which code names the item when a parcel carries several labels: a carrier tracking number
 # before a logistics unit number, and those before codes nobody recognises.
@@ -209,7 +209,7 @@ class Decider:
         if p is not None:
             # The label's ship-to wins as a whole: AI 421 names the country, AI 420 is
             # domestic (the site's country).
-            pc, digits = encode_postcode(p.postcode), digit_count(p.postcode)
+            pc, digits = postcode_features(p.postcode)
             country = letters_index(p.country) if p.country else self._site_country
         reason = _OK
         dest = -1

@@ -18,6 +18,7 @@ character in the highest bits, padded with zeros (no character codes to zero). S
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -34,6 +35,7 @@ __all__ = [
     "encode_postcode",
     "normalise_postcode",
     "parse_postcode_term",
+    "postcode_features",
     "term_fits_format",
 ]
 
@@ -96,6 +98,14 @@ def digit_count(value: str) -> int:
     if len(norm) <= MAX_POSTCODE_CHARS and _DIGITS_RE.fullmatch(norm):
         return len(norm)
     return 0
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def postcode_features(value: str) -> tuple[int, int]:
+    """(code, digit count) of a postcode as written, as the kernel takes them; cached, as a
+    hub's traffic repeats its postcodes (one call on the live path per item)."""
+    code = encode_postcode(value)
+    return code, digit_count(value) if code >= 0 else 0
 
 
 class TermKind:
