@@ -228,6 +228,22 @@ class TunedPython:
         return decide_one
 
 
+def _batch_rate(d: Decider, features: list[ItemFeatures], items: int) -> float:
+    """Decisions/s of the batch kernel over `features` repeated to about `items`, best of 5."""
+    reps = max(1, items // len(features))
+    arrays = feature_arrays(features * reps)
+    keywords = feature_keywords(features * reps)
+    reason_in, pc, digits, service, country, mask, recirc, minute = arrays
+
+    def batch() -> None:
+        d.kernel.decide_batch(
+            reason_in, pc, digits, service, country, mask, recirc, minute,
+            ChuteState.for_plan(d.plan), **keywords,
+        )  # fmt: skip
+
+    return float(arrays[0].shape[0] / best_of(5, batch))
+
+
 def _cross_border(opts: Options) -> tuple[float, dict[str, float]]:
     """Batch rate and live latency on the Casablanca plan with the cross-border items of
     tests/crossborder (imports, exports, returns, every label form) and their pre-advice."""
@@ -249,19 +265,7 @@ def _cross_border(opts: Options) -> tuple[float, dict[str, float]]:
     d.warm()
     codes = [item.codes for item in items]
     features = [d.features(c, 0, -1)[0] for c in codes]
-    reps = max(1, opts.batch_items // len(features))
-    arrays = feature_arrays(features * reps)
-    keywords = feature_keywords(features * reps)
-
-    reason_in, pc, digits, service, country, mask, recirc, minute = arrays
-
-    def batch() -> None:
-        d.kernel.decide_batch(
-            reason_in, pc, digits, service, country, mask, recirc, minute,
-            ChuteState.for_plan(d.plan), **keywords,
-        )  # fmt: skip
-
-    rate = arrays[0].shape[0] / best_of(5, batch)
+    rate = _batch_rate(d, features, opts.batch_items)
     live_codes = (codes * (opts.live_items // len(codes) + 1))[: opts.live_items]
     for c in live_codes[:2000]:
         d.decide(c)
@@ -274,20 +278,8 @@ def run(opts: Options | None = None) -> Section:
     d = decider()
     codes = traffic_codes(50_000, seed=2)
     features = [d.features(c, 0, -1)[0] for c in codes]
-    reps = max(1, opts.batch_items // len(features))
-    arrays = feature_arrays(features * reps)
-    keywords = feature_keywords(features * reps)
-    n = arrays[0].shape[0]
-
-    reason_in, pc, digits, service, country, mask, recirc, minute = arrays
-
-    def batch() -> None:
-        d.kernel.decide_batch(
-            reason_in, pc, digits, service, country, mask, recirc, minute,
-            ChuteState.for_plan(d.plan), **keywords,
-        )  # fmt: skip
-
-    kernel_s = best_of(5, batch)
+    n = max(1, opts.batch_items // len(features)) * len(features)
+    kernel_rate = _batch_rate(d, features, opts.batch_items)
     plan = d.plan.plan
     n_ref = opts.reference_items
     ref_features = (features * (n_ref // len(features) + 1))[:n_ref]
@@ -312,7 +304,6 @@ def run(opts: Options | None = None) -> Section:
 
     reference_s = best_of(3, ref)
     tuned_s = best_of(3, tuned)
-    kernel_rate = n / kernel_s
     reference_rate = n_ref / reference_s
     tuned_rate = n_ref / tuned_s
 

@@ -442,16 +442,7 @@ def _fast_label(raw: str, fields: list[tuple[str, str]]) -> Label | None:
                 postcode, country, ship_to = value[3:], alpha2, True
         elif ai == "420" and not ship_to:
             postcode, ship_to = value, True
-    return Label(
-        raw=raw,
-        kind=CodeKind.GS1,
-        valid=not error,
-        barcode=_sscc_as_read(raw) if error else sscc,
-        country=country,
-        postcode=postcode,
-        ship_to=ship_to,
-        error=error,
-    )
+    return _gs1_result(raw, sscc, country, postcode, ship_to, error)
 
 
 def _parse_gs1(payload: str) -> GS1Message | str:
@@ -488,6 +479,23 @@ def _biip(text: str, *, hri: bool) -> GS1Message | str:
 # An invalid label's SSCC as read, when the label starts with it: the identifier or a
 # leading GS, then AI 00 and 18 digits (or "(00)" and 18 digits).
 _LEADING_SSCC_RE: Final = re.compile(r"(?:\][A-Za-z][0-9A-Za-z])?\x1d?(?:00|\(00\))([0-9]{18})")
+
+
+def _gs1_result(
+    raw: str, sscc: str, country: str, postcode: str, ship_to: bool, error: str
+) -> Label:
+    """A GS1 label as both paths (fast and biip) read it: invalid when `error` says so,
+    and then named by its leading SSCC as read (_sscc_as_read)."""
+    return Label(
+        raw=raw,
+        kind=CodeKind.GS1,
+        valid=not error,
+        barcode=_sscc_as_read(raw) if error else sscc,
+        country=country,
+        postcode=postcode,
+        ship_to=ship_to,
+        error=error,
+    )
 
 
 def _sscc_as_read(raw: str) -> str:
@@ -528,16 +536,7 @@ def _gs1_label(raw: str, parsed: GS1Message | str) -> Label:
                 postcode, country, ship_to = value, alpha2, True
         if element_error and not error:
             error = f"GS1 AI ({ai}): {element_error}"
-    return Label(
-        raw=raw,
-        kind=CodeKind.GS1,
-        valid=not error,
-        barcode=_sscc_as_read(raw) if error else sscc,
-        country=country,
-        postcode=postcode,
-        ship_to=ship_to,
-        error=error,
-    )
+    return _gs1_result(raw, sscc, country, postcode, ship_to, error)
 
 
 def _key_error(ai: str, value: str) -> str:
