@@ -22,13 +22,8 @@ from sorter.postcode import NO_POSTCODE, postcode_features
 # before a logistics unit number, and those before codes nobody recognises.
 _OK = int(Reason.OK)
 _CUSTOMS_HOLD = int(Reason.CUSTOMS_HOLD)
-_TRACKING_PRIORITY = {
-    CodeKind.S10: 0,
-    CodeKind.UPS: 1,
-    CodeKind.DHL: 2,
-    CodeKind.LP: 3,
-    CodeKind.UNKNOWN: 5,
-}
+_TRACKING_PRIORITY = {CodeKind.S10: 0, CodeKind.UPS: 1, CodeKind.DHL: 2, CodeKind.LP: 3}
+_CARRIERS = frozenset(_TRACKING_PRIORITY)
 
 
 # One item of each path through classification and multi-read resolution (biip parses
@@ -94,6 +89,8 @@ class Decider:
         self.manifest: Manifest | None = None
         self.manifest_lookups = 0
         self.manifest_hits = 0
+        # Invalid codes read beside valid ones, and ignored (P/stats `codes`).
+        self.invalid_ignored = 0
 
     @property
     def destination_names(self) -> list[str]:
@@ -130,32 +127,34 @@ class Decider:
     ) -> tuple[ItemFeatures, str]:
         """Pick the code that names the item and combine it with the ship-to labels.
 
-        A carrier code (S10, UPS, DHL, LP, or an unrecognised code) names the item; a GS1
-        label contributes its ship-to (AI 420/421), and names the item (by SSCC) only when
-        no carrier code was read. Several candidates agree when they lead to the same
-        destination; one that leads nowhere (no rule) does not disagree with one that does.
+        A carrier code (S10, UPS, DHL, LP) names the item, else the SSCC of a GS1 label,
+        else a code nobody recognises. Every naming candidate is combined with every
+        ship-to label (AI 420/421), so that two ship-to labels that lead to different
+        destinations conflict whatever else was read. Candidates agree when they lead to
+        the same destination; one that leads nowhere (no rule) does not disagree with one
+        that does. Origin and S10 service are the item's: from its (first) S10 code.
         """
         valid = [lab for lab in labels if lab.valid]
-        carriers = [lab for lab in valid if lab.kind is not CodeKind.GS1]
+        self.invalid_ignored += len(labels) - len(valid)
+        carriers = [lab for lab in valid if lab.kind in _CARRIERS]
         ship_to = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.ship_to]
         names: list[Label | None]
         if carriers:
             carriers.sort(key=lambda lab: _TRACKING_PRIORITY[lab.kind])
             names = [*carriers]
         else:
-            names = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.barcode] or [None]
-        candidates: list[tuple[Label | None, Label | None]] = []
-        for t in names:
-            if t is not None and t.ship_to:
-                candidates.append((t, t))
-            elif ship_to:
-                candidates.extend((t, p) for p in ship_to)
-            else:
-                candidates.append((t, None))
+            names = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.barcode]
+            names = names or [lab for lab in valid if lab.kind is CodeKind.UNKNOWN] or [None]
+        s10 = next((lab for lab in valid if lab.kind is CodeKind.S10), None)
+        candidates: list[tuple[Label | None, Label | None]] = [
+            (t, p) for t in names for p in (ship_to or (None,))
+        ]
         if len(candidates) == 1:
             t, p = candidates[0]
-            return self._build(t, p, valid, recirculations, minute, dims)
-        built = [self._build(t, p, valid, recirculations, minute, dims) for t, p in candidates]
+            return self._build(t, p, s10, valid, recirculations, minute, dims)
+        built = [
+            self._build(t, p, s10, valid, recirculations, minute, dims) for t, p in candidates
+        ]
         dests = [self.kernel.match(f) for f, _ in built]
         if len({d for d in dests if d >= 0}) > 1:
             return _unread(Reason.MULTI_READ_CONFLICT, recirculations, minute, dims), built[0][1]
@@ -185,6 +184,7 @@ class Decider:
         self,
         t: Label | None,
         p: Label | None,
+        s10: Label | None,
         valid: Sequence[Label],
         recirculations: int,
         minute: int,
@@ -199,13 +199,13 @@ class Decider:
             raws = (t.raw,) if t.raw == barcode else (t.raw, barcode)
             if p is not None and p is not t:
                 raws = (*raws, p.raw)
-            if t.kind is CodeKind.S10:
-                service = letters_index(t.s10_service)
-                origin = letters_index(t.origin)
         elif p is not None:
             barcode, raws = p.raw, (p.raw,)
         else:
             barcode, raws = "", ()
+        if s10 is not None:
+            service = letters_index(s10.s10_service)
+            origin = letters_index(s10.origin)
         if p is not None:
             # The label's ship-to wins as a whole: AI 421 names the country, AI 420 is
             # domestic (the site's country).
@@ -228,7 +228,10 @@ class Decider:
                 origin = row.origin
             if service < 0:
                 service = row.service
-            dest = row.destination
+            if p is None:
+                # A ship-to label wins as a whole: AI 420 makes the item domestic whatever
+                # the manifest says, its destination included.
+                dest = row.destination
         mask = 0
         if self._regexes:
             bit = 1
@@ -265,12 +268,14 @@ class Decider:
                     return self._build(
                         lab if lab.barcode else None,
                         lab if lab.ship_to else None,
+                        None,
                         (lab,),
                         recirculations,
                         minute,
                         dims,
                     )
-                return self._build(lab, None, (lab,), recirculations, minute, dims)
+                s10 = lab if lab.kind is CodeKind.S10 else None
+                return self._build(lab, None, s10, (lab,), recirculations, minute, dims)
             labels = [lab]
         elif not codes:
             return _unread(Reason.NO_READ, recirculations, minute, dims), ""
