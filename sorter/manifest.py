@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar, cast
+from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -159,29 +159,33 @@ def _field_is(buf: Any, s: int, e: int, word: Any) -> bool:
 def _parse(
     buf: Any,
     start: int,
+    final: bool,
     roles: Any,
     dest_names: Any,
     dest_lens: Any,
     words: Any,
     word_lens: Any,
     iso: Any,
-    first_line: int,
+    line: int,
+    good: int,
+    bad: int,
     keys: Any,
     postcode: Any,
-    pc_digits: Any,
-    country: Any,
-    service: Any,
-    dest: Any,
-    customs: Any,
-    origin: Any,
+    packed: Any,
     bad_lines: Any,
     bad_reasons: Any,
-) -> tuple[int, int, int]:
-    """Parse data rows from buf[start:] into the output arrays.
+) -> tuple[int, int, int, int]:
+    """Parse data rows from buf[start:] into keys, postcode and packed from row `good` on.
 
-    Returns (good rows, bad rows, data lines). Bad rows beyond the length of bad_lines are
-    counted but not kept. Field boundaries are found with a small state machine that
-    honours double quotes ("" inside quotes is a quote) and CR LF line ends.
+    `line` is the number of the last line already read, `good` and `bad` the rows so far.
+    Returns (good rows, bad rows, last line read, bytes of buf consumed). Unless `final`,
+    a record that does not end with its newline inside buf is left for the next call,
+    with the rest of the file after it: a record's fields depend on no byte after that
+    newline, so rows parsed a chunk at a time are the rows of the whole. Parsing also
+    stops before a record when the outputs are full (the caller makes room and calls
+    again). Bad rows beyond the length of bad_lines are counted but not kept. Field
+    boundaries are found with a small state machine that honours double quotes ("" inside
+    quotes is a quote) and CR LF line ends.
     """
     n = buf.shape[0]
     n_cols = roles.shape[0]
@@ -190,11 +194,12 @@ def _parse(
     quoted = np.zeros(n_cols, np.bool_)
     escaped = np.zeros(n_cols, np.bool_)  # the field holds "" pairs, each one quote
     scratch = np.empty(2 * MAX_DEST_NAME_BYTES + 2 * KEY_BYTES, np.uint8)
-    good = 0
-    bad = 0
-    line = first_line - 1
     pos = start
     while pos < n:
+        if good >= keys.shape[0]:
+            return good, bad, line, pos  # no room: numba does not check bounds
+        record_start = pos
+        line_before = line
         line += 1
         row_line = line  # a quoted line break moves `line` on; the row starts here
         # Split one record into fields.
@@ -248,6 +253,8 @@ def _parse(
                 continue
             pos += 1  # the newline (or past the end)
             break
+        if pos > n and not final:
+            return good, bad, line_before, record_start  # its newline is in the next chunk
         if col == 1 and fe[0] == fs[0] and not quoted[0]:
             continue  # a blank line
         if reason == 0 and col != n_cols:
@@ -362,14 +369,17 @@ def _parse(
             bad += 1
             continue
         postcode[good] = pc
-        pc_digits[good] = digits
-        country[good] = ctry
-        service[good] = serv
-        dest[good] = dst
-        customs[good] = hold
-        origin[good] = orig
+        # As pack_fields: packed here, the parse needs no column arrays of its own.
+        packed[good] = (
+            (ctry + 1)
+            | (serv + 1) << 10
+            | (dst + 1) << 20
+            | digits << 36
+            | hold << 41
+            | (orig + 1) << 42
+        )
         good += 1
-    return good, bad, line - first_line + 1
+    return good, bad, line, n
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -597,89 +607,169 @@ def _empty_part() -> ManifestPart:
     )
 
 
-def read_manifest_bytes(path: Path) -> bytearray:
-    """The file's (decompressed) bytes, writable: the parser needs one array type."""
-    if path.name.endswith(".gz"):
-        return bytearray(gzip.decompress(path.read_bytes()))
-    with path.open("rb") as f:
-        data = bytearray(path.stat().st_size)
-        n = f.readinto(data)
-    return data if n == len(data) else data[:n]
+# The file is read and parsed this many bytes at a time: what a load holds besides the
+# rows, whatever the file's size (a record longer than this is read whole).
+READ_CHUNK_BYTES: Final = 4 << 20
+
+
+class _FileParser:
+    """One file's rows, parsed from its bytes a chunk at a time (`feed`), into arrays that
+    grow by what each chunk can hold (one row per newline at most) and are trimmed in
+    place at the end (`finish`): the load never holds the whole file, nor rows' worth of
+    arrays that are copied once more."""
+
+    def __init__(self, file: str, destinations: Sequence[str]) -> None:
+        self.report = FileReport(file)
+        self._names, self._lens = _name_matrix(destinations)
+        self._roles: npt.NDArray[np.int64] | None = None
+        self._keys = np.empty((0, KEY_BYTES), np.uint8)
+        self._postcode = np.empty(0, np.int64)
+        self._packed = np.empty(0, np.int64)
+        self._good = 0
+        self._bad = 0
+        self._line = 1  # the header's
+        self._bad_lines = np.zeros(MAX_BAD_LINES_KEPT, np.int64)
+        self._bad_reasons = np.zeros(MAX_BAD_LINES_KEPT, np.int8)
+
+    def feed(self, buf: npt.NDArray[np.uint8], *, final: bool) -> int:
+        """Parse the complete records at the start of buf (all of it when `final`); returns
+        the bytes consumed. The rest is to come again, followed by the next bytes."""
+        start = 0
+        if self._roles is None:
+            if not self.report.readable:
+                return len(buf)  # a refused header: the rest is read, not parsed
+            start = self._header(buf, final=final)
+            if start < 0:
+                return 0  # the header line is not all here yet
+            if self._roles is None:
+                return len(buf)
+        consumed = start
+        while True:
+            needed = self._good + int(np.count_nonzero(buf[consumed:] == 10)) + 1
+            if needed > self._keys.shape[0]:
+                # resize reallocates in place: large arrays are mremapped on Linux, not
+                # copied; the new rows are zeroed, and written by the parse right after.
+                self._keys.resize((needed, KEY_BYTES), refcheck=False)
+                self._postcode.resize(needed, refcheck=False)
+                self._packed.resize(needed, refcheck=False)
+            roles = self._roles
+            good, bad, line, end = _parse(
+                buf, consumed, final, roles, self._names, self._lens, _WORDS, _WORD_LENS,
+                _ISO_TABLE, self._line, self._good, self._bad, self._keys, self._postcode,
+                self._packed, self._bad_lines, self._bad_reasons,
+            )  # fmt: skip
+            self._good, self._bad, self._line = int(good), int(bad), int(line)
+            progressed = end > consumed
+            consumed = int(end)
+            if consumed == len(buf) or self._good < self._keys.shape[0] or not progressed:
+                return consumed
+
+    def _header(self, buf: npt.NDArray[np.uint8], *, final: bool) -> int:
+        """Read the header line: where the data rows start; -1 when its end is not in buf
+        yet. A refused header leaves the roles unset, with the problem reported."""
+        end = int(np.argmax(buf == 10)) if len(buf) else 0
+        if not len(buf) or buf[end] != 10:
+            if not final:
+                return -1
+            end = len(buf)  # a header and nothing else
+        bom = 3 if buf[:3].tobytes() == b"\xef\xbb\xbf" else 0
+        file = self.report.path
+        try:
+            header_text = buf[bom:end].tobytes().decode("utf-8").strip("\r")
+        except UnicodeDecodeError:
+            self.report.readable = False
+            self.report.problems.append(Problem(file, "line 1", "header is not UTF-8 text"))
+            return end
+        header = [h.strip().strip('"').lower() for h in header_text.split(",")]
+        if "barcode" not in header or not set(ROUTING_COLUMNS) & set(header):
+            self.report.readable = False
+            self.report.problems.append(
+                Problem(
+                    file,
+                    "line 1",
+                    f"header needs barcode and at least one of {', '.join(ROUTING_COLUMNS)}",
+                )
+            )
+            return end
+        self._roles = np.array(
+            [COLUMNS.index(h) + 1 if h in COLUMNS else _C_IGNORE for h in header],
+            dtype=np.int64,
+        )
+        return min(end + 1, len(buf))
+
+    def finish(self) -> tuple[ManifestPart, FileReport]:
+        report = self.report
+        if self._roles is None:
+            return _empty_part(), report
+        g, bad = self._good, self._bad
+        report.rows, report.bad_rows, report.lines = g, bad, self._line - 1
+        kept = min(bad, MAX_BAD_LINES_KEPT)
+        lines, reasons = self._bad_lines[:kept].tolist(), self._bad_reasons[:kept].tolist()
+        for line, reason in zip(lines, reasons, strict=True):
+            report.problems.append(Problem(report.path, f"line {line}", BAD_REASONS[reason]))
+        # Trimmed in place (realloc): no second copy of the rows, not even for a moment.
+        self._keys.resize((g, KEY_BYTES), refcheck=False)
+        self._postcode.resize(g, refcheck=False)
+        self._packed.resize(g, refcheck=False)
+        part = ManifestPart(self._keys, self._postcode, self._packed)
+        empty = _empty_part()
+        self._keys, self._postcode, self._packed = empty.keys, empty.postcode, empty.packed
+        return part, report
 
 
 def parse_manifest(
     data: bytes | bytearray, file: str, destinations: Sequence[str]
 ) -> tuple[ManifestPart, FileReport]:
     """Parse one manifest's bytes; bad rows are counted and the first ones named by line."""
-    report = FileReport(file)
-    if isinstance(data, bytes):
-        data = bytearray(data)
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a BOM
-    end = data.find(b"\n")
-    header_bytes = data if end < 0 else data[:end]
-    try:
-        header_text = header_bytes.decode("utf-8").strip("\r")
-    except UnicodeDecodeError:
-        report.readable = False
-        report.problems.append(Problem(file, "line 1", "header is not UTF-8 text"))
-        return _empty_part(), report
-    header = [h.strip().strip('"').lower() for h in header_text.split(",")]
-    if "barcode" not in header or not set(ROUTING_COLUMNS) & set(header):
-        report.readable = False
-        report.problems.append(
-            Problem(
-                file,
-                "line 1",
-                f"header needs barcode and at least one of {', '.join(ROUTING_COLUMNS)}",
-            )
-        )
-        return _empty_part(), report
-    roles = np.array(
-        [COLUMNS.index(h) + 1 if h in COLUMNS else _C_IGNORE for h in header], dtype=np.int64
-    )
-    buf = np.frombuffer(data, np.uint8)
-    # One row per newline at most: size the outputs once, trim after.
-    capacity = int(np.count_nonzero(buf == 10)) + 1
-    keys = np.zeros((capacity, KEY_BYTES), np.uint8)
-    postcode = np.empty(capacity, np.int64)
-    pc_digits = np.empty(capacity, np.int8)
-    country = np.empty(capacity, np.int16)
-    service = np.empty(capacity, np.int16)
-    dest = np.empty(capacity, np.int16)
-    customs = np.empty(capacity, np.uint8)
-    origin = np.empty(capacity, np.int16)
-    bad_lines = np.zeros(MAX_BAD_LINES_KEPT, np.int64)
-    bad_reasons = np.zeros(MAX_BAD_LINES_KEPT, np.int8)
-    names, lens = _name_matrix(destinations)
-    start = len(header_bytes) + 1 if end >= 0 else len(data)
-    good, bad, lines = _parse(
-        buf, start, roles, names, lens, _WORDS, _WORD_LENS, _ISO_TABLE, 2,
-        keys, postcode, pc_digits, country, service, dest, customs, origin,
-        bad_lines, bad_reasons,
-    )  # fmt: skip
-    report.rows, report.bad_rows, report.lines = int(good), int(bad), int(lines)
-    kept = min(bad, MAX_BAD_LINES_KEPT)
-    for line, reason in zip(bad_lines[:kept].tolist(), bad_reasons[:kept].tolist(), strict=True):
-        report.problems.append(Problem(file, f"line {line}", BAD_REASONS[reason]))
-    g = int(good)
-    part = ManifestPart(
-        keys[:g].copy(),
-        postcode[:g].copy(),
-        pack_fields(pc_digits[:g], country[:g], service[:g], dest[:g], customs[:g], origin[:g]),
-    )
-    return part, report
+    parser = _FileParser(file, destinations)
+    # Writable bytes: the parser is compiled for one array type.
+    buf = np.frombuffer(bytearray(data) if isinstance(data, bytes) else data, np.uint8)
+    parser.feed(buf, final=True)
+    return parser.finish()
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def parse_stream(
+    stream: Readable,
+    file: str,
+    destinations: Sequence[str],
+    chunk_bytes: int = READ_CHUNK_BYTES,
+) -> tuple[ManifestPart, FileReport]:
+    """Parse a manifest read from a stream, a chunk at a time; as parse_manifest of all its
+    bytes."""
+    parser = _FileParser(file, destinations)
+    buf = np.empty(max(chunk_bytes, 1), np.uint8)
+    filled = 0
+    while True:
+        if filled == buf.shape[0]:
+            # One record fills the buffer: twice the room, so that reading it again from
+            # its start each time costs no more than reading it once more.
+            bigger = np.empty(2 * buf.shape[0], np.uint8)
+            bigger[:filled] = buf[:filled]
+            buf = bigger
+        n = stream.readinto(buf.data[filled:])
+        final = not n
+        filled += n or 0
+        consumed = parser.feed(buf[:filled], final=final)
+        if final:
+            return parser.finish()
+        rest = filled - consumed
+        buf[:rest] = buf[consumed:filled].copy()
+        filled = rest
 
 
 def load_file(path: Path, destinations: Sequence[str]) -> tuple[ManifestPart, FileReport]:
     """One manifest file; an unreadable one is reported and contributes nothing."""
     try:
-        data = read_manifest_bytes(path)
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb") as f:
+            return parse_stream(f, str(path), destinations)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         report = FileReport(str(path), readable=False)
         report.problems.append(Problem(str(path), "", f"cannot read: {exc}"))
         return _empty_part(), report
-    return parse_manifest(data, str(path), destinations)
 
 
 # --- the combined, indexed manifest ------------------------------------------------------
