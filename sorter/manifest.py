@@ -21,6 +21,7 @@ import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 
@@ -775,6 +776,47 @@ def load_file(path: Path, destinations: Sequence[str]) -> tuple[ManifestPart, Fi
 # --- the combined, indexed manifest ------------------------------------------------------
 
 
+def _combine(pieces: list[ManifestPart]) -> ManifestPart:
+    """The pieces' rows in order, as one part; the list is emptied. A lone piece with rows
+    that owns its arrays is the part itself, not a copy (a view is copied: it would keep
+    all of what it views alive). Otherwise each piece is let go as soon as it is copied:
+    a parsed part that nobody else holds is freed before the next is copied, so that the
+    parsed rows and the combined arrays are not both whole at once."""
+    total = sum(p.rows for p in pieces)
+    full = [p for p in pieces if p.rows]
+    pieces.clear()
+    if not full:
+        return _empty_part()
+    if len(full) == 1 and full[0].keys.base is None:
+        return full[0]
+    keys = np.empty((total, KEY_BYTES), np.uint8)
+    postcode = np.empty(total, np.int64)
+    packed = np.empty(total, np.int64)
+    full.reverse()
+    at = 0
+    while full:
+        piece = full.pop()
+        n = piece.rows
+        keys[at : at + n] = piece.keys
+        postcode[at : at + n] = piece.postcode
+        packed[at : at + n] = piece.packed
+        at += n
+        del piece
+    return ManifestPart(keys, postcode, packed)
+
+
+@_kernel
+def _remap_destinations(packed: Any, mapping: Any, out: Any) -> None:
+    """out = packed with each row's destination (bits 20-35, index + 1, 0 none) mapped by
+    index onto another list: mapping[index], -1 for none. In one pass: the vectorised
+    version held five temporaries of the column."""
+    for i in range(packed.shape[0]):
+        p = packed[i]
+        old = (p >> 20) & 0xFFFF
+        new = mapping[old - 1] + 1 if 0 < old <= mapping.shape[0] else 0
+        out[i] = (p & ~(0xFFFF << 20)) | (new << 20)
+
+
 class Manifest:
     """All loaded manifest rows, indexed for exact lookup. Immutable once built."""
 
@@ -784,16 +826,21 @@ class Manifest:
         reports: Sequence[FileReport] = (),
         destinations: Sequence[str] = (),
     ) -> None:
-        parts = [p for p in parts if p.rows]
-        whole = (
-            ManifestPart(
-                np.concatenate([p.keys for p in parts]),
-                np.concatenate([p.postcode for p in parts]),
-                np.concatenate([p.packed for p in parts]),
-            )
-            if parts
-            else _empty_part()
-        )
+        self._index(_combine(list(parts)), reports, destinations)
+
+    @classmethod
+    def _of(
+        cls, pieces: list[ManifestPart], reports: Sequence[FileReport], destinations: Sequence[str]
+    ) -> Manifest:
+        """As Manifest(pieces, ...), emptying the list: pieces held by nobody else are freed
+        as their rows are copied."""
+        manifest = cls.__new__(cls)
+        manifest._index(_combine(pieces), reports, destinations)
+        return manifest
+
+    def _index(
+        self, whole: ManifestPart, reports: Sequence[FileReport], destinations: Sequence[str]
+    ) -> None:
         self.part = whole
         self.reports = tuple(reports)
         self.destinations = tuple(destinations)
@@ -803,6 +850,19 @@ class Manifest:
         self.table = np.full(capacity, -1, np.int32)
         self._words = _words(whole.keys)
         self.size = int(_build_table(self._words, n, self.table)) if n else 0
+
+    def _sharing(
+        self, part: ManifestPart, reports: Sequence[FileReport], destinations: Sequence[str]
+    ) -> Manifest:
+        """Another manifest over the same keys and table (same rows in the same order)."""
+        clone = Manifest.__new__(Manifest)
+        clone.part = part
+        clone.reports = tuple(reports)
+        clone.destinations = tuple(destinations)
+        clone.table = self.table
+        clone.size = self.size
+        clone._words = self._words
+        return clone
 
     @property
     def rows(self) -> int:
@@ -815,6 +875,11 @@ class Manifest:
     def nbytes(self) -> int:
         p = self.part
         return int(p.keys.nbytes + p.postcode.nbytes + p.packed.nbytes + self.table.nbytes)
+
+    def rows_between(self, start: int, stop: int) -> ManifestPart:
+        """Rows start..stop-1, as views."""
+        p = self.part
+        return ManifestPart(p.keys[start:stop], p.postcode[start:stop], p.packed[start:stop])
 
     def find(self, barcode: str) -> int:
         """Row of the barcode, -1 when absent."""
@@ -853,23 +918,19 @@ class Manifest:
         return None if row < 0 else unpack_row(postcode, packed)
 
     def for_destinations(self, destinations: Sequence[str]) -> Manifest:
-        """The same rows, their destination column mapped onto another plan's names."""
+        """The same rows, their destination column mapped onto another plan's names. Under
+        the names it was built with, the manifest itself: the daemon builds with the plan's
+        names, and a copy of the column would be 8 bytes a row held for nothing."""
+        names = tuple(destinations)
+        if names == self.destinations:
+            return self
         mapping = np.array(
-            [destinations.index(d) if d in destinations else -1 for d in self.destinations] + [-1],
-            dtype=np.int16,
+            [names.index(d) if d in names else -1 for d in self.destinations], dtype=np.int16
         )
-        old = (self.part.packed >> 20) & 0xFFFF  # destination + 1; 0 is none
-        new = mapping[old - 1].astype(np.int64) + 1  # index -1 takes the trailing -1
-        packed = (self.part.packed & ~(np.int64(0xFFFF) << 20)) | (new << 20)
+        packed = np.empty_like(self.part.packed)
+        _remap_destinations(self.part.packed, mapping, packed)
         part = ManifestPart(self.part.keys, self.part.postcode, packed)
-        clone = Manifest.__new__(Manifest)
-        clone.part = part
-        clone.reports = self.reports
-        clone.destinations = tuple(destinations)
-        clone.table = self.table
-        clone.size = self.size
-        clone._words = self._words
-        return clone
+        return self._sharing(part, self.reports, names)
 
 
 def file_order_key(path: Path) -> tuple[float, str]:
@@ -880,30 +941,51 @@ def file_order_key(path: Path) -> tuple[float, str]:
         return (0.0, str(path))
 
 
-def load_manifests(paths: Sequence[Path], destinations: Sequence[str]) -> Manifest:
+def _load_files(
+    paths: Sequence[Path], destinations: Sequence[str]
+) -> tuple[list[ManifestPart], list[FileReport]]:
     parts: list[ManifestPart] = []
     reports: list[FileReport] = []
-    for path in sorted(paths, key=file_order_key):
+    for path in paths:
         part, report = load_file(path, destinations)
         parts.append(part)
         reports.append(report)
-    return Manifest(parts, reports, destinations)
+    return parts, reports
+
+
+def load_manifests(paths: Sequence[Path], destinations: Sequence[str]) -> Manifest:
+    parts, reports = _load_files(sorted(paths, key=file_order_key), destinations)
+    return Manifest._of(parts, reports, destinations)
 
 
 FileSignature = tuple[int, int]  # (mtime_ns, size)
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A file as last built: its signature, its report, and where its rows are in the
+    last manifest built (start..stop-1)."""
+
+    signature: FileSignature
+    report: FileReport
+    start: int
+    stop: int
+
+
 class ManifestSource:
     """The manifest files a site's globs name; rebuilt when files come, change or go.
 
-    Parsed files are kept by (path, mtime, size), so a new file in the morning's folder
-    costs its own parse, not a reparse of the day so far. `build` runs in a worker thread;
-    one at a time.
+    Parsed files are remembered by (path, mtime, size), so a new file in the morning's
+    folder costs its own parse, not a reparse of the day so far: the rows of the files
+    that did not change are copied from the last manifest built, where they are. (Kept
+    as parts of their own, they were a second copy of every row, for the whole run.)
+    `build` runs in a worker thread; one at a time.
     """
 
     def __init__(self, globs: Sequence[str]) -> None:
         self.globs = tuple(globs)
-        self._parsed: dict[str, tuple[FileSignature, ManifestPart, FileReport]] = {}
+        self._parsed: dict[str, _Parsed] = {}
+        self._last: Manifest | None = None
         self._built: dict[str, FileSignature] | None = None
         self._last_scan: dict[str, FileSignature] | None = None
         self._names: tuple[str, ...] = ()
@@ -934,23 +1016,58 @@ class ManifestSource:
     def build(self, destinations: Sequence[str]) -> Manifest:
         names = tuple(destinations)
         if names != self._names:
-            self._parsed.clear()  # destination names are resolved at parse time
+            # Destination names are resolved at parse time: everything is parsed again.
+            self._parsed.clear()
+            self._last = None
             self._names = names
-        files = self.scan()
-        parts: list[ManifestPart] = []
+        files = sorted(self.scan().items(), key=lambda kv: (kv[1][0], kv[0]))
+        pieces, reports, kept = self._pieces(files)
+        stops = list(accumulate(p.rows for p in pieces))  # no name left holding a piece
+        spans = list(zip([0, *stops], stops, strict=False))
+        at = stops[-1] if stops else 0
+        last = self._last
+        if last is not None and kept == last.rows and kept == at:
+            # The same rows in the same order (files unchanged, or new ones without rows):
+            # the same arrays and table, with this build's reports.
+            pieces.clear()
+            manifest = last._sharing(last.part, reports, names)
+        else:
+            manifest = Manifest._of(pieces, reports, names)
+        self._parsed = {
+            path: _Parsed(signature, report, start, stop)
+            for (path, signature), report, (start, stop) in zip(files, reports, spans, strict=True)
+        }
+        self._built = dict(files)
+        self._last = manifest
+        return manifest
+
+    def _pieces(
+        self, files: Sequence[tuple[str, FileSignature]]
+    ) -> tuple[list[ManifestPart], list[FileReport], int]:
+        """Each file's rows in order: views into the last manifest for the files unchanged
+        since, parsed for the others; their reports; and how many rows were kept from the
+        last manifest, in their order there, from its first row on (all of them kept in
+        order: nothing to copy)."""
+        last = self._last
+        pieces: list[ManifestPart] = []
         reports: list[FileReport] = []
-        for path, signature in sorted(files.items(), key=lambda kv: (kv[1][0], kv[0])):
+        kept = 0
+        for path, signature in files:
             cached = self._parsed.get(path)
-            if cached is None or cached[0] != signature:
-                part, report = load_file(Path(path), names)
-                cached = (signature, part, report)
-                self._parsed[path] = cached
-            parts.append(cached[1])
-            reports.append(cached[2])
-        for gone in set(self._parsed) - set(files):
-            del self._parsed[gone]
-        self._built = files
-        return Manifest(parts, reports, names)
+            if last is not None and cached is not None and cached.signature == signature:
+                pieces.append(last.rows_between(cached.start, cached.stop))
+                reports.append(cached.report)
+                if cached.start == kept:
+                    kept = cached.stop
+                elif cached.stop > cached.start:
+                    kept = -1  # out of order
+            else:
+                part, report = load_file(Path(path), self._names)
+                pieces.append(part)
+                reports.append(report)
+                if part.rows:
+                    kept = -1
+        return pieces, reports, kept
 
 
 def warm() -> None:
@@ -966,3 +1083,4 @@ def warm() -> None:
     manifest.lookup("A1")
     manifest.lookup("B2")
     manifest.find_batch(encode_keys(["A1"]))
+    manifest.for_destinations(["Y", "X"]).lookup("A1")  # a plan reload's remapping
