@@ -15,6 +15,7 @@ the table ~7: under 64 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import sys
@@ -383,6 +384,20 @@ def _parse(
     return good, bad, line, n
 
 
+@_kernel
+def _newlines(buf: Any, start: int) -> tuple[int, int]:
+    """(how many newlines buf[start:] holds, the position of the first; -1 without any):
+    counted here, the chunk needs no temporary array of comparisons."""
+    count = 0
+    first = -1
+    for i in range(start, buf.shape[0]):
+        if buf[i] == 10:
+            if count == 0:
+                first = i
+            count += 1
+    return count, first
+
+
 # --- the index ---------------------------------------------------------------------------
 
 
@@ -610,17 +625,18 @@ def _empty_part() -> ManifestPart:
 
 # The file is read and parsed this many bytes at a time: what a load holds besides the
 # rows, whatever the file's size (a record longer than this is read whole).
-READ_CHUNK_BYTES: Final = 4 << 20
+READ_CHUNK_BYTES: Final = 1 << 20
 
 
 class _FileParser:
-    """One file's rows, parsed from its bytes a chunk at a time (`feed`), into arrays that
-    grow by what each chunk can hold (one row per newline at most) and are trimmed in
-    place at the end (`finish`): the load never holds the whole file, nor rows' worth of
-    arrays that are copied once more."""
+    """One file's rows, parsed from its bytes a chunk at a time (`feed`), into arrays sized
+    once from the file's size, grown if they must be, and trimmed in place at the end
+    (`finish`): the load never holds the whole file, nor rows' worth of arrays that are
+    copied once more."""
 
-    def __init__(self, file: str, destinations: Sequence[str]) -> None:
+    def __init__(self, file: str, destinations: Sequence[str], size_hint: int = 0) -> None:
         self.report = FileReport(file)
+        self._size_hint = size_hint  # the file's bytes, as far as known; 0 unknown
         self._names, self._lens = _name_matrix(destinations)
         self._roles: npt.NDArray[np.int64] | None = None
         self._keys = np.empty((0, KEY_BYTES), np.uint8)
@@ -646,13 +662,10 @@ class _FileParser:
                 return len(buf)
         consumed = start
         while True:
-            needed = self._good + int(np.count_nonzero(buf[consumed:] == 10)) + 1
-            if needed > self._keys.shape[0]:
-                # resize reallocates in place: large arrays are mremapped on Linux, not
-                # copied; the new rows are zeroed, and written by the parse right after.
-                self._keys.resize((needed, KEY_BYTES), refcheck=False)
-                self._postcode.resize(needed, refcheck=False)
-                self._packed.resize(needed, refcheck=False)
+            newlines = int(_newlines(buf, consumed)[0])
+            needed = self._good + newlines + 1
+            if needed > len(self._keys):
+                self._make_room(needed, newlines, len(buf) - consumed)
             roles = self._roles
             good, bad, line, end = _parse(
                 buf, consumed, final, roles, self._names, self._lens, _WORDS, _WORD_LENS,
@@ -665,11 +678,29 @@ class _FileParser:
             if consumed == len(buf) or self._good < self._keys.shape[0] or not progressed:
                 return consumed
 
+    def _make_room(self, needed: int, newlines: int, chunk_bytes: int) -> None:
+        if not len(self._keys) and self._size_hint > chunk_bytes:
+            # The whole file's rows at this first chunk's rows per byte, and a little more.
+            # Allocated, not written: pages that no row reaches never become resident,
+            # and the trim at the end gives them back.
+            rows = (newlines + 1) * self._size_hint // max(chunk_bytes, 1)
+            rows = max(needed, rows + rows // 32 + 64)
+            with contextlib.suppress(MemoryError):  # a wild hint: grow as the rows come
+                self._keys = np.empty((rows, KEY_BYTES), np.uint8)
+                self._postcode = np.empty(rows, np.int64)
+                self._packed = np.empty(rows, np.int64)
+                return
+        # resize reallocates: large arrays are mremapped on Linux, not copied; the new rows
+        # are zeroed (resident), and most are written by the parse right after.
+        self._keys.resize((needed, KEY_BYTES), refcheck=False)
+        self._postcode.resize(needed, refcheck=False)
+        self._packed.resize(needed, refcheck=False)
+
     def _header(self, buf: npt.NDArray[np.uint8], *, final: bool) -> int:
         """Read the header line: where the data rows start; -1 when its end is not in buf
         yet. A refused header leaves the roles unset, with the problem reported."""
-        end = int(np.argmax(buf == 10)) if len(buf) else 0
-        if not len(buf) or buf[end] != 10:
+        end = int(_newlines(buf, 0)[1])
+        if end < 0:
             if not final:
                 return -1
             end = len(buf)  # a header and nothing else
@@ -738,10 +769,11 @@ def parse_stream(
     file: str,
     destinations: Sequence[str],
     chunk_bytes: int = READ_CHUNK_BYTES,
+    size_hint: int = 0,
 ) -> tuple[ManifestPart, FileReport]:
     """Parse a manifest read from a stream, a chunk at a time; as parse_manifest of all its
-    bytes."""
-    parser = _FileParser(file, destinations)
+    bytes. `size_hint`, the bytes expected, sizes the rows' arrays at once."""
+    parser = _FileParser(file, destinations, size_hint)
     buf = np.empty(max(chunk_bytes, 1), np.uint8)
     filled = 0
     while True:
@@ -762,11 +794,26 @@ def parse_stream(
         filled = rest
 
 
+def _gzip_size(path: Path, compressed: int) -> int:
+    """The uncompressed size a gzip file's trailer states (that of its last member, modulo
+    4 GiB), when plausible (deflate packs at most ~1032 to 1); 0 otherwise. A hint only."""
+    if compressed < 18:
+        return 0
+    with path.open("rb") as f:
+        f.seek(-4, 2)
+        size = int.from_bytes(f.read(4), "little")
+    return size if size <= 1032 * compressed else 0
+
+
 def load_file(path: Path, destinations: Sequence[str]) -> tuple[ManifestPart, FileReport]:
     """One manifest file; an unreadable one is reported and contributes nothing."""
     try:
-        with gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb") as f:
-            return parse_stream(f, str(path), destinations)
+        size = path.stat().st_size
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as z:
+                return parse_stream(z, str(path), destinations, size_hint=_gzip_size(path, size))
+        with path.open("rb") as f:
+            return parse_stream(f, str(path), destinations, size_hint=size)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         report = FileReport(str(path), readable=False)
         report.problems.append(Problem(str(path), "", f"cannot read: {exc}"))
