@@ -654,7 +654,9 @@ class _FileParser:
         start = 0
         if self._roles is None:
             if not self.report.readable:
-                return len(buf)  # a refused header: the rest is read, not parsed
+                # A refused header: the rest is read, not parsed, so that a gzip file
+                # corrupt further on is still reported as unreadable, as when read whole.
+                return len(buf)
             start = self._header(buf, final=final)
             if start < 0:
                 return 0  # the header line is not all here yet
@@ -682,7 +684,7 @@ class _FileParser:
         if not len(self._keys) and self._size_hint > chunk_bytes:
             # The whole file's rows at this first chunk's rows per byte, and a little more.
             # Allocated, not written: pages that no row reaches never become resident,
-            # and the trim at the end gives them back.
+            # and the shrink in `finish` gives them back.
             rows = (newlines + 1) * self._size_hint // max(chunk_bytes, 1)
             rows = max(needed, rows + rows // 32 + 64)
             with contextlib.suppress(MemoryError):  # a wild hint: grow as the rows come
