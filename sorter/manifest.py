@@ -15,14 +15,16 @@ the table ~7: under 64 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar, cast
+from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -159,29 +161,33 @@ def _field_is(buf: Any, s: int, e: int, word: Any) -> bool:
 def _parse(
     buf: Any,
     start: int,
+    final: bool,
     roles: Any,
     dest_names: Any,
     dest_lens: Any,
     words: Any,
     word_lens: Any,
     iso: Any,
-    first_line: int,
+    line: int,
+    good: int,
+    bad: int,
     keys: Any,
     postcode: Any,
-    pc_digits: Any,
-    country: Any,
-    service: Any,
-    dest: Any,
-    customs: Any,
-    origin: Any,
+    packed: Any,
     bad_lines: Any,
     bad_reasons: Any,
-) -> tuple[int, int, int]:
-    """Parse data rows from buf[start:] into the output arrays.
+) -> tuple[int, int, int, int]:
+    """Parse data rows from buf[start:] into keys, postcode and packed from row `good` on.
 
-    Returns (good rows, bad rows, data lines). Bad rows beyond the length of bad_lines are
-    counted but not kept. Field boundaries are found with a small state machine that
-    honours double quotes ("" inside quotes is a quote) and CR LF line ends.
+    `line` is the number of the last line already read, `good` and `bad` the rows so far.
+    Returns (good rows, bad rows, last line read, bytes of buf consumed). Unless `final`,
+    a record that does not end with its newline inside buf is left for the next call,
+    with the rest of the file after it: a record's fields depend on no byte after that
+    newline, so rows parsed a chunk at a time are the rows of the whole. Parsing also
+    stops before a record when the outputs are full (the caller makes room and calls
+    again). Bad rows beyond the length of bad_lines are counted but not kept. Field
+    boundaries are found with a small state machine that honours double quotes ("" inside
+    quotes is a quote) and CR LF line ends.
     """
     n = buf.shape[0]
     n_cols = roles.shape[0]
@@ -190,11 +196,12 @@ def _parse(
     quoted = np.zeros(n_cols, np.bool_)
     escaped = np.zeros(n_cols, np.bool_)  # the field holds "" pairs, each one quote
     scratch = np.empty(2 * MAX_DEST_NAME_BYTES + 2 * KEY_BYTES, np.uint8)
-    good = 0
-    bad = 0
-    line = first_line - 1
     pos = start
     while pos < n:
+        if good >= keys.shape[0]:
+            return good, bad, line, pos  # no room: numba does not check bounds
+        record_start = pos
+        line_before = line
         line += 1
         row_line = line  # a quoted line break moves `line` on; the row starts here
         # Split one record into fields.
@@ -248,6 +255,8 @@ def _parse(
                 continue
             pos += 1  # the newline (or past the end)
             break
+        if pos > n and not final:
+            return good, bad, line_before, record_start  # its newline is in the next chunk
         if col == 1 and fe[0] == fs[0] and not quoted[0]:
             continue  # a blank line
         if reason == 0 and col != n_cols:
@@ -362,14 +371,31 @@ def _parse(
             bad += 1
             continue
         postcode[good] = pc
-        pc_digits[good] = digits
-        country[good] = ctry
-        service[good] = serv
-        dest[good] = dst
-        customs[good] = hold
-        origin[good] = orig
+        # As pack_fields: packed here, the parse needs no column arrays of its own.
+        packed[good] = (
+            (ctry + 1)
+            | (serv + 1) << 10
+            | (dst + 1) << 20
+            | digits << 36
+            | hold << 41
+            | (orig + 1) << 42
+        )
         good += 1
-    return good, bad, line - first_line + 1
+    return good, bad, line, n
+
+
+@_kernel
+def _newlines(buf: Any, start: int) -> tuple[int, int]:
+    """(how many newlines buf[start:] holds, the position of the first; -1 without any):
+    counted here, the chunk needs no temporary array of comparisons."""
+    count = 0
+    first = -1
+    for i in range(start, buf.shape[0]):
+        if buf[i] == 10:
+            if count == 0:
+                first = i
+            count += 1
+    return count, first
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -597,92 +623,247 @@ def _empty_part() -> ManifestPart:
     )
 
 
-def read_manifest_bytes(path: Path) -> bytearray:
-    """The file's (decompressed) bytes, writable: the parser needs one array type."""
-    if path.name.endswith(".gz"):
-        return bytearray(gzip.decompress(path.read_bytes()))
-    with path.open("rb") as f:
-        data = bytearray(path.stat().st_size)
-        n = f.readinto(data)
-    return data if n == len(data) else data[:n]
+# The file is read and parsed this many bytes at a time: what a load holds besides the
+# rows, whatever the file's size (a record longer than this is read whole).
+READ_CHUNK_BYTES: Final = 1 << 20
+
+
+class _FileParser:
+    """One file's rows, parsed from its bytes a chunk at a time (`feed`), into arrays sized
+    once from the file's size, grown if they must be, and trimmed in place at the end
+    (`finish`): the load never holds the whole file, nor rows' worth of arrays that are
+    copied once more."""
+
+    def __init__(self, file: str, destinations: Sequence[str], size_hint: int = 0) -> None:
+        self.report = FileReport(file)
+        self._size_hint = size_hint  # the file's bytes, as far as known; 0 unknown
+        self._names, self._lens = _name_matrix(destinations)
+        self._roles: npt.NDArray[np.int64] | None = None
+        self._keys = np.empty((0, KEY_BYTES), np.uint8)
+        self._postcode = np.empty(0, np.int64)
+        self._packed = np.empty(0, np.int64)
+        self._good = 0
+        self._bad = 0
+        self._line = 1  # the header's
+        self._bad_lines = np.zeros(MAX_BAD_LINES_KEPT, np.int64)
+        self._bad_reasons = np.zeros(MAX_BAD_LINES_KEPT, np.int8)
+
+    def feed(self, buf: npt.NDArray[np.uint8], *, final: bool) -> int:
+        """Parse the complete records at the start of buf (all of it when `final`); returns
+        the bytes consumed. The rest is to come again, followed by the next bytes."""
+        start = 0
+        if self._roles is None:
+            if not self.report.readable:
+                # A refused header: the rest is read, not parsed, so that a gzip file
+                # corrupt further on is still reported as unreadable, as when read whole.
+                return len(buf)
+            start = self._header(buf, final=final)
+            if start < 0:
+                return 0  # the header line is not all here yet
+            if self._roles is None:
+                return len(buf)
+        consumed = start
+        while True:
+            newlines = int(_newlines(buf, consumed)[0])
+            needed = self._good + newlines + 1
+            if needed > len(self._keys):
+                self._make_room(needed, newlines, len(buf) - consumed)
+            roles = self._roles
+            good, bad, line, end = _parse(
+                buf, consumed, final, roles, self._names, self._lens, _WORDS, _WORD_LENS,
+                _ISO_TABLE, self._line, self._good, self._bad, self._keys, self._postcode,
+                self._packed, self._bad_lines, self._bad_reasons,
+            )  # fmt: skip
+            self._good, self._bad, self._line = int(good), int(bad), int(line)
+            progressed = end > consumed
+            consumed = int(end)
+            if consumed == len(buf) or self._good < self._keys.shape[0] or not progressed:
+                return consumed
+
+    def _make_room(self, needed: int, newlines: int, chunk_bytes: int) -> None:
+        if not len(self._keys) and self._size_hint > chunk_bytes:
+            # The whole file's rows at this first chunk's rows per byte, and a little more.
+            # Allocated, not written: pages that no row reaches never become resident,
+            # and the shrink in `finish` gives them back.
+            rows = (newlines + 1) * self._size_hint // max(chunk_bytes, 1)
+            rows = max(needed, rows + rows // 32 + 64)
+            with contextlib.suppress(MemoryError):  # a wild hint: grow as the rows come
+                self._keys = np.empty((rows, KEY_BYTES), np.uint8)
+                self._postcode = np.empty(rows, np.int64)
+                self._packed = np.empty(rows, np.int64)
+                return
+        # resize reallocates: large arrays are mremapped on Linux, not copied; the new rows
+        # are zeroed (resident), and most are written by the parse right after.
+        self._keys.resize((needed, KEY_BYTES), refcheck=False)
+        self._postcode.resize(needed, refcheck=False)
+        self._packed.resize(needed, refcheck=False)
+
+    def _header(self, buf: npt.NDArray[np.uint8], *, final: bool) -> int:
+        """Read the header line: where the data rows start; -1 when its end is not in buf
+        yet. A refused header leaves the roles unset, with the problem reported."""
+        end = int(_newlines(buf, 0)[1])
+        if end < 0:
+            if not final:
+                return -1
+            end = len(buf)  # a header and nothing else
+        bom = 3 if buf[:3].tobytes() == b"\xef\xbb\xbf" else 0
+        file = self.report.path
+        try:
+            header_text = buf[bom:end].tobytes().decode("utf-8").strip("\r")
+        except UnicodeDecodeError:
+            self.report.readable = False
+            self.report.problems.append(Problem(file, "line 1", "header is not UTF-8 text"))
+            return end
+        header = [h.strip().strip('"').lower() for h in header_text.split(",")]
+        if "barcode" not in header or not set(ROUTING_COLUMNS) & set(header):
+            self.report.readable = False
+            self.report.problems.append(
+                Problem(
+                    file,
+                    "line 1",
+                    f"header needs barcode and at least one of {', '.join(ROUTING_COLUMNS)}",
+                )
+            )
+            return end
+        self._roles = np.array(
+            [COLUMNS.index(h) + 1 if h in COLUMNS else _C_IGNORE for h in header],
+            dtype=np.int64,
+        )
+        return min(end + 1, len(buf))
+
+    def finish(self) -> tuple[ManifestPart, FileReport]:
+        report = self.report
+        if self._roles is None:
+            return _empty_part(), report
+        g, bad = self._good, self._bad
+        report.rows, report.bad_rows, report.lines = g, bad, self._line - 1
+        kept = min(bad, MAX_BAD_LINES_KEPT)
+        lines, reasons = self._bad_lines[:kept].tolist(), self._bad_reasons[:kept].tolist()
+        for line, reason in zip(lines, reasons, strict=True):
+            report.problems.append(Problem(report.path, f"line {line}", BAD_REASONS[reason]))
+        # Trimmed in place (realloc): no second copy of the rows, not even for a moment.
+        self._keys.resize((g, KEY_BYTES), refcheck=False)
+        self._postcode.resize(g, refcheck=False)
+        self._packed.resize(g, refcheck=False)
+        part = ManifestPart(self._keys, self._postcode, self._packed)
+        empty = _empty_part()
+        self._keys, self._postcode, self._packed = empty.keys, empty.postcode, empty.packed
+        return part, report
 
 
 def parse_manifest(
     data: bytes | bytearray, file: str, destinations: Sequence[str]
 ) -> tuple[ManifestPart, FileReport]:
     """Parse one manifest's bytes; bad rows are counted and the first ones named by line."""
-    report = FileReport(file)
-    if isinstance(data, bytes):
-        data = bytearray(data)
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a BOM
-    end = data.find(b"\n")
-    header_bytes = data if end < 0 else data[:end]
-    try:
-        header_text = header_bytes.decode("utf-8").strip("\r")
-    except UnicodeDecodeError:
-        report.readable = False
-        report.problems.append(Problem(file, "line 1", "header is not UTF-8 text"))
-        return _empty_part(), report
-    header = [h.strip().strip('"').lower() for h in header_text.split(",")]
-    if "barcode" not in header or not set(ROUTING_COLUMNS) & set(header):
-        report.readable = False
-        report.problems.append(
-            Problem(
-                file,
-                "line 1",
-                f"header needs barcode and at least one of {', '.join(ROUTING_COLUMNS)}",
-            )
-        )
-        return _empty_part(), report
-    roles = np.array(
-        [COLUMNS.index(h) + 1 if h in COLUMNS else _C_IGNORE for h in header], dtype=np.int64
-    )
-    buf = np.frombuffer(data, np.uint8)
-    # One row per newline at most: size the outputs once, trim after.
-    capacity = int(np.count_nonzero(buf == 10)) + 1
-    keys = np.zeros((capacity, KEY_BYTES), np.uint8)
-    postcode = np.empty(capacity, np.int64)
-    pc_digits = np.empty(capacity, np.int8)
-    country = np.empty(capacity, np.int16)
-    service = np.empty(capacity, np.int16)
-    dest = np.empty(capacity, np.int16)
-    customs = np.empty(capacity, np.uint8)
-    origin = np.empty(capacity, np.int16)
-    bad_lines = np.zeros(MAX_BAD_LINES_KEPT, np.int64)
-    bad_reasons = np.zeros(MAX_BAD_LINES_KEPT, np.int8)
-    names, lens = _name_matrix(destinations)
-    start = len(header_bytes) + 1 if end >= 0 else len(data)
-    good, bad, lines = _parse(
-        buf, start, roles, names, lens, _WORDS, _WORD_LENS, _ISO_TABLE, 2,
-        keys, postcode, pc_digits, country, service, dest, customs, origin,
-        bad_lines, bad_reasons,
-    )  # fmt: skip
-    report.rows, report.bad_rows, report.lines = int(good), int(bad), int(lines)
-    kept = min(bad, MAX_BAD_LINES_KEPT)
-    for line, reason in zip(bad_lines[:kept].tolist(), bad_reasons[:kept].tolist(), strict=True):
-        report.problems.append(Problem(file, f"line {line}", BAD_REASONS[reason]))
-    g = int(good)
-    part = ManifestPart(
-        keys[:g].copy(),
-        postcode[:g].copy(),
-        pack_fields(pc_digits[:g], country[:g], service[:g], dest[:g], customs[:g], origin[:g]),
-    )
-    return part, report
+    parser = _FileParser(file, destinations)
+    # Writable bytes: the parser is compiled for one array type.
+    buf = np.frombuffer(bytearray(data) if isinstance(data, bytes) else data, np.uint8)
+    parser.feed(buf, final=True)
+    return parser.finish()
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def parse_stream(
+    stream: Readable,
+    file: str,
+    destinations: Sequence[str],
+    chunk_bytes: int = READ_CHUNK_BYTES,
+    size_hint: int = 0,
+) -> tuple[ManifestPart, FileReport]:
+    """Parse a manifest read from a stream, a chunk at a time; as parse_manifest of all its
+    bytes. `size_hint`, the bytes expected, sizes the rows' arrays at once."""
+    parser = _FileParser(file, destinations, size_hint)
+    buf = np.empty(max(chunk_bytes, 1), np.uint8)
+    filled = 0
+    while True:
+        if filled == buf.shape[0]:
+            # One record fills the buffer: twice the room, so that reading it again from
+            # its start each time costs no more than reading it once more.
+            bigger = np.empty(2 * buf.shape[0], np.uint8)
+            bigger[:filled] = buf[:filled]
+            buf = bigger
+        n = stream.readinto(buf.data[filled:])
+        final = not n
+        filled += n or 0
+        consumed = parser.feed(buf[:filled], final=final)
+        if final:
+            return parser.finish()
+        rest = filled - consumed
+        buf[:rest] = buf[consumed:filled].copy()
+        filled = rest
+
+
+def _gzip_size(path: Path, compressed: int) -> int:
+    """The uncompressed size a gzip file's trailer states (that of its last member, modulo
+    4 GiB), when plausible (deflate packs at most ~1032 to 1); 0 otherwise. A hint only."""
+    if compressed < 18:
+        return 0
+    with path.open("rb") as f:
+        f.seek(-4, 2)
+        size = int.from_bytes(f.read(4), "little")
+    return size if size <= 1032 * compressed else 0
 
 
 def load_file(path: Path, destinations: Sequence[str]) -> tuple[ManifestPart, FileReport]:
     """One manifest file; an unreadable one is reported and contributes nothing."""
     try:
-        data = read_manifest_bytes(path)
+        size = path.stat().st_size
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as z:
+                return parse_stream(z, str(path), destinations, size_hint=_gzip_size(path, size))
+        with path.open("rb") as f:
+            return parse_stream(f, str(path), destinations, size_hint=size)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         report = FileReport(str(path), readable=False)
         report.problems.append(Problem(str(path), "", f"cannot read: {exc}"))
         return _empty_part(), report
-    return parse_manifest(data, str(path), destinations)
 
 
 # --- the combined, indexed manifest ------------------------------------------------------
+
+
+def _combine(pieces: list[ManifestPart]) -> ManifestPart:
+    """The pieces' rows in order, as one part; the list is emptied. A lone piece with rows
+    that owns its arrays is the part itself, not a copy (a view is copied: it would keep
+    all of what it views alive). Otherwise each piece is let go as soon as it is copied:
+    a parsed part that nobody else holds is freed before the next is copied, so that the
+    parsed rows and the combined arrays are not both whole at once."""
+    total = sum(p.rows for p in pieces)
+    full = [p for p in pieces if p.rows]
+    pieces.clear()
+    if not full:
+        return _empty_part()
+    if len(full) == 1 and full[0].keys.base is None:
+        return full[0]
+    keys = np.empty((total, KEY_BYTES), np.uint8)
+    postcode = np.empty(total, np.int64)
+    packed = np.empty(total, np.int64)
+    full.reverse()
+    at = 0
+    while full:
+        piece = full.pop()
+        n = piece.rows
+        keys[at : at + n] = piece.keys
+        postcode[at : at + n] = piece.postcode
+        packed[at : at + n] = piece.packed
+        at += n
+        del piece
+    return ManifestPart(keys, postcode, packed)
+
+
+@_kernel
+def _remap_destinations(packed: Any, mapping: Any, out: Any) -> None:
+    """out = packed with each row's destination (bits 20-35, index + 1, 0 none) mapped by
+    index onto another list: mapping[index], -1 for none. In one pass: the vectorised
+    version held five temporaries of the column."""
+    for i in range(packed.shape[0]):
+        p = packed[i]
+        old = (p >> 20) & 0xFFFF
+        new = mapping[old - 1] + 1 if 0 < old <= mapping.shape[0] else 0
+        out[i] = (p & ~(0xFFFF << 20)) | (new << 20)
 
 
 class Manifest:
@@ -694,16 +875,21 @@ class Manifest:
         reports: Sequence[FileReport] = (),
         destinations: Sequence[str] = (),
     ) -> None:
-        parts = [p for p in parts if p.rows]
-        whole = (
-            ManifestPart(
-                np.concatenate([p.keys for p in parts]),
-                np.concatenate([p.postcode for p in parts]),
-                np.concatenate([p.packed for p in parts]),
-            )
-            if parts
-            else _empty_part()
-        )
+        self._index(_combine(list(parts)), reports, destinations)
+
+    @classmethod
+    def _of(
+        cls, pieces: list[ManifestPart], reports: Sequence[FileReport], destinations: Sequence[str]
+    ) -> Manifest:
+        """As Manifest(pieces, ...), emptying the list: pieces held by nobody else are freed
+        as their rows are copied."""
+        manifest = cls.__new__(cls)
+        manifest._index(_combine(pieces), reports, destinations)
+        return manifest
+
+    def _index(
+        self, whole: ManifestPart, reports: Sequence[FileReport], destinations: Sequence[str]
+    ) -> None:
         self.part = whole
         self.reports = tuple(reports)
         self.destinations = tuple(destinations)
@@ -713,6 +899,19 @@ class Manifest:
         self.table = np.full(capacity, -1, np.int32)
         self._words = _words(whole.keys)
         self.size = int(_build_table(self._words, n, self.table)) if n else 0
+
+    def _sharing(
+        self, part: ManifestPart, reports: Sequence[FileReport], destinations: Sequence[str]
+    ) -> Manifest:
+        """Another manifest over the same keys and table (same rows in the same order)."""
+        clone = Manifest.__new__(Manifest)
+        clone.part = part
+        clone.reports = tuple(reports)
+        clone.destinations = tuple(destinations)
+        clone.table = self.table
+        clone.size = self.size
+        clone._words = self._words
+        return clone
 
     @property
     def rows(self) -> int:
@@ -725,6 +924,11 @@ class Manifest:
     def nbytes(self) -> int:
         p = self.part
         return int(p.keys.nbytes + p.postcode.nbytes + p.packed.nbytes + self.table.nbytes)
+
+    def rows_between(self, start: int, stop: int) -> ManifestPart:
+        """Rows start..stop-1, as views."""
+        p = self.part
+        return ManifestPart(p.keys[start:stop], p.postcode[start:stop], p.packed[start:stop])
 
     def find(self, barcode: str) -> int:
         """Row of the barcode, -1 when absent."""
@@ -763,23 +967,19 @@ class Manifest:
         return None if row < 0 else unpack_row(postcode, packed)
 
     def for_destinations(self, destinations: Sequence[str]) -> Manifest:
-        """The same rows, their destination column mapped onto another plan's names."""
+        """The same rows, their destination column mapped onto another plan's names. Under
+        the names it was built with, the manifest itself: the daemon builds with the plan's
+        names, and a copy of the column would be 8 bytes a row held for nothing."""
+        names = tuple(destinations)
+        if names == self.destinations:
+            return self
         mapping = np.array(
-            [destinations.index(d) if d in destinations else -1 for d in self.destinations] + [-1],
-            dtype=np.int16,
+            [names.index(d) if d in names else -1 for d in self.destinations], dtype=np.int16
         )
-        old = (self.part.packed >> 20) & 0xFFFF  # destination + 1; 0 is none
-        new = mapping[old - 1].astype(np.int64) + 1  # index -1 takes the trailing -1
-        packed = (self.part.packed & ~(np.int64(0xFFFF) << 20)) | (new << 20)
+        packed = np.empty_like(self.part.packed)
+        _remap_destinations(self.part.packed, mapping, packed)
         part = ManifestPart(self.part.keys, self.part.postcode, packed)
-        clone = Manifest.__new__(Manifest)
-        clone.part = part
-        clone.reports = self.reports
-        clone.destinations = tuple(destinations)
-        clone.table = self.table
-        clone.size = self.size
-        clone._words = self._words
-        return clone
+        return self._sharing(part, self.reports, names)
 
 
 def file_order_key(path: Path) -> tuple[float, str]:
@@ -790,30 +990,51 @@ def file_order_key(path: Path) -> tuple[float, str]:
         return (0.0, str(path))
 
 
-def load_manifests(paths: Sequence[Path], destinations: Sequence[str]) -> Manifest:
+def _load_files(
+    paths: Sequence[Path], destinations: Sequence[str]
+) -> tuple[list[ManifestPart], list[FileReport]]:
     parts: list[ManifestPart] = []
     reports: list[FileReport] = []
-    for path in sorted(paths, key=file_order_key):
+    for path in paths:
         part, report = load_file(path, destinations)
         parts.append(part)
         reports.append(report)
-    return Manifest(parts, reports, destinations)
+    return parts, reports
+
+
+def load_manifests(paths: Sequence[Path], destinations: Sequence[str]) -> Manifest:
+    parts, reports = _load_files(sorted(paths, key=file_order_key), destinations)
+    return Manifest._of(parts, reports, destinations)
 
 
 FileSignature = tuple[int, int]  # (mtime_ns, size)
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A file as last built: its signature, its report, and where its rows are in the
+    last manifest built (start..stop-1)."""
+
+    signature: FileSignature
+    report: FileReport
+    start: int
+    stop: int
+
+
 class ManifestSource:
     """The manifest files a site's globs name; rebuilt when files come, change or go.
 
-    Parsed files are kept by (path, mtime, size), so a new file in the morning's folder
-    costs its own parse, not a reparse of the day so far. `build` runs in a worker thread;
-    one at a time.
+    Parsed files are remembered by (path, mtime, size), so a new file in the morning's
+    folder costs its own parse, not a reparse of the day so far: the rows of the files
+    that did not change are copied from the last manifest built, where they are. (Kept
+    as parts of their own, they were a second copy of every row, for the whole run.)
+    `build` runs in a worker thread; one at a time.
     """
 
     def __init__(self, globs: Sequence[str]) -> None:
         self.globs = tuple(globs)
-        self._parsed: dict[str, tuple[FileSignature, ManifestPart, FileReport]] = {}
+        self._parsed: dict[str, _Parsed] = {}
+        self._last: Manifest | None = None
         self._built: dict[str, FileSignature] | None = None
         self._last_scan: dict[str, FileSignature] | None = None
         self._names: tuple[str, ...] = ()
@@ -844,23 +1065,58 @@ class ManifestSource:
     def build(self, destinations: Sequence[str]) -> Manifest:
         names = tuple(destinations)
         if names != self._names:
-            self._parsed.clear()  # destination names are resolved at parse time
+            # Destination names are resolved at parse time: everything is parsed again.
+            self._parsed.clear()
+            self._last = None
             self._names = names
-        files = self.scan()
-        parts: list[ManifestPart] = []
+        files = sorted(self.scan().items(), key=lambda kv: (kv[1][0], kv[0]))
+        pieces, reports, kept = self._pieces(files)
+        stops = list(accumulate(p.rows for p in pieces))  # no name left holding a piece
+        spans = list(zip([0, *stops], stops, strict=False))
+        at = stops[-1] if stops else 0
+        last = self._last
+        if last is not None and kept == last.rows and kept == at:
+            # The same rows in the same order (files unchanged, or new ones without rows):
+            # the same arrays and table, with this build's reports.
+            pieces.clear()
+            manifest = last._sharing(last.part, reports, names)
+        else:
+            manifest = Manifest._of(pieces, reports, names)
+        self._parsed = {
+            path: _Parsed(signature, report, start, stop)
+            for (path, signature), report, (start, stop) in zip(files, reports, spans, strict=True)
+        }
+        self._built = dict(files)
+        self._last = manifest
+        return manifest
+
+    def _pieces(
+        self, files: Sequence[tuple[str, FileSignature]]
+    ) -> tuple[list[ManifestPart], list[FileReport], int]:
+        """Each file's rows in order: views into the last manifest for the files unchanged
+        since, parsed for the others; their reports; and how many rows were kept from the
+        last manifest, in their order there, from its first row on (all of them kept in
+        order: nothing to copy)."""
+        last = self._last
+        pieces: list[ManifestPart] = []
         reports: list[FileReport] = []
-        for path, signature in sorted(files.items(), key=lambda kv: (kv[1][0], kv[0])):
+        kept = 0
+        for path, signature in files:
             cached = self._parsed.get(path)
-            if cached is None or cached[0] != signature:
-                part, report = load_file(Path(path), names)
-                cached = (signature, part, report)
-                self._parsed[path] = cached
-            parts.append(cached[1])
-            reports.append(cached[2])
-        for gone in set(self._parsed) - set(files):
-            del self._parsed[gone]
-        self._built = files
-        return Manifest(parts, reports, names)
+            if last is not None and cached is not None and cached.signature == signature:
+                pieces.append(last.rows_between(cached.start, cached.stop))
+                reports.append(cached.report)
+                if cached.start == kept:
+                    kept = cached.stop
+                elif cached.stop > cached.start:
+                    kept = -1  # out of order
+            else:
+                part, report = load_file(Path(path), self._names)
+                pieces.append(part)
+                reports.append(report)
+                if part.rows:
+                    kept = -1
+        return pieces, reports, kept
 
 
 def warm() -> None:
@@ -876,3 +1132,4 @@ def warm() -> None:
     manifest.lookup("A1")
     manifest.lookup("B2")
     manifest.find_batch(encode_keys(["A1"]))
+    manifest.for_destinations(["Y", "X"]).lookup("A1")  # a plan reload's remapping

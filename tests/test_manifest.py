@@ -746,6 +746,103 @@ def test_source_relative_globs_and_several_patterns(
     assert (m.rows, m.lookup("X"), m.lookup("Y")) == (2, row("1"), row("2"))
 
 
+def test_source_rebuild_parses_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files unchanged since the last build are not parsed again: their rows are copied
+    from the last manifest. Whatever comes, changes or goes, the result is the manifest a
+    fresh load of the same files gives, row for row."""
+    import sorter.manifest as manifest_module
+
+    parsed: list[str] = []
+    real_load_file = manifest_module.load_file
+
+    def counting_load_file(path: Path, destinations: list[str]) -> object:
+        parsed.append(path.name)
+        return real_load_file(path, destinations)
+
+    monkeypatch.setattr(manifest_module, "load_file", counting_load_file)
+    folder = tmp_path / "m"
+    folder.mkdir()
+
+    def write(name: str, first: int, count: int, postcode: int, when: int) -> Path:
+        path = folder / name
+        rows = "".join(f"K{i},,{postcode}\n" for i in range(first, first + count))
+        path.write_text("barcode,destination,postcode\n" + rows)
+        _set_mtime(path, when)
+        return path
+
+    def same_as_fresh(m: Manifest) -> None:
+        fresh = load_manifests(sorted(folder.iterdir()), DESTS)
+        assert (m.rows, m.size, [r.rows for r in m.reports]) == (
+            fresh.rows,
+            fresh.size,
+            [r.rows for r in fresh.reports],
+        )
+        assert np.array_equal(m.part.keys, fresh.part.keys)
+        assert np.array_equal(m.part.postcode, fresh.part.postcode)
+        assert np.array_equal(m.part.packed, fresh.part.packed)
+        assert [m.find(f"K{i}") for i in range(40)] == [fresh.find(f"K{i}") for i in range(40)]
+
+    source = ManifestSource([str(folder / "*.csv")])
+    write("a.csv", 0, 10, 10000, 1_000)
+    write("b.csv", 5, 10, 20000, 2_000)  # K5-K9 replace a's
+    write("c.csv", 20, 5, 30000, 3_000)
+    m1 = source.build(DESTS)
+    assert sorted(parsed) == ["a.csv", "b.csv", "c.csv"]
+    same_as_fresh(m1)
+    assert m1.lookup("K7") == row("20000")
+
+    # Nothing changed: nothing parsed, and the same arrays and table (no copy at all).
+    parsed.clear()
+    m2 = source.build(DESTS)
+    assert parsed == []
+    assert m2.part.keys is m1.part.keys
+    assert m2.table is m1.table
+    same_as_fresh(m2)
+
+    # The middle file changes: it alone is parsed; its rows come last now (newest).
+    write("b.csv", 5, 3, 40000, 4_000)
+    parsed.clear()
+    m3 = source.build(DESTS)
+    assert parsed == ["b.csv"]
+    same_as_fresh(m3)
+    assert (m3.lookup("K6"), m3.lookup("K9"), m3.lookup("K12")) == (
+        row("40000"),
+        row("10000"),
+        None,
+    )
+    # The new manifest holds arrays of its own, no view of the old one's.
+    assert m3.part.keys.base is None
+    assert not np.shares_memory(m3.part.keys, m2.part.keys)
+
+    # A file goes, another comes, one becomes the oldest.
+    (folder / "a.csv").unlink()
+    write("d.csv", 30, 4, 50000, 5_000)
+    _set_mtime(folder / "c.csv", 500)
+    parsed.clear()
+    m4 = source.build(DESTS)
+    assert parsed == ["c.csv", "d.csv"]  # c's signature changed with its time
+    same_as_fresh(m4)
+
+    # The newest file goes: the others' rows are copied, not viewed, from the last index.
+    (folder / "d.csv").unlink()
+    parsed.clear()
+    m5 = source.build(DESTS)
+    assert parsed == []
+    same_as_fresh(m5)
+    assert not np.shares_memory(m5.part.keys, m4.part.keys)
+
+    # All but one go: a lone file's rows are still a copy, not a view of the old index.
+    (folder / "c.csv").unlink()
+    parsed.clear()
+    m6 = source.build(DESTS)
+    assert parsed == []
+    same_as_fresh(m6)
+    assert m6.rows == 3
+    assert not np.shares_memory(m6.part.keys, m5.part.keys)
+
+
 # --- 7. destination remapping and packing ------------------------------------------------
 
 
@@ -786,6 +883,8 @@ def test_for_destinations_remaps_by_name() -> None:
     # Duplicate names: the first wins.
     assert [r.destination for r in found(m.for_destinations(["RABAT", "RABAT"]), "AB")] == [-1, 0]
     assert Manifest().for_destinations(DESTS).size == 0
+    # Under its own names, the manifest itself: no copy of the packed column.
+    assert m.for_destinations(list(DESTS)) is m
 
 
 _PACK_ROW = st.tuples(

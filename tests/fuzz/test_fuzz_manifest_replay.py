@@ -7,16 +7,18 @@ is found again by its barcode; the replay reader yields rows or raises ConfigErr
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sorter.config import ConfigError
-from sorter.manifest import KEY_BYTES, Manifest, parse_manifest
+from sorter.manifest import KEY_BYTES, Manifest, parse_manifest, parse_stream
 from sorter.replay import read_scans
 from tests.fuzz.profile import fuzz
 
@@ -64,6 +66,33 @@ def test_manifest_parser_never_raises(data: bytes) -> None:
             found = manifest.find(barcode)
             assert found >= 0
             assert bytes(manifest.part.keys[found]) == bytes(keys[i])
+
+
+@fuzz()
+@given(
+    data=st.one_of(manifests, st.binary(max_size=400)),
+    chunk=st.integers(1, 12),
+    hint=st.sampled_from([0.0, 0.3, 1.0, 5.0]),
+)
+@example(data=b"barcode,destination\r\nA,RABAT\r\nB,RABAT\r\n", chunk=1, hint=0.0)
+@example(data=b'\xef\xbb\xbfbarcode,postcode\n"A\n""B",1\n\nC,2', chunk=3, hint=1.0)
+@example(data=b"barcode,destination\n" + b'"' * 40 + b"\nA,RABAT\n", chunk=5, hint=0.3)
+def test_manifest_parsed_in_chunks_as_whole(data: bytes, chunk: int, hint: float) -> None:
+    """Files are parsed a chunk at a time: a record cut anywhere, even a quoted line break
+    or a CR LF, must come out as from the whole bytes; and whatever size the rows' arrays
+    are first given from the file's stated size (too small, too large), the same rows."""
+    whole, expected = parse_manifest(data, "fuzz.csv", DESTINATIONS)
+    part, report = parse_stream(
+        io.BytesIO(data),
+        "fuzz.csv",
+        DESTINATIONS,
+        chunk_bytes=chunk,
+        size_hint=int(hint * len(data)),
+    )
+    assert report == expected
+    assert np.array_equal(part.keys, whole.keys)
+    assert np.array_equal(part.postcode, whole.postcode)
+    assert np.array_equal(part.packed, whole.packed)
 
 
 @pytest.fixture(scope="module")
