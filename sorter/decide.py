@@ -132,7 +132,8 @@ class Decider:
         ship-to label (AI 420/421), so that two ship-to labels that lead to different
         destinations conflict whatever else was read. Candidates agree when they lead to
         the same destination; one that leads nowhere (no rule) does not disagree with one
-        that does. Origin and S10 service are the item's: from its (first) S10 code.
+        that does. Origin and S10 service come from the naming code when it is an S10, else
+        from the item's first S10 code.
         """
         valid = [lab for lab in labels if lab.valid]
         self.invalid_ignored += len(labels) - len(valid)
@@ -152,9 +153,7 @@ class Decider:
         if len(candidates) == 1:
             t, p = candidates[0]
             return self._build(t, p, s10, valid, recirculations, minute, dims)
-        built = [
-            self._build(t, p, s10, valid, recirculations, minute, dims) for t, p in candidates
-        ]
+        built = [self._build(t, p, s10, valid, recirculations, minute, dims) for t, p in candidates]
         dests = [self.kernel.match(f) for f, _ in built]
         if len({d for d in dests if d >= 0}) > 1:
             return _unread(Reason.MULTI_READ_CONFLICT, recirculations, minute, dims), built[0][1]
@@ -203,6 +202,10 @@ class Decider:
             barcode, raws = p.raw, (p.raw,)
         else:
             barcode, raws = "", ()
+        # Origin and service: the naming code's own when it is an S10, else the item's S10
+        # (a UPS or shipper's code beside it names no other origin).
+        if t is not None and t.kind is CodeKind.S10:
+            s10 = t
         if s10 is not None:
             service = letters_index(s10.s10_service)
             origin = letters_index(s10.origin)

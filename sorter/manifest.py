@@ -143,7 +143,7 @@ def _postcode_code(buf: Any, s: int, e: int) -> tuple[int, int]:
             return UNUSABLE_POSTCODE, 0
         code = (code << _PC_BITS) | v
     if n == 0:
-        return UNUSABLE_POSTCODE, 0  # only blanks and hyphens: given, but nothing to match
+        return NO_POSTCODE, 0  # only blanks and hyphens: as an empty field
     return code << (_PC_BITS * (MAX_POSTCODE_CHARS - n)), n if digits_only else 0
 
 

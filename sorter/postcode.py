@@ -56,13 +56,13 @@ def normalise_postcode(value: str) -> str:
 
 
 def encode_postcode(value: str) -> int:
-    """The kernel's integer for a postcode as written; NO_POSTCODE for "" and
-    UNUSABLE_POSTCODE for one that no pattern can match."""
-    if not value:
-        return NO_POSTCODE
+    """The kernel's integer for a postcode as written; NO_POSTCODE for "" (and for only
+    blanks and hyphens), UNUSABLE_POSTCODE for one that no pattern can match."""
     if not value.isascii():
         return UNUSABLE_POSTCODE  # str.upper would turn "ß" into "SS": ASCII only
     norm = normalise_postcode(value)
+    if not norm:
+        return NO_POSTCODE  # "", or only blanks and hyphens: no postcode at all
     if _USABLE_RE.fullmatch(norm) is None:
         return UNUSABLE_POSTCODE
     return _encode(norm)

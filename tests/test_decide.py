@@ -105,9 +105,26 @@ def test_disagreeing_carrier_codes_conflict(decider: Decider) -> None:
     # UPS-EXPORT by one code, DHL-EXPORT by the other.
     choice = decider.decide([DHL, UPS])
     assert choice == Choice("", CONFLICT_CHUTE, Reason.MULTI_READ_CONFLICT, UPS)
-    assert decider.decide([S10_EE_CN, UPS]) == Choice(
+    # Beside an S10, the UPS code has the item's origin and service (the S10's): EMS from
+    # CN either way, no conflict.
+    assert decider.decide([S10_EE_CN, UPS]) == Choice("EMS-INBOUND", 20, Reason.OK, S10_EE_CN)
+    # Two S10 codes of different services and origins: each its own, and they disagree.
+    assert decider.decide([S10_EE_CN, S10_RB_GB]) == Choice(
         "", CONFLICT_CHUTE, Reason.MULTI_READ_CONFLICT, S10_EE_CN
     )
+
+
+def test_two_ship_to_labels_that_disagree_conflict_without_a_carrier_code(
+    decider: Decider,
+) -> None:
+    # An SSCC label for Casablanca and a postcode-only label for Rabat: the labels disagree,
+    # whether or not a carrier code was read beside them.
+    for codes in (
+        [GS1_CASABLANCA, GS1_RABAT_NO_SSCC],
+        [GS1_RABAT_NO_SSCC, GS1_CASABLANCA],
+        [GS1_CASABLANCA, GS1_RABAT_NO_SSCC, S10_RB_GB],
+    ):
+        assert decider.decide(codes).reason is Reason.MULTI_READ_CONFLICT, codes
 
 
 def test_agreeing_codes_are_ok(decider: Decider) -> None:
@@ -138,8 +155,13 @@ def test_two_gs1_labels(decider: Decider) -> None:
 
 def test_a_carrier_code_names_the_item_before_an_sscc(decider: Decider) -> None:
     assert decider.decide([GS1_CASABLANCA, LP]) == Choice("CASABLANCA", 1, Reason.OK, LP)
+    # The contract: "the S10 code, else another carrier code, else the SSCC": a code
+    # nobody recognises names the item only when there is neither.
     assert decider.decide([GS1_CASABLANCA, "HELLO-4711"]) == Choice(
-        "CASABLANCA", 2, Reason.OK, "HELLO-4711"
+        "CASABLANCA", 2, Reason.OK, SSCC
+    )
+    assert decider.decide([GS1_RABAT_NO_SSCC, "HELLO-4711"]) == Choice(
+        "RABAT", 7, Reason.OK, "HELLO-4711"
     )
 
 

@@ -348,7 +348,9 @@ def test_postcodes() -> None:
         "NUM,20250\nZEROS,01000\nUK,SW1A 1AA\nPT,1000-001\nCA,k1a 0b1\nLONG,1234567890\n"
         "TOOLONG,12345678901\nDASH,-\nNEG,-5\nODD,20.250\nUTF,\u00df\n"
     )
-    assert m.reports[0].bad_rows == 0
+    # A postcode of only hyphens is none: with nothing else to route by, a bad row.
+    assert problems(m.reports[0]) == [("line 9", BAD_REASONS[9])]
+    assert m.lookup("DASH") is None
     assert m.lookup("NUM") == row("20250")
     assert m.lookup("ZEROS") == row("01000")
     assert m.lookup("UK") == row("SW1A1AA", 0)
@@ -356,7 +358,7 @@ def test_postcodes() -> None:
     assert m.lookup("CA") == row("K1A0B1", 0)
     assert m.lookup("LONG") == row("1234567890", 10)
     # Given, but no pattern can match them: the site's country still applies.
-    for unusable in ("TOOLONG", "DASH", "ODD", "UTF"):
+    for unusable in ("TOOLONG", "ODD", "UTF"):
         assert m.lookup(unusable) == row(UNUSABLE_POSTCODE, 0), unusable
     assert m.lookup("NEG") == row("5", 1)
     # The parser's codes are the plan's codes.
@@ -985,9 +987,10 @@ def test_decider_uses_the_manifest(decider: Decider, plan_names: list[str]) -> N
     # Customs hold: the customs_hold function chute whatever the rules say.
     assert decider.function_chute(Reason.CUSTOMS_HOLD) == CUSTOMS_CHUTE
     assert decider.decide([S10_EE_CN]) == Choice("", CUSTOMS_CHUTE, Reason.CUSTOMS_HOLD, S10_EE_CN)
-    # A pre-advised destination beats the rules (REGISTERED-MANUAL) and the label postcode.
+    # A pre-advised destination beats the rules (REGISTERED-MANUAL); a ship-to label wins
+    # as a whole over the manifest, its destination included (AI 420: domestic, Rabat).
     assert decider.decide([S10_RB_GB]) == Choice("AGADIR", 13, Reason.OK, S10_RB_GB)
-    assert decider.decide([S10_RB_GB, GS1_RABAT]) == Choice("AGADIR", 13, Reason.OK, S10_RB_GB)
+    assert decider.decide([S10_RB_GB, GS1_RABAT]) == Choice("RABAT", 8, Reason.OK, S10_RB_GB)
     assert (decider.manifest_lookups, decider.manifest_hits) == (5, 5)
     # A destination the plan does not have: the rules decide (EE from FR: EMS-INBOUND).
     ee_fr = f"{S10_EE_CN[:-2]}FR"

@@ -45,7 +45,7 @@ def test_codes_for_none_and_unusable() -> None:
     assert encode_postcode("20.250") == UNUSABLE_POSTCODE
     assert encode_postcode("ß") == UNUSABLE_POSTCODE  # would upper-case to "SS"
     assert encode_postcode("\u0662\u0660") == UNUSABLE_POSTCODE  # Arabic-Indic digits
-    assert encode_postcode(" - ") == UNUSABLE_POSTCODE
+    assert encode_postcode(" - ") == NO_POSTCODE  # blanks and hyphens only: none
     assert decode_postcode(UNUSABLE_POSTCODE) == ""
 
 

@@ -526,11 +526,12 @@ def make_unknown_code(g: Generator) -> Item:
         t = g.unknown()
         return _item("unknown-code", variant, (t.code,), routed("", t.barcode))
     if variant == "foreign+label":
-        # Any valid non-GS1 code names the item before an SSCC, an unknown one included.
+        # The contract's tracking code is a carrier code, else the SSCC: a code nobody
+        # recognises names the item only when there is neither.
         t, place = g.unknown(), g.moroccan()
         lab = g.label(g.ship_to(place), with_sscc=True)
         return _item("unknown-code", variant, g.shuffled(t.code, lab.code),
-                     routed(place.lane, t.barcode), labels=(lab,))  # fmt: skip
+                     routed(place.lane, lab.sscc), labels=(lab,))  # fmt: skip
     # Bare digits are GS1 only when every check holds: else an unknown code, not invalid.
     place = g.moroccan()
     sscc = g.fresh(lambda r: c.sscc(r, valid_check=False))

@@ -19,7 +19,7 @@ FULL, DISABLED, FAULT = 1, 2, 4
 HOLD_WORDS = frozenset({"hold", "yes"})
 CUSTOMS_WORDS = HOLD_WORDS | {"no", "clear", "release", "none", ""}
 # Naming codes in order of preference (D.2); GS1 codes name an item only by their SSCC.
-NAMING_ORDER = {Kind.S10: 0, Kind.UPS: 1, Kind.DHL: 2, Kind.LP: 3, Kind.UNKNOWN: 4}
+NAMING_ORDER = {Kind.S10: 0, Kind.UPS: 1, Kind.DHL: 2, Kind.LP: 3}
 
 
 class OracleDecision(NamedTuple):
@@ -57,7 +57,8 @@ def parse_manifest_row(row: Mapping[str, str], names: Mapping[str, object]) -> M
     if customs not in CUSTOMS_WORDS or (get["destination"] and get["destination"] not in names):
         return None
     # The contract: "at least one of destination, postcode, country, origin".
-    if not (get["destination"] or get["postcode"] or get["country"] or origin):
+    postcode_given = normalise_postcode(get["postcode"]) != ""  # blanks, hyphens: none
+    if not (get["destination"] or postcode_given or get["country"] or origin):
         return None
     return ManifestRow(
         barcode,
@@ -97,7 +98,11 @@ def size_class_of(classes: Sequence[SizeClass], dims: tuple[int, int, int, int])
     for size in classes:
         out = unknown = False
         for key, limit in size.limits.items():
-            values = [length, width, height] if key == "max_side_mm" else [single[key]]
+            if key == "max_side_mm":
+                # The longest side measured; unknown only when no side was measured.
+                values = [max(length, width, height)]
+            else:
+                values = [single[key]]
             out |= any(v > limit for v in values if v > 0)
             unknown |= any(v <= 0 for v in values)
         if out:
@@ -132,19 +137,16 @@ def rule_matches(rule: Rule, f: Features) -> bool:
 
 
 def candidates(valid: Sequence[Code]) -> list[tuple[Code | None, Code | None]]:
-    """(naming code, ship-to label) pairs in order (D.2-D.4)."""
-    carriers = sorted((c for c in valid if c.kind != Kind.GS1), key=lambda c: NAMING_ORDER[c.kind])
-    naming: list[Code | None] = [*carriers] or [c for c in valid if c.barcode] or [None]
-    labels = [c for c in valid if c.kind == Kind.GS1 and c.ship_to]
-    pairs: list[tuple[Code | None, Code | None]] = []
-    for t in naming:
-        if t is not None and t.ship_to:
-            pairs.append((t, t))
-        elif labels:
-            pairs.extend((t, s) for s in labels)
-        else:
-            pairs.append((t, None))
-    return pairs
+    """(naming code, ship-to label) pairs in order (D.2-D.4): carrier codes name the item,
+    else SSCCs, else unknown codes; each is paired with every ship-to label."""
+    carriers = sorted(
+        (c for c in valid if c.kind in NAMING_ORDER), key=lambda c: NAMING_ORDER[c.kind]
+    )
+    ssccs = [c for c in valid if c.kind == Kind.GS1 and c.barcode]
+    unknown = [c for c in valid if c.kind == Kind.UNKNOWN]
+    naming: list[Code | None] = [*carriers] or [*ssccs] or [*unknown] or [None]
+    labels: list[Code | None] = [c for c in valid if c.kind == Kind.GS1 and c.ship_to]
+    return [(t, s) for t in naming for s in (labels or [None])]
 
 
 class Oracle:
@@ -188,18 +190,23 @@ class Oracle:
             postcode, country = s.postcode, s.country or self.site_country
         elif row is not None:
             postcode = row.postcode
-            country = row.country or (self.site_country if row.postcode else "")
+            given = normalise_postcode(row.postcode) != ""  # blanks and hyphens are none
+            country = row.country or (self.site_country if given else "")
         else:
             postcode = country = ""
-        s10 = t is not None and t.kind == Kind.S10
+        # Origin and service: the naming S10's, else the item's first S10's (a UPS or a
+        # shipper's code beside an S10 does not make the origin unknown).
+        s10 = t if t is not None and t.kind == Kind.S10 else None
+        s10 = s10 or next((c for c in valid if c.kind == Kind.S10), None)
         texts = (t.raw, t.barcode) if t is not None else ()
         return Features(
             barcode=t.barcode if t is not None else (s.raw if s is not None else ""),
             postcode=normalise_postcode(postcode),
             country=country,
-            origin=t.origin if s10 and t else (row.origin if row else ""),
-            s10_service=t.s10_service if s10 and t else (row.service if row else ""),
-            destination=row.destination if row else "",
+            origin=s10.origin if s10 else (row.origin if row else ""),
+            s10_service=s10.s10_service if s10 else (row.service if row else ""),
+            # A ship-to label wins as a whole, over the pre-advised destination too.
+            destination=row.destination if row and s is None else "",
             hold=row.hold if row else False,
             texts=texts + ((s.raw,) if s is not None else ()),
             size_class=size,
