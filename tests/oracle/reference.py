@@ -98,11 +98,9 @@ def size_class_of(classes: Sequence[SizeClass], dims: tuple[int, int, int, int])
     for size in classes:
         out = unknown = False
         for key, limit in size.limits.items():
-            if key == "max_side_mm":
-                # The longest side measured; unknown only when no side was measured.
-                values = [max(length, width, height)]
-            else:
-                values = [single[key]]
+            # max_side_mm: the longest side measured, unknown only when none was.
+            side = max(length, width, height)
+            values = [side] if key == "max_side_mm" else [single[key]]
             out |= any(v > limit for v in values if v > 0)
             unknown |= any(v <= 0 for v in values)
         if out:
