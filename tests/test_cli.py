@@ -132,7 +132,7 @@ def test_the_casablanca_example_checks_clean() -> None:
     site = demo_config_dir().parent / "casablanca" / "site.toml"
     out = sorterd("check-config", "-c", str(site))
     assert out.returncode == 0, out.stderr
-    assert "37 destinations, 37 rules, 240 chutes, 2 size classes" in out.stdout
+    assert "38 destinations, 38 rules, 240 chutes, 2 size classes" in out.stdout
     assert "warning" not in out.stderr
 
 

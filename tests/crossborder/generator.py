@@ -273,16 +273,17 @@ def make_import_sscc(g: Generator) -> Item:
 
 
 def make_import_unmapped(g: Generator) -> Item:
-    """A Moroccan address with no city lane: an S10 item falls to its postal lane (the plan's
-    service lanes take any postal item the address rules did not route), else no_rule."""
+    """A Moroccan address with no city lane: the hub's domestic catch-all, MA-OTHER (a
+    manual desk), whatever else the parcel carries; never an export or postal lane."""
     place = g.unmapped_moroccan()
     lab = g.label(g.ship_to(place), with_sscc=True)
     if g.chance(0.5):
         lane = g.pick({"EMS": 1, "REGISTERED": 1, "PACKETS": 2, "NONE": 1})
         t = g.s10(lane, g.origin(abroad=True))
-        truth = routed(postal_lane(t.service, t.origin), t.barcode)
+        truth = routed("MA-OTHER", t.barcode)
         return _item("import-unmapped", "s10", g.shuffled(t.code, lab.code), truth, labels=(lab,))
-    return _item("import-unmapped", "sscc", (lab.code,), routed("", lab.sscc), labels=(lab,))
+    return _item("import-unmapped", "sscc", (lab.code,), routed("MA-OTHER", lab.sscc),
+                 labels=(lab,))  # fmt: skip
 
 
 def _export_parts(g: Generator, group: str) -> tuple[Place, Tracking | None, c.Gs1Label]:
