@@ -65,8 +65,9 @@ _N_LIMITS = len(CLASS_LIMITS)
     _MACHINE_LIMITS,
     _COUNTRY_RULE_PTR,
     _COUNTRY_RULES,
+    _SHARED_RULES,
     _N_SEGMENTS,
-) = range(20)
+) = range(21)
 
 # Which conditions a rule has, as bits of one word: one load per rule and item, not four.
 _HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE, _HAS_ORIGIN = 1, 2, 4, 8, 16
@@ -84,29 +85,31 @@ def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
     return conditions
 
 
-def country_rules(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(ptr, rules): for each destination country (index 676: unknown), the rules in plan
-    order that can match an item going there: those without a country condition and
-    those whose country set holds it. An item then walks its own country's rules only,
-    not the export lanes of every other country (CSR layout, like the plan's lists)."""
+def country_rules(
+    plan: CompiledPlan,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(ptr, rules, shared): for each destination country (index 676: unknown, none), the
+    rules with a country condition that holds for it, in plan order (CSR layout, like the
+    plan's lists); and the rules without a country condition, which every item sees. The
+    kernel merges the two in plan order: an item walks its own country's rules and the
+    shared ones, not the export lanes of every other country, and a plan of many rules
+    without a country costs one list, not one per country."""
     n_rules = plan.rule_dest.shape[0]
-    no_country = ~plan.rule_has_country
+    has = plan.rule_has_country
     ptr = np.zeros(ALPHA2 + 2, dtype=np.int64)
     lists: list[npt.NDArray[np.int64]] = []
-    for c in range(ALPHA2 + 1):
-        if c == ALPHA2 or n_rules == 0:
-            takes = no_country  # an unknown country matches no country condition
-        else:
-            takes = no_country | (plan.rule_has_country & plan.rule_country[:n_rules, c])
-        rules = np.flatnonzero(takes).astype(np.int64)
+    for c in range(ALPHA2):
+        rules = np.flatnonzero(has & plan.rule_country[:n_rules, c]).astype(np.int64)
         lists.append(rules)
         ptr[c + 1] = ptr[c] + rules.shape[0]
-    return ptr, np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    ptr[ALPHA2 + 1] = ptr[ALPHA2]  # an unknown country matches no country condition
+    rules = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    return ptr, rules, np.flatnonzero(~has).astype(np.int64)
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-    """(blob, tables): tables[0] are the rules' S10 service sets, tables[1] their
-    destination countries, tables[2] their origins."""
+    """(blob, tables): tables[0] are the rules' S10 service sets, tables[1] their origins
+    (their destination countries travel as country_rules' lists)."""
     segments: list[npt.NDArray[Any]] = [
         plan.rule_dest,
         plan.rule_pc_ptr,
@@ -135,7 +138,7 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         offset += seg.shape[0]
     header[_N_SEGMENTS] = offset
     blob = np.concatenate([header, *(np.asarray(seg, dtype=np.int64) for seg in segments)])
-    tables = np.stack([plan.rule_service, plan.rule_country, plan.rule_origin]).astype(np.uint8)
+    tables = np.stack([plan.rule_service, plan.rule_origin]).astype(np.uint8)
     return blob, tables
 
 
@@ -243,14 +246,22 @@ def match_destination(
     o_size = blob[_RULE_SIZE_MASK]
     o_rules = blob[_COUNTRY_RULES]
     key = blob[_COUNTRY_RULE_PTR] + (country if country >= 0 else _UNKNOWN_COUNTRY)
+    i, i_end = o_rules + blob[key], o_rules + blob[key + 1]
+    j, j_end = blob[_SHARED_RULES], blob[_SHARED_RULES + 1]
     cls = -2  # the item's size class, found when the first rule asks for it
-    # Only the rules that can take an item going to its country (country_rules): their
-    # country condition, if any, holds already.
-    for k in range(blob[key], blob[key + 1]):
-        r = blob[o_rules + k]
+    # Only the rules that can take an item going to its country (country_rules: its own
+    # country's, whose country condition holds already, merged with the rules without
+    # one), in plan order.
+    while i < i_end or j < j_end:
+        if j >= j_end or (i < i_end and blob[i] < blob[j]):
+            r = blob[i]
+            i += 1
+        else:
+            r = blob[j]
+            j += 1
         conditions = blob[o_conditions + r]
         # The one-load tests before the postcode lists.
-        if conditions & _HAS_ORIGIN and (origin < 0 or not tables[2, r, origin]):
+        if conditions & _HAS_ORIGIN and (origin < 0 or not tables[1, r, origin]):
             continue
         if conditions & _HAS_SERVICE and (service < 0 or not tables[0, r, service]):
             continue

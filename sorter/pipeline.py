@@ -540,6 +540,8 @@ class Pipeline:
             "lookups": lookups,
             "hit_rate": round(self.decider.manifest_hits / lookups, 4) if lookups else None,
         }
+        # Invalid codes read beside valid ones and ignored (a misread second label).
+        snap["codes"] = {"invalid_ignored": self.decider.invalid_ignored}
         snap["tracker"] = self.tracker.snapshot()
         if self.extra_stats is not None:
             snap.update(self.extra_stats())

@@ -179,6 +179,9 @@ def test_all_invalid(decider: Decider) -> None:
 
 def test_invalid_codes_beside_a_valid_one_are_ignored(decider: Decider) -> None:
     assert decider.decide([BAD_S10, UPS, BAD_GS1]) == Choice("UPS-EXPORT", 30, Reason.OK, UPS)
+    assert decider.invalid_ignored == 2  # and counted (P/stats `codes`)
+    decider.decide([BAD_S10])  # alone it is the item's reason, not an ignored code
+    assert decider.invalid_ignored == 2
 
 
 def test_no_codes_is_a_no_read(decider: Decider) -> None:
