@@ -130,6 +130,8 @@ _OTHER_CHECKED_KEYS: Final[dict[str, tuple[int, int]]] = {
     "253": (0, 13),
     "255": (0, 13),
     "8003": (1, 14),
+    "8006": (0, 14),  # ITIP: the GTIN of the trade item, then piece and total
+    "8026": (0, 14),
 }
 
 # ISO 3166-1 numeric -> alpha-2, all 249 officially assigned codes (taken from the

@@ -73,11 +73,11 @@ class SiteSection(_Model):
     @field_validator("country")
     @classmethod
     def _iso_country(cls, value: str | None) -> str | None:
-        if value is not None and value not in ISO_ALPHA2:
-            raise ValueError(
-                f"{value!r} is not an ISO 3166-1 alpha-2 country code (upper case, e.g. 'MA')"
-            )
-        return value
+        if value is None:
+            return None
+        if value.upper() not in ISO_ALPHA2:
+            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. 'MA')")
+        return value.upper()  # any case, as in plans and manifests
 
     @field_validator("timezone")
     @classmethod

@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from sorter.barcodes import ISO_ALPHA2
 from sorter.config import ConfigError, Problem, validation_problems
@@ -134,7 +141,7 @@ class SizeClassModel(_Model):
 class PlanModel(_Model):
     """The plan's top level; each table is validated on its own (see build_plan)."""
 
-    version: int
+    version: StrictInt  # "2" (a string) is a typo, not a version
     name: str = Field(min_length=1)
     machine: dict[str, Any]
     functions: dict[str, Any]

@@ -217,7 +217,8 @@ POSTCODE_FORMATS: Final[dict[str, tuple[str, ...]]] = {
         ("BE", "LU", "AT", "CH", "DK", "NO", "HU", "BG", "SI", "AU", "TN", "ZA", "PH", "CY"),
         ("9999",),
     ),
-    **dict.fromkeys(("CN", "RU", "IN", "RO", "SG", "KZ", "BY", "VN"), ("999999",)),
+    **dict.fromkeys(("CN", "RU", "IN", "RO", "SG", "BY"), ("999999",)),
+    "VN": ("99999",),  # five digits since 2018
     "US": ("99999", "999999999"),
     "PT": ("9999999",),
     "JP": ("9999999",),

@@ -255,6 +255,7 @@ def test_semantic_problem_names_file_and_key(
         (("destination", 1, "cutoff"), "25:00", "destination[1].cutoff", "pattern"),
         (("destination", 0, "name"), "", "destination[0].name", "at least 1 character"),
         (("version",), "two", "version", "integer"),
+        (("version",), "2", "version", "integer"),
         (("destination",), [], "destination", "at least 1 item"),
         (("destination", 0, "chutes"), ["one"], "destination[0].chutes[0]", "integer"),
     ],
