@@ -489,7 +489,7 @@ def test_size_classes() -> None:
     assert where(o, ["x"], dims=(1300, 100, 100, 1000)) == "X"
     assert where(o, ["x"], dims=(0, 0, 0, 35000)) == "X"  # ruled out of standard already
     assert where(o, ["x"], dims=(100, 100, 100, 0)) == "GB"  # unweighed: no class
-    assert where(o, ["x"], dims=(100, 0, 100, 1000)) == "GB"  # a side not measured
+    assert where(o, ["x"], dims=(100, 0, 100, 1000)) == "CASA"  # the longest side measured
     assert where(o, ["x"]) == "GB"
 
 
