@@ -318,3 +318,30 @@ def test_function_chute_and_chute_owners(decider: Decider) -> None:
 
 def test_minute_of_day_without_cutoffs(decider: Decider) -> None:
     assert decider.minute_of_day() == -1
+
+
+def test_identifier_sources_from_the_scanner_config() -> None:
+    from sorter.config import ScannerSection, identifier_sources
+
+    def head(name: str, tunnel: str | None, promise: bool) -> ScannerSection:
+        return ScannerSection(
+            name=name, url="tcp://127.0.0.1:1", tunnel=tunnel, symbology_identifiers=promise
+        )
+
+    heads = [
+        head("a1", "a", True),
+        head("a2", "a", True),
+        head("b1", "b", True),
+        head("b2", "b", False),  # one head of tunnel b does not promise: b does not either
+        head("solo", None, True),
+        head("plain", None, False),
+    ]
+    assert identifier_sources(heads) == {"a1", "a2", "b1", "a", "solo"}
+
+
+def test_identifiers_change_how_bare_digits_decide(decider: Decider) -> None:
+    bare_rabat = "42010100"  # AI 420, postcode 10100, without its ]C1
+    assert decider.decide([bare_rabat]).destination == "RABAT"
+    assert decider.decide([bare_rabat], identifiers=True) == Choice(
+        "", NO_RULE_CHUTE, Reason.NO_RULE, bare_rabat
+    )
