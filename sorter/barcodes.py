@@ -453,7 +453,29 @@ def _parse_gs1(payload: str) -> GS1Message | str:
         return "GS1: character outside the GS1 character set"
     if len(payload) > _MAX_GS1_CHARS:
         return "GS1: longer than any GS1 symbol holds"
-    return _biip(payload, hri=False)
+    message = _biip(payload, hri=False)
+    if isinstance(message, str) or _delimited(payload, message):
+        return message
+    return "GS1: a variable-length field runs into the next without FNC1 (GS)"
+
+
+def _delimited(payload: str, message: GS1Message) -> bool:
+    """The message's fields are the payload, each variable-length one but the last ended
+    by GS. biip reads a variable-length value up to its longest allowed and goes on with
+    the next AI when the GS is missing (`421` + `5281012AB4201012AB` became 421
+    `5281012AB420` and a batch `12AB`): a misprint that must not route as a postcode."""
+    elements = message.element_strings
+    pos = 1 if payload.startswith(GS) else 0  # `]C1` and FNC1 both, as some heads send
+    for k, element in enumerate(elements):
+        field = element.ai.ai + element.value
+        if not payload.startswith(field, pos):
+            return False
+        pos += len(field)
+        if pos < len(payload) and payload[pos] == GS:
+            pos += 1  # FNC1 after a field: required after a variable-length one
+        elif element.ai.separator_required and k < len(elements) - 1:
+            return False
+    return pos == len(payload)
 
 
 def _parse_hri(hri: str) -> GS1Message | str:
