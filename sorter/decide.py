@@ -147,13 +147,17 @@ class Decider:
             names = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.barcode]
             names = names or [lab for lab in valid if lab.kind is CodeKind.UNKNOWN] or [None]
         s10 = next((lab for lab in valid if lab.kind is CodeKind.S10), None)
-        candidates: list[tuple[Label | None, Label | None]] = [
-            (t, p) for t in names for p in (ship_to or (None,))
+        # One pre-advice lookup per naming code, however many ship-to labels it pairs with.
+        rows = [self._lookup(t, valid) for t in names]
+        candidates = [
+            (t, p, row) for t, row in zip(names, rows, strict=True) for p in (ship_to or (None,))
         ]
         if len(candidates) == 1:
-            t, p = candidates[0]
-            return self._build(t, p, s10, valid, recirculations, minute, dims)
-        built = [self._build(t, p, s10, valid, recirculations, minute, dims) for t, p in candidates]
+            t, p, row = candidates[0]
+            return self._build(t, p, s10, row, recirculations, minute, dims)
+        built = [
+            self._build(t, p, s10, row, recirculations, minute, dims) for t, p, row in candidates
+        ]
         dests = [self.kernel.match(f) for f, _ in built]
         if len({d for d in dests if d >= 0}) > 1:
             return _unread(Reason.MULTI_READ_CONFLICT, recirculations, minute, dims), built[0][1]
@@ -184,7 +188,7 @@ class Decider:
         t: Label | None,
         p: Label | None,
         s10: Label | None,
-        valid: Sequence[Label],
+        row: ManifestRow | None,
         recirculations: int,
         minute: int,
         dims: Measures,
@@ -216,7 +220,6 @@ class Decider:
             country = letters_index(p.country) if p.country else self._site_country
         reason = _OK
         dest = -1
-        row = self._lookup(t, valid)
         if row is not None:
             # Pre-advice fills in what the labels lack; a customs hold overrides the rest.
             if row.customs_hold:
@@ -268,17 +271,13 @@ class Decider:
             lab = classify(codes[0], identifiers)
             if lab.valid:
                 if lab.kind is CodeKind.GS1:
-                    return self._build(
-                        lab if lab.barcode else None,
-                        lab if lab.ship_to else None,
-                        None,
-                        (lab,),
-                        recirculations,
-                        minute,
-                        dims,
-                    )
+                    t = lab if lab.barcode else None
+                    p = lab if lab.ship_to else None
+                    row = self._lookup(t, (lab,))
+                    return self._build(t, p, None, row, recirculations, minute, dims)
                 s10 = lab if lab.kind is CodeKind.S10 else None
-                return self._build(lab, None, s10, (lab,), recirculations, minute, dims)
+                row = self._lookup(lab, (lab,))
+                return self._build(lab, None, s10, row, recirculations, minute, dims)
             labels = [lab]
         elif not codes:
             return _unread(Reason.NO_READ, recirculations, minute, dims), ""

@@ -789,7 +789,7 @@ def lint_rules(rules: list[Rule], destinations: list[Destination], file: str) ->
     return warnings
 
 
-_CODES = [chr(65 + i // 26) + chr(65 + i % 26) for i in range(ALPHA2)]
+_CODES = list(_LETTERS)  # index -> two letters
 # A rule naming more countries than this is a "rest of the world" rule: not worth checking.
 _MAX_FORMAT_CHECKED_COUNTRIES = 40
 
