@@ -30,9 +30,9 @@ from benchmarks.common import (
 from benchmarks.results import Section
 from sorter import reference
 from sorter.decide import Choice, Decider
-from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures
 from sorter.plan import SortPlan
+from sorter.ports import Reason
 from sorter.postcode import TermKind
 from sorter.runtime import tune_gc
 

@@ -28,8 +28,8 @@ from benchmarks.common import decider, percentiles_us, traffic_codes
 from benchmarks.results import Section, filesystem
 from drivers.journal import Journal, JournalOutbox
 from drivers.mqtt import MqttPublisher
-from sorter.events import Confirmation, Outcome, ScanRead, SortRequest
-from sorter.pipeline import Durable, Pipeline, Topics
+from sorter.pipeline import Pipeline, Topics
+from sorter.ports import Confirmation, Durable, Outcome, ScanRead, SortRequest
 from sorter.tracker import Tracker
 
 ITEMS = {"none": 20_000, "normal": 20_000, "full": 4_000}

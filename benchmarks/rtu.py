@@ -34,9 +34,9 @@ from drivers.registers import CONF_ACK
 from simulators.line import DEMO_PARAMS, SimulatedLine
 from simulators.plc import PlcReply, PlcServe, PlcSimulator
 from simulators.traffic import Traffic
-from sorter.events import Outcome
 from sorter.plan import load_plan
 from sorter.plc_url import SerialSettings, max_items_per_h
+from sorter.ports import Outcome
 from sorterd.demo import write_site
 
 BAUDS = (19_200, 115_200)

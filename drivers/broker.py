@@ -28,12 +28,14 @@ from typing import Any, Literal, Self
 
 import structlog
 
+from sorter.errors import SorterdError
+
 log = structlog.get_logger(__name__)
 
 BrokerKind = Literal["mosquitto", "embedded"]
 
 
-class BrokerError(RuntimeError):
+class BrokerError(SorterdError, RuntimeError):
     """The local broker could not be started."""
 
 

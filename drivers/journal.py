@@ -36,8 +36,8 @@ from typing import Final
 import structlog
 
 from drivers.mqtt import MqttPublisher, OutMessage, encode
-from sorter.events import SortRequest
-from sorter.pipeline import Outgoing, Recovered
+from sorter.errors import SorterdError
+from sorter.ports import MessageKind, Outgoing, Recovered, SortRequest
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +85,7 @@ INSERT OR IGNORE INTO meta VALUES ('sent_upto', 0);
 """
 
 
-class JournalError(OSError):
+class JournalError(SorterdError, OSError):
     """The journal file cannot be opened at all (a path or permission problem): the
     machine's set-up, reported like other OS errors, without a traceback."""
 
@@ -298,7 +298,7 @@ class Journal:
                 ),
             )
             key = (msg.tracking_id, msg.seq)
-            if msg.kind == "decision" and key in self._pending_keys:
+            if msg.kind is MessageKind.DECISION and key in self._pending_keys:
                 # Most requests find their scan already there and were never pending.
                 self._db.execute("DELETE FROM pending WHERE tracking_id=? AND seq=?", key)
                 self._pending_keys.discard(key)
@@ -556,7 +556,7 @@ class JournalOutbox:
         if rowid is None:
             self._step_failed = True
         self._step.append((msg.topic, data, rowid))
-        if msg.kind == "decision":
+        if msg.kind is MessageKind.DECISION:
             self._decided.append((msg.tracking_id, msg.seq))
 
     def commit(self) -> None:

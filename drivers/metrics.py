@@ -6,7 +6,7 @@ process-global one, so tests and several instances in one process never clash). 
 serves the registry in a background thread on 127.0.0.1 by default; scrapes never touch
 the event loop, and prometheus_client's metrics are thread-safe.
 
-Label values are bounded: reasons and outcomes are the closed sets of `sorter.events`
+Label values are bounded: reasons and outcomes are the closed sets of `sorter.ports`
 (anything else is counted as "other"); destinations come from the sort plan, which a reload
 can change, so at most `max_destinations` distinct values are kept and the rest counted as
 "other".
@@ -24,7 +24,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from sorter import __version__
-from sorter.events import Outcome, Reason
+from sorter.ports import Outcome, Reason
 
 log = structlog.get_logger(__name__)
 

@@ -28,8 +28,9 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
-from sorter.events import Confirmation, SortRequest
+from sorter.errors import SorterdError
 from sorter.plc_url import PlcEndpoint, parse_plc_url, read_bytes, transaction_s
+from sorter.ports import Confirmation, SortRequest
 
 __all__ = ["PlcEndpoint", "PlcError", "PlcHandler", "PlcLink", "PlcStats", "parse_plc_url"]
 
@@ -47,7 +48,7 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-class PlcError(Exception):
+class PlcError(SorterdError):
     """The PLC link failed: no answer, a Modbus exception, or an answer that makes no sense."""
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from sorter.events import Confirmation, Outcome, SortRequest
+from sorter.errors import SorterdError
+from sorter.ports import Confirmation, Outcome, SortRequest
 
 PLC_HEARTBEAT: Final = 0
 HOST_HEARTBEAT: Final = 1
@@ -117,7 +118,7 @@ def encode_confirmation(conf: Confirmation) -> list[int]:
     ]
 
 
-class RegisterError(ValueError):
+class RegisterError(SorterdError, ValueError):
     """A register block that does not decode (a wrong answer from the PLC)."""
 
 

@@ -31,7 +31,7 @@ import serial_asyncio_fast
 import structlog
 
 from drivers.telegram import TelegramDecoder, TelegramFormat, TelegramStats, get_format
-from sorter.events import ScanRead
+from sorter.ports import ScanRead
 
 log = structlog.get_logger(__name__)
 

@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from sorter.events import NOREAD, ScanRead
+from sorter.errors import SorterdError
+from sorter.ports import NOREAD, ScanRead
 from sorter.telegram_options import PAD, PRESET_DEFAULTS, PRESETS, TelegramOptions
 
 STX: Final = 0x02
@@ -49,7 +50,7 @@ _DIGITS: Final = re.compile("[0-9]+")
 _EXCERPT_BYTES: Final = 64
 
 
-class TelegramError(ValueError):
+class TelegramError(SorterdError, ValueError):
     """A frame arrived whole but its payload is not a valid telegram of the preset."""
 
 

@@ -44,7 +44,7 @@ from typing import Final, Self
 
 from drivers.registers import CHUTE_DISABLED, CHUTE_FAULT, CHUTE_FULL, MAX_CHUTE
 from simulators.plc import PlcReply, PlcSimulator
-from sorter.events import Confirmation, Outcome
+from sorter.ports import Confirmation, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -64,8 +64,8 @@ from drivers.registers import (
     slot,
 )
 from simulators.serial_wire import SerialWire
-from sorter.events import ChuteStatus, Confirmation, Outcome, SortRequest
 from sorter.plc_url import SerialSettings
+from sorter.ports import ChuteStatus, Confirmation, Outcome, SortRequest
 
 log = logging.getLogger(__name__)
 

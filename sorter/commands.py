@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from sorter.errors import SorterdError
+
 MAX_PAYLOAD_BYTES = 1024
 MAX_ID_CHARS = 64
 CHUTE_ACTIONS = ("disable", "enable", "full", "emptied")
 
 
-class CommandError(ValueError):
+class CommandError(SorterdError, ValueError):
     """A command that is not one of the documented shapes."""
 
     def __init__(self, reason: str, request_id: str | None = None) -> None:

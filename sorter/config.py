@@ -26,6 +26,7 @@ from pydantic import (
 
 from sorter import telegram_options as _telegram
 from sorter.barcodes import ISO_ALPHA2
+from sorter.errors import SorterdError
 from sorter.plc_url import parse_plc_url
 from sorter.telegram_options import (
     MAX_FRAME_BYTES_LIMIT,
@@ -50,7 +51,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(SorterdError):
     """A config, sort plan or manifest that cannot be used; lists every problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:

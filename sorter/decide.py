@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sorter.barcodes import CodeKind, Label, classify
-from sorter.events import Reason, SortRequest
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest, ManifestRow
 from sorter.plan import CompiledPlan, letters_index
+from sorter.ports import Reason, SortRequest
 from sorter.postcode import NO_POSTCODE, postcode_features
 
 # Which code names the item when a parcel carries several labels: a carrier tracking number

@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from sorter.events import Reason
 from sorter.plan import ALPHA2, CLASS_LIMITS, MEASURES, CompiledPlan
+from sorter.ports import Reason
 from sorter.postcode import TermKind
 
 CHUTE_UNUSABLE = np.uint8(0b111)  # full | disabled | fault, as in the PLC status block

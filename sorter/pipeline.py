@@ -17,13 +17,24 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from sorter import __version__
 from sorter.decide import Decider, measures_of
-from sorter.events import Confirmation, Outcome, ScanRead, SortRequest
+from sorter.ports import (
+    Confirmation,
+    Durable,
+    LineObserver,
+    MessageKind,
+    Outcome,
+    Outgoing,
+    Publish,
+    Recovered,
+    ScanRead,
+    SortRequest,
+)
 from sorter.stats import LineStats
 from sorter.tracker import Match, Tracker
 
@@ -40,55 +51,6 @@ MAX_QUERYABLE = 10_000  # ~10 MB of decision messages at most
 MAX_ANSWERED = 4096  # re-reads come from one 64-slot ring: 64 rings' worth
 
 
-class LineObserver(Protocol):
-    """Something that watches the line in process (metrics, watchdogs). Called on the event
-    loop for every event: must be quick and must not raise."""
-
-    def on_decision(self, reason: str, destination: str, chute: int, latency_ms: float) -> None: ...
-
-    def on_result(self, outcome: str, chute_actual: int) -> None: ...
-
-    def on_device(self, name: str, connected: bool, errors: int) -> None: ...
-
-
-class Publish(Protocol):
-    def __call__(
-        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
-    ) -> None: ...
-
-
-class Durable(Protocol):
-    """Where decisions and results go: written down before the PLC hears of them.
-
-    The pipeline calls `commit()` at the end of every step (a poll's requests, a scan, a
-    timeout, a poll's confirmations), before control returns to the PLC driver, which then
-    writes the replies and acknowledgements: so nothing the PLC saw answered is missing
-    from the journal after a crash. The daemon's implementation is drivers.journal.
-    """
-
-    def add_pending(self, req: SortRequest) -> None: ...
-
-    def record(self, msg: Outgoing) -> None: ...
-
-    def commit(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A decision or result: its MQTT message and what a restart needs to know of it."""
-
-    kind: str  # "decision" or "result"
-    tracking_id: int
-    seq: int
-    chute: int  # decision: the chute assigned; result: chute_actual
-    barcode: str
-    destination: str
-    recirculations: int
-    outcome: int  # result: the PLC's outcome code; decision: 0
-    topic: str
-    payload: dict[str, Any]
-
-
 class PublishOnly:
     """A Durable that only publishes (tests and tools without a journal)."""
 
@@ -103,18 +65,6 @@ class PublishOnly:
 
     def commit(self) -> None:
         pass
-
-
-@dataclass(slots=True)
-class Recovered:
-    """What a previous process of this line left in its journal (drivers.journal.recover)."""
-
-    answered: dict[tuple[int, int], int] = field(default_factory=dict)  # -> chute replied
-    assigned: dict[tuple[int, int], tuple[str, str, int]] = field(default_factory=dict)
-    recirculations: dict[int, int] = field(default_factory=dict)
-    results_seen: set[tuple[int, int]] = field(default_factory=set)
-    pending: list[SortRequest] = field(default_factory=list)
-    replies: list[tuple[int, int, int]] = field(default_factory=list)  # (seq, id, chute)
 
 
 def iso_now() -> str:
@@ -327,7 +277,7 @@ class Pipeline:
                 observer.on_result(conf.outcome.word, conf.chute_actual)
             self.durable.record(
                 Outgoing(
-                    "result",
+                    MessageKind.RESULT,
                     conf.tracking_id,
                     conf.seq,
                     chute=conf.chute_actual,
@@ -603,7 +553,7 @@ class Pipeline:
         self._remember(self._last_decision, req.tracking_id, message, MAX_QUERYABLE)
         self.durable.record(
             Outgoing(
-                "decision",
+                MessageKind.DECISION,
                 req.tracking_id,
                 req.seq,
                 chute=chute,

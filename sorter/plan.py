@@ -29,7 +29,7 @@ from pydantic import (
 
 from sorter.barcodes import ISO_ALPHA2
 from sorter.config import ConfigError, Problem, validation_problems
-from sorter.events import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
+from sorter.ports import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 from sorter.postcode import (
     POSTCODE_FORMATS,
     PostcodeTerm,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sorter.events import Reason
 from sorter.kernel import ItemFeatures
 from sorter.plan import Rule, SizeClass, SortPlan
+from sorter.ports import Reason
 from sorter.postcode import decode_postcode
 
 UNUSABLE = 0b111

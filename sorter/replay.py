@@ -39,9 +39,9 @@ import numpy.typing as npt
 
 from sorter.config import ConfigError, Problem
 from sorter.decide import NOT_MEASURED, Decider, Measures
-from sorter.events import NOREAD, Reason
 from sorter.kernel import ItemFeatures
 from sorter.plan import MAX_MEASURE, MEASURES
+from sorter.ports import NOREAD, Reason
 
 BLOCK_LINES = 16_384
 MAX_PROBLEMS = 20

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from sorter.events import Outcome, Reason
+from sorter.ports import Outcome, Reason
 
 LATENCY_SAMPLES = 8192  # enough for a stable p99 over the last minutes at line speed
 WINDOW_NS = 60 * 1_000_000_000

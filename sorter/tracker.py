@@ -39,7 +39,7 @@ from typing import Any
 
 import structlog
 
-from sorter.events import ScanRead, SortRequest
+from sorter.ports import ScanRead, SortRequest
 
 log = structlog.get_logger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from sorter.events import Reason
 from sorter.plan import MAX_CHUTE_NUMBER, SortPlan
+from sorter.ports import Reason
 
 TIME_BUCKETS = 48  # the position axis shows at most this many buckets (at least half of it)
 _FINE = 2 * TIME_BUCKETS  # position buckets kept while accumulating, merged pairwise

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.conveyor import Ledger, PassRecord
-from sorter.events import NOREAD, Confirmation
+from sorter.ports import NOREAD, Confirmation
 from tests.oracle import Oracle
 
 Message = Mapping[str, Any]

@@ -8,9 +8,9 @@ import pytest
 
 from sorter.barcodes import GS, dhl_check_digit, s10_check_digit, ups_check_digit
 from sorter.decide import Choice, Decider
-from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures
 from sorter.plan import build_plan, compile_plan, letters_index, load_plan
+from sorter.ports import Reason
 from sorter.postcode import encode_postcode
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"

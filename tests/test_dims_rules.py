@@ -22,9 +22,9 @@ from simulators.line import DEMO_PARAMS
 from sorter import reference
 from sorter.config import ConfigError, Problem
 from sorter.decide import Decider
-from sorter.events import Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.plan import MAX_MEASURE, SortPlan, build_plan, compile_plan, letters_index, load_plan
+from sorter.ports import Reason
 from sorter.postcode import encode_postcode
 from sorter.replay import Replay, read_scans
 from sorterd.demo import demo_config_dir, write_site

@@ -20,8 +20,7 @@ from drivers.broker import LocalBroker, free_port
 from drivers.journal import Journal, JournalError, JournalOutbox
 from drivers.journal import Unsent as Row
 from drivers.mqtt import MqttPublisher, OutMessage, encode
-from sorter.events import SortRequest
-from sorter.pipeline import Outgoing
+from sorter.ports import MessageKind, Outgoing, SortRequest
 from tests.linekit import wait_until
 
 
@@ -29,7 +28,7 @@ def _msg(kind: str, tid: int, seq: int, *, chute: int = 5, outcome: int = 0) -> 
     payload = {"id": f"{kind[0]}-{tid}-{seq}", "tracking_id": tid, "seq": seq}
     recirculations = 1 if outcome == 2 else 0
     return Outgoing(
-        kind,
+        MessageKind(kind),
         tid,
         seq,
         chute,
@@ -110,10 +109,10 @@ def test_a_killed_process_leaves_what_it_committed(tmp_path: Path) -> None:
     code = f"""
 import os, signal
 from drivers.journal import Journal
-from sorter.pipeline import Outgoing
+from sorter.ports import MessageKind, Outgoing
 j = Journal({str(path)!r})
 def add(n):
-    j.append(Outgoing("decision", n, n, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
+    j.append(Outgoing(MessageKind.DECISION, n, n, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
 add(1)
 j.commit()
 add(2)  # not committed when the process dies
@@ -264,7 +263,9 @@ async def test_steps_the_journal_cannot_write_still_reach_the_broker_once(
                 # before the one that fails, which the failure rolls back.
                 payload = {"id": msg_id, "pad": "x" * (300 if k < 2 else 6000)}
                 outbox.record(
-                    Outgoing("decision", step, k, 1, "", "", 0, 0, "fill/decisions", payload)
+                    Outgoing(
+                        MessageKind.DECISION, step, k, 1, "", "", 0, 0, "fill/decisions", payload
+                    )
                 )
             outbox.commit()
         assert not journal.healthy

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sorter import reference
-from sorter.events import FUNCTION_REASONS, Reason
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.plan import (
     ALPHA2,
@@ -27,6 +26,7 @@ from sorter.plan import (
     letters_index,
     load_plan,
 )
+from sorter.ports import FUNCTION_REASONS, Reason
 from sorter.postcode import TermKind, digit_count, encode_postcode
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulators.conveyor import ItemRecord, Ledger, PassRecord, SimItem
-from sorter.events import Confirmation, Outcome
+from sorter.ports import Confirmation, Outcome
 from tests.ledgercheck import pairing_problems, result_problems
 
 

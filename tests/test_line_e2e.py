@@ -16,10 +16,10 @@ from pathlib import Path
 from drivers.broker import LocalBroker
 from simulators.line import DEMO_PARAMS
 from sorter.decide import Decider
-from sorter.events import Reason
 from sorter.kernel import ChuteState
 from sorter.pipeline import CHUTE_STATUS_MASK
 from sorter.plan import SortPlan, compile_plan, load_plan
+from sorter.ports import Reason
 from sorterd.daemon import Daemon
 from tests.ledgercheck import (
     decision_pairs,

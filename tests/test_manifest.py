@@ -21,7 +21,6 @@ from simulators.manifests import HEADER, manifest_rows, naming_code, write_manif
 from simulators.traffic import Traffic
 from sorter.barcodes import s10_check_digit
 from sorter.decide import Choice, Decider
-from sorter.events import Reason
 from sorter.kernel import ChuteState
 from sorter.manifest import (
     BAD_REASONS,
@@ -44,6 +43,7 @@ from sorter.manifest import (
     unpack_row,
 )
 from sorter.plan import compile_plan, letters_index, load_plan
+from sorter.ports import Reason
 from sorter.postcode import (
     UNUSABLE_POSTCODE,
     decode_postcode,

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.metrics import LATENCY_BUCKETS_S, Metrics
 from sorter.decide import Decider
-from sorter.events import Confirmation, Outcome, Reason, ScanRead, SortRequest
 from sorter.kernel import ChuteState
-from sorter.pipeline import LineObserver, Pipeline, Topics
+from sorter.pipeline import Pipeline, Topics
 from sorter.plan import compile_plan, load_plan
+from sorter.ports import Confirmation, LineObserver, Outcome, Reason, ScanRead, SortRequest
 from sorter.tracker import Tracker
 from sorterd.demo import demo_config_dir
 

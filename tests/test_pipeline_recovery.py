@@ -10,10 +10,10 @@ from typing import Any
 from drivers.journal import Journal, JournalOutbox
 from drivers.mqtt import MqttPublisher
 from sorter.decide import Decider
-from sorter.events import Confirmation, Outcome, ScanRead, SortRequest
 from sorter.kernel import ChuteState
 from sorter.pipeline import Pipeline, Topics
 from sorter.plan import compile_plan, load_plan
+from sorter.ports import Confirmation, Outcome, ScanRead, SortRequest
 from sorter.tracker import Tracker
 from sorterd.demo import demo_config_dir
 

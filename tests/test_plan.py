@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from sorter.config import ConfigError, Problem
-from sorter.events import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 from sorter.plan import (
     ALPHA2,
     build_plan,
@@ -20,6 +19,7 @@ from sorter.plan import (
     parse_chute_list,
     parse_letter_set,
 )
+from sorter.ports import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 from sorter.postcode import TermKind, parse_postcode_term
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"

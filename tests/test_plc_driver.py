@@ -38,7 +38,7 @@ from drivers.registers import (
     slot,
 )
 from simulators.plc import PlcSimulator
-from sorter.events import Confirmation, Outcome, SortRequest
+from sorter.ports import Confirmation, Outcome, SortRequest
 from tests.waiting import wait_until
 
 HOST = "127.0.0.1"

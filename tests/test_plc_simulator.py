@@ -38,7 +38,7 @@ from drivers.registers import (
 )
 from simulators.conveyor import Conveyor, LineParams, SimItem
 from simulators.plc import PlcSimulator
-from sorter.events import Confirmation, Outcome, SortRequest
+from sorter.ports import Confirmation, Outcome, SortRequest
 from tests.waiting import wait_until
 
 DEVICE_ID = 1

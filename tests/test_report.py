@@ -15,9 +15,9 @@ import pytest
 
 from simulators.traffic import Traffic
 from sorter.decide import Decider
-from sorter.events import Reason
 from sorter.kernel import ChuteState
 from sorter.plan import SortPlan, build_plan, compile_plan, load_plan
+from sorter.ports import Reason
 from sorterd.report import TIME_BUCKETS, ReportData, write_report
 
 PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"

@@ -22,7 +22,7 @@ from drivers.scanner import (
 )
 from drivers.telegram import MAX_FRAME_BYTES
 from simulators.scanner import ScannerSimulator
-from sorter.events import ScanRead
+from sorter.ports import ScanRead
 from tests.waiting import wait_until
 
 TIMEOUT_S = 5.0  # generous bound for every wait; passing runs take milliseconds

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from drivers.scanner import StreamScanner
 from drivers.telegram import FORMATS, TelegramFormat, format_from_options
 from simulators.scanner import ScannerSimulator
-from sorter.events import ScanRead
+from sorter.ports import ScanRead
 from sorter.telegram_options import problems, resolve
 from sorterd.demo import demo_config_dir
 from tests.waiting import wait_until

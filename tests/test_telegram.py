@@ -22,7 +22,7 @@ from drivers.telegram import (
     parse_index_telegram,
     scan_frames,
 )
-from sorter.events import NOREAD, ScanRead
+from sorter.ports import NOREAD, ScanRead
 
 STX = b"\x02"
 ETX = b"\x03"

@@ -25,7 +25,7 @@ from drivers.telegram import (
     get_format,
 )
 from sorter.config import ConfigError, load_site
-from sorter.events import ScanRead
+from sorter.ports import ScanRead
 from sorter.telegram_options import OPTION_KEYS, PRESET_KEYS, PRESETS, problems, resolve
 from sorterd.demo import demo_config_dir
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from drivers.scanner import InMemoryScanner
 from sorter.decide import Decider
-from sorter.events import ScanRead, SortRequest
 from sorter.kernel import ChuteState
 from sorter.pipeline import Pipeline, Topics
 from sorter.plan import compile_plan, load_plan
+from sorter.ports import ScanRead, SortRequest
 from sorter.tracker import Match, Tracker
 from sorterd.demo import demo_config_dir
 from tests.waiting import wait_until

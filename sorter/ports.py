@@ -1,4 +1,10 @@
-"""Immutable events that flow between the pipeline stages.
+"""The ports of the line core: the records that cross between the drivers and `sorter`,
+and the Protocols the drivers implement.
+
+Scanner drivers produce `ScanRead`s, the PLC driver produces `SortRequest`s and
+`Confirmation`s and takes replies; whatever keeps decisions durable implements `Durable`
+(drivers.journal), whatever watches the line in process implements `LineObserver`
+(drivers.metrics). Nothing here does I/O.
 
 Identity of an item on the sorter is `(tracking_id, seq)`: PLCs reuse tracking ids over
 time, and a recirculated item comes back with the same tracking id and a new seq.
@@ -8,6 +14,25 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "FUNCTION_REASONS",
+    "NOREAD",
+    "OPTIONAL_FUNCTIONS",
+    "ChuteStatus",
+    "Confirmation",
+    "Durable",
+    "LineObserver",
+    "MessageKind",
+    "Outcome",
+    "Outgoing",
+    "Publish",
+    "Reason",
+    "Recovered",
+    "ScanRead",
+    "SortRequest",
+]
 
 NOREAD = "NOREAD"
 
@@ -89,21 +114,6 @@ class SortRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The host's answer to one sort request."""
-
-    request: SortRequest
-    codes: tuple[str, ...]
-    barcode: str  # the code the decision was based on, "" when none
-    destination: str  # "" when no destination applies
-    chute: int
-    reason: Reason
-    recirculations: int
-    decided_ns: int
-    latency_ms: float
-
-
-@dataclass(frozen=True, slots=True)
 class Confirmation:
     """A confirmation slot read from the PLC: what actually happened at the divert."""
 
@@ -113,16 +123,6 @@ class Confirmation:
     outcome: Outcome
     recirculations: int
     received_ns: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """A confirmation joined with the decision it confirms."""
-
-    confirmation: Confirmation
-    barcode: str
-    destination: str
-    chute_assigned: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +144,71 @@ class ChuteStatus:
         if self.full:
             return "full"
         return "ok"
+
+
+class MessageKind(enum.StrEnum):
+    """The two messages every item produces; the value is the journal's `kind` column."""
+
+    DECISION = "decision"
+    RESULT = "result"
+
+
+class LineObserver(Protocol):
+    """Something that watches the line in process (metrics, watchdogs). Called on the event
+    loop for every event: must be quick and must not raise."""
+
+    def on_decision(self, reason: str, destination: str, chute: int, latency_ms: float) -> None: ...
+
+    def on_result(self, outcome: str, chute_actual: int) -> None: ...
+
+    def on_device(self, name: str, connected: bool, errors: int) -> None: ...
+
+
+class Publish(Protocol):
+    def __call__(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+
+class Durable(Protocol):
+    """Where decisions and results go: written down before the PLC hears of them.
+
+    The pipeline calls `commit()` at the end of every step (a poll's requests, a scan, a
+    timeout, a poll's confirmations), before control returns to the PLC driver, which then
+    writes the replies and acknowledgements: so nothing the PLC saw answered is missing
+    from the journal after a crash. The daemon's implementation is drivers.journal.
+    """
+
+    def add_pending(self, req: SortRequest) -> None: ...
+
+    def record(self, msg: Outgoing) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A decision or result: its MQTT message and what a restart needs to know of it."""
+
+    kind: MessageKind
+    tracking_id: int
+    seq: int
+    chute: int  # decision: the chute assigned; result: chute_actual
+    barcode: str
+    destination: str
+    recirculations: int
+    outcome: int  # result: the PLC's outcome code; decision: 0
+    topic: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a previous process of this line left in its journal (drivers.journal.recover)."""
+
+    answered: dict[tuple[int, int], int] = field(default_factory=dict)  # -> chute replied
+    assigned: dict[tuple[int, int], tuple[str, str, int]] = field(default_factory=dict)
+    recirculations: dict[int, int] = field(default_factory=dict)
+    results_seen: set[tuple[int, int]] = field(default_factory=set)
+    pending: list[SortRequest] = field(default_factory=list)
+    replies: list[tuple[int, int, int]] = field(default_factory=list)  # (seq, id, chute)
