@@ -20,6 +20,7 @@ __all__ = [
     "FUNCTION_REASONS",
     "NOREAD",
     "OPTIONAL_FUNCTIONS",
+    "ChuteFlag",
     "ChuteStatus",
     "Confirmation",
     "Durable",
@@ -30,6 +31,7 @@ __all__ = [
     "Publish",
     "Reason",
     "Recovered",
+    "Ring",
     "ScanRead",
     "SortRequest",
 ]
@@ -87,6 +89,21 @@ class Outcome(enum.IntEnum):
     def terminal(self) -> bool:
         """True when the item leaves the sorter; recirculated items come back."""
         return self not in (Outcome.RECIRC_FULL, Outcome.RECIRC_LATE, Outcome.RECIRC_DISABLED)
+
+
+class Ring(enum.StrEnum):
+    """The PLC's two rings (docs/interfaces.md, the register map)."""
+
+    REQUESTS = "requests"
+    CONFIRMATIONS = "confirmations"
+
+
+class ChuteFlag(enum.IntFlag):
+    """Bits of a chute's status word, as the PLC reports them and the host sets them."""
+
+    FULL = 1 << 0
+    DISABLED = 1 << 1
+    FAULT = 1 << 2
 
 
 @dataclass(frozen=True, slots=True)
