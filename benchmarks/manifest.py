@@ -395,8 +395,14 @@ def add_figures(
     sqlite = ways["sqlite"]
     section.add("sqlite_disk_b_per_row", sqlite["db_bytes"] / sqlite["rows"], "B/row",
                 "SQLite database file on disk")  # fmt: skip
-    if daemon is None:
-        return
+    if daemon is not None:
+        _add_daemon_figures(section, ways, daemon)
+
+
+def _add_daemon_figures(
+    section: Section, ways: dict[str, dict[str, Any]], daemon: dict[str, Any]
+) -> None:
+    """`sorterd run`'s memory and load time with the manifest, against the baselines'."""
     base = {k: ways[k]["rss_b_per_row"] for k in ("dict_tuples", "sqlite")}
     labels = {k: LABELS[k] + ", resident once loaded" for k in base}
     section.add(
