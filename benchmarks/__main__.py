@@ -23,6 +23,8 @@ from typing import Any
 
 from benchmarks import results
 
+__all__ = ["main"]
+
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line")
 KNOWN = (*DEFAULT, "faults", "before")
 

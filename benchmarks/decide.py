@@ -36,6 +36,8 @@ from sorter.ports import Reason
 from sorter.postcode import TermKind
 from sorter.runtime import tune_gc
 
+__all__ = ["QUICK", "Options", "TunedPython", "report", "run"]
+
 BATCH_ITEMS = 2_000_000
 REFERENCE_ITEMS = 200_000
 LIVE_ITEMS = 100_000

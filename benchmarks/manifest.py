@@ -62,6 +62,8 @@ from simulators.manifests import write_manifest
 from sorter.plan import load_plan
 from sorterd.demo import write_site
 
+__all__ = ["QUICK", "Options", "main", "report", "run"]
+
 ROWS = 1_000_000
 HUB_ROWS = 5_000_000
 LOOKUPS = 1_000_000

@@ -188,11 +188,6 @@ class SimulatedLine:
     def plc_url(self) -> str:
         return self.plc.url
 
-    @property
-    def scanner_url(self) -> str:
-        assert self.scanner is not None
-        return self.scanner.tcp_url
-
     async def start(self) -> None:
         await self.plc.start()
         for sim in self.heads.values():

@@ -1,4 +1,4 @@
-"""`sorterd` command line (INTERFACES.md section 1).
+"""`sorterd` command line (docs/interfaces.md section 1).
 
 Exit codes: 0 success or clean stop, 1 invalid input or fatal error, 2 usage error.
 A user's mistake (bad config, missing file, busy port) prints one clear message, never a
@@ -329,21 +329,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return command(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_FAIL
-    except SorterdError as exc:
-        # Every error raised on purpose (a device, a file, a telegram): the user's input or
-        # the line is wrong, not sorterd, so one line and no traceback.
-        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK
-    except OSError as exc:
-        # Busy ports, missing devices, unreadable files: the user's environment, not a bug.
-        print(f"error: {exc}", file=sys.stderr)
+    except (SorterdError, OSError) as exc:
+        _report(exc)
         return EXIT_FAIL
+    except BaseExceptionGroup as group:
+        # Raised out of a TaskGroup: the user's mistakes when every one of them is one.
+        leaves = _leaves(group)
+        if not all(isinstance(leaf, SorterdError | OSError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            _report(leaf)
+        return EXIT_FAIL
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _report(exc: BaseException) -> None:
+    """`error: ...` on stderr: one line per problem of a ConfigError, else one line.
+
+    SorterdError is every error raised on purpose (config, device, file, telegram) and
+    OSError a busy port, a missing device or an unreadable file: the user's input, the
+    line or the machine is wrong, not sorterd, so no traceback.
+    """
+    if isinstance(exc, ConfigError):
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+    elif isinstance(exc, SorterdError):
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":
