@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
             # Written after each benchmark: a long run that fails later keeps what it has.
             path = results.write(sections, broker=broker, folder=args.results_dir)
         # What one benchmark leaves (millions of objects) must not be collected during the
-        # next one's timed part: the line benchmark once saw a 1 s pause from it.
+        # next one's timed part: collected there, it paused the line benchmark for 1 s.
         del section
         gc.collect()
     if path is not None:
