@@ -17,10 +17,13 @@ import importlib
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import results
+
+__all__ = ["main"]
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line")
 KNOWN = (*DEFAULT, "faults", "before")
@@ -55,47 +58,69 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _manifest_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.hub:
+        changes["rows"] = 5_000_000
+    if args.manifest_rows:
+        changes["rows"] = args.manifest_rows
+    if args.no_daemon_memory:
+        changes["daemon"] = False
+    return changes
+
+
+def _line_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.quick:
+        changes.update(rates=module.QUICK_RATES, duration_s=module.QUICK_DURATION_S)
+    if args.line_rates:
+        changes["rates"] = tuple(float(r) for r in args.line_rates.split(","))
+    if args.line_duration:
+        changes["duration_s"] = args.line_duration
+    if args.no_reference:
+        changes["reference"] = False
+    if args.scans_first:
+        changes["scans_first"] = True
+    return changes
+
+
+def _rtu_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.rtu_bauds:
+        changes["bauds"] = tuple(int(b) for b in args.rtu_bauds.split(","))
+    if args.rtu_duration:
+        changes["duration_s"] = args.rtu_duration
+    if args.no_reference:
+        changes["reference"] = False
+    return changes
+
+
+def _before_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.before:
+        changes["before"] = args.before
+    if args.before_rounds:
+        changes["rounds"] = args.before_rounds
+    return changes
+
+
+# What each benchmark takes from the command line; the others take nothing but --quick.
+_CHANGES: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
+    "manifest": _manifest_changes,
+    "line": _line_changes,
+    "rtu": _rtu_changes,
+    "journal": lambda args, _: {"journal_dir": args.journal_dir} if args.journal_dir else {},
+    "faults": lambda args, _: {"scale": args.fault_scale, "select": args.fault_select},
+    "before": _before_changes,
+}
+
+
 def _options(name: str, module: Any, args: argparse.Namespace) -> Any:
     """The module's Options from the command line (its QUICK preset under --quick)."""
     import dataclasses
 
     base = module.QUICK if args.quick and hasattr(module, "QUICK") else module.Options()
-    changes: dict[str, Any] = {}
-    if name == "manifest":
-        if args.hub:
-            changes["rows"] = 5_000_000
-        if args.manifest_rows:
-            changes["rows"] = args.manifest_rows
-        if args.no_daemon_memory:
-            changes["daemon"] = False
-    elif name == "line":
-        if args.quick:
-            changes.update(rates=module.QUICK_RATES, duration_s=module.QUICK_DURATION_S)
-        if args.line_rates:
-            changes["rates"] = tuple(float(r) for r in args.line_rates.split(","))
-        if args.line_duration:
-            changes["duration_s"] = args.line_duration
-        if args.no_reference:
-            changes["reference"] = False
-        if args.scans_first:
-            changes["scans_first"] = True
-    elif name == "rtu":
-        if args.rtu_bauds:
-            changes["bauds"] = tuple(int(b) for b in args.rtu_bauds.split(","))
-        if args.rtu_duration:
-            changes["duration_s"] = args.rtu_duration
-        if args.no_reference:
-            changes["reference"] = False
-    elif name == "journal":
-        if args.journal_dir:
-            changes["journal_dir"] = args.journal_dir
-    elif name == "faults":
-        changes.update(scale=args.fault_scale, select=args.fault_select)
-    elif name == "before":
-        if args.before:
-            changes["before"] = args.before
-        if args.before_rounds:
-            changes["rounds"] = args.before_rounds
+    changes = _CHANGES[name](args, module) if name in _CHANGES else {}
     return dataclasses.replace(base, **changes) if changes else base
 
 
@@ -136,7 +161,7 @@ def main(argv: list[str]) -> int:
             # Written after each benchmark: a long run that fails later keeps what it has.
             path = results.write(sections, broker=broker, folder=args.results_dir)
         # What one benchmark leaves (millions of objects) must not be collected during the
-        # next one's timed part: the line benchmark once saw a 1 s pause from it.
+        # next one's timed part: collected there, it paused the line benchmark for 1 s.
         del section
         gc.collect()
     if path is not None:

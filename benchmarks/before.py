@@ -20,6 +20,8 @@ from pathlib import Path
 from benchmarks.common import ROOT
 from benchmarks.results import Section
 
+__all__ = ["QUICK", "Options", "report", "run"]
+
 # The last commit before sort plan version 2 (cross-border routing).
 BEFORE_DEFAULT = "6a58e07"
 

@@ -14,6 +14,17 @@ from sorter.decide import Decider
 from sorter.kernel import ChuteState, ItemFeatures
 from sorter.plan import compile_plan, load_plan
 
+__all__ = [
+    "PLAN",
+    "ROOT",
+    "best_of",
+    "decider",
+    "feature_arrays",
+    "feature_keywords",
+    "percentiles_us",
+    "traffic_codes",
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "config" / "demo" / "sortplan.toml"
 SITE = ROOT / "config" / "demo" / "site.toml"

@@ -23,6 +23,8 @@ import aiomqtt
 
 from drivers.broker import LocalBroker
 
+__all__ = ["PREFIX", "cpu_s", "daemon_process", "log_events", "memory_kb", "observing", "wait_for"]
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PREFIX = "bench/line"
 

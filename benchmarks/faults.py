@@ -20,6 +20,8 @@ import pytest
 
 from benchmarks.results import ROOT, Section
 
+__all__ = ["Options", "report", "run"]
+
 SCALE = 1.0
 
 

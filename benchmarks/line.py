@@ -52,6 +52,19 @@ from simulators.plc import PlcServe
 from sorter.plan import load_plan
 from sorterd.demo import write_site
 
+__all__ = [
+    "QUICK_DURATION_S",
+    "QUICK_RATES",
+    "Options",
+    "latency_ms",
+    "ledger_figures",
+    "main",
+    "report",
+    "run",
+    "run_reference",
+    "section_name",
+]
+
 RATES = (20_000, 40_000, 100_000, 200_000)
 DURATION_S = 30.0
 QUICK_RATES = (40_000, 100_000)

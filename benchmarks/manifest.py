@@ -62,6 +62,8 @@ from simulators.manifests import write_manifest
 from sorter.plan import load_plan
 from sorterd.demo import write_site
 
+__all__ = ["QUICK", "Options", "main", "report", "run"]
+
 ROWS = 1_000_000
 HUB_ROWS = 5_000_000
 LOOKUPS = 1_000_000
@@ -395,8 +397,14 @@ def add_figures(
     sqlite = ways["sqlite"]
     section.add("sqlite_disk_b_per_row", sqlite["db_bytes"] / sqlite["rows"], "B/row",
                 "SQLite database file on disk")  # fmt: skip
-    if daemon is None:
-        return
+    if daemon is not None:
+        _add_daemon_figures(section, ways, daemon)
+
+
+def _add_daemon_figures(
+    section: Section, ways: dict[str, dict[str, Any]], daemon: dict[str, Any]
+) -> None:
+    """`sorterd run`'s memory and load time with the manifest, against the baselines'."""
     base = {k: ways[k]["rss_b_per_row"] for k in ("dict_tuples", "sqlite")}
     labels = {k: LABELS[k] + ", resident once loaded" for k in base}
     section.add(

@@ -29,6 +29,8 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
 from sorter.plc_url import parse_plc_url
 
+__all__ = ["RefHost", "main"]
+
 HEARTBEAT_INTERVAL_S = 0.25
 _running = True
 

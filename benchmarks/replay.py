@@ -20,6 +20,8 @@ from benchmarks.common import PLAN, decider, traffic_codes
 from benchmarks.results import Section
 from sorter.replay import Replay
 
+__all__ = ["QUICK", "Options", "report", "run"]
+
 ROWS = 1_000_000
 DISTINCT = 100_000
 

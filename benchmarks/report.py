@@ -20,6 +20,21 @@ from typing import Any
 from benchmarks import results
 from benchmarks.results import Figure, figures_of
 
+__all__ = [
+    "DOC",
+    "TABLES",
+    "Renderer",
+    "Source",
+    "main",
+    "num",
+    "ratio",
+    "regenerate",
+    "render",
+    "shown",
+    "source_line",
+    "with_unit",
+]
+
 DOC = results.ROOT / "BENCHMARKS.md"
 _BLOCK = re.compile(
     r"(<!-- generated:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- generated:end (?P=name) -->)",

@@ -50,6 +50,33 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+__all__ = [
+    "RESULTS_DIR",
+    "ROOT",
+    "SCHEMA",
+    "Baseline",
+    "Better",
+    "Commit",
+    "Figure",
+    "Section",
+    "broker_info",
+    "commit",
+    "default_broker_kind",
+    "describe_machine",
+    "figures_of",
+    "filesystem",
+    "latest",
+    "load_avg",
+    "machine",
+    "now_iso",
+    "read",
+    "result_files",
+    "results_path",
+    "section_json",
+    "versions",
+    "write",
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SCHEMA = 1

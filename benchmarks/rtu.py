@@ -39,6 +39,8 @@ from sorter.plc_url import SerialSettings, max_items_per_h
 from sorter.ports import Outcome
 from sorterd.demo import write_site
 
+__all__ = ["QUICK", "Options", "report", "run"]
+
 BAUDS = (19_200, 115_200)
 RATE = 20_000
 DURATION_S = 30.0

@@ -1,12 +1,14 @@
-"""Scanner telegram framing and parsing (INTERFACES.md section 4). No I/O here.
+"""Scanner telegram framing and parsing (docs/interfaces.md section 4). No I/O here.
 
 The layering follows pymodbus' framers: a `Framer` cuts a byte buffer into frames and
 reports how many bytes it used; the caller keeps the rest for the next read. A
-`TelegramFormat` (preset) pairs a framer with a payload parser and its inverse, the
-encoder the simulator uses: `index` (the contract), `sick`, `cognex`, `datalogic`, `lines`
-and `custom` (a regular expression). `format_from_options` builds one from the site
-config's settings (sorter/telegram_options.py). `TelegramDecoder` holds the buffer of one
-link and turns bytes into `ScanRead` events.
+`TelegramFormat` (preset) pairs a framer with a payload parser and its strict inverse
+(an encoder that checks the parser gives its read back, for tests): `index` (the
+contract), `sick`, `cognex`, `datalogic`, `lines` and `custom` (a regular expression).
+The simulators do not use this encoder: they have their own (simulators/telegrams.py),
+so that the daemon is tested against bytes it did not make. `format_from_options` builds
+a preset from the site config's settings (sorter/telegram_options.py). `TelegramDecoder`
+holds the buffer of one link and turns bytes into `ScanRead` events.
 
 Framing rules, with a start delimiter (`index`: STX payload ETX):
 - bytes before a start are garbage: counted and skipped;
@@ -33,9 +35,37 @@ from sorter.errors import SorterdError
 from sorter.ports import NOREAD, ScanRead
 from sorter.telegram_options import PAD, PRESET_DEFAULTS, PRESETS, TelegramOptions
 
+__all__ = [
+    "ETX",
+    "FORMATS",
+    "HEARTBEAT",
+    "MAX_FRAME_BYTES",
+    "MAX_TRACKING_ID",
+    "STX",
+    "DelimitedFormat",
+    "Frame",
+    "FrameScan",
+    "Framer",
+    "Heartbeat",
+    "IndexFormat",
+    "IndexTelegram",
+    "PatternFormat",
+    "Telegram",
+    "TelegramDecoder",
+    "TelegramError",
+    "TelegramFormat",
+    "TelegramStats",
+    "format_from_options",
+    "format_heartbeat",
+    "format_index_telegram",
+    "get_format",
+    "parse_frames",
+    "parse_index_telegram",
+    "scan_frames",
+]
+
 STX: Final = 0x02
 ETX: Final = 0x03
-GS: Final = 0x1D
 MAX_FRAME_BYTES: Final = 4096
 MAX_TRACKING_ID: Final = 2**32 - 1
 HEARTBEAT_PAYLOAD: Final = b"HB"
@@ -116,7 +146,7 @@ class TelegramStats:
 
 class TelegramFormat(Protocol):
     """A telegram preset: how a byte stream is cut into frames, what a frame means, and
-    (for the simulator) the inverse: the bytes a scanner of that preset sends."""
+    the inverse: the bytes a scanner of that preset sends."""
 
     @property
     def name(self) -> str: ...
@@ -536,7 +566,7 @@ class PatternFormat(_Framed):
     The whole payload must match. Group `codes` holds the codes, split at `separator`
     (an empty separator: the group is one code); an optional group `tracking_id` holds
     the decimal tracking id. `template` (`str.format` with `{tracking_id}`, `{codes}`) is
-    the inverse, for the simulator; without one the preset cannot be simulated.
+    the inverse, for encoding; without one the preset cannot be encoded.
     """
 
     def __init__(
@@ -585,7 +615,7 @@ class PatternFormat(_Framed):
 
     def encode_read(self, tracking_id: int | None, codes: Sequence[str]) -> bytes:
         if self.template is None:
-            raise TelegramError("preset custom has no template: it cannot be simulated")
+            raise TelegramError("preset custom has no template: it cannot be encoded")
         _check_codes(codes, (self.separator,))
         _check_id(self.name, self.carries_tracking_id, tracking_id)
         body = self.separator.join(codes) if codes else self.noread

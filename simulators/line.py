@@ -17,14 +17,23 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from drivers.telegram import TelegramFormat, format_from_options
 from simulators.conveyor import Conveyor, Ledger, LineParams
 from simulators.plc import PlcServe, PlcSimulator
 from simulators.scanner import ScannerSimulator
+from simulators.sortplan import machine_chutes
 from simulators.traffic import Traffic
 from sorter.config import ConfigError, Problem, ScannerSection, Site
-from sorter.plan import load_plan
 from sorter.plc_url import parse_plc_url
+from sorter.telegram_options import TelegramOptions
+
+__all__ = [
+    "DEMO_PARAMS",
+    "HeadSpec",
+    "SimulatedLine",
+    "plc_serve_for",
+    "simulate",
+    "simulated_format",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +73,7 @@ class HeadSpec:
     miss_rate: float = 0.0
     tunnel: str | None = None
     port: int = 0
-    telegram_format: str | TelegramFormat | None = None  # None: the line's
+    telegram_format: str | TelegramOptions | None = None  # None: the line's
 
     def __post_init__(self) -> None:
         for key in ("read_rate", "miss_rate"):
@@ -92,7 +101,7 @@ class SimulatedLine:
         scanner_heartbeat_s: float | None = 1.0,
         with_scanner: bool = True,
         plc_serve: PlcServe | None = None,
-        telegram_format: str | TelegramFormat = "index",
+        telegram_format: str | TelegramOptions = "index",
         heads: Sequence[HeadSpec] | None = None,
     ) -> None:
         self.params = replace(params, chutes=tuple(sorted(chutes)))
@@ -179,11 +188,6 @@ class SimulatedLine:
     def plc_url(self) -> str:
         return self.plc.url
 
-    @property
-    def scanner_url(self) -> str:
-        assert self.scanner is not None
-        return self.scanner.tcp_url
-
     async def start(self) -> None:
         await self.plc.start()
         for sim in self.heads.values():
@@ -239,8 +243,8 @@ def plc_serve_for(url: str, rtu: str | None) -> tuple[PlcServe, int]:
     return PlcServe("rtu", device=rtu, serial=ep.serial), 0
 
 
-def simulated_format(section: ScannerSection, preset: str | None = None) -> TelegramFormat:
-    """The telegram format to simulate for a scanner: its own, or `preset` with defaults.
+def simulated_format(section: ScannerSection, preset: str | None = None) -> TelegramOptions:
+    """The telegram settings to simulate for a scanner: its own, or `preset`'s defaults.
 
     ConfigError when the simulator cannot speak it (`custom` without a template).
     """
@@ -256,7 +260,7 @@ def simulated_format(section: ScannerSection, preset: str | None = None) -> Tele
         )
     if problems:
         raise ConfigError(problems)
-    return format_from_options(options)
+    return options
 
 
 async def simulate(
@@ -277,7 +281,7 @@ async def simulate(
     `read_rate`. `telegram_format` (a preset name) replaces the first scanner's format.
     """
     cfg = site.config
-    plan = load_plan(site.plan_path)
+    chutes = machine_chutes(site.plan_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -286,21 +290,10 @@ async def simulate(
         fmt = simulated_format(cfg.scanner[0], telegram_format)
         return await _simulate_scanner(site, fmt, rate_per_h, duration_s, seed, stop)
     plc_serve, plc_port = plc_serve_for(cfg.plc.url, rtu)
-    # Each head in its own preset (the first one in --format's, when given); the PLC alone
-    # needs none, so a scanner the simulator cannot speak does not stop it.
-    heads = [
-        HeadSpec(
-            s.name,
-            read_rate=read_rate,
-            tunnel=s.tunnel,
-            port=_tcp_port(s.url),
-            telegram_format=simulated_format(s, telegram_format if i == 0 else None),
-        )
-        for i, s in enumerate(cfg.scanner)
-        if device == "line"
-    ]
+    # The PLC alone needs no head, so a scanner the simulator cannot speak does not stop it.
+    heads = _site_heads(site, telegram_format, read_rate) if device == "line" else []
     line = SimulatedLine(
-        sorted(plan.machine_chutes),
+        chutes,
         plc_serve=plc_serve,
         plc_port=plc_port,
         device_id=cfg.plc.device_id,
@@ -316,23 +309,46 @@ async def simulate(
             plc=line.plc_url,
             scanners={name: sim.tcp_url for name, sim in line.heads.items()},
         )
-        runner = asyncio.create_task(line.run(rate_per_h, duration_s))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        runner.cancel()
-        stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        if not stop.is_set():
-            # Let the items on the belt finish, unless told to stop meanwhile.
-            drainer = asyncio.create_task(line.drain(60.0))
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({drainer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (drainer, stopper):
-                task.cancel()
-            await asyncio.wait({drainer, stopper})
+        await _run_until_stopped(line, rate_per_h, duration_s, stop)
         log.info("simulator summary", **line.ledger.summary())
     return 0
+
+
+def _site_heads(site: Site, telegram_format: str | None, read_rate: float) -> list[HeadSpec]:
+    """A head per scanner of the site, each in its own preset (the first one in
+    `telegram_format`'s, when given)."""
+    return [
+        HeadSpec(
+            s.name,
+            read_rate=read_rate,
+            tunnel=s.tunnel,
+            port=_tcp_port(s.url),
+            telegram_format=simulated_format(s, telegram_format if i == 0 else None),
+        )
+        for i, s in enumerate(site.config.scanner)
+    ]
+
+
+async def _run_until_stopped(
+    line: SimulatedLine, rate_per_h: float, duration_s: float | None, stop: asyncio.Event
+) -> None:
+    """Induct until `duration_s` or `stop`; then let the belt drain, unless stopped."""
+    runner = asyncio.create_task(line.run(rate_per_h, duration_s))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    runner.cancel()
+    stopper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    if stop.is_set():
+        return
+    # Let the items on the belt finish, unless told to stop meanwhile.
+    drainer = asyncio.create_task(line.drain(60.0))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({drainer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (drainer, stopper):
+        task.cancel()
+    await asyncio.wait({drainer, stopper})
 
 
 def _announce(plc: PlcSimulator) -> None:
@@ -348,7 +364,7 @@ def _announce(plc: PlcSimulator) -> None:
 
 async def _simulate_scanner(
     site: Site,
-    fmt: TelegramFormat,
+    fmt: TelegramOptions,
     rate_per_h: float,
     duration_s: float | None,
     seed: int,
@@ -361,7 +377,7 @@ async def _simulate_scanner(
         telegram_format=fmt,
     )
     async with scanner:
-        log.info("scanner simulator ready", url=scanner.tcp_url, format=fmt.name)
+        log.info("scanner simulator ready", url=scanner.tcp_url, format=fmt.format)
         interval_s = 3600.0 / rate_per_h
         loop = asyncio.get_running_loop()
         end_s = None if duration_s is None else loop.time() + duration_s

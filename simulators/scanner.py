@@ -1,9 +1,9 @@
 """A fixed-mount scanner on the other end of a real TCP socket and/or pty.
 
-It speaks any telegram preset of INTERFACES.md section 4 (`index` by default), built by
-the encoder of the same format object that parses it (drivers.telegram), so both ends
-agree. Like a real scanner it listens on TCP and
-sends each telegram to whoever is connected at that moment: with nobody connected the
+It speaks any telegram preset of docs/interfaces.md section 4 (`index` by default), with
+the simulators' own encoder (simulators/telegrams.py), not the daemon's codec: the daemon
+is tested against bytes it did not make. Like a real scanner it listens on TCP and sends
+each telegram to whoever is connected at that moment: with nobody connected the
 telegram is lost (counted in `dropped`), never queued for a later client. Over a pty the
 bytes go to the tty buffer; the client (pyserial) flushes stale input when it opens the
 device, as a real serial port behaves. Faults are injected with `send_raw`.
@@ -20,7 +20,10 @@ from typing import Final, Self
 
 import structlog
 
-from drivers.telegram import TelegramFormat, get_format
+from simulators.telegrams import TelegramEncoder, encoder_for
+from sorter.telegram_options import TelegramOptions
+
+__all__ = ["DEFAULT_MAX_BUFFER_BYTES", "ScannerSimulator"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,13 +80,27 @@ class _Link(asyncio.Protocol):
             transport.close()
 
 
+async def _close_links(links: list[_Link]) -> None:
+    """Close every link; abort those still open after `_CLOSE_TIMEOUT_S`."""
+    for link in links:
+        link.close()
+    if not links:
+        return
+    _, pending = await asyncio.wait([link.lost for link in links], timeout=_CLOSE_TIMEOUT_S)
+    for link in links:
+        if not link.lost.done() and link.transport is not None:
+            link.transport.abort()
+    if pending:
+        await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
+
+
 class ScannerSimulator:
     """Serves telegrams over TCP (`port`, 0 picks a free one) and/or a pty.
 
     `port=None` disables TCP; `pty=True` adds a pty whose device path is `pty_path` once
     started (a new path at every start). A restart keeps the TCP port first bound, so a
     client can reconnect to the same URL. `telegram_format`: a preset name (its default
-    settings) or a format from `drivers.telegram.format_from_options`.
+    settings) or a preset's resolved settings (`sorter.telegram_options.resolve`).
     `heartbeat_interval_s` sends the preset's heartbeat periodically; a preset without
     one sends none, as the real scanner would not.
     """
@@ -97,15 +114,13 @@ class ScannerSimulator:
         pty: bool = False,
         heartbeat_interval_s: float | None = None,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
-        telegram_format: str | TelegramFormat = "index",
+        telegram_format: str | TelegramOptions = "index",
     ) -> None:
         if port is None and not pty:
             raise ValueError("enable TCP (port) or the pty, or both")
         if heartbeat_interval_s is not None and heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be positive or None")
-        self.format = (
-            get_format(telegram_format) if isinstance(telegram_format, str) else telegram_format
-        )
+        self.format: TelegramEncoder = encoder_for(telegram_format)
         self._heartbeat = self.format.encode_heartbeat()
         self.name = name
         self.host = host
@@ -219,15 +234,7 @@ class ScannerSimulator:
         pty_link, self._pty_link = self._pty_link, None
         if pty_link is not None:
             links.append(pty_link)
-        for link in links:
-            link.close()
-        if links:
-            _, pending = await asyncio.wait([link.lost for link in links], timeout=_CLOSE_TIMEOUT_S)
-            for link in links:
-                if not link.lost.done() and link.transport is not None:
-                    link.transport.abort()
-            if pending:
-                await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S)
+        await _close_links(links)
         if server is not None:
             await server.wait_closed()
         slave_fd, self._pty_slave_fd = self._pty_slave_fd, None
@@ -258,8 +265,8 @@ class ScannerSimulator:
     def send_read(self, tracking_id: int, codes: Sequence[str]) -> bool:
         """Send a read telegram; no codes sends the no-read. True if any link took it.
 
-        The tracking id is left out for presets that carry none. TelegramError for a code
-        the preset cannot carry.
+        The tracking id is left out for presets that carry none. TelegramEncodeError for a
+        code the preset cannot carry.
         """
         carried = tracking_id if self.format.carries_tracking_id else None
         return self.send_raw(self.format.encode_read(carried, codes))

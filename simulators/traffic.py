@@ -10,7 +10,7 @@ carrying two carriers' labels. The mix is a table so tests and benchmarks can re
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -25,6 +25,8 @@ from simulators.labels import (
     make_ups,
     moroccan_postcode,
 )
+
+__all__ = ["DEFAULT_MIX", "Traffic"]
 
 # Share of each kind of parcel; the names are what `SimItem.expected_reason`-style checks
 # and the demo summary show.
@@ -77,34 +79,40 @@ class Traffic:
         )
 
 
+def _s10_and_gs1(rng: random.Random) -> tuple[str, ...]:
+    codes = [
+        make_s10(rng, service=rng.choice(("LX", "UA", "CP"))),
+        make_gs1_label(rng, moroccan_postcode(rng)),
+    ]
+    rng.shuffle(codes)  # tunnels report codes in the order the heads saw them
+    return tuple(codes)
+
+
+def _unknown(rng: random.Random) -> tuple[str, ...]:
+    return ("X" + "".join(rng.choice("ABCDEFGH0123456789") for _ in range(11)),)
+
+
+# The codes of each kind of parcel in DEFAULT_MIX, drawn from the item's random stream.
+_KINDS: Mapping[str, Callable[[random.Random], tuple[str, ...]]] = MappingProxyType(
+    {
+        "s10+gs1": _s10_and_gs1,
+        "gs1": lambda rng: (make_gs1_label(rng, moroccan_postcode(rng), make_sscc(rng)),),
+        "ems": lambda rng: (make_s10(rng, service=rng.choice(("EE", "EA", "EM"))),),
+        "registered": lambda rng: (make_s10(rng, service=rng.choice(("RB", "RR", "RC"))),),
+        "ups": lambda rng: (make_ups(rng),),
+        "dhl": lambda rng: (make_dhl(rng),),
+        "lp": lambda rng: (make_lp(rng),),
+        "noread": lambda rng: (),
+        "damaged": lambda rng: (damage(rng, make_s10(rng)),),
+        "unknown": _unknown,
+        "conflict": lambda rng: (make_ups(rng), make_dhl(rng)),
+        "agreeing": lambda rng: (make_s10(rng, service="RB"), make_s10(rng, service="RR")),
+    }
+)
+
+
 def _codes(rng: random.Random, kind: str) -> tuple[str, ...]:
-    if kind == "s10+gs1":
-        codes = [
-            make_s10(rng, service=rng.choice(("LX", "UA", "CP"))),
-            make_gs1_label(rng, moroccan_postcode(rng)),
-        ]
-        rng.shuffle(codes)  # tunnels report codes in the order the heads saw them
-        return tuple(codes)
-    if kind == "gs1":
-        return (make_gs1_label(rng, moroccan_postcode(rng), make_sscc(rng)),)
-    if kind == "ems":
-        return (make_s10(rng, service=rng.choice(("EE", "EA", "EM"))),)
-    if kind == "registered":
-        return (make_s10(rng, service=rng.choice(("RB", "RR", "RC"))),)
-    if kind == "ups":
-        return (make_ups(rng),)
-    if kind == "dhl":
-        return (make_dhl(rng),)
-    if kind == "lp":
-        return (make_lp(rng),)
-    if kind == "noread":
-        return ()
-    if kind == "damaged":
-        return (damage(rng, make_s10(rng)),)
-    if kind == "unknown":
-        return ("X" + "".join(rng.choice("ABCDEFGH0123456789") for _ in range(11)),)
-    if kind == "conflict":
-        return (make_ups(rng), make_dhl(rng))
-    if kind == "agreeing":
-        return (make_s10(rng, service="RB"), make_s10(rng, service="RR"))
-    raise ValueError(f"unknown traffic kind {kind!r}")
+    make = _KINDS.get(kind)
+    if make is None:
+        raise ValueError(f"unknown traffic kind {kind!r}")
+    return make(rng)

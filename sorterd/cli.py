@@ -1,4 +1,4 @@
-"""`sorterd` command line (INTERFACES.md section 1).
+"""`sorterd` command line (docs/interfaces.md section 1).
 
 Exit codes: 0 success or clean stop, 1 invalid input or fatal error, 2 usage error.
 A user's mistake (bad config, missing file, busy port) prints one clear message, never a
@@ -12,10 +12,13 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sorter.config import ConfigError, Site, load_site
+from sorter.errors import SorterdError
 from sorter.telegram_options import PRESETS
+
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -33,10 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sorterd {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_site(sub.add_parser("run", help="run the daemon in the foreground"))
+    _add_demo(sub)
+    _add_site(sub.add_parser("check-config", help="validate site config, sort plan and manifests"))
+    p = sub.add_parser("top", help="a live view of the line from its MQTT topics")
+    p.add_argument("-c", "--config", metavar="SITE.toml", help="take broker and prefix from here")
+    p.add_argument("--mqtt", metavar="URL", help="broker URL (default: the site's)")
+    p.add_argument("--prefix", metavar="P", help="topic prefix (default: the site's)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    _add_replay(sub)
+    _add_simulate(sub)
+    return parser
 
-    p = sub.add_parser("run", help="run the daemon in the foreground")
-    _add_site(p)
 
+_Subparsers = argparse._SubParsersAction  # the type argparse gives no public name
+
+
+def _add_demo(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="a whole simulated line on this machine, with live progress")
     p.add_argument("--duration", type=float, default=30.0, metavar="S", help="induction time")
     p.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
@@ -57,15 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "presets without tracking id are matched by window, docs/tunnels.md)",
     )
 
-    p = sub.add_parser("check-config", help="validate site config, sort plan and manifests")
-    _add_site(p)
 
-    p = sub.add_parser("top", help="a live view of the line from its MQTT topics")
-    p.add_argument("-c", "--config", metavar="SITE.toml", help="take broker and prefix from here")
-    p.add_argument("--mqtt", metavar="URL", help="broker URL (default: the site's)")
-    p.add_argument("--prefix", metavar="P", help="topic prefix (default: the site's)")
-    p.add_argument("--once", action="store_true", help="print one frame and exit")
-
+def _add_replay(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="what-if: recorded scans through the sort plan, offline")
     _add_site(p)
     p.add_argument("scans", metavar="SCANS.csv", help="tracking_id,codes[,...] with a header")
@@ -84,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave the site's manifests out (the live line applies them)",
     )
 
+
+def _add_simulate(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="run a simulator alone, for commissioning")
     sim = p.add_subparsers(dest="device", required=True, metavar="DEVICE")
     for name, text in (
@@ -115,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument(
                 "--read-rate", type=_share, default=1.0, metavar="0..1", help="per scanner head"
             )
-    return parser
 
 
 def _share(text: str) -> float:
@@ -246,6 +256,67 @@ def _check_manifests(site: Site, destinations: list[str]) -> bool:
     return failed
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from sorterd.demo import run_demo  # noqa: PLC0415
+
+    return asyncio.run(
+        run_demo(
+            duration_s=args.duration,
+            rate_per_h=args.rate,
+            seed=args.seed,
+            mqtt=args.mqtt,
+            heads=args.heads,
+            read_rate=args.read_rate,
+            kill_head_after_s=args.kill_head_after,
+            telegram_format=args.format,
+        )
+    )
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from sorterd.replay_cli import replay  # noqa: PLC0415
+
+    return replay(
+        args.config,
+        args.scans,
+        args.out,
+        args.report,
+        args.chute_capacity,
+        use_manifest=not args.no_manifest,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulators.line import simulate  # noqa: PLC0415
+
+    try:
+        return asyncio.run(
+            simulate(
+                args.device,
+                load_site(args.config),
+                rate_per_h=args.rate,
+                duration_s=args.duration,
+                seed=args.seed,
+                rtu=getattr(args, "rtu", None),
+                telegram_format=getattr(args, "format", None),
+                read_rate=getattr(args, "read_rate", 1.0),
+            )
+        )
+    except ValueError as exc:  # a site whose addresses the simulator cannot serve
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "check-config": lambda args: _check_config(args.config),
+    "run": lambda args: asyncio.run(_run_daemon(args.config)),
+    "demo": _demo,
+    "top": _top,
+    "replay": _replay,
+    "simulate": _simulate,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sorterd.logs import setup_logging  # noqa: PLC0415
@@ -253,70 +324,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The demo shows its own progress; its log lines would only bury it.
     quiet = args.command == "demo" and "SORTERD_LOG_LEVEL" not in os.environ
     setup_logging(level="warning" if quiet else None)
+    command = _COMMANDS.get(args.command)
+    if command is None:
+        return EXIT_USAGE
     try:
-        if args.command == "check-config":
-            return _check_config(args.config)
-        if args.command == "run":
-            return asyncio.run(_run_daemon(args.config))
-        if args.command == "demo":
-            from sorterd.demo import run_demo  # noqa: PLC0415
-
-            return asyncio.run(
-                run_demo(
-                    duration_s=args.duration,
-                    rate_per_h=args.rate,
-                    seed=args.seed,
-                    mqtt=args.mqtt,
-                    heads=args.heads,
-                    read_rate=args.read_rate,
-                    kill_head_after_s=args.kill_head_after,
-                    telegram_format=args.format,
-                )
-            )
-        if args.command == "top":
-            return _top(args)
-        if args.command == "replay":
-            from sorterd.replay_cli import replay  # noqa: PLC0415
-
-            return replay(
-                args.config,
-                args.scans,
-                args.out,
-                args.report,
-                args.chute_capacity,
-                use_manifest=not args.no_manifest,
-            )
-        if args.command == "simulate":
-            from simulators.line import simulate  # noqa: PLC0415
-
-            try:
-                return asyncio.run(
-                    simulate(
-                        args.device,
-                        load_site(args.config),
-                        rate_per_h=args.rate,
-                        duration_s=args.duration,
-                        seed=args.seed,
-                        rtu=getattr(args, "rtu", None),
-                        telegram_format=getattr(args, "format", None),
-                        read_rate=getattr(args, "read_rate", 1.0),
-                    )
-                )
-            except ValueError as exc:  # a site whose addresses the simulator cannot serve
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_FAIL
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_FAIL
+        return command(args)
     except KeyboardInterrupt:
         return EXIT_OK
-
-    except OSError as exc:
-        # Busy ports, missing devices, unreadable files: the user's environment, not a bug.
-        print(f"error: {exc}", file=sys.stderr)
+    except (SorterdError, OSError) as exc:
+        _report(exc)
         return EXIT_FAIL
-    return EXIT_USAGE
+    except BaseExceptionGroup as group:
+        # Raised out of a TaskGroup: the user's mistakes when every one of them is one.
+        leaves = _leaves(group)
+        if not all(isinstance(leaf, SorterdError | OSError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            _report(leaf)
+        return EXIT_FAIL
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _report(exc: BaseException) -> None:
+    """`error: ...` on stderr: one line per problem of a ConfigError, else one line.
+
+    SorterdError is every error raised on purpose (config, device, file, telegram) and
+    OSError a busy port, a missing device or an unreadable file: the user's input, the
+    line or the machine is wrong, not sorterd, so no traceback.
+    """
+    if isinstance(exc, ConfigError):
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+    elif isinstance(exc, SorterdError):
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

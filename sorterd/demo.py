@@ -28,9 +28,21 @@ from rich.table import Table
 from drivers.broker import LocalBroker, free_port
 from drivers.telegram import get_format
 from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
-from sorter.config import load_site
+from sorter.config import Site, load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
+
+__all__ = [
+    "HEAD_NAMES",
+    "MIN_WINDOW_MS",
+    "Observer",
+    "demo_config_dir",
+    "demo_heads",
+    "head_format",
+    "run_demo",
+    "window_tracking",
+    "write_site",
+]
 
 DRAIN_TIMEOUT_S = 120.0
 MQTT_SETTLE_S = 15.0
@@ -70,15 +82,11 @@ def write_site(
     `scanner_keys` more TOML lines for a head's table (`'max_frame_bytes = 64\n'`).
     """
     site = folder / "site.toml"
-    preset = dict(formats or {})
-    scanner_tables = "".join(
-        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\n'
-        f'format = "{preset.get(name, "index")}"\n'
-        + (f'tunnel = "{tunnel}"\n' if tunnel else "")
-        + (f"silence_timeout_s = {silence_timeout_s}\n" if silence_timeout_s else "")
-        + (scanner_keys or {}).get(name, "")
-        + "\n"
-        for name, port, tunnel in (scanners or [("tunnel-1", scanner_port, None)])
+    scanner_tables = _scanner_tables(
+        scanners or [("tunnel-1", scanner_port, None)],
+        silence_timeout_s,
+        formats or {},
+        scanner_keys or {},
     )
     manifest_table = (
         f"\n[manifest]\nfiles = [{json.dumps(manifests)}]\npoll_interval_s = {manifest_poll_s}\n"
@@ -86,14 +94,23 @@ def write_site(
         else ""
     )
     site.write_text(
-        f"""[site]
+        _site_toml(plc_url or f"tcp://127.0.0.1:{plc_port}", scanner_tables, mqtt_url, prefix, plan)
+        + manifest_table
+        + extra
+    )
+    return site
+
+
+def _site_toml(plc_url: str, scanner_tables: str, mqtt_url: str, prefix: str, plan: Path) -> str:
+    """The fixed tables of `write_site`'s config around its scanner tables."""
+    return f"""[site]
 name = "casablanca-hub"
 line = "demo"
 timezone = "Africa/Casablanca"
 country = "MA"
 
 [plc]
-url = "{plc_url or f"tcp://127.0.0.1:{plc_port}"}"
+url = "{plc_url}"
 poll_interval_ms = 5
 
 {scanner_tables}[mqtt]
@@ -107,10 +124,24 @@ file = {json.dumps(str(plan))}
 [journal]
 path = "journal.sqlite"
 """
-        + manifest_table
-        + extra
+
+
+def _scanner_tables(
+    scanners: Sequence[tuple[str, int, str | None]],
+    silence_timeout_s: float | None,
+    formats: Mapping[str, str],
+    scanner_keys: Mapping[str, str],
+) -> str:
+    """The `[[scanner]]` tables of `write_site`, one per (name, port, tunnel)."""
+    return "".join(
+        f'[[scanner]]\nname = "{name}"\nurl = "tcp://127.0.0.1:{port}"\n'
+        f'format = "{formats.get(name, "index")}"\n'
+        + (f'tunnel = "{tunnel}"\n' if tunnel else "")
+        + (f"silence_timeout_s = {silence_timeout_s}\n" if silence_timeout_s else "")
+        + scanner_keys.get(name, "")
+        + "\n"
+        for name, port, tunnel in scanners
     )
-    return site
 
 
 @dataclass(slots=True)
@@ -222,7 +253,7 @@ def head_format(spec: HeadSpec, default: str = "index") -> str:
     fmt = spec.telegram_format
     if fmt is None:
         return default
-    return fmt if isinstance(fmt, str) else fmt.name
+    return fmt if isinstance(fmt, str) else fmt.format
 
 
 async def run_demo(
@@ -269,8 +300,30 @@ async def run_demo(
             formats={h.name: head_format(h) for h in specs},
             extra=tracking,
         )
-        site = load_site(site_path)
-        observer = Observer(prefix)
+        run = _DemoRun(console, line, Observer(prefix))
+        return await run.run(
+            load_site(site_path), mqtt_url, rate_per_h, duration_s, kill_head_after_s
+        )
+    return 1
+
+
+@dataclass(slots=True)
+class _DemoRun:
+    """The demo once its line, daemon and observer exist: induct, watch, settle, sum up."""
+
+    console: Console
+    line: SimulatedLine
+    observer: Observer
+
+    async def run(
+        self,
+        site: Site,
+        mqtt_url: str,
+        rate_per_h: float,
+        duration_s: float,
+        kill_head_after_s: float | None,
+    ) -> int:
+        line, observer, console = self.line, self.observer, self.console
         observer_ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             obs_task = tg.create_task(observer.run(mqtt_url, observer_ready), name="observer")
@@ -284,69 +337,74 @@ async def run_demo(
             )
             t0 = time.monotonic()
             induct = tg.create_task(line.run(rate_per_h, duration_s=duration_s), name="induct")
-            killed = False
-            drained = False
-            live_ctx = (
-                Live(console=console, refresh_per_second=4)
-                if console.is_terminal
-                else contextlib.nullcontext()
-            )
-            with live_ctx as live:
-                last_print = 0.0
-                deadline = t0 + duration_s + DRAIN_TIMEOUT_S
-                while time.monotonic() < deadline:
-                    elapsed = time.monotonic() - t0
-                    if (
-                        kill_head_after_s is not None
-                        and not killed
-                        and elapsed >= kill_head_after_s
-                    ):
-                        killed = True
-                        await line.kill_head(specs[-1].name)
-                        console.print(f"switched head {specs[-1].name} off")
-                    if isinstance(live, Live):
-                        live.update(_progress_table(line, daemon, observer, elapsed))
-                    elif elapsed - last_print >= 5:
-                        last_print = elapsed
-                        console.print(
-                            f"{elapsed:5.0f} s  inducted {line.ledger.inducted}  "
-                            f"in flight {line.ledger.in_flight}  "
-                            f"decisions on MQTT {len(observer.decision_ids)}"
-                        )
-                    if induct.done() and line.ledger.in_flight == 0:
-                        drained = True
-                        break
-                    await asyncio.sleep(0.25)
-            # Let the last messages reach the broker and the observer.
-            settle_end = time.monotonic() + MQTT_SETTLE_S
-            while time.monotonic() < settle_end and (  # noqa: ASYNC110 - counts, not an event
-                len(observer.decision_ids) < daemon.pipeline.counters.decisions
-                or len(observer.result_ids) < sum(line.ledger.confirmations.values())
-            ):
-                await asyncio.sleep(0.1)
+            deadline = t0 + duration_s + DRAIN_TIMEOUT_S
+            drained = await self._watch(daemon, induct, t0, deadline, kill_head_after_s)
+            await self._settle(daemon)
             offline = {name for name in line.heads if not daemon.heads.online(name)}
             daemon.request_stop()
             await daemon_task
             await asyncio.sleep(0.2)
             obs_task.cancel()
         return _summary(console, line, daemon, observer, drained, time.monotonic() - t0, offline)
-    return 1
+
+    async def _watch(
+        self,
+        daemon: Daemon,
+        induct: asyncio.Task[int],
+        t0: float,
+        deadline: float,
+        kill_head_after_s: float | None,
+    ) -> bool:
+        """Show progress until the belt is empty after induction (True) or the deadline."""
+        line, console = self.line, self.console
+        killed = False
+        live_ctx = (
+            Live(console=console, refresh_per_second=4)
+            if console.is_terminal
+            else contextlib.nullcontext()
+        )
+        with live_ctx as live:
+            last_print = 0.0
+            while time.monotonic() < deadline:
+                elapsed = time.monotonic() - t0
+                if kill_head_after_s is not None and not killed and elapsed >= kill_head_after_s:
+                    killed = True
+                    name = list(line.heads)[-1]
+                    await line.kill_head(name)
+                    console.print(f"switched head {name} off")
+                if isinstance(live, Live):
+                    live.update(_progress_table(line, daemon, self.observer, elapsed))
+                elif elapsed - last_print >= 5:
+                    last_print = elapsed
+                    console.print(
+                        f"{elapsed:5.0f} s  inducted {line.ledger.inducted}  "
+                        f"in flight {line.ledger.in_flight}  "
+                        f"decisions on MQTT {len(self.observer.decision_ids)}"
+                    )
+                if induct.done() and line.ledger.in_flight == 0:
+                    return True
+                await asyncio.sleep(0.25)
+        return False
+
+    async def _settle(self, daemon: Daemon) -> None:
+        """Let the last messages reach the broker and the observer."""
+        observer, ledger = self.observer, self.line.ledger
+        settle_end = time.monotonic() + MQTT_SETTLE_S
+        while time.monotonic() < settle_end and (  # noqa: ASYNC110 - counts, not an event
+            len(observer.decision_ids) < daemon.pipeline.counters.decisions
+            or len(observer.result_ids) < sum(ledger.confirmations.values())
+        ):
+            await asyncio.sleep(0.1)
 
 
-def _summary(
-    console: Console,
-    line: SimulatedLine,
-    daemon: Daemon,
-    obs: Observer,
-    drained: bool,
-    elapsed_s: float,
-    offline: set[str],
-) -> int:
+def _summary_rows(
+    line: SimulatedLine, daemon: Daemon, obs: Observer, elapsed_s: float, offline: set[str]
+) -> list[tuple[str, object]]:
     ledger = line.ledger
     confirmations = sum(ledger.confirmations.values())
     decisions = daemon.pipeline.counters.decisions
     lat = daemon.pipeline.stats.latency_percentiles()
-    rows = [
+    return [
         ("inducted", ledger.inducted),
         ("terminal outcomes", ledger.terminal.total()),
         ("  " + ", ".join(f"{k} {v}" for k, v in sorted(ledger.terminal.items())), ""),
@@ -370,10 +428,24 @@ def _summary(
         ),
         ("elapsed s", f"{elapsed_s:.1f}"),
     ]
+
+
+def _summary(
+    console: Console,
+    line: SimulatedLine,
+    daemon: Daemon,
+    obs: Observer,
+    drained: bool,
+    elapsed_s: float,
+    offline: set[str],
+) -> int:
+    ledger = line.ledger
+    confirmations = sum(ledger.confirmations.values())
+    decisions = daemon.pipeline.counters.decisions
     table = Table(title="sorterd demo summary", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in rows:
+    for key, value in _summary_rows(line, daemon, obs, elapsed_s, offline):
         table.add_row(key, str(value))
     console.print(table)
     ok = (

@@ -9,6 +9,8 @@ from typing import TextIO
 
 import structlog
 
+__all__ = ["LEVELS", "setup_logging"]
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 

@@ -13,13 +13,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from sorter.config import load_site
+from sorter.config import Site, load_site
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
 from sorter.manifest import ManifestSource
-from sorter.plan import compile_plan, load_plan
-from sorter.replay import Replay, WorkerSetup
+from sorter.plan import SortPlan, compile_plan, load_plan
+from sorter.replay import Replay, ReplayCounts, WorkerSetup
 from sorterd.report import ReportData, write_report
+
+__all__ = ["replay"]
 
 
 def _count_lines(path: Path) -> int:
@@ -37,22 +39,17 @@ def _table(title: str, counts: Counter[str] | Counter[int], total: int) -> Table
     return table
 
 
-def replay(
-    config: str,
-    scans: str,
-    out: str | None,
-    report: str | None = None,
-    chute_capacity: int = 400,
-    use_manifest: bool = True,
-) -> int:
-    site = load_site(config)
+def _decider(
+    site: Site, use_manifest: bool, err: Console
+) -> tuple[SortPlan, Decider, tuple[str, ...]]:
+    """The site's plan, and a Decider on it with the manifests' pre-advice (unless left
+    out); and the manifest globs used."""
     cfg = site.config
     plan = compile_plan(load_plan(site.plan_path))
     decider = Decider(
         plan, ChuteState.for_plan(plan), cfg.site.timezone, site_country=cfg.site.country
     )
-    err = Console(stderr=True)
-    globs = site.manifest_globs if use_manifest else ()
+    globs = tuple(site.manifest_globs) if use_manifest else ()
     if globs:
         # The live daemon's pre-advice, so that the what-if decides as the line would.
         manifest = ManifestSource(globs).build(decider.destination_names)
@@ -67,6 +64,44 @@ def replay(
             highlight=False,
         )
     decider.warm()
+    return plan.plan, decider, globs
+
+
+def _run(runner: Replay, scans_path: Path, tz: str | None, err: Console) -> ReplayCounts:
+    """The replay over the scans file, with a progress bar on a terminal."""
+    if not err.is_terminal:
+        return runner.run_file(scans_path, tz)
+    # Refreshed by hand, not by rich's thread: replay forks its workers, which is only
+    # safe while this process runs a single thread.
+    with Progress(
+        "replay",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        auto_refresh=False,
+    ) as progress:
+        task = progress.add_task("rows", total=_count_lines(scans_path))
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            progress.refresh()
+
+        return runner.run_file(scans_path, tz, advance)
+
+
+def replay(
+    config: str,
+    scans: str,
+    out: str | None,
+    report: str | None = None,
+    chute_capacity: int = 400,
+    use_manifest: bool = True,
+) -> int:
+    site = load_site(config)
+    cfg = site.config
+    err = Console(stderr=True)
+    plan, decider, globs = _decider(site, use_manifest, err)
     # The same reading of bare digits as the line: only when every head promises AIM
     # identifiers are bare codes never GS1.
     identifiers = all(s.symbology_identifiers for s in cfg.scanner)
@@ -88,35 +123,13 @@ def replay(
             sink=report_data,
             setup=setup,
         )
-        tz = site.config.site.timezone
-        if err.is_terminal:
-            # Refreshed by hand, not by rich's thread: replay forks its workers, which is
-            # only safe while this process runs a single thread.
-            progress = stack.enter_context(
-                Progress(
-                    "replay",
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err,
-                    auto_refresh=False,
-                )
-            )
-            task = progress.add_task("rows", total=_count_lines(scans_path))
-
-            def advance(n: int) -> None:
-                progress.advance(task, n)
-                progress.refresh()
-
-            counts = runner.run_file(scans_path, tz, advance)
-        else:
-            counts = runner.run_file(scans_path, tz)
+        counts = _run(runner, scans_path, cfg.site.timezone, err)
     elapsed_s = time.perf_counter() - t0
     if counts.items == 0:
         print(f"error: {scans}: no scans", file=sys.stderr)
         return 1
     console.print(
-        f"{counts.items:,} items through plan {plan.plan.name} in {elapsed_s:.2f} s "
+        f"{counts.items:,} items through plan {plan.name} in {elapsed_s:.2f} s "
         f"({counts.items / elapsed_s:,.0f} items/s)"
     )
     console.print(_table("by destination", counts.destinations, counts.items))
@@ -128,8 +141,8 @@ def replay(
         write_report(
             Path(report),
             report_data,
-            plan.plan,
-            title=f"Replay of {scans_path.name} through {plan.plan.name}",
+            plan,
+            title=f"Replay of {scans_path.name} through {plan.name}",
             scans_file=str(scans_path),
             chute_capacity=chute_capacity,
         )

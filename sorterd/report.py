@@ -28,6 +28,15 @@ import numpy.typing as npt
 from sorter.plan import MAX_CHUTE_NUMBER, SortPlan
 from sorter.ports import Reason
 
+__all__ = [
+    "NO_DESTINATION",
+    "TIME_BUCKETS",
+    "ReportData",
+    "TimeAxis",
+    "render_report",
+    "write_report",
+]
+
 TIME_BUCKETS = 48  # the position axis shows at most this many buckets (at least half of it)
 _FINE = 2 * TIME_BUCKETS  # position buckets kept while accumulating, merged pairwise
 _SLOT_BLOCK = 64  # per-chute arrays grow in blocks of this many chute numbers
@@ -288,6 +297,11 @@ def _rect(
     return f"<rect {attrs}/>"
 
 
+def _y_label(label: str, ymid: float) -> str:
+    """A y-axis label, turned to read upwards along the axis."""
+    return _text(14, ymid, label, "axis-label", "middle", f' transform="rotate(-90 14 {ymid:.1f})"')
+
+
 @dataclass(frozen=True, slots=True)
 class _Bar:
     label: str
@@ -332,10 +346,7 @@ def _hbar_chart(title: str, x_label: str, y_label: str, bars: list[_Bar], total:
         'class="axis"/>'
     )
     out.append(_text(left + plot_w / 2, top + plot_h + 34, x_label, "axis-label", "middle"))
-    ymid = top + plot_h / 2
-    out.append(
-        _text(14, ymid, y_label, "axis-label", "middle", f' transform="rotate(-90 14 {ymid:.1f})"')
-    )
+    out.append(_y_label(y_label, top + plot_h / 2))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -409,27 +420,33 @@ def _chute_axis(plan: SortPlan, data: ReportData) -> _ChuteAxis:
     kinds: list[str] = []
     roles: list[str] = []
     for c in chutes:
-        parts = []
-        if c in function_of:
-            parts.append("function chute (" + ", ".join(function_of[c]) + ")")
-        if c in main_of:
-            parts.append(", ".join(main_of[c]))
-        if c in overflow_of:
-            parts.append("overflow of " + ", ".join(overflow_of[c]))
-        if c in function_of:
-            kinds.append("function-chute")
-        elif c in main_of:
-            kinds.append("chute")
-        elif c in overflow_of:
-            kinds.append("overflow-chute")
-        else:
-            kinds.append("spare-chute")
-            parts.append("in no destination")
+        kind, parts = _chute_role(function_of.get(c), main_of.get(c), overflow_of.get(c))
         if c not in plan.machine_chutes and plan.machine_chutes:
             parts.append("not on the machine")
+        kinds.append(kind)
         roles.append("; ".join(parts))
     col = min(max(1000 / max(len(chutes), 1), 4.0), 22.0)
     return _ChuteAxis(chutes, tuple(kinds), tuple(roles), col=col)
+
+
+def _chute_role(
+    functions: list[str] | None, mains: list[str] | None, overflows: list[str] | None
+) -> tuple[str, list[str]]:
+    """A chute's css class and the parts of its role text, from what it serves."""
+    parts = []
+    if functions:
+        parts.append("function chute (" + ", ".join(functions) + ")")
+    if mains:
+        parts.append(", ".join(mains))
+    if overflows:
+        parts.append("overflow of " + ", ".join(overflows))
+    if functions:
+        return "function-chute", parts
+    if mains:
+        return "chute", parts
+    if overflows:
+        return "overflow-chute", parts
+    return "spare-chute", [*parts, "in no destination"]
 
 
 def _legend(x: float, y: float, entries: list[tuple[str, str]], out: list[str]) -> None:
@@ -451,8 +468,40 @@ def _heatmap(axis: _ChuteAxis, time: TimeAxis) -> str:
     out = _svg_open(max(width, 700), height, title)
     out.append(_text(10, 22, title, "title"))
     peak = int(time.counts.max()) if time.counts.size else 0
-    # Colour legend: a gradient from the lightest to the darkest cell.
-    lx = axis.left
+    _heat_legend(axis.left, peak, out)
+    out.append(_text(axis.left + axis.width + 6, top - 4, "total", "tick"))
+    out.append(_rect(axis.left, top, axis.width, plot_h, "heat-bg"))
+    if rows == 0 or peak == 0:
+        out.append(
+            _text(axis.left + axis.width / 2, top + plot_h / 2 + 5, "no items", "empty", "middle")
+        )
+    else:
+        _heat_rows(axis, time, top, row_h, peak, out)
+    axis.draw(top + plot_h, out)
+    out.append(
+        _text(axis.left + axis.width / 2, top + plot_h + 44, "chute", "axis-label", "middle")
+    )
+    if time.kind == "clock":
+        y_label = "site-local time (hour)"
+    else:
+        y_label = f"input position ({_n(time.bucket_items)} items per row)"
+    out.append(_y_label(y_label, top + plot_h / 2))
+    _legend(
+        axis.left,
+        top + plot_h + 66,
+        [
+            ("function-chute", "function chute"),
+            ("overflow-chute", "overflow chute"),
+            ("spare-chute", "chute in no destination"),
+        ],
+        out,
+    )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _heat_legend(lx: float, peak: int, out: list[str]) -> None:
+    """The colour legend: a gradient from the lightest to the darkest cell."""
     out.append(
         '<defs><linearGradient id="heat-scale" x1="0" x2="1" y1="0" y2="0">'
         + "".join(
@@ -470,58 +519,33 @@ def _heatmap(axis: _ChuteAxis, time: TimeAxis) -> str:
         out.append(_text(lx + 192, 56, _n(round(peak / 4)), "tick", "middle"))
     out.append(_text(lx + 272, 56, _n(max(peak, 1)), "tick", "middle"))
     out.append(_text(lx + 285, 42, "(square-root scale: hover a cell for its count)", "tick"))
-    out.append(_text(axis.left + axis.width + 6, top - 4, "total", "tick"))
-    if rows == 0 or peak == 0:
-        out.append(_rect(axis.left, top, axis.width, plot_h, "heat-bg"))
-        out.append(
-            _text(axis.left + axis.width / 2, top + plot_h / 2 + 5, "no items", "empty", "middle")
-        )
-    else:
-        out.append(_rect(axis.left, top, axis.width, plot_h, "heat-bg"))
-        label_every = 1 if rows <= 24 else 2
-        for r in range(rows):
-            y = top + r * row_h
-            if r % label_every == 0:
-                out.append(_text(axis.left - 6, y + row_h - 3, time.labels[r], "tick", "end"))
-            row_total = int(time.counts[r].sum())
-            out.append(_text(axis.left + axis.width + 6, y + row_h - 3, _n(row_total), "tick"))
-            for i, value in enumerate(time.counts[r].tolist()):
-                if value:
-                    c = axis.chutes[i]
-                    out.append(
-                        _rect(
-                            axis.x(i),
-                            y,
-                            axis.col,
-                            row_h,
-                            fill=_heat(math.sqrt(value / peak)),
-                            tip=f"chute {c}, {time.spans[r]}: {_n(value)} items",
-                        )
+
+
+def _heat_rows(
+    axis: _ChuteAxis, time: TimeAxis, top: float, row_h: float, peak: int, out: list[str]
+) -> None:
+    """One row of cells per time bucket, its label on the left and its total on the right."""
+    rows = len(time.labels)
+    label_every = 1 if rows <= 24 else 2
+    for r in range(rows):
+        y = top + r * row_h
+        if r % label_every == 0:
+            out.append(_text(axis.left - 6, y + row_h - 3, time.labels[r], "tick", "end"))
+        row_total = int(time.counts[r].sum())
+        out.append(_text(axis.left + axis.width + 6, y + row_h - 3, _n(row_total), "tick"))
+        for i, value in enumerate(time.counts[r].tolist()):
+            if value:
+                c = axis.chutes[i]
+                out.append(
+                    _rect(
+                        axis.x(i),
+                        y,
+                        axis.col,
+                        row_h,
+                        fill=_heat(math.sqrt(value / peak)),
+                        tip=f"chute {c}, {time.spans[r]}: {_n(value)} items",
                     )
-    axis.draw(top + plot_h, out)
-    out.append(
-        _text(axis.left + axis.width / 2, top + plot_h + 44, "chute", "axis-label", "middle")
-    )
-    if time.kind == "clock":
-        y_label = "site-local time (hour)"
-    else:
-        y_label = f"input position ({_n(time.bucket_items)} items per row)"
-    ymid = top + plot_h / 2
-    out.append(
-        _text(14, ymid, y_label, "axis-label", "middle", f' transform="rotate(-90 14 {ymid:.1f})"')
-    )
-    _legend(
-        axis.left,
-        top + plot_h + 66,
-        [
-            ("function-chute", "function chute"),
-            ("overflow-chute", "overflow chute"),
-            ("spare-chute", "chute in no destination"),
-        ],
-        out,
-    )
-    out.append("</svg>")
-    return "\n".join(out)
+                )
 
 
 def _fill_chart(axis: _ChuteAxis, data: ReportData, capacity: int) -> str:
@@ -554,6 +578,35 @@ def _fill_chart(axis: _ChuteAxis, data: ReportData, capacity: int) -> str:
             'class="grid"/>'
         )
         out.append(_text(axis.left - 6, y + 3, _n(t), "tick", "end"))
+    _fill_bars(axis, values, capacity, bottom, scale, out)
+    if capacity > 0:
+        cy = bottom - capacity * scale
+        out.append(
+            f'<line x1="{axis.left}" y1="{cy:.1f}" x2="{axis.left + axis.width:.1f}" '
+            f'y2="{cy:.1f}" class="capacity"/>'
+        )
+        out.append(_text(axis.left + axis.width + 4, cy + 4, f"capacity {capacity:,}", "tick"))
+    if not data.items:
+        out.append(
+            _text(axis.left + axis.width / 2, top + plot_h / 2, "no items", "empty", "middle")
+        )
+    out.append(f'<line x1="{axis.left}" y1="{top}" x2="{axis.left}" y2="{bottom}" class="axis"/>')
+    axis.draw(bottom, out)
+    out.append(_text(axis.left + axis.width / 2, bottom + 44, "chute", "axis-label", "middle"))
+    out.append(_y_label("items sorted", top + plot_h / 2))
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _fill_bars(
+    axis: _ChuteAxis,
+    values: Sequence[int],
+    capacity: int,
+    bottom: float,
+    scale: float,
+    out: list[str],
+) -> None:
+    """One bar per chute with items; the part above capacity drawn apart, in red."""
     bar_w = max(axis.col * 0.8, min(axis.col, 3.0))
     pad = (axis.col - bar_w) / 2
     for i, (c, v) in enumerate(zip(axis.chutes, values, strict=True)):
@@ -569,33 +622,6 @@ def _fill_chart(axis: _ChuteAxis, data: ReportData, capacity: int) -> str:
         out.append(_rect(x, bottom - within * scale, bar_w, within * scale, axis.kinds[i], tip=tip))
         if v > within:
             out.append(_rect(x, bottom - v * scale, bar_w, (v - within) * scale, "over", tip=tip))
-    if capacity > 0:
-        cy = bottom - capacity * scale
-        out.append(
-            f'<line x1="{axis.left}" y1="{cy:.1f}" x2="{axis.left + axis.width:.1f}" '
-            f'y2="{cy:.1f}" class="capacity"/>'
-        )
-        out.append(_text(axis.left + axis.width + 4, cy + 4, f"capacity {capacity:,}", "tick"))
-    if not data.items:
-        out.append(
-            _text(axis.left + axis.width / 2, top + plot_h / 2, "no items", "empty", "middle")
-        )
-    out.append(f'<line x1="{axis.left}" y1="{top}" x2="{axis.left}" y2="{bottom}" class="axis"/>')
-    axis.draw(bottom, out)
-    out.append(_text(axis.left + axis.width / 2, bottom + 44, "chute", "axis-label", "middle"))
-    ymid = top + plot_h / 2
-    out.append(
-        _text(
-            14,
-            ymid,
-            "items sorted",
-            "axis-label",
-            "middle",
-            f' transform="rotate(-90 14 {ymid:.1f})"',
-        )
-    )
-    out.append("</svg>")
-    return "\n".join(out)
 
 
 def _reason_words(data: ReportData) -> list[str]:
@@ -725,57 +751,6 @@ def render_report(
     total = data.items
     axis = _chute_axis(plan, data)
     time = data.time_axis(axis.chutes)
-    plan_names = [d.name for d in plan.destinations]
-    order = {name: i for i, name in enumerate(plan_names)}
-    dest_names = plan_names + sorted(n for n in data.destinations if n not in order and n)
-    dest_bars = [
-        _Bar(
-            name,
-            data.destinations.get(name, 0),
-            "dest",
-            f"{name}: {data.destinations.get(name, 0):,} items",
-        )
-        for name in dest_names
-    ]
-    dest_bars.sort(key=lambda b: (-b.value, order.get(b.label, len(order))))
-    none = data.destinations.get("", 0)
-    if none:
-        dest_bars.append(
-            _Bar(
-                NO_DESTINATION, none, "nodest", f"no destination (function chutes): {none:,} items"
-            )
-        )
-    reason_bars = [
-        _Bar(
-            w,
-            data.reasons.get(w, 0),
-            "ok" if w == Reason.OK.word else "problem",
-            f"{w}: {data.reasons.get(w, 0):,} items",
-        )
-        for w in _reason_words(data)
-    ]
-    charts = [
-        (
-            _hbar_chart("Volume per destination", "items", "destination", dest_bars, total),
-            "Every destination of the plan, busiest first; items that reached no destination "
-            "(no read, no rule, conflicts...) went to function chutes.",
-        ),
-        (
-            _hbar_chart("Items per reason", "items", "reason", reason_bars, total),
-            "Why each item went where it went: ok is a destination chute, every other reason "
-            "a function chute.",
-        ),
-        (
-            _heatmap(axis, time),
-            "Darker cells carry more items; hover a cell for its count. Columns line up with "
-            "the chute fill chart below.",
-        ),
-        (
-            _fill_chart(axis, data, chute_capacity),
-            "Items sorted into each chute over the whole replay; the part above the dashed "
-            "capacity line is red. Hover a bar for the chute's role and count.",
-        ),
-    ]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -798,7 +773,7 @@ def render_report(
             '<ul class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in plan.warnings) + "</ul>"
         )
     parts.append("<h2>Charts</h2>")
-    for svg, caption in charts:
+    for svg, caption in _charts(data, plan, axis, time, chute_capacity):
         parts.append(f"<figure>\n{svg}\n<figcaption>{_e(caption)}</figcaption>\n</figure>")
     parts += [
         "<h2>Destinations and chutes</h2>",
@@ -809,6 +784,71 @@ def render_report(
         "",
     ]
     return "\n".join(parts)
+
+
+def _destination_bars(data: ReportData, plan: SortPlan) -> list[_Bar]:
+    """Every destination of the plan (and any other that got items), busiest first; the
+    items without a destination last."""
+    plan_names = [d.name for d in plan.destinations]
+    order = {name: i for i, name in enumerate(plan_names)}
+    dest_names = plan_names + sorted(n for n in data.destinations if n not in order and n)
+    dest_bars = [
+        _Bar(
+            name,
+            data.destinations.get(name, 0),
+            "dest",
+            f"{name}: {data.destinations.get(name, 0):,} items",
+        )
+        for name in dest_names
+    ]
+    dest_bars.sort(key=lambda b: (-b.value, order.get(b.label, len(order))))
+    none = data.destinations.get("", 0)
+    if none:
+        dest_bars.append(
+            _Bar(
+                NO_DESTINATION, none, "nodest", f"no destination (function chutes): {none:,} items"
+            )
+        )
+    return dest_bars
+
+
+def _charts(
+    data: ReportData, plan: SortPlan, axis: _ChuteAxis, time: TimeAxis, chute_capacity: int
+) -> list[tuple[str, str]]:
+    """The report's charts, each with its caption."""
+    total = data.items
+    reason_bars = [
+        _Bar(
+            w,
+            data.reasons.get(w, 0),
+            "ok" if w == Reason.OK.word else "problem",
+            f"{w}: {data.reasons.get(w, 0):,} items",
+        )
+        for w in _reason_words(data)
+    ]
+    dest_bars = _destination_bars(data, plan)
+    return [
+        (
+            _hbar_chart("Volume per destination", "items", "destination", dest_bars, total),
+            "Every destination of the plan, busiest first; items that reached no destination "
+            "(no read, no rule, conflicts...) went to function chutes.",
+        ),
+        (
+            _hbar_chart("Items per reason", "items", "reason", reason_bars, total),
+            "Why each item went where it went: ok is a destination chute, every other reason "
+            "a function chute.",
+        ),
+        (
+            _heatmap(axis, time),
+            "Darker cells carry more items; hover a cell for its count. Columns line up with "
+            "the chute fill chart below.",
+        ),
+        (
+            _fill_chart(axis, data, chute_capacity),
+            "Items sorted into each chute over the whole replay; the part above the dashed "
+            "capacity line is red. Hover a bar for the chute's role and count.",
+        ),
+    ]
 
 
 def write_report(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from sorter.errors import SorterdError
+from sorterd import cli
 from sorterd.demo import demo_config_dir
 
 DEMO_SITE = demo_config_dir() / "site.toml"
@@ -203,3 +207,55 @@ def test_top_command_line_errors() -> None:
     assert "mqtt://" in out.stderr
     assert "Traceback" not in out.stderr
     assert sorterd("top").returncode == 2
+
+
+def test_a_journal_of_another_version_is_one_line(tmp_path: Path) -> None:
+    """A SorterdError at start-up (here drivers.journal's) is the user's: no traceback."""
+    site = _broken_site(tmp_path, GOOD)
+    assert 'path = "state/journal.sqlite"' in site.read_text()  # beside the site file
+    journal = tmp_path / "state" / "journal.sqlite"
+    journal.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        db.execute("PRAGMA user_version=99")
+    out = sorterd("run", "-c", str(site))
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: journal {journal} has schema 99, this sorterd reads 1"]
+
+
+class _LineDownError(SorterdError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (_LineDownError("the PLC\n  does not answer"), ["error: the PLC does not answer"]),
+        (
+            ExceptionGroup("tasks", [_LineDownError("a"), ExceptionGroup("inner", [OSError("b")])]),
+            ["error: a", "error: b"],
+        ),
+    ],
+)
+def test_errors_raised_on_purpose_are_one_line_each(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: BaseException,
+    expected: list[str],
+) -> None:
+    def fail(args: object) -> int:
+        raise raised
+
+    monkeypatch.setitem(cli._COMMANDS, "check-config", fail)
+    assert cli.main(["check-config", "-c", "site.toml"]) == cli.EXIT_FAIL
+    assert capsys.readouterr().err.splitlines() == expected
+
+
+def test_a_bug_inside_a_task_group_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(args: object) -> int:
+        raise ExceptionGroup("tasks", [_LineDownError("a"), ZeroDivisionError()])
+
+    monkeypatch.setitem(cli._COMMANDS, "check-config", fail)
+    with pytest.raises(ExceptionGroup):
+        cli.main(["check-config", "-c", "site.toml"])

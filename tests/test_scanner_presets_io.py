@@ -17,15 +17,16 @@ from structlog.testing import capture_logs
 from drivers.scanner import StreamScanner
 from drivers.telegram import FORMATS, TelegramFormat, format_from_options
 from simulators.scanner import ScannerSimulator
+from simulators.telegrams import TelegramEncoder
 from sorter.ports import ScanRead
-from sorter.telegram_options import problems, resolve
+from sorter.telegram_options import PRESET_DEFAULTS, TelegramOptions, problems, resolve
 from sorterd.demo import demo_config_dir
 from tests.waiting import wait_until
 
 TIMEOUT_S = 10.0  # generous bound for every wait; passing runs take milliseconds
 
 
-def _custom() -> TelegramFormat:
+def _custom_options() -> TelegramOptions:
     given = {
         "start": "<",
         "end": ">\r\n",
@@ -35,13 +36,20 @@ def _custom() -> TelegramFormat:
     }
     options = resolve("custom", given)
     assert problems(options, set(given)) == []
-    return format_from_options(options)
+    return options
+
+
+def _custom() -> TelegramFormat:
+    return format_from_options(_custom_options())
 
 
 PRESETS: dict[str, Callable[[], TelegramFormat]] = {
     name: (lambda name=name: FORMATS[name]) for name in FORMATS
 }
 PRESETS["custom"] = _custom
+# What the simulator is given for each preset: the same settings, as the site config has them.
+SIM_OPTIONS: dict[str, TelegramOptions] = {name: PRESET_DEFAULTS[name] for name in FORMATS}
+SIM_OPTIONS["custom"] = _custom_options()
 
 
 def free_port() -> int:
@@ -78,7 +86,7 @@ async def consuming(
         await task
 
 
-def _sent_id(fmt: TelegramFormat, tracking_id: int) -> int | None:
+def _sent_id(fmt: TelegramFormat | TelegramEncoder, tracking_id: int) -> int | None:
     return tracking_id if fmt.carries_tracking_id else None
 
 
@@ -112,7 +120,7 @@ async def _exchange(
 @pytest.mark.parametrize("preset", PRESETS)
 async def test_each_preset_over_tcp(preset: str) -> None:
     fmt = PRESETS[preset]()
-    sim = ScannerSimulator(telegram_format=fmt)
+    sim = ScannerSimulator(telegram_format=SIM_OPTIONS[preset])
     async with sim, consuming(sim.tcp_url, fmt) as (scanner, queue):
         async with asyncio.timeout(TIMEOUT_S):
             await _exchange(sim, scanner, queue)
@@ -122,7 +130,7 @@ async def test_each_preset_over_tcp(preset: str) -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 async def test_each_preset_over_a_pty(preset: str) -> None:
     fmt = PRESETS[preset]()
-    sim = ScannerSimulator(port=None, pty=True, telegram_format=fmt)
+    sim = ScannerSimulator(port=None, pty=True, telegram_format=SIM_OPTIONS[preset])
     async with sim:
         assert sim.pty_path is not None
         url = f"serial://{sim.pty_path}?baudrate=115200"
@@ -134,7 +142,7 @@ async def test_each_preset_over_a_pty(preset: str) -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 async def test_periodic_heartbeats_only_where_the_preset_has_them(preset: str) -> None:
     fmt = PRESETS[preset]()
-    sim = ScannerSimulator(telegram_format=fmt, heartbeat_interval_s=0.01)
+    sim = ScannerSimulator(telegram_format=SIM_OPTIONS[preset], heartbeat_interval_s=0.01)
     if fmt.encode_heartbeat() is None:
         assert sim.heartbeat_interval_s is None
         with pytest.raises(ValueError, match="no heartbeat"):
@@ -150,7 +158,7 @@ async def test_periodic_heartbeats_only_where_the_preset_has_them(preset: str) -
 @pytest.mark.parametrize("preset", PRESETS)
 async def test_a_frame_cut_by_a_reconnect_is_dropped(preset: str) -> None:
     fmt = PRESETS[preset]()
-    sim = ScannerSimulator(telegram_format=fmt)
+    sim = ScannerSimulator(telegram_format=SIM_OPTIONS[preset])
     async with sim, consuming(sim.tcp_url, fmt) as (scanner, queue):
         async with asyncio.timeout(TIMEOUT_S):
             await wait_until(lambda: scanner.connected)
@@ -181,7 +189,7 @@ async def test_a_frame_cut_by_a_reconnect_is_dropped(preset: str) -> None:
 async def test_a_scanner_set_to_another_preset(receiver: str) -> None:
     """Telegrams of every other preset: counted, never fatal, never a read with an id."""
     fmt = PRESETS[receiver]()
-    sim = ScannerSimulator(telegram_format=fmt)
+    sim = ScannerSimulator(telegram_format=SIM_OPTIONS[receiver])
     async with sim, consuming(sim.tcp_url, fmt) as (scanner, queue):
         async with asyncio.timeout(TIMEOUT_S):
             await wait_until(lambda: scanner.connected)
@@ -209,7 +217,7 @@ async def test_a_scanner_set_to_another_preset(receiver: str) -> None:
 async def test_wrong_baud_rate_garbage_over_a_pty(preset: str) -> None:
     """Random bytes, as a serial line at the wrong baud rate delivers, then a fixed line."""
     fmt = PRESETS[preset]()
-    sim = ScannerSimulator(port=None, pty=True, telegram_format=fmt)
+    sim = ScannerSimulator(port=None, pty=True, telegram_format=SIM_OPTIONS[preset])
     rng = random.Random(5)
     sent: set[tuple[int | None, tuple[str, ...]]] = set()
     async with sim:
@@ -249,7 +257,7 @@ async def test_a_flooding_scanner(preset: str) -> None:
         "lines": b"A\x01B\n",
         "custom": b"<no match here>\r\n",
     }[preset]
-    sim = ScannerSimulator(telegram_format=fmt, max_buffer_bytes=1 << 24)
+    sim = ScannerSimulator(telegram_format=SIM_OPTIONS[preset], max_buffer_bytes=1 << 24)
     with capture_logs() as logs:
         async with (
             sim,

@@ -456,7 +456,7 @@ def test_site_config_builds_the_format(tmp_path: Path) -> None:
         ('format = "cognex"\nnoread = "NO,READ"', "noread", "separator"),
         ('format = "cognex"\nmax_frame_bytes = 2', "max_frame_bytes", "greater than or equal"),
         ('format = "sick"\ntracking_id = "yes"', "tracking_id", "boolean"),
-        # Found in review: framing would depend on where the stream is cut.
+        # A start inside the end: framing would depend on where the stream is cut.
         (
             'format = "custom"\npattern = "(?P<codes>.*)"\nstart = "#"\nend = "#\\r\\n"',
             "start",
