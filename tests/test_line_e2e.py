@@ -17,7 +17,6 @@ from drivers.broker import LocalBroker
 from simulators.line import DEMO_PARAMS
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
-from sorter.pipeline import CHUTE_STATUS_MASK
 from sorter.plan import SortPlan, compile_plan, load_plan
 from sorter.ports import Reason
 from sorterd.daemon import Daemon
@@ -53,8 +52,8 @@ class ChuteWitness:
 
     def on_decision(self, reason: str, destination: str, chute: int, latency_ms: float) -> None:
         del latency_ms
-        flags = self.daemon.pipeline.decider.state.flags
-        usable = [c for c in self.chutes.get(destination, ()) if not flags[c] & CHUTE_STATUS_MASK]
+        book = self.daemon.pipeline.chutes
+        usable = [c for c in self.chutes.get(destination, ()) if book.usable(c)]
         if reason == "no_chute":
             self.no_chute[destination] += 1
             if usable:
