@@ -23,6 +23,7 @@ from sorter.line_events import ChuteChange, Decided, DeviceReport, ResultRecorde
 from sorter.ports import ChuteFlag, MessageKind, Outgoing
 
 if TYPE_CHECKING:
+    from sorter.decide import Decider
     from sorter.manifest import Manifest
 
 __all__ = [
@@ -151,26 +152,27 @@ class Messages:
 
     def decision(self, e: Decided) -> Outgoing:
         """P/decisions, with what the journal keeps of it."""
+        req, choice = e.request, e.choice
         payload = {
             "id": self.ids.next("d"),
             "ts": iso_now(),
-            "tracking_id": e.tracking_id,
-            "seq": e.seq,
+            "tracking_id": req.tracking_id,
+            "seq": req.seq,
             "codes": list(e.codes),
-            "barcode": e.barcode,
-            "destination": e.destination,
-            "chute": e.chute,
-            "reason": e.reason.word,
+            "barcode": choice.barcode,
+            "destination": choice.destination,
+            "chute": choice.chute,
+            "reason": choice.reason.word,
             "recirculations": e.recirculations,
             "latency_ms": round(e.latency_ms, 3),
         }
         return Outgoing(
             MessageKind.DECISION,
-            e.tracking_id,
-            e.seq,
-            chute=e.chute,
-            barcode=e.barcode,
-            destination=e.destination,
+            req.tracking_id,
+            req.seq,
+            chute=choice.chute,
+            barcode=choice.barcode,
+            destination=choice.destination,
             recirculations=e.recirculations,
             outcome=0,
             topic=self.topics.decisions,
@@ -179,28 +181,28 @@ class Messages:
 
     def result(self, e: ResultRecorded) -> Outgoing:
         """P/results, with what the journal keeps of it (`chute` is the actual one)."""
-        assigned = e.assigned
+        conf, assigned = e.confirmation, e.assigned
         payload = {
             "id": self.ids.next("r"),
             "ts": iso_now(),
-            "tracking_id": e.tracking_id,
-            "seq": e.seq,
+            "tracking_id": conf.tracking_id,
+            "seq": conf.seq,
             "barcode": assigned.barcode,
             "destination": assigned.destination,
             "chute_assigned": assigned.chute,
-            "chute_actual": e.chute_actual,
-            "outcome": e.outcome.word,
-            "recirculations": e.recirculations,
+            "chute_actual": conf.chute_actual,
+            "outcome": conf.outcome.word,
+            "recirculations": conf.recirculations,
         }
         return Outgoing(
             MessageKind.RESULT,
-            e.tracking_id,
-            e.seq,
-            chute=e.chute_actual,
+            conf.tracking_id,
+            conf.seq,
+            chute=conf.chute_actual,
             barcode=assigned.barcode,
             destination=assigned.destination,
-            recirculations=e.recirculations,
-            outcome=int(e.outcome),
+            recirculations=conf.recirculations,
+            outcome=int(conf.outcome),
             topic=self.topics.results,
             payload=payload,
         )
@@ -228,19 +230,19 @@ class Messages:
     def stats(
         self,
         line: dict[str, Any],
-        *,
-        manifest: dict[str, Any],
-        invalid_ignored: int,
+        decider: Decider,
         tracker: dict[str, Any],
         links: dict[str, Any] | None,
     ) -> tuple[str, dict[str, Any]]:
-        """P/stats (QoS 0, retained). `line` is `LineStats.snapshot()`, completed in place
-        (a dict of some twenty keys every few seconds: no copy); `links` are the figures of
-        the parts around the line (MQTT outbox, journal, PLC link, scanners)."""
+        """P/stats (QoS 0, retained). `line` is `LineStats.snapshot()`, completed in place;
+        `tracker` the tracker's snapshot; `links` the figures of the parts around the line
+        (MQTT outbox, journal, PLC link, scanners)."""
         line["ts"] = iso_now()
-        line["manifest"] = manifest
+        line["manifest"] = manifest_figures(
+            decider.manifest, decider.manifest_lookups, decider.manifest_hits
+        )
         # Invalid codes read beside valid ones and ignored (a misread second label).
-        line["codes"] = {"invalid_ignored": invalid_ignored}
+        line["codes"] = {"invalid_ignored": decider.invalid_ignored}
         line["tracker"] = tracker
         if links is not None:
             line.update(links)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sorter.chutes import ChuteBook
-from sorter.contract import Messages, Topics, manifest_figures
+from sorter.contract import Messages, Topics
 from sorter.decide import Decider, measures_of
 from sorter.devices import DeviceBoard
 from sorter.line_events import Assignment, ChuteChange, Decided, ResultRecorded
@@ -109,9 +109,9 @@ class Line:
         self.stats = LineStats()
         self.counters = LineCounters()
         self.chutes = ChuteBook(decider.state, *_chute_plan(decider))
-        self.devices = DeviceBoard()
         self.memory = LineMemory()
         self.observers: list[LineObserver] = []
+        self.devices = DeviceBoard(publish, self.messages, self.observers)
         # Figures of the parts around the line (MQTT outbox, PLC link), for P/stats.
         self.extra_stats: Callable[[], dict[str, Any]] | None = None
         self._reply: Callable[[int, int, int], None] | None = None
@@ -184,15 +184,7 @@ class Line:
             self.stats.on_result(conf.outcome)
             for observer in self.observers:
                 observer.on_result(conf.outcome.word, conf.chute_actual)
-            event = ResultRecorded(
-                conf.tracking_id,
-                conf.seq,
-                assigned,
-                conf.chute_actual,
-                conf.outcome,
-                conf.recirculations,
-            )
-            self.durable.record(self.messages.result(event))
+            self.durable.record(self.messages.result(ResultRecorded(conf, assigned)))
         self.durable.commit()
 
     def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None:
@@ -211,9 +203,9 @@ class Line:
             self.memory.results_seen.clear()
 
     def on_link_state(self, connected: bool, reason: str) -> None:
-        self.device_state("plc", connected=connected, detail=reason)
+        self.devices.report("plc", connected=connected, detail=reason)
 
-    # --- chutes, plan, devices --------------------------------------------------------
+    # --- chutes and plan --------------------------------------------------------------
 
     def set_host_disabled(self, chute: int, disabled: bool) -> None:
         """P/cmd/chute/N/disable and enable (sorter.chutes.ChuteBook.set_host_disabled)."""
@@ -236,32 +228,6 @@ class Line:
         for change in changes:
             self.counters.chute_changes += 1
             topic, payload = self.messages.chute(change)
-            self.publish(topic, payload, qos=1, retain=True)
-
-    def device_state(
-        self,
-        name: str,
-        *,
-        connected: bool | None = None,
-        errors: int | None = None,
-        last_seen_wall_ns: int | None = None,
-        detail: str | None = None,
-        force: bool = False,
-    ) -> None:
-        """Record a device's health (sorter.devices); publish P/devices/NAME when it
-        changed."""
-        report = self.devices.update(
-            name,
-            connected=connected,
-            errors=errors,
-            last_seen_wall_ns=last_seen_wall_ns,
-            detail=detail,
-            force=force,
-        )
-        for observer in self.observers:
-            observer.on_device(name, report.connected, report.errors)
-        if report.changed:
-            topic, payload = self.messages.device(report)
             self.publish(topic, payload, qos=1, retain=True)
 
     # --- scans, timeouts, stats -------------------------------------------------------
@@ -309,16 +275,9 @@ class Line:
             self.publish_stats()
 
     def publish_stats(self) -> None:
-        decider = self.decider
-        topic, payload = self.messages.stats(
-            self.stats.snapshot(self.clock_ns()),
-            manifest=manifest_figures(
-                decider.manifest, decider.manifest_lookups, decider.manifest_hits
-            ),
-            invalid_ignored=decider.invalid_ignored,
-            tracker=self.tracker.snapshot(),
-            links=None if self.extra_stats is None else self.extra_stats(),
-        )
+        line = self.stats.snapshot(self.clock_ns())
+        links = None if self.extra_stats is None else self.extra_stats()
+        topic, payload = self.messages.stats(line, self.decider, self.tracker.snapshot(), links)
         self.publish(topic, payload, qos=0, retain=True)
 
     # --- the decision -----------------------------------------------------------------
@@ -353,18 +312,7 @@ class Line:
         self.stats.on_decision(reason, latency_ms, now)
         for observer in self.observers:
             observer.on_decision(reason.word, choice.destination, chute, latency_ms)
-        event = Decided(
-            req.tracking_id,
-            req.seq,
-            codes,
-            choice.barcode,
-            choice.destination,
-            chute,
-            reason,
-            recirculations,
-            latency_ms,
-        )
-        msg = self.messages.decision(event)
+        msg = self.messages.decision(Decided(req, codes, choice, recirculations, latency_ms))
         memory.last_decision[req.tracking_id] = msg.payload
         self.durable.record(msg)
 

@@ -8,9 +8,11 @@ docs/interfaces.md section 5. Nothing here knows a topic, a JSON key or a timest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from sorter.ports import ChuteFlag, Outcome, Reason
+if TYPE_CHECKING:
+    from sorter.decide import Choice
+    from sorter.ports import ChuteFlag, Confirmation, SortRequest
 
 __all__ = ["Assignment", "ChuteChange", "Decided", "DeviceReport", "ResultRecorded"]
 
@@ -24,31 +26,27 @@ class Assignment(NamedTuple):
     chute: int
 
 
+# Decisions and results refer to the records they come from rather than copy their
+# fields: one small object per item, built on the hot path.
+
+
 @dataclass(frozen=True, slots=True)
 class Decided:
     """One sort request answered: P/decisions."""
 
-    tracking_id: int
-    seq: int
+    request: SortRequest
     codes: tuple[str, ...]  # empty for a no-read or a timeout
-    barcode: str
-    destination: str
-    chute: int
-    reason: Reason
-    recirculations: int
-    latency_ms: float
+    choice: Choice
+    recirculations: int  # before this request
+    latency_ms: float  # request read -> reply queued
 
 
 @dataclass(frozen=True, slots=True)
 class ResultRecorded:
     """One confirmation recorded, joined with the decision it confirms: P/results."""
 
-    tracking_id: int
-    seq: int
+    confirmation: Confirmation
     assigned: Assignment  # empty strings and chute 0 when this process never decided it
-    chute_actual: int
-    outcome: Outcome
-    recirculations: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +61,10 @@ class ChuteChange:
 
 @dataclass(frozen=True, slots=True)
 class DeviceReport:
-    """A device's health after an update; `changed` says whether to announce it."""
+    """A device's health to announce: P/devices/NAME."""
 
     name: str
     connected: bool
     errors: int
     last_seen_wall_ns: int | None
     detail: str
-    changed: bool

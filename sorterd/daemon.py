@@ -191,7 +191,7 @@ class Daemon:
         log.info("mqtt link", connected=connected, reason=reason)
         # Retained and coalesced: consumers see it once the broker is back, with the count
         # of connection losses in `errors` and the last reason in `detail`.
-        self.pipeline.device_state("mqtt", connected=connected, detail=reason)
+        self.pipeline.devices.report("mqtt", connected=connected, detail=reason)
 
     def _on_scanner_state(self, name: str, connected: bool) -> None:
         scanner = next((s for s in self.scanners if s.name == name), None)
@@ -205,7 +205,7 @@ class Daemon:
         """P/devices/NAME of a head: online while linked and speaking (sorter/heads.py)."""
         if change is None:
             # No change of state; a new error count is still worth publishing.
-            self.pipeline.device_state(
+            self.pipeline.devices.report(
                 scanner.name, connected=self.heads.online(scanner.name), errors=scanner.errors
             )
             return
@@ -213,7 +213,7 @@ class Daemon:
         seen = scanner.last_seen_ns
         wall = None if seen is None else time.time_ns() - (time.monotonic_ns() - seen)
         log.info("scanner head", head=scanner.name, online=change.online, detail=change.detail)
-        self.pipeline.device_state(
+        self.pipeline.devices.report(
             scanner.name,
             connected=change.online,
             errors=scanner.errors,
@@ -488,7 +488,7 @@ class Daemon:
             log.warning("alarms", alarms=list(alarms), was=list(self.alarms))
             self.alarms = alarms
             self.mqtt.publish_raw(self._status_message())
-        self.pipeline.device_state(
+        self.pipeline.devices.report(
             "journal",
             connected=self.journal.healthy,
             errors=self.journal.stats.failed,

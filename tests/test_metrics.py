@@ -236,7 +236,7 @@ def test_through_a_real_line_core(metrics: Metrics) -> None:
     assert line.answer_waiting() == 1  # decided without a scan: timeout
     line.on_confirmations([Confirmation(1, 101, 1, Outcome.REJECT, 0)])
     line.on_link_state(True, "connected")
-    line.device_state("tunnel-1", connected=False)
+    line.devices.report("tunnel-1", connected=False)
 
     metrics.start(port=0)
     _, samples = scrape(metrics)
