@@ -31,6 +31,8 @@ from sorter.postcode import TermKind, digit_count, encode_postcode
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 
+# The status bits as docs/interfaces.md section 3 lays them out, spelled here rather than
+# taken from sorter.ports.ChuteFlag so that a wrong bit there fails these tests.
 FULL, DISABLED, FAULT = 0b001, 0b010, 0b100
 PRE_KERNEL_REASONS = (
     Reason.NO_READ,
