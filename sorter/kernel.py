@@ -351,6 +351,8 @@ def _pick(
     return -1
 
 
+# Over 60 lines like match_destination: a numba kernel inlined into decide_batch's loop,
+# where every call a split would add costs on each item.
 @_kernel(inline=True)
 def decide_one(
     reason_in: int,

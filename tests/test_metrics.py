@@ -105,6 +105,14 @@ def test_scrape_has_exact_counts(metrics: Metrics) -> None:
         dict(labels)["outcome"] for name, labels in samples if name == results
     }
 
+    _check_latency_and_devices(samples)
+    build = [labels for name, labels in samples if name == "sorterd_build_info"]
+    assert len(build) == 1
+    assert "version" in dict(build[0])
+
+
+def _check_latency_and_devices(samples: Samples) -> None:
+    """The latency histogram and device gauges after test_scrape_has_exact_counts' events."""
     latency = "sorterd_decision_latency_seconds"
     assert value(samples, f"{latency}_count") == 6
     assert value(samples, f"{latency}_sum") == pytest.approx((3 * 0.3 + 150 + 200 + 1) / 1000)
@@ -120,10 +128,6 @@ def test_scrape_has_exact_counts(metrics: Metrics) -> None:
     assert value(samples, "sorterd_device_errors", device="plc") == 1
     assert value(samples, "sorterd_device_connected", device="tunnel-1") == 1
     assert value(samples, "sorterd_device_errors", device="tunnel-1") == 0
-
-    build = [labels for name, labels in samples if name == "sorterd_build_info"]
-    assert len(build) == 1
-    assert "version" in dict(build[0])
 
 
 def test_latency_buckets_cover_a_tenth_of_a_ms_to_200_ms() -> None:
