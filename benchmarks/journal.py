@@ -33,6 +33,8 @@ from sorter.line import Line
 from sorter.ports import Confirmation, Durable, Outcome, ScanRead, SortRequest
 from sorter.tracker import Tracker
 
+__all__ = ["ITEMS", "MODES", "QUICK", "Options", "run"]
+
 ITEMS = {"none": 20_000, "normal": 20_000, "full": 4_000}
 MODES = tuple(ITEMS)
 
