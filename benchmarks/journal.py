@@ -1,11 +1,11 @@
-"""What the journal costs per item: the pipeline with and without it, in the same run.
+"""What the journal costs per item: the line core with and without it, in the same run.
 
 One item is what the daemon does for it: the scan arrives, the PLC's request is decided
-and answered, the confirmation becomes a result. Baseline: the pipeline publishing into an
+and answered, the confirmation becomes a result. Baseline: the line core publishing into an
 MQTT outbox that is never connected (JSON encoding and queueing, as before the journal).
 Then the same items through the journal (JournalOutbox into an
 MQTT outbox that is never connected) with `synchronous = "normal"` and `"full"` (the
-default: every commit on the disk). Per item, the pipeline commits twice (after the
+default: every commit on the disk). Per item, the line core commits twice (after the
 request's step and after the confirmation's), so "full" costs two disk syncs an item.
 The figure that matters on a line is the step time (a poll's requests until the replies
 may be written): its p99 is reported for each mode.
@@ -28,9 +28,12 @@ from benchmarks.common import decider, percentiles_us, traffic_codes
 from benchmarks.results import Section, filesystem
 from drivers.journal import Journal, JournalOutbox
 from drivers.mqtt import MqttPublisher
-from sorter.pipeline import Pipeline, Topics
+from sorter.contract import Topics
+from sorter.line import Line
 from sorter.ports import Confirmation, Durable, Outcome, ScanRead, SortRequest
 from sorter.tracker import Tracker
+
+__all__ = ["ITEMS", "MODES", "QUICK", "Options", "run"]
 
 ITEMS = {"none": 20_000, "normal": 20_000, "full": 4_000}
 MODES = tuple(ITEMS)
@@ -53,7 +56,7 @@ def _run(mode: str, folder: Path, codes: list[tuple[str, ...]], n: int) -> dict[
         journal = Journal(folder / f"{mode}.sqlite", synchronous=mode)
         mqtt = MqttPublisher("mqtt://127.0.0.1:1", store=journal, max_memory=10**7)
         durable = JournalOutbox(journal, mqtt)
-    pipeline = Pipeline(
+    line = Line(
         decider(),
         Tracker(scan_wait_ns=200_000_000, scan_ttl_ns=30 * 10**9),
         mqtt.publish,
@@ -61,17 +64,17 @@ def _run(mode: str, folder: Path, codes: list[tuple[str, ...]], n: int) -> dict[
         durable=durable,
     )
     chutes: list[int] = []
-    pipeline.bind_reply(lambda seq, tid, chute: chutes.append(chute))
+    line.bind_reply(lambda seq, tid, chute: chutes.append(chute))
     steps_ns: list[int] = []
     t0 = time.perf_counter()
     for i in range(n):
         tid, seq = i + 1, i % 65536
         now = time.monotonic_ns()
-        pipeline.on_scan(ScanRead("tunnel-1", tid, codes[i % len(codes)], now))
+        line.on_scan(ScanRead("tunnel-1", tid, codes[i % len(codes)], now))
         s0 = time.perf_counter_ns()
-        pipeline.on_requests([SortRequest(seq, tid, 1, 0, 0, 0, 0, received_ns=now)])
+        line.on_requests([SortRequest(seq, tid, 1, 0, 0, 0, 0, received_ns=now)])
         steps_ns.append(time.perf_counter_ns() - s0)
-        pipeline.on_confirmations([Confirmation(seq, tid, chutes[-1], Outcome.SORTED, 0)])
+        line.on_confirmations([Confirmation(seq, tid, chutes[-1], Outcome.SORTED, 0)])
     elapsed_s = time.perf_counter() - t0
     if journal is not None:
         journal.close()

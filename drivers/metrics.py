@@ -1,6 +1,6 @@
 """Prometheus metrics: a line observer that counts, and a small HTTP server for /metrics.
 
-`Metrics` implements `sorter.pipeline.LineObserver`: append it to `Pipeline.observers`
+`Metrics` implements `sorter.ports.LineObserver`: append it to `sorter.line.Line.observers`
 and every decision, result and device change lands in its own `CollectorRegistry` (not the
 process-global one, so tests and several instances in one process never clash). `start()`
 serves the registry in a background thread on 127.0.0.1 by default; scrapes never touch
@@ -25,6 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from sorter import __version__
 from sorter.ports import Outcome, Reason
+
+__all__ = ["LATENCY_BUCKETS_S", "NO_DESTINATION", "OTHER", "Metrics"]
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
 from sorter.errors import SorterdError
 from sorter.plc_url import PlcEndpoint, parse_plc_url, read_bytes, transaction_s
-from sorter.ports import Confirmation, SortRequest
+from sorter.ports import Confirmation, Ring, SortRequest
 
 __all__ = ["PlcEndpoint", "PlcError", "PlcHandler", "PlcLink", "PlcStats", "parse_plc_url"]
 
@@ -59,8 +59,8 @@ class PlcHandler(Protocol):
     def on_confirmations(self, confirmations: Sequence[Confirmation]) -> None: ...
     def on_chute_status(self, first_chute: int, status: Sequence[int]) -> None: ...
     def on_link_state(self, connected: bool, reason: str) -> None: ...
-    def on_counters_jumped(self, ring: str) -> None:
-        """A ring ("request" or "confirmation") jumped: a PLC restart with its counters
+    def on_counters_jumped(self, ring: Ring) -> None:
+        """A ring jumped: a PLC restart with its counters
         reset, a PLC that lost the host's registers, or a ring overrun. The PLC may now
         reuse (tracking_id, seq) pairs it used before: they are new messages. Called for
         the request ring before its new requests are handed over, for the confirmation
@@ -423,8 +423,8 @@ class PlcLink:
             conf_ack_was=self._conf_ack,
         )
         self._delivered_confirmations.clear()
-        self.handler.on_counters_jumped("request")
-        self.handler.on_counters_jumped("confirmation")
+        self.handler.on_counters_jumped(Ring.REQUESTS)
+        self.handler.on_counters_jumped(Ring.CONFIRMATIONS)
 
     def _watch_heartbeat(self, header: list[int], now_ns: int) -> None:
         self.stats.plc_state = header[R.PLC_STATE]
@@ -456,7 +456,7 @@ class PlcLink:
         self.stats.counter_jumps += 1
         log.warning("plc counter jumped", ring=ring, head=head, ack=ack)
         if ring == "request":
-            self.handler.on_counters_jumped("request")
+            self.handler.on_counters_jumped(Ring.REQUESTS)
         return (head - R.RING_SLOTS) % R.COUNTER_MOD, R.RING_SLOTS, True
 
     async def _take_requests(self, header: list[int]) -> None:
@@ -551,7 +551,7 @@ class PlcLink:
             # The stale slots of the jump are filtered out above and will not be read
             # again: from now on a known (tracking_id, seq) is a new item's confirmation.
             delivered.clear()
-            self.handler.on_counters_jumped("confirmation")
+            self.handler.on_counters_jumped(Ring.CONFIRMATIONS)
         await self._write(R.CONF_ACK, [self._conf_ack])
 
     def _warn_bad(self, event: str, **fields: object) -> None:

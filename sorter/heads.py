@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+__all__ = ["HeadChange", "HeadHealth"]
+
 
 @dataclass(frozen=True, slots=True)
 class HeadChange:
@@ -32,6 +34,8 @@ class _State:
 
 
 class HeadHealth:
+    """Online or offline for each head, from its link and when it last spoke."""
+
     def __init__(self, silence_timeouts_ns: Mapping[str, int]) -> None:
         self._heads = {name: _State(ns) for name, ns in silence_timeouts_ns.items()}
 

@@ -28,10 +28,23 @@ import numpy.typing as npt
 from numba import njit
 
 from sorter.plan import ALPHA2, CLASS_LIMITS, MEASURES, CompiledPlan
-from sorter.ports import Reason
+from sorter.ports import ChuteFlag, Reason
 from sorter.postcode import TermKind
 
-CHUTE_UNUSABLE = np.uint8(0b111)  # full | disabled | fault, as in the PLC status block
+__all__ = [
+    "CHUTE_UNUSABLE",
+    "ChuteState",
+    "ItemFeatures",
+    "Kernel",
+    "decide_batch",
+    "decide_one",
+    "match_destination",
+    "out_of_range",
+    "size_class",
+]
+
+# A chute with any of these bits set takes no item (a numpy scalar: numba folds it in).
+CHUTE_UNUSABLE = np.uint8(ChuteFlag.FULL | ChuteFlag.DISABLED | ChuteFlag.FAULT)
 
 _OK = int(Reason.OK)
 _NO_RULE = int(Reason.NO_RULE)
@@ -215,7 +228,7 @@ def out_of_range(length_mm: int, width_mm: int, height_mm: int, weight_g: int, b
 
 
 @_kernel(inline=True)
-def match_destination(
+def match_destination(  # noqa: PLR0912, RUF100  (numba kernel: branches compile to a loop)
     pc: int,
     pc_digits: int,
     service: int,
@@ -338,6 +351,8 @@ def _pick(
     return -1
 
 
+# Over 60 lines like match_destination: a numba kernel inlined into decide_batch's loop,
+# where every call a split would add costs on each item.
 @_kernel(inline=True)
 def decide_one(
     reason_in: int,
@@ -487,7 +502,9 @@ class ItemFeatures(NamedTuple):
 
 @dataclass(slots=True)
 class ChuteState:
-    """Mutable per-line chute state the kernel reads and updates."""
+    """Per-line chute state as the kernel takes it. `flags` are written by
+    `sorter.chutes.ChuteBook` alone; `load` is raised by the kernel's decision step for
+    the chute it picks and lowered by the chute book at the item's confirmation."""
 
     flags: npt.NDArray[np.uint8]
     load: npt.NDArray[np.int64]
@@ -503,7 +520,8 @@ class Kernel:
 
     def __init__(self, plan: CompiledPlan) -> None:
         self.plan = plan
-        self.rr_next = np.zeros(max(len(plan.plan.destinations), 1), dtype=np.int32)
+        self._n_destinations = len(plan.plan.destinations)
+        self.rr_next = np.zeros(max(self._n_destinations, 1), dtype=np.int32)
         self._blob, self._tables = pack_plan(plan)
         self._max_recirculations = plan.max_recirculations
         self._least_loaded = plan.least_loaded
@@ -533,7 +551,7 @@ class Kernel:
     def match(self, f: ItemFeatures) -> int:
         """Destination of the item (pre-advised, else the first matching rule's), -1 for none;
         no chute state involved."""
-        if 0 <= f.destination < len(self.plan.plan.destinations):
+        if 0 <= f.destination < self._n_destinations:
             return f.destination
         return int(
             match_destination(

@@ -12,14 +12,26 @@ from dataclasses import dataclass, field
 
 from sorter.kernel import ItemFeatures
 from sorter.plan import Rule, SizeClass, SortPlan
-from sorter.ports import Reason
+from sorter.ports import ChuteFlag, Reason
 from sorter.postcode import decode_postcode
 
-UNUSABLE = 0b111
+__all__ = [
+    "ReferenceState",
+    "decide",
+    "fits",
+    "match_destination",
+    "out_of_range",
+    "rule_matches",
+    "size_class",
+]
+
+UNUSABLE = int(ChuteFlag.FULL | ChuteFlag.DISABLED | ChuteFlag.FAULT)
 
 
 @dataclass(slots=True)
 class ReferenceState:
+    """The reference's own chute state: flags as a test sets them, load, round robin."""
+
     flags: dict[int, int] = field(default_factory=dict)
     load: dict[int, int] = field(default_factory=dict)
     rr_next: dict[int, int] = field(default_factory=dict)

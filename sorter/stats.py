@@ -9,11 +9,15 @@ import numpy as np
 
 from sorter.ports import Outcome, Reason
 
+__all__ = ["LATENCY_SAMPLES", "WINDOW_NS", "LineStats"]
+
 LATENCY_SAMPLES = 8192  # enough for a stable p99 over the last minutes at line speed
 WINDOW_NS = 60 * 1_000_000_000
 
 
 class LineStats:
+    """The line's own block of P/stats (docs/interfaces.md section 5), fed per event."""
+
     def __init__(self) -> None:
         self.decisions = 0
         self.results = 0
@@ -21,7 +25,6 @@ class LineStats:
         self.outcomes: Counter[str] = Counter()
         self.reads = 0
         self.noreads = 0
-        self.late_replies = 0
         self._latency_ms = np.zeros(LATENCY_SAMPLES, dtype=np.float64)
         self._latency_n = 0
         self._latency_max_ms = 0.0
@@ -43,8 +46,6 @@ class LineStats:
     def on_result(self, outcome: Outcome) -> None:
         self.results += 1
         self.outcomes[outcome.word] += 1
-        if outcome is Outcome.RECIRC_LATE:
-            self.late_replies += 1
 
     def items_per_h(self, now_ns: int) -> float:
         window = self._window

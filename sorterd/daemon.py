@@ -18,12 +18,13 @@ from drivers.scanner import StreamScanner
 from drivers.telegram import format_from_options
 from sorter.commands import CommandError, parse_command
 from sorter.config import ConfigError, Site, identifier_sources
+from sorter.contract import Topics, command_answer, status_payload
 from sorter.decide import Decider
 from sorter.heads import HeadChange, HeadHealth
 from sorter.kernel import ChuteState, Kernel
+from sorter.line import Line
 from sorter.manifest import Manifest, ManifestSource
 from sorter.manifest import warm as warm_manifest_kernels
-from sorter.pipeline import Pipeline, Topics, iso_now, status_payload
 from sorter.plan import compile_plan, load_plan
 from sorter.runtime import release_free_memory, tune_gc
 from sorter.tracker import Tracker
@@ -100,7 +101,7 @@ class Daemon:
             on_message=self._on_mqtt_message,
             store=self.journal,
         )
-        self.pipeline = Pipeline(
+        self.pipeline = Line(
             decider,
             self.tracker,
             self.mqtt.publish,
@@ -144,8 +145,7 @@ class Daemon:
         self._reloads: set[asyncio.Task[None]] = set()
 
     def _status_message(self) -> OutMessage:
-        payload = status_payload("online")
-        payload["alarms"] = list(self.alarms)
+        payload = status_payload("online", alarms=self.alarms)
         return OutMessage(self.topics.status, encode(payload), 1, True)
 
     def _link_stats(self) -> dict[str, Any]:
@@ -191,7 +191,7 @@ class Daemon:
         log.info("mqtt link", connected=connected, reason=reason)
         # Retained and coalesced: consumers see it once the broker is back, with the count
         # of connection losses in `errors` and the last reason in `detail`.
-        self.pipeline.device_state("mqtt", connected=connected, detail=reason)
+        self.pipeline.devices.report("mqtt", connected=connected, detail=reason)
 
     def _on_scanner_state(self, name: str, connected: bool) -> None:
         scanner = next((s for s in self.scanners if s.name == name), None)
@@ -205,7 +205,7 @@ class Daemon:
         """P/devices/NAME of a head: online while linked and speaking (sorter/heads.py)."""
         if change is None:
             # No change of state; a new error count is still worth publishing.
-            self.pipeline.device_state(
+            self.pipeline.devices.report(
                 scanner.name, connected=self.heads.online(scanner.name), errors=scanner.errors
             )
             return
@@ -213,7 +213,7 @@ class Daemon:
         seen = scanner.last_seen_ns
         wall = None if seen is None else time.time_ns() - (time.monotonic_ns() - seen)
         log.info("scanner head", head=scanner.name, online=change.online, detail=change.detail)
-        self.pipeline.device_state(
+        self.pipeline.devices.report(
             scanner.name,
             connected=change.online,
             errors=scanner.errors,
@@ -303,7 +303,7 @@ class Daemon:
     def _answer(self, command: str, request_id: str | None, *, ok: bool, **detail: object) -> None:
         self.mqtt.publish(
             self.topics.cmd_result,
-            {"id": request_id, "ts": iso_now(), "command": command, "ok": ok, **detail},
+            command_answer(command, request_id, ok=ok, **detail),
             qos=1,
         )
 
@@ -488,7 +488,7 @@ class Daemon:
             log.warning("alarms", alarms=list(alarms), was=list(self.alarms))
             self.alarms = alarms
             self.mqtt.publish_raw(self._status_message())
-        self.pipeline.device_state(
+        self.pipeline.devices.report(
             "journal",
             connected=self.journal.healthy,
             errors=self.journal.stats.failed,

@@ -31,6 +31,8 @@ from sorter.postcode import TermKind, digit_count, encode_postcode
 
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 
+# The status bits as docs/interfaces.md section 3 lays them out, spelled here rather than
+# taken from sorter.ports.ChuteFlag so that a wrong bit there fails these tests.
 FULL, DISABLED, FAULT = 0b001, 0b010, 0b100
 PRE_KERNEL_REASONS = (
     Reason.NO_READ,
@@ -77,20 +79,17 @@ def _postcode_term(draw: st.DrawFn) -> str:
     return f"{value:0{width}d}*" if kind == "prefix" else f"{value:0{width}d}"
 
 
-@st.composite
-def plan_data(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid sort plan as TOML data: random machine, destinations, rules and options."""
+def _draw_machine(draw: st.DrawFn) -> tuple[list[int], str | list[int]]:
+    """The machine's chutes, and how the plan writes them (a range, a list or a text)."""
     if draw(st.booleans()):
         n = draw(st.integers(3, 30))
-        machine_spec: str | list[int] = f"1-{n}"
-        machine = list(range(1, n + 1))
-    else:
-        machine = sorted(draw(st.sets(st.integers(1, 40), min_size=1, max_size=20)))
-        machine_spec = machine if draw(st.booleans()) else ",".join(map(str, machine))
-    chute = st.sampled_from(machine)
-    functions = {word: draw(chute) for word in FUNCTION_WORDS}
-    if draw(st.booleans()):
-        del functions["out_of_range"]  # optional: the max_recirc chute stands in
+        return list(range(1, n + 1)), f"1-{n}"
+    machine = sorted(draw(st.sets(st.integers(1, 40), min_size=1, max_size=20)))
+    return machine, machine if draw(st.booleans()) else ",".join(map(str, machine))
+
+
+def _draw_machine_table(draw: st.DrawFn, machine_spec: str | list[int]) -> dict[str, Any]:
+    """[machine]: its chutes and some limits (a minimum never above its maximum)."""
     machine_table: dict[str, Any] = {"chutes": machine_spec}
     for measure in MEASURES:
         if draw(st.integers(0, 3)) == 0:
@@ -100,6 +99,10 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
         low, high = machine_table.get(f"min_{measure}"), machine_table.get(f"max_{measure}")
         if low is not None and high is not None and low > high:
             del machine_table[f"min_{measure}"]
+    return machine_table
+
+
+def _draw_size_classes(draw: st.DrawFn) -> list[dict[str, Any]]:
     size_classes = []
     for i in range(draw(st.integers(0, 4))):
         size: dict[str, Any] = {"name": f"S{i}"}
@@ -107,6 +110,10 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
             if draw(st.integers(0, 2)) == 0:
                 size[f"max_{limit}"] = draw(st.sampled_from(MEASURE_EDGES))
         size_classes.append(size)
+    return size_classes
+
+
+def _draw_destinations(draw: st.DrawFn, chute: st.SearchStrategy[int]) -> list[dict[str, Any]]:
     destinations = []
     for i in range(draw(st.integers(1, 8))):
         chutes = draw(st.lists(chute, max_size=4))
@@ -117,24 +124,42 @@ def plan_data(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             d["cutoff"] = f"{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}"
         destinations.append(d)
-    names = [d["name"] for d in destinations]
-    rules = []
-    for _ in range(draw(st.integers(0, 6))):
-        rule: dict[str, Any] = {"destination": draw(st.sampled_from(names))}
-        if draw(st.integers(0, 2)) == 0:
-            rule["postcode"] = [_postcode_term(draw) for _ in range(draw(st.integers(1, 3)))]
+    return destinations
+
+
+def _draw_rule(
+    draw: st.DrawFn, names: list[str], size_classes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"destination": draw(st.sampled_from(names))}
+    if draw(st.integers(0, 2)) == 0:
+        rule["postcode"] = [_postcode_term(draw) for _ in range(draw(st.integers(1, 3)))]
+    if draw(st.integers(0, 3)) == 0:
+        rule["barcode"] = draw(st.sampled_from(REGEX_POOL))
+    for field in ("s10_service", "country", "origin"):
         if draw(st.integers(0, 3)) == 0:
-            rule["barcode"] = draw(st.sampled_from(REGEX_POOL))
-        for field in ("s10_service", "country", "origin"):
-            if draw(st.integers(0, 3)) == 0:
-                pool = LETTER_GLOBS if field == "s10_service" else COUNTRY_GLOBS
-                rule[field] = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2))
-        if size_classes and draw(st.integers(0, 2)) == 0:
-            names_of_classes = [c["name"] for c in size_classes]
-            rule["size_class"] = draw(
-                st.lists(st.sampled_from(names_of_classes), min_size=1, max_size=2)
-            )
-        rules.append(rule)
+            pool = LETTER_GLOBS if field == "s10_service" else COUNTRY_GLOBS
+            rule[field] = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2))
+    if size_classes and draw(st.integers(0, 2)) == 0:
+        names_of_classes = [c["name"] for c in size_classes]
+        rule["size_class"] = draw(
+            st.lists(st.sampled_from(names_of_classes), min_size=1, max_size=2)
+        )
+    return rule
+
+
+@st.composite
+def plan_data(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid sort plan as TOML data: random machine, destinations, rules and options."""
+    machine, machine_spec = _draw_machine(draw)
+    chute = st.sampled_from(machine)
+    functions = {word: draw(chute) for word in FUNCTION_WORDS}
+    if draw(st.booleans()):
+        del functions["out_of_range"]  # optional: the max_recirc chute stands in
+    machine_table = _draw_machine_table(draw, machine_spec)
+    size_classes = _draw_size_classes(draw)
+    destinations = _draw_destinations(draw, chute)
+    names = [d["name"] for d in destinations]
+    rules = [_draw_rule(draw, names, size_classes) for _ in range(draw(st.integers(0, 6)))]
     return {
         "version": 2,
         "name": "random",

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from drivers.broker import LocalBroker
+from simulators.conveyor import Ledger
 from simulators.line import DEMO_PARAMS
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
-from sorter.pipeline import CHUTE_STATUS_MASK
 from sorter.plan import SortPlan, compile_plan, load_plan
 from sorter.ports import Reason
 from sorterd.daemon import Daemon
@@ -53,8 +54,8 @@ class ChuteWitness:
 
     def on_decision(self, reason: str, destination: str, chute: int, latency_ms: float) -> None:
         del latency_ms
-        flags = self.daemon.pipeline.decider.state.flags
-        usable = [c for c in self.chutes.get(destination, ()) if not flags[c] & CHUTE_STATUS_MASK]
+        book = self.daemon.pipeline.chutes
+        usable = [c for c in self.chutes.get(destination, ()) if book.usable(c)]
         if reason == "no_chute":
             self.no_chute[destination] += 1
             if usable:
@@ -95,7 +96,29 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
     assert ledger.in_flight == 0
     assert ledger.terminal.total() == 500
     assert all(rec.final_outcome is not None for rec in ledger.items)
+    _check_one_message_per_event(ledger, decisions, results)
+    reasons = _check_reasons(plan, ledger, decisions, witness)
 
+    # The traffic mix exercised the interesting paths, not only the happy one.
+    assert reasons["ok"] > 300
+    for reason in ("no_read", "invalid_code", "no_rule", "multi_read_conflict"):
+        assert reasons[reason] > 0, reasons
+    assert ledger.recirculations > 0  # chutes filled up
+    assert ledger.terminal["sorted"] > 400
+
+    # Retained device and chute state, and the status will/online/offline.
+    assert sub.of("status")[-1]["state"] == "offline"
+    assert any(k.startswith("devices/plc") for k in sub.messages)
+    assert any(k.startswith("devices/tunnel-1") for k in sub.messages)
+    assert any(k.startswith("chutes/") for k in sub.messages)
+
+
+Message = dict[str, Any]
+
+
+def _check_one_message_per_event(
+    ledger: Ledger, decisions: list[Message], results: list[Message]
+) -> None:
     # Exactly one decision per sort request: ids unique, (tracking_id, seq) unique, and the
     # set of requests equals the set the PLC simulator wrote.
     assert len({d["id"] for d in decisions}) == len(decisions)
@@ -122,11 +145,23 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
             if p.reply_chute is not None:
                 assert by_key[(rec.tracking_id, p.seq)]["chute"] == p.reply_chute
 
-    # Each reason as the plan says: destination and reason recomputed from the codes by a
-    # second decider, and no_chute exactly where the daemon had no usable chute for that
-    # destination (the witness); the chute belongs to the destination, or is the reason's
-    # function chute. This second decider is the daemon's own code (sorter.decide): which
-    # chute is right for the plan is for the independent oracle behind plan_problems.
+    # Results carry what was decided.
+    for r in results:
+        d = by_key[(r["tracking_id"], r["seq"])]
+        assert r["destination"] == d["destination"]
+        if r["outcome"] == "sorted":
+            assert r["chute_actual"] == d["chute"]
+
+
+def _check_reasons(
+    plan: SortPlan, ledger: Ledger, decisions: list[Message], witness: ChuteWitness
+) -> Counter[str]:
+    """Each reason as the plan says: destination and reason recomputed from the codes by a
+    second decider, and no_chute exactly where the daemon had no usable chute for that
+    destination (the witness); the chute belongs to the destination, or is the reason's
+    function chute. This second decider is the daemon's own code (sorter.decide): which
+    chute is right for the plan is for the independent oracle behind plan_problems.
+    Returns the decisions counted by reason."""
     compiled = compile_plan(plan)
     check = Decider(compiled, ChuteState.for_plan(compiled), site_country="MA")
     dests = {d.name: d for d in plan.destinations}
@@ -154,23 +189,4 @@ async def test_500_items_through_the_line(broker: LocalBroker, tmp_path: Path) -
     no_chute = Counter(d["destination"] for d in decisions if d["reason"] == "no_chute")
     assert no_chute == witness.no_chute
     assert plan_problems(decision_pairs(ledger, decisions), PLAN_PATH) == []
-
-    # The traffic mix exercised the interesting paths, not only the happy one.
-    assert reasons["ok"] > 300
-    for reason in ("no_read", "invalid_code", "no_rule", "multi_read_conflict"):
-        assert reasons[reason] > 0, reasons
-    assert ledger.recirculations > 0  # chutes filled up
-    assert ledger.terminal["sorted"] > 400
-
-    # Results carry what was decided.
-    for r in results:
-        d = by_key[(r["tracking_id"], r["seq"])]
-        assert r["destination"] == d["destination"]
-        if r["outcome"] == "sorted":
-            assert r["chute_actual"] == d["chute"]
-
-    # Retained device and chute state, and the status will/online/offline.
-    assert sub.of("status")[-1]["state"] == "offline"
-    assert any(k.startswith("devices/plc") for k in sub.messages)
-    assert any(k.startswith("devices/tunnel-1") for k in sub.messages)
-    assert any(k.startswith("chutes/") for k in sub.messages)
+    return reasons

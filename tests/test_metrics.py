@@ -16,9 +16,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.metrics import LATENCY_BUCKETS_S, Metrics
+from sorter.contract import Topics
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
-from sorter.pipeline import Pipeline, Topics
+from sorter.line import Line
 from sorter.plan import compile_plan, load_plan
 from sorter.ports import Confirmation, LineObserver, Outcome, Reason, ScanRead, SortRequest
 from sorter.tracker import Tracker
@@ -104,6 +105,14 @@ def test_scrape_has_exact_counts(metrics: Metrics) -> None:
         dict(labels)["outcome"] for name, labels in samples if name == results
     }
 
+    _check_latency_and_devices(samples)
+    build = [labels for name, labels in samples if name == "sorterd_build_info"]
+    assert len(build) == 1
+    assert "version" in dict(build[0])
+
+
+def _check_latency_and_devices(samples: Samples) -> None:
+    """The latency histogram and device gauges after test_scrape_has_exact_counts' events."""
     latency = "sorterd_decision_latency_seconds"
     assert value(samples, f"{latency}_count") == 6
     assert value(samples, f"{latency}_sum") == pytest.approx((3 * 0.3 + 150 + 200 + 1) / 1000)
@@ -119,10 +128,6 @@ def test_scrape_has_exact_counts(metrics: Metrics) -> None:
     assert value(samples, "sorterd_device_errors", device="plc") == 1
     assert value(samples, "sorterd_device_connected", device="tunnel-1") == 1
     assert value(samples, "sorterd_device_errors", device="tunnel-1") == 0
-
-    build = [labels for name, labels in samples if name == "sorterd_build_info"]
-    assert len(build) == 1
-    assert "version" in dict(build[0])
 
 
 def test_latency_buckets_cover_a_tenth_of_a_ms_to_200_ms() -> None:
@@ -210,8 +215,8 @@ def test_ipv6_loopback(metrics: Metrics) -> None:
         assert b"sorterd_decisions_total" in response.read()
 
 
-def test_through_a_real_pipeline(metrics: Metrics) -> None:
-    """The pipeline's own call sites feed the observer; the scrape agrees with what it
+def test_through_a_real_line_core(metrics: Metrics) -> None:
+    """The line core's own call sites feed the observer; the scrape agrees with what it
     published on MQTT."""
     plan = compile_plan(load_plan(demo_config_dir() / "sortplan.toml"))
     published: list[tuple[str, dict[str, Any]]] = []
@@ -220,22 +225,22 @@ def test_through_a_real_pipeline(metrics: Metrics) -> None:
         published.append((topic, payload))
 
     now_ns = 10_000_000_000
-    pipeline = Pipeline(
+    line = Line(
         Decider(plan, ChuteState.for_plan(plan), site_country="MA"),
         Tracker(scan_wait_ns=200_000_000, scan_ttl_ns=10_000_000_000),
         publish,
         Topics("t"),
         clock_ns=lambda: now_ns,
     )
-    pipeline.observers.append(metrics)
+    line.observers.append(metrics)
     received = now_ns - 400_000  # each request was read 0.4 ms before its decision
-    pipeline.on_requests([SortRequest(1, 101, 1, 300, 200, 100, 1000, received)])
-    pipeline.on_scan(ScanRead("tunnel-1", 101, (), now_ns))  # a no-read
-    pipeline.on_requests([SortRequest(2, 102, 1, 300, 200, 100, 1000, received)])
-    assert pipeline.answer_waiting() == 1  # decided without a scan: timeout
-    pipeline.on_confirmations([Confirmation(1, 101, 1, Outcome.REJECT, 0)])
-    pipeline.on_link_state(True, "connected")
-    pipeline.device_state("tunnel-1", connected=False)
+    line.on_requests([SortRequest(1, 101, 1, 300, 200, 100, 1000, received)])
+    line.on_scan(ScanRead("tunnel-1", 101, (), now_ns))  # a no-read
+    line.on_requests([SortRequest(2, 102, 1, 300, 200, 100, 1000, received)])
+    assert line.answer_waiting() == 1  # decided without a scan: timeout
+    line.on_confirmations([Confirmation(1, 101, 1, Outcome.REJECT, 0)])
+    line.on_link_state(True, "connected")
+    line.devices.report("tunnel-1", connected=False)
 
     metrics.start(port=0)
     _, samples = scrape(metrics)

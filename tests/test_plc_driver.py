@@ -636,7 +636,7 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
 
             plc.reset_counters()
             await wait_until(
-                lambda: handler.jumps == ["request", "confirmation"], what="restart seen"
+                lambda: handler.jumps == ["requests", "confirmations"], what="restart seen"
             )
             seqs = [plc.submit_request(500_000 + i) for i in range(2)]
             assert seqs == [0, 1]
@@ -658,7 +658,7 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
             assert [c.tracking_id for c in handler.confirmations[n_conf:]] == [500_000]
             # The pipeline forgets the pairs the PLC may reuse: requests before their batch,
             # confirmations after theirs (its stale slots are dropped by then).
-            assert handler.jumps == ["request", "confirmation"]
+            assert handler.jumps == ["requests", "confirmations"]
             assert link.stats.bad_confirmations == 0
             assert link.stats.bad_requests == 0
 
@@ -769,7 +769,7 @@ async def test_a_plc_that_lost_the_host_registers_counts_as_restarted() -> None:
             await plc.write_registers(REQ_ACK, [0, 0, 0, 0])
             assert handler.jumps == []
             await wait_until(lambda: handler.up, what="link up again")
-            await wait_until(lambda: handler.jumps == ["request", "confirmation"], what="jump")
+            await wait_until(lambda: handler.jumps == ["requests", "confirmations"], what="jump")
             plc.submit_request(700_000)  # the same id and seq 0: a new item
             await wait_until(lambda: handler.requests[-1].seq == 0, what="new request")
 

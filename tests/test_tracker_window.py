@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.scanner import InMemoryScanner
+from sorter.contract import Topics
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
-from sorter.pipeline import Pipeline, Topics
+from sorter.line import Line
 from sorter.plan import compile_plan, load_plan
 from sorter.ports import ScanRead, SortRequest
 from sorter.tracker import Match, Tracker
@@ -369,7 +370,7 @@ async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
         window_after_ns=50 * MS,
         merge_window_ns=30 * MS,
     )
-    pipeline = Pipeline(
+    pipeline = Line(
         Decider(plan, ChuteState.for_plan(plan), site_country="MA"), tracker, publish, Topics("p")
     )
     timer = asyncio.create_task(pipeline.run_timer(), name="timer")

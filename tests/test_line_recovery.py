@@ -1,4 +1,4 @@
-"""The pipeline with a real journal: re-reads, restarts of the daemon and of the PLC."""
+"""The line core with a real journal: re-reads, restarts of the daemon and of the PLC."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 
 from drivers.journal import Journal, JournalOutbox
 from drivers.mqtt import MqttPublisher
+from sorter.contract import Topics
 from sorter.decide import Decider
 from sorter.kernel import ChuteState
-from sorter.pipeline import Pipeline, Topics
+from sorter.line import Line
 from sorter.plan import compile_plan, load_plan
-from sorter.ports import Confirmation, Outcome, ScanRead, SortRequest
+from sorter.ports import Confirmation, Outcome, Ring, ScanRead, SortRequest
 from sorter.tracker import Tracker
 from sorterd.demo import demo_config_dir
 
@@ -21,8 +22,8 @@ MS = 1_000_000
 CODES = ("RB123456785GB",)  # demo plan: an S10 code from Great Britain, ok
 
 
-class Line:
-    """A pipeline as the daemon builds it, with the PLC's replies recorded."""
+class Rig:
+    """A line core as the daemon builds it, with the PLC's replies recorded."""
 
     def __init__(self, path: Path) -> None:
         plan = compile_plan(load_plan(demo_config_dir() / "sortplan.toml"))
@@ -31,7 +32,7 @@ class Line:
         self.mqtt = MqttPublisher("mqtt://127.0.0.1:1", store=self.journal)
         self.now_ns = 10**12
         self.replies: list[tuple[int, int, int]] = []
-        self.pipeline = Pipeline(
+        self.core = Line(
             Decider(plan, ChuteState.for_plan(plan), site_country="MA"),
             Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=30_000 * MS),
             self._publish,
@@ -39,7 +40,7 @@ class Line:
             clock_ns=lambda: self.now_ns,
             durable=JournalOutbox(self.journal, self.mqtt),
         )
-        self.pipeline.bind_reply(lambda seq, tid, chute: self.replies.append((seq, tid, chute)))
+        self.core.bind_reply(lambda seq, tid, chute: self.replies.append((seq, tid, chute)))
 
     def _publish(
         self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
@@ -63,51 +64,51 @@ class Line:
 
 
 def test_a_request_read_again_gets_the_same_reply_and_no_second_decision(tmp_path: Path) -> None:
-    line = Line(tmp_path / "j.sqlite")
-    line.pipeline.on_scan(ScanRead("tunnel-1", 7, CODES, line.now_ns))
-    line.pipeline.on_requests([line.request(7, 1)])
+    line = Rig(tmp_path / "j.sqlite")
+    line.core.on_scan(ScanRead("tunnel-1", 7, CODES, line.now_ns))
+    line.core.on_requests([line.request(7, 1)])
     assert len(line.replies) == 1
-    line.pipeline.on_requests([line.request(7, 1)])  # the req_ack write was lost
+    line.core.on_requests([line.request(7, 1)])  # the req_ack write was lost
     assert line.replies == [line.replies[0]] * 2
     assert line.decisions() == [(7, 1)]
-    assert line.pipeline.counters.replies_repeated == 1
+    assert line.core.counters.replies_repeated == 1
 
 
 def test_a_restarted_daemon_answers_as_before_and_drops_known_results(tmp_path: Path) -> None:
-    first = Line(tmp_path / "j.sqlite")
-    first.pipeline.on_scan(ScanRead("tunnel-1", 7, CODES, first.now_ns))
-    first.pipeline.on_requests([first.request(7, 1), first.request(8, 2)])  # 8 waits
+    first = Rig(tmp_path / "j.sqlite")
+    first.core.on_scan(ScanRead("tunnel-1", 7, CODES, first.now_ns))
+    first.core.on_requests([first.request(7, 1), first.request(8, 2)])  # 8 waits
     chute_7 = first.replies[0][2]
-    first.pipeline.on_confirmations([Confirmation(1, 7, chute_7, Outcome.SORTED, 0)])
+    first.core.on_confirmations([Confirmation(1, 7, chute_7, Outcome.SORTED, 0)])
     first.journal.close()  # the process dies: every step was committed already
 
-    second = Line(tmp_path / "j.sqlite")
-    second.pipeline.restore(second.journal.recover())
+    second = Rig(tmp_path / "j.sqlite")
+    second.core.restore(second.journal.recover())
     # The PLC presents 7 again (its ack was lost) and the confirmation again.
-    second.pipeline.on_requests([second.request(7, 1)])
-    second.pipeline.on_confirmations([Confirmation(1, 7, chute_7, Outcome.SORTED, 0)])
+    second.core.on_requests([second.request(7, 1)])
+    second.core.on_confirmations([Confirmation(1, 7, chute_7, Outcome.SORTED, 0)])
     assert second.replies[0] == (1, 7, chute_7)
-    assert second.pipeline.counters.duplicate_results == 1
+    assert second.core.counters.duplicate_results == 1
     # 8 was taken but not decided: it is decided now (as when its new scan wait runs out).
-    second.pipeline.answer_waiting()
+    second.core.answer_waiting()
     assert [(seq, tid) for seq, tid, _ in second.replies] == [(1, 7), (2, 8)]
     assert second.decisions() == [(7, 1), (8, 2)]
     assert second.rows("result") == [(7, 1)]
 
 
 def test_after_a_plc_restart_a_reused_pair_is_a_new_item(tmp_path: Path) -> None:
-    line = Line(tmp_path / "j.sqlite")
-    line.pipeline.on_scan(ScanRead("tunnel-1", 1, CODES, line.now_ns))
-    line.pipeline.on_requests([line.request(1, 0)])
+    line = Rig(tmp_path / "j.sqlite")
+    line.core.on_scan(ScanRead("tunnel-1", 1, CODES, line.now_ns))
+    line.core.on_requests([line.request(1, 0)])
     chute = line.replies[-1][2]
-    line.pipeline.on_confirmations([Confirmation(0, 1, chute, Outcome.SORTED, 0)])
-    line.pipeline.on_counters_jumped("request")  # the PLC restarted: ids and seqs anew
-    line.pipeline.on_counters_jumped("confirmation")
+    line.core.on_confirmations([Confirmation(0, 1, chute, Outcome.SORTED, 0)])
+    line.core.on_counters_jumped(Ring.REQUESTS)  # the PLC restarted: ids and seqs anew
+    line.core.on_counters_jumped(Ring.CONFIRMATIONS)
     line.now_ns += 1000 * MS
-    line.pipeline.on_scan(ScanRead("tunnel-1", 1, ("RB000000005MA",), line.now_ns))
-    line.pipeline.on_requests([line.request(1, 0)])
+    line.core.on_scan(ScanRead("tunnel-1", 1, ("RB000000005MA",), line.now_ns))
+    line.core.on_requests([line.request(1, 0)])
     assert line.decisions() == [(1, 0), (1, 0)]  # decided afresh, not answered from memory
     assert len(line.replies) == 2
-    assert line.pipeline.counters.replies_repeated == 0
-    line.pipeline.on_confirmations([Confirmation(0, 1, line.replies[-1][2], Outcome.SORTED, 0)])
+    assert line.core.counters.replies_repeated == 0
+    line.core.on_confirmations([Confirmation(0, 1, line.replies[-1][2], Outcome.SORTED, 0)])
     assert line.rows("result") == [(1, 0), (1, 0)]  # not dropped as a duplicate
