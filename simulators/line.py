@@ -22,9 +22,9 @@ from simulators.conveyor import Conveyor, Ledger, LineParams
 from simulators.plc import PlcServe, PlcSimulator
 from simulators.scanner import ScannerSimulator
 from simulators.traffic import Traffic
+from sorter.addresses import parse_plc_url
 from sorter.config import ConfigError, Problem, ScannerSection, Site
 from sorter.plan import load_plan
-from sorter.plc_url import parse_plc_url
 
 log = structlog.get_logger(__name__)
 
