@@ -105,12 +105,11 @@ class SerialSettings:
 class _Url:
     """One URL being parsed: its text for messages (password hidden) and its parts."""
 
-    __slots__ = ("kind", "parts", "shown", "text")
+    __slots__ = ("kind", "parts", "shown")
 
     def __init__(self, kind: str, text: str, *, shown: str | None = None) -> None:
         """`shown`: the URL as written, for messages, when `text` is a cleaned copy."""
         self.kind = kind
-        self.text = text
         written = text if shown is None else shown
         try:
             self.parts = urlsplit(text)

@@ -201,9 +201,10 @@ def test_the_publisher_and_top_decode_credentials_alike() -> None:
 
 
 def _site(folder: Path, plc: str, scanner: str, mqtt: str) -> Path:
-    # json.dumps writes a TOML basic string (same escapes) for any text without surrogates.
+    # json.dumps writes a TOML basic string (same escapes) for any text without surrogates,
+    # but for DEL, which TOML wants escaped too.
     def text(value: str) -> str:
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
     site = folder / "site.toml"
     site.write_text(
