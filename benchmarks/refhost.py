@@ -27,7 +27,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 
 from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
-from sorter.plc_url import parse_plc_url
+from sorter.addresses import parse_plc_url
 
 __all__ = ["RefHost", "main"]
 

@@ -13,7 +13,7 @@ as `sorterd simulate plc --rtu pty` would print it. Per baud rate:
   time, each confirmation submitted as soon as its reply is read): items/h from the
   submission to the host's ack of the last confirmation (an item is a request in, its
   reply out and its confirmation in, as in the model). Baseline: the model of
-  docs/interfaces.md section 3 (`sorter.plc_url.max_items_per_h` at 64 items a cycle:
+  docs/interfaces.md section 3 (`sorter.rtu_budget.max_items_per_h` at 64 items a cycle:
   frame sizes and gaps, no PLC turnaround).
 """
 
@@ -34,9 +34,10 @@ from drivers.registers import CONF_ACK
 from simulators.line import DEMO_PARAMS, SimulatedLine
 from simulators.plc import PlcReply, PlcServe, PlcSimulator
 from simulators.traffic import Traffic
+from sorter.addresses import SerialSettings
 from sorter.plan import load_plan
-from sorter.plc_url import SerialSettings, max_items_per_h
 from sorter.ports import Outcome
+from sorter.rtu_budget import max_items_per_h
 from sorterd.demo import write_site
 
 __all__ = ["QUICK", "Options", "report", "run"]

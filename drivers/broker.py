@@ -30,6 +30,16 @@ import structlog
 
 from sorter.errors import SorterdError
 
+__all__ = [
+    "BrokerError",
+    "BrokerKind",
+    "BrokerTls",
+    "LocalBroker",
+    "free_port",
+    "mosquitto_path",
+    "write_password_file",
+]
+
 log = structlog.get_logger(__name__)
 
 BrokerKind = Literal["mosquitto", "embedded"]

@@ -1,7 +1,7 @@
 """MQTT publisher with an outbox: publish() never blocks, nothing is dropped on a reconnect.
 
-aiomqtt has no automatic reconnect (LIBRARIES.md): `run()` wraps the connection and its
-sender/receiver tasks in one TaskGroup inside a retry loop with capped, jittered backoff.
+aiomqtt has no automatic reconnect: `run()` wraps the connection and its sender/receiver
+tasks in one TaskGroup inside a retry loop with capped, jittered backoff (sorter/backoff.py).
 A message leaves the outbox only after the broker acknowledged it (PUBACK for QoS 1), so a
 broker that vanishes mid-flight costs a re-send with the same id, never a loss. Retained
 state topics keep only their newest value while waiting: a chute's old state is no use.
@@ -16,16 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import ssl
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import aiomqtt
 import structlog
+
+from sorter.addresses import parse_mqtt_url
+from sorter.backoff import Backoff
+
+__all__ = [
+    "MqttPublisher",
+    "MqttStats",
+    "OutMessage",
+    "Outbox",
+    "OutboxStore",
+    "Unsent",
+    "encode",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -75,62 +86,20 @@ def encode(payload: dict[str, Any]) -> bytes:
     return text.encode("utf-8", errors="replace")
 
 
-class MqttPublisher:
-    """One connection to the broker for the whole daemon."""
+class Outbox:
+    """The messages waiting for the broker's acknowledgement, in the order they leave.
+
+    Only the sender takes from it (`take`, then `done` once the broker acknowledged), so a
+    message leaves only acknowledged; `add` never blocks.
+    """
 
     def __init__(
-        self,
-        url: str,
-        *,
-        client_id: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        keepalive_s: int = 10,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        will: OutMessage | None = None,
-        birth: Callable[[], OutMessage] | None = None,
-        subscriptions: tuple[str, ...] = (),
-        on_message: Callable[[str, bytes], None] | None = None,
-        on_state: Callable[[bool, str], None] | None = None,
-        max_outbox: int = 1_000_000,
-        store: OutboxStore | None = None,
-        max_memory: int = 20_000,
-        window: int = 64,
-        ack_timeout_s: float = 10.0,
-        backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 5.0,
+        self, stats: MqttStats, *, max_outbox: int, store: OutboxStore | None, max_memory: int
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"MQTT URL {url!r} must be mqtt://host:port or mqtts://host:port")
-        # Logged and shown as host:port only: a password in the URL never reaches a log.
-        self.url = f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
-        self.host = parts.hostname
-        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        self.tls = parts.scheme == "mqtts"
-        self.client_id = client_id
-        self.username = username if username is not None else parts.username
-        self.password = password if password is not None else parts.password
-        self.keepalive_s = keepalive_s
-        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
-        self.will = will
-        self.birth = birth
-        self.subscriptions = subscriptions
-        self.on_message = on_message
-        self.on_state = on_state
+        self.stats = stats
         self.max_outbox = max_outbox
         self.store = store
         self.max_memory = max_memory
-        self.window = window
-        self.ack_timeout_s = ack_timeout_s
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.stats = MqttStats()
-        self.connected = False
-        # Why the last connection attempt failed or ended (bad password, TLS verify...).
-        self.last_error: str | None = None
         self._queue: deque[tuple[int | None, OutMessage]] = deque()  # (journal row, message)
         # Journaled messages not in the queue wait on disk: every row after _last_rowid.
         self._spilled = store is not None
@@ -144,20 +113,13 @@ class MqttPublisher:
 
     @property
     def backlog(self) -> int:
-        """Messages waiting in memory; `spilled` says whether more wait on disk."""
         return len(self._queue) + len(self._retained)
 
     @property
     def spilled(self) -> bool:
         return self._spilled
 
-    def publish(
-        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
-    ) -> None:
-        """Queue a JSON message; returns at once. Matches sorter.pipeline.Publish."""
-        self.publish_raw(OutMessage(topic, encode(payload), qos, retain))
-
-    def publish_raw(self, msg: OutMessage, rowid: int | None = None) -> None:
+    def add(self, msg: OutMessage, rowid: int | None = None) -> None:
         """Queue a message; `rowid` when it is in the journal (then it is never dropped)."""
         if msg.retain:
             self._retained[msg.topic] = msg
@@ -190,81 +152,43 @@ class MqttPublisher:
             return False
         return True
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        return ctx
-
-    def _client(self) -> aiomqtt.Client:
-        will = None
-        if self.will is not None:
-            will = aiomqtt.Will(
-                self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain
-            )
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
-            identifier=self.client_id,
-            keepalive=self.keepalive_s,
-            will=will,
-            tls_context=self._tls_context(),
-            timeout=self.ack_timeout_s,
-            max_inflight_messages=self.window,
-        )
-        # Otherwise aiomqtt logs a warning per publish above 10 in flight.
-        client.pending_calls_threshold = self.window * 4
-        return client
-
-    def _set_connected(self, connected: bool, reason: str) -> None:
-        if connected != self.connected:
-            self.connected = connected
-            log.info("mqtt state", url=self.url, connected=connected, reason=reason)
-            if self.on_state is not None:
-                self.on_state(connected, reason)
-
-    async def run(self) -> None:
-        delay_s = self.backoff_initial_s
+    async def take(self, window: int) -> tuple[list[OutMessage], bool]:
+        """The next messages to send, at most `window`, and whether they are retained
+        states; waits while there are none. They stay in the outbox until `done`."""
         while True:
-            try:
-                async with self._client() as client:
-                    self.stats.connects += 1
-                    delay_s = self.backoff_initial_s
-                    self._set_connected(True, "connected")
-                    if self.birth is not None:
-                        self.publish_raw(self.birth())
-                    for topic in self.subscriptions:
-                        await client.subscribe(topic, qos=1)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._send(client), name="mqtt-send")
-                        # The receiver also notices a broker that goes away while idle.
-                        tg.create_task(self._receive(client), name="mqtt-receive")
-            except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
-                self.stats.errors += 1
-                reason = "; ".join(str(e) for e in group.exceptions)
-                self.last_error = reason
-                log.warning("mqtt connection lost", url=self.url, error=reason)
-                self._set_connected(False, reason)
-            await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))
-            delay_s = min(delay_s * 2, self.backoff_max_s)
+            if not self._queue and self._spilled and not self._page_in():
+                # The journal cannot be read now: what waits there is not lost, and must not
+                # be skipped (the watermark would pass it). Try again in a while.
+                await asyncio.sleep(PAGE_IN_RETRY_S)
+                continue
+            if not self._queue and not self._retained:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._retained:
+                return list(self._retained.values())[:window], True
+            return [self._queue[i][1] for i in range(min(window, len(self._queue)))], False
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            self.stats.received += 1
-            if self.on_message is not None:
-                payload = message.payload
-                data = payload if isinstance(payload, bytes) else str(payload).encode()
-                try:
-                    self.on_message(str(message.topic), data)
-                except Exception:
-                    # A message nobody should be able to send (a bug of ours): logged with
-                    # its traceback, and the connection, and the line, go on.
-                    self.stats.errors += 1
-                    log.exception("mqtt message handler failed", topic=str(message.topic))
+    def done(self, batch: list[OutMessage], retained: bool) -> None:
+        """The broker acknowledged `batch`, as `take` gave it."""
+        if retained:
+            for msg in batch:
+                # Only remove what was sent: a newer value may have replaced it meanwhile.
+                if self._retained.get(msg.topic) is msg:
+                    del self._retained[msg.topic]
+            return
+        last_row: int | None = None
+        for _ in batch:
+            # Only the sender removes, and only from the left.
+            rowid = self._queue.popleft()[0]
+            if rowid is None:
+                self._memory_only -= 1
+            else:
+                last_row = rowid
+        if self.store is not None and last_row is not None:
+            # In row order: every journaled row up to the batch's last is sent.
+            self.store.mark_sent(last_row)
 
     def _page_in(self) -> bool:
         """Bring the next journaled rows into the queue; the end of the spill when none.
@@ -280,47 +204,190 @@ class MqttPublisher:
             self._spilled = False
         return True
 
+
+@dataclass(frozen=True, slots=True)
+class _ClientOptions:
+    """What every connection of one publisher is opened with."""
+
+    client_id: str | None
+    username: str | None
+    password: str | None
+    keepalive_s: int
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+    will: OutMessage | None
+    window: int
+    ack_timeout_s: float
+
+
+class MqttPublisher:
+    """One connection to the broker for the whole daemon.
+
+    `url` is parsed by `sorter.addresses.parse_mqtt_url` (as check-config and `top` parse
+    it); `username`/`password` win over the URL's. `will`/`birth`: the status message the
+    broker publishes when the link dies / the one sent on every connect. `store`: the
+    journal (see the module's docstring); `max_outbox` bounds messages in memory alone,
+    `max_memory` journaled ones in memory. `window`: QoS 1 messages in flight.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 10,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        will: OutMessage | None = None,
+        birth: Callable[[], OutMessage] | None = None,
+        subscriptions: tuple[str, ...] = (),
+        on_message: Callable[[str, bytes], None] | None = None,
+        on_state: Callable[[bool, str], None] | None = None,
+        max_outbox: int = 1_000_000,
+        store: OutboxStore | None = None,
+        max_memory: int = 20_000,
+        window: int = 64,
+        ack_timeout_s: float = 10.0,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        endpoint = parse_mqtt_url(url)
+        # Logged and shown as host:port only: a password in the URL never reaches a log.
+        self.url = endpoint.shown
+        self.host, self.port, self.tls = endpoint.host, endpoint.port, endpoint.tls
+        self.username = username if username is not None else endpoint.username
+        self.password = password if password is not None else endpoint.password
+        self._options = _ClientOptions(
+            client_id, self.username, self.password, keepalive_s, ca_file, cert_file,
+            key_file, will, window, ack_timeout_s,
+        )  # fmt: skip
+        self.birth = birth
+        self.subscriptions = subscriptions
+        self.on_message = on_message
+        self.on_state = on_state
+        self.stats = MqttStats()
+        self.connected = False
+        # Why the last connection attempt failed or ended (bad password, TLS verify...).
+        self.last_error: str | None = None
+        self._outbox = Outbox(self.stats, max_outbox=max_outbox, store=store, max_memory=max_memory)
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting in memory; `spilled` says whether more wait on disk."""
+        return self._outbox.backlog
+
+    @property
+    def spilled(self) -> bool:
+        return self._outbox.spilled
+
+    def publish(
+        self, topic: str, payload: dict[str, Any], *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Queue a JSON message; returns at once. Matches sorter.ports.Publish."""
+        self._outbox.add(OutMessage(topic, encode(payload), qos, retain))
+
+    def publish_raw(self, msg: OutMessage, rowid: int | None = None) -> None:
+        """Queue a message; `rowid` when it is in the journal (then it is never dropped)."""
+        self._outbox.add(msg, rowid)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty and acknowledged; False on timeout."""
+        return await self._outbox.flush(timeout_s)
+
+    def _client(self) -> aiomqtt.Client:
+        options = self._options
+        will = None
+        if options.will is not None:
+            will = aiomqtt.Will(
+                options.will.topic,
+                options.will.payload,
+                qos=options.will.qos,
+                retain=options.will.retain,
+            )
+        tls_context = None
+        if self.tls:
+            tls_context = ssl.create_default_context(cafile=options.ca_file)
+            if options.cert_file:
+                tls_context.load_cert_chain(options.cert_file, options.key_file)
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=options.username,
+            password=options.password,
+            identifier=options.client_id,
+            keepalive=options.keepalive_s,
+            will=will,
+            tls_context=tls_context,
+            timeout=options.ack_timeout_s,
+            max_inflight_messages=options.window,
+        )
+        # Otherwise aiomqtt logs a warning per publish above 10 in flight.
+        client.pending_calls_threshold = options.window * 4
+        return client
+
+    def _set_connected(self, connected: bool, reason: str) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            log.info("mqtt state", url=self.url, connected=connected, reason=reason)
+            if self.on_state is not None:
+                self.on_state(connected, reason)
+
+    async def run(self) -> None:
+        """Connect, send and receive until cancelled; reconnect with backoff."""
+        while True:
+            try:
+                async with self._client() as client:
+                    self.stats.connects += 1
+                    self._backoff.reset()
+                    self._set_connected(True, "connected")
+                    if self.birth is not None:
+                        self.publish_raw(self.birth())
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._send(client), name="mqtt-send")
+                        # The receiver also notices a broker that goes away while idle.
+                        tg.create_task(self._receive(client), name="mqtt-receive")
+            except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
+                self.stats.errors += 1
+                reason = "; ".join(str(e) for e in group.exceptions)
+                self.last_error = reason
+                log.warning("mqtt connection lost", url=self.url, error=reason)
+                self._set_connected(False, reason)
+            await asyncio.sleep(self._backoff.next_delay_s())
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.stats.received += 1
+            if self.on_message is not None:
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload).encode()
+                try:
+                    self.on_message(str(message.topic), data)
+                except Exception:
+                    # A message nobody should be able to send (a bug of ours): logged with
+                    # its traceback, and the connection, and the line, go on.
+                    self.stats.errors += 1
+                    log.exception("mqtt message handler failed", topic=str(message.topic))
+
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
-            if not self._queue and self._spilled and not self._page_in():
-                # The journal cannot be read now: what waits there is not lost, and must not
-                # be skipped (the watermark would pass it). Try again in a while.
-                await asyncio.sleep(PAGE_IN_RETRY_S)
-                continue
-            if not self._queue and not self._retained:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self._retained:
-                states = list(self._retained.values())[: self.window]
-                await self._publish_all(client, states)
-                for msg in states:
-                    # Only remove what was sent: a newer value may have replaced it meanwhile.
-                    if self._retained.get(msg.topic) is msg:
-                        del self._retained[msg.topic]
-                continue
-            n = min(self.window, len(self._queue))
-            batch = [self._queue[i] for i in range(n)]
-            await self._publish_all(client, [msg for _, msg in batch])
-            for _ in range(n):
-                # Only the sender removes, and only from the left.
-                if self._queue.popleft()[0] is None:
-                    self._memory_only -= 1
-            if self.store is not None:
-                rows = [rowid for rowid, _ in batch if rowid is not None]
-                if rows:
-                    # In row order: every journaled row up to the batch's last is sent.
-                    self.store.mark_sent(rows[-1])
+            batch, retained = await self._outbox.take(self._options.window)
+            await self._publish_all(client, batch)
+            self._outbox.done(batch, retained)
 
     async def _publish_all(self, client: aiomqtt.Client, batch: list[OutMessage]) -> None:
         # The TaskGroup in run() cancels these when the receiver sees the broker go, so a
         # publish stuck waiting for its PUBACK does not wait out the whole timeout.
+        timeout_s = self._options.ack_timeout_s
         await asyncio.gather(
             *(
-                client.publish(
-                    m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=self.ack_timeout_s
-                )
+                client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=timeout_s)
                 for m in batch
             )
         )

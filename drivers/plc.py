@@ -28,9 +28,10 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers import registers as R  # noqa: N812  (R.X reads like the register map)
+from sorter.addresses import PlcEndpoint, parse_plc_url
 from sorter.errors import SorterdError
-from sorter.plc_url import PlcEndpoint, parse_plc_url, read_bytes, transaction_s
 from sorter.ports import Confirmation, Ring, SortRequest
+from sorter.rtu_budget import read_bytes, transaction_s
 
 __all__ = ["PlcEndpoint", "PlcError", "PlcHandler", "PlcLink", "PlcStats", "parse_plc_url"]
 

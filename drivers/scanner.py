@@ -7,11 +7,10 @@ queue. When the link fails or cannot be opened it reconnects with capped, jitter
 exponential backoff; I/O errors never leave `reads()`, they show in `connected`, `errors`,
 the log and the `on_state_change` callback.
 
-URLs (INTERFACES.md sections 2 and 4):
-- `tcp://host:port`: the daemon connects to the scanner, which listens;
-- `serial:///dev/ttyS0?baudrate=115200&parity=E` or a plain `/dev/ttyS0?baudrate=...`;
-- `socket://host:port` and `hwgrep://VID:PID` (pyserial URL handlers).
-Serial options in the query: baudrate, bytesize, parity, stopbits, xonxoff, rtscts, dsrdtr.
+URLs (INTERFACES.md sections 2 and 4) are parsed by `sorter.addresses.parse_scanner_url`,
+the parser `sorterd check-config` uses too: `tcp://host:port` (the daemon connects to the
+scanner, which listens), a device path or `serial:///dev/ttyS0?baudrate=115200`, and the
+pyserial URLs the asyncio serial transport can open (socket://, hwgrep://, spy://, alt://).
 """
 
 from __future__ import annotations
@@ -24,14 +23,17 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, Self
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Final, Literal, Protocol, Self
 
 import serial_asyncio_fast
 import structlog
 
 from drivers.telegram import TelegramDecoder, TelegramFormat, TelegramStats, get_format
+from sorter.addresses import ScannerEndpoint, TcpEndpoint, parse_scanner_url
+from sorter.backoff import Backoff
 from sorter.ports import ScanRead
+
+__all__ = ["InMemoryScanner", "Scanner", "StateCallback", "StreamScanner"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,23 +42,6 @@ _CLOSE_TIMEOUT_S: Final = 1.0
 # A connection that lasted this long, or carried a valid telegram, was a real one: the next
 # failure starts the backoff from the beginning instead of continuing to grow it.
 _STABLE_CONNECTION_S: Final = 1.0
-
-_SERIAL_OPTIONS: Final = (
-    "baudrate",
-    "bytesize",
-    "parity",
-    "stopbits",
-    "xonxoff",
-    "rtscts",
-    "dsrdtr",
-)
-_PASSTHROUGH_SCHEMES: Final = ("socket", "hwgrep")
-_UNSUPPORTED_SCHEMES: Final = {
-    "loop": "pyserial loop:// does not work with the asyncio serial transport",
-    "rfc2217": "rfc2217:// ports have no file descriptor for the asyncio serial transport",
-}
-_TRUE: Final = ("1", "true", "yes", "on")
-_FALSE: Final = ("0", "false", "no", "off")
 
 
 class Scanner(Protocol):
@@ -70,172 +55,6 @@ class Scanner(Protocol):
 
 
 StateCallback = Callable[[str, bool], None]
-
-
-# --- URLs ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TcpEndpoint:
-    """A scanner that listens on TCP; the daemon connects."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class SerialEndpoint:
-    """A device path or pyserial URL, opened through pyserial-asyncio-fast."""
-
-    url: str  # what pyserial's serial_for_url gets: a device path or socket://, hwgrep://
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-    xonxoff: bool = False
-    rtscts: bool = False
-    dsrdtr: bool = False
-
-    def __str__(self) -> str:
-        return self.url
-
-
-ScannerEndpoint = TcpEndpoint | SerialEndpoint
-
-
-def _host_port(url: str, parts: SplitResult) -> tuple[str, int]:
-    if not parts.hostname:
-        raise ValueError(f"scanner url {url!r} has no host")
-    try:
-        port = parts.port  # a property that raises on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise ValueError(f"scanner url {url!r} has a bad port: {exc}") from exc
-    if port is None or port == 0:
-        raise ValueError(f"scanner url {url!r} needs a port in 1..65535")
-    return parts.hostname, port
-
-
-def _flag(url: str, key: str, value: str) -> bool:
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ValueError(f"scanner url {url!r}: {key}={value!r} is not a boolean (0/1, true/false)")
-
-
-def _serial_endpoint(url: str, target: str, options: dict[str, str]) -> SerialEndpoint:
-    default = SerialEndpoint(target)
-    try:
-        baudrate = int(options.get("baudrate", default.baudrate))
-        bytesize = int(options.get("bytesize", default.bytesize))
-        parity = options.get("parity", default.parity).upper()
-        stopbits = float(options.get("stopbits", default.stopbits))
-    except ValueError as exc:
-        raise ValueError(f"scanner url {url!r}: {exc}") from exc
-    if baudrate <= 0:
-        raise ValueError(f"scanner url {url!r}: baudrate must be positive")
-    if bytesize not in (5, 6, 7, 8):
-        raise ValueError(f"scanner url {url!r}: bytesize must be 5, 6, 7 or 8")
-    if parity not in ("N", "E", "O", "M", "S"):
-        raise ValueError(f"scanner url {url!r}: parity must be one of N, E, O, M, S")
-    if stopbits not in (1.0, 1.5, 2.0):
-        raise ValueError(f"scanner url {url!r}: stopbits must be 1, 1.5 or 2")
-    return SerialEndpoint(
-        target,
-        baudrate=baudrate,
-        bytesize=bytesize,
-        parity=parity,
-        stopbits=stopbits,
-        xonxoff=_flag(url, "xonxoff", options.get("xonxoff", "0")),
-        rtscts=_flag(url, "rtscts", options.get("rtscts", "0")),
-        dsrdtr=_flag(url, "dsrdtr", options.get("dsrdtr", "0")),
-    )
-
-
-def _query_options(url: str, query: str) -> list[tuple[str, str]]:
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
-        raise ValueError(f"scanner url {url!r} has a malformed query: {exc}") from exc
-    keys = [key for key, _ in pairs]
-    duplicated = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicated:
-        raise ValueError(f"scanner url {url!r} repeats {', '.join(duplicated)}")
-    for key, value in pairs:
-        if not value:
-            raise ValueError(f"scanner url {url!r}: {key} has no value")
-    return pairs
-
-
-def parse_scanner_url(url: str) -> ScannerEndpoint:
-    """Validate a scanner URL once, at the edge; ValueError says what is wrong with it."""
-    text = url.strip()
-    if not text:
-        raise ValueError("scanner url is empty")
-    if "://" not in text:
-        # A plain device path, optionally with serial options: /dev/ttyUSB0?baudrate=115200.
-        path, _, query = text.partition("?")
-        if not path.startswith("/"):
-            raise ValueError(
-                f"scanner url {url!r} is neither an absolute device path nor a URL "
-                "(tcp://host:port, serial:///dev/tty..., socket://host:port)"
-            )
-        return _serial_device(url, path, query)
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if parts.fragment:
-        raise ValueError(f"scanner url {url!r} has a fragment")
-    if scheme == "tcp":
-        if parts.path not in ("", "/") or parts.query:
-            raise ValueError(f"scanner url {url!r}: tcp:// takes only host:port")
-        host, port = _host_port(url, parts)
-        return TcpEndpoint(host, port)
-    if scheme == "serial":
-        if parts.netloc:
-            raise ValueError(
-                f"scanner url {url!r}: write serial:///dev/ttyS0 (three slashes, absolute path)"
-            )
-        if not parts.path.startswith("/"):
-            raise ValueError(f"scanner url {url!r} has no device path")
-        return _serial_device(url, parts.path, parts.query)
-    if scheme in _PASSTHROUGH_SCHEMES:
-        if scheme == "socket":
-            _host_port(url, parts)
-        elif not parts.netloc:
-            raise ValueError(f"scanner url {url!r} has nothing after {scheme}://")
-        # Serial options are ours (Serial() keyword arguments); the rest of the query belongs
-        # to the pyserial URL handler, which validates it itself.
-        pairs = _query_options(url, parts.query)
-        ours = {key: value for key, value in pairs if key in _SERIAL_OPTIONS}
-        theirs = [(key, value) for key, value in pairs if key not in _SERIAL_OPTIONS]
-        if scheme == "socket" and any(key != "logging" for key, _ in theirs):
-            # pyserial would only refuse these when connecting, over and over.
-            raise ValueError(
-                f"scanner url {url!r}: socket:// takes only logging= and serial options"
-            )
-        target = urlunsplit((scheme, parts.netloc, parts.path, urlencode(theirs), ""))
-        return _serial_endpoint(url, target, ours)
-    if scheme in _UNSUPPORTED_SCHEMES:
-        raise ValueError(f"scanner url {url!r}: {_UNSUPPORTED_SCHEMES[scheme]}")
-    raise ValueError(
-        f"scanner url {url!r} has unknown scheme {parts.scheme!r}; "
-        "use tcp://, serial://, socket://, hwgrep:// or a device path"
-    )
-
-
-def _serial_device(url: str, path: str, query: str) -> SerialEndpoint:
-    options = dict(_query_options(url, query))
-    unknown = sorted(set(options) - set(_SERIAL_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"scanner url {url!r}: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(_SERIAL_OPTIONS)}"
-        )
-    return _serial_endpoint(url, path, options)
 
 
 # --- the real scanner ---------------------------------------------------------------------
@@ -274,6 +93,53 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
+class _GarbageLog:
+    """Logs what a scanner sent that was not a telegram, at most once per interval: a
+    babbling line must not flood the log."""
+
+    __slots__ = ("_clock_ns", "_decoder", "_interval_ns", "_log", "_logged", "_logged_ns")
+
+    def __init__(
+        self, decoder: TelegramDecoder, interval_s: float, clock_ns: Callable[[], int], logger: Any
+    ) -> None:
+        self._decoder = decoder
+        self._interval_ns = int(interval_s * 1e9)
+        self._clock_ns = clock_ns
+        self._log = logger
+        self._logged: tuple[int, int, int] = (0, 0, 0)
+        self._logged_ns: int | None = None
+
+    def maybe_log(self, stats: TelegramStats) -> None:
+        counts = (stats.garbage_bytes, stats.bad_telegrams, stats.oversize_frames)
+        if counts == self._logged:
+            return
+        now_ns = self._clock_ns()
+        if self._logged_ns is not None and now_ns - self._logged_ns < self._interval_ns:
+            return
+        before = self._logged
+        self._log.warning(
+            "scanner sent garbage",
+            garbage_bytes=counts[0] - before[0],
+            bad_telegrams=counts[1] - before[1],
+            oversize_frames=counts[2] - before[2],
+            total_garbage_bytes=counts[0],
+            total_bad_telegrams=counts[1],
+            total_oversize_frames=counts[2],
+            last_bad_telegram=self._decoder.last_error,
+        )
+        self._logged = counts
+        self._logged_ns = now_ns
+
+
+def _telegram_format(telegram_format: str | TelegramFormat) -> TelegramFormat:
+    if not isinstance(telegram_format, str):
+        return telegram_format
+    try:
+        return get_format(telegram_format)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from exc
+
+
 class StreamScanner:
     """A scanner on a TCP or serial link, reconnecting by itself.
 
@@ -306,14 +172,6 @@ class StreamScanner:
             raise ValueError("need 0 < backoff_initial_s <= backoff_cap_s")
         if connect_timeout_s <= 0 or (idle_timeout_s is not None and idle_timeout_s <= 0):
             raise ValueError("timeouts must be positive")
-        fmt: TelegramFormat
-        if isinstance(telegram_format, str):
-            try:
-                fmt = get_format(telegram_format)
-            except KeyError as exc:
-                raise ValueError(exc.args[0]) from exc
-        else:
-            fmt = telegram_format
         self.name = name
         self.url = url
         self.endpoint: ScannerEndpoint = parse_scanner_url(url)
@@ -327,21 +185,20 @@ class StreamScanner:
         self.connects = 0
         self.last_seen_ns: int | None = None  # monotonic ns of the last valid telegram
         self.last_error: str | None = None
-        self._garbage_log_interval_ns = int(garbage_log_interval_s * 1e9)
         self._clock_ns = clock_ns
-        self._rng = rng or random.Random()
-        self._decoder = TelegramDecoder(name, clock_ns, telegram_format=fmt, stats=self.stats)
+        self._backoff = Backoff(backoff_initial_s, backoff_cap_s, rng=rng)
+        self._decoder = TelegramDecoder(
+            name, clock_ns, telegram_format=_telegram_format(telegram_format), stats=self.stats
+        )
         self._state: Literal["new", "open", "closed"] = "new"
         self._closed_event = asyncio.Event()
         self._lock = asyncio.Lock()
         self._conn: _Connection | None = None
         self._ready: deque[ScanRead] = deque()
-        self._failures = 0
         self._wait_before_connect = False
         self._unreachable_logged = False
-        self._garbage_logged: tuple[int, int, int] = (0, 0, 0)
-        self._garbage_logged_ns: int | None = None
         self._log = log.bind(scanner=name, url=url)
+        self._garbage = _GarbageLog(self._decoder, garbage_log_interval_s, clock_ns, self._log)
 
     @property
     def connected(self) -> bool:
@@ -417,7 +274,7 @@ class StreamScanner:
         """Open the link, retrying with backoff; return once open or closed."""
         while self._state == "open":
             if self._wait_before_connect:
-                await self._sleep_unless_closed(self._next_delay_s())
+                await self._sleep_unless_closed(self._backoff.next_delay_s())
                 if self._state != "open":
                     return
             self._wait_before_connect = True
@@ -472,7 +329,7 @@ class StreamScanner:
         self._conn = None
         lived_s = (self._clock_ns() - conn.opened_ns) / 1e9
         if conn.got_telegram or lived_s >= _STABLE_CONNECTION_S:
-            self._failures = 0
+            self._backoff.reset()
         self._wait_before_connect = True
         self._decoder.reset()  # a cut frame must not be glued to the next link's bytes
         if error:
@@ -481,12 +338,6 @@ class StreamScanner:
         self._set_connected(False, reason)
         self._maybe_log_garbage()
         await _close_writer(conn.writer)
-
-    def _next_delay_s(self) -> float:
-        base_s = min(self.backoff_cap_s, self.backoff_initial_s * 2.0 ** min(self._failures, 32))
-        self._failures += 1
-        # Jitter keeps many scanners that lost the same switch from reconnecting in step.
-        return base_s * self._rng.uniform(0.5, 1.0)
 
     async def _sleep_unless_closed(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -503,27 +354,7 @@ class StreamScanner:
             self.on_state_change(self.name, connected)
 
     def _maybe_log_garbage(self) -> None:
-        stats = self.stats
-        counts = (stats.garbage_bytes, stats.bad_telegrams, stats.oversize_frames)
-        if counts == self._garbage_logged:
-            return
-        now_ns = self._clock_ns()
-        last_ns = self._garbage_logged_ns
-        if last_ns is not None and now_ns - last_ns < self._garbage_log_interval_ns:
-            return  # bounded: a babbling line must not flood the log
-        before = self._garbage_logged
-        self._log.warning(
-            "scanner sent garbage",
-            garbage_bytes=counts[0] - before[0],
-            bad_telegrams=counts[1] - before[1],
-            oversize_frames=counts[2] - before[2],
-            total_garbage_bytes=counts[0],
-            total_bad_telegrams=counts[1],
-            total_oversize_frames=counts[2],
-            last_bad_telegram=self._decoder.last_error,
-        )
-        self._garbage_logged = counts
-        self._garbage_logged_ns = now_ns
+        self._garbage.maybe_log(self.stats)
 
 
 # --- in memory ----------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from simulators.plc import PlcServe, PlcSimulator
 from simulators.scanner import ScannerSimulator
 from simulators.sortplan import machine_chutes
 from simulators.traffic import Traffic
+from sorter.addresses import TcpEndpoint, parse_plc_url, parse_scanner_url
 from sorter.config import ConfigError, Problem, ScannerSection, Site
-from sorter.plc_url import parse_plc_url
 from sorter.telegram_options import TelegramOptions
 
 __all__ = [
@@ -53,10 +53,14 @@ DEMO_PARAMS = LineParams(
 
 
 def _tcp_port(url: str) -> int:
-    parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "socket") or parts.port is None:
+    """The port a simulated head listens on, from the same parser the daemon uses."""
+    endpoint = parse_scanner_url(url)
+    if isinstance(endpoint, TcpEndpoint):
+        return endpoint.port
+    port = urlsplit(endpoint.url).port if endpoint.url.startswith("socket://") else None
+    if port is None:
         raise ValueError(f"the simulators serve TCP only; {url!r} is not tcp://host:port")
-    return parts.port
+    return port
 
 
 @dataclass(frozen=True, slots=True)

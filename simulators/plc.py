@@ -64,7 +64,7 @@ from drivers.registers import (
     slot,
 )
 from simulators.serial_wire import SerialWire
-from sorter.plc_url import SerialSettings
+from sorter.addresses import SerialSettings
 from sorter.ports import ChuteStatus, Confirmation, Outcome, SortRequest
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,9 @@ import tty
 from dataclasses import dataclass
 from typing import Final
 
-from sorter.plc_url import SerialSettings
+from sorter.addresses import SerialSettings
+
+__all__ = ["SerialWire", "WireStats"]
 
 _CFLAG: Final = 2
 _OSPEED: Final = 5

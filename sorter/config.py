@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -25,15 +24,36 @@ from pydantic import (
 )
 
 from sorter import telegram_options as _telegram
+from sorter.addresses import parse_mqtt_url, parse_plc_url, parse_scanner_url
 from sorter.barcodes import ISO_ALPHA2
 from sorter.errors import SorterdError
-from sorter.plc_url import parse_plc_url
 from sorter.telegram_options import (
     MAX_FRAME_BYTES_LIMIT,
     MIN_FRAME_BYTES,
     PresetName,
     TelegramOptions,
 )
+
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "JournalSection",
+    "ManifestSection",
+    "MetricsSection",
+    "MqttSection",
+    "PlanSection",
+    "PlcSection",
+    "Problem",
+    "ScannerSection",
+    "Site",
+    "SiteConfig",
+    "SiteSection",
+    "TrackingSection",
+    "identifier_sources",
+    "load_site",
+    "validation_problems",
+    "without_tracking_id",
+]
 
 ENV_PREFIX = "SORTERD_"
 
@@ -94,22 +114,6 @@ class SiteSection(_Model):
         return value
 
 
-def _check_url(value: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in schemes:
-        raise ValueError(f"URL scheme must be one of {', '.join(schemes)}; got {value!r}")
-    if parts.scheme in ("tcp", "mqtt", "mqtts", "socket"):
-        if not parts.hostname:
-            raise ValueError(f"URL {value!r} has no host")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"URL {value!r} has an invalid port") from exc
-        if port is None:
-            raise ValueError(f"URL {value!r} has no port")
-    return value
-
-
 class PlcSection(_Model):
     url: str
     device_id: Annotated[int, Field(ge=0, le=247)] = 1
@@ -122,7 +126,7 @@ class PlcSection(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parse_plc_url(value)  # the driver's own parser: options are checked here, once
+        parse_plc_url(value)  # the driver's own parser (sorter/addresses.py)
         return value
 
 
@@ -174,17 +178,8 @@ class ScannerSection(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme in ("tcp", "socket"):
-            return _check_url(value, ("tcp", "socket"))
-        if parts.scheme in ("serial", "rfc2217", "spy", "hwgrep", "alt", "") and (
-            parts.path or parts.netloc
-        ):
-            return value
-        raise ValueError(
-            f"scanner URL must be tcp://host:port, socket://host:port, serial:///dev/... "
-            f"or another pyserial URL; got {value!r}"
-        )
+        parse_scanner_url(value)  # the driver's own parser (sorter/addresses.py)
+        return value
 
 
 class MqttSection(_Model):
@@ -202,7 +197,8 @@ class MqttSection(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value, ("mqtt", "mqtts"))
+        parse_mqtt_url(value)  # the parser of the driver and of `top` (sorter/addresses.py)
+        return value
 
     @field_validator("topic_prefix")
     @classmethod
@@ -397,53 +393,70 @@ def _window_problems(file: str, config: SiteConfig) -> list[Problem]:
     ]
 
 
-def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Site:
-    """Read and validate a site config; raise ConfigError naming every problem."""
-    file = Path(path)
-    shown = str(path)
+def _read_toml(file: Path, shown: str) -> dict[str, Any]:
     try:
         raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(shown, "", f"cannot read: {exc.strerror or exc}")]) from exc
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(shown, "", f"not UTF-8 text: {exc.reason}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(shown, "", f"TOML syntax error: {exc}")]) from exc
 
+
+def _scanner_problems(file: str, config: SiteConfig) -> list[Problem]:
+    """Duplicate names and telegram settings that do not fit their preset."""
+    problems = []
+    names = [s.name for s in config.scanner]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(Problem(file, f"scanner[{i}].name", f"duplicate name {name!r}"))
+    for i, section in enumerate(config.scanner):
+        for key, message in section.telegram_problems():
+            problems.append(Problem(file, f"scanner[{i}].{key}", message))
+    return problems
+
+
+def _tls_files(file: str, base: Path, mqtt: MqttSection) -> tuple[dict[str, str], list[Problem]]:
+    """The TLS files resolved against the config's folder, and what is wrong with them."""
+    # TLS files, like every path in the file, are relative to the config file's folder.
+    paths = {
+        key: str(base / value)
+        for key in ("ca_file", "cert_file", "key_file")
+        if (value := getattr(mqtt, key)) is not None
+    }
+    problems = []
+    for key, tls_path in paths.items():
+        # Found now rather than as a reconnect loop of "No such file" warnings at run time.
+        if not Path(tls_path).is_file():
+            problems.append(Problem(file, f"mqtt.{key}", f"no such file: {tls_path}"))
+        elif not parse_mqtt_url(mqtt.url).tls:
+            problems.append(
+                Problem(file, f"mqtt.{key}", "TLS file given, but mqtt.url is not mqtts://")
+            )
+    if mqtt.key_file is not None and mqtt.cert_file is None:
+        problems.append(Problem(file, "mqtt.key_file", "a key without mqtt.cert_file"))
+    return paths, problems
+
+
+def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Site:
+    """Read and validate a site config; raise ConfigError naming every problem."""
+    file = Path(path)
+    shown = str(path)
+    data = _read_toml(file, shown)
     problems = _env_overrides(data, os.environ if env is None else env)
     try:
         config = SiteConfig.model_validate(data)
     except ValidationError as exc:
         problems.extend(validation_problems(shown, exc))
         raise ConfigError(problems) from None
-    names = [s.name for s in config.scanner]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            problems.append(Problem(shown, f"scanner[{i}].name", f"duplicate name {name!r}"))
-    for i, section in enumerate(config.scanner):
-        for key, message in section.telegram_problems():
-            problems.append(Problem(shown, f"scanner[{i}].{key}", message))
+    problems.extend(_scanner_problems(shown, config))
     problems.extend(_window_problems(shown, config))
-
     base = file.resolve().parent
-    # TLS files, like every path in the file, are relative to the config file's folder.
-    tls_paths = {
-        key: str(base / value)
-        for key in ("ca_file", "cert_file", "key_file")
-        if (value := getattr(config.mqtt, key)) is not None
-    }
-    for key, tls_path in tls_paths.items():
-        # Found now rather than as a reconnect loop of "No such file" warnings at run time.
-        if not Path(tls_path).is_file():
-            problems.append(Problem(shown, f"mqtt.{key}", f"no such file: {tls_path}"))
-        elif not config.mqtt.url.startswith("mqtts://"):
-            problems.append(
-                Problem(shown, f"mqtt.{key}", "TLS file given, but mqtt.url is not mqtts://")
-            )
-    if config.mqtt.key_file is not None and config.mqtt.cert_file is None:
-        problems.append(Problem(shown, "mqtt.key_file", "a key without mqtt.cert_file"))
+    tls_paths, tls_problems = _tls_files(shown, base, config.mqtt)
+    problems.extend(tls_problems)
     if problems:
         raise ConfigError(problems)
     if tls_paths:

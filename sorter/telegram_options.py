@@ -18,6 +18,22 @@ import string
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal, get_args
 
+__all__ = [
+    "MAX_FRAME_BYTES_DEFAULT",
+    "MAX_FRAME_BYTES_LIMIT",
+    "MIN_FRAME_BYTES",
+    "OPTION_KEYS",
+    "PAD",
+    "PRESETS",
+    "PRESET_DEFAULTS",
+    "PRESET_KEYS",
+    "PresetName",
+    "TelegramOptions",
+    "pattern_problem",
+    "problems",
+    "resolve",
+]
+
 PresetName = Literal["index", "sick", "cognex", "datalogic", "lines", "custom"]
 PRESETS: Final[tuple[str, ...]] = get_args(PresetName)
 
@@ -146,8 +162,15 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
         out.append((key, f"not a key of format {options.format!r} (its keys: {keys})"))
     if options.format == "index":
         return out  # the contract's preset is fixed: its settings need no check
+    out += _framing_problems(options)
+    out += _text_problems(options)
+    if options.format == "custom":
+        out += _custom_problems(options)
+    return out
 
-    texts = {
+
+def _texts(options: TelegramOptions) -> dict[str, str]:
+    return {
         "start": options.start,
         "end": options.end,
         "header": options.header,
@@ -157,7 +180,12 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
         "noread": options.noread,
         "heartbeat": options.heartbeat,
     }
-    for key, value in texts.items():
+
+
+def _framing_problems(options: TelegramOptions) -> list[tuple[str, str]]:
+    """Latin-1 texts, and start/end bytes that can find every frame."""
+    out: list[tuple[str, str]] = []
+    for key, value in _texts(options).items():
         problem = _latin1_problem(value)
         if problem is not None:
             out.append((key, problem))
@@ -167,8 +195,15 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
         out.append(("max_frame_bytes", "too small for start and end"))
     if options.start and options.end and _start_overlaps_end(options.start, options.end):
         # "#" and "#\r\n": whether a frame is found would depend on where the TCP stream
-        # happens to be cut (found in review).
+        # happens to be cut.
         out.append(("start", "must not occur in end, nor overlap its beginning"))
+    return out
+
+
+def _text_problems(options: TelegramOptions) -> list[tuple[str, str]]:
+    """The texts inside a frame: none cuts it, none is ambiguous with another."""
+    out: list[tuple[str, str]] = []
+    texts = _texts(options)
     framing = [b for b in (options.start, options.end) if b]
     for key in ("header", "trailer", "separator", "id_separator", "noread", "heartbeat"):
         value = texts[key]
@@ -189,18 +224,18 @@ def problems(options: TelegramOptions, given: set[str]) -> list[tuple[str, str]]
             out.append(("id_separator", "must not be empty"))
         elif any(c.isdigit() for c in options.id_separator):
             out.append(("id_separator", "must not contain digits (the id is decimal)"))
-    if options.format == "custom":
-        if options.pattern is None:
-            out.append(("pattern", "required for format 'custom'"))
-        else:
-            problem = pattern_problem(options.pattern)
-            if problem is not None:
-                out.append(("pattern", problem))
-            elif options.template is not None:
-                with_id = "tracking_id" in re.compile(options.pattern).groupindex
-                problem = _latin1_problem(options.template) or _template_problem(
-                    options.template, with_id
-                )
-                if problem is not None:
-                    out.append(("template", problem))
     return out
+
+
+def _custom_problems(options: TelegramOptions) -> list[tuple[str, str]]:
+    """The `custom` preset's pattern, and the simulator's template that must fit it."""
+    if options.pattern is None:
+        return [("pattern", "required for format 'custom'")]
+    problem = pattern_problem(options.pattern)
+    if problem is not None:
+        return [("pattern", problem)]
+    if options.template is None:
+        return []
+    with_id = "tracking_id" in re.compile(options.pattern).groupindex
+    problem = _latin1_problem(options.template) or _template_problem(options.template, with_id)
+    return [] if problem is None else [("template", problem)]

@@ -171,7 +171,8 @@ async def _run_daemon(config: str) -> int:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from sorterd.top import parse_mqtt_url, run_top  # noqa: PLC0415
+    from sorter.addresses import parse_mqtt_url  # noqa: PLC0415
+    from sorterd.top import run_top  # noqa: PLC0415
 
     url, prefix = args.mqtt, args.prefix
     if args.config:

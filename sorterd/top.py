@@ -8,7 +8,9 @@ Three parts, so each can be tested alone:
 
 - `TopModel` holds the state and does no I/O: feed it topic suffixes and payloads.
 - `render(model, width)` turns it into one rich frame.
-- `follow()` keeps a `TopModel` fed from the broker, reconnecting with jittered backoff;
+- `follow()` keeps a `TopModel` fed from the broker (its URL parsed by
+  `sorter.addresses.parse_mqtt_url`, as the daemon parses it), reconnecting with
+  jittered backoff (sorter/backoff.py);
   `run_top()` puts the two together, once (for scripts and tests) or as a live screen.
 """
 
@@ -20,14 +22,12 @@ import datetime as dt
 import json
 import math
 import os
-import random
 import secrets
 import ssl
 from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 from rich import box
@@ -37,11 +37,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sorter.addresses import parse_mqtt_url
+from sorter.backoff import Backoff
+
 __all__ = [
-    "MqttTarget",
     "TopModel",
     "follow",
-    "parse_mqtt_url",
     "render",
     "run_top",
 ]
@@ -65,51 +66,6 @@ CHUTE_STATES = ("ok", "full", "disabled", "fault")
 # The mark keeps states readable on a monochrome terminal or in a captured frame.
 CHUTE_MARK = {"ok": " ", "full": "F", "disabled": "D", "fault": "X"}
 CHUTE_STYLE = {"ok": "green", "full": "yellow", "disabled": "blue", "fault": "bold red"}
-
-
-# --- URL -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    """Where the broker is, from an mqtt:// or mqtts:// URL."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """`mqtt://[user[:password]@]host[:port]` (or mqtts://); ValueError says what is wrong."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"MQTT URL {url!r} is not valid: {exc}") from exc
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(
-            f"MQTT URL {url!r} must start with mqtt:// or mqtts:// (e.g. mqtt://broker:1883)"
-        )
-    if not parts.hostname:
-        raise ValueError(f"MQTT URL {url!r} has no host (e.g. mqtt://broker:1883)")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(
-            f"MQTT URL {url!r} must be only scheme, host and port; give the topic prefix apart"
-        )
-    tls = parts.scheme == "mqtts"
-    return MqttTarget(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 def _check_prefix(prefix: str) -> str:
@@ -394,7 +350,15 @@ def _header(model: TopModel, now: dt.datetime) -> Text:
     text.append("sorterd top  ", style="bold")
     text.append(model.prefix, style="bold cyan")
     text.append("\n")
-    broker = model.broker
+    _broker_line(text, model.broker)
+    _status_line(text, model.status, now)
+    text.append("   stats: ")
+    _stats_age(text, model, now)
+    return text
+
+
+def _broker_line(text: Text, broker: BrokerView) -> None:
+    """The viewer's own link, when it is not up: what follows is then the last known."""
     if broker.connected is False:
         text.append("broker unreachable", style="bold white on red")
         if broker.detail:
@@ -407,7 +371,10 @@ def _header(model: TopModel, now: dt.datetime) -> Text:
     elif broker.connected is None:
         text.append("connecting to the broker...", style="yellow")
         text.append("\n")
-    state = _as_str(model.status.get("state"))
+
+
+def _status_line(text: Text, status: dict[str, Any], now: dt.datetime) -> None:
+    state = _as_str(status.get("state"))
     if state == "online":
         text.append("ONLINE", style="bold green")
     elif state == "offline":
@@ -416,22 +383,23 @@ def _header(model: TopModel, now: dt.datetime) -> Text:
         text.append(state.upper(), style="bold yellow")
     else:
         text.append("no status yet", style="yellow")
-    if model.status.get("since"):
-        text.append(f" since {_when(model.status.get('since'), now)}")
-    version = _as_str(model.status.get("version"))
+    if status.get("since"):
+        text.append(f" since {_when(status.get('since'), now)}")
+    version = _as_str(status.get("version"))
     if version:
         text.append(f"  sorterd {version}", style="dim")
-    text.append("   stats: ")
+
+
+def _stats_age(text: Text, model: TopModel, now: dt.datetime) -> None:
     stats_at = _parse_ts(model.stats.get("ts"))
     if stats_at is None:
         text.append("none yet", style="yellow")
-    else:
-        age_s = (now - stats_at).total_seconds()
-        limit_s = max(3 * model.stats_interval_s, 5.0) if model.stats_interval_s else STALE_STATS_S
-        text.append(f"{_age(age_s)} old", style="bold red" if age_s > limit_s else "green")
-        if model.stats_interval_s:
-            text.append(f" (every {model.stats_interval_s:.0f} s)", style="dim")
-    return text
+        return
+    age_s = (now - stats_at).total_seconds()
+    limit_s = max(3 * model.stats_interval_s, 5.0) if model.stats_interval_s else STALE_STATS_S
+    text.append(f"{_age(age_s)} old", style="bold red" if age_s > limit_s else "green")
+    if model.stats_interval_s:
+        text.append(f" (every {model.stats_interval_s:.0f} s)", style="dim")
 
 
 def _figures(model: TopModel) -> Table:
@@ -661,7 +629,7 @@ async def follow(
     target = parse_mqtt_url(mqtt_url)
     tls_context = ssl.create_default_context() if target.tls else None
     cut = len(model.prefix) + 1
-    delay_s = backoff_initial_s
+    backoff = Backoff(backoff_initial_s, backoff_max_s)
     while True:
         client = aiomqtt.Client(
             target.host,
@@ -679,7 +647,7 @@ async def follow(
             async with client:
                 await client.subscribe(f"{model.prefix}/#", qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
                 model.on_broker(True, target.address, at=dt.datetime.now(dt.UTC))
-                delay_s = backoff_initial_s
+                backoff.reset()
                 if subscribed is not None:
                     subscribed.set()
                 async for message in client.messages:
@@ -691,14 +659,13 @@ async def follow(
                     if isinstance(payload, bytes | bytearray):
                         model.on_raw(topic[cut:], bytes(payload))
         except aiomqtt.MqttError as exc:
-            wait_s = delay_s * random.uniform(0.5, 1.0)
+            wait_s = backoff.next_delay_s()
             model.on_broker(
                 False,
                 str(exc) or type(exc).__name__,
                 at=dt.datetime.now(dt.UTC),
                 retry_in_s=wait_s,
             )
-            delay_s = min(delay_s * 2, backoff_max_s)
             await asyncio.sleep(wait_s)
 
 

@@ -20,9 +20,10 @@ from drivers.broker import LocalBroker
 from drivers.plc import PlcLink
 from drivers.registers import CONF_ACK, HOST_HEARTBEAT, REP_HEAD, REQ_ACK
 from simulators.plc import PlcServe, PlcSimulator
+from sorter.addresses import SerialSettings, parse_plc_url
 from sorter.config import ConfigError, load_site
-from sorter.plc_url import SerialSettings, cycle_s, parse_plc_url
 from sorter.ports import Outcome
+from sorter.rtu_budget import cycle_s
 from sorterd.demo import demo_config_dir, write_site
 from tests.linekit import FAST_LINE, line_with_daemon, wait_until
 from tests.test_plc_driver import (

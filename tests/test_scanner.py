@@ -12,14 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from structlog.testing import capture_logs
 
-from drivers.scanner import (
-    InMemoryScanner,
-    Scanner,
-    SerialEndpoint,
-    StreamScanner,
-    TcpEndpoint,
-    parse_scanner_url,
-)
+from drivers.scanner import InMemoryScanner, Scanner, StreamScanner
 from drivers.telegram import MAX_FRAME_BYTES
 from simulators.scanner import ScannerSimulator
 from sorter.ports import ScanRead
@@ -118,66 +111,7 @@ def free_port() -> int:
     return port
 
 
-# --- URLs ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "endpoint"),
-    [
-        ("tcp://127.0.0.1:5021", TcpEndpoint("127.0.0.1", 5021)),
-        ("tcp://[::1]:5021/", TcpEndpoint("::1", 5021)),
-        ("serial:///dev/ttyS0?baudrate=115200", SerialEndpoint("/dev/ttyS0", baudrate=115200)),
-        (
-            "serial:///dev/ttyUSB0?baudrate=9600&parity=e&stopbits=2&bytesize=7&rtscts=true",
-            SerialEndpoint("/dev/ttyUSB0", parity="E", stopbits=2.0, bytesize=7, rtscts=True),
-        ),
-        ("/dev/pts/5", SerialEndpoint("/dev/pts/5")),
-        (" /dev/ttyS1?baudrate=19200 ", SerialEndpoint("/dev/ttyS1", baudrate=19200)),
-        ("socket://10.0.0.9:4001", SerialEndpoint("socket://10.0.0.9:4001")),
-        (
-            "socket://10.0.0.9:4001?logging=debug&baudrate=38400",
-            SerialEndpoint("socket://10.0.0.9:4001?logging=debug", baudrate=38400),
-        ),
-        ("hwgrep://0403:6001&n=1", SerialEndpoint("hwgrep://0403:6001&n=1")),
-    ],
-)
-def test_parse_scanner_url(url: str, endpoint: TcpEndpoint | SerialEndpoint) -> None:
-    assert parse_scanner_url(url) == endpoint
-
-
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("", "empty"),
-        ("ttyS0", "absolute device path"),
-        ("tcp://127.0.0.1", "needs a port"),
-        ("tcp://127.0.0.1:0", "needs a port"),
-        ("tcp://127.0.0.1:99999", "bad port"),
-        ("tcp://127.0.0.1:abc", "bad port"),
-        ("tcp://:5021", "no host"),
-        ("tcp://127.0.0.1:5021/x", "only host:port"),
-        ("tcp://127.0.0.1:5021?baudrate=9600", "only host:port"),
-        ("serial://dev/ttyS0", "three slashes"),
-        ("serial:///dev/ttyS0?baud=9600", "unknown option"),
-        ("serial:///dev/ttyS0?baudrate=fast", "invalid literal"),
-        ("serial:///dev/ttyS0?baudrate=0", "positive"),
-        ("serial:///dev/ttyS0?parity=X", "parity"),
-        ("serial:///dev/ttyS0?stopbits=3", "stopbits"),
-        ("serial:///dev/ttyS0?bytesize=9", "bytesize"),
-        ("serial:///dev/ttyS0?rtscts=maybe", "not a boolean"),
-        ("serial:///dev/ttyS0?baudrate=1&baudrate=2", "repeats"),
-        ("serial:///dev/ttyS0?baudrate=", "no value"),
-        ("socket://host", "needs a port"),
-        ("socket://host:4001?timeout=3", "only logging="),
-        ("loop://", "does not work"),
-        ("rfc2217://host:2217", "no file descriptor"),
-        ("mqtt://broker:1883", "unknown scheme"),
-        ("tcp://h:1#frag", "fragment"),
-    ],
-)
-def test_bad_scanner_urls(url: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_scanner_url(url)
+# --- construction ---
 
 
 def test_constructor_validates() -> None:
@@ -194,7 +128,7 @@ def test_backoff_is_capped_and_jittered() -> None:
         "s", "tcp://127.0.0.1:1", backoff_initial_s=0.1, backoff_cap_s=5.0, rng=random.Random(1)
     )
     # White-box: measuring the backoff through real sleeps would be slow and flaky.
-    delays = [scanner._next_delay_s() for _ in range(12)]
+    delays = [scanner._backoff.next_delay_s() for _ in range(12)]
     bases = [min(5.0, 0.1 * 2**n) for n in range(12)]
     assert all(base / 2 <= d <= base for d, base in zip(delays, bases, strict=True))
     assert max(delays) <= 5.0
@@ -395,7 +329,15 @@ async def test_close_twice_and_reads_before_open() -> None:
 
 
 @pytest.mark.parametrize(
-    "make_url", [lambda path: path, lambda path: f"serial://{path}?baudrate=115200"]
+    "make_url",
+    [
+        lambda path: path,
+        lambda path: f"serial://{path}?baudrate=115200",
+        # pyserial URL handlers that check-config accepts (sorter/addresses.py) must open.
+        lambda path: f"spy://{path}?all",
+        lambda path: f"alt://{path}?class=PosixPollSerial",
+    ],
+    ids=["path", "serial", "spy", "alt"],
 )
 async def test_pty_reads_and_loss(make_url: Callable[[str], str]) -> None:
     sim = ScannerSimulator(port=None, pty=True)

@@ -15,15 +15,7 @@ import pytest
 from rich.console import Console
 
 from drivers.broker import LocalBroker, free_port
-from sorterd.top import (
-    REJECTS_KEPT,
-    MqttTarget,
-    TopModel,
-    follow,
-    parse_mqtt_url,
-    render,
-    run_top,
-)
+from sorterd.top import REJECTS_KEPT, TopModel, follow, render, run_top
 from tests.conftest import broker_kind
 from tests.linekit import FAST_LINE, PREFIX, line_with_daemon, wait_until
 
@@ -224,23 +216,6 @@ def test_bad_and_foreign_messages_are_counted_not_raised() -> None:
     assert model.rejects[-1].chute is None
     assert model.ignored == 4
     frame(model)  # and it still renders
-
-
-def test_parse_mqtt_url() -> None:
-    assert parse_mqtt_url("mqtt://127.0.0.1:1884") == MqttTarget("127.0.0.1", 1884)
-    assert parse_mqtt_url("mqtt://broker") == MqttTarget("broker", 1883)
-    assert parse_mqtt_url("mqtts://u%40x:p%3Aw@broker") == MqttTarget(
-        "broker", 8883, tls=True, username="u@x", password="p:w"
-    )
-    for bad, words in (
-        ("http://broker:1883", "mqtt://"),
-        ("broker:1883", "mqtt://"),
-        ("mqtt://", "no host"),
-        ("mqtt://broker:99999", "not valid"),
-        ("mqtt://broker:1883/sortcentre", "topic prefix"),
-    ):
-        with pytest.raises(ValueError, match=words):
-            parse_mqtt_url(bad)
 
 
 async def test_run_top_refuses_bad_url_and_prefix_before_connecting() -> None:
