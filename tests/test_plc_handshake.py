@@ -365,7 +365,7 @@ def test_ring_reads_cover_each_slot_once_within_the_ring_and_the_pdu(
     first: int, count: int, size: int
 ) -> None:
     reads = ring_reads(R.REQUEST_BASE, size, first, count)
-    covered = []
+    covered: list[int] = []
     for read in reads:
         assert read.count % size == 0
         assert read.count <= R.MAX_READ_REGS
