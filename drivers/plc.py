@@ -124,17 +124,17 @@ def _chute_status_interval_ns(endpoint: PlcEndpoint, max_chute: int, configured_
     return max(configured_ns, int(5 * block_s * 1e9))
 
 
-def _log_serial_line(link: PlcLink) -> None:
+def _log_serial_line(
+    endpoint: PlcEndpoint, chute_block: Sequence[Read], interval_ns: int, timeout_s: float
+) -> None:
     """The figures a slow serial line runs with, once, at the first connect."""
-    block_s = sum(
-        transaction_s(link.endpoint.serial, read_bytes(read.count)) for read in link._chute_reads
-    )
+    block_s = sum(transaction_s(endpoint.serial, read_bytes(read.count)) for read in chute_block)
     log.info(
         "plc serial line",
-        line=link.endpoint.serial.describe(),
+        line=endpoint.serial.describe(),
         chute_block_ms=round(block_s * 1000, 1),
-        chute_status_interval_ms=link.chute_status_interval_ns // 1_000_000,
-        request_timeout_ms=round(link.request_timeout_s * 1000),
+        chute_status_interval_ms=interval_ns // 1_000_000,
+        request_timeout_ms=round(timeout_s * 1000),
     )
 
 
@@ -351,7 +351,12 @@ class PlcLink:
         await self._connect()
         if self.endpoint.kind == "rtu" and self._chute_reads and not self._line_logged:
             self._line_logged = True
-            _log_serial_line(self)
+            _log_serial_line(
+                self.endpoint,
+                self._chute_reads,
+                self.chute_status_interval_ns,
+                self.request_timeout_s,
+            )
         header = await self._read(Read(0, R.HEADER_COUNT))
         if self.handshake.resume(header, self.clock_ns()):
             self.handler.on_counters_jumped(Ring.REQUESTS)

@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
+from pymodbus import ModbusException
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers import plc as plc_driver
 from drivers.broker import free_port
-from drivers.plc import PlcLink
+from drivers.plc import PlcError, PlcLink, PlcTimeoutError
 from drivers.registers import (
     CONF_ACK,
     CONF_BASE,
@@ -793,3 +795,28 @@ async def test_replies_survive_a_lost_head_write() -> None:
             assert reply is not None
             assert reply.chute == 12
             assert link.pending_replies == 0
+
+
+def test_no_answer_in_time_is_a_timeout_and_other_failures_are_not() -> None:
+    no_answer = ModbusIOException("No response received after 0 retries")
+    for cause in (TimeoutError(), no_answer):
+        error = plc_driver._link_error("read 15 registers at 0", cause)
+        assert isinstance(error, PlcTimeoutError)
+        assert isinstance(error, TimeoutError)
+    for cause in (ModbusException("bad frame"), ConnectionResetError("reset")):
+        error = plc_driver._link_error("read 15 registers at 0", cause)
+        assert isinstance(error, PlcError)
+        assert not isinstance(error, TimeoutError)
+
+
+async def test_a_plc_that_never_answers_times_out() -> None:
+    """A TCP peer that accepts and stays silent: the first read is a PlcTimeoutError."""
+    server = await asyncio.start_server(lambda _r, _w: None, HOST, 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        link = make_link(f"tcp://{HOST}:{port}", Recorder(), request_timeout_ms=100)
+        try:
+            with pytest.raises(PlcTimeoutError):
+                await link._session()
+        finally:
+            link._close()
