@@ -67,6 +67,13 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+def _what(call: Read | Write) -> str:
+    """A Modbus call in words, for the error that names it."""
+    if isinstance(call, Read):
+        return f"read {call.count} registers at {call.address}"
+    return f"write {len(call.values)} registers at {call.address}"
+
+
 def _link_error(what: str, exc: BaseException) -> PlcError:
     """A failed Modbus call as our error; no answer in time is a PlcTimeoutError. pymodbus
     reports a request that timed out as a ModbusIOException saying "No response"."""
@@ -296,33 +303,31 @@ class PlcLink:
     async def _read(self, read: Read) -> list[int]:
         assert self._client is not None
         t0 = time.perf_counter()
-        what = f"read {read.count} registers at {read.address}"
         try:
             rr = await self._client.read_holding_registers(
                 read.address, count=read.count, device_id=self.device_id
             )
         except (TimeoutError, ModbusException, OSError) as exc:
-            raise _link_error(what, exc) from exc
+            raise _link_error(_what(read), exc) from exc
         _raise_if_cancelling()
         self._note_io(t0)
         if rr.isError():
-            raise PlcError(f"{what}: Modbus exception {rr}")
+            raise PlcError(f"{_what(read)}: Modbus exception {rr}")
         return read.fit(rr.registers)
 
     async def _write(self, write: Write) -> None:
         assert self._client is not None
         t0 = time.perf_counter()
-        what = f"write {len(write.values)} registers at {write.address}"
         try:
             rr = await self._client.write_registers(
                 write.address, write.values, device_id=self.device_id
             )
         except (TimeoutError, ModbusException, OSError) as exc:
-            raise _link_error(what, exc) from exc
+            raise _link_error(_what(write), exc) from exc
         _raise_if_cancelling()
         self._note_io(t0)
         if rr.isError():
-            raise PlcError(f"{what}: Modbus exception {rr}")
+            raise PlcError(f"{_what(write)}: Modbus exception {rr}")
 
     def _note_io(self, t0: float) -> None:
         io_ms = (time.perf_counter() - t0) * 1000
