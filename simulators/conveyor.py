@@ -488,7 +488,6 @@ class Conveyor:
         self._scanner_send = scanner_send
         self._rng = random.Random(seed)
         self.ledger = Ledger()
-
         self._belt = _BeltTimes.of(params)
         self._progress = asyncio.Event()
         self._scheduler = _Scheduler(on_failure=self._progress.set)

@@ -42,6 +42,7 @@ from simulators.plc_map import (
 )
 from simulators.plc_replies import PlcReply, ReplyDesk, ReplyListener
 from simulators.plc_server import PlcServe, RegisterServer
+from sorter.errors import SorterdError
 from sorter.ports import ChuteFlag, ChuteStatus, Confirmation, Outcome, SortRequest
 
 __all__ = [
@@ -68,7 +69,7 @@ _Store = Callable[[int, list[int]], Awaitable[None]]
 _Load = Callable[[int, int], Awaitable[list[int]]]
 
 
-class PlcResetError(ConnectionResetError):
+class PlcResetError(SorterdError, ConnectionResetError):
     """A held message was dropped because the PLC restarted (`reset_counters`)."""
 
 
