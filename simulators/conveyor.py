@@ -12,7 +12,7 @@ Geometry (positions measured along the belt from the scan tunnel):
 `LineParams.chutes` lists the chutes in belt order. A recirculating item is back at the
 scan tunnel `loop_length_m` after its previous pass there.
 
-What the PLC does with an item on one pass (INTERFACES.md section 3):
+What the PLC does with an item on one pass (docs/interfaces.md section 3):
 - at the scan tunnel it writes a sort request (new seq) and the scanner sends its read, a
   few ms before or after the request;
 - the host's reply counts only if it arrives before the item reaches the assigned chute;
@@ -35,18 +35,34 @@ import contextlib
 import enum
 import heapq
 import itertools
-import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Final, Self
 
-from drivers.registers import CHUTE_DISABLED, CHUTE_FAULT, CHUTE_FULL, MAX_CHUTE
 from simulators.plc import PlcReply, PlcSimulator
-from sorter.ports import Confirmation, Outcome
+from simulators.plc_map import LAST_CHUTE
+from sorter.ports import ChuteFlag, Confirmation, Outcome
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "Conveyor",
+    "ItemRecord",
+    "Ledger",
+    "LineParams",
+    "PassRecord",
+    "ScannerSink",
+    "SimItem",
+]
+
 
 # Called as an item passes the scan tunnel: (tracking_id, codes on the item). It may return
 # what each head sent (head -> codes, empty for a no-read; a head that sent nothing is
@@ -79,37 +95,42 @@ class LineParams:
     def __post_init__(self) -> None:
         # Normalise to a tuple so the frozen params cannot change under the conveyor.
         object.__setattr__(self, "chutes", tuple(int(c) for c in self.chutes))
-        problems: list[str] = []
-        for name in ("belt_speed_m_s", "item_pitch_m", "chute_pitch_m", "loop_length_m"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0")
-        for name in ("induct_to_scan_m", "scan_to_first_chute_m", "scan_offset_max_ms"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0")
-        for name in ("scan_before_request_probability", "lost_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be within 0..1")
-        if not self.chutes:
-            problems.append("chutes must not be empty")
-        if len(set(self.chutes)) != len(self.chutes):
-            problems.append("chutes must be unique")
-        if any(not 1 <= c <= MAX_CHUTE for c in self.chutes):
-            problems.append(f"chutes must be within 1..{MAX_CHUTE}")
-        if self.chute_capacity is not None and self.chute_capacity < 1:
-            problems.append("chute_capacity must be >= 1 or None")
-        if self.empty_after_s is not None and self.empty_after_s < 0:
-            problems.append("empty_after_s must be >= 0 or None")
-        if self.max_plc_recirculations < 0:
-            problems.append("max_plc_recirculations must be >= 0")
-        if not 1 <= self.tracking_id_start < _TRACKING_ID_LIMIT:
-            problems.append("tracking_id_start must be within 1..2**32-1")
-        if self.chutes and self.loop_length_m <= self.end_of_line_m:
-            problems.append(
-                f"loop_length_m {self.loop_length_m} must exceed the end of line "
-                f"at {self.end_of_line_m} m"
-            )
+        problems = [problem for broken, problem in self._checks() if broken]
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        """(broken, what is wrong) for every rule the params must keep."""
+        positive = ("belt_speed_m_s", "item_pitch_m", "chute_pitch_m", "loop_length_m")
+        non_negative = ("induct_to_scan_m", "scan_to_first_chute_m", "scan_offset_max_ms")
+        probabilities = ("scan_before_request_probability", "lost_probability")
+        capacity, empty_after_s = self.chute_capacity, self.empty_after_s
+        return [
+            *((getattr(self, name) <= 0, f"{name} must be > 0") for name in positive),
+            *((getattr(self, name) < 0, f"{name} must be >= 0") for name in non_negative),
+            *(
+                (not 0.0 <= getattr(self, name) <= 1.0, f"{name} must be within 0..1")
+                for name in probabilities
+            ),
+            (not self.chutes, "chutes must not be empty"),
+            (len(set(self.chutes)) != len(self.chutes), "chutes must be unique"),
+            (
+                any(not 1 <= c <= LAST_CHUTE for c in self.chutes),
+                f"chutes must be within 1..{LAST_CHUTE}",
+            ),
+            (capacity is not None and capacity < 1, "chute_capacity must be >= 1 or None"),
+            (empty_after_s is not None and empty_after_s < 0, "empty_after_s must be >= 0 or None"),
+            (self.max_plc_recirculations < 0, "max_plc_recirculations must be >= 0"),
+            (
+                not 1 <= self.tracking_id_start < _TRACKING_ID_LIMIT,
+                "tracking_id_start must be within 1..2**32-1",
+            ),
+            (
+                bool(self.chutes) and self.loop_length_m <= self.end_of_line_m,
+                f"loop_length_m {self.loop_length_m} must exceed the end of line "
+                f"at {self.end_of_line_m} m",
+            ),
+        ]
 
     @property
     def last_chute_m(self) -> float:
@@ -215,6 +236,24 @@ class Ledger:
     def in_flight(self) -> int:
         return self.inducted - self.terminal.total()
 
+    def induct(self, item: SimItem, tracking_id: int, inducted_s: float) -> ItemRecord:
+        """A new item on the belt."""
+        record = ItemRecord(
+            index=self.inducted, item=item, tracking_id=tracking_id, inducted_s=inducted_s
+        )
+        self.items.append(record)
+        self.inducted += 1
+        return record
+
+    def confirm(self, record: ItemRecord, conf: Confirmation, now_s: float) -> None:
+        """The PLC confirmed one pass of `record`; a terminal outcome is its last."""
+        record.confirmations.append(conf)
+        self.confirmations[conf.outcome.word] += 1
+        if conf.outcome.terminal:
+            record.final_outcome = conf.outcome
+            record.final_s = now_s
+            self.terminal[conf.outcome.word] += 1
+
     def summary(self) -> dict[str, int]:
         out = {
             "inducted": self.inducted,
@@ -243,6 +282,14 @@ class _PassScan:
     reads: dict[str, tuple[str, ...]] | None = None
     pass_: PassRecord | None = None
 
+    def scanned(self, sent: Mapping[str, tuple[str, ...]] | None) -> None:
+        """The scanner sent its telegrams (each head's codes), or does not say."""
+        if sent is None:
+            return
+        self.reads = dict(sent)
+        if self.pass_ is not None:
+            self.pass_.reads = self.reads
+
 
 @dataclass(slots=True)
 class _Flight:
@@ -251,6 +298,173 @@ class _Flight:
     current: PassRecord | None = None
     state: _State = _State.DONE
     keys: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _BeltTimes:
+    """Seconds of belt from the scan tunnel (or induction) to each place on the line."""
+
+    induct_to_scan_s: float
+    to_first_chute_s: float
+    to_last_chute_s: float
+    to_end_of_line_s: float
+    loop_s: float
+    chute_offset_s: dict[int, float]
+
+    @classmethod
+    def of(cls, params: LineParams) -> _BeltTimes:
+        speed = params.belt_speed_m_s
+        return cls(
+            induct_to_scan_s=params.induct_to_scan_m / speed,
+            to_first_chute_s=params.scan_to_first_chute_m / speed,
+            to_last_chute_s=params.last_chute_m / speed,
+            to_end_of_line_s=params.end_of_line_m / speed,
+            loop_s=params.loop_length_m / speed,
+            chute_offset_s={
+                chute: (params.scan_to_first_chute_m + rank * params.chute_pitch_m) / speed
+                for rank, chute in enumerate(params.chutes)
+            },
+        )
+
+
+class _Passes:
+    """The passes of the items on the belt, by the (tracking_id, seq) of their requests."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[int, int], tuple[_Flight, PassRecord]] = {}
+
+    def add(self, flight: _Flight, pass_: PassRecord, key: tuple[int, int]) -> None:
+        flight.keys.append(key)
+        self._by_key[key] = (flight, pass_)
+
+    def get(self, key: tuple[int, int]) -> tuple[_Flight, PassRecord] | None:
+        return self._by_key.get(key)
+
+    def retire(self, flight: _Flight) -> None:
+        """The item left the belt; a later item may reuse its keys."""
+        for key in flight.keys:
+            if self._by_key.get(key, (None, None))[0] is flight:
+                del self._by_key[key]
+
+
+class _Scheduler:
+    """Timed actions run on one task, from a heap of (when, tiebreak, action)."""
+
+    def __init__(self, on_failure: Callable[[], None]) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._tiebreak = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._on_failure = on_failure
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="conveyor-scheduler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def at(self, when_s: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (when_s, next(self._tiebreak), action))
+        self._wake.set()
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("conveyor scheduler failed") from self._failure
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while self._heap and self._heap[0][0] <= loop.time():
+                    _, _, action = heapq.heappop(self._heap)
+                    action()
+                self._wake.clear()
+                timeout_s = self._heap[0][0] - loop.time() if self._heap else None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s):
+                        await self._wake.wait()
+        except Exception as exc:
+            # A bug in the model: make drain()/run() raise it instead of hanging.
+            self._failure = exc
+            self._on_failure()
+            raise
+
+
+class _TrackingIds:
+    """The PLC's tracking ids: count up from `start`, wrap past 2**32 - 1 to 1.
+
+    0 is skipped so an all-zero slot never looks like an item; ids of items still on the
+    belt are skipped too, as a PLC does when its id range wraps.
+    """
+
+    def __init__(self, start: int) -> None:
+        self._next = start
+        self._live: Counter[int] = Counter()
+
+    def allocate(self) -> int:
+        for _ in range(len(self._live) + 1):
+            candidate = self._next
+            self._next = candidate + 1
+            if self._next >= _TRACKING_ID_LIMIT:
+                self._next = 1
+            if candidate not in self._live:
+                return candidate
+        raise RuntimeError("no free tracking id")  # unreachable: more ids than items
+
+    def take(self, wanted: int | None) -> int:
+        """`wanted`, or the next free id when None; held until `release`."""
+        tracking_id = self.allocate() if wanted is None else wanted
+        if not 0 <= tracking_id < _TRACKING_ID_LIMIT:
+            raise ValueError(f"tracking_id {tracking_id} does not fit 32 bits")
+        self._live[tracking_id] += 1
+        return tracking_id
+
+    def release(self, tracking_id: int) -> None:
+        self._live[tracking_id] -= 1
+        if self._live[tracking_id] <= 0:
+            del self._live[tracking_id]
+
+
+class _ChuteFill:
+    """Items in each chute; a chute at capacity is set full at the PLC, and emptied by an
+    operator `empty_after_s` later."""
+
+    def __init__(self, plc: PlcSimulator, params: LineParams, scheduler: _Scheduler) -> None:
+        self._plc = plc
+        self._capacity = params.chute_capacity
+        self._empty_after_s = params.empty_after_s
+        self._scheduler = scheduler
+        self._fill: dict[int, int] = dict.fromkeys(params.chutes, 0)
+        self._filled_by_us: set[int] = set()
+
+    def add(self, chute: int) -> None:
+        self._fill[chute] += 1
+        if self._capacity is None or self._fill[chute] < self._capacity:
+            return
+        self._plc.set_chute_full(chute, True)
+        if chute in self._filled_by_us:
+            return
+        self._filled_by_us.add(chute)
+        if self._empty_after_s is not None:
+            self._scheduler.at(
+                asyncio.get_running_loop().time() + self._empty_after_s,
+                lambda: self._empty(chute),
+            )
+
+    def _empty(self, chute: int) -> None:
+        self._fill[chute] = 0
+        self._filled_by_us.discard(chute)
+        self._plc.set_chute_full(chute, False)
 
 
 class Conveyor:
@@ -274,30 +488,14 @@ class Conveyor:
         self._scanner_send = scanner_send
         self._rng = random.Random(seed)
         self.ledger = Ledger()
-
-        speed = params.belt_speed_m_s
-        self._to_first_chute_s = params.scan_to_first_chute_m / speed
-        self._to_last_chute_s = params.last_chute_m / speed
-        self._to_end_of_line_s = params.end_of_line_m / speed
-        self._loop_s = params.loop_length_m / speed
-        self._induct_to_scan_s = params.induct_to_scan_m / speed
-        self._chute_offset_s = {
-            chute: (params.scan_to_first_chute_m + rank * params.chute_pitch_m) / speed
-            for rank, chute in enumerate(params.chutes)
-        }
-        self._fill: dict[int, int] = dict.fromkeys(params.chutes, 0)
-        self._filled_by_us: set[int] = set()
-
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._tiebreak = itertools.count()
-        self._wake = asyncio.Event()
+        self._belt = _BeltTimes.of(params)
         self._progress = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
+        self._scheduler = _Scheduler(on_failure=self._progress.set)
+        self._at = self._scheduler.at
+        self._chutes = _ChuteFill(plc, params, self._scheduler)
+        self._tracking_ids = _TrackingIds(params.tracking_id_start)
         self._inducting = 0
-        self._by_key: dict[tuple[int, int], tuple[_Flight, PassRecord]] = {}
-        self._next_tracking_id = params.tracking_id_start
-        self._live_tracking_ids: Counter[int] = Counter()
+        self._passes = _Passes()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -309,37 +507,17 @@ class Conveyor:
         await self.stop()
 
     async def start(self) -> None:
-        if self._task is not None:
+        if self._scheduler.running:
             return
         self.plc.add_reply_listener(self._on_reply)
-        self._task = asyncio.create_task(self._scheduler(), name="conveyor-scheduler")
+        self._scheduler.start()
 
     async def stop(self) -> None:
         """Stop the belt; items still on it stay in the ledger as in flight. Safe twice."""
         self.plc.remove_reply_listener(self._on_reply)
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self._scheduler.stop()
 
     # ------------------------------------------------------------------ driving
-
-    def allocate_tracking_id(self) -> int:
-        """The PLC's next tracking id: counts up, wraps past 2**32 - 1 to 1.
-
-        0 is skipped so an all-zero slot never looks like an item; ids of items still on
-        the belt are skipped too, as a PLC does when its id range wraps.
-        """
-        for _ in range(len(self._live_tracking_ids) + 1):
-            candidate = self._next_tracking_id
-            self._next_tracking_id = candidate + 1
-            if self._next_tracking_id >= _TRACKING_ID_LIMIT:
-                self._next_tracking_id = 1
-            if candidate not in self._live_tracking_ids:
-                return candidate
-        raise RuntimeError("no free tracking id")  # unreachable: more ids than items
 
     async def run(
         self,
@@ -353,35 +531,21 @@ class Conveyor:
         Returns the number inducted. Items keep travelling afterwards; `drain()` waits for
         them. The rate is capped by `item_pitch_m` (one item per pitch of belt).
         """
-        if self._task is None:
+        if not self._scheduler.running:
             raise RuntimeError("Conveyor is not started; use `async with Conveyor(...)`")
         if rate_items_per_h <= 0:
             raise ValueError("rate_items_per_h must be > 0")
         interval_s = max(
             3600.0 / rate_items_per_h, self.params.item_pitch_m / self.params.belt_speed_m_s
         )
-        loop = asyncio.get_running_loop()
-        start_s = loop.time()
-        deadline_s = None if duration_s is None else start_s + duration_s
-        source = _aiter(items)
+        paced = _paced(items, interval_s, duration_s, count, self._scheduler.raise_failure)
         inducted = 0
         self._inducting += 1
         try:
-            while count is None or inducted < count:
-                # Absolute schedule: a late wake-up does not shift every later item.
-                due_s = start_s + inducted * interval_s
-                if deadline_s is not None and due_s >= deadline_s:
-                    break
-                delay_s = due_s - loop.time()
-                if delay_s > 0:
-                    await asyncio.sleep(delay_s)
-                self._raise_failure()
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    break
-                self._induct(item, due_s)
-                inducted += 1
+            async with contextlib.aclosing(paced):
+                async for item, due_s in paced:
+                    self._induct(item, due_s)
+                    inducted += 1
         finally:
             self._inducting -= 1
             self._progress.set()
@@ -392,67 +556,27 @@ class Conveyor:
         try:
             async with asyncio.timeout(timeout_s):
                 while self._inducting or self.ledger.in_flight:
-                    self._raise_failure()
+                    self._scheduler.raise_failure()
                     self._progress.clear()
                     await self._progress.wait()
         except TimeoutError:
             return False
-        self._raise_failure()
+        self._scheduler.raise_failure()
         return True
 
     def induct(self, item: SimItem) -> ItemRecord:
         """Put one item on the belt now (outside `run`)."""
-        if self._task is None:
+        if not self._scheduler.running:
             raise RuntimeError("Conveyor is not started")
         return self._induct(item, asyncio.get_running_loop().time())
-
-    # ------------------------------------------------------------------ scheduler
-
-    def _at(self, when_s: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._heap, (when_s, next(self._tiebreak), action))
-        self._wake.set()
-
-    async def _scheduler(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                while self._heap and self._heap[0][0] <= loop.time():
-                    _, _, action = heapq.heappop(self._heap)
-                    action()
-                self._wake.clear()
-                timeout_s = self._heap[0][0] - loop.time() if self._heap else None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout_s):
-                        await self._wake.wait()
-        except Exception as exc:
-            # A bug in the model: make drain()/run() raise it instead of hanging.
-            self._failure = exc
-            self._progress.set()
-            raise
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise RuntimeError("conveyor scheduler failed") from self._failure
 
     # ------------------------------------------------------------------ item life
 
     def _induct(self, item: SimItem, inducted_s: float) -> ItemRecord:
-        tracking_id = item.tracking_id
-        if tracking_id is None:
-            tracking_id = self.allocate_tracking_id()
-        elif not 0 <= tracking_id < _TRACKING_ID_LIMIT:
-            raise ValueError(f"tracking_id {tracking_id} does not fit 32 bits")
-        record = ItemRecord(
-            index=self.ledger.inducted,
-            item=item,
-            tracking_id=tracking_id,
-            inducted_s=inducted_s,
-        )
-        self.ledger.items.append(record)
-        self.ledger.inducted += 1
-        self._live_tracking_ids[tracking_id] += 1
+        tracking_id = self._tracking_ids.take(item.tracking_id)
+        record = self.ledger.induct(item, tracking_id, inducted_s)
         flight = _Flight(record)
-        self._schedule_pass(flight, inducted_s + self._induct_to_scan_s)
+        self._schedule_pass(flight, inducted_s + self._belt.induct_to_scan_s)
         return record
 
     def _schedule_pass(self, flight: _Flight, scan_s: float) -> None:
@@ -461,17 +585,12 @@ class Conveyor:
         if self._rng.random() < self.params.scan_before_request_probability:
             offset_s = -offset_s
         joint = _PassScan()
-        self._at(scan_s + offset_s, lambda: self._scan(flight, joint))
-        self._at(scan_s, lambda: self._request(flight, scan_s, joint))
-
-    def _scan(self, flight: _Flight, joint: _PassScan) -> None:
         record = flight.record
-        sent = self._scanner_send(record.tracking_id, record.item.codes)
-        if sent is None:
-            return
-        joint.reads = dict(sent)
-        if joint.pass_ is not None:
-            joint.pass_.reads = joint.reads
+        self._at(
+            scan_s + offset_s,
+            lambda: joint.scanned(self._scanner_send(record.tracking_id, record.item.codes)),
+        )
+        self._at(scan_s, lambda: self._request(flight, scan_s, joint))
 
     def _request(self, flight: _Flight, scan_s: float, joint: _PassScan) -> None:
         record, item = flight.record, flight.record.item
@@ -489,19 +608,20 @@ class Conveyor:
         joint.pass_ = pass_
         record.passes.append(pass_)
         flight.current = pass_
-        key = (record.tracking_id, seq)
-        flight.keys.append(key)
-        self._by_key[key] = (flight, pass_)
+        self._passes.add(flight, pass_, (record.tracking_id, seq))
         if self._rng.random() < self.params.lost_probability:
             flight.state = _State.LOST
-            self._at(scan_s + self._to_first_chute_s, lambda: self._lost(flight, pass_))
+            self._at(
+                scan_s + self._belt.to_first_chute_s,
+                lambda: self._finish(flight, pass_, Outcome.LOST, 0),
+            )
             return
         flight.state = _State.AWAITING
-        self._at(scan_s + self._to_last_chute_s, lambda: self._last_chute(flight, pass_))
+        self._at(scan_s + self._belt.to_last_chute_s, lambda: self._last_chute(flight, pass_))
 
     def _on_reply(self, reply: PlcReply) -> None:
         """PLC listener: a reply came in; latch it if the item can still use it."""
-        entry = self._by_key.get((reply.tracking_id, reply.seq))
+        entry = self._passes.get((reply.tracking_id, reply.seq))
         if entry is None:
             self.ledger.unmatched_replies += 1
             return
@@ -516,14 +636,11 @@ class Conveyor:
                 self.ledger.late_replies += 1
             return
         now_s = reply.received_s
-        chute_offset_s = self._chute_offset_s.get(reply.chute)
+        chute_offset_s = self._belt.chute_offset_s.get(reply.chute)
         if reply.chute == 0 or chute_offset_s is None:
             # No decision or no such chute: the item rides to the end of line.
             flight.state = _State.DIVERTING
-            self._at(
-                pass_.scan_s + self._to_end_of_line_s,
-                lambda: self._finish(flight, pass_, Outcome.REJECT, 0),
-            )
+            self._reject_at_end_of_line(flight, pass_)
             return
         divert_s = pass_.scan_s + chute_offset_s
         if now_s >= divert_s:
@@ -537,19 +654,24 @@ class Conveyor:
     def _divert(self, flight: _Flight, pass_: PassRecord, chute: int) -> None:
         if not self.plc.host_alive:
             # The PLC stops diverting to host chutes while the host heartbeat is frozen.
-            self._at(
-                pass_.scan_s + self._to_end_of_line_s,
-                lambda: self._finish(flight, pass_, Outcome.REJECT, 0),
-            )
+            self._reject_at_end_of_line(flight, pass_)
             return
-        flags = self.plc.chute_flags(chute)
-        if flags & (CHUTE_FAULT | CHUTE_DISABLED):
+        flags = ChuteFlag(self.plc.chute_flags(chute))
+        if flags & (ChuteFlag.FAULT | ChuteFlag.DISABLED):
             self._recirculate(flight, pass_, Outcome.RECIRC_DISABLED)
-        elif flags & CHUTE_FULL:
+        elif ChuteFlag.FULL in flags:
             self._recirculate(flight, pass_, Outcome.RECIRC_FULL)
         else:
-            self._fill_chute(chute)
+            self._chutes.add(chute)
             self._finish(flight, pass_, Outcome.SORTED, chute)
+
+    def _reject_at_end_of_line(
+        self, flight: _Flight, pass_: PassRecord, not_before_s: float | None = None
+    ) -> None:
+        when_s = pass_.scan_s + self._belt.to_end_of_line_s
+        if not_before_s is not None:
+            when_s = max(when_s, not_before_s)
+        self._at(when_s, lambda: self._finish(flight, pass_, Outcome.REJECT, 0))
 
     def _last_chute(self, flight: _Flight, pass_: PassRecord) -> None:
         if flight.current is not pass_ or flight.state not in (_State.AWAITING, _State.LATE):
@@ -558,22 +680,18 @@ class Conveyor:
             self.ledger.no_reply_passes += 1
         self._recirculate(flight, pass_, Outcome.RECIRC_LATE)
 
-    def _lost(self, flight: _Flight, pass_: PassRecord) -> None:
-        self._finish(flight, pass_, Outcome.LOST, 0)
-
     def _recirculate(self, flight: _Flight, pass_: PassRecord, outcome: Outcome) -> None:
         if flight.recirculations >= self.params.max_plc_recirculations:
             # The PLC's own limit: the item goes to the end of line instead of around again.
             flight.state = _State.DIVERTING
-            self._at(
-                max(pass_.scan_s + self._to_end_of_line_s, asyncio.get_running_loop().time()),
-                lambda: self._finish(flight, pass_, Outcome.REJECT, 0),
+            self._reject_at_end_of_line(
+                flight, pass_, not_before_s=asyncio.get_running_loop().time()
             )
             return
         flight.recirculations += 1
         self._finish(flight, pass_, outcome, 0)
         self.ledger.recirculations += 1
-        self._schedule_pass(flight, pass_.scan_s + self._loop_s)
+        self._schedule_pass(flight, pass_.scan_s + self._belt.loop_s)
 
     def _finish(self, flight: _Flight, pass_: PassRecord, outcome: Outcome, chute: int) -> None:
         """Write the confirmation for this pass; retire the item if the outcome is terminal."""
@@ -586,52 +704,48 @@ class Conveyor:
         self.plc.submit_confirmation(
             pass_.seq, record.tracking_id, chute, outcome, flight.recirculations
         )
-        record.confirmations.append(
-            Confirmation(
-                seq=pass_.seq,
-                tracking_id=record.tracking_id,
-                chute_actual=chute,
-                outcome=outcome,
-                recirculations=flight.recirculations,
-            )
+        conf = Confirmation(
+            seq=pass_.seq,
+            tracking_id=record.tracking_id,
+            chute_actual=chute,
+            outcome=outcome,
+            recirculations=flight.recirculations,
         )
-        self.ledger.confirmations[outcome.word] += 1
+        self.ledger.confirm(record, conf, now_s)
         if not outcome.terminal:
             return
-        record.final_outcome = outcome
-        record.final_s = now_s
-        self.ledger.terminal[outcome.word] += 1
-        for key in flight.keys:
-            if self._by_key.get(key, (None, None))[0] is flight:
-                del self._by_key[key]
-        self._live_tracking_ids[record.tracking_id] -= 1
-        if self._live_tracking_ids[record.tracking_id] <= 0:
-            del self._live_tracking_ids[record.tracking_id]
+        self._passes.retire(flight)
+        self._tracking_ids.release(record.tracking_id)
         self._progress.set()
 
-    def _fill_chute(self, chute: int) -> None:
-        self._fill[chute] += 1
-        capacity = self.params.chute_capacity
-        if capacity is None or self._fill[chute] < capacity:
-            return
-        self.plc.set_chute_full(chute, True)
-        if chute in self._filled_by_us:
-            return
-        self._filled_by_us.add(chute)
-        if self.params.empty_after_s is not None:
-            self._at(
-                asyncio.get_running_loop().time() + self.params.empty_after_s,
-                lambda: self._empty_chute(chute),
-            )
 
-    def _empty_chute(self, chute: int) -> None:
-        self._fill[chute] = 0
-        self._filled_by_us.discard(chute)
-        self.plc.set_chute_full(chute, False)
-
-    def chute_fill(self, chute: int) -> int:
-        """Items in `chute` since it was last emptied."""
-        return self._fill.get(chute, 0)
+async def _paced(
+    items: AsyncIterator[SimItem] | Iterable[SimItem],
+    interval_s: float,
+    duration_s: float | None,
+    count: int | None,
+    check: Callable[[], None],
+) -> AsyncGenerator[tuple[SimItem, float], None]:
+    """The items, each with the time it is due: one every `interval_s` until `duration_s`,
+    `count` or the items end; `check` runs before each item is taken."""
+    loop = asyncio.get_running_loop()
+    start_s = loop.time()
+    deadline_s = None if duration_s is None else start_s + duration_s
+    source = _aiter(items)
+    for n in itertools.count() if count is None else range(count):
+        # Absolute schedule: a late wake-up does not shift every later item.
+        due_s = start_s + n * interval_s
+        if deadline_s is not None and due_s >= deadline_s:
+            return
+        delay_s = due_s - loop.time()
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        check()
+        try:
+            item = await anext(source)
+        except StopAsyncIteration:
+            return
+        yield item, due_s
 
 
 async def _aiter(items: AsyncIterator[SimItem] | Iterable[SimItem]) -> AsyncIterator[SimItem]:

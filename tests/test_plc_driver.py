@@ -15,16 +15,15 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
+from pymodbus import ModbusException
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers import plc as plc_driver
 from drivers.broker import free_port
-from drivers.plc import PlcLink
+from drivers.plc import PlcError, PlcLink, PlcTimeoutError
 from drivers.registers import (
-    CHUTE_DISABLED,
-    CHUTE_FAULT,
-    CHUTE_FULL,
     CONF_ACK,
     CONF_BASE,
     CONF_SIZE,
@@ -38,7 +37,7 @@ from drivers.registers import (
     slot,
 )
 from simulators.plc import PlcSimulator
-from sorter.ports import Confirmation, Outcome, SortRequest
+from sorter.ports import ChuteFlag, Confirmation, Outcome, Ring, SortRequest
 from tests.waiting import wait_until
 
 HOST = "127.0.0.1"
@@ -60,7 +59,7 @@ class Recorder:
         self.confirmations: list[Confirmation] = []
         self.chute_status: list[tuple[int, list[int]]] = []
         self.states: list[tuple[bool, str]] = []
-        self.jumps: list[str] = []
+        self.jumps: list[Ring] = []
 
     @property
     def requests(self) -> list[SortRequest]:
@@ -90,7 +89,7 @@ class Recorder:
     def on_link_state(self, connected: bool, reason: str) -> None:
         self.states.append((connected, reason))
 
-    def on_counters_jumped(self, ring: str) -> None:
+    def on_counters_jumped(self, ring: Ring) -> None:
         self.jumps.append(ring)
 
 
@@ -428,16 +427,16 @@ async def test_chute_status_bits_reach_the_handler(max_chute: int) -> None:
             plc.set_chute_fault(max_chute)
             plc.set_chute_full(max_chute + 1)  # beyond max_chute: not reported
             expected = [0] * max_chute
-            expected[3 - 1] = CHUTE_FULL
-            expected[7 - 1] = CHUTE_DISABLED
-            expected[12 - 1] = CHUTE_FULL | CHUTE_FAULT
-            expected[max_chute - 1] = CHUTE_FAULT
+            expected[3 - 1] = ChuteFlag.FULL
+            expected[7 - 1] = ChuteFlag.DISABLED
+            expected[12 - 1] = ChuteFlag.FULL | ChuteFlag.FAULT
+            expected[max_chute - 1] = ChuteFlag.FAULT
             await wait_until(lambda: handler.chute_status[-1] == (1, expected), what="chute bits")
 
             plc.set_chute_full(3, False)
             plc.set_chute_fault(12, False)
             expected[3 - 1] = 0
-            expected[12 - 1] = CHUTE_FULL
+            expected[12 - 1] = ChuteFlag.FULL
             await wait_until(lambda: handler.chute_status[-1] == (1, expected), what="cleared bits")
 
 
@@ -636,7 +635,7 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
 
             plc.reset_counters()
             await wait_until(
-                lambda: handler.jumps == ["requests", "confirmations"], what="restart seen"
+                lambda: handler.jumps == [Ring.REQUESTS, Ring.CONFIRMATIONS], what="restart seen"
             )
             seqs = [plc.submit_request(500_000 + i) for i in range(2)]
             assert seqs == [0, 1]
@@ -658,7 +657,7 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
             assert [c.tracking_id for c in handler.confirmations[n_conf:]] == [500_000]
             # The pipeline forgets the pairs the PLC may reuse: requests before their batch,
             # confirmations after theirs (its stale slots are dropped by then).
-            assert handler.jumps == ["requests", "confirmations"]
+            assert handler.jumps == [Ring.REQUESTS, Ring.CONFIRMATIONS]
             assert link.stats.bad_confirmations == 0
             assert link.stats.bad_requests == 0
 
@@ -666,8 +665,8 @@ async def test_plc_counter_reset_is_resynced_without_stale_messages() -> None:
 async def test_reconnect_backoff_grows_while_the_plc_is_down() -> None:
     """Attempts at a PLC that is gone come further and further apart. Checked in the one
     direction a slow machine cannot upset: a sleep never ends early, so six attempts take
-    at least the five sleeps between them, each at least 80 % (the jitter) of a step that
-    doubles from backoff_initial_s. A machine that is slow only adds to the time taken."""
+    at least the five sleeps between them, each at least half (sorter.backoff's jitter) of a
+    step that doubles from backoff_initial_s. A machine that is slow only adds to the time taken."""
     initial_s, max_s = 0.05, 1.0
     async with PlcSimulator() as plc:
         handler = Recorder()
@@ -680,9 +679,9 @@ async def test_reconnect_backoff_grows_while_the_plc_is_down() -> None:
             before, started_s = link.stats.reconnects, loop.time()
             await wait_until(lambda: link.stats.reconnects >= before + 6, what="six attempts")
             took_s = loop.time() - started_s
-            # 0.05 + 0.1 + 0.2 + 0.4 + 0.8 s at the least jitter: 1.24 s; a link that did not
+            # 0.05 + 0.1 + 0.2 + 0.4 + 0.8 s at the least jitter: 0.775 s; a link that did not
             # back off would make its six attempts in 0.2 s.
-            least_s = 0.8 * sum(min(initial_s * 2**k, max_s) for k in range(5))
+            least_s = 0.5 * sum(min(initial_s * 2**k, max_s) for k in range(5))
             assert took_s >= least_s, f"6 attempts in {took_s:.2f} s: the backoff did not grow"
 
 
@@ -769,7 +768,8 @@ async def test_a_plc_that_lost_the_host_registers_counts_as_restarted() -> None:
             await plc.write_registers(REQ_ACK, [0, 0, 0, 0])
             assert handler.jumps == []
             await wait_until(lambda: handler.up, what="link up again")
-            await wait_until(lambda: handler.jumps == ["requests", "confirmations"], what="jump")
+            both = [Ring.REQUESTS, Ring.CONFIRMATIONS]
+            await wait_until(lambda: handler.jumps == both, what="jump")
             plc.submit_request(700_000)  # the same id and seq 0: a new item
             await wait_until(lambda: handler.requests[-1].seq == 0, what="new request")
 
@@ -794,4 +794,30 @@ async def test_replies_survive_a_lost_head_write() -> None:
             reply = plc.reply(4711, seq)
             assert reply is not None
             assert reply.chute == 12
-            assert link.pending_replies == 0
+            # The slot is visible before the head write that completes the reply lands.
+            await wait_until(lambda: link.pending_replies == 0, what="reply completed")
+
+
+def test_no_answer_in_time_is_a_timeout_and_other_failures_are_not() -> None:
+    no_answer = ModbusIOException("No response received after 0 retries")
+    for cause in (TimeoutError(), no_answer):
+        error = plc_driver._link_error("read 15 registers at 0", cause)
+        assert isinstance(error, PlcTimeoutError)
+        assert isinstance(error, TimeoutError)
+    for cause in (ModbusException("bad frame"), ConnectionResetError("reset")):
+        error = plc_driver._link_error("read 15 registers at 0", cause)
+        assert isinstance(error, PlcError)
+        assert not isinstance(error, TimeoutError)
+
+
+async def test_a_plc_that_never_answers_times_out() -> None:
+    """A TCP peer that accepts and stays silent: the first read is a PlcTimeoutError."""
+    server = await asyncio.start_server(lambda _r, _w: None, HOST, 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        link = make_link(f"tcp://{HOST}:{port}", Recorder(), request_timeout_ms=100)
+        try:
+            with pytest.raises(PlcTimeoutError):
+                await link._session()
+        finally:
+            link._close()

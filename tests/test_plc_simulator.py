@@ -14,8 +14,6 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.registers import (
     CHUTE_BASE,
-    CHUTE_DISABLED,
-    CHUTE_FULL,
     CONF_ACK,
     CONF_BASE,
     CONF_HEAD,
@@ -38,7 +36,7 @@ from drivers.registers import (
 )
 from simulators.conveyor import Conveyor, LineParams, SimItem
 from simulators.plc import PlcSimulator
-from sorter.ports import Confirmation, Outcome, SortRequest
+from sorter.ports import ChuteFlag, Confirmation, Outcome, SortRequest
 from tests.waiting import wait_until
 
 DEVICE_ID = 1
@@ -395,8 +393,8 @@ async def test_full_and_disabled_chutes_recirculate() -> None:
     assert ledger.confirmations["recirc_full"] > 0
     assert ledger.terminal == Counter({"sorted": 8, "reject": 2})
     # The host saw chute 2 go full over Modbus, and chute 5 disabled.
-    assert (2, CHUTE_FULL) in host.chute_flags_seen
-    assert (5, CHUTE_DISABLED) in host.chute_flags_seen
+    assert (2, ChuteFlag.FULL) in host.chute_flags_seen
+    assert (5, ChuteFlag.DISABLED) in host.chute_flags_seen
 
 
 async def test_dead_host_means_no_divert_to_host_chutes() -> None:
