@@ -51,6 +51,9 @@ DEFAULT_HEAD_MISS_LIMIT = 3
 
 
 class Tracker:
+    """Requests and reads in (`on_request`, `on_scan`), matches out; `expire` at
+    `next_deadline_ns` hands over what waited long enough."""
+
     def __init__(
         self,
         scan_wait_ns: int,
