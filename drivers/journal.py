@@ -46,7 +46,7 @@ from drivers.journal_file import (
     take_lock,
 )
 from drivers.journal_outbox import JournalOutbox
-from drivers.journal_recovery import recover
+from drivers.journal_recovery import recover_from
 from drivers.journal_upkeep import (
     PRUNE_AT_FRACTION,
     PRUNE_BATCH_ROWS,
@@ -289,7 +289,7 @@ class Journal:
     def recover(self) -> Recovered:
         """What the last process left: decisions awaiting their confirmation, results already
         recorded, recirculation counts and requests taken but not decided."""
-        rec, decided_pending = recover(self._db)
+        rec, decided_pending = recover_from(self._db)
         # Decided already: only the rows' deletion was lost.
         self._owed.update(decided_pending)
         self._pending_keys.update((r.tracking_id, r.seq) for r in rec.pending)

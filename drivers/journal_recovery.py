@@ -17,7 +17,7 @@ __all__ = [
     "RECOVER_DECISION_ROWS",
     "RECOVER_REPLIES_NS",
     "RECOVER_RESULT_ROWS",
-    "recover",
+    "recover_from",
 ]
 
 # How far back recovery looks: replies and confirmations re-read after a restart are within
@@ -32,7 +32,7 @@ _RECIRCULATED: Final = frozenset(int(o) for o in Outcome if not o.terminal)
 Key = tuple[int, int]  # (tracking_id, seq)
 
 
-def recover(db: sqlite3.Connection) -> tuple[Recovered, set[Key]]:
+def recover_from(db: sqlite3.Connection) -> tuple[Recovered, set[Key]]:
     """What the last process left, and the pending rows of requests it had decided already
     (only the rows' deletion was lost: the caller deletes them at its next commit)."""
     rec = Recovered()

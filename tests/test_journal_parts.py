@@ -15,7 +15,7 @@ from drivers.journal_file import (
     pending_row,
     read_sent_upto,
 )
-from drivers.journal_recovery import RECOVER_ANSWERED_NS, RECOVER_REPLIES_NS, recover
+from drivers.journal_recovery import RECOVER_ANSWERED_NS, RECOVER_REPLIES_NS, recover_from
 from drivers.journal_upkeep import PRUNE_BATCH_ROWS, delete_sent_batch, space_alarms
 from sorter.ports import MessageKind, Outcome, Outgoing, SortRequest
 
@@ -70,7 +70,7 @@ def test_recover_reads_what_waits_for_confirmation_and_what_to_answer_again(
     _write(db, MessageKind.DECISION, 4, 4, last)
     _write(db, MessageKind.RESULT, 4, 4, last, outcome=Outcome.SORTED)
     _write(db, MessageKind.RESULT, 1, 1, last, outcome=Outcome.RECIRC_FULL, recirculations=1)
-    rec, owed = recover(db)
+    rec, owed = recover_from(db)
     assert set(rec.assigned) == {(2, 2), (3, 3)}
     assert rec.assigned[(3, 3)] == ("B3", "DEST", 9)
     assert set(rec.answered) == {(2, 2), (3, 3), (4, 4)}
@@ -89,7 +89,7 @@ def test_recover_gives_back_pending_requests_and_owes_the_rows_of_decided_ones(
     db.execute(INSERT_PENDING, pending_row(waiting, 1))
     db.execute(INSERT_PENDING, pending_row(decided, 2))
     _write(db, MessageKind.DECISION, 90, 9, 3)
-    rec, owed = recover(db)
+    rec, owed = recover_from(db)
     assert rec.pending == [waiting]
     assert owed == {(90, 9)}
 
