@@ -9,7 +9,16 @@ import aiomqtt
 import pytest
 
 from drivers.broker import LocalBroker
-from sorter.commands import CommandError, parse_command
+from sorter.commands import (
+    ChuteAction,
+    ChuteCommand,
+    CommandError,
+    CommandName,
+    ManifestReload,
+    PlanReload,
+    TrackingQuery,
+    parse_command,
+)
 from tests.linekit import FAST_LINE, PLAN_PATH, PREFIX, Rig, line_with_daemon, wait_until
 
 FAST = FAST_LINE
@@ -63,7 +72,7 @@ async def test_plan_reload_swaps_and_a_bad_plan_is_refused(
         assert refused is not None
         assert refused["ok"] is False
         assert "chute 999 does not exist" in str(refused["reason"])
-        assert rig.daemon.decider.plan.plan.name == "casablanca-night"
+        assert rig.daemon.plan.name == "casablanca-night"
         # Every item still ended, decided exactly once.
         keys = [(d["tracking_id"], d["seq"]) for d in rig.sub.of("decisions")]
         assert len(keys) == len(set(keys))
@@ -123,8 +132,18 @@ def test_command_shapes_are_bounded(suffix: str, payload: bytes, words: str) -> 
 
 def test_good_commands_parse() -> None:
     assert parse_command("plan/reload", b"").name == "plan/reload"
+    assert parse_command("plan/reload", b"") == PlanReload()
+    assert parse_command("manifest/reload", b'{"id": "m"}') == ManifestReload("m")
     cmd = parse_command("chute/12/disable", b'{"id": "abc"}')
+    assert isinstance(cmd, ChuteCommand)
     assert (cmd.name, cmd.chute, cmd.request_id) == ("chute/disable", 12, "abc")
+    assert cmd.action is ChuteAction.DISABLE
+    for action in ChuteAction:
+        cmd = parse_command(f"chute/7/{action}", b"")
+        assert cmd == ChuteCommand(7, action)
+        assert cmd.name == CommandName(f"chute/{action}")
+    assert parse_command("tracking/42/query", b"") == TrackingQuery(42)
+    assert parse_command("tracking/42/query", b"").name is CommandName.TRACKING_QUERY
 
 
 async def test_chute_full_by_hand_and_tracking_query(broker: LocalBroker, tmp_path: Path) -> None:
