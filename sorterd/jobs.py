@@ -74,7 +74,14 @@ class Jobs:
 
     def _start(self, job: _Job) -> None:
         assert self._group is not None
-        task = self._group.create_task(self._guarded(job), name=job.name)
+        guarded = self._guarded(job)
+        try:
+            task = self._group.create_task(guarded, name=job.name)
+        except RuntimeError:
+            # The group is shutting down after a task failed: the daemon is stopping.
+            guarded.close()
+            log.warning("stopping: job not started", job=job.name)
+            return
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 

@@ -73,3 +73,24 @@ async def test_close_cancels_running_jobs_and_refuses_new_ones() -> None:
     assert cancelled
     assert ran == []
     assert jobs.failed == 0
+
+
+async def test_a_group_that_has_ended_refuses_jobs_quietly() -> None:
+    jobs = Jobs()
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("work")
+
+    async def crash() -> None:
+        raise ValueError("a stage died")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            jobs.bind(group)
+            group.create_task(crash())
+            await asyncio.sleep(1)  # cancelled when crash() fails
+    except* ValueError:
+        jobs.start(work, "too-late")  # the group is finished now
+    await asyncio.sleep(0)
+    assert ran == []
