@@ -23,7 +23,6 @@ from sorter.config import Site
 from sorter.decide import Decider
 from sorter.manifest import Manifest
 from sorter.manifest import warm as warm_manifest_kernels
-from sorter.pipeline import status_payload
 from sorter.plan import SortPlan, compile_plan, load_plan
 from sorter.runtime import release_free_memory, tune_gc
 from sorterd.control import CommandHandler
@@ -31,7 +30,7 @@ from sorterd.health import HeadWatch, JournalWatch
 from sorterd.jobs import Jobs
 from sorterd.parts import build_parts
 from sorterd.reload import Reloads, log_plan_warnings
-from sorterd.status import Answers, link_stats
+from sorterd.status import Answers, link_stats, offline_message
 from sorterd.systemd import run_watchdog
 
 __all__ = ["SHUTDOWN_FLUSH_S", "Daemon", "StartupTimes"]
@@ -218,7 +217,7 @@ class Daemon:
         # timeout: the timer decides them with reason timeout at once.
         self.pipeline.answer_waiting()
         await self.plc.wait_replies_written(timeout_s=1.0)
-        parts.mqtt.publish(parts.topics.status, status_payload("offline"), qos=1, retain=True)
+        parts.mqtt.publish_raw(offline_message(parts.topics))
         flushed = await parts.mqtt.flush(SHUTDOWN_FLUSH_S)
         if parts.metrics is not None:
             await asyncio.to_thread(parts.metrics.stop)
