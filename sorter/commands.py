@@ -1,4 +1,5 @@
-"""Commands arriving on P/cmd/...: parsed and bounded here, executed by the daemon.
+"""Commands arriving on P/cmd/...: parsed and bounded here into typed values, executed by
+the daemon (sorterd/control.py).
 
 Accepted shapes (P = the topic prefix), each with an optional JSON payload
 `{"id": "..."}` that the answer on P/cmd-result echoes:
@@ -19,12 +20,53 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sorter.errors import SorterdError
 
+__all__ = [
+    "CHUTE_ACTIONS",
+    "MAX_ID_CHARS",
+    "MAX_PAYLOAD_BYTES",
+    "ChuteAction",
+    "ChuteCommand",
+    "Command",
+    "CommandError",
+    "CommandName",
+    "ManifestReload",
+    "PlanReload",
+    "TrackingQuery",
+    "parse_command",
+]
+
 MAX_PAYLOAD_BYTES = 1024
 MAX_ID_CHARS = 64
-CHUTE_ACTIONS = ("disable", "enable", "full", "emptied")
+MAX_CHUTE_DIGITS = 4  # machine chutes are 1..999 (docs/interfaces.md, sort plan)
+MAX_TRACKING_DIGITS = 10  # tracking ids are 32-bit registers
+
+
+class CommandName(StrEnum):
+    """The `command` field of the answer on P/cmd-result."""
+
+    PLAN_RELOAD = "plan/reload"
+    MANIFEST_RELOAD = "manifest/reload"
+    CHUTE_DISABLE = "chute/disable"
+    CHUTE_ENABLE = "chute/enable"
+    CHUTE_FULL = "chute/full"
+    CHUTE_EMPTIED = "chute/emptied"
+    TRACKING_QUERY = "tracking/query"
+
+
+class ChuteAction(StrEnum):
+    """The last topic level of P/cmd/chute/N/ACTION."""
+
+    DISABLE = "disable"
+    ENABLE = "enable"
+    FULL = "full"
+    EMPTIED = "emptied"
+
+
+CHUTE_ACTIONS = tuple(action.value for action in ChuteAction)
 
 
 class CommandError(SorterdError, ValueError):
@@ -36,11 +78,45 @@ class CommandError(SorterdError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
-    name: str  # "plan/reload", "manifest/reload", "chute/<action>", "tracking/query"
+class PlanReload:
     request_id: str | None = None
-    chute: int | None = None
-    tracking_id: int | None = None
+
+    @property
+    def name(self) -> CommandName:
+        return CommandName.PLAN_RELOAD
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestReload:
+    request_id: str | None = None
+
+    @property
+    def name(self) -> CommandName:
+        return CommandName.MANIFEST_RELOAD
+
+
+@dataclass(frozen=True, slots=True)
+class ChuteCommand:
+    chute: int
+    action: ChuteAction
+    request_id: str | None = None
+
+    @property
+    def name(self) -> CommandName:
+        return CommandName(f"chute/{self.action.value}")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingQuery:
+    tracking_id: int
+    request_id: str | None = None
+
+    @property
+    def name(self) -> CommandName:
+        return CommandName.TRACKING_QUERY
+
+
+Command = PlanReload | ManifestReload | ChuteCommand | TrackingQuery
 
 
 def _request_id(payload: bytes) -> str | None:
@@ -76,16 +152,22 @@ def parse_command(suffix: str, payload: bytes) -> Command:
     request_id = _request_id(payload)
     parts = suffix.split("/")
     if parts == ["plan", "reload"]:
-        return Command("plan/reload", request_id)
+        return PlanReload(request_id)
     if parts == ["manifest", "reload"]:
-        return Command("manifest/reload", request_id)
+        return ManifestReload(request_id)
     if len(parts) == 3 and parts[0] == "chute" and parts[2] in CHUTE_ACTIONS:
-        if not parts[1].isascii() or not parts[1].isdigit() or len(parts[1]) > 4:
-            raise CommandError(f"chute {parts[1][:16]!r} is not a chute number", request_id)
-        return Command(f"chute/{parts[2]}", request_id, int(parts[1]))
+        text = parts[1]
+        if not text.isascii() or not text.isdigit() or len(text) > MAX_CHUTE_DIGITS:
+            raise CommandError(f"chute {text[:16]!r} is not a chute number", request_id)
+        return ChuteCommand(int(text), ChuteAction(parts[2]), request_id)
     if len(parts) == 3 and parts[0] == "tracking" and parts[2] == "query":
         text = parts[1]
-        if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) >= 1 << 32:
+        if (
+            not text.isascii()
+            or not text.isdigit()
+            or len(text) > MAX_TRACKING_DIGITS
+            or int(text) >= 1 << 32
+        ):
             raise CommandError(f"tracking id {text[:16]!r} is not 0..4294967295", request_id)
-        return Command("tracking/query", request_id, tracking_id=int(text))
+        return TrackingQuery(int(text), request_id)
     raise CommandError(f"unknown command {suffix[:64]!r}", request_id)

@@ -7,6 +7,8 @@ import gc
 from collections.abc import Callable
 from typing import cast
 
+__all__ = ["GC_GEN0_THRESHOLD", "release_free_memory", "tune_gc"]
+
 # Allocations between young-generation collections. CPython's default of 700 runs a
 # collection every few items on the decision path; at 50,000 they are rare, and the
 # objects that live for the whole run are frozen out of every collection.

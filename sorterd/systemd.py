@@ -22,13 +22,16 @@ from typing import Final
 
 import structlog
 
+__all__ = ["SystemdNotifier", "run_watchdog"]
+
 log = structlog.get_logger(__name__)
 
 _WATCHDOG_FRACTION: Final = 0.5  # sd_watchdog_enabled(3): ping at half the timeout
 
 
 class SystemdNotifier:
-    """Sends READY/STATUS/STOPPING/WATCHDOG to systemd; a no-op when not under systemd.
+    """Sends READY (with a STATUS line), STOPPING and WATCHDOG to systemd; a no-op when
+    not under systemd.
 
     `environ` defaults to `os.environ`, read once here. Call from the event loop thread (or
     any one thread): the socket is non-blocking, so a send never stalls the loop.
@@ -61,10 +64,6 @@ class SystemdNotifier:
         """Start-up is done: systemd marks the unit active and starts the watchdog."""
         self._send("READY=1", status)
 
-    def status(self, text: str) -> None:
-        """Free-form status line shown by `systemctl status`."""
-        self._send(None, text)
-
     def stopping(self) -> None:
         """The graceful stop has begun (TimeoutStopSec= now runs)."""
         self._send("STOPPING=1", None)
@@ -73,26 +72,20 @@ class SystemdNotifier:
         """Keep-alive ping; see `run_watchdog`."""
         self._send("WATCHDOG=1", None)
 
-    def extend_timeout(self, timeout_s: float) -> None:
-        """Ask for more time for start-up or stop (EXTEND_TIMEOUT_USEC), e.g. a cold JIT."""
-        self._send(f"EXTEND_TIMEOUT_USEC={max(int(timeout_s * 1e6), 0)}", None)
-
     def close(self) -> None:
         """Close the socket; safe to call twice. Later sends open a new one."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _send(self, state: str | None, status: str | None) -> None:
+    def _send(self, state: str, status: str | None) -> None:
         if self._address is None:
             return
-        lines = [] if state is None else [state]
+        lines = [state]
         if status is not None:
             # One variable per line: a newline in the text would end STATUS early and
             # make the rest look like an assignment.
             lines.append("STATUS=" + " ".join(status.splitlines()))
-        if not lines:
-            return
         payload = "\n".join(lines).encode()
         try:
             if self._sock is None:

@@ -22,6 +22,16 @@ from sorterd.daemon import Daemon
 from sorterd.demo import demo_config_dir, head_format, write_site
 from tests.waiting import wait_until
 
+__all__ = [
+    "FAST_LINE",
+    "PLAN_PATH",
+    "PREFIX",
+    "Rig",
+    "Subscriber",
+    "line_with_daemon",
+    "wait_until",
+]
+
 PLAN_PATH = demo_config_dir() / "sortplan.toml"
 # The demo geometry on a 10 m/s belt: hundreds of items through the line in seconds.
 FAST_LINE = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2)
@@ -82,11 +92,8 @@ async def line_with_daemon(
     name, tunnel and telegram preset; default one head, `tunnel-1`. `formats` configures
     the daemon with another preset for some heads (a scanner set up wrongly), and
     `scanner_keys` adds TOML lines to a head's table (see write_site)."""
-    plan = load_plan(plan_path)
-    sub = Subscriber()
-    ready = asyncio.Event()
     line = SimulatedLine(
-        sorted(plan.machine_chutes),
+        sorted(load_plan(plan_path).machine_chutes),
         params=params,
         seed=seed,
         plc_port=plc_port,
@@ -97,39 +104,46 @@ async def line_with_daemon(
     async with line:
         assert line.scanner is not None
         assert line.scanner.port is not None
-        site = load_site(
-            write_site(
-                folder,
-                plc_port=line.plc.port,
-                plc_url=line.plc.url,
-                scanner_port=line.scanner.port,
-                mqtt_url=broker.url,
-                plan=plan_path,
-                prefix=PREFIX,
-                manifests=manifests,
-                manifest_poll_s=0.2,
-                extra=extra_config,
-                scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in (heads or ())],
-                silence_timeout_s=silence_timeout_s,
-                formats={h.name: head_format(h) for h in (heads or ())} | dict(formats or {}),
-                scanner_keys=scanner_keys,
-            )
+        site = write_site(
+            folder,
+            plc_port=line.plc.port,
+            plc_url=line.plc.url,
+            scanner_port=line.scanner.port,
+            mqtt_url=broker.url,
+            plan=plan_path,
+            prefix=PREFIX,
+            manifests=manifests,
+            manifest_poll_s=0.2,
+            extra=extra_config,
+            scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in (heads or ())],
+            silence_timeout_s=silence_timeout_s,
+            formats={h.name: head_format(h) for h in (heads or ())} | dict(formats or {}),
+            scanner_keys=scanner_keys,
         )
-        daemon = Daemon(site)
-        async with asyncio.TaskGroup() as tg:
-            sub_task = tg.create_task(sub.run(broker, ready), name="observer")
-            await asyncio.wait_for(ready.wait(), 10)
-            daemon_task = tg.create_task(daemon.run(), name="daemon")
-            try:
-                await asyncio.wait_for(daemon.ready.wait(), 60)
-                for sim in line.heads.values():
-                    await sim.wait_for_clients(1)
-                yield Rig(line, daemon, sub)
-            finally:
-                daemon.request_stop()
-                await daemon_task
-                with contextlib.suppress(TimeoutError):
-                    await wait_until(
-                        lambda: (sub.last("status") or {}).get("state") == "offline", 10
-                    )
-                sub_task.cancel()
+        async with _daemon_running(broker, line, Daemon(load_site(site))) as rig:
+            yield rig
+
+
+@contextlib.asynccontextmanager
+async def _daemon_running(
+    broker: LocalBroker, line: SimulatedLine, daemon: Daemon
+) -> AsyncIterator[Rig]:
+    """The observer subscribed, then the daemon ready and every head's link up; on exit
+    the daemon stops gracefully and says offline."""
+    sub = Subscriber()
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        sub_task = tg.create_task(sub.run(broker, ready), name="observer")
+        await asyncio.wait_for(ready.wait(), 10)
+        daemon_task = tg.create_task(daemon.run(), name="daemon")
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 60)
+            for sim in line.heads.values():
+                await sim.wait_for_clients(1)
+            yield Rig(line, daemon, sub)
+        finally:
+            daemon.request_stop()
+            await daemon_task
+            with contextlib.suppress(TimeoutError):
+                await wait_until(lambda: (sub.last("status") or {}).get("state") == "offline", 10)
+            sub_task.cancel()

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiomqtt
 import pytest
 
 from drivers.broker import LocalBroker
-from sorter.commands import CommandError, parse_command
+from sorter.commands import (
+    ChuteAction,
+    ChuteCommand,
+    CommandError,
+    CommandName,
+    ManifestReload,
+    PlanReload,
+    TrackingQuery,
+    parse_command,
+)
+from sorter.contract import Topics
+from sorterd.control import CommandHandler
 from tests.linekit import FAST_LINE, PLAN_PATH, PREFIX, Rig, line_with_daemon, wait_until
 
 FAST = FAST_LINE
@@ -63,7 +75,7 @@ async def test_plan_reload_swaps_and_a_bad_plan_is_refused(
         assert refused is not None
         assert refused["ok"] is False
         assert "chute 999 does not exist" in str(refused["reason"])
-        assert rig.daemon.decider.plan.plan.name == "casablanca-night"
+        assert rig.daemon.plan.name == "casablanca-night"
         # Every item still ended, decided exactly once.
         keys = [(d["tracking_id"], d["seq"]) for d in rig.sub.of("decisions")]
         assert len(keys) == len(set(keys))
@@ -123,8 +135,18 @@ def test_command_shapes_are_bounded(suffix: str, payload: bytes, words: str) -> 
 
 def test_good_commands_parse() -> None:
     assert parse_command("plan/reload", b"").name == "plan/reload"
+    assert parse_command("plan/reload", b"") == PlanReload()
+    assert parse_command("manifest/reload", b'{"id": "m"}') == ManifestReload("m")
     cmd = parse_command("chute/12/disable", b'{"id": "abc"}')
+    assert isinstance(cmd, ChuteCommand)
     assert (cmd.name, cmd.chute, cmd.request_id) == ("chute/disable", 12, "abc")
+    assert cmd.action is ChuteAction.DISABLE
+    for action in ChuteAction:
+        cmd = parse_command(f"chute/7/{action}", b"")
+        assert cmd == ChuteCommand(7, action)
+        assert cmd.name == CommandName(f"chute/{action}")
+    assert parse_command("tracking/42/query", b"") == TrackingQuery(42)
+    assert parse_command("tracking/42/query", b"").name is CommandName.TRACKING_QUERY
 
 
 async def test_chute_full_by_hand_and_tracking_query(broker: LocalBroker, tmp_path: Path) -> None:
@@ -155,3 +177,97 @@ async def test_chute_full_by_hand_and_tracking_query(broker: LocalBroker, tmp_pa
         assert q3 is not None
         assert q3["ok"] is False
         assert "not 0..4294967295" in str(q3["reason"])
+
+
+class _Recorder:
+    """Stands in for the pipeline, the reloads and the answers of a CommandHandler."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.plan = SimpleNamespace(machine_chutes=frozenset({1, 2, 3}))
+
+    def set_host_disabled(self, chute: int, disabled: bool) -> None:
+        self.calls.append(("disabled", chute, disabled))
+
+    def set_host_full(self, chute: int, full: bool) -> None:
+        self.calls.append(("full", chute, full))
+
+    def last_decision(self, tracking_id: int) -> dict[str, object] | None:
+        return {"tracking_id": tracking_id} if tracking_id == 7 else None
+
+    def request_plan(self, request_id: str | None) -> None:
+        self.calls.append(("plan", request_id))
+
+    def request_manifests(self, request_id: str | None) -> None:
+        self.calls.append(("manifests", request_id))
+
+    def __call__(self, command: str, request_id: str | None, *, ok: bool, **detail: object) -> None:
+        self.calls.append(("answer", command, request_id, ok, detail))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "calls"),
+    [
+        ("plan/reload", [("plan", "i")]),
+        ("manifest/reload", [("manifests", "i")]),
+        (
+            "chute/2/disable",
+            [("disabled", 2, True), ("answer", "chute/disable", "i", True, {"chute": 2})],
+        ),
+        (
+            "chute/2/enable",
+            [("disabled", 2, False), ("answer", "chute/enable", "i", True, {"chute": 2})],
+        ),
+        ("chute/3/full", [("full", 3, True), ("answer", "chute/full", "i", True, {"chute": 3})]),
+        (
+            "chute/3/emptied",
+            [("full", 3, False), ("answer", "chute/emptied", "i", True, {"chute": 3})],
+        ),
+        (
+            "chute/4/full",
+            [
+                (
+                    "answer",
+                    "chute/full",
+                    "i",
+                    False,
+                    {"reason": "chute 4 does not exist on the machine"},
+                )
+            ],
+        ),
+        (
+            "tracking/7/query",
+            [("answer", "tracking/query", "i", True, {"decision": {"tracking_id": 7}})],
+        ),
+        (
+            "tracking/8/query",
+            [
+                (
+                    "answer",
+                    "tracking/query",
+                    "i",
+                    False,
+                    {"reason": "no recent decision for tracking id 8"},
+                )
+            ],
+        ),
+        (
+            "chute/2/explode",
+            [
+                (
+                    "answer",
+                    "chute/2/explode",
+                    "i",
+                    False,
+                    {"reason": "unknown command 'chute/2/explode'"},
+                )
+            ],
+        ),
+    ],
+)
+def test_each_command_does_its_one_thing(suffix: str, calls: list[tuple[object, ...]]) -> None:
+    rec = _Recorder()
+    handler = CommandHandler(Topics("p"), rec, rec, rec)  # type: ignore[arg-type]
+    handler.on_message(f"p/cmd/{suffix}", b'{"id": "i"}')
+    handler.on_message(f"elsewhere/cmd/{suffix}", b'{"id": "i"}')  # not ours: ignored
+    assert rec.calls == calls

@@ -64,14 +64,12 @@ def test_path_socket_gets_every_notification(path_socket: tuple[socket.socket, s
     assert notifier.enabled
     notifier.ready("plan demo, 12 chutes")
     assert sock.recv(4096) == b"READY=1\nSTATUS=plan demo, 12 chutes"
-    notifier.status("reloading plan\nfrom disk")
-    assert sock.recv(4096) == b"STATUS=reloading plan from disk"  # one line, always
+    notifier.ready("reloading plan\nfrom disk")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=reloading plan from disk"  # one line, always
     notifier.watchdog()
     assert sock.recv(4096) == b"WATCHDOG=1"
     notifier.stopping()
     assert sock.recv(4096) == b"STOPPING=1"
-    notifier.extend_timeout(30)
-    assert sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=30000000"
     notifier.ready()
     assert sock.recv(4096) == b"READY=1"
     notifier.close()
@@ -121,7 +119,6 @@ def test_no_systemd_means_no_ops(monkeypatch: pytest.MonkeyPatch) -> None:
         assert not notifier.enabled
         assert notifier.watchdog_interval_s is None
         notifier.ready("x")
-        notifier.status("x")
         notifier.watchdog()
         notifier.stopping()
         notifier.close()

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sorter.commands import MAX_ID_CHARS, Command, CommandError, parse_command
+from sorter.commands import (
+    MAX_ID_CHARS,
+    ChuteCommand,
+    Command,
+    CommandError,
+    TrackingQuery,
+    parse_command,
+)
 from tests.fuzz.profile import fuzz
 
 NAMES = {
@@ -68,9 +75,9 @@ def test_command_parses_or_is_refused(suffix: str, payload: bytes) -> None:
     assert isinstance(cmd, Command)
     assert cmd.name in NAMES
     assert cmd.request_id is None or len(cmd.request_id) <= MAX_ID_CHARS
-    if cmd.chute is not None:
+    if isinstance(cmd, ChuteCommand):
         assert 0 <= cmd.chute <= 9999
-    if cmd.tracking_id is not None:
+    if isinstance(cmd, TrackingQuery):
         assert 0 <= cmd.tracking_id < 1 << 32
 
 
