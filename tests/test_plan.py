@@ -117,6 +117,9 @@ def test_demo_plan_loads() -> None:
     assert plan.destination_index("UPS-EXPORT") == 8
     assert plan.destination_index("NOWHERE") == -1
 
+
+def test_demo_plan_rules() -> None:
+    plan = load_plan(DEMO_PLAN)
     assert len(plan.rules) == 11
     assert [r.destination for r in plan.rules] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert plan.rules[0].postcode == (parse_postcode_term("20000-20999"),)
