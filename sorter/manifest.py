@@ -424,7 +424,7 @@ def _read_row(
 @_kernel
 def _packed_row(row: Any) -> int:
     """As pack_fields, for one row: the parse needs no column arrays of its own."""
-    return (
+    packed: int = (
         (row[_CTRY] + 1)
         | (row[_SERV] + 1) << 10
         | (row[_DST] + 1) << 20
@@ -432,6 +432,7 @@ def _packed_row(row: Any) -> int:
         | row[_HOLD] << 41
         | (row[_ORIG] + 1) << 42
     )
+    return packed
 
 
 @_kernel
