@@ -154,7 +154,9 @@ def barcode_pools(draw: st.DrawFn) -> tuple[list[str], list[str]]:
 _ROW_VALUES = st.tuples(
     # postcode: digits with leading zeros, letters, spaces and hyphens, too long ones
     st.text("0123456789", min_size=1, max_size=12)
-    | st.text("0123456789ABKSWabkw -", min_size=1, max_size=12).filter(str.strip),
+    # (at least one digit or letter: blanks and hyphens alone are no postcode, and a row
+    # with nothing else to route by is bad)
+    | st.text("0123456789ABKSWabkw -", min_size=1, max_size=12).filter(lambda t: t.strip(" -")),
     st.sampled_from(["MA", "cn", "Fr", ""]),
     st.sampled_from(["EE", "rb", ""]),
     st.sampled_from(["", *DESTS]),
