@@ -30,10 +30,6 @@ from sorter.manifest import (
     Manifest,
     ManifestRow,
     ManifestSource,
-    _build_table,
-    _find,
-    _hash,
-    _words,
     encode_key,
     encode_keys,
     load_file,
@@ -42,6 +38,7 @@ from sorter.manifest import (
     parse_manifest,
     unpack_row,
 )
+from sorter.manifest.index import _build_table, _find, _hash, _words
 from sorter.plan import compile_plan, letters_index, load_plan
 from sorter.ports import Reason
 from sorter.postcode import (
@@ -800,7 +797,7 @@ def test_source_rebuild_parses_only_what_changed(
     """Files unchanged since the last build are not parsed again: their rows are copied
     from the last manifest. Whatever comes, changes or goes, the result is the manifest a
     fresh load of the same files gives, row for row."""
-    import sorter.manifest as manifest_module
+    import sorter.manifest.source as manifest_module  # where ManifestSource loads files
 
     parsed: list[str] = []
     real_load_file = manifest_module.load_file
