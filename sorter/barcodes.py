@@ -1,4 +1,4 @@
-"""Classify the codes a scanner reads on a parcel (DOMAIN.md, "Barcodes on parcels").
+"""Classify the codes a scanner reads on a parcel (docs/interfaces.md section 6).
 
 Pure functions, no I/O. `classify` turns one code as read into a `Label`: which format it
 is, whether its check digits and structure hold, and the fields the sort plan can match on

@@ -1,7 +1,7 @@
 """Barcode classification (sorter.barcodes) and the label generators (simulators.labels).
 
 The cases follow docs/interfaces.md section 6 ("Invalid codes", "GS1 labels are read in
-every form") and the v2 working spec, section A.
+every form").
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from sorter.barcodes import (
     ups_check_digit,
 )
 
-EXAMPLE_GS1 = "]C10006111001000100001242020250"  # INTERFACES.md section 4
+EXAMPLE_GS1 = "]C10006111001000100001242020250"  # docs/interfaces.md section 4
 EXAMPLE_SSCC = "061110010001000012"
 HRI_SSCC = "106141411234567897"  # the contract's human-readable example
 HRI_EXAMPLE = f"(00){HRI_SSCC}(420)20250"

@@ -1,5 +1,5 @@
 """Shipper manifests (sorter.manifest): CSV parsing, the exact-match index, file loading,
-the watched source, and how the decider uses pre-advice (INTERFACES.md section 6)."""
+the watched source, and how the decider uses pre-advice (docs/interfaces.md section 7)."""
 
 from __future__ import annotations
 
