@@ -30,6 +30,7 @@ from sorter.manifest import (
     Manifest,
     ManifestRow,
     ManifestSource,
+    csv_parse,
     encode_key,
     encode_keys,
     load_file,
@@ -38,6 +39,7 @@ from sorter.manifest import (
     parse_manifest,
     unpack_row,
 )
+from sorter.manifest import files as files_module
 from sorter.manifest.index import _build_table, _find, _hash, _words
 from sorter.plan import compile_plan, letters_index, load_plan
 from sorter.ports import Reason
@@ -456,6 +458,44 @@ def test_doubled_quote_in_destination_is_one_quote() -> None:
     m = manifest_of(csv_bytes(["barcode", "destination"], [["A", names[0]]]), names)
     assert m.reports[0].problems == []
     assert m.lookup("A") == row(destination=0)
+
+
+def _fields(record: bytes, columns: int) -> tuple[list[bytes], int, int, int]:
+    """The fields csv_parse's record splitter finds in one record, and its results."""
+    buf = np.frombuffer(bytearray(record), np.uint8)
+    fs, fe = np.zeros(columns, np.int64), np.zeros(columns, np.int64)
+    quoted, escaped = np.zeros(columns, np.bool_), np.zeros(columns, np.bool_)
+    pos, line, col, reason = csv_parse._split_record(buf, 0, 2, fs, fe, quoted, escaped)
+    found = [bytes(buf[fs[c] : fe[c]]) for c in range(min(col, columns))]
+    return found, int(pos), int(line), int(reason)
+
+
+def test_record_splitter_fields_quotes_and_line_ends() -> None:
+    assert _fields(b"A, B ,C\r\nnext", 3) == ([b"A", b"B", b"C"], 9, 2, 0)
+    # Quotes: "" stays as two bytes for the field readers; a quoted line break counts.
+    assert _fields(b'"x""y","a\nb"\n', 2) == ([b'x""y', b"a\nb"], 13, 3, 0)
+    # An unterminated quote runs to the end: past it, the line break counted, reason 10.
+    assert _fields(b'"open,\n', 1) == ([b"open,\n"], 8, 3, 10)
+    # No newline at the end: the position is past the end (the caller waits for more).
+    assert _fields(b"A,B", 2) == ([b"A", b"B"], 4, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "hold"),
+    [(b"hold", 1), (b"Yes", 1), (b"NO", 0), (b"clear", 0), (b"none", 0), (b"maybe", -1)],
+)
+def test_customs_words(text: bytes, hold: int) -> None:
+    buf = np.frombuffer(bytearray(text), np.uint8)
+    words, lens = files_module._WORDS, files_module._WORD_LENS
+    assert csv_parse._customs_hold(buf, 0, len(text), words, lens) == hold
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"), [(b"0", True), (b"123456789", True), (b"1234567890", False), (b"1.5", False)]
+)
+def test_weight_field(text: bytes, ok: bool) -> None:
+    buf = np.frombuffer(bytearray(text), np.uint8)
+    assert csv_parse._weight_ok(buf, 0, len(text)) is ok
 
 
 # --- 4. bad rows -------------------------------------------------------------------------
