@@ -1,7 +1,9 @@
 """Realistic shipper pre-advice for the traffic generator's parcels.
 
 The same seeded labels as `simulators.traffic`, so that a manifest written here names the
-barcodes the simulated scanners will read: tests and benchmarks use one set of data.
+barcodes the simulated scanners will read: tests and benchmarks use one set of data. What
+a label holds is what its generator put in it (`simulators.labels.GeneratedCode`), not
+what the daemon's barcode reading makes of it.
 """
 
 from __future__ import annotations
@@ -14,19 +16,30 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from simulators.conveyor import SimItem
-from simulators.labels import moroccan_postcode
-from sorter.barcodes import CodeKind, classify
+from simulators.labels import GeneratedCode, Kind, moroccan_postcode
+
+__all__ = ["HEADER", "manifest_rows", "naming_code", "write_manifest"]
+
+# Which generated code a shipper pre-advises when a parcel carries several: a carrier
+# tracking number before a logistics unit number.
+_NAMING_ORDER: tuple[Kind, ...] = ("s10", "ups", "dhl", "lp", "gs1")
 
 HEADER = ("barcode", "postcode", "country", "service", "customs", "weight_g")
 
 
+def _generated(item: SimItem) -> list[GeneratedCode]:
+    """The item's codes as generated; a code made elsewhere (a test's literal, a stranger's
+    label) is one no shipper pre-advises."""
+    return [c for c in item.codes if isinstance(c, GeneratedCode)]
+
+
 def naming_code(item: SimItem) -> str | None:
     """The barcode a shipper would pre-advise: the carrier code, else the SSCC."""
-    labels = [classify(c) for c in item.codes]
-    for kind in (CodeKind.S10, CodeKind.UPS, CodeKind.DHL, CodeKind.LP, CodeKind.GS1):
-        for lab in labels:
-            if lab.kind is kind and lab.valid and lab.barcode:
-                return lab.barcode
+    codes = _generated(item)
+    for kind in _NAMING_ORDER:
+        for code in codes:
+            if code.kind == kind and code.valid and code.tracking:
+                return code.tracking
     return None
 
 
@@ -39,13 +52,13 @@ def manifest_rows(
         barcode = naming_code(item)
         if barcode is None:
             continue
-        labels = [classify(c) for c in item.codes]
-        postcode = next((lab.postcode for lab in labels if lab.postcode), "")
+        codes = _generated(item)
+        postcode = next((c.postcode for c in codes if c.postcode), "")
         yield (
             barcode,
             postcode or moroccan_postcode(rng),
             "MA",
-            next((lab.s10_service for lab in labels if lab.s10_service), ""),
+            next((c.service for c in codes if c.service), ""),
             "hold" if rng.random() < customs_hold_share else "",
             str(item.weight_g),
         )

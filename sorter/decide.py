@@ -14,9 +14,18 @@ from zoneinfo import ZoneInfo
 from sorter.barcodes import CodeKind, Label, classify
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest, ManifestRow
-from sorter.plan import CompiledPlan, letters_index
+from sorter.plan import CompiledPlan, SortPlan, letters_index
 from sorter.ports import Reason, SortRequest
 from sorter.postcode import NO_POSTCODE, postcode_features
+
+__all__ = [
+    "NOT_MEASURED",
+    "Choice",
+    "Decider",
+    "Measures",
+    "chute_owners",
+    "measures_of",
+]
 
 # Which code names the item when a parcel carries several labels: a carrier tracking number
 # before a logistics unit number, and those before codes nobody recognises.
@@ -63,6 +72,35 @@ def _unread(reason: Reason, recirculations: int, minute: int, dims: Measures) ->
     return ItemFeatures(int(reason), -1, 0, -1, -1, -1, 0, recirculations, minute, -1, *dims)
 
 
+def _naming_candidates(valid: Sequence[Label]) -> list[Label | None]:
+    """The codes that may name the item, best first: carrier codes by priority, else the
+    SSCCs of GS1 labels, else codes nobody recognises; [None] when none is left."""
+    carriers = [lab for lab in valid if lab.kind in _CARRIERS]
+    if carriers:
+        carriers.sort(key=lambda lab: _TRACKING_PRIORITY[lab.kind])
+        return [*carriers]
+    names: list[Label | None] = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.barcode]
+    return names or [lab for lab in valid if lab.kind is CodeKind.UNKNOWN] or [None]
+
+
+def _minute_now(tz: ZoneInfo | None) -> int:
+    """The minute of the day now, in `tz` (default: the machine's local time)."""
+    now = dt.datetime.now(tz) if tz else dt.datetime.now().astimezone()
+    return now.hour * 60 + now.minute
+
+
+def chute_owners(plan: SortPlan) -> dict[int, str]:
+    """Which destination owns each chute (first owner wins), then the function chutes under
+    their reason's word, for P/chutes/N."""
+    owners: dict[int, str] = {}
+    for d in plan.destinations:
+        for c in (*d.chutes, *d.overflow):
+            owners.setdefault(c, d.name)
+    for reason, c in plan.functions.items():
+        owners.setdefault(c, reason.word)
+    return owners
+
+
 class Decider:
     """Decides chutes with one compiled plan and the line's live chute state.
 
@@ -82,9 +120,10 @@ class Decider:
         self.kernel = kernel or Kernel(plan)
         self.state = state
         self._tz = ZoneInfo(timezone) if timezone else None
-        self._has_cutoffs = any(d.cutoff_min >= 0 for d in plan.plan.destinations)
-        self._names = [d.name for d in plan.plan.destinations]
-        self._regexes = plan.plan.regexes
+        self.sort_plan = sort_plan = plan.plan
+        self._has_cutoffs = any(d.cutoff_min >= 0 for d in sort_plan.destinations)
+        self._names = [d.name for d in sort_plan.destinations]
+        self._regexes = sort_plan.regexes
         self._site_country = letters_index(site_country) if site_country else -1
         self.manifest: Manifest | None = None
         self.manifest_lookups = 0
@@ -117,10 +156,7 @@ class Decider:
 
     def minute_of_day(self) -> int:
         """Site-local minute of the day for cut-off times; -1 when the plan has none."""
-        if not self._has_cutoffs:
-            return -1
-        now = dt.datetime.now(self._tz) if self._tz else dt.datetime.now().astimezone()
-        return now.hour * 60 + now.minute
+        return _minute_now(self._tz) if self._has_cutoffs else -1
 
     def _features(
         self, labels: Sequence[Label], recirculations: int, minute: int, dims: Measures
@@ -137,15 +173,8 @@ class Decider:
         """
         valid = [lab for lab in labels if lab.valid]
         self.invalid_ignored += len(labels) - len(valid)
-        carriers = [lab for lab in valid if lab.kind in _CARRIERS]
+        names = _naming_candidates(valid)
         ship_to = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.ship_to]
-        names: list[Label | None]
-        if carriers:
-            carriers.sort(key=lambda lab: _TRACKING_PRIORITY[lab.kind])
-            names = [*carriers]
-        else:
-            names = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.barcode]
-            names = names or [lab for lab in valid if lab.kind is CodeKind.UNKNOWN] or [None]
         s10 = next((lab for lab in valid if lab.kind is CodeKind.S10), None)
         # One pre-advice lookup per naming code, however many ship-to labels it pairs with.
         rows = [self._lookup(t, valid) for t in names]
@@ -196,16 +225,6 @@ class Decider:
         # Runs once per item: positional construction and few calls on purpose.
         service = origin = country = -1
         pc, digits = NO_POSTCODE, 0
-        raws: tuple[str, ...]
-        if t is not None:
-            barcode = t.barcode
-            raws = (t.raw,) if t.raw == barcode else (t.raw, barcode)
-            if p is not None and p is not t:
-                raws = (*raws, p.raw)
-        elif p is not None:
-            barcode, raws = p.raw, (p.raw,)
-        else:
-            barcode, raws = "", ()
         # Origin and service: the naming code's own when it is an S10, else the item's S10
         # (a UPS or shipper's code beside it names no other origin).
         if t is not None and t.kind is CodeKind.S10:
@@ -238,19 +257,34 @@ class Decider:
                 # A ship-to label wins as a whole: AI 420 makes the item domestic whatever
                 # the manifest says, its destination included.
                 dest = row.destination
-        mask = 0
-        if self._regexes:
-            bit = 1
-            for pattern in self._regexes:
-                for raw in raws:
-                    if pattern.search(raw):
-                        mask |= bit
-                        break
-                bit <<= 1
+        barcode = t.barcode if t is not None else p.raw if p is not None else ""
+        mask = self._regex_mask(t, p) if self._regexes else 0
         return ItemFeatures(
             reason, pc, digits, service, country, origin, mask, recirculations, minute, dest,
             *dims,
         ), barcode  # fmt: skip
+
+    def _regex_mask(self, t: Label | None, p: Label | None) -> int:
+        """Bit i set when the plan's barcode regex i finds itself in any text of the item's
+        naming code (as read, and its tracking code) or of its ship-to label."""
+        raws: tuple[str, ...]
+        if t is not None:
+            raws = (t.raw,) if t.raw == t.barcode else (t.raw, t.barcode)
+            if p is not None and p is not t:
+                raws = (*raws, p.raw)
+        elif p is not None:
+            raws = (p.raw,)
+        else:
+            return 0
+        mask = 0
+        bit = 1
+        for pattern in self._regexes:
+            for raw in raws:
+                if pattern.search(raw):
+                    mask |= bit
+                    break
+            bit <<= 1
+        return mask
 
     def features(
         self,
@@ -313,10 +347,4 @@ class Decider:
 
     def destination_of_chute(self) -> dict[int, str]:
         """Which destination owns each chute (first owner wins), for P/chutes/N."""
-        owners: dict[int, str] = {}
-        for d in self.plan.plan.destinations:
-            for c in (*d.chutes, *d.overflow):
-                owners.setdefault(c, d.name)
-        for reason, c in self.plan.plan.functions.items():
-            owners.setdefault(c, reason.word)
-        return owners
+        return chute_owners(self.sort_plan)

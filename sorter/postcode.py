@@ -1,4 +1,4 @@
-"""Postcodes as strings (INTERFACES.md section 6): normalise, encode for the kernel, parse
+"""Postcodes as strings (docs/interfaces.md section 6): normalise, encode for the kernel, parse
 the plan's patterns, and know which countries write which forms.
 
 A postcode is compared after normalisation: upper case, spaces and hyphens removed

@@ -43,10 +43,24 @@ from sorter.kernel import ItemFeatures
 from sorter.plan import MAX_MEASURE, MEASURES
 from sorter.ports import NOREAD, Reason
 
+__all__ = [
+    "BLOCK_LINES",
+    "Layout",
+    "Replay",
+    "ReplayCounts",
+    "ReplaySink",
+    "ScanRow",
+    "WorkerSetup",
+    "features_of",
+    "parse_header",
+    "parse_lines",
+    "read_blocks",
+    "read_scans",
+]
+
 BLOCK_LINES = 16_384
 MAX_PROBLEMS = 20
 REQUIRED = ("tracking_id", "codes")
-OPTIONAL = ("length_mm", "width_mm", "height_mm", "weight_g", "recirculations", "time")
 
 
 @dataclass(slots=True)
@@ -261,7 +275,7 @@ def _init_worker(setup: WorkerSetup) -> None:
         plan, ChuteState.for_plan(plan), setup.timezone, site_country=setup.site_country
     )
     if setup.manifest_globs:
-        names = [d.name for d in plan.plan.destinations]
+        names = _worker_decider.destination_names
         _worker_decider.use_manifest(ManifestSource(setup.manifest_globs).build(names))
     _worker_decider.warm()
 
@@ -320,7 +334,7 @@ class Replay:
         self._writer = csv.writer(out, lineterminator="\n") if out is not None else None
         if self._writer is not None:
             self._writer.writerow(["tracking_id", "barcode", "destination", "chute", "reason"])
-        self._names = [d.name for d in decider.plan.plan.destinations]
+        self._names = decider.destination_names
         self._words = [r.word for r in Reason]
         if setup is None and plan_path is not None:
             setup = WorkerSetup(str(plan_path), None)

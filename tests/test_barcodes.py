@@ -1,7 +1,7 @@
 """Barcode classification (sorter.barcodes) and the label generators (simulators.labels).
 
 The cases follow docs/interfaces.md section 6 ("Invalid codes", "GS1 labels are read in
-every form") and the v2 working spec, section A.
+every form").
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from simulators import labels
 from simulators.labels import (
     MOROCCAN_CITIES,
+    GeneratedCode,
     damage,
     make_dhl,
     make_gs1_label,
@@ -41,7 +43,7 @@ from sorter.barcodes import (
     ups_check_digit,
 )
 
-EXAMPLE_GS1 = "]C10006111001000100001242020250"  # INTERFACES.md section 4
+EXAMPLE_GS1 = "]C10006111001000100001242020250"  # docs/interfaces.md section 4
 EXAMPLE_SSCC = "061110010001000012"
 HRI_SSCC = "106141411234567897"  # the contract's human-readable example
 HRI_EXAMPLE = f"(00){HRI_SSCC}(420)20250"
@@ -1080,11 +1082,11 @@ def test_generators_are_deterministic() -> None:
 # --- damage -----------------------------------------------------------------------------
 
 
-def _make_moroccan_gs1(rng: random.Random) -> str:
+def _make_moroccan_gs1(rng: random.Random) -> GeneratedCode:
     return make_gs1_label(rng, moroccan_postcode(rng))
 
 
-_CHECKED_MAKERS: dict[str, Callable[[random.Random], str]] = {
+_CHECKED_MAKERS: dict[str, Callable[[random.Random], GeneratedCode]] = {
     "s10": make_s10,
     "ups": make_ups,
     "gs1": _make_moroccan_gs1,
@@ -1104,11 +1106,65 @@ def test_damage_is_always_invalid_and_one_character(rng: random.Random, kind: st
 
 
 @pytest.mark.parametrize(
-    "code", ["LP00123456789012", "hello", "]C142020250", "RB123456784GB", "1234567891"]
+    "code",
+    [
+        GeneratedCode("LP00123456789012", "lp", tracking="LP00123456789012"),
+        GeneratedCode("hello"),
+        GeneratedCode("]C142020250", "gs1", postcode="20250"),
+        GeneratedCode("RB123456784GB", "s10", tracking="RB123456784GB", service="RB"),
+        GeneratedCode("1234567891", "dhl", tracking="1234567891"),
+    ],
 )
-def test_damage_refuses_what_it_cannot_break(code: str) -> None:
+def test_damage_refuses_what_it_cannot_break(code: GeneratedCode) -> None:
     with pytest.raises(ValueError, match=r"no check digit|already invalid|no DHL code"):
         damage(random.Random(0), code)
+
+
+def test_damage_refuses_a_code_not_generated() -> None:
+    """A plain string's kind is not known to the simulators: reading it is the daemon's."""
+    with pytest.raises(TypeError, match="made by a generator"):
+        damage(random.Random(0), "RB123456785GB")  # type: ignore[arg-type]
+
+
+# --- the generators' own knowledge against the daemon's reading --------------------------
+
+
+@given(st.randoms(use_true_random=False))
+def test_generated_fields_agree_with_classify(rng: random.Random) -> None:
+    """Two independent implementations (the generators' record and check digits, the
+    daemon's classification) agree on every kind, valid or damaged."""
+    codes = [
+        make_s10(rng),
+        make_gs1_label(rng, moroccan_postcode(rng)),
+        make_gs1_label(rng, "K1A0B1", country_numeric="124"),
+        make_ups(rng),
+        make_dhl(rng),
+        make_lp(rng),
+    ]
+    codes += [damage(rng, codes[0]), damage(rng, codes[1]), damage(rng, codes[3])]
+    for code in codes:
+        label = classify(code)
+        assert label.kind.name.lower() == code.kind, code
+        assert label.valid == code.valid, code
+        assert label.barcode == code.tracking, code
+        assert (label.s10_service, label.origin) == (code.service, code.origin), code
+        assert (label.postcode, label.country, label.ship_to) == (
+            code.postcode,
+            code.country,
+            code.ship_to,
+        ), code
+
+
+@given(st.text(string.digits, min_size=17, max_size=17), st.integers(0, 9))
+def test_generated_check_digits_agree_with_sorter(body: str, shift: int) -> None:
+    """The generators' check digits, written apart, against sorter.barcodes' ones."""
+    assert labels._gs1_check(body) == gs1_check_digit(body)
+    assert labels._s10_check(body[:8]) == s10_check_digit(body[:8])
+    assert labels._dhl_check(body[:9]) == dhl_check_digit(body[:9])
+    ups_body = "".join(
+        chr(65 + (int(d) + shift) % 26) if i % 3 == 0 else d for i, d in enumerate(body[:15])
+    )
+    assert labels._ups_check(ups_body) == ups_check_digit(ups_body)
 
 
 @given(st.randoms(use_true_random=False), st.integers(0, 9), st.integers(1, 9))

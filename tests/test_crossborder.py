@@ -46,7 +46,7 @@ def test_check_digits_on_published_examples() -> None:
     assert c.s10_check_digit("12345678") == 5  # RB123456785GB, UPU S10
     assert c.gs1_check_digit("10614141123456789") == 7  # SSCC 106141411234567897
     assert c.gs1_check_digit("400638133393") == 1  # GTIN-13 4006381333931
-    assert c.gs1_check_digit("06111001000100001") == 2  # the SSCC of INTERFACES.md section 4
+    assert c.gs1_check_digit("06111001000100001") == 2  # the SSCC of docs/interfaces.md section 4
     assert c.ups_check_digit("999AA1012345678") == 4  # 1Z999AA10123456784
     assert c.dhl_check_digit("123456789") == 123456789 % 7
 

@@ -16,7 +16,7 @@ from sorter.postcode import encode_postcode
 DEMO_PLAN = Path(__file__).resolve().parents[1] / "config" / "demo" / "sortplan.toml"
 
 # Real codes, each with a valid check digit.
-S10_RB_GB = "RB123456785GB"  # DOMAIN.md's S10 example
+S10_RB_GB = "RB123456785GB"  # the S10 example of docs/interfaces.md section 4
 S10_EE_CN = f"EE87654321{s10_check_digit('87654321')}CN"
 S10_EA_FR = f"EA11223344{s10_check_digit('11223344')}FR"
 S10_EE_MA = f"EE12345678{s10_check_digit('12345678')}MA"
@@ -24,7 +24,7 @@ UPS = "1Z999AA10123456784"
 DHL = f"123456789{dhl_check_digit('123456789')}"
 LP = "LP00123456789012"
 SSCC = "061110010001000012"
-GS1_CASABLANCA = f"]C100{SSCC}42020250"  # INTERFACES.md section 4: SSCC + AI 420 20250
+GS1_CASABLANCA = f"]C100{SSCC}42020250"  # docs/interfaces.md section 4: SSCC + AI 420 20250
 GS1_RABAT_NO_SSCC = "]C142010100"  # a postcode-only label
 GS1_421_MA = f"]C100{SSCC}42150420250"  # AI 421: ISO 3166 numeric 504 = MA, postcode 20250
 GS1_421_FR = f"]C100{SSCC}42125075001"  # 250 = FR, postcode 75001

@@ -1,5 +1,5 @@
 """Shipper manifests (sorter.manifest): CSV parsing, the exact-match index, file loading,
-the watched source, and how the decider uses pre-advice (INTERFACES.md section 6)."""
+the watched source, and how the decider uses pre-advice (docs/interfaces.md section 7)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,7 @@ from sorter.manifest import (
     Manifest,
     ManifestRow,
     ManifestSource,
-    _build_table,
-    _find,
-    _hash,
-    _words,
+    csv_parse,
     encode_key,
     encode_keys,
     load_file,
@@ -42,6 +39,8 @@ from sorter.manifest import (
     parse_manifest,
     unpack_row,
 )
+from sorter.manifest import files as files_module
+from sorter.manifest.index import _build_table, _find, _hash, _words
 from sorter.plan import compile_plan, letters_index, load_plan
 from sorter.ports import Reason
 from sorter.postcode import (
@@ -154,7 +153,9 @@ def barcode_pools(draw: st.DrawFn) -> tuple[list[str], list[str]]:
 _ROW_VALUES = st.tuples(
     # postcode: digits with leading zeros, letters, spaces and hyphens, too long ones
     st.text("0123456789", min_size=1, max_size=12)
-    | st.text("0123456789ABKSWabkw -", min_size=1, max_size=12).filter(str.strip),
+    # (at least one digit or letter: blanks and hyphens alone are no postcode, and a row
+    # with nothing else to route by is bad)
+    | st.text("0123456789ABKSWabkw -", min_size=1, max_size=12).filter(lambda t: t.strip(" -")),
     st.sampled_from(["MA", "cn", "Fr", ""]),
     st.sampled_from(["EE", "rb", ""]),
     st.sampled_from(["", *DESTS]),
@@ -459,54 +460,95 @@ def test_doubled_quote_in_destination_is_one_quote() -> None:
     assert m.lookup("A") == row(destination=0)
 
 
+def _fields(record: bytes, columns: int) -> tuple[list[bytes], int, int, int]:
+    """The fields csv_parse's record splitter finds in one record, and its results."""
+    buf = np.frombuffer(bytearray(record), np.uint8)
+    fs, fe = np.zeros(columns, np.int64), np.zeros(columns, np.int64)
+    quoted, escaped = np.zeros(columns, np.bool_), np.zeros(columns, np.bool_)
+    pos, line, col, reason = csv_parse._split_record(buf, 0, 2, fs, fe, quoted, escaped)
+    found = [bytes(buf[fs[c] : fe[c]]) for c in range(min(col, columns))]
+    return found, int(pos), int(line), int(reason)
+
+
+def test_record_splitter_fields_quotes_and_line_ends() -> None:
+    assert _fields(b"A, B ,C\r\nnext", 3) == ([b"A", b"B", b"C"], 9, 2, 0)
+    # Quotes: "" stays as two bytes for the field readers; a quoted line break counts.
+    assert _fields(b'"x""y","a\nb"\n', 2) == ([b'x""y', b"a\nb"], 13, 3, 0)
+    # An unterminated quote runs to the end: past it, the line break counted, reason 10.
+    assert _fields(b'"open,\n', 1) == ([b"open,\n"], 8, 3, 10)
+    # No newline at the end: the position is past the end (the caller waits for more).
+    assert _fields(b"A,B", 2) == ([b"A", b"B"], 4, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "hold"),
+    [(b"hold", 1), (b"Yes", 1), (b"NO", 0), (b"clear", 0), (b"none", 0), (b"maybe", -1)],
+)
+def test_customs_words(text: bytes, hold: int) -> None:
+    buf = np.frombuffer(bytearray(text), np.uint8)
+    words, lens = files_module._WORDS, files_module._WORD_LENS
+    assert csv_parse._customs_hold(buf, 0, len(text), words, lens) == hold
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"), [(b"0", True), (b"123456789", True), (b"1234567890", False), (b"1.5", False)]
+)
+def test_weight_field(text: bytes, ok: bool) -> None:
+    buf = np.frombuffer(bytearray(text), np.uint8)
+    assert csv_parse._weight_ok(buf, 0, len(text)) is ok
+
+
 # --- 4. bad rows -------------------------------------------------------------------------
 
 
+EVERY_BAD_REASON = (
+    FULL_HEADER + "\n"
+    "GOOD1,CASABLANCA,20250,MA,EE,hold,100\n"  # 2
+    ",CASABLANCA,20250,MA,,,\n"  # 3 missing barcode
+     + "X" * 33 + ",,20250,,,,\n"  # 4 too long
+    "AB\u00e9,,20250,,,,\n"  # 5 not ASCII
+    "A B,,20250,,,,\n"  # 6 space inside
+    "GOOD2,,10100,,,,\n"  # 7
+    "BADC,,20250,MAR,,,\n"  # 8 country
+    "BADC2,,20250,M1,,,\n"  # 9 country
+    "BADS,,20250,MA,E,,\n"  # 10 service
+    "BADCU,,20250,MA,,maybe,\n"  # 11 customs
+    "BADW,,20250,MA,,,1.5\n"  # 12 weight
+    "BADW2,,20250,MA,,,-3\n"  # 13 weight
+    "BADW3,,20250,MA,,,1234567890\n"  # 14 weight: 10 digits
+    "BADD,NOWHERE,20250,MA,,,\n"  # 15 destination
+    "SHORT,,20250\n"  # 16 field count
+    "LONG,,20250,MA,,,,\n"  # 17 field count
+    "NODATA,,,,EE,hold,100\n"  # 18 nothing to route by
+    "\n"  # 19 blank: skipped, still a line
+    "GOOD3,,,CN,,,\n"  # 20
+    'UNTERM,"CASABLANCA,20250,MA,,,\n'  # 21 unterminated quote eats the rest
+    "LOST,,20250,,,,\n"
+).encode()
+EVERY_BAD_REASON_PROBLEMS = [
+    ("line 3", BAD_REASONS[1]),
+    ("line 4", BAD_REASONS[2]),
+    ("line 5", BAD_REASONS[2]),
+    ("line 6", BAD_REASONS[2]),
+    ("line 8", BAD_REASONS[3]),
+    ("line 9", BAD_REASONS[3]),
+    ("line 10", BAD_REASONS[4]),
+    ("line 11", BAD_REASONS[5]),
+    ("line 12", BAD_REASONS[6]),
+    ("line 13", BAD_REASONS[6]),
+    ("line 14", BAD_REASONS[6]),
+    ("line 15", BAD_REASONS[7]),
+    ("line 16", BAD_REASONS[8]),
+    ("line 17", BAD_REASONS[8]),
+    ("line 18", BAD_REASONS[9]),
+    ("line 21", BAD_REASONS[10]),
+]
+
+
 def test_every_bad_reason_with_its_line_and_good_rows_around() -> None:
-    text = (
-        FULL_HEADER + "\n"
-        "GOOD1,CASABLANCA,20250,MA,EE,hold,100\n"  # 2
-        ",CASABLANCA,20250,MA,,,\n"  # 3 missing barcode
-         + "X" * 33 + ",,20250,,,,\n"  # 4 too long
-        "AB\u00e9,,20250,,,,\n"  # 5 not ASCII
-        "A B,,20250,,,,\n"  # 6 space inside
-        "GOOD2,,10100,,,,\n"  # 7
-        "BADC,,20250,MAR,,,\n"  # 8 country
-        "BADC2,,20250,M1,,,\n"  # 9 country
-        "BADS,,20250,MA,E,,\n"  # 10 service
-        "BADCU,,20250,MA,,maybe,\n"  # 11 customs
-        "BADW,,20250,MA,,,1.5\n"  # 12 weight
-        "BADW2,,20250,MA,,,-3\n"  # 13 weight
-        "BADW3,,20250,MA,,,1234567890\n"  # 14 weight: 10 digits
-        "BADD,NOWHERE,20250,MA,,,\n"  # 15 destination
-        "SHORT,,20250\n"  # 16 field count
-        "LONG,,20250,MA,,,,\n"  # 17 field count
-        "NODATA,,,,EE,hold,100\n"  # 18 nothing to route by
-        "\n"  # 19 blank: skipped, still a line
-        "GOOD3,,,CN,,,\n"  # 20
-        'UNTERM,"CASABLANCA,20250,MA,,,\n'  # 21 unterminated quote eats the rest
-        "LOST,,20250,,,,\n"
-    ).encode()
-    part, report = parse_manifest(text, "m.csv", DESTS)
+    part, report = parse_manifest(EVERY_BAD_REASON, "m.csv", DESTS)
     assert (report.readable, report.rows, report.bad_rows) == (True, 3, 16)
-    assert problems(report) == [
-        ("line 3", BAD_REASONS[1]),
-        ("line 4", BAD_REASONS[2]),
-        ("line 5", BAD_REASONS[2]),
-        ("line 6", BAD_REASONS[2]),
-        ("line 8", BAD_REASONS[3]),
-        ("line 9", BAD_REASONS[3]),
-        ("line 10", BAD_REASONS[4]),
-        ("line 11", BAD_REASONS[5]),
-        ("line 12", BAD_REASONS[6]),
-        ("line 13", BAD_REASONS[6]),
-        ("line 14", BAD_REASONS[6]),
-        ("line 15", BAD_REASONS[7]),
-        ("line 16", BAD_REASONS[8]),
-        ("line 17", BAD_REASONS[8]),
-        ("line 18", BAD_REASONS[9]),
-        ("line 21", BAD_REASONS[10]),
-    ]
+    assert problems(report) == EVERY_BAD_REASON_PROBLEMS
     assert {p.message for p in report.problems} == set(BAD_REASONS.values()) - {BAD_REASONS[11]}
     assert all(p.file == "m.csv" for p in report.problems)
     m = Manifest([part], [report], DESTS)
@@ -674,7 +716,16 @@ def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
     assert not source.changed()
     assert not source.changed()
 
-    # A new file is picked up; the old one is not parsed again.
+    second, second_report = _source_takes_a_new_file(source, folder, first_report)
+    _source_waits_for_a_growing_file(source, folder)
+    _source_reparses_a_touched_file(source, first, first_report, second_report)
+    _source_renames_and_loses_files(source, first, second, second_report)
+
+
+def _source_takes_a_new_file(
+    source: ManifestSource, folder: Path, first_report: FileReport
+) -> tuple[Path, FileReport]:
+    """A new file is picked up; the old one is not parsed again."""
     second = folder / "second.csv.gz"
     second.write_bytes(gzip.compress(b"barcode,postcode\nA,90000\nC,40000\n"))
     _set_mtime(second, 1_000_000_100)
@@ -687,9 +738,11 @@ def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
     assert (m2.rows, m2.size) == (4, 3)
     assert m2.lookup("A") == row("90000")  # the newer file replaces
     assert m2.lookup("C") == row("40000")
-    second_report = m2.reports[1]
+    return second, m2.reports[1]
 
-    # A file still growing between two looks is not a change yet.
+
+def _source_waits_for_a_growing_file(source: ManifestSource, folder: Path) -> None:
+    """A file still growing between two looks is not a change yet."""
     growing = folder / "growing.csv"
     growing.write_text("barcode,postcode\nG,1\n")
     assert not source.changed()
@@ -700,7 +753,11 @@ def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
     assert not source.changed()  # gone again: moving
     assert not source.changed()  # stable, and the same as built
 
-    # Touching the first file makes it the newest: reparsed, and now its A wins.
+
+def _source_reparses_a_touched_file(
+    source: ManifestSource, first: Path, first_report: FileReport, second_report: FileReport
+) -> None:
+    """Touching the first file makes it the newest: reparsed, and now its A wins."""
     _set_mtime(first, 1_000_000_200)
     assert changed_after_two_looks(source)
     m3 = source.build(DESTS)
@@ -709,6 +766,10 @@ def test_source_scans_caches_and_rebuilds(tmp_path: Path) -> None:
     assert m3.reports[1] is not first_report
     assert m3.lookup("A") == row(destination=1)
 
+
+def _source_renames_and_loses_files(
+    source: ManifestSource, first: Path, second: Path, second_report: FileReport
+) -> None:
     # New destination names: everything is parsed again against them.
     renamed = ["RABAT", "CASABLANCA"]
     m4 = source.build(renamed)
@@ -748,13 +809,35 @@ def test_source_relative_globs_and_several_patterns(
     assert (m.rows, m.lookup("X"), m.lookup("Y")) == (2, row("1"), row("2"))
 
 
+def _write_rows(folder: Path, name: str, first: int, count: int, postcode: int, when: int) -> None:
+    """A manifest of barcodes K<first>.. with one postcode, modified at `when`."""
+    path = folder / name
+    rows = "".join(f"K{i},,{postcode}\n" for i in range(first, first + count))
+    path.write_text("barcode,destination,postcode\n" + rows)
+    _set_mtime(path, when)
+
+
+def _same_as_fresh(folder: Path, m: Manifest) -> None:
+    """`m` is the manifest a fresh load of the folder's files gives, row for row."""
+    fresh = load_manifests(sorted(folder.iterdir()), DESTS)
+    assert (m.rows, m.size, [r.rows for r in m.reports]) == (
+        fresh.rows,
+        fresh.size,
+        [r.rows for r in fresh.reports],
+    )
+    assert np.array_equal(m.part.keys, fresh.part.keys)
+    assert np.array_equal(m.part.postcode, fresh.part.postcode)
+    assert np.array_equal(m.part.packed, fresh.part.packed)
+    assert [m.find(f"K{i}") for i in range(40)] == [fresh.find(f"K{i}") for i in range(40)]
+
+
 def test_source_rebuild_parses_only_what_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Files unchanged since the last build are not parsed again: their rows are copied
     from the last manifest. Whatever comes, changes or goes, the result is the manifest a
     fresh load of the same files gives, row for row."""
-    import sorter.manifest as manifest_module
+    import sorter.manifest.source as manifest_module  # where ManifestSource loads files
 
     parsed: list[str] = []
     real_load_file = manifest_module.load_file
@@ -766,33 +849,13 @@ def test_source_rebuild_parses_only_what_changed(
     monkeypatch.setattr(manifest_module, "load_file", counting_load_file)
     folder = tmp_path / "m"
     folder.mkdir()
-
-    def write(name: str, first: int, count: int, postcode: int, when: int) -> Path:
-        path = folder / name
-        rows = "".join(f"K{i},,{postcode}\n" for i in range(first, first + count))
-        path.write_text("barcode,destination,postcode\n" + rows)
-        _set_mtime(path, when)
-        return path
-
-    def same_as_fresh(m: Manifest) -> None:
-        fresh = load_manifests(sorted(folder.iterdir()), DESTS)
-        assert (m.rows, m.size, [r.rows for r in m.reports]) == (
-            fresh.rows,
-            fresh.size,
-            [r.rows for r in fresh.reports],
-        )
-        assert np.array_equal(m.part.keys, fresh.part.keys)
-        assert np.array_equal(m.part.postcode, fresh.part.postcode)
-        assert np.array_equal(m.part.packed, fresh.part.packed)
-        assert [m.find(f"K{i}") for i in range(40)] == [fresh.find(f"K{i}") for i in range(40)]
-
     source = ManifestSource([str(folder / "*.csv")])
-    write("a.csv", 0, 10, 10000, 1_000)
-    write("b.csv", 5, 10, 20000, 2_000)  # K5-K9 replace a's
-    write("c.csv", 20, 5, 30000, 3_000)
+    _write_rows(folder, "a.csv", 0, 10, 10000, 1_000)
+    _write_rows(folder, "b.csv", 5, 10, 20000, 2_000)  # K5-K9 replace a's
+    _write_rows(folder, "c.csv", 20, 5, 30000, 3_000)
     m1 = source.build(DESTS)
     assert sorted(parsed) == ["a.csv", "b.csv", "c.csv"]
-    same_as_fresh(m1)
+    _same_as_fresh(folder, m1)
     assert m1.lookup("K7") == row("20000")
 
     # Nothing changed: nothing parsed, and the same arrays and table (no copy at all).
@@ -801,14 +864,19 @@ def test_source_rebuild_parses_only_what_changed(
     assert parsed == []
     assert m2.part.keys is m1.part.keys
     assert m2.table is m1.table
-    same_as_fresh(m2)
+    _same_as_fresh(folder, m2)
+    _rebuilds_after_changes(source, folder, parsed, m2)
 
+
+def _rebuilds_after_changes(
+    source: ManifestSource, folder: Path, parsed: list[str], m2: Manifest
+) -> None:
     # The middle file changes: it alone is parsed; its rows come last now (newest).
-    write("b.csv", 5, 3, 40000, 4_000)
+    _write_rows(folder, "b.csv", 5, 3, 40000, 4_000)
     parsed.clear()
     m3 = source.build(DESTS)
     assert parsed == ["b.csv"]
-    same_as_fresh(m3)
+    _same_as_fresh(folder, m3)
     assert (m3.lookup("K6"), m3.lookup("K9"), m3.lookup("K12")) == (
         row("40000"),
         row("10000"),
@@ -820,19 +888,19 @@ def test_source_rebuild_parses_only_what_changed(
 
     # A file goes, another comes, one becomes the oldest.
     (folder / "a.csv").unlink()
-    write("d.csv", 30, 4, 50000, 5_000)
+    _write_rows(folder, "d.csv", 30, 4, 50000, 5_000)
     _set_mtime(folder / "c.csv", 500)
     parsed.clear()
     m4 = source.build(DESTS)
     assert parsed == ["c.csv", "d.csv"]  # c's signature changed with its time
-    same_as_fresh(m4)
+    _same_as_fresh(folder, m4)
 
     # The newest file goes: the others' rows are copied, not viewed, from the last index.
     (folder / "d.csv").unlink()
     parsed.clear()
     m5 = source.build(DESTS)
     assert parsed == []
-    same_as_fresh(m5)
+    _same_as_fresh(folder, m5)
     assert not np.shares_memory(m5.part.keys, m4.part.keys)
 
     # All but one go: a lone file's rows are still a copy, not a view of the old index.
@@ -840,7 +908,7 @@ def test_source_rebuild_parses_only_what_changed(
     parsed.clear()
     m6 = source.build(DESTS)
     assert parsed == []
-    same_as_fresh(m6)
+    _same_as_fresh(folder, m6)
     assert m6.rows == 3
     assert not np.shares_memory(m6.part.keys, m5.part.keys)
 

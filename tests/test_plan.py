@@ -12,6 +12,7 @@ import pytest
 from sorter.config import ConfigError, Problem
 from sorter.plan import (
     ALPHA2,
+    MachineLimits,
     build_plan,
     compile_plan,
     letters_index,
@@ -19,6 +20,9 @@ from sorter.plan import (
     parse_chute_list,
     parse_letter_set,
 )
+from sorter.plan.destinations import DestinationModel
+from sorter.plan.machine import MachineModel, machine_limits
+from sorter.plan.tables import Problems
 from sorter.ports import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 from sorter.postcode import TermKind, parse_postcode_term
 
@@ -117,6 +121,9 @@ def test_demo_plan_loads() -> None:
     assert plan.destination_index("UPS-EXPORT") == 8
     assert plan.destination_index("NOWHERE") == -1
 
+
+def test_demo_plan_rules() -> None:
+    plan = load_plan(DEMO_PLAN)
     assert len(plan.rules) == 11
     assert [r.destination for r in plan.rules] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert plan.rules[0].postcode == (parse_postcode_term("20000-20999"),)
@@ -839,3 +846,26 @@ def test_format_check_skips_countries_without_known_forms() -> None:
 def test_shipped_plans_have_no_warnings() -> None:
     for path in (DEMO_PLAN, DEMO_PLAN.parents[1] / "casablanca" / "sortplan.toml"):
         assert load_plan(path).warnings == (), path
+
+
+# --- the per-table pieces ------------------------------------------------------------------
+
+
+def test_problems_each_validates_every_table_on_its_own() -> None:
+    problems = Problems(FILE)
+    models = problems.each(DestinationModel, [{"name": "A"}, "not a table", {"nam": "B"}], "d")
+    assert [m.name if m else None for m in models] == ["A", None, None]
+    # The one that is not a table is the top level's to report; the typo is reported here.
+    assert {p.key for p in problems.found} == {"d[2].name", "d[2].nam"}
+    assert all(p.file == FILE for p in problems.found)
+
+
+def test_machine_limits_report_a_minimum_above_its_maximum() -> None:
+    problems = Problems(FILE)
+    model = MachineModel(chutes="1-4", min_weight_g=500, max_weight_g=100, max_length_mm=900)
+    limits = machine_limits(model, problems)
+    assert (limits.minimum, limits.maximum) == ((0, 0, 0, 500), (900, 65_535, 65_535, 100))
+    assert [(p.key, p.message.split(":")[0]) for p in problems.found] == [
+        ("machine.min_weight_g", "500 is above machine.max_weight_g = 100")
+    ]
+    assert machine_limits(None, problems) == MachineLimits()

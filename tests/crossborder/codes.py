@@ -90,7 +90,7 @@ def lp(rng: random.Random) -> str:
 
 # --- GS1 labels ---------------------------------------------------------------------------
 
-# Every way a GS1 element string reaches the host (INTERFACES.md section 6): an AIM
+# Every way a GS1 element string reaches the host (docs/interfaces.md section 6): an AIM
 # symbology identifier, FNC1 as a leading GS, the human-readable text with parentheses, and
 # bare digits (no identifier; only when every element is digits).
 FORMS: Final = ("]C1", "]d2", "]Q3", "]e0", "GS", "HRI", "bare")

@@ -1,7 +1,7 @@
 """The files `sorterd replay` reads and writes, for generated items, and the replay itself.
 
 CSV through the csv module on both sides: a code is a cell, byte-exact (a GS1 FNC1 is the raw
-byte 0x1D inside it), codes joined by `;`, `NOREAD` for a no-read (INTERFACES.md section 1).
+byte 0x1D inside it), codes joined by `;`, `NOREAD` for a no-read (docs/interfaces.md section 1).
 """
 
 from __future__ import annotations

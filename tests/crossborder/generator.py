@@ -410,11 +410,12 @@ def make_customs_hold(g: Generator) -> Item:
     """The pre-advice says customs hold: the customs cage, whatever the address."""
     base = g.pick({"import": 45, "export": 30, "unaddressed": 25})
     if base == "unaddressed":
-        t, _ = _unaddressed_tracking(g)
-        place = g.abroad()
-        rows = (row(t.barcode, country=place.country, postcode=place.postcode, customs="hold"),)
-        return _item("customs-hold", base, (t.code,), function("customs_hold", t.barcode),
-                     rows=rows, without=routed(postal_or_lp(t), t.barcode))  # fmt: skip
+        bare, _ = _unaddressed_tracking(g)
+        abroad = g.abroad()
+        rows = (row(bare.barcode, country=abroad.country, postcode=abroad.postcode,
+                    customs="hold"),)  # fmt: skip
+        return _item("customs-hold", base, (bare.code,), function("customs_hold", bare.barcode),
+                     rows=rows, without=routed(postal_or_lp(bare), bare.barcode))  # fmt: skip
     if base == "import":
         place = g.moroccan()
         t: Tracking | None = g.s10()
@@ -564,8 +565,9 @@ def make_conflict(g: Generator) -> Item:
     la, lb = g.label(g.ship_to(home), with_sscc=True), g.label(g.ship_to(away), with_sscc=True)
     labels = g.shuffled(la.code, lb.code)
     if variant == "two-labels":
-        first = la if labels[0] == la.code else lb
-        return _item("conflict", variant, labels, function("multi_read_conflict", first.sscc),
+        first_label = la if labels[0] == la.code else lb
+        return _item("conflict", variant, labels,
+                     function("multi_read_conflict", first_label.sscc),
                      labels=(la, lb))  # fmt: skip
     t = g.s10()
     return _item("conflict", variant, g.shuffled(t.code, *labels),
@@ -584,11 +586,11 @@ def make_agreeing(g: Generator) -> Item:
         return _item("agreeing", variant, g.shuffled(t.code, la.code, lb.code),
                      routed(city, t.barcode), labels=(la, lb))  # fmt: skip
     if variant == "two-s10-one-lane":
-        a, b = (
+        ta, tb = (
             g.s10("REGISTERED", g.origin(abroad=True)),
             g.s10("REGISTERED", g.origin(abroad=True)),
         )
-        first, _ = codes = g.shuffled(a.code, b.code)
+        first, _ = codes = g.shuffled(ta.code, tb.code)
         return _item("agreeing", variant, codes, routed("INBOUND-REGISTERED-NO-ADDRESS", first))
     # A service no lane takes beside a registered one: the one with a destination names it.
     nowhere, lane = g.s10("NONE"), g.s10("REGISTERED", g.origin(abroad=True))
