@@ -7,7 +7,7 @@ queue. When the link fails or cannot be opened it reconnects with capped, jitter
 exponential backoff; I/O errors never leave `reads()`, they show in `connected`, `errors`,
 the log and the `on_state_change` callback.
 
-URLs (INTERFACES.md sections 2 and 4) are parsed by `sorter.addresses.parse_scanner_url`,
+URLs (docs/interfaces.md sections 2 and 4) are parsed by `sorter.addresses.parse_scanner_url`,
 the parser `sorterd check-config` uses too: `tcp://host:port` (the daemon connects to the
 scanner, which listens), a device path or `serial:///dev/ttyS0?baudrate=115200`, and the
 pyserial URLs the asyncio serial transport can open (socket://, hwgrep://, spy://, alt://).

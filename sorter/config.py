@@ -1,4 +1,4 @@
-"""Site configuration (INTERFACES.md section 2): loaded from TOML, validated once, at the edge.
+"""Site configuration (docs/interfaces.md section 2): loaded from TOML, validated once, at the edge.
 
 Every problem is reported together, each naming the file and the key, so an engineer
 commissioning a line fixes a config in one pass instead of one error per restart.
@@ -118,7 +118,7 @@ class PlcSection(_Model):
     url: str
     device_id: Annotated[int, Field(ge=0, le=247)] = 1
     poll_interval_ms: Annotated[int, Field(gt=0, le=1000)] = 5
-    # 1 s without a change of plc_heartbeat means the link is dead (INTERFACES.md section 3).
+    # 1 s without a change of plc_heartbeat means the link is dead (docs/interfaces.md section 3).
     heartbeat_timeout_ms: Annotated[int, Field(ge=250, le=60_000)] = 1000
     request_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
     chute_status_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100

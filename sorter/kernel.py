@@ -228,7 +228,7 @@ def out_of_range(length_mm: int, width_mm: int, height_mm: int, weight_g: int, b
 
 
 @_kernel(inline=True)
-def match_destination(  # noqa: PLR0912, RUF100  (numba kernel: branches compile to a loop)
+def match_destination(  # noqa: C901, PLR0912  (numba kernel: branches compile to a loop)
     pc: int,
     pc_digits: int,
     service: int,

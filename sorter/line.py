@@ -82,7 +82,7 @@ class LineCounters:
 
 def _chute_plan(decider: Decider) -> tuple[Collection[int], Mapping[int, str]]:
     """The machine's chutes and the destination owning each, for the chute book."""
-    return decider.plan.plan.machine_chutes, decider.destination_of_chute()
+    return decider.sort_plan.machine_chutes, decider.destination_of_chute()
 
 
 class Line:

@@ -52,13 +52,13 @@ class Reason(enum.IntEnum):
     TIMEOUT = 7
     AFTER_CUTOFF = 8
     CUSTOMS_HOLD = 9
-    # An extension of INTERFACES.md's list (docs/interfaces.md): a dimension or the weight
+    # An extension of the contract's list (docs/interfaces.md section 5): a dimension or the weight
     # the PLC reported is beyond the machine's limits in the plan's [machine] table.
     OUT_OF_RANGE = 10
 
     @property
     def word(self) -> str:
-        """The word used on MQTT and in files (INTERFACES.md section 5)."""
+        """The word used on MQTT and in files (docs/interfaces.md section 5)."""
         return self.name.lower()
 
 

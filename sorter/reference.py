@@ -110,7 +110,9 @@ def match_destination(plan: SortPlan, f: ItemFeatures) -> int:
     return -1
 
 
-def decide(plan: SortPlan, f: ItemFeatures, state: ReferenceState) -> tuple[int, int, Reason]:
+def decide(  # noqa: C901  (the kernel's order of checks, one after another, to compare with it)
+    plan: SortPlan, f: ItemFeatures, state: ReferenceState
+) -> tuple[int, int, Reason]:
     fn = plan.functions
     if f.recirculations >= plan.max_recirculations:
         return -1, fn[Reason.MAX_RECIRC], Reason.MAX_RECIRC

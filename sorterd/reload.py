@@ -60,7 +60,7 @@ class Reloads:
     @property
     def plan(self) -> SortPlan:
         """The sort plan running now."""
-        return self._pipeline.decider.plan.plan
+        return self._pipeline.decider.sort_plan
 
     def request_plan(self, request_id: str | None = None) -> None:
         """Reload the sort plan in the background (SIGHUP, P/cmd/plan/reload)."""
@@ -128,7 +128,7 @@ class Reloads:
                     CommandName.PLAN_RELOAD.value, request_id, ok=False, reason="; ".join(reasons)
                 )
                 return
-            old, new = self.plan, decider.plan.plan
+            old, new = self.plan, decider.sort_plan
             log_plan_warnings(new)
             decider.use_manifest(self.manifest)  # same rows, the new plan's destinations
             self._pipeline.swap_decider(decider)
