@@ -2,8 +2,8 @@
 and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 
 NAME is one of: decide, replay, manifest, journal, rtu, line (all of them by default), or
-faults (the fault-injection suite, only when named: it is long), or before (the
-decision figures of this commit against an earlier one, `--before REV`, only when named).
+faults (the fault-injection suite, only when named: it is long), or before (the decision
+and line figures of this commit against an earlier one, `--before REV`, only when named).
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
 `--quick` runs every benchmark at a small scale, to check that it works; its figures are
 recorded with their sizes but are not the published ones.
@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("before")
     g.add_argument("--before", help="the earlier commit (default: before sort plan v2)")
     g.add_argument("--before-rounds", type=int, help="alternations of before and after")
+    g.add_argument("--before-no-line", action="store_true", help="decision figures only")
     g = p.add_argument_group("faults")
     g.add_argument("--fault-scale", type=float, default=1.0)
     g.add_argument("--fault-select", default="", help="pytest -k expression")
@@ -101,6 +102,8 @@ def _before_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
         changes["before"] = args.before
     if args.before_rounds:
         changes["rounds"] = args.before_rounds
+    if args.before_no_line:
+        changes["line"] = False
     return changes
 
 

@@ -2,7 +2,8 @@
 
 `sorterd check-config`, the drivers, `sorterd top` and the simulators all call these, so
 an address the config check accepts is one the daemon can open, and one it refuses is
-refused with the same words everywhere. Each parser raises ValueError naming the URL
+refused with the same words everywhere. Each parser raises AddressError (a SorterdError
+and a ValueError) naming the URL
 (with any password hidden) and what is wrong; config errors add the file and key.
 
 - PLC (`plc.url`, `parse_plc_url`): `tcp://host:port` (Modbus TCP),
@@ -34,10 +35,13 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import SplitResult, unquote, unquote_plus, urlencode, urlsplit
 
+from sorter.errors import SorterdError
+
 __all__ = [
     "ALT_CLASSES",
     "SOCKET_LOGGING_LEVELS",
     "SPY_OPTIONS",
+    "AddressError",
     "MqttEndpoint",
     "PlcEndpoint",
     "ScannerEndpoint",
@@ -48,6 +52,12 @@ __all__ = [
     "parse_plc_url",
     "parse_scanner_url",
 ]
+
+
+class AddressError(SorterdError, ValueError):
+    """An address that cannot be used. A ValueError too, so the config model's validators
+    turn it into a problem naming the file and the key."""
+
 
 # --- serial lines ---------------------------------------------------------------------------
 
@@ -121,8 +131,8 @@ class _Url:
         hidden = written.replace(f":{password}@", ":***@", 1) if password else written
         self.shown = repr(hidden)
 
-    def error(self, what: str) -> ValueError:
-        return ValueError(f"{self.kind} URL {self.shown}: {what}")
+    def error(self, what: str) -> AddressError:
+        return AddressError(f"{self.kind} URL {self.shown}: {what}")
 
     def host_port(self, default_port: int | None = None) -> tuple[str, int]:
         if not self.parts.hostname:
@@ -254,7 +264,7 @@ class PlcEndpoint:
 
 
 def parse_plc_url(url: str) -> PlcEndpoint:
-    """Parse and check `plc.url`; ValueError names the URL and what is wrong with it."""
+    """Parse and check `plc.url`; AddressError names the URL and what is wrong with it."""
     parsed = _Url("PLC", url)
     parts = parsed.parts
     if parts.scheme == "tcp":
@@ -352,10 +362,10 @@ ScannerEndpoint = TcpEndpoint | SerialEndpoint
 
 
 def parse_scanner_url(url: str) -> ScannerEndpoint:
-    """Parse and check `scanner[].url`; ValueError names the URL and what is wrong."""
+    """Parse and check `scanner[].url`; AddressError names the URL and what is wrong."""
     text = url.strip()
     if not text:
-        raise ValueError("scanner URL is empty")
+        raise AddressError("scanner URL is empty")
     if "://" not in text:
         # A plain device path, optionally with serial options: /dev/ttyUSB0?baudrate=115200.
         path, _, query = text.partition("?")
