@@ -224,14 +224,11 @@ class PlcLink:
         self.device_id = device_id
         self.poll_interval_s = poll_interval_ms / 1000
         self.request_timeout_s = _request_timeout_s(self.endpoint, request_timeout_ms)
-        self.max_chute = min(max_chute, R.MAX_CHUTE)
-        self.chute_status_interval_ns = _chute_status_interval_ns(
-            self.endpoint, self.max_chute, chute_status_interval_ms * 1_000_000
-        )
+        self._configured_status_interval_ns = chute_status_interval_ms * 1_000_000
+        self.max_chute = max_chute  # the reads of the chute status block follow it
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.clock_ns = clock_ns
         self.handshake = Handshake(heartbeat_timeout_ns=heartbeat_timeout_ms * 1_000_000)
-        self._chute_reads = chute_reads(self.max_chute)
         self.stats = self.handshake.stats
         self.connected = False
         self._wake = asyncio.Event()
@@ -239,6 +236,21 @@ class PlcLink:
         self._client: _ModbusClient | None = None
         self._reported = False
         self._line_logged = False
+
+    @property
+    def max_chute(self) -> int:
+        """The highest chute of the running plan: the chute status block read each cycle."""
+        return self._max_chute
+
+    @max_chute.setter
+    def max_chute(self, max_chute: int) -> None:
+        # A plan reload may change the chutes: the reads and (on RTU) the status interval,
+        # which stretches with the block's wire time, follow at the next status read.
+        self._max_chute = min(max_chute, R.MAX_CHUTE)
+        self._chute_reads = chute_reads(self._max_chute)
+        self.chute_status_interval_ns = _chute_status_interval_ns(
+            self.endpoint, self._max_chute, self._configured_status_interval_ns
+        )
 
     @property
     def pending_replies(self) -> int:

@@ -112,20 +112,29 @@ class SerialSettings:
         )
 
 
+def _hide_userinfo(text: str) -> str:
+    """`scheme://user:secret@rest` -> `scheme://***@rest`, for a URL too broken to split."""
+    scheme, sep, rest = text.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if sep and at and userinfo else text
+
+
 class _Url:
     """One URL being parsed: its text for messages (password hidden) and its parts."""
 
-    __slots__ = ("kind", "parts", "shown")
+    __slots__ = ("kind", "parts", "raw", "shown")
 
     def __init__(self, kind: str, text: str, *, shown: str | None = None) -> None:
         """`shown`: the URL as written, for messages, when `text` is a cleaned copy."""
         self.kind = kind
+        self.raw = text
         written = text if shown is None else shown
         try:
             self.parts = urlsplit(text)
         except ValueError as exc:  # an unbalanced [ in the host
             self.parts = SplitResult("", "", "", "", "")
-            self.shown = repr(written)
+            # No parts, so no password to find: hide whatever stands between :// and @.
+            self.shown = repr(_hide_userinfo(written))
             raise self.error(f"not a URL: {exc}") from None
         password = self.parts.password
         hidden = written.replace(f":{password}@", ":***@", 1) if password else written
@@ -434,6 +443,9 @@ def _pyserial_url(parsed: _Url, scheme: str) -> SerialEndpoint:
         if level not in SOCKET_LOGGING_LEVELS:
             raise parsed.error(f"logging must be {', '.join(SOCKET_LOGGING_LEVELS)}, not {level!r}")
     elif scheme == "hwgrep":
+        if "?" in parsed.raw and not parts.query:
+            # urlsplit took the ? for the start of the (empty) serial options.
+            raise parsed.error("a ? in a hwgrep pattern starts the serial options; use {0,1}")
         _check_hwgrep(parsed, parts.netloc + parts.path)
     elif not (parts.netloc + parts.path).startswith("/"):
         raise parsed.error(f"needs {scheme}:///dev/ttyS0 (three slashes, an absolute path)")
@@ -451,11 +463,12 @@ def _check_hwgrep(parsed: _Url, rest: str) -> None:
         raise parsed.error("no pattern after hwgrep:// (hwgrep://VID:PID)")
     for option in options:
         key, _, value = option.partition("=")
-        if key == "n" and value.isdigit():
+        # pyserial counts from 1 but refuses n=1 (leave n out for the first match).
+        if key == "n" and value.isdigit() and int(value) >= 2:
             continue
         if key == "skip_busy" and not value:
             continue
-        raise parsed.error(f"hwgrep option {option!r} is not n=N or skip_busy")
+        raise parsed.error(f"hwgrep option {option!r} is not n=N (N >= 2) or skip_busy")
 
 
 # --- MQTT -------------------------------------------------------------------------------------

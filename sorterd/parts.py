@@ -95,7 +95,7 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         heartbeat_timeout_ms=cfg.plc.heartbeat_timeout_ms,
         request_timeout_ms=cfg.plc.request_timeout_ms,
         chute_status_interval_ms=cfg.plc.chute_status_interval_ms,
-        max_chute=plan.plan.max_chute,
+        max_chute=pipeline.decider.sort_plan.max_chute,
     )
     pipeline.bind_reply(plc.queue_reply)
     pipeline.identifier_sources = identifier_sources(cfg.scanner)

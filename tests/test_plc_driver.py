@@ -440,6 +440,25 @@ async def test_chute_status_bits_reach_the_handler(max_chute: int) -> None:
             await wait_until(lambda: handler.chute_status[-1] == (1, expected), what="cleared bits")
 
 
+async def test_a_reloaded_plan_with_more_chutes_reads_their_status() -> None:
+    """Found in review: the status reads were worked out once, at start-up; a plan reload
+    that added chutes never saw their bits, and items went to full chutes."""
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, max_chute=10, chute_status_interval_ms=20)
+        async with running(link):
+            await wait_until(lambda: bool(handler.chute_status), what="first chute status")
+            assert len(handler.chute_status[-1][1]) == 10
+            plc.set_chute_full(15)
+            link.max_chute = 20  # what a plan reload does
+            await wait_until(
+                lambda: len(handler.chute_status[-1][1]) == 20, what="the new plan's chutes"
+            )
+            await wait_until(
+                lambda: handler.chute_status[-1][1][15 - 1] == ChuteFlag.FULL, what="chute 15"
+            )
+
+
 # ---------------------------------------------------------------------------- heartbeats
 
 

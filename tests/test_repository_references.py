@@ -28,11 +28,14 @@ GENERATED = ("benchmarks/results/", "BENCHMARKS.md", "fuzz/corpus/")
 PLACEHOLDERS = ("NAME", "*", "...", "<", "{")
 
 
+SELF = str(Path(__file__).resolve().relative_to(ROOT))  # names them on purpose
+
+
 def _tracked() -> list[str]:
     out = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    return [f for f in out.splitlines() if (ROOT / f).exists()]
+    return [f for f in out.splitlines() if (ROOT / f).exists() and f != SELF]
 
 
 def _exists(ref: str, tracked: set[str], folders: set[str]) -> bool:
@@ -41,15 +44,18 @@ def _exists(ref: str, tracked: set[str], folders: set[str]) -> bool:
 
 
 def _module_exists(dotted: str) -> bool:
-    """True when some prefix of `dotted` longer than the package is a module or package
-    and the rest can be attributes (a class, a function)."""
+    """True when `dotted` walks down packages to a module (the rest may be attributes: a
+    class, a function), or ends at a name its package's `__init__` defines or imports."""
     parts = dotted.split(".")
     path = ROOT / parts[0]
     for part in parts[1:]:
-        if (path / part).is_dir():
+        if (path / part / "__init__.py").exists():
             path = path / part
             continue
-        return (path / f"{part}.py").exists() or path != ROOT / parts[0]
+        if (path / f"{part}.py").exists():
+            return True
+        init = (path / "__init__.py").read_text(encoding="utf-8")
+        return re.search(rf"\b{re.escape(part)}\b", init) is not None
     return True
 
 
