@@ -156,11 +156,23 @@ def _decide(s: dict[str, Any]) -> list[str]:
 
 def _before(s: dict[str, Any]) -> list[str]:
     p = s["params"]
+    figs = figures_of(s)
+    line = sorted(
+        (n for n in figs if n.startswith("line_")), key=lambda n: (int(n.split("@")[1]), n)
+    )
+    rates = p.get("line_rates_per_h") or []
     return [
         f"This checkout against {p['before']} (`--before`), each side in its own process, "
-        f"alternately, {p['rounds']} rounds, best of each side.",
+        f"alternately, {p['rounds']} rounds, best of each side"
+        + (
+            f"; the line at {', '.join(f'{r:,}' for r in rates)} items/h for "
+            f"{p['line_duration_s']:.0f} s per rate, each tree with its own daemon and "
+            "simulators."
+            if rates
+            else "."
+        ),
         "",
-        *_baseline_table(figures_of(s), ["batch_rate", "live_us_p50", "live_us_p99"]),
+        *_baseline_table(figs, ["batch_rate", "live_us_p50", "live_us_p99", *line]),
     ]
 
 
