@@ -200,6 +200,10 @@ def _framing_problems(options: TelegramOptions) -> list[tuple[str, str]]:
     return out
 
 
+# C0 controls other than GS, DEL and C1 controls: what a code may not contain (section 4).
+_CONTROL: Final = re.compile("[\x00-\x1c\x1e\x1f\x7f-\x9f]")
+
+
 def _text_problems(options: TelegramOptions) -> list[tuple[str, str]]:
     """The texts inside a frame: none cuts it, none is ambiguous with another."""
     out: list[tuple[str, str]] = []
@@ -219,6 +223,10 @@ def _text_problems(options: TelegramOptions) -> list[tuple[str, str]]:
         out.append(("heartbeat", "equals noread: every no-read would be taken for a heartbeat"))
     elif options.separator and options.separator in options.noread:
         out.append(("noread", "contains the separator"))
+    elif _CONTROL.search(options.noread):
+        # The daemon refuses a code with a control character: every no-read would be
+        # counted as a bad telegram instead.
+        out.append(("noread", "contains a control character"))
     if options.tracking_id and options.format != "custom":
         if not options.id_separator:
             out.append(("id_separator", "must not be empty"))

@@ -463,6 +463,8 @@ def test_site_config_builds_the_format(tmp_path: Path) -> None:
             "must not occur in end",
         ),
         ('format = "sick"\nheartbeat = "NoRead"', "heartbeat", "equals noread"),
+        # The daemon refuses codes with control characters: no no-read would ever arrive.
+        ('format = "lines"\nnoread = "\\u0007NOREAD"', "noread", "control character"),
         (
             'format = "custom"\npattern = "(?P<codes>.*)"\ntemplate = "{codes:d}"',
             "template",
