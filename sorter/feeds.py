@@ -25,15 +25,41 @@ Semantics, per barcode:
 from __future__ import annotations
 
 import enum
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
 
 from sorter.bounded import BoundedMap
-from sorter.manifest import Manifest, ManifestRow
+from sorter.countries import ISO_ALPHA2
+from sorter.manifest import (
+    KEY_BYTES,
+    FileReport,
+    Manifest,
+    ManifestRow,
+    encode_keys,
+    unpack_row,
+)
+from sorter.manifest.delta import (
+    HAS_ROW,
+    OVERRIDE_HOLD,
+    OVERRIDE_SET,
+    SOURCE_NONE,
+    DeltaTable,
+    find_live,
+    find_live_batch,
+    resolve_entry,
+)
+from sorter.plan import letters_index
+from sorter.postcode import NO_POSTCODE, postcode_features
 
 __all__ = [
     "BAD_REASON_WORDS",
+    "COMPACT_PENDING_ROWS",
     "MAX_FEED_MESSAGE_BYTES",
     "SEEN_IDS_CAPACITY",
     "Applied",
@@ -131,14 +157,197 @@ class Source(enum.StrEnum):
     CUSTOMS = "customs"  # a customs message's hold or release is in force
 
 
+
+_KEY_RE: Final = re.compile(f"[!-~]{{1,{KEY_BYTES}}}")
+_HOLD_WORDS: Final = {"HOLD": "hold", "YES": "hold", "NO": "release", "CLEAR": "release",
+                      "RELEASE": "release", "NONE": "release"}  # fmt: skip
+_STATUSES: Final = {"hold": True, "release": False}
+_MAX_WEIGHT_DIGITS: Final = 9
+_DETAIL_CHARS: Final = 40  # of a value quoted in a bad row's detail
+
+
+def _quote(value: str) -> str:
+    return repr(value[:_DETAIL_CHARS])
+
+
+def _too_large(payload: bytes) -> FeedBatch | None:
+    if len(payload) > MAX_FEED_MESSAGE_BYTES:
+        detail = f"{len(payload)} bytes, more than {MAX_FEED_MESSAGE_BYTES}"
+        return FeedBatch(bad=[BadRow("too_large", detail)])
+    return None
+
+
+def _objects(payload: bytes, batch: FeedBatch) -> list[dict[str, Any]]:
+    """The message's objects (one, or an array's); what is not one goes to batch.bad."""
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        batch.bad.append(BadRow("bad_json", str(exc)[:80]))
+        return []
+    items = doc if isinstance(doc, list) else [doc]
+    objects: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            objects.append(item)
+        else:
+            batch.bad.append(BadRow("wrong_type", f"item {i} is a {type(item).__name__}"))
+    return objects
+
+
+def _barcode(obj: dict[str, Any]) -> str | BadRow:
+    barcode = obj.get("barcode")
+    if barcode is None:
+        return BadRow("no_barcode", "no barcode")
+    if not isinstance(barcode, str):
+        return BadRow("wrong_type", f"barcode is a {type(barcode).__name__}")
+    barcode = barcode.strip(" ")
+    if not barcode:
+        return BadRow("no_barcode", "empty barcode")
+    if _KEY_RE.fullmatch(barcode) is None:
+        return BadRow(
+            "bad_value",
+            f"barcode {_quote(barcode)} is longer than {KEY_BYTES} characters or not "
+            "printable ASCII",
+        )
+    return barcode
+
+
+def _country(value: str, column: str) -> str | BadRow:
+    code = value.upper()
+    if code.isascii() and code in ISO_ALPHA2:
+        return code
+    return BadRow("bad_value", f"{column} {_quote(value)} is not an ISO 3166-1 alpha-2 code")
+
+
+def _optional(obj: dict[str, Any], column: str) -> str | None:
+    value = obj.get(column)
+    if value is None:
+        return None
+    return value.strip(" ") or None  # checked: every value a str
+
+
+def _checked_fields(obj: dict[str, Any], barcode: str) -> FeedRow | BadRow:
+    """The columns after the barcode, each checked as the manifest CSV checks it."""
+    country = _optional(obj, "country")
+    if country is not None and isinstance(checked := _country(country, "country"), BadRow):
+        return checked
+    origin = _optional(obj, "origin")
+    if origin is not None and isinstance(checked := _country(origin, "origin"), BadRow):
+        return checked
+    service = _optional(obj, "service")
+    if service is not None:
+        service = service.upper()
+        if not (len(service) == 2 and service.isascii() and service.isalpha()):
+            return BadRow("bad_value", f"service {_quote(service)} is not a two-letter code")
+    customs = _optional(obj, "customs")
+    if customs is not None:
+        word = _HOLD_WORDS.get(customs.upper())
+        if word is None:
+            return BadRow(
+                "bad_value",
+                f"customs {_quote(customs)} is not one of hold, yes, no, clear, release, none",
+            )
+        customs = word
+    weight = _optional(obj, "weight_g")
+    if weight is not None and not (
+        len(weight) <= _MAX_WEIGHT_DIGITS and weight.isascii() and weight.isdigit()
+    ):
+        return BadRow("bad_value", f"weight_g {_quote(weight)} is not a whole number of grams")
+    destination = _optional(obj, "destination")
+    postcode = _optional(obj, "postcode")
+    if (
+        destination is None
+        and country is None
+        and origin is None
+        and (postcode is None or postcode_features(postcode)[0] == NO_POSTCODE)
+    ):
+        return BadRow("no_routing", "no destination, postcode, country or origin")
+    return FeedRow(
+        barcode, destination, postcode, country and country.upper(), origin and origin.upper(),
+        customs, obj.get("id") or None, service,
+    )  # fmt: skip
+
+
+def _preadvice_row(obj: dict[str, Any]) -> FeedRow | BadRow:
+    for column, value in obj.items():
+        if not isinstance(value, str):
+            return BadRow("wrong_type", f"{column[:_DETAIL_CHARS]} is a {type(value).__name__}")
+    barcode = _barcode(obj)
+    if isinstance(barcode, BadRow):
+        return barcode
+    return _checked_fields(obj, barcode)
+
+
 def parse_preadvice(payload: bytes) -> FeedBatch:
-    """A pre-advice message: one JSON object or an array of them. Never raises."""
-    raise NotImplementedError
+    """A pre-advice message: one JSON object or an array of them, each a manifest row
+    (docs/interfaces.md section 7 columns, every value a JSON string, optional "id").
+    Never raises: what is refused is in `bad`, one per row (or one for the message)."""
+    batch = _too_large(payload)
+    if batch is not None:
+        return batch
+    batch = FeedBatch()
+    for obj in _objects(payload, batch):
+        row = _preadvice_row(obj)
+        if isinstance(row, BadRow):
+            batch.bad.append(row)
+        else:
+            batch.rows.append(row)
+    return batch
+
+
+def _customs_update(obj: dict[str, Any]) -> CustomsUpdate | BadRow:
+    for column in ("status", "id"):
+        value = obj.get(column)
+        if value is not None and not isinstance(value, str):
+            return BadRow("wrong_type", f"{column} is a {type(value).__name__}")
+    barcode = _barcode(obj)
+    if isinstance(barcode, BadRow):
+        return barcode
+    status = obj.get("status")
+    hold = _STATUSES.get(status.strip(" ").lower()) if status is not None else None
+    if hold is None:
+        return BadRow("unknown_status", f"status {_quote(status or '')} is not hold or release")
+    return CustomsUpdate(barcode, hold, obj.get("id") or None)
 
 
 def parse_customs(payload: bytes) -> FeedBatch:
-    """A customs message: one JSON object (or an array of them). Never raises."""
-    raise NotImplementedError
+    """A customs message: {"barcode", "status": "hold" | "release", "id"} (an array of them
+    too). Never raises: what is refused is in `bad`."""
+    batch = _too_large(payload)
+    if batch is not None:
+        return batch
+    batch = FeedBatch()
+    for obj in _objects(payload, batch):
+        update = _customs_update(obj)
+        if isinstance(update, BadRow):
+            batch.bad.append(update)
+        else:
+            batch.customs.append(update)
+    return batch
+
+
+# The newest entries wait in a dict (cheap to write) until there are this many, then move
+# into the delta's table (cheap to hold: 56 bytes an entry against ~200 in a dict).
+COMPACT_PENDING_ROWS: Final = 4096
+_OVERRIDE_BITS: Final = OVERRIDE_SET | OVERRIDE_HOLD
+_SOURCES: Final = (None, Source.FILE, Source.FEED, Source.CUSTOMS)
+_NO_WORDS: Final = np.zeros((0, KEY_BYTES // 8), np.uint64)
+_NO_TABLE: Final = np.zeros(0, np.int32)
+_NO_COLUMN: Final = np.zeros(0, np.int64)
+
+
+def _fields(row: FeedRow, dest: int) -> tuple[int, int]:
+    """(postcode code, packed fields) of a checked row; `dest` the destination's index."""
+    pc, digits = postcode_features(row.postcode) if row.postcode else (NO_POSTCODE, 0)
+    country = letters_index(row.country) if row.country else -1
+    origin = letters_index(row.origin) if row.origin else -1
+    service = letters_index(row.service) if row.service else -1
+    hold = 1 if row.customs == "hold" else 0
+    packed = (
+        (country + 1) | (service + 1) << 10 | (dest + 1) << 20 | digits << 36 | hold << 41
+        | (origin + 1) << 42
+    )  # fmt: skip
+    return pc, packed
 
 
 class LiveManifest:
@@ -146,8 +355,10 @@ class LiveManifest:
     customs decisions over it. Synchronous, event-loop-only, no I/O.
 
     Every method runs to its end before the next lookup (one thread), so a decision never
-    sees half a row. `lookup` is the decider's hot path: a dict of the newest rows, then
-    one numba call over the compacted delta table and the file index.
+    sees half a row. `lookup` is the decider's hot path: a dict of the newest entries,
+    then one numba call over the delta's table and the file index
+    (sorter.manifest.delta.find_live). Destinations are checked against the plan's names
+    when a row is applied, as the CSV parser checks them.
     """
 
     seen_ids: BoundedMap[str, None]
@@ -158,62 +369,221 @@ class LiveManifest:
         destinations: Sequence[str],
         seen_ids_capacity: int = SEEN_IDS_CAPACITY,
     ) -> None:
-        raise NotImplementedError
+        self.seen_ids = BoundedMap(seen_ids_capacity)
+        self.last_arrival_ns = 0
+        self._delta = DeltaTable()
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._pending_new = 0  # pending barcodes the table does not hold yet
+        self._known: dict[str, int] = {}  # every destination name known -> its index
+        self._names: tuple[str, ...] = ()
+        self._plan_index: dict[str, int] = {}  # the plan's names -> their known index
+        self._to_plan = np.zeros(0, np.int64)
+        self._files: Manifest | None = None
+        self._files_as_loaded: Manifest | None = None
+        self._file_arrays = (_NO_WORDS, _NO_TABLE, _NO_COLUMN, _NO_COLUMN)
+        self.set_destinations(destinations)
+        self.replace_files(files)
+
+    # --- changes -----------------------------------------------------------------------
 
     def apply(self, batch: FeedBatch, arrival_ns: int) -> Applied:
         """Apply a batch in order (its rows, then its customs decisions); an id applied
         before is skipped; a row naming a destination the plan does not have is refused
-        (in Applied.bad). `arrival_ns`: when the message arrived (time.monotonic_ns or
-        time.time_ns; kept as `last_arrival_ns`)."""
-        raise NotImplementedError
+        (in Applied.bad). `arrival_ns`: when the message arrived (kept as
+        `last_arrival_ns`; order of arrival is order of `apply`)."""
+        applied = Applied()
+        seen = self.seen_ids
+        for row in batch.rows:
+            if row.id is not None and row.id in seen:
+                applied.duplicates += 1
+                continue
+            dest = -1
+            if row.destination is not None:
+                found = self._plan_index.get(row.destination)
+                if found is None:
+                    detail = f"destination {row.destination[:40]!r} is not in the sort plan"
+                    applied.bad.append(BadRow("bad_value", detail))
+                    continue
+                dest = found
+            pc, packed = _fields(row, dest)
+            current = self._current(row.barcode)
+            if row.customs is None and current is not None:
+                packed |= current[1] & _OVERRIDE_BITS  # a customs message's decision stays
+            self._put(row.barcode, pc, packed | HAS_ROW, current is None)
+            if row.id is not None:
+                seen.add(row.id)
+            applied.rows += 1
+        for update in batch.customs:
+            if update.id is not None and update.id in seen:
+                applied.duplicates += 1
+                continue
+            current = self._current(update.barcode)
+            pc, packed = current if current is not None else (NO_POSTCODE, 0)
+            packed = (packed & ~_OVERRIDE_BITS) | OVERRIDE_SET
+            self._put(update.barcode, pc, packed | (OVERRIDE_HOLD if update.hold else 0),
+                      current is None)  # fmt: skip
+            if update.id is not None:
+                seen.add(update.id)
+            applied.customs += 1
+        self.last_arrival_ns = arrival_ns
+        if len(self._pending) >= COMPACT_PENDING_ROWS:
+            self.compact()
+        return applied
+
+    def _current(self, barcode: str) -> tuple[int, int] | None:
+        """The delta's entry for a barcode, None when it has none."""
+        entry = self._pending.get(barcode)
+        if entry is not None:
+            return entry
+        delta = self._delta
+        row = delta.find(barcode.encode("ascii"))
+        return None if row < 0 else (int(delta.postcode[row]), int(delta.packed[row]))
+
+    def _put(self, barcode: str, postcode: int, packed: int, new: bool) -> None:
+        self._pending[barcode] = (postcode, packed)
+        if new:
+            self._pending_new += 1
 
     def replace_files(self, files: Manifest | None) -> None:
         """A file reload: the feed rows and customs decisions are kept and still win."""
-        raise NotImplementedError
+        self._files_as_loaded = files  # remapped from these names at every plan reload
+        if files is not None and files.destinations != self._names:
+            files = files.for_destinations(self._names)
+        self._files = files
+        if files is None or not files.size:
+            self._file_arrays = (_NO_WORDS, _NO_TABLE, _NO_COLUMN, _NO_COLUMN)
+        else:
+            part = files.part
+            self._file_arrays = (files.words, files.table, part.postcode, part.packed)
 
     def set_destinations(self, destinations: Sequence[str]) -> None:
         """A plan reload: rows' destinations are looked up under the new plan's names (a
         feed row naming a destination the new plan lacks has none, and has it again if a
-        later plan brings the name back)."""
-        raise NotImplementedError
+        later plan brings the name back). Rewrites no row."""
+        names = tuple(destinations)
+        if names == self._names:
+            return
+        known = self._known
+        for name in names:
+            known.setdefault(name, len(known))
+        plan = {name: i for i, name in reversed(list(enumerate(names)))}  # first wins
+        self._to_plan = np.array([plan.get(name, -1) for name in known], np.int64)
+        self._plan_index = {name: known[name] for name in names}
+        self._names = names
+        self.replace_files(self._files_as_loaded)
+
+    def compact(self) -> None:
+        """Move the newest entries into the delta's table: costs in proportion to the
+        entries moved, not to the delta's size (the table is updated in place and grows
+        by doubling). `apply` calls it itself past COMPACT_PENDING_ROWS."""
+        pending = self._pending
+        if not pending:
+            return
+        keys = encode_keys(list(pending))
+        values = np.array(list(pending.values()), np.int64).reshape(len(pending), 2)
+        self._delta.upsert(keys, values[:, 0].copy(), values[:, 1].copy())
+        pending.clear()
+        self._pending_new = 0
+
+    # --- lookups -----------------------------------------------------------------------
+
+    def _find(self, barcode: str) -> tuple[int, int, int]:
+        """(source code, postcode, packed fields) of a barcode."""
+        pending = self._pending.get(barcode)
+        f_words, f_table, f_pc, f_packed = self._file_arrays
+        if pending is not None:
+            pc, packed = pending
+            f = -1
+            if not packed & HAS_ROW and self._files is not None:
+                f = self._files.find(barcode)
+            return resolve_entry(pc, packed, self._to_plan, f, f_pc, f_packed)
+        if _KEY_RE.fullmatch(barcode) is None:
+            return SOURCE_NONE, NO_POSTCODE, 0
+        d = self._delta
+        return find_live(
+            barcode.encode("ascii"), d.words, d.table, d.postcode, d.packed, self._to_plan,
+            f_words, f_table, f_pc, f_packed,
+        )  # fmt: skip
 
     def lookup(self, barcode: str) -> ManifestRow | None:
-        """What the decider needs: the row for the barcode with its customs hold resolved,
-        None when nothing is known."""
-        raise NotImplementedError
+        """What the decider needs: the row for the barcode with its customs hold resolved;
+        None when nothing is known (or only a customs release)."""
+        source, pc, packed = self._find(barcode)
+        if source == SOURCE_NONE or (packed == 0 and pc == NO_POSTCODE):
+            return None
+        return unpack_row(pc, packed)
 
     def lookup_source(self, barcode: str) -> tuple[ManifestRow | None, Source | None]:
         """As lookup, and who decided it (one lookup, for the decider)."""
-        raise NotImplementedError
+        source, pc, packed = self._find(barcode)
+        if source == SOURCE_NONE or (packed == 0 and pc == NO_POSTCODE):
+            return None, _SOURCES[source]
+        return unpack_row(pc, packed), _SOURCES[source]
 
     def source_of(self, barcode: str) -> Source | None:
         """For P/cmd/tracking: CUSTOMS when a customs message's decision is in force, else
         FEED when a feed row is, else FILE when a file row is, else None."""
-        raise NotImplementedError
+        return _SOURCES[self._find(barcode)[0]]
+
+    def lookup_batch(
+        self, keys: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Many keys (sorter.manifest.encode_keys) at once: (source codes, postcodes,
+        packed fields), as `_find` gives them one at a time. Compacts first."""
+        self.compact()
+        n = keys.shape[0]
+        source = np.zeros(n, np.int8)
+        postcode = np.empty(n, np.int64)
+        packed = np.empty(n, np.int64)
+        d = self._delta
+        f_words, f_table, f_pc, f_packed = self._file_arrays
+        queries = keys.view(np.uint64).reshape(n, KEY_BYTES // 8)
+        find_live_batch(
+            queries, d.words, d.table, d.postcode, d.packed, self._to_plan, f_words, f_table,
+            f_pc, f_packed, source, postcode, packed,
+        )  # fmt: skip
+        return source, postcode, packed
+
+    # --- figures -----------------------------------------------------------------------
 
     @property
     def delta_rows(self) -> int:
         """Barcodes the delta layer holds (feed rows and customs decisions): P/stats
         `feeds.delta_rows`."""
-        raise NotImplementedError
+        return self._delta.n + self._pending_new
 
     @property
     def pending_rows(self) -> int:
-        """Of those, the newest, not yet compacted (held in a dict)."""
-        raise NotImplementedError
+        """Entries written since the last compaction (in the dict)."""
+        return len(self._pending)
 
-    def compact(self) -> None:
-        """Move the newest rows into the delta's table: costs in proportion to the rows
-        moved, not to the delta's size (the table is updated in place, and grows by
-        doubling). `apply` calls it itself past COMPACT_PENDING_ROWS; call it any time."""
-        raise NotImplementedError
+    @property
+    def files(self) -> Manifest | None:
+        """The file manifest under the plan's names."""
+        return self._files
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return self._names
 
     # What sorter.contract.manifest_figures and the decider read of a Manifest.
     @property
     def size(self) -> int:
-        """Barcodes known, files and delta (a barcode in both counts twice); 0 empty."""
-        raise NotImplementedError
+        """Barcodes known, files and delta (one in both counts twice); 0 when empty."""
+        return (self._files.size if self._files is not None else 0) + self.delta_rows
 
     @property
-    def files(self) -> Manifest | None:
-        raise NotImplementedError
+    def rows(self) -> int:
+        return self._files.rows if self._files is not None else 0
+
+    @property
+    def bad_rows(self) -> int:
+        return self._files.bad_rows if self._files is not None else 0
+
+    @property
+    def reports(self) -> tuple[FileReport, ...]:
+        return self._files.reports if self._files is not None else ()
+
+    def nbytes(self) -> int:
+        """The indexes' bytes: files and the delta's table (not the newest entries)."""
+        return (self._files.nbytes() if self._files is not None else 0) + self._delta.nbytes()
