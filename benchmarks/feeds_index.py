@@ -57,7 +57,9 @@ def _rss_kb() -> int:
     return 0
 
 
-def _s10_keys(prefix: bytes, serials: npt.NDArray[np.int64], suffix: bytes) -> npt.NDArray[np.uint8]:
+def _s10_keys(
+    prefix: bytes, serials: npt.NDArray[np.int64], suffix: bytes
+) -> npt.NDArray[np.uint8]:
     """prefix + 9 digits + suffix as (n, 32) key rows, built without a string per row."""
     keys = np.zeros((serials.shape[0], KEY_BYTES), np.uint8)
     keys[:, 0:2] = np.frombuffer(prefix, np.uint8)

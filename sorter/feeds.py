@@ -234,9 +234,8 @@ def _checked_fields(obj: dict[str, Any], barcode: str) -> FeedRow | BadRow:
     if origin is not None and isinstance(checked := _country(origin, "origin"), BadRow):
         return checked
     service = _optional(obj, "service")
-    if service is not None:
-        if not (len(service) == 2 and service.isascii() and service.isalpha()):
-            return BadRow("bad_value", f"service {_quote(service)} is not a two-letter code")
+    if service is not None and not (len(service) == 2 and service.isascii() and service.isalpha()):
+        return BadRow("bad_value", f"service {_quote(service)} is not a two-letter code")
     customs = _optional(obj, "customs")
     if customs is not None:
         word = _HOLD_WORDS.get(customs.upper()) if customs.isascii() else None
