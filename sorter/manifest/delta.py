@@ -158,7 +158,7 @@ def find_live(
 
 
 @_lookup_kernel
-def _probe_from(words: Any, table: Any, slot: int, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
+def _probe_from(words: Any, table: Any, slot: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
     """_probe from a known first slot (the hash already taken)."""
     if table.shape[0] == 0:
         return -1
