@@ -46,6 +46,8 @@ from sorter.manifest import (
 )
 from sorter.manifest.delta import (
     HAS_ROW,
+    HOLD_BIT,
+    NO_ROW,
     OVERRIDE_HOLD,
     OVERRIDE_SET,
     SOURCE_NONE,
@@ -329,6 +331,8 @@ COMPACT_PENDING_ROWS: Final = 4096
 # Queries a batch lookup reads together (sorter.manifest.delta.find_live_batch).
 _BATCH_BLOCK: Final = 32
 _OVERRIDE_BITS: Final = OVERRIDE_SET | OVERRIDE_HOLD
+# A customs release of a barcode no row names: nothing to route it by.
+_RELEASED_ONLY: Final = NO_ROW | HOLD_BIT
 _SOURCES: Final = (None, Source.FILE, Source.FEED, Source.CUSTOMS)
 _NO_WORDS: Final = np.zeros((0, KEY_BYTES // 8), np.uint64)
 _NO_TABLE: Final = np.zeros(0, np.int32)
@@ -515,14 +519,14 @@ class LiveManifest:
         """What the decider needs: the row for the barcode with its customs hold resolved;
         None when nothing is known (or only a customs release)."""
         source, pc, packed = self._find(barcode)
-        if source == SOURCE_NONE or (packed == 0 and pc == NO_POSTCODE):
+        if source == SOURCE_NONE or packed & _RELEASED_ONLY == NO_ROW:
             return None
         return unpack_row(pc, packed)
 
     def lookup_source(self, barcode: str) -> tuple[ManifestRow | None, Source | None]:
         """As lookup, and who decided it (one lookup, for the decider)."""
         source, pc, packed = self._find(barcode)
-        if source == SOURCE_NONE or (packed == 0 and pc == NO_POSTCODE):
+        if source == SOURCE_NONE or packed & _RELEASED_ONLY == NO_ROW:
             return None, _SOURCES[source]
         return unpack_row(pc, packed), _SOURCES[source]
 

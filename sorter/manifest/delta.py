@@ -34,6 +34,7 @@ __all__ = [
     "FIELDS_MASK",
     "HAS_ROW",
     "HOLD_BIT",
+    "NO_ROW",
     "OVERRIDE_HOLD",
     "OVERRIDE_SET",
     "SOURCE_CUSTOMS",
@@ -51,6 +52,8 @@ FIELDS_MASK: Final = (1 << 52) - 1  # every field pack_fields writes
 HAS_ROW: Final = 1 << 52
 OVERRIDE_SET: Final = 1 << 53
 OVERRIDE_HOLD: Final = 1 << 54
+# In a lookup's answer: no row anywhere, only a customs decision (unpack_row ignores it).
+NO_ROW: Final = 1 << 55
 _DEST_SHIFT: Final = 20
 _DEST_MASK: Final = 0xFFFF << _DEST_SHIFT
 
@@ -133,7 +136,7 @@ def resolve_entry(
         fields = f_packed[f]
     else:
         pc = _NO_POSTCODE
-        fields = np.int64(0)
+        fields = np.int64(NO_ROW)
     if e & OVERRIDE_SET:
         source = SOURCE_CUSTOMS
         fields &= ~np.int64(HOLD_BIT)
