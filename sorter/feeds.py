@@ -397,8 +397,17 @@ class LiveManifest:
         (in Applied.bad). `arrival_ns`: when the message arrived (kept as
         `last_arrival_ns`; order of arrival is order of `apply`)."""
         applied = Applied()
+        self._apply_rows(batch.rows, applied)
+        self._apply_customs(batch.customs, applied)
+        self.last_arrival_ns = arrival_ns
+        if len(self._pending) >= self.compact_at:
+            self.compact()
+        return applied
+
+    def _apply_rows(self, rows: list[FeedRow], applied: Applied) -> None:
         seen = self.seen_ids
-        for row in batch.rows:
+        at = self._table_rows([row.barcode for row in rows])
+        for row, table_row in zip(rows, at, strict=True):
             if row.id is not None and row.id in seen:
                 applied.duplicates += 1
                 continue
@@ -411,18 +420,22 @@ class LiveManifest:
                     continue
                 dest = found
             pc, packed = _fields(row, dest)
-            current = self._current(row.barcode)
+            current = self._current(row.barcode, table_row)
             if row.customs is None and current is not None:
                 packed |= current[1] & _OVERRIDE_BITS  # a customs message's decision stays
             self._put(row.barcode, pc, packed | HAS_ROW, current is None)
             if row.id is not None:
                 seen.add(row.id)
             applied.rows += 1
-        for update in batch.customs:
+
+    def _apply_customs(self, updates: list[CustomsUpdate], applied: Applied) -> None:
+        seen = self.seen_ids
+        at = self._table_rows([update.barcode for update in updates])
+        for update, table_row in zip(updates, at, strict=True):
             if update.id is not None and update.id in seen:
                 applied.duplicates += 1
                 continue
-            current = self._current(update.barcode)
+            current = self._current(update.barcode, table_row)
             pc, packed = current if current is not None else (NO_POSTCODE, 0)
             packed = (packed & ~_OVERRIDE_BITS) | OVERRIDE_SET
             self._put(update.barcode, pc, packed | (OVERRIDE_HOLD if update.hold else 0),
@@ -430,19 +443,22 @@ class LiveManifest:
             if update.id is not None:
                 seen.add(update.id)
             applied.customs += 1
-        self.last_arrival_ns = arrival_ns
-        if len(self._pending) >= self.compact_at:
-            self.compact()
-        return applied
 
-    def _current(self, barcode: str) -> tuple[int, int] | None:
-        """The delta's entry for a barcode, None when it has none."""
+    def _table_rows(self, barcodes: list[str]) -> list[int]:
+        """Rows of the delta's table for these barcodes (-1 absent), in one call: the table
+        does not change while a batch is applied (a compaction comes after)."""
+        if not self._delta.n or not barcodes:
+            return [-1] * len(barcodes)
+        return self._delta.find_many(encode_keys(barcodes)).tolist()  # type: ignore[no-any-return]
+
+    def _current(self, barcode: str, table_row: int) -> tuple[int, int] | None:
+        """The delta's entry for a barcode (at `table_row` of the table unless a newer one
+        waits in the dict), None when it has none."""
         entry = self._pending.get(barcode)
-        if entry is not None:
+        if entry is not None or table_row < 0:
             return entry
         delta = self._delta
-        row = delta.find(barcode.encode("ascii"))
-        return None if row < 0 else (int(delta.postcode[row]), int(delta.packed[row]))
+        return int(delta.postcode[table_row]), int(delta.packed[table_row])
 
     def _put(self, barcode: str, postcode: int, packed: int, new: bool) -> None:
         self._pending[barcode] = (postcode, packed)

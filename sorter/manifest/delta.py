@@ -238,6 +238,13 @@ def find_live_batch(
 
 
 @_lookup_kernel
+def _find_many(queries: Any, words: Any, table: Any, out: Any) -> None:
+    for i in range(queries.shape[0]):
+        w0, w1, w2, w3 = queries[i, 0], queries[i, 1], queries[i, 2], queries[i, 3]
+        out[i] = _probe(words, table, w0, w1, w2, w3)
+
+
+@_lookup_kernel
 def _find_raw(raw: Any, words: Any, table: Any) -> int:
     w0, w1, w2, w3 = _raw_words(raw)
     return _probe(words, table, w0, w1, w2, w3)
@@ -310,6 +317,13 @@ class DeltaTable:
         if not self.n:
             return -1
         return int(_find_raw(raw, self.words, self.table))
+
+    def find_many(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """Rows of many keys (sorter.manifest.encode_keys), -1 where absent."""
+        out = np.full(keys.shape[0], -1, np.int64)
+        if self.n:
+            _find_many(_words_of(keys), self.words, self.table, out)
+        return out
 
     def upsert(
         self,
