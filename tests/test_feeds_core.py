@@ -529,3 +529,14 @@ def test_nested_json_never_raises() -> None:
     assert np.array_equal(
         LiveManifest(None, DESTS).lookup_batch(encode_keys([]))[0], np.zeros(0, np.int8)
     )
+
+
+def test_two_codes_that_disagree_have_no_source(decider: Decider) -> None:
+    live = LiveManifest(files_of(f"barcode,destination\n{S10_RB_GB},RABAT\n", ["RABAT"]), [])
+    decider.use_manifest(live)
+    live.apply(rows_of({"barcode": S10_CP_MA, "destination": "CASABLANCA"}), 1)
+    choice = decider.decide([S10_CP_MA, S10_RB_GB])
+    assert (choice.reason, choice.source) == (Reason.MULTI_READ_CONFLICT, None)
+    live.apply(rows_of({"barcode": S10_RB_GB, "destination": "CASABLANCA"}), 2)
+    choice = decider.decide([S10_CP_MA, S10_RB_GB])
+    assert (choice.destination, choice.source) == ("CASABLANCA", Source.FEED)
