@@ -15,8 +15,9 @@ destination name it has known (append only), not the plan's: a lookup maps it th
 row and a destination a plan drops comes back with the plan that brings it back.
 
 Memory: 48 bytes a row (key 32, postcode 8, packed 8) plus the table at a load factor
-between 0.35 and 0.7 (6 to 11 bytes); rows are appended into arrays that grow by doubling,
-allocated and not written, so only the rows in use are resident.
+between 0.35 and 0.7 (6 to 11 bytes); rows are appended into arrays reserved for
+RESERVED_ROWS entries (doubling beyond), allocated and not written, so only the rows in
+use are resident.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "NO_ROW",
     "OVERRIDE_HOLD",
     "OVERRIDE_SET",
+    "RESERVED_ROWS",
     "SOURCE_CUSTOMS",
     "SOURCE_FEED",
     "SOURCE_FILE",
@@ -63,6 +65,10 @@ SOURCE_FILE: Final = 1
 SOURCE_FEED: Final = 2
 SOURCE_CUSTOMS: Final = 3
 
+# Rows' arrays are reserved for this many entries at once (192 MB of address space, not
+# of memory: only the rows written become resident), so that a day's delta is never
+# copied to grow; beyond it they double.
+RESERVED_ROWS: Final = 1 << 22
 _NO_POSTCODE: Final = -1  # sorter.postcode.NO_POSTCODE, as a numba constant
 _MAX_LOAD: Final = 0.7
 
@@ -345,8 +351,8 @@ class DeltaTable:
     def reserve(self, rows: int) -> None:
         """Room for `rows` entries (rows reserved, not resident; the table sized)."""
         if rows > self.words.shape[0]:
-            capacity = max(1 << 10, 1 << (rows - 1).bit_length())
-            # np.empty: pages no row reaches are never resident.
+            capacity = max(RESERVED_ROWS, 1 << (rows - 1).bit_length())
+            # np.empty: pages no row reaches are never resident (address space only).
             words = np.empty((capacity, KEY_BYTES // 8), np.uint64)
             postcode = np.empty(capacity, np.int64)
             packed = np.empty(capacity, np.int64)
