@@ -449,6 +449,9 @@ class LiveManifest:
             if row.id is not None and row.id in seen:
                 applied.duplicates += 1
                 continue
+            if _KEY_RE.fullmatch(row.barcode) is None:  # a row not made by the parser
+                applied.bad.append(BadRow("bad_value", f"barcode {_quote(row.barcode)}"))
+                continue
             dest = -1
             if row.destination is not None:
                 found = self._plan_index.get(row.destination)
@@ -472,6 +475,9 @@ class LiveManifest:
         for update, table_row in zip(updates, at, strict=True):
             if update.id is not None and update.id in seen:
                 applied.duplicates += 1
+                continue
+            if _KEY_RE.fullmatch(update.barcode) is None:
+                applied.bad.append(BadRow("bad_value", f"barcode {_quote(update.barcode)}"))
                 continue
             current = self._current(update.barcode, table_row)
             pc, packed = current if current is not None else (NO_POSTCODE, 0)
