@@ -249,6 +249,11 @@ class Manifest:
         return self.part.rows
 
     @property
+    def words(self) -> npt.NDArray[np.uint64]:
+        """The keys as (rows, 4) words, as the table's kernels read them."""
+        return self._words
+
+    @property
     def bad_rows(self) -> int:
         return sum(r.bad_rows for r in self.reports)
 
