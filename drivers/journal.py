@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -69,6 +69,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 SENT_PERSIST_NS: Final = 250_000_000
 
@@ -213,6 +215,27 @@ class Journal:
         self._pending_keys.add((req.tracking_id, req.seq))
         self._txn_rows = True
         return True
+
+    def write(self, statements: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run `statements` inside the open transaction (the feeds' tables,
+        drivers/journal_feeds.py); None when they failed (the transaction is then rolled
+        back, as for a failed append). Durable once `commit()` returns True."""
+        try:
+            self._begin()
+            out = statements(self._db)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        self._txn_rows = True
+        return out
+
+    def read(self, statements: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run reading `statements`; None when the journal cannot be read."""
+        try:
+            return statements(self._db)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
 
     def commit(self) -> bool:
         """Make what was appended durable; False when the journal could not."""
