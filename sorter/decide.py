@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sorter.barcodes import CodeKind, Label, classify
+from sorter.feeds import LiveManifest, Source
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest, ManifestRow
 from sorter.plan import CompiledPlan, SortPlan, letters_index
@@ -65,6 +66,10 @@ class Choice:
     chute: int
     reason: Reason
     barcode: str
+    # Who decided the pre-advice the item was routed with (file, feed, customs); None
+    # when it had none (P/cmd/tracking). Not compared: two choices are equal when they
+    # route alike.
+    source: Source | None = field(default=None, compare=False)
 
 
 def _unread(reason: Reason, recirculations: int, minute: int, dims: Measures) -> ItemFeatures:
@@ -125,7 +130,9 @@ class Decider:
         self._names = [d.name for d in sort_plan.destinations]
         self._regexes = sort_plan.regexes
         self._site_country = letters_index(site_country) if site_country else -1
-        self.manifest: Manifest | None = None
+        self._manifest: Manifest | None = None
+        self._live: LiveManifest | None = None
+        self._source: Source | None = None  # of the last lookup that found a row
         self.manifest_lookups = 0
         self.manifest_hits = 0
         # Invalid codes read beside valid ones, and ignored (P/stats `codes`).
@@ -135,9 +142,25 @@ class Decider:
     def destination_names(self) -> list[str]:
         return list(self._names)
 
-    def use_manifest(self, manifest: Manifest | None) -> None:
-        """Swap the pre-advice in one assignment: decisions never see half an index."""
-        self.manifest = None if manifest is None else manifest.for_destinations(self._names)
+    def use_manifest(self, manifest: Manifest | LiveManifest | None) -> None:
+        """Swap the pre-advice in one assignment: decisions never see half an index. A
+        LiveManifest (files and feeds) is used as it changes, under this plan's names
+        (its destinations are set to them: a plan reload's new decider remaps it)."""
+        if isinstance(manifest, LiveManifest):
+            manifest.set_destinations(self._names)
+            self._live, self._manifest = manifest, None
+        else:
+            self._live = None
+            self._manifest = None if manifest is None else manifest.for_destinations(self._names)
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The file manifest (under a LiveManifest: its files), for P/stats."""
+        return self._live.files if self._live is not None else self._manifest
+
+    @property
+    def live(self) -> LiveManifest | None:
+        return self._live
 
     def warm(self) -> None:
         """Everything the first item would otherwise pay for: the kernels (compiled or
@@ -177,27 +200,28 @@ class Decider:
         ship_to = [lab for lab in valid if lab.kind is CodeKind.GS1 and lab.ship_to]
         s10 = next((lab for lab in valid if lab.kind is CodeKind.S10), None)
         # One pre-advice lookup per naming code, however many ship-to labels it pairs with.
-        rows = [self._lookup(t, valid) for t in names]
-        candidates = [
-            (t, p, row) for t, row in zip(names, rows, strict=True) for p in (ship_to or (None,))
-        ]
+        looked_up = [(t, self._lookup(t, valid), self._source) for t in names]
+        candidates = [(t, p, row, src) for t, row, src in looked_up for p in (ship_to or (None,))]
         if len(candidates) == 1:
-            t, p, row = candidates[0]
+            t, p, row, self._source = candidates[0]
             return self._build(t, p, s10, row, recirculations, minute, dims)
         built = [
-            self._build(t, p, s10, row, recirculations, minute, dims) for t, p, row in candidates
+            self._build(t, p, s10, row, recirculations, minute, dims) for t, p, row, _ in candidates
         ]
         dests = [self.kernel.match(f) for f, _ in built]
         if len({d for d in dests if d >= 0}) > 1:
+            self._source = None
             return _unread(Reason.MULTI_READ_CONFLICT, recirculations, minute, dims), built[0][1]
-        for (f, barcode), d in zip(built, dests, strict=True):
-            if d >= 0:
-                return f, barcode
-        return built[0]
+        chosen = next((i for i, d in enumerate(dests) if d >= 0), 0)
+        self._source = candidates[chosen][3]
+        return built[chosen]
 
     def _lookup(self, t: Label | None, valid: Sequence[Label]) -> ManifestRow | None:
-        """The pre-advice under the naming code, else under any other code of the item."""
-        manifest = self.manifest
+        """The pre-advice under the naming code, else under any other code of the item;
+        who decided it in self._source."""
+        self._source = None
+        live = self._live
+        manifest = live if live is not None else self._manifest
         if manifest is None or not manifest.size:
             return None
         codes = [t.barcode] if t is not None and t.barcode else []
@@ -206,9 +230,13 @@ class Decider:
             return None
         self.manifest_lookups += 1
         for code in codes:
-            row = manifest.lookup(code)
+            if live is not None:
+                row, source = live.lookup_source(code)
+            else:
+                row, source = manifest.lookup(code), Source.FILE
             if row is not None:
                 self.manifest_hits += 1
+                self._source = source
                 return row
         return None
 
@@ -300,6 +328,7 @@ class Decider:
         from heads that always send AIM symbology identifiers (bare digits are not GS1)."""
         if minute is None:
             minute = self.minute_of_day()
+        self._source = None
         if len(codes) == 1:
             # One code, by far the common case: no multi-read resolution to do.
             lab = classify(codes[0], identifiers)
@@ -331,16 +360,25 @@ class Decider:
         identifiers: bool = False,
     ) -> Choice:
         features, barcode = self.features(codes, recirculations, None, dims, identifiers)
-        return self.decide_features(features, barcode)
+        return self.decide_features(features, barcode, self._source)
 
     def decide_timeout(self, recirculations: int, dims: Measures = NOT_MEASURED) -> Choice:
         """An item whose scan did not come in time: timeout, unless it used up its
         recirculations or is out of range (the kernel's order, as for every other item)."""
         return self.decide_features(_unread(Reason.TIMEOUT, recirculations, -1, dims), "")
 
-    def decide_features(self, features: ItemFeatures, barcode: str) -> Choice:
+    def decide_features(
+        self, features: ItemFeatures, barcode: str, source: Source | None = None
+    ) -> Choice:
+        """`source`: who decided the pre-advice in `features` (`last_source` after
+        `features`), carried into the Choice."""
         dest, chute, reason = self.kernel.decide(features, self.state)
-        return Choice(self._names[dest] if dest >= 0 else "", chute, reason, barcode)
+        return Choice(self._names[dest] if dest >= 0 else "", chute, reason, barcode, source)
+
+    @property
+    def last_source(self) -> Source | None:
+        """Who decided the pre-advice of the item `features` last built; None without."""
+        return self._source
 
     def function_chute(self, reason: Reason) -> int:
         return int(self.plan.function_chute[int(reason)])

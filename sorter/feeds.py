@@ -157,7 +157,6 @@ class Source(enum.StrEnum):
     CUSTOMS = "customs"  # a customs message's hold or release is in force
 
 
-
 _KEY_RE: Final = re.compile(f"[!-~]{{1,{KEY_BYTES}}}")
 _HOLD_WORDS: Final = {"HOLD": "hold", "YES": "hold", "NO": "release", "CLEAR": "release",
                       "RELEASE": "release", "NONE": "release"}  # fmt: skip

@@ -170,9 +170,7 @@ def find_live_batch(
         f = -1
         if d < 0 or not d_packed[d] & HAS_ROW:
             f = _probe(f_words, f_table, w0, w1, w2, w3)
-        source[i], postcode[i], packed[i] = _resolve(
-            d, d_pc, d_packed, to_plan, f, f_pc, f_packed
-        )
+        source[i], postcode[i], packed[i] = _resolve(d, d_pc, d_packed, to_plan, f, f_pc, f_packed)
 
 
 @_lookup_kernel
