@@ -220,5 +220,5 @@ def _paho(client: aiomqtt.Client) -> Any:
 def _queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
     """aiomqtt's queue of received messages, drained in batches: its iterator makes a task
     per message."""
-    queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
+    queue: asyncio.Queue[aiomqtt.Message] = client._queue
     return queue

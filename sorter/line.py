@@ -314,7 +314,10 @@ class Line:
             observer.on_decision(reason.word, choice.destination, chute, latency_ms)
         msg = self.messages.decision(Decided(req, codes, choice, recirculations, latency_ms))
         source = choice.source
-        memory.last_decision[req.tracking_id] = (msg.payload, None if source is None else source.value)
+        memory.last_decision[req.tracking_id] = (
+            msg.payload,
+            None if source is None else source.value,
+        )
         self.durable.record(msg)
 
     def last_decision(self, tracking_id: int) -> dict[str, Any] | None:

@@ -38,8 +38,8 @@ __all__ = [
     "BAD_LOG_INTERVAL_NS",
     "RETAINED_REASON",
     "FeedService",
-    "warm_live",
     "topic_matches",
+    "warm_live",
 ]
 
 log = structlog.get_logger(__name__)
@@ -201,9 +201,15 @@ class FeedService:
             if time.monotonic() >= next_prune:
                 # One pass over the entries, step by step; a journal that cannot write
                 # ends the pass (the next one tries again).
-                while self.store.prune_step() is not None and not self.store.prune_wrapped:
-                    await asyncio.sleep(PRUNE_PAUSE_S)
+                await self._prune_pass()
                 next_prune = time.monotonic() + PRUNE_ROUND_S
+
+    async def _prune_pass(self) -> None:
+        store = self.store
+        while True:
+            if store.prune_step() is None or store.prune_wrapped:
+                return
+            await asyncio.sleep(PRUNE_PAUSE_S)
 
     def figures(self) -> dict[str, Any]:
         """P/stats `feeds`."""

@@ -197,7 +197,10 @@ async def test_feeds_route_items_and_survive_kill(tmp_path: Path) -> None:
         await publish(
             rig.broker,
             PRE,
-            [{"barcode": A, "destination": "FES", "id": "a1"}, {"barcode": B, "destination": "RABAT", "id": "b1"}],
+            [
+                {"barcode": A, "destination": "FES", "id": "a1"},
+                {"barcode": B, "destination": "RABAT", "id": "b1"},
+            ],
         )
         await publish(rig.broker, CUS, [{"barcode": A, "status": "hold", "id": "c1"}])
         await wait_until(lambda: rig.feeds().get("duplicates") == 3, 20)

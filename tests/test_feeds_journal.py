@@ -156,9 +156,7 @@ def test_ids_are_bounded(tmp_path: Path) -> None:
         assert batch is not None
         assert store.add(batch, i)
     assert journal.commit()
-    assert store.fresh(FeedBatch(rows=[_row("E1", "RABAT", rid="e2999")])) == FeedBatch(
-        [], [], []
-    )
+    assert store.fresh(FeedBatch(rows=[_row("E1", "RABAT", rid="e2999")])) == FeedBatch([], [], [])
     assert store.prune_step() is not None
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
         (left,) = db.execute("SELECT count(*) FROM feed_id").fetchone()
@@ -199,5 +197,5 @@ def test_feeds_config_checked(tmp_path: Path) -> None:
     assert "feeds.preadvice" in text
     assert "feeds.customs" in text
     assert "feeds.topic: unknown key" in text
-    with pytest.raises(ConfigError, match="feeds.customs"):
+    with pytest.raises(ConfigError, match=r"feeds\.customs"):
         load_site(site('\n[feeds]\npreadvice = "hub/x"\ncustoms = "hub/x"\n'))
