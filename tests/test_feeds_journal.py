@@ -1,6 +1,7 @@
 """The feeds in the journal (drivers/journal_feeds.py) and the daemon's feed handler
 (sorterd/feeds.py), on a real SQLite file: order kept across a reopen, ids remembered
-across a reopen, replaced entries pruned without changing what a replay gives."""
+across a reopen, replaced entries pruned without changing what a replay gives; and file
+and plan reloads of a running daemon that keep the feed rows."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import sqlite3
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
+from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
 from drivers.journal import Journal
 from drivers.journal_feeds import FeedStore
@@ -17,7 +20,8 @@ from sorter.config import ConfigError, FeedsSection, load_site
 from sorter.feeds import CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
 from sorterd.demo import write_site
 from sorterd.feeds import FeedService, topic_matches
-from tests.linekit import PLAN_PATH
+from simulators.manifests import write_manifest
+from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
 
 DESTS = ["RABAT", "FES"]
 PRE, CUS = "hub/preadvice", "hub/customs"
@@ -199,3 +203,41 @@ def test_feeds_config_checked(tmp_path: Path) -> None:
     assert "feeds.topic: unknown key" in text
     with pytest.raises(ConfigError, match=r"feeds\.customs"):
         load_site(site('\n[feeds]\npreadvice = "hub/x"\ncustoms = "hub/x"\n'))
+
+
+async def test_file_and_plan_reloads_keep_the_feed_rows(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    x, y = "RB111111115GB", "RB222222225GB"
+    header = ("barcode", "destination")
+    write_manifest(folder / "a.csv", [(x, "FES")], header=header)
+    extra = '\n[feeds]\npreadvice = "hub/preadvice"\ncustoms = "hub/customs"\n'
+    async with line_with_daemon(
+        broker, tmp_path, manifests=str(folder / "*.csv"), extra_config=extra
+    ) as rig:
+        daemon = rig.daemon
+        assert daemon.parts.feeds is not None
+        live = daemon.parts.feeds.live
+        assert daemon.decider.decide([x]).destination == "FES"
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            row = {"barcode": x, "destination": "RABAT", "id": "x1"}
+            await client.publish("hub/preadvice", json.dumps(row).encode(), qos=1)
+        await wait_until(lambda: live.source_of(x) is Source.FEED, 10)
+        assert daemon.decider.decide([x]).destination == "RABAT"
+
+        # A file reload: the feed's row still wins over the file's; new file rows count.
+        write_manifest(folder / "b.csv", [(x, "FES"), (y, "FES")], header=header)
+        await wait_until(lambda: live.source_of(y) is Source.FILE, 20, what="file reload")
+        choice = daemon.decider.decide([x])
+        assert (choice.destination, choice.source) == ("RABAT", Source.FEED)
+        assert daemon.decider.decide([y]).destination == "FES"
+
+        # A plan reload: a new decider, the same live index under the new plan's names.
+        old = daemon.decider
+        daemon.request_reload("r1")
+        await wait_until(lambda: daemon.decider is not old, 60, what="plan reload")
+        choice = daemon.decider.decide([x])
+        assert (choice.destination, choice.source) == ("RABAT", Source.FEED)
+        assert daemon.decider.decide([y]).destination == "FES"
