@@ -33,6 +33,7 @@ from sorter.addresses import parse_mqtt_url
 from sorter.backoff import Backoff
 
 __all__ = [
+    "MAX_BATCH_BYTES",
     "MAX_BATCH_MESSAGES",
     "FeedHandler",
     "FeedLinkStats",
@@ -42,9 +43,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# Messages handled (and committed to the journal) together: one disk sync for all of them,
-# and few enough that the event loop is back for the PLC within a millisecond or two.
+# Messages handled (and committed to the journal) together: one disk sync for many small
+# ones. The handler gives the loop back between chunks of rows (sorterd/feeds.py).
 MAX_BATCH_MESSAGES: Final = 64
+MAX_BATCH_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ class FeedMessage:
 
 
 class FeedHandler(Protocol):
-    def __call__(self, batch: Sequence[FeedMessage]) -> bool:
+    async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
         """Apply and journal `batch`; True when it is durable (then it is acknowledged)."""
         ...
 
@@ -168,14 +170,17 @@ class FeedSubscriber:
         paho = _paho(client)
         async for first in client.messages:
             batch = [first]
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
+            size = len(first.payload) if isinstance(first.payload, bytes) else 0
+            while len(batch) < self.max_batch and size < MAX_BATCH_BYTES and not queue.empty():
+                message = queue.get_nowait()
+                batch.append(message)
+                size += len(message.payload) if isinstance(message.payload, bytes) else 0
             self.stats.received += len(batch)
             messages = [
                 FeedMessage(str(m.topic), _bytes(m.payload), bool(m.retain), _arrival_ns(m))
                 for m in batch
             ]
-            if self.handler(messages):
+            if await self.handler(messages):
                 for m in batch:
                     if m.qos > 0:
                         paho.ack(m.mid, m.qos)

@@ -46,7 +46,7 @@ _CUSTOMS: Final = 1
 
 FEED_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS feed (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
+    seq INTEGER PRIMARY KEY,        -- arrival order (the newest entry is never pruned)
     kind INTEGER NOT NULL,          -- 0 pre-advice row, 1 customs decision
     barcode TEXT NOT NULL,
     destination TEXT, postcode TEXT, country TEXT, origin TEXT, customs TEXT, service TEXT,
@@ -63,9 +63,8 @@ _INSERT: Final = (
     "INSERT INTO feed (kind, barcode, destination, postcode, country, origin, customs, service,"
     " hold, id, arrival_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
-_CLAIM_ID: Final = (
-    "INSERT OR IGNORE INTO feed_id VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM feed))"
-)
+_CLAIM_ID: Final = "INSERT INTO feed_id VALUES (?, ?)"
+_SEEN_BATCH: Final = 500  # ids looked up per statement (SQLite allows 32766 parameters)
 _SELECT: Final = (
     "SELECT seq, kind, barcode, destination, postcode, country, origin, customs, service, hold,"
     " id, arrival_ns FROM feed WHERE seq > ? ORDER BY seq LIMIT ?"
@@ -104,18 +103,33 @@ class FeedStore:
 
     def fresh(self, batch: FeedBatch) -> FeedBatch | None:
         """`batch` without the rows and decisions whose id was applied before (durably, or
-        earlier in this transaction), their ids now claimed; None when the journal cannot
-        write (the caller applies the batch as it is, and does not acknowledge it)."""
+        earlier in this transaction, or earlier in `batch`), their ids now claimed; None
+        when the journal cannot write (the caller applies the batch as it is, and does not
+        acknowledge it)."""
+        ids = [r.id for r in batch.rows if r.id is not None]
+        ids += [c.id for c in batch.customs if c.id is not None]
+        if not ids:
+            return batch
 
         def claim(db: sqlite3.Connection) -> FeedBatch:
-            rows = [r for r in batch.rows if r.id is None or _claim(db, r.id)]
-            customs = [c for c in batch.customs if c.id is None or _claim(db, c.id)]
+            taken = _known_ids(db, ids)
+            seq = int(db.execute(_LAST_SEQ).fetchone()[0]) + 1
+            new: list[tuple[str, int]] = []
+
+            def first_time(entry_id: str | None) -> bool:
+                if entry_id is None:
+                    return True
+                if entry_id in taken:
+                    return False
+                taken.add(entry_id)
+                new.append((entry_id, seq))
+                return True
+
+            rows = [r for r in batch.rows if first_time(r.id)]
+            customs = [c for c in batch.customs if first_time(c.id)]
+            db.executemany(_CLAIM_ID, new)
             return FeedBatch(rows, customs, batch.bad)
 
-        if not any(r.id is not None for r in batch.rows) and not any(
-            c.id is not None for c in batch.customs
-        ):
-            return batch
         return self.journal.write(claim)
 
     def add(self, batch: FeedBatch, arrival_ns: int) -> bool:
@@ -171,8 +185,16 @@ def _select_after(after: int) -> Callable[[sqlite3.Connection], list[Any]]:
     return lambda db: db.execute(_SELECT, (after, FEED_REPLAY_ROWS)).fetchall()
 
 
-def _claim(db: sqlite3.Connection, entry_id: str) -> bool:
-    return int(db.execute(_CLAIM_ID, (entry_id,)).rowcount) == 1
+def _known_ids(db: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` were claimed before."""
+    known: set[str] = set()
+    for i in range(0, len(ids), _SEEN_BATCH):
+        part = ids[i : i + _SEEN_BATCH]
+        marks = ",".join("?" * len(part))
+        known.update(
+            r[0] for r in db.execute(f"SELECT id FROM feed_id WHERE id IN ({marks})", part)
+        )
+    return known
 
 
 def _row_entry(row: FeedRow, arrival_ns: int) -> tuple[object, ...]:

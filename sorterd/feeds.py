@@ -36,6 +36,8 @@ from sorter.stats import FeedStats
 
 __all__ = [
     "BAD_LOG_INTERVAL_NS",
+    "CHUNK_ROWS",
+    "PARSE_INLINE_BYTES",
     "RETAINED_REASON",
     "FeedService",
     "topic_matches",
@@ -51,6 +53,11 @@ RETAINED_REASON: Final = "retained"
 PRUNE_PAUSE_S: Final = 0.05  # between two prune steps: the line runs in between
 PRUNE_ROUND_S: Final = 60.0  # between two passes over the whole feed table
 COMPACT_EVERY_S: Final = 1.0
+# Rows applied and journaled between two turns of the event loop: ~17 us a row here (parse,
+# journal, index), so a few ms at most.
+CHUNK_ROWS: Final = 256
+# A message larger than this is parsed in a worker thread (~1,000 rows).
+PARSE_INLINE_BYTES: Final = 64 * 1024
 
 
 def warm_live() -> None:
@@ -65,6 +72,19 @@ def warm_live() -> None:
     live.lookup_source("RB123456784GB")
     parse_preadvice(b'{"barcode": "RB123456785GB", "destination": "WARM"}')
     parse_customs(b'{"barcode": "RB123456785GB", "status": "hold"}')
+
+
+def _parts(batch: FeedBatch) -> list[FeedBatch]:
+    """A message's rows and customs decisions, CHUNK_ROWS at a time, in order (its rows,
+    then its decisions, as `LiveManifest.apply` takes them)."""
+    rows, customs = batch.rows, batch.customs
+    if len(rows) + len(customs) <= CHUNK_ROWS:
+        return [FeedBatch(rows, customs, [])]
+    parts = [FeedBatch(rows[i : i + CHUNK_ROWS], [], []) for i in range(0, len(rows), CHUNK_ROWS)]
+    parts += [
+        FeedBatch([], customs[i : i + CHUNK_ROWS], []) for i in range(0, len(customs), CHUNK_ROWS)
+    ]
+    return parts
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -136,47 +156,73 @@ class FeedService:
         self._bad = _BadLog()
         self._wall_ns = wall_ns
 
-    def _parse(self, msg: FeedMessage) -> FeedBatch:
+    async def _parse(self, msg: FeedMessage) -> FeedBatch:
         if msg.retained:
             detail = "a retained message (sent again on every subscribe)"
             return FeedBatch(bad=[BadRow(RETAINED_REASON, detail)])
         preadvice = self.config.preadvice
         if preadvice is not None and topic_matches(preadvice, msg.topic):
-            return parse_preadvice(msg.payload)
-        return parse_customs(msg.payload)
+            parse = parse_preadvice
+        else:
+            parse = parse_customs
+        if len(msg.payload) > PARSE_INLINE_BYTES:
+            # Thousands of rows: parsed beside the loop (the thread gives the GIL back every
+            # few ms), so that PLC polls go on meanwhile.
+            return await asyncio.to_thread(parse, msg.payload)
+        return parse(msg.payload)
 
-    def __call__(self, batch: Sequence[FeedMessage]) -> bool:
+    async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
         """Apply and journal `batch` (drivers.feeds.FeedHandler); True once it is durable.
 
-        A message whose rows cannot be journaled is applied all the same (the line needs
-        it now) and is not acknowledged: the broker sends it again, and the index's own
-        memory of ids (or, after a restart, the journal's) drops what was applied.
+        Rows are applied and journaled CHUNK_ROWS at a time, each chunk committed before
+        the loop is given back (a decision never sees half a row; it may see half of a
+        large message, whose later rows follow within milliseconds). A message whose rows
+        cannot be journaled is applied all the same (the line needs it now) and is not
+        acknowledged: the broker sends it again, and the index's memory of ids (or, after
+        a restart, the journal's) drops what was applied already.
         """
         durable = True
-        stats = self.stats
+        since_commit = 0
         for msg in batch:
-            parsed = self._parse(msg)
-            fresh = self.store.fresh(parsed) if durable else None
-            if fresh is None:
-                durable, fresh = False, parsed
-            else:
-                stats.duplicates += len(parsed.rows) - len(fresh.rows)
-                stats.duplicates += len(parsed.customs) - len(fresh.customs)
-            applied = self.live.apply(fresh, msg.arrival_ns)
-            if durable and not self.store.add(fresh, msg.arrival_ns):
-                durable = False
-            stats.rows_applied += applied.rows
-            stats.customs_applied += applied.customs
-            stats.duplicates += applied.duplicates
-            bad = [*parsed.bad, *applied.bad]
-            if bad:
-                stats.bad_reasons.update(b.reason for b in bad)
-                self._bad.add(bad, msg.topic, time.monotonic_ns())
-        durable = durable and self.journal.commit()
+            parsed = await self._parse(msg)
+            if parsed.bad:
+                self._count_bad(parsed.bad, msg.topic)
+            for part in _parts(parsed):
+                durable = self._apply(part, msg, durable)
+                since_commit += len(part.rows) + len(part.customs)
+                if since_commit >= CHUNK_ROWS:
+                    durable = self.journal.commit() and durable
+                    since_commit = 0
+                    await asyncio.sleep(0)
+        durable = self.journal.commit() and durable
         now_ns = self._wall_ns()
         for msg in batch:
-            stats.on_lag((now_ns - msg.arrival_ns) / 1e6)
+            self.stats.on_lag((now_ns - msg.arrival_ns) / 1e6)
         return durable
+
+    def _apply(self, part: FeedBatch, msg: FeedMessage, durable: bool) -> bool:
+        """Journal (in the open transaction) and apply one part of a message; whether
+        everything of the batch so far could be journaled."""
+        stats = self.stats
+        fresh = self.store.fresh(part) if durable else None
+        if fresh is None:
+            durable, fresh = False, part
+        else:
+            stats.duplicates += len(part.rows) - len(fresh.rows)
+            stats.duplicates += len(part.customs) - len(fresh.customs)
+        applied = self.live.apply(fresh, msg.arrival_ns)
+        if durable and not self.store.add(fresh, msg.arrival_ns):
+            durable = False
+        stats.rows_applied += applied.rows
+        stats.customs_applied += applied.customs
+        stats.duplicates += applied.duplicates
+        if applied.bad:
+            self._count_bad(applied.bad, msg.topic)
+        return durable
+
+    def _count_bad(self, bad: Sequence[BadRow], topic: str) -> None:
+        self.stats.bad_reasons.update(b.reason for b in bad)
+        self._bad.add(bad, topic, time.monotonic_ns())
 
     def replay(self) -> int:
         """Apply every journaled entry again, in arrival order (at the start, before the

@@ -16,11 +16,11 @@ from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
 from drivers.journal import Journal
 from drivers.journal_feeds import FeedStore
+from simulators.manifests import write_manifest
 from sorter.config import ConfigError, FeedsSection, load_site
 from sorter.feeds import CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
 from sorterd.demo import write_site
-from sorterd.feeds import FeedService, topic_matches
-from simulators.manifests import write_manifest
+from sorterd.feeds import PARSE_INLINE_BYTES, FeedService, topic_matches
 from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
 
 DESTS = ["RABAT", "FES"]
@@ -49,11 +49,11 @@ def _state(live: LiveManifest, barcode: str) -> tuple[str | None, bool | None, S
     return dest, bool(row.customs_hold), source
 
 
-def test_applied_rows_survive_a_reopen_in_arrival_order(tmp_path: Path) -> None:
+async def test_applied_rows_survive_a_reopen_in_arrival_order(tmp_path: Path) -> None:
     journal, service = _service(tmp_path / "j.sqlite")
-    assert service([_msg(PRE, [{"barcode": "A1", "destination": "RABAT", "id": "r1"}])])
-    assert service([_msg(CUS, {"barcode": "A1", "status": "hold", "id": "c1"}, 2)])
-    assert service([_msg(PRE, {"barcode": "A1", "destination": "FES", "id": "r2"}, 3)])
+    assert await service([_msg(PRE, [{"barcode": "A1", "destination": "RABAT", "id": "r1"}])])
+    assert await service([_msg(CUS, {"barcode": "A1", "status": "hold", "id": "c1"}, 2)])
+    assert await service([_msg(PRE, {"barcode": "A1", "destination": "FES", "id": "r2"}, 3)])
     assert _state(service.live, "A1") == ("FES", True, Source.CUSTOMS)
     journal.close()  # what kill -9 leaves is the committed rows: the same here
 
@@ -62,8 +62,8 @@ def test_applied_rows_survive_a_reopen_in_arrival_order(tmp_path: Path) -> None:
     # The customs hold made by a customs message outlives a later row without customs.
     assert _state(again.live, "A1") == ("FES", True, Source.CUSTOMS)
     # The same ids delivered again after the restart are not applied a second time.
-    assert again([_msg(PRE, {"barcode": "A1", "destination": "RABAT", "id": "r1"}, 4)])
-    assert again([_msg(CUS, {"barcode": "A1", "status": "release", "id": "c1"}, 5)])
+    assert await again([_msg(PRE, {"barcode": "A1", "destination": "RABAT", "id": "r1"}, 4)])
+    assert await again([_msg(CUS, {"barcode": "A1", "status": "release", "id": "c1"}, 5)])
     assert again.stats.rows_applied == 0
     assert again.stats.customs_applied == 0
     assert again.stats.duplicates == 2
@@ -71,7 +71,7 @@ def test_applied_rows_survive_a_reopen_in_arrival_order(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_bad_rows_counted_by_reason_and_the_rest_applied(tmp_path: Path) -> None:
+async def test_bad_rows_counted_by_reason_and_the_rest_applied(tmp_path: Path) -> None:
     journal, service = _service(tmp_path / "j.sqlite")
     payload = [
         {"barcode": "B1", "destination": "RABAT"},
@@ -79,9 +79,9 @@ def test_bad_rows_counted_by_reason_and_the_rest_applied(tmp_path: Path) -> None
         {"barcode": "B2", "destination": 7},
         {"barcode": "B3", "destination": "NOWHERE"},
     ]
-    assert service([_msg(PRE, payload), FeedMessage(PRE, b"{not json", False, 1)])
-    assert service([_msg(CUS, {"barcode": "B1", "status": "maybe"})])
-    assert service([FeedMessage(PRE, b'{"barcode": "B4", "destination": "FES"}', True, 1)])
+    assert await service([_msg(PRE, payload), FeedMessage(PRE, b"{not json", False, 1)])
+    assert await service([_msg(CUS, {"barcode": "B1", "status": "maybe"})])
+    assert await service([FeedMessage(PRE, b'{"barcode": "B4", "destination": "FES"}', True, 1)])
     stats = service.stats
     assert stats.rows_applied == 1
     assert dict(stats.bad_reasons) == {
@@ -241,3 +241,20 @@ async def test_file_and_plan_reloads_keep_the_feed_rows(
         choice = daemon.decider.decide([x])
         assert (choice.destination, choice.source) == ("RABAT", Source.FEED)
         assert daemon.decider.decide([y]).destination == "FES"
+
+
+async def test_a_large_message_in_chunks_and_an_id_twice_in_it(tmp_path: Path) -> None:
+    journal, service = _service(tmp_path / "j.sqlite")
+    rows = [{"barcode": f"L{i}", "destination": "FES", "id": f"l{i}"} for i in range(3000)]
+    rows.append({"barcode": "L0", "destination": "RABAT", "id": "l0"})  # a re-send inside
+    payload = json.dumps(rows).encode()
+    assert len(payload) > PARSE_INLINE_BYTES  # parsed in a thread
+    assert await service([FeedMessage(PRE, payload, False, 1)])
+    assert service.stats.rows_applied == 3000
+    assert service.stats.duplicates == 1
+    assert _state(service.live, "L0") == ("FES", False, Source.FEED)
+    assert _state(service.live, "L2999") == ("FES", False, Source.FEED)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM feed").fetchone() == (3000,)
+        assert db.execute("SELECT count(*) FROM feed_id").fetchone() == (3000,)
+    journal.close()
