@@ -158,19 +158,80 @@ def find_live(
 
 
 @_lookup_kernel
+def _probe_from(words: Any, table: Any, slot: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
+    """_probe from a known first slot (the hash already taken)."""
+    if table.shape[0] == 0:
+        return -1
+    mask = np.uint64(table.shape[0] - 1)
+    while True:
+        row = table[slot]
+        if row < 0:
+            return -1
+        same = words[row, 0] == w0 and words[row, 1] == w1
+        if same and words[row, 2] == w2 and words[row, 3] == w3:
+            return int(row)
+        slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+
+
+@_lookup_kernel
+def _touch(
+    queries: Any, start: int, stop: int, d_words: Any, d_table: Any, d_packed: Any,
+    f_words: Any, f_table: Any, f_packed: Any, slots: Any,
+) -> int:  # fmt: skip
+    """The first slot of each query of a block in both tables, and the key rows they name,
+    read query after query with no branch on what was read: the misses overlap (the
+    probes after them find the lines in the cache). Returns a sum so that nothing read
+    is optimised away."""
+    d_mask = np.uint64(max(d_table.shape[0], 1) - 1)
+    f_mask = np.uint64(max(f_table.shape[0], 1) - 1)
+    sink = 0
+    for i in range(start, stop):
+        h = _hash4(queries[i, 0], queries[i, 1], queries[i, 2], queries[i, 3])
+        j = i - start
+        slots[j, 0] = np.int64(h & d_mask)
+        slots[j, 1] = np.int64(h & f_mask)
+    if d_table.shape[0]:
+        for j in range(stop - start):
+            slots[j, 2] = d_table[slots[j, 0]]
+    if f_table.shape[0]:
+        for j in range(stop - start):
+            slots[j, 3] = f_table[slots[j, 1]]
+    for j in range(stop - start):
+        if d_table.shape[0] and slots[j, 2] >= 0:
+            sink += d_words[slots[j, 2], 0] + d_packed[slots[j, 2]]
+        if f_table.shape[0] and slots[j, 3] >= 0:
+            sink += f_words[slots[j, 3], 0] + f_packed[slots[j, 3]]
+    return sink
+
+
+@_lookup_kernel
 def find_live_batch(
     queries: Any, d_words: Any, d_table: Any, d_pc: Any, d_packed: Any, to_plan: Any,
     f_words: Any, f_table: Any, f_pc: Any, f_packed: Any,
-    source: Any, postcode: Any, packed: Any,
-) -> None:  # fmt: skip
-    """find_live for many keys (words, (n, 4)), into source, postcode and packed."""
-    for i in range(queries.shape[0]):
-        w0, w1, w2, w3 = queries[i, 0], queries[i, 1], queries[i, 2], queries[i, 3]
-        d = _probe(d_words, d_table, w0, w1, w2, w3)
-        f = -1
-        if d < 0 or not d_packed[d] & HAS_ROW:
-            f = _probe(f_words, f_table, w0, w1, w2, w3)
-        source[i], postcode[i], packed[i] = _resolve(d, d_pc, d_packed, to_plan, f, f_pc, f_packed)
+    source: Any, postcode: Any, packed: Any, slots: Any,
+) -> int:  # fmt: skip
+    """find_live for many keys (words, (n, 4)), into source, postcode and packed; `slots`
+    a scratch (block, 4) int64 array. A block of queries at a time: their first slots
+    and key rows are read together (_touch), then probed."""
+    block = slots.shape[0]
+    n = queries.shape[0]
+    sink = 0
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        sink += _touch(
+            queries, start, stop, d_words, d_table, d_packed, f_words, f_table, f_packed, slots
+        )
+        for i in range(start, stop):
+            j = i - start
+            w0, w1, w2, w3 = queries[i, 0], queries[i, 1], queries[i, 2], queries[i, 3]
+            d = _probe_from(d_words, d_table, slots[j, 0], w0, w1, w2, w3)
+            f = -1
+            if d < 0 or not d_packed[d] & HAS_ROW:
+                f = _probe_from(f_words, f_table, slots[j, 1], w0, w1, w2, w3)
+            source[i], postcode[i], packed[i] = _resolve(
+                d, d_pc, d_packed, to_plan, f, f_pc, f_packed
+            )
+    return sink
 
 
 @_lookup_kernel
@@ -257,14 +318,15 @@ class DeltaTable:
         m = keys.shape[0]
         if not m:
             return
-        self._reserve(self.n + m)
+        self.reserve(self.n + m)
         n = _upsert(
             self.words, self.postcode, self.packed, self.n, self.table, _words_of(keys),
             postcode, packed,
         )  # fmt: skip
         self.n = int(n)
 
-    def _reserve(self, rows: int) -> None:
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` entries (rows reserved, not resident; the table sized)."""
         if rows > self.words.shape[0]:
             capacity = max(1 << 10, 1 << (rows - 1).bit_length())
             # np.empty: pages no row reaches are never resident.
