@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from drivers.journal_file import JournalError
 from sorter.feeds import CustomsUpdate, FeedBatch, FeedRow
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class FeedStore:
         self.remember_ids = remember_ids
         self._prune_after = 0  # the prune's cursor: entries up to it were looked at
         if journal.read(lambda db: db.executescript(FEED_SCHEMA)) is None:
-            raise sqlite3.OperationalError(f"journal {journal.path}: cannot add the feed tables")
+            raise JournalError(f"journal {journal.path}: cannot add the feed tables")
 
     def fresh(self, batch: FeedBatch) -> FeedBatch | None:
         """`batch` without the rows and decisions whose id was applied before (durably, or

@@ -118,9 +118,11 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig_running(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig_running(tmp_path: Path, broker_port: int | None = None) -> AsyncIterator[Rig]:
+    (tmp_path / "broker").mkdir()
+    # Persistence on: a broker stopped cleanly keeps its sessions and their queues.
     async with (
-        LocalBroker(kind="mosquitto") as broker,
+        LocalBroker(broker_port, kind="mosquitto", persistence_dir=tmp_path / "broker") as broker,
         SimulatedLine(
             sorted(load_plan(PLAN_PATH).machine_chutes),
             params=FAST_LINE,
@@ -253,3 +255,28 @@ async def test_killed_mid_stream_every_row_applied_once(tmp_path: Path) -> None:
     with sqlite3.connect(rig.journal) as db:
         (rows, ids) = db.execute("SELECT count(*), count(DISTINCT id) FROM feed").fetchone()
     assert rows == ids == total
+
+
+async def test_broker_restarted_while_rows_are_published(tmp_path: Path) -> None:
+    """The broker goes away and comes back (persistent, as a hub's broker is): the daemon
+    resumes its session, and rows published before it reconnected still arrive."""
+    async with rig_running(tmp_path, broker_port=free_port()) as rig:
+        await rig.start()
+        await publish(rig.broker, PRE, [{"barcode": A, "destination": "RABAT", "id": "a1"}])
+        await wait_until(lambda: rig.feeds().get("rows_applied") == 1, 20)
+        await rig.broker.stop()
+        # Seen in the daemon's log: its P/devices/feeds cannot reach anyone meanwhile.
+        await wait_until(lambda: bool(rig.daemon.log_events("feeds connection lost")), 20)
+        await rig.broker.start()
+        # Published at once, mostly before the daemon is back from its reconnect backoff.
+        await publish(rig.broker, PRE, [{"barcode": B, "destination": "FES", "id": "b1"}])
+        await publish(rig.broker, CUS, [{"barcode": A, "status": "hold", "id": "c1"}])
+        await wait_until(lambda: rig.device().get("connected") is True, 30)
+        await wait_until(
+            lambda: (rig.feeds().get("rows_applied"), rig.feeds().get("customs_applied")) == (2, 1),
+            20,
+            what=f"rows and decisions after the broker's restart: {rig.feeds()}",
+        )
+        assert rig.device()["errors"] >= 1
+        assert (await rig.decide(B))["destination"] == "FES"
+        assert (await rig.decide(A))["reason"] == "customs_hold"
