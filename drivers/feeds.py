@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 # Messages handled (and committed to the journal) together: one disk sync for many small
 # ones. The handler gives the loop back between chunks of rows (sorterd/feeds.py).
 MAX_BATCH_MESSAGES: Final = 64
-MAX_BATCH_BYTES: Final = 64 * 1024
+MAX_BATCH_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)

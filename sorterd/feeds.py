@@ -174,25 +174,28 @@ class FeedService:
     async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
         """Apply and journal `batch` (drivers.feeds.FeedHandler); True once it is durable.
 
-        Rows are applied and journaled CHUNK_ROWS at a time, each chunk committed before
-        the loop is given back (a decision never sees half a row; it may see half of a
-        large message, whose later rows follow within milliseconds). A message whose rows
+        Rows are applied and journaled CHUNK_ROWS at a time, the loop given back in
+        between (a decision never sees half a row; it may see half of a large message,
+        whose later rows follow within milliseconds); the batch is committed once. A message whose rows
         cannot be journaled is applied all the same (the line needs it now) and is not
         acknowledged: the broker sends it again, and the index's memory of ids (or, after
         a restart, the journal's) drops what was applied already.
         """
         durable = True
-        since_commit = 0
+        since_turn = 0
         for msg in batch:
             parsed = await self._parse(msg)
             if parsed.bad:
                 self._count_bad(parsed.bad, msg.topic)
             for part in _parts(parsed):
                 durable = self._apply(part, msg, durable)
-                since_commit += len(part.rows) + len(part.customs)
-                if since_commit >= CHUNK_ROWS:
-                    durable = self.journal.commit() and durable
-                    since_commit = 0
+                since_turn += len(part.rows) + len(part.customs)
+                if since_turn >= CHUNK_ROWS:
+                    # The loop's turn, the transaction left open: one disk sync per batch
+                    # (a decision's own commit meanwhile only makes these rows durable
+                    # sooner; a failed write rolls them back, and then the batch's commit
+                    # says it is not durable).
+                    since_turn = 0
                     await asyncio.sleep(0)
         durable = self.journal.commit() and durable
         now_ns = self._wall_ns()
