@@ -176,10 +176,10 @@ class FeedService:
 
         Rows are applied and journaled CHUNK_ROWS at a time, the loop given back in
         between (a decision never sees half a row; it may see half of a large message,
-        whose later rows follow within milliseconds); the batch is committed once. A message whose rows
-        cannot be journaled is applied all the same (the line needs it now) and is not
-        acknowledged: the broker sends it again, and the index's memory of ids (or, after
-        a restart, the journal's) drops what was applied already.
+        whose later rows follow within milliseconds); the batch is committed once. A
+        message whose rows cannot be journaled is applied all the same (the line needs it
+        now) and is not acknowledged: the broker sends it again, and the index's memory of
+        ids (or, after a restart, the journal's) drops what was applied already.
         """
         durable = True
         since_turn = 0
