@@ -183,6 +183,9 @@ class FeedService:
         """
         durable = True
         since_turn = 0
+        # Any failed write meanwhile (ours, or a decision's while the loop had its turn)
+        # rolled back the open transaction, and with it rows of this batch.
+        failures = self.journal.stats.failed
         for msg in batch:
             parsed = await self._parse(msg)
             if parsed.bad:
@@ -197,7 +200,7 @@ class FeedService:
                     # says it is not durable).
                     since_turn = 0
                     await asyncio.sleep(0)
-        durable = self.journal.commit() and durable
+        durable = self.journal.commit() and durable and self.journal.stats.failed == failures
         now_ns = self._wall_ns()
         for msg in batch:
             self.stats.on_lag((now_ns - msg.arrival_ns) / 1e6)

@@ -258,3 +258,21 @@ async def test_a_large_message_in_chunks_and_an_id_twice_in_it(tmp_path: Path) -
         assert db.execute("SELECT count(*) FROM feed").fetchone() == (3000,)
         assert db.execute("SELECT count(*) FROM feed_id").fetchone() == (3000,)
     journal.close()
+
+
+async def test_a_batch_the_journal_cannot_take_is_applied_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    journal, service = _service(tmp_path / "j.sqlite")
+    message = _msg(PRE, {"barcode": "F1", "destination": "RABAT", "id": "f1"})
+    journal._db.execute("PRAGMA query_only = ON")  # noqa: SLF001  every write now fails
+    assert not await service([message])
+    assert _state(service.live, "F1") == ("RABAT", False, Source.FEED)  # the line has it
+    assert not journal.healthy
+    journal._db.execute("PRAGMA query_only = OFF")  # noqa: SLF001
+    # The broker sends the unacknowledged message again: journaled now, not applied twice.
+    assert await service([message])
+    assert service.stats.rows_applied == 1
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT barcode, id FROM feed").fetchall() == [("F1", "f1")]
+    journal.close()
