@@ -265,11 +265,11 @@ async def test_a_batch_the_journal_cannot_take_is_applied_not_acknowledged(
 ) -> None:
     journal, service = _service(tmp_path / "j.sqlite")
     message = _msg(PRE, {"barcode": "F1", "destination": "RABAT", "id": "f1"})
-    journal._db.execute("PRAGMA query_only = ON")  # noqa: SLF001  every write now fails
+    journal._db.execute("PRAGMA query_only = ON")  # every write now fails
     assert not await service([message])
     assert _state(service.live, "F1") == ("RABAT", False, Source.FEED)  # the line has it
     assert not journal.healthy
-    journal._db.execute("PRAGMA query_only = OFF")  # noqa: SLF001
+    journal._db.execute("PRAGMA query_only = OFF")
     # The broker sends the unacknowledged message again: journaled now, not applied twice.
     assert await service([message])
     assert service.stats.rows_applied == 1
