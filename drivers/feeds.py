@@ -180,7 +180,15 @@ class FeedSubscriber:
                 FeedMessage(str(m.topic), _bytes(m.payload), bool(m.retain), _arrival_ns(m))
                 for m in batch
             ]
-            if await self.handler(messages):
+            try:
+                durable = await self.handler(messages)
+            except Exception:
+                # A bug of ours, not the sender's (bad payloads are counted, not raised):
+                # logged with its traceback; the batch stays unacknowledged, the line goes on.
+                self.stats.errors += 1
+                log.exception("feed handler failed", messages=len(messages))
+                durable = False
+            if durable:
                 for m in batch:
                     if m.qos > 0:
                         paho.ack(m.mid, m.qos)
