@@ -15,8 +15,9 @@ destination name it has known (append only), not the plan's: a lookup maps it th
 row and a destination a plan drops comes back with the plan that brings it back.
 
 Memory: 48 bytes a row (key 32, postcode 8, packed 8) plus the table at a load factor
-between 0.35 and 0.7 (6 to 11 bytes); rows are appended into arrays that grow by doubling,
-allocated and not written, so only the rows in use are resident.
+between 0.35 and 0.7 (6 to 11 bytes); rows are appended into arrays reserved for
+RESERVED_ROWS entries (doubling beyond), allocated and not written, so only the rows in
+use are resident.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ __all__ = [
     "FIELDS_MASK",
     "HAS_ROW",
     "HOLD_BIT",
+    "NO_ROW",
     "OVERRIDE_HOLD",
     "OVERRIDE_SET",
+    "RESERVED_ROWS",
     "SOURCE_CUSTOMS",
     "SOURCE_FEED",
     "SOURCE_FILE",
@@ -51,6 +54,8 @@ FIELDS_MASK: Final = (1 << 52) - 1  # every field pack_fields writes
 HAS_ROW: Final = 1 << 52
 OVERRIDE_SET: Final = 1 << 53
 OVERRIDE_HOLD: Final = 1 << 54
+# In a lookup's answer: no row anywhere, only a customs decision (unpack_row ignores it).
+NO_ROW: Final = 1 << 55
 _DEST_SHIFT: Final = 20
 _DEST_MASK: Final = 0xFFFF << _DEST_SHIFT
 
@@ -60,6 +65,10 @@ SOURCE_FILE: Final = 1
 SOURCE_FEED: Final = 2
 SOURCE_CUSTOMS: Final = 3
 
+# Rows' arrays are reserved for this many entries at once (192 MB of address space, not
+# of memory: only the rows written become resident), so that a day's delta is never
+# copied to grow; beyond it they double.
+RESERVED_ROWS: Final = 1 << 22
 _NO_POSTCODE: Final = -1  # sorter.postcode.NO_POSTCODE, as a numba constant
 _MAX_LOAD: Final = 0.7
 
@@ -133,7 +142,7 @@ def resolve_entry(
         fields = f_packed[f]
     else:
         pc = _NO_POSTCODE
-        fields = np.int64(0)
+        fields = np.int64(NO_ROW)
     if e & OVERRIDE_SET:
         source = SOURCE_CUSTOMS
         fields &= ~np.int64(HOLD_BIT)
@@ -235,6 +244,13 @@ def find_live_batch(
 
 
 @_lookup_kernel
+def _find_many(queries: Any, words: Any, table: Any, out: Any) -> None:
+    for i in range(queries.shape[0]):
+        w0, w1, w2, w3 = queries[i, 0], queries[i, 1], queries[i, 2], queries[i, 3]
+        out[i] = _probe(words, table, w0, w1, w2, w3)
+
+
+@_lookup_kernel
 def _find_raw(raw: Any, words: Any, table: Any) -> int:
     w0, w1, w2, w3 = _raw_words(raw)
     return _probe(words, table, w0, w1, w2, w3)
@@ -308,6 +324,13 @@ class DeltaTable:
             return -1
         return int(_find_raw(raw, self.words, self.table))
 
+    def find_many(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """Rows of many keys (sorter.manifest.encode_keys), -1 where absent."""
+        out = np.full(keys.shape[0], -1, np.int64)
+        if self.n:
+            _find_many(_words_of(keys), self.words, self.table, out)
+        return out
+
     def upsert(
         self,
         keys: npt.NDArray[np.uint8],
@@ -328,8 +351,8 @@ class DeltaTable:
     def reserve(self, rows: int) -> None:
         """Room for `rows` entries (rows reserved, not resident; the table sized)."""
         if rows > self.words.shape[0]:
-            capacity = max(1 << 10, 1 << (rows - 1).bit_length())
-            # np.empty: pages no row reaches are never resident.
+            capacity = max(RESERVED_ROWS, 1 << (rows - 1).bit_length())
+            # np.empty: pages no row reaches are never resident (address space only).
             words = np.empty((capacity, KEY_BYTES // 8), np.uint64)
             postcode = np.empty(capacity, np.int64)
             packed = np.empty(capacity, np.int64)
