@@ -216,26 +216,19 @@ class Journal:
         self._txn_rows = True
         return True
 
-    def write(self, statements: Callable[[sqlite3.Connection], T]) -> T | None:
-        """Run `statements` inside the open transaction (the feeds' tables,
-        drivers/journal_feeds.py); None when they failed (the transaction is then rolled
-        back, as for a failed append). Durable once `commit()` returns True."""
+    def run(self, statements: Callable[[sqlite3.Connection], T], *, write: bool) -> T | None:
+        """Run `statements` (drivers/journal_feeds.py), a `write` in the open transaction
+        (durable once `commit()` is); None when they failed (a write is then rolled back,
+        as a failed append is)."""
         try:
-            self._begin()
+            if write:
+                self._begin()
             out = statements(self._db)
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
-        self._txn_rows = True
+        self._txn_rows = self._txn_rows or write
         return out
-
-    def read(self, statements: Callable[[sqlite3.Connection], T]) -> T | None:
-        """Run reading `statements`; None when the journal cannot be read."""
-        try:
-            return statements(self._db)
-        except sqlite3.Error as exc:
-            self._failed(exc)
-            return None
 
     def commit(self) -> bool:
         """Make what was appended durable; False when the journal could not."""

@@ -14,7 +14,7 @@ An entry that a later one of the same barcode and kind replaced is no longer nee
 later one says all of it) and is pruned in small steps, off the hot path (`prune_step`);
 its id stays in `feed_id`.
 
-Writes join the journal's open transaction (`Journal.write`) and are durable when the
+Writes join the journal's open transaction (`Journal.run`) and are durable when the
 journal commits: the feed handler (sorterd/feeds.py) commits before the PUBACK.
 """
 
@@ -99,7 +99,7 @@ class FeedStore:
         self.journal = journal
         self.remember_ids = remember_ids
         self._prune_after = 0  # the prune's cursor: entries up to it were looked at
-        if journal.read(lambda db: db.executescript(FEED_SCHEMA)) is None:
+        if journal.run(lambda db: db.executescript(FEED_SCHEMA), write=False) is None:
             raise JournalError(f"journal {journal.path}: cannot add the feed tables")
 
     def fresh(self, batch: FeedBatch) -> FeedBatch | None:
@@ -131,7 +131,7 @@ class FeedStore:
             db.executemany(_CLAIM_ID, new)
             return FeedBatch(rows, customs, batch.bad)
 
-        return self.journal.write(claim)
+        return self.journal.run(claim, write=True)
 
     def add(self, batch: FeedBatch, arrival_ns: int) -> bool:
         """Journal the applied rows and decisions of one message (in the open transaction);
@@ -140,14 +140,14 @@ class FeedStore:
         entries += [_customs_entry(c, arrival_ns) for c in batch.customs]
         if not entries:
             return True
-        return self.journal.write(lambda db: db.executemany(_INSERT, entries)) is not None
+        return self.journal.run(lambda db: db.executemany(_INSERT, entries), write=True) is not None
 
     def replay(self) -> Iterator[Replayed]:
         """Every entry in arrival order, as runs of one kind and one arrival; stops early
         when the journal cannot be read."""
         after = 0
         while True:
-            chunk = self.journal.read(_select_after(after))
+            chunk = self.journal.run(_select_after(after), write=False)
             if not chunk:
                 return
             yield from _runs(chunk)
@@ -160,7 +160,7 @@ class FeedStore:
         bound; the entries deleted, None when the journal cannot write. Wraps around at
         the end; committed here."""
         start = self._prune_after
-        last = self.journal.read(lambda db: db.execute(_LAST_SEQ).fetchone()[0])
+        last = self.journal.run(lambda db: db.execute(_LAST_SEQ).fetchone()[0], write=False)
         if last is None:
             return None
         end = min(int(last), start + FEED_PRUNE_ROWS)
@@ -170,7 +170,7 @@ class FeedStore:
             db.execute(_PRUNE_IDS, (int(last) - self.remember_ids,))
             return deleted
 
-        deleted = self.journal.write(prune)
+        deleted = self.journal.run(prune, write=True)
         if deleted is None or not self.journal.commit():
             return None
         self._prune_after = 0 if end >= int(last) else end
