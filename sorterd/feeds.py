@@ -39,6 +39,7 @@ __all__ = [
     "CHUNK_ROWS",
     "PARSE_INLINE_BYTES",
     "RETAINED_REASON",
+    "BadLog",
     "FeedService",
     "topic_matches",
     "warm_live",
@@ -100,7 +101,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(want) == len(got)
 
 
-class _BadLog:
+class BadLog:
     """Bad rows logged with their reasons at most once per BAD_LOG_INTERVAL_NS."""
 
     def __init__(self) -> None:
@@ -153,7 +154,7 @@ class FeedService:
         self.store = FeedStore(journal, remember_ids=config.remember_ids)
         self.live = live
         self.stats = FeedStats()
-        self._bad = _BadLog()
+        self._bad = BadLog()
         self._wall_ns = wall_ns
 
     async def _parse(self, msg: FeedMessage) -> FeedBatch:

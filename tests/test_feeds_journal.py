@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
@@ -18,9 +19,9 @@ from drivers.journal import Journal
 from drivers.journal_feeds import FeedStore
 from simulators.manifests import write_manifest
 from sorter.config import ConfigError, FeedsSection, load_site
-from sorter.feeds import CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
+from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
 from sorterd.demo import write_site
-from sorterd.feeds import PARSE_INLINE_BYTES, FeedService, topic_matches
+from sorterd.feeds import PARSE_INLINE_BYTES, BadLog, FeedService, topic_matches
 from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
 
 DESTS = ["RABAT", "FES"]
@@ -276,3 +277,18 @@ async def test_a_batch_the_journal_cannot_take_is_applied_not_acknowledged(
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
         assert db.execute("SELECT barcode, id FROM feed").fetchall() == [("F1", "f1")]
     journal.close()
+
+
+def test_bad_rows_logged_at_most_once_per_interval() -> None:
+    bad_log = BadLog()
+    second = 10**9
+    with capture_logs() as logs:
+        bad_log.add([BadRow("no_barcode", "row 2: no barcode")], PRE, 0)  # logged at once
+        bad_log.add([BadRow("bad_json", "not JSON")], PRE, 3 * second)  # held back
+        bad_log.add([BadRow("bad_json", "not JSON")], PRE, 9 * second)
+        bad_log.flush_due(9 * second)  # not yet
+        bad_log.flush_due(10 * second)  # now, with what was held back
+        bad_log.flush_due(30 * second)  # nothing new: nothing logged
+    lines = [e for e in logs if e["event"] == "feed bad rows"]
+    assert [e["counts"] for e in lines] == [{"no_barcode": 1}, {"bad_json": 2}]
+    assert lines[1]["examples"] == {"bad_json": f"{PRE}: not JSON"}
