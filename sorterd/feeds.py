@@ -233,7 +233,8 @@ class FeedService:
 
     def replay(self) -> int:
         """Apply every journaled entry again, in arrival order (at the start, before the
-        line runs); the entries applied."""
+        line runs); the entries applied. Makes room for the day's rows first."""
+        self.live.reserve(self.config.expected_rows)
         count = 0
         for run in self.store.replay():
             self.live.apply(run.batch, run.arrival_ns)
