@@ -42,7 +42,6 @@ from sorter.manifest import (
     FileReport,
     Manifest,
     ManifestRow,
-    encode_keys,
     unpack_row,
 )
 from sorter.manifest.delta import (
@@ -415,8 +414,6 @@ class LiveManifest:
         self.compact_at = compact_at  # newest entries held in the dict before a compaction
         self.last_arrival_ns = 0
         self._delta = DeltaTable()
-        self._pending: dict[str, tuple[int, int]] = {}
-        self._pending_new = 0  # pending barcodes the table does not hold yet
         self._known: dict[str, int] = {}  # every destination name known -> its index
         self._names: tuple[str, ...] = ()
         self._plan_index: dict[str, int] = {}  # the plan's names -> their known index
@@ -438,16 +435,19 @@ class LiveManifest:
         self._apply_rows(batch.rows, applied)
         self._apply_customs(batch.customs, applied)
         self.last_arrival_ns = arrival_ns
-        if len(self._pending) >= self.compact_at:
-            self.compact()
+        if len(self._delta.pending) >= self.compact_at:
+            self._delta.compact()
         return applied
 
     def _apply_rows(self, rows: list[FeedRow], applied: Applied) -> None:
         seen = self.seen_ids
-        at = self._table_rows([row.barcode for row in rows])
+        at = self._delta.table_rows([row.barcode for row in rows])
         for row, table_row in zip(rows, at, strict=True):
             if row.id is not None and row.id in seen:
                 applied.duplicates += 1
+                continue
+            if _KEY_RE.fullmatch(row.barcode) is None:  # a row not made by the parser
+                applied.bad.append(BadRow("bad_value", f"barcode {_quote(row.barcode)}"))
                 continue
             dest = -1
             if row.destination is not None:
@@ -458,50 +458,32 @@ class LiveManifest:
                     continue
                 dest = found
             pc, packed = _fields(row, dest)
-            current = self._current(row.barcode, table_row)
+            current = self._delta.current(row.barcode, table_row)
             if row.customs is None and current is not None:
                 packed |= current[1] & _OVERRIDE_BITS  # a customs message's decision stays
-            self._put(row.barcode, pc, packed | HAS_ROW, current is None)
+            self._delta.put(row.barcode, pc, packed | HAS_ROW, current is None)
             if row.id is not None:
                 seen.add(row.id)
             applied.rows += 1
 
     def _apply_customs(self, updates: list[CustomsUpdate], applied: Applied) -> None:
         seen = self.seen_ids
-        at = self._table_rows([update.barcode for update in updates])
+        at = self._delta.table_rows([update.barcode for update in updates])
         for update, table_row in zip(updates, at, strict=True):
             if update.id is not None and update.id in seen:
                 applied.duplicates += 1
                 continue
-            current = self._current(update.barcode, table_row)
+            if _KEY_RE.fullmatch(update.barcode) is None:
+                applied.bad.append(BadRow("bad_value", f"barcode {_quote(update.barcode)}"))
+                continue
+            current = self._delta.current(update.barcode, table_row)
             pc, packed = current if current is not None else (NO_POSTCODE, 0)
             packed = (packed & ~_OVERRIDE_BITS) | OVERRIDE_SET
-            self._put(update.barcode, pc, packed | (OVERRIDE_HOLD if update.hold else 0),
-                      current is None)  # fmt: skip
+            hold = OVERRIDE_HOLD if update.hold else 0
+            self._delta.put(update.barcode, pc, packed | hold, current is None)
             if update.id is not None:
                 seen.add(update.id)
             applied.customs += 1
-
-    def _table_rows(self, barcodes: list[str]) -> list[int]:
-        """Rows of the delta's table for these barcodes (-1 absent), in one call: the table
-        does not change while a batch is applied (a compaction comes after)."""
-        if not self._delta.n or not barcodes:
-            return [-1] * len(barcodes)
-        return self._delta.find_many(encode_keys(barcodes)).tolist()  # type: ignore[no-any-return]
-
-    def _current(self, barcode: str, table_row: int) -> tuple[int, int] | None:
-        """The delta's entry for a barcode (at `table_row` of the table unless a newer one
-        waits in the dict), None when it has none."""
-        entry = self._pending.get(barcode)
-        if entry is not None or table_row < 0:
-            return entry
-        delta = self._delta
-        return int(delta.postcode[table_row]), int(delta.packed[table_row])
-
-    def _put(self, barcode: str, postcode: int, packed: int, new: bool) -> None:
-        self._pending[barcode] = (postcode, packed)
-        if new:
-            self._pending_new += 1
 
     def replace_files(self, files: Manifest | None) -> None:
         """A file reload: the feed rows and customs decisions are kept and still win."""
@@ -533,16 +515,9 @@ class LiveManifest:
 
     def compact(self) -> None:
         """Move the newest entries into the delta's table: costs in proportion to the
-        entries moved, not to the delta's size (the table is updated in place and grows
-        by doubling). `apply` calls it itself past COMPACT_PENDING_ROWS."""
-        pending = self._pending
-        if not pending:
-            return
-        keys = encode_keys(list(pending))
-        values = np.array(list(pending.values()), np.int64).reshape(len(pending), 2)
-        self._delta.upsert(keys, values[:, 0].copy(), values[:, 1].copy())
-        pending.clear()
-        self._pending_new = 0
+        entries moved, not to the delta's size (the table is updated in place). `apply`
+        calls it itself past `compact_at` entries."""
+        self._delta.compact()
 
     def reserve(self, rows: int) -> None:
         """Room for this many delta entries now: the table's doublings (a copy and a
@@ -553,7 +528,7 @@ class LiveManifest:
 
     def _find(self, barcode: str) -> tuple[int, int, int]:
         """(source code, postcode, packed fields) of a barcode."""
-        pending = self._pending.get(barcode)
+        pending = self._delta.pending.get(barcode)
         f_words, f_table, f_pc, f_packed = self._file_arrays
         if pending is not None:
             pc, packed = pending
@@ -594,7 +569,7 @@ class LiveManifest:
     ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Many keys (sorter.manifest.encode_keys) at once: (source codes, postcodes,
         packed fields), as `_find` gives them one at a time. Compacts first."""
-        self.compact()
+        self._delta.compact()
         n = keys.shape[0]
         source = np.zeros(n, np.int8)
         postcode = np.empty(n, np.int64)
@@ -614,12 +589,12 @@ class LiveManifest:
     def delta_rows(self) -> int:
         """Barcodes the delta layer holds (feed rows and customs decisions): P/stats
         `feeds.delta_rows`."""
-        return self._delta.n + self._pending_new
+        return self._delta.n + self._delta.pending_new
 
     @property
     def pending_rows(self) -> int:
         """Entries written since the last compaction (in the dict)."""
-        return len(self._pending)
+        return len(self._delta.pending)
 
     @property
     def files(self) -> Manifest | None:

@@ -540,3 +540,14 @@ def test_two_codes_that_disagree_have_no_source(decider: Decider) -> None:
     live.apply(rows_of({"barcode": S10_RB_GB, "destination": "CASABLANCA"}), 2)
     choice = decider.decide([S10_CP_MA, S10_RB_GB])
     assert (choice.destination, choice.source) == ("CASABLANCA", Source.FEED)
+
+
+def test_rows_not_made_by_the_parser_are_checked_for_their_barcode() -> None:
+    live = LiveManifest(None, DESTS)
+    bad_rows = [FeedRow(b, None, None, "MA", None, None, None) for b in ("", "é", "X" * 33)]
+    bad_customs = [CustomsUpdate(b, True, None) for b in ("", "a b")]
+    applied = live.apply(FeedBatch(bad_rows, bad_customs, []), 1)
+    assert (applied.rows, applied.customs, len(applied.bad)) == (0, 0, 5)
+    live.compact()
+    assert live.delta_rows == 0
+    assert list(live.lookup_batch(encode_keys(["", "é"]))[0]) == [0, 0]

@@ -27,7 +27,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from sorter.manifest.index import _hash4
+from sorter.manifest.index import _hash4, encode_keys
 from sorter.manifest.jit import lookup_kernel as _lookup_kernel
 from sorter.manifest.rows import KEY_BYTES
 
@@ -302,12 +302,16 @@ def _words_of(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
 
 
 class DeltaTable:
-    """Delta entries by barcode, updated in place: `upsert` costs in proportion to the
-    entries given (plus, now and then, a doubling)."""
+    """Delta entries by barcode: the newest in a dict (`pending`, cheap to write), the
+    others in a hash table updated in place (cheap to hold): `compact` moves the dict's
+    into the table, costing in proportion to the entries moved (plus, now and then, a
+    doubling of the table)."""
 
-    __slots__ = ("n", "packed", "postcode", "table", "words")
+    __slots__ = ("n", "packed", "pending", "pending_new", "postcode", "table", "words")
 
     def __init__(self) -> None:
+        self.pending: dict[str, tuple[int, int]] = {}  # barcode -> (postcode, packed)
+        self.pending_new = 0  # pending barcodes the table does not hold
         self.n = 0
         self.words = np.zeros((0, KEY_BYTES // 8), np.uint64)
         self.postcode = np.zeros(0, np.int64)
@@ -323,6 +327,38 @@ class DeltaTable:
         if not self.n:
             return -1
         return int(_find_raw(raw, self.words, self.table))
+
+    def table_rows(self, barcodes: list[str]) -> list[int]:
+        """Rows of the table for these barcodes (-1 absent), in one call: the table does
+        not change while a batch is applied (a compaction comes after)."""
+        if not self.n or not barcodes:
+            return [-1] * len(barcodes)
+        return self.find_many(encode_keys(barcodes)).tolist()  # type: ignore[no-any-return]
+
+    def current(self, barcode: str, table_row: int) -> tuple[int, int] | None:
+        """The entry of a barcode (at `table_row` of the table unless a newer one waits in
+        the dict), None when it has none."""
+        entry = self.pending.get(barcode)
+        if entry is not None or table_row < 0:
+            return entry
+        return int(self.postcode[table_row]), int(self.packed[table_row])
+
+    def put(self, barcode: str, postcode: int, packed: int, new: bool) -> None:
+        """A barcode's entry, into the dict; `new`: no entry had it."""
+        self.pending[barcode] = (postcode, packed)
+        if new:
+            self.pending_new += 1
+
+    def compact(self) -> None:
+        """The dict's entries into the table."""
+        pending = self.pending
+        if not pending:
+            return
+        keys = encode_keys(list(pending))
+        values = np.array(list(pending.values()), np.int64).reshape(len(pending), 2)
+        self.upsert(keys, values[:, 0].copy(), values[:, 1].copy())
+        pending.clear()
+        self.pending_new = 0
 
     def find_many(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
         """Rows of many keys (sorter.manifest.encode_keys), -1 where absent."""
