@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -69,6 +69,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 SENT_PERSIST_NS: Final = 250_000_000
 
@@ -213,6 +215,20 @@ class Journal:
         self._pending_keys.add((req.tracking_id, req.seq))
         self._txn_rows = True
         return True
+
+    def run(self, statements: Callable[[sqlite3.Connection], T], *, write: bool) -> T | None:
+        """Run `statements` (drivers/journal_feeds.py), a `write` in the open transaction
+        (durable once `commit()` is); None when they failed (a write is then rolled back,
+        as a failed append is)."""
+        try:
+            if write:
+                self._begin()
+            out = statements(self._db)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        self._txn_rows = self._txn_rows or write
+        return out
 
     def commit(self) -> bool:
         """Make what was appended durable; False when the journal could not."""

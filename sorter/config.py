@@ -36,7 +36,9 @@ from sorter.telegram_options import (
 
 __all__ = [
     "ENV_PREFIX",
+    "MAX_TOPIC_BYTES",
     "ConfigError",
+    "FeedsSection",
     "JournalSection",
     "ManifestSection",
     "MetricsSection",
@@ -51,11 +53,13 @@ __all__ = [
     "TrackingSection",
     "identifier_sources",
     "load_site",
+    "topic_filter_problem",
     "validation_problems",
     "without_tracking_id",
 ]
 
 ENV_PREFIX = "SORTERD_"
+MAX_TOPIC_BYTES = 65535  # an MQTT string's length is two bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +222,54 @@ class ManifestSection(_Model):
     poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
+def topic_filter_problem(value: str) -> str | None:
+    """Why `value` is not an MQTT topic filter a client may subscribe to; None if it is."""
+    if not value:
+        return "must not be empty"
+    if "\0" in value:
+        return "must not contain NUL"
+    if len(value.encode()) > MAX_TOPIC_BYTES:
+        return f"longer than {MAX_TOPIC_BYTES} bytes"
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "# must be a whole level, and the last one"
+        if "+" in level and level != "+":
+            return "+ must be a whole level"
+    return None
+
+
+class FeedsSection(_Model):
+    """Live hub feeds (docs/interfaces.md section 7): both topics optional."""
+
+    # Topic filters (MQTT wildcards allowed) of pre-advice rows and customs decisions.
+    preadvice: str | None = None
+    customs: str | None = None
+    # The persistent session's client id: stable across restarts, so the broker keeps
+    # what is published while the daemon is down. Default: sorterd-<site>-<line>-feeds.
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    # Ids (of rows and customs decisions) remembered, across restarts, so that the same
+    # id delivered again is not applied twice.
+    remember_ids: Annotated[int, Field(ge=1000, le=50_000_000)] = 1_000_000
+    # Barcodes the live index makes room for at the start (a day's feed): growing its
+    # table past it costs a rehash on the event loop (~90 ms at 1,000,000).
+    expected_rows: Annotated[int, Field(ge=0, le=50_000_000)] = 1_000_000
+
+    @field_validator("preadvice", "customs")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = topic_filter_problem(value)
+        if problem is not None:
+            raise ValueError(f"topic {value!r}: {problem}")
+        return value
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.preadvice, self.customs) if t is not None)
+
+
 class JournalSection(_Model):
     path: str
     # Bound of the file; sent rows are pruned to stay under it, unsent rows never are.
@@ -289,6 +341,7 @@ class SiteConfig(_Model):
     journal: JournalSection
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    feeds: FeedsSection = Field(default_factory=FeedsSection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +393,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem
         "tracking": TrackingSection,
         "manifest": ManifestSection,
         "metrics": MetricsSection,
+        "feeds": FeedsSection,
     }
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX):
@@ -391,6 +445,13 @@ def _window_problems(file: str, config: SiteConfig) -> list[Problem]:
             f"the neighbouring item (docs/tunnels.md, choosing the window)",
         )
     ]
+
+
+def _feeds_problems(file: str, feeds: FeedsSection) -> list[Problem]:
+    if feeds.preadvice is not None and feeds.preadvice == feeds.customs:
+        message = "the same topic as feeds.preadvice: a message could not say what it is"
+        return [Problem(file, "feeds.customs", message)]
+    return []
 
 
 def _read_toml(file: Path, shown: str) -> dict[str, Any]:
@@ -454,6 +515,7 @@ def load_site(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
         raise ConfigError(problems) from None
     problems.extend(_scanner_problems(shown, config))
     problems.extend(_window_problems(shown, config))
+    problems.extend(_feeds_problems(shown, config.feeds))
     base = file.resolve().parent
     tls_paths, tls_problems = _tls_files(shown, base, config.mqtt)
     problems.extend(tls_problems)

@@ -25,6 +25,7 @@ from sorter.ports import ChuteFlag, MessageKind, Outgoing
 if TYPE_CHECKING:
     from sorter.decide import Decider
     from sorter.manifest import Manifest
+    from sorter.stats import FeedStats
 
 __all__ = [
     "MessageIds",
@@ -32,6 +33,7 @@ __all__ = [
     "Topics",
     "chute_state_word",
     "command_answer",
+    "feeds_figures",
     "iso_from_ns",
     "iso_now",
     "manifest_figures",
@@ -125,6 +127,23 @@ def manifest_figures(
         "bad_rows": manifest.bad_rows if manifest is not None else 0,
         "lookups": lookups,
         "hit_rate": round(hits / lookups, 4) if lookups else None,
+    }
+
+
+def feeds_figures(stats: FeedStats, delta_rows: int) -> dict[str, Any]:
+    """The `feeds` block of P/stats: the six keys of docs/interfaces.md section 7 first,
+    then the bad rows by reason, the duplicates skipped and the entries replayed."""
+    p50, p99 = stats.lag_percentiles()
+    return {
+        "rows_applied": stats.rows_applied,
+        "customs_applied": stats.customs_applied,
+        "bad_rows": stats.bad_rows,
+        "lag_ms_p50": p50,
+        "lag_ms_p99": p99,
+        "delta_rows": delta_rows,
+        "bad_reasons": dict(stats.bad_reasons),
+        "duplicates": stats.duplicates,
+        "replayed": stats.replayed,
     }
 
 

@@ -313,10 +313,21 @@ class Line:
         for observer in self.observers:
             observer.on_decision(reason.word, choice.destination, chute, latency_ms)
         msg = self.messages.decision(Decided(req, codes, choice, recirculations, latency_ms))
-        memory.last_decision[req.tracking_id] = msg.payload
+        source = choice.source
+        memory.last_decision[req.tracking_id] = (
+            msg.payload,
+            None if source is None else source.value,
+        )
         self.durable.record(msg)
 
     def last_decision(self, tracking_id: int) -> dict[str, Any] | None:
         """The last decision published for a tracking id (operators asking "where did it
         go?"); None when this process has made none for it recently."""
-        return self.memory.last_decision.get(tracking_id)
+        found = self.memory.last_decision.get(tracking_id)
+        return None if found is None else found[0]
+
+    def last_source(self, tracking_id: int) -> str | None:
+        """Which pre-advice the last decision of a tracking id was routed with: "file",
+        "feed" or "customs" (docs/interfaces.md section 7); None when it had none."""
+        found = self.memory.last_decision.get(tracking_id)
+        return None if found is None else found[1]

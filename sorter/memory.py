@@ -39,8 +39,11 @@ class LineMemory:
         self.assigned: BoundedMap[Pair, Assignment] = BoundedMap(MAX_REMEMBERED)
         # How often an item still on the sorter has recirculated, for its next decision.
         self.recirculations: BoundedMap[int, int] = BoundedMap(MAX_REMEMBERED)
-        # The last P/decisions message of each tracking id, for operators' queries.
-        self.last_decision: BoundedMap[int, dict[str, Any]] = BoundedMap(MAX_QUERYABLE)
+        # The last P/decisions message of each tracking id, for operators' queries, with
+        # the source of the pre-advice it was routed with (file, feed, customs; None: none).
+        self.last_decision: BoundedMap[int, tuple[dict[str, Any], str | None]] = BoundedMap(
+            MAX_QUERYABLE
+        )
 
     def restore(self, rec: Recovered) -> None:
         """Carry on from what a previous process left in its journal."""

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sorter.ports import Outcome, Reason
 
-__all__ = ["LATENCY_SAMPLES", "WINDOW_NS", "LineStats"]
+__all__ = ["LAG_SAMPLES", "LATENCY_SAMPLES", "WINDOW_NS", "FeedStats", "LineStats"]
 
 LATENCY_SAMPLES = 8192  # enough for a stable p99 over the last minutes at line speed
 WINDOW_NS = 60 * 1_000_000_000
+LAG_SAMPLES = 8192  # feed messages whose apply lag makes the percentiles
 
 
 class LineStats:
@@ -83,3 +85,35 @@ class LineStats:
             "outcomes": dict(self.outcomes),
             "latency_ms": self.latency_percentiles(),
         }
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """The live feeds' figures (P/stats `feeds`, docs/interfaces.md section 7)."""
+
+    rows_applied: int = 0
+    customs_applied: int = 0
+    duplicates: int = 0  # rows and decisions whose id was applied before: skipped
+    replayed: int = 0  # entries applied again from the journal at the start
+    bad_reasons: Counter[str] = field(default_factory=Counter)
+    lag_ms: np.ndarray[Any, np.dtype[np.float64]] = field(
+        default_factory=lambda: np.zeros(LAG_SAMPLES, dtype=np.float64)
+    )
+    lag_n: int = 0
+
+    @property
+    def bad_rows(self) -> int:
+        return sum(self.bad_reasons.values())
+
+    def on_lag(self, lag_ms: float) -> None:
+        """One message's arrival -> applied time."""
+        self.lag_ms[self.lag_n % LAG_SAMPLES] = lag_ms
+        self.lag_n += 1
+
+    def lag_percentiles(self) -> tuple[float, float]:
+        """p50 and p99 of the last LAG_SAMPLES messages' lag, ms."""
+        n = min(self.lag_n, LAG_SAMPLES)
+        if n == 0:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(self.lag_ms[:n], [50, 99])
+        return round(float(p50), 3), round(float(p99), 3)

@@ -220,6 +220,9 @@ def _check_config(config: str) -> int:
     for s in cfg.scanner:
         print(f"  scanner {s.name} {s.url} format {s.format}")
     print(f"  mqtt {cfg.mqtt.url} prefix {cfg.mqtt.topic_prefix}")
+    if cfg.feeds.topics:
+        feeds = cfg.feeds
+        print(f"  feeds preadvice {feeds.preadvice or '-'}, customs {feeds.customs or '-'}")
     print(
         f"plan {plan.name} ({site.plan_path.name}): {len(plan.destinations)} destinations, "
         f"{len(plan.rules)} rules, {len(plan.machine_chutes)} chutes, "

@@ -85,4 +85,6 @@ class CommandHandler:
             reason = f"no recent decision for tracking id {tracking_id}"
             self._answer(name, command.request_id, ok=False, reason=reason)
         else:
-            self._answer(name, command.request_id, ok=True, decision=decision)
+            # `source`: which pre-advice decided it (file, feed, customs), null for none.
+            source = self._pipeline.last_source(tracking_id)
+            self._answer(name, command.request_id, ok=True, decision=decision, source=source)

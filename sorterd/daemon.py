@@ -26,6 +26,7 @@ from sorter.manifest import warm as warm_manifest_kernels
 from sorter.plan import SortPlan, compile_plan, load_plan
 from sorter.runtime import release_free_memory, tune_gc
 from sorterd.control import CommandHandler
+from sorterd.feeds import warm_live
 from sorterd.health import HeadWatch, JournalWatch
 from sorterd.jobs import Jobs
 from sorterd.parts import build_parts
@@ -66,7 +67,8 @@ class Daemon:
         self.journal_watch = JournalWatch(parts)
         self.head_watch = HeadWatch(parts, [s.silence_timeout_s for s in site.config.scanner])
         answer = Answers(parts.mqtt, parts.topics)
-        self.reloads = Reloads(site, parts.pipeline, parts.plc, answer, self.jobs)
+        live = parts.feeds.live if parts.feeds is not None else None
+        self.reloads = Reloads(site, parts.pipeline, parts.plc, answer, self.jobs, live)
         self.commands = CommandHandler(parts.topics, parts.pipeline, self.reloads, answer)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -112,6 +114,12 @@ class Daemon:
     def on_journal_health(self) -> None:
         self.journal_watch.check()
 
+    def on_feeds_state(self, connected: bool, reason: str) -> None:
+        feeds = self.parts.feeds
+        errors = feeds.link.stats.errors if feeds is not None else 0
+        # P/devices/feeds: connected once subscribed; errors are connection losses.
+        self.pipeline.devices.report("feeds", connected=connected, errors=errors, detail=reason)
+
     def link_stats(self) -> dict[str, Any]:
         return link_stats(self.parts, self.journal_watch.alarms)
 
@@ -131,6 +139,7 @@ class Daemon:
                 stack.push_async_callback(asyncio.to_thread, parts.metrics.stop)  # safe twice
                 self._serve_metrics()
             self._recover()
+            self._replay_feeds()
             tune_gc()
             for scanner in parts.scanners:
                 await stack.enter_async_context(scanner)
@@ -150,6 +159,8 @@ class Daemon:
         t0 = time.perf_counter()
         await asyncio.to_thread(self.decider.warm)  # compiled or loaded from numba's cache
         await asyncio.to_thread(warm_manifest_kernels)
+        if self.parts.feeds is not None:
+            await asyncio.to_thread(warm_live)
         # Loading the kernels leaves megabytes freed but resident; given back here, a
         # daemon with manifests and one without differ by the index alone.
         await asyncio.to_thread(release_free_memory)
@@ -177,6 +188,21 @@ class Daemon:
             )
         self.journal_watch.check()
 
+    def _replay_feeds(self) -> None:
+        """The feed rows and customs decisions of earlier runs, into the index again."""
+        feeds = self.parts.feeds
+        if feeds is None:
+            return
+        t0 = time.perf_counter()
+        entries = feeds.service.replay()
+        log.info(
+            "feeds replayed",
+            entries=entries,
+            delta_rows=feeds.live.delta_rows,
+            ms=round((time.perf_counter() - t0) * 1000, 1),
+        )
+        self.pipeline.devices.report("feeds", connected=False, errors=0, detail="connecting")
+
     def _start_tasks(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         parts = self.parts
         work = {
@@ -189,6 +215,9 @@ class Daemon:
             "watchdog": run_watchdog(parts.notifier, lambda: not self._stop.is_set()),
             "stats": self.pipeline.run_stats(self.site.config.mqtt.stats_interval_s),
         }
+        if parts.feeds is not None:
+            work["feeds"] = parts.feeds.link.run()
+            work["feeds-upkeep"] = parts.feeds.service.upkeep()
         for scanner in parts.scanners:
             work[f"scanner-{scanner.name}"] = self.pipeline.run_scanner(scanner.reads())
         return [group.create_task(coro, name=name) for name, coro in work.items()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from drivers.feeds import FeedSubscriber
 from drivers.journal import Journal, JournalOutbox
 from drivers.metrics import Metrics
 from drivers.mqtt import MqttPublisher, OutMessage
@@ -14,15 +15,17 @@ from drivers.telegram import format_from_options
 from sorter.config import Site, SiteConfig, identifier_sources
 from sorter.contract import Topics
 from sorter.decide import Decider
+from sorter.feeds import LiveManifest
 from sorter.heads import HeadHealth
 from sorter.kernel import ChuteState, Kernel
 from sorter.line import Line
 from sorter.plan import CompiledPlan
 from sorter.tracker import Tracker
+from sorterd.feeds import FeedService
 from sorterd.status import offline_message
 from sorterd.systemd import SystemdNotifier
 
-__all__ = ["Hooks", "Parts", "build_parts", "new_decider"]
+__all__ = ["Feeds", "Hooks", "Parts", "build_parts", "new_decider"]
 
 
 class Hooks(Protocol):
@@ -36,6 +39,7 @@ class Hooks(Protocol):
     def on_mqtt_message(self, topic: str, payload: bytes) -> None: ...
     def on_scanner_state(self, name: str, connected: bool) -> None: ...
     def on_journal_health(self) -> None: ...
+    def on_feeds_state(self, connected: bool, reason: str) -> None: ...
     def link_stats(self) -> dict[str, Any]:
         """The device sections of P/stats."""
         ...
@@ -53,6 +57,17 @@ class Parts:
     scanners: tuple[StreamScanner, ...]
     notifier: SystemdNotifier
     metrics: Metrics | None  # None: no [metrics] listen address
+    feeds: Feeds | None  # None: no [feeds] topic
+
+
+@dataclass(frozen=True, slots=True)
+class Feeds:
+    """The live feeds (docs/interfaces.md section 7): the index the decider uses, what
+    applies and journals feed messages, and their subscription."""
+
+    live: LiveManifest
+    service: FeedService
+    link: FeedSubscriber
 
 
 def new_decider(site: Site, plan: CompiledPlan, kernel: Kernel | None = None) -> Decider:
@@ -97,6 +112,7 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         chute_status_interval_ms=cfg.plc.chute_status_interval_ms,
         max_chute=pipeline.decider.sort_plan.max_chute,
     )
+    feeds = _feeds(site, journal, pipeline.decider, hooks)
     pipeline.bind_reply(plc.queue_reply)
     pipeline.identifier_sources = identifier_sources(cfg.scanner)
     pipeline.extra_stats = hooks.link_stats
@@ -114,7 +130,32 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         scanners=_scanners(cfg, hooks),
         notifier=SystemdNotifier(),
         metrics=metrics,
+        feeds=feeds,
     )
+
+
+def _feeds(site: Site, journal: Journal, decider: Decider, hooks: Hooks) -> Feeds | None:
+    cfg = site.config
+    fc, mc = cfg.feeds, cfg.mqtt
+    if not fc.topics:
+        return None
+    live = LiveManifest(None, decider.destination_names)
+    decider.use_manifest(live)  # the file manifest comes into it (sorterd/reload.py)
+    service = FeedService(fc, journal, live)
+    link = FeedSubscriber(
+        mc.url,
+        fc.topics,
+        service,
+        client_id=fc.client_id or f"sorterd-{cfg.site.name}-{cfg.site.line}-feeds",
+        username=mc.username,
+        password=mc.password,
+        keepalive_s=mc.keepalive_s,
+        ca_file=mc.ca_file,
+        cert_file=mc.cert_file,
+        key_file=mc.key_file,
+        on_state=hooks.on_feeds_state,
+    )
+    return Feeds(live, service, link)
 
 
 def _tracker(cfg: SiteConfig) -> Tracker:

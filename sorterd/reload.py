@@ -12,6 +12,7 @@ from drivers.plc import PlcLink
 from sorter.commands import CommandName
 from sorter.config import ConfigError, Site
 from sorter.decide import Decider
+from sorter.feeds import LiveManifest
 from sorter.line import Line
 from sorter.manifest import Manifest, ManifestSource
 from sorter.plan import SortPlan, compile_plan, load_plan
@@ -41,7 +42,13 @@ class Reloads:
     """
 
     def __init__(
-        self, site: Site, pipeline: Line, plc: PlcLink, answer: Answers, jobs: Jobs
+        self,
+        site: Site,
+        pipeline: Line,
+        plc: PlcLink,
+        answer: Answers,
+        jobs: Jobs,
+        live: LiveManifest | None = None,
     ) -> None:
         self._site = site
         self._pipeline = pipeline
@@ -52,6 +59,10 @@ class Reloads:
         self._manifest_lock = asyncio.Lock()
         self.manifests = ManifestSource(site.manifest_globs)
         self.manifest: Manifest | None = None
+        # With live feeds: the index the decider uses, files and feed rows together. A file
+        # reload replaces its files and keeps its feed rows; a plan reload hands it to the
+        # new decider, which looks its rows up under the new plan's names.
+        self.live = live
 
     @property
     def decider(self) -> Decider:
@@ -98,7 +109,10 @@ class Reloads:
             names = self.decider.destination_names
             t0 = time.perf_counter()
             manifest = await asyncio.to_thread(self.manifests.build, names)
-            self.decider.use_manifest(manifest)
+            if self.live is not None:
+                self.live.replace_files(manifest)
+            else:
+                self.decider.use_manifest(manifest)
             self.manifest = manifest  # the old index is freed here
             elapsed_ms = (time.perf_counter() - t0) * 1000
             # The build's temporaries and the old index are free, but glibc keeps much of
@@ -130,7 +144,8 @@ class Reloads:
                 return
             old, new = self.plan, decider.sort_plan
             log_plan_warnings(new)
-            decider.use_manifest(self.manifest)  # same rows, the new plan's destinations
+            # Same rows (files and feeds), the new plan's destinations.
+            decider.use_manifest(self.live if self.live is not None else self.manifest)
             self._pipeline.swap_decider(decider)
             if self.manifests.globs:
                 # Rows naming a destination only the new plan has are read again.

@@ -43,13 +43,17 @@ class Answers:
 
 
 def link_stats(parts: Parts, alarms: Sequence[str]) -> dict[str, Any]:
-    """The "mqtt", "journal", "plc" and "scanners" sections of P/stats."""
-    return {
+    """The "mqtt", "journal", "plc" and "scanners" sections of P/stats, and "feeds" when
+    the site has live feeds."""
+    out = {
         "mqtt": _mqtt_stats(parts),
         "journal": _journal_stats(parts, alarms),
         "plc": _plc_stats(parts),
         "scanners": scanner_stats(parts),
     }
+    if parts.feeds is not None:
+        out["feeds"] = parts.feeds.service.figures()
+    return out
 
 
 def _mqtt_stats(parts: Parts) -> dict[str, Any]:

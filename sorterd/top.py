@@ -51,6 +51,7 @@ REJECTS_KEPT = 20
 # Decision and result ids remembered to drop at-least-once re-sends (section 5).
 SEEN_IDS_KEPT = 50_000
 CHUTES_PER_ROW = 20
+FEED_LAG_WARN_MS = 100.0  # the contract's bound on the apply lag (docs/interfaces.md section 7)
 CONNECT_TIMEOUT_S = 5.0
 SUBSCRIBE_TIMEOUT_S = 10.0
 BACKOFF_INITIAL_S = 0.2
@@ -439,7 +440,35 @@ def _figures(model: TopModel) -> Table:
     manifest = stats.get("manifest")
     if isinstance(manifest, dict):
         table.add_row("manifest hits", _rate(manifest.get("hit_rate")))
+    feeds = stats.get("feeds")
+    if isinstance(feeds, dict):
+        _feed_rows(table, feeds)
     return table
+
+
+def _feed_rows(table: Table, feeds: dict[str, Any]) -> None:
+    """The live feeds' block of P/stats (docs/interfaces.md section 7)."""
+    table.add_row(
+        "feed rows / customs",
+        f"{_number(feeds.get('rows_applied'))} / {_number(feeds.get('customs_applied'))}",
+    )
+    p99 = feeds.get("lag_ms_p99")
+    slow = isinstance(p99, int | float) and p99 > FEED_LAG_WARN_MS
+    table.add_row(
+        "feed lag p50/p99",
+        Text(
+            f"{_number(feeds.get('lag_ms_p50'), '.1f')} / {_number(p99, '.1f')} ms",
+            style="yellow" if slow else "",
+        ),
+    )
+    table.add_row("feed delta rows", _number(feeds.get("delta_rows")))
+    bad = _as_int(feeds.get("bad_rows"))
+    cell = Text(f"{bad:,}", style="yellow" if bad else "")
+    reasons = _counter_of(feeds.get("bad_reasons"))
+    if bad and reasons:
+        top = sorted(reasons.items(), key=lambda kv: -kv[1])[:2]
+        cell.append(" (" + ", ".join(f"{k} {v:,}" for k, v in top) + ")", style="dim")
+    table.add_row("feed bad rows", cell)
 
 
 def _counts(heading: str, counts: Mapping[str, int], good: str) -> Table:

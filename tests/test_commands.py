@@ -195,6 +195,9 @@ class _Recorder:
     def last_decision(self, tracking_id: int) -> dict[str, object] | None:
         return {"tracking_id": tracking_id} if tracking_id == 7 else None
 
+    def last_source(self, tracking_id: int) -> str | None:
+        return "feed" if tracking_id == 7 else None
+
     def request_plan(self, request_id: str | None) -> None:
         self.calls.append(("plan", request_id))
 
@@ -237,7 +240,15 @@ class _Recorder:
         ),
         (
             "tracking/7/query",
-            [("answer", "tracking/query", "i", True, {"decision": {"tracking_id": 7}})],
+            [
+                (
+                    "answer",
+                    "tracking/query",
+                    "i",
+                    True,
+                    {"decision": {"tracking_id": 7}, "source": "feed"},
+                )
+            ],
         ),
         (
             "tracking/8/query",

@@ -1,0 +1,237 @@
+"""The live feeds' subscription (docs/interfaces.md section 7): QoS 1, a persistent session,
+and each message acknowledged only once the daemon has applied and journaled it.
+
+A connection of its own, beside the publisher's (drivers/mqtt.py): its session is
+persistent (clean_session False, a stable client id), so the broker keeps what is published
+while the daemon is down and sends it when it is back, and it holds what was delivered but
+not acknowledged, which the broker sends again on the next connection. The command
+subscription stays on the publisher's clean session: a chute command from hours ago must
+not run at a restart.
+
+aiomqtt 2.5 acknowledges a message on arrival and has no public manual acknowledgement
+(its issue #345); paho-mqtt underneath has `manual_ack_set` and `ack`, reached here through
+the aiomqtt client as that issue's workaround. Messages are taken in batches (every message
+already received, up to `max_batch`) and handed to `handler`, which applies and journals
+them; the batch is acknowledged when the handler says it is durable. A batch that is not
+(the journal cannot write) is applied but never acknowledged: the broker still owes it, and
+sends it again on the next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import aiomqtt
+import structlog
+
+from sorter.addresses import parse_mqtt_url
+from sorter.backoff import Backoff
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_MESSAGES",
+    "FeedHandler",
+    "FeedLinkStats",
+    "FeedMessage",
+    "FeedSubscriber",
+]
+
+log = structlog.get_logger(__name__)
+
+# Messages handled (and committed to the journal) together: one disk sync for many small
+# ones. The handler gives the loop back between chunks of rows (sorterd/feeds.py).
+MAX_BATCH_MESSAGES: Final = 64
+MAX_BATCH_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FeedMessage:
+    """One message as it arrived: `arrival_ns` is the wall clock when it came off the
+    socket (the start of its apply lag)."""
+
+    topic: str
+    payload: bytes
+    retained: bool
+    arrival_ns: int
+
+
+class FeedHandler(Protocol):
+    async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
+        """Apply and journal `batch`; True when it is durable (then it is acknowledged)."""
+        ...
+
+
+@dataclass(slots=True)
+class FeedLinkStats:
+    received: int = 0
+    acknowledged: int = 0
+    not_acknowledged: int = 0  # applied, not durable: the broker sends them again
+    connects: int = 0
+    errors: int = 0
+
+
+class FeedSubscriber:
+    """Subscribes `topics` at QoS 1 in the persistent session `client_id`; reconnects with
+    backoff. `url`, credentials and TLS files as for the publisher (sorter/config.py)."""
+
+    def __init__(
+        self,
+        url: str,
+        topics: Sequence[str],
+        handler: FeedHandler,
+        *,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 10,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        on_state: Callable[[bool, str], None] | None = None,
+        max_batch: int = MAX_BATCH_MESSAGES,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        endpoint = parse_mqtt_url(url)
+        self.url = endpoint.shown  # no password in a log
+        self._host, self._port, self._tls = endpoint.host, endpoint.port, endpoint.tls
+        self._username = username if username is not None else endpoint.username
+        self._password = password if password is not None else endpoint.password
+        self._tls_files = (ca_file, cert_file, key_file)
+        self.topics = tuple(topics)
+        self.client_id = client_id
+        self.keepalive_s = keepalive_s
+        self.handler = handler
+        self.on_state = on_state
+        self.max_batch = max_batch
+        self.stats = FeedLinkStats()
+        self.connected = False
+        self.subscribed = False
+        self.last_error: str | None = None
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+
+    def _client(self) -> aiomqtt.Client:
+        tls_context = None
+        if self._tls:
+            ca_file, cert_file, key_file = self._tls_files
+            tls_context = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                tls_context.load_cert_chain(cert_file, key_file)
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._username,
+            password=self._password,
+            identifier=self.client_id,
+            clean_session=False,
+            keepalive=self.keepalive_s,
+            tls_context=tls_context,
+            queue_type=_StampedQueue,
+        )
+        _paho(client).manual_ack_set(True)
+        return client
+
+    def _set_state(self, connected: bool, subscribed: bool, reason: str) -> None:
+        changed = connected != self.connected or subscribed != self.subscribed
+        self.connected, self.subscribed = connected, subscribed
+        if changed:
+            log.info("feeds link", url=self.url, connected=connected, subscribed=subscribed)
+            if self.on_state is not None:
+                self.on_state(connected and subscribed, reason)
+
+    async def run(self) -> None:
+        """Connect, subscribe and hand over messages until cancelled; reconnect with backoff."""
+        while True:
+            try:
+                async with self._client() as client:
+                    self.stats.connects += 1
+                    self._backoff.reset()
+                    self._set_state(True, False, "connected")
+                    # Subscribed on every connect: a broker that lost the session (restarted
+                    # without persistence) has forgotten the subscription.
+                    for topic in self.topics:
+                        await client.subscribe(topic, qos=1)
+                    self._set_state(True, True, "subscribed")
+                    await self._receive(client)
+            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+                self.stats.errors += 1
+                self.last_error = str(exc) or type(exc).__name__
+                log.warning("feeds connection lost", url=self.url, error=self.last_error)
+                self._set_state(False, False, self.last_error)
+            await asyncio.sleep(self._backoff.next_delay_s())
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        queue = _queue(client)
+        paho = _paho(client)
+        async for first in client.messages:
+            batch = [first]
+            size = len(first.payload) if isinstance(first.payload, bytes) else 0
+            while len(batch) < self.max_batch and size < MAX_BATCH_BYTES and not queue.empty():
+                message = queue.get_nowait()
+                batch.append(message)
+                size += len(message.payload) if isinstance(message.payload, bytes) else 0
+            self.stats.received += len(batch)
+            messages = [
+                FeedMessage(str(m.topic), _bytes(m.payload), bool(m.retain), _arrival_ns(m))
+                for m in batch
+            ]
+            try:
+                durable = await self.handler(messages)
+            except Exception:
+                # A bug of ours, not the sender's (bad payloads are counted, not raised):
+                # logged with its traceback; the batch stays unacknowledged, the line goes on.
+                self.stats.errors += 1
+                log.exception("feed handler failed", messages=len(messages))
+                durable = False
+            if durable:
+                for m in batch:
+                    if m.qos > 0:
+                        paho.ack(m.mid, m.qos)
+                self.stats.acknowledged += len(batch)
+            else:
+                self.stats.not_acknowledged += len(batch)
+            # One batch, then the PLC's turn: a backlog after a restart must not hold the
+            # loop for longer than one batch takes.
+            await asyncio.sleep(0)
+
+
+class _StampedQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's queue of received messages, each stamped with the wall clock when it came
+    off the socket: the apply lag starts there, queueing included."""
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        item.arrival_ns = time.time_ns()  # type: ignore[attr-defined]
+        super().put_nowait(item)
+
+
+def _arrival_ns(message: aiomqtt.Message) -> int:
+    stamp = getattr(message, "arrival_ns", None)
+    return stamp if isinstance(stamp, int) else time.time_ns()
+
+
+def _bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray):
+        return bytes(payload)
+    return str(payload).encode()
+
+
+def _paho(client: aiomqtt.Client) -> Any:
+    """The paho-mqtt client inside aiomqtt's (aiomqtt issue #345's workaround)."""
+    paho = getattr(client, "_client", None)
+    if paho is None or not hasattr(paho, "manual_ack_set"):
+        raise RuntimeError("this aiomqtt has no paho client with manual acknowledgement")
+    return paho
+
+
+def _queue(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
+    """aiomqtt's queue of received messages, drained in batches: its iterator makes a task
+    per message."""
+    queue: asyncio.Queue[aiomqtt.Message] = client._queue
+    return queue

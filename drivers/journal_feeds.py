@@ -1,0 +1,231 @@
+"""The live feeds in the journal: every applied pre-advice row and customs decision, and the
+ids already applied, in the journal's SQLite file (drivers/journal.py).
+
+Two tables beside the journal's own (created when missing: a journal written before the
+feeds simply gains them):
+- `feed`: one row per applied pre-advice row (kind 0) or customs decision (kind 1), in
+  arrival order (`seq`), so that a restart applies them again in the same order;
+- `feed_id`: the ids applied, each with the `seq` of its entry, so that an id delivered
+  again (the broker's re-send of what was not acknowledged before a kill, a publisher's
+  own re-send) is not applied twice, even after a restart. The ids of the last
+  `remember_ids` entries are kept; older ones are pruned.
+
+An entry that a later one of the same barcode and kind replaced is no longer needed (the
+later one says all of it) and is pruned in small steps, off the hot path (`prune_step`);
+its id stays in `feed_id`.
+
+Writes join the journal's open transaction (`Journal.run`) and are durable when the
+journal commits: the feed handler (sorterd/feeds.py) commits before the PUBACK.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from drivers.journal_file import JournalError
+from sorter.feeds import CustomsUpdate, FeedBatch, FeedRow
+
+if TYPE_CHECKING:
+    from drivers.journal import Journal
+
+__all__ = [
+    "FEED_PRUNE_ROWS",
+    "FEED_REPLAY_ROWS",
+    "FEED_SCHEMA",
+    "FeedStore",
+    "Replayed",
+]
+
+FEED_PRUNE_ROWS: Final = 2_000  # entries looked at per prune step (a few ms)
+FEED_REPLAY_ROWS: Final = 20_000  # entries read per replay chunk
+
+_ROW: Final = 0
+_CUSTOMS: Final = 1
+
+FEED_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS feed (
+    seq INTEGER PRIMARY KEY,        -- arrival order (the newest entry is never pruned)
+    kind INTEGER NOT NULL,          -- 0 pre-advice row, 1 customs decision
+    barcode TEXT NOT NULL,
+    destination TEXT, postcode TEXT, country TEXT, origin TEXT, customs TEXT, service TEXT,
+    hold INTEGER,                   -- customs decision: 1 hold, 0 release
+    id TEXT,                        -- the row's or decision's own id, if it had one
+    arrival_ns INTEGER NOT NULL     -- wall clock when it arrived
+);
+CREATE INDEX IF NOT EXISTS feed_barcode ON feed (barcode, kind, seq);
+CREATE TABLE IF NOT EXISTS feed_id (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS feed_id_seq ON feed_id (seq);
+"""
+
+_INSERT: Final = (
+    "INSERT INTO feed (kind, barcode, destination, postcode, country, origin, customs, service,"
+    " hold, id, arrival_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_CLAIM_ID: Final = "INSERT INTO feed_id VALUES (?, ?)"
+_SEEN_BATCH: Final = 500  # ids looked up per statement (SQLite allows 32766 parameters)
+_SELECT: Final = (
+    "SELECT seq, kind, barcode, destination, postcode, country, origin, customs, service, hold,"
+    " id, arrival_ns FROM feed WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+# An entry is replaced by a later one of the same barcode and kind that says all it said:
+# a customs decision by a later one; a row by a later row, unless it stated customs and the
+# later row does not (a row's customs word ends an earlier customs decision, a row without
+# one leaves that decision in force: sorter/feeds.py).
+_PRUNE: Final = (
+    "DELETE FROM feed WHERE seq IN (SELECT f.seq FROM feed f WHERE f.seq > ? AND f.seq <= ?"
+    " AND EXISTS (SELECT 1 FROM feed g WHERE g.barcode = f.barcode AND g.kind = f.kind"
+    " AND g.seq > f.seq AND (f.kind = 1 OR f.customs IS NULL OR g.customs IS NOT NULL)))"
+)
+_LAST_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM feed"
+_PRUNE_IDS: Final = "DELETE FROM feed_id WHERE seq <= ?"
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A run of entries of one kind that arrived together, to apply as they were."""
+
+    batch: FeedBatch
+    arrival_ns: int
+
+
+class FeedStore:
+    """The feeds' side of the journal. Every method runs on the event loop thread, as the
+    journal's writes do."""
+
+    def __init__(self, journal: Journal, *, remember_ids: int) -> None:
+        self.journal = journal
+        self.remember_ids = remember_ids
+        self._prune_after = 0  # the prune's cursor: entries up to it were looked at
+        if journal.run(lambda db: db.executescript(FEED_SCHEMA), write=False) is None:
+            raise JournalError(f"journal {journal.path}: cannot add the feed tables")
+
+    def fresh(self, batch: FeedBatch) -> FeedBatch | None:
+        """`batch` without the rows and decisions whose id was applied before (durably, or
+        earlier in this transaction, or earlier in `batch`), their ids now claimed; None
+        when the journal cannot write (the caller applies the batch as it is, and does not
+        acknowledge it)."""
+        ids = [r.id for r in batch.rows if r.id is not None]
+        ids += [c.id for c in batch.customs if c.id is not None]
+        if not ids:
+            return batch
+
+        def claim(db: sqlite3.Connection) -> FeedBatch:
+            taken = _known_ids(db, ids)
+            seq = int(db.execute(_LAST_SEQ).fetchone()[0]) + 1
+            new: list[tuple[str, int]] = []
+
+            def first_time(entry_id: str | None) -> bool:
+                if entry_id is None:
+                    return True
+                if entry_id in taken:
+                    return False
+                taken.add(entry_id)
+                new.append((entry_id, seq))
+                return True
+
+            rows = [r for r in batch.rows if first_time(r.id)]
+            customs = [c for c in batch.customs if first_time(c.id)]
+            db.executemany(_CLAIM_ID, new)
+            return FeedBatch(rows, customs, batch.bad)
+
+        return self.journal.run(claim, write=True)
+
+    def add(self, batch: FeedBatch, arrival_ns: int) -> bool:
+        """Journal the applied rows and decisions of one message (in the open transaction);
+        False when the journal cannot write."""
+        entries = [_row_entry(r, arrival_ns) for r in batch.rows]
+        entries += [_customs_entry(c, arrival_ns) for c in batch.customs]
+        if not entries:
+            return True
+        return self.journal.run(lambda db: db.executemany(_INSERT, entries), write=True) is not None
+
+    def replay(self) -> Iterator[Replayed]:
+        """Every entry in arrival order, as runs of one kind and one arrival; stops early
+        when the journal cannot be read."""
+        after = 0
+        while True:
+            chunk = self.journal.run(_select_after(after), write=False)
+            if not chunk:
+                return
+            yield from _runs(chunk)
+            after = int(chunk[-1][0])
+            if len(chunk) < FEED_REPLAY_ROWS:
+                return
+
+    def prune_step(self) -> int | None:
+        """Delete the replaced entries among the next FEED_PRUNE_ROWS, and the ids beyond the
+        bound; the entries deleted, None when the journal cannot write. Wraps around at
+        the end; committed here."""
+        start = self._prune_after
+        last = self.journal.run(lambda db: db.execute(_LAST_SEQ).fetchone()[0], write=False)
+        if last is None:
+            return None
+        end = min(int(last), start + FEED_PRUNE_ROWS)
+
+        def prune(db: sqlite3.Connection) -> int:
+            deleted = int(db.execute(_PRUNE, (start, end)).rowcount)
+            db.execute(_PRUNE_IDS, (int(last) - self.remember_ids,))
+            return deleted
+
+        deleted = self.journal.run(prune, write=True)
+        if deleted is None or not self.journal.commit():
+            return None
+        self._prune_after = 0 if end >= int(last) else end
+        return deleted
+
+    @property
+    def prune_wrapped(self) -> bool:
+        """The last prune step reached the end of the entries."""
+        return self._prune_after == 0
+
+
+def _select_after(after: int) -> Callable[[sqlite3.Connection], list[Any]]:
+    return lambda db: db.execute(_SELECT, (after, FEED_REPLAY_ROWS)).fetchall()
+
+
+def _known_ids(db: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` were claimed before."""
+    known: set[str] = set()
+    for i in range(0, len(ids), _SEEN_BATCH):
+        part = ids[i : i + _SEEN_BATCH]
+        marks = ",".join("?" * len(part))
+        known.update(
+            r[0] for r in db.execute(f"SELECT id FROM feed_id WHERE id IN ({marks})", part)
+        )
+    return known
+
+
+def _row_entry(row: FeedRow, arrival_ns: int) -> tuple[object, ...]:
+    return (
+        _ROW, row.barcode, row.destination, row.postcode, row.country, row.origin,
+        row.customs, row.service, None, row.id, arrival_ns,
+    )  # fmt: skip
+
+
+def _customs_entry(update: CustomsUpdate, arrival_ns: int) -> tuple[object, ...]:
+    hold = 1 if update.hold else 0
+    return (
+        _CUSTOMS, update.barcode, None, None, None, None, None, None, hold, update.id, arrival_ns,
+    )  # fmt: skip
+
+
+def _runs(chunk: Sequence[Any]) -> Iterator[Replayed]:
+    """Consecutive entries of one kind and one arrival, as one batch each."""
+    rows: list[FeedRow] = []
+    customs: list[CustomsUpdate] = []
+    current: tuple[int, int] | None = None
+    for _seq, kind, barcode, dest, pc, country, origin, cust, service, hold, eid, arrival in chunk:
+        key = (int(kind), int(arrival))
+        if current is not None and key != current:
+            yield Replayed(FeedBatch(rows, customs, []), current[1])
+            rows, customs = [], []
+        current = key
+        if kind == _ROW:
+            rows.append(FeedRow(barcode, dest, pc, country, origin, cust, eid, service))
+        else:
+            customs.append(CustomsUpdate(barcode, bool(hold), eid))
+    if current is not None:
+        yield Replayed(FeedBatch(rows, customs, []), current[1])

@@ -1,0 +1,270 @@
+"""The live hub feeds in the daemon (docs/interfaces.md section 7): messages from the feeds'
+subscription (drivers/feeds.py) parsed (sorter/feeds.py), journaled
+(drivers/journal_feeds.py) and applied to the live manifest the decider looks items up in,
+all before the batch is acknowledged; replayed from the journal at a restart; counted for
+P/stats `feeds` and reported on P/devices/feeds.
+
+Everything here runs on the event loop, between two PLC polls: one batch of messages
+(drivers/feeds.py bounds it) at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import structlog
+
+from drivers.feeds import FeedMessage
+from drivers.journal import Journal
+from drivers.journal_feeds import FeedStore
+from sorter.config import FeedsSection
+from sorter.contract import feeds_figures
+from sorter.feeds import (
+    BadRow,
+    CustomsUpdate,
+    FeedBatch,
+    FeedRow,
+    LiveManifest,
+    parse_customs,
+    parse_preadvice,
+)
+from sorter.stats import FeedStats
+
+__all__ = [
+    "BAD_LOG_INTERVAL_NS",
+    "CHUNK_ROWS",
+    "PARSE_INLINE_BYTES",
+    "RETAINED_REASON",
+    "BadLog",
+    "FeedService",
+    "topic_matches",
+    "warm_live",
+]
+
+log = structlog.get_logger(__name__)
+
+BAD_LOG_INTERVAL_NS: Final = 10 * 10**9  # bad rows are logged at most this often
+# A retained message is sent again on every subscribe: an old row that would undo newer
+# ones each time the link comes back. Feeds are streams; such a message is refused.
+RETAINED_REASON: Final = "retained"
+PRUNE_PAUSE_S: Final = 0.05  # between two prune steps: the line runs in between
+PRUNE_ROUND_S: Final = 60.0  # between two passes over the whole feed table
+COMPACT_EVERY_S: Final = 1.0
+# Rows applied and journaled between two turns of the event loop: ~17 us a row here (parse,
+# journal, index), so a few ms at most.
+CHUNK_ROWS: Final = 256
+# A message larger than this is parsed in a worker thread (~1,000 rows).
+PARSE_INLINE_BYTES: Final = 64 * 1024
+
+
+def warm_live() -> None:
+    """The live index's compiled paths (numba, loaded from its cache), so that the first
+    item and the first feed row do not pay for them."""
+    live = LiveManifest(None, ["WARM"])
+    row = FeedRow("RB123456785GB", "WARM", None, None, None, "hold", None)
+    live.apply(FeedBatch([row], [CustomsUpdate("RB123456785GB", False, None)], []), 0)
+    live.lookup_source("RB123456785GB")
+    live.compact()
+    live.lookup_source("RB123456785GB")
+    live.lookup_source("RB123456784GB")
+    parse_preadvice(b'{"barcode": "RB123456785GB", "destination": "WARM"}')
+    parse_customs(b'{"barcode": "RB123456785GB", "status": "hold"}')
+
+
+def _parts(batch: FeedBatch) -> list[FeedBatch]:
+    """A message's rows and customs decisions, CHUNK_ROWS at a time, in order (its rows,
+    then its decisions, as `LiveManifest.apply` takes them)."""
+    rows, customs = batch.rows, batch.customs
+    if len(rows) + len(customs) <= CHUNK_ROWS:
+        return [FeedBatch(rows, customs, [])]
+    parts = [FeedBatch(rows[i : i + CHUNK_ROWS], [], []) for i in range(0, len(rows), CHUNK_ROWS)]
+    parts += [
+        FeedBatch([], customs[i : i + CHUNK_ROWS], []) for i in range(0, len(customs), CHUNK_ROWS)
+    ]
+    return parts
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (+ one level, # the rest)."""
+    if topic_filter == topic:
+        return True
+    want, got = topic_filter.split("/"), topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(got) or (level not in ("+", got[i])):
+            return False
+    return len(want) == len(got)
+
+
+class BadLog:
+    """Bad rows logged with their reasons at most once per BAD_LOG_INTERVAL_NS."""
+
+    def __init__(self) -> None:
+        self._since: Counter[str] = Counter()
+        self._detail: dict[str, str] = {}
+        self._last_ns: int | None = None
+
+    def add(self, bad: Sequence[BadRow], topic: str, now_ns: int) -> None:
+        for row in bad:
+            self._since[row.reason] += 1
+            self._detail[row.reason] = f"{topic}: {row.detail}"
+        self.flush_due(now_ns)
+
+    def flush_due(self, now_ns: int) -> None:
+        """Log what was held back, once its interval is over."""
+        if self._last_ns is None or now_ns - self._last_ns >= BAD_LOG_INTERVAL_NS:
+            self.flush(now_ns)
+
+    def flush(self, now_ns: int) -> None:
+        if not self._since:
+            return
+        log.warning(
+            "feed bad rows",
+            counts=dict(self._since),
+            examples=dict(self._detail),
+            interval_s=BAD_LOG_INTERVAL_NS // 10**9,
+        )
+        self._since.clear()
+        self._detail.clear()
+        self._last_ns = now_ns
+
+
+class FeedService:
+    """Applies feed messages to `live` and journals them; the subscription's handler.
+
+    `live` is the index the decider uses (sorterd/reload.py swaps its files and plan
+    names). `wall_ns`: the clock of the arrival times (the subscription's).
+    """
+
+    def __init__(
+        self,
+        config: FeedsSection,
+        journal: Journal,
+        live: LiveManifest,
+        *,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.store = FeedStore(journal, remember_ids=config.remember_ids)
+        self.live = live
+        self.stats = FeedStats()
+        self._bad = BadLog()
+        self._wall_ns = wall_ns
+
+    async def _parse(self, msg: FeedMessage) -> FeedBatch:
+        if msg.retained:
+            detail = "a retained message (sent again on every subscribe)"
+            return FeedBatch(bad=[BadRow(RETAINED_REASON, detail)])
+        preadvice = self.config.preadvice
+        if preadvice is not None and topic_matches(preadvice, msg.topic):
+            parse = parse_preadvice
+        else:
+            parse = parse_customs
+        if len(msg.payload) > PARSE_INLINE_BYTES:
+            # Thousands of rows: parsed beside the loop (the thread gives the GIL back every
+            # few ms), so that PLC polls go on meanwhile.
+            return await asyncio.to_thread(parse, msg.payload)
+        return parse(msg.payload)
+
+    async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
+        """Apply and journal `batch` (drivers.feeds.FeedHandler); True once it is durable.
+
+        Rows are applied and journaled CHUNK_ROWS at a time, the loop given back in
+        between (a decision never sees half a row; it may see half of a large message,
+        whose later rows follow within milliseconds); the batch is committed once. A
+        message whose rows cannot be journaled is applied all the same (the line needs it
+        now) and is not acknowledged: the broker sends it again, and the index's memory of
+        ids (or, after a restart, the journal's) drops what was applied already.
+        """
+        durable = True
+        since_turn = 0
+        # Any failed write meanwhile (ours, or a decision's while the loop had its turn)
+        # rolled back the open transaction, and with it rows of this batch.
+        failures = self.journal.stats.failed
+        for msg in batch:
+            parsed = await self._parse(msg)
+            if parsed.bad:
+                self._count_bad(parsed.bad, msg.topic)
+            for part in _parts(parsed):
+                durable = self._apply(part, msg, durable)
+                since_turn += len(part.rows) + len(part.customs)
+                if since_turn >= CHUNK_ROWS:
+                    # The loop's turn, the transaction left open: one disk sync per batch
+                    # (a decision's own commit meanwhile only makes these rows durable
+                    # sooner; a failed write rolls them back, and then the batch's commit
+                    # says it is not durable).
+                    since_turn = 0
+                    await asyncio.sleep(0)
+        durable = self.journal.commit() and durable and self.journal.stats.failed == failures
+        now_ns = self._wall_ns()
+        for msg in batch:
+            self.stats.on_lag((now_ns - msg.arrival_ns) / 1e6)
+        return durable
+
+    def _apply(self, part: FeedBatch, msg: FeedMessage, durable: bool) -> bool:
+        """Journal (in the open transaction) and apply one part of a message; whether
+        everything of the batch so far could be journaled."""
+        stats = self.stats
+        fresh = self.store.fresh(part) if durable else None
+        if fresh is None:
+            durable, fresh = False, part
+        else:
+            stats.duplicates += len(part.rows) - len(fresh.rows)
+            stats.duplicates += len(part.customs) - len(fresh.customs)
+        applied = self.live.apply(fresh, msg.arrival_ns)
+        if durable and not self.store.add(fresh, msg.arrival_ns):
+            durable = False
+        stats.rows_applied += applied.rows
+        stats.customs_applied += applied.customs
+        stats.duplicates += applied.duplicates
+        if applied.bad:
+            self._count_bad(applied.bad, msg.topic)
+        return durable
+
+    def _count_bad(self, bad: Sequence[BadRow], topic: str) -> None:
+        self.stats.bad_reasons.update(b.reason for b in bad)
+        self._bad.add(bad, topic, time.monotonic_ns())
+
+    def replay(self) -> int:
+        """Apply every journaled entry again, in arrival order (at the start, before the
+        line runs); the entries applied. Makes room for the day's rows first."""
+        self.live.reserve(self.config.expected_rows)
+        count = 0
+        for run in self.store.replay():
+            self.live.apply(run.batch, run.arrival_ns)
+            count += len(run.batch.rows) + len(run.batch.customs)
+        self.stats.replayed = count
+        return count
+
+    async def upkeep(self) -> None:
+        """Compaction of the index's newest rows and pruning of replaced journal entries,
+        in small steps between decisions; the bad-row log's last counts."""
+        next_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(COMPACT_EVERY_S)
+            if self.live.pending_rows:
+                # Costs in proportion to the rows moved (sorter/feeds.py): a second's rows.
+                self.live.compact()
+            self._bad.flush_due(time.monotonic_ns())
+            if time.monotonic() >= next_prune:
+                # One pass over the entries, step by step; a journal that cannot write
+                # ends the pass (the next one tries again).
+                await self._prune_pass()
+                next_prune = time.monotonic() + PRUNE_ROUND_S
+
+    async def _prune_pass(self) -> None:
+        store = self.store
+        while True:
+            if store.prune_step() is None or store.prune_wrapped:
+                return
+            await asyncio.sleep(PRUNE_PAUSE_S)
+
+    def figures(self) -> dict[str, Any]:
+        """P/stats `feeds`."""
+        return feeds_figures(self.stats, self.live.delta_rows)

@@ -1,0 +1,294 @@
+"""The feeds in the journal (drivers/journal_feeds.py) and the daemon's feed handler
+(sorterd/feeds.py), on a real SQLite file: order kept across a reopen, ids remembered
+across a reopen, replaced entries pruned without changing what a replay gives; and file
+and plan reloads of a running daemon that keep the feed rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from structlog.testing import capture_logs
+
+from drivers.broker import LocalBroker
+from drivers.feeds import FeedMessage
+from drivers.journal import Journal
+from drivers.journal_feeds import FeedStore
+from simulators.manifests import write_manifest
+from sorter.config import ConfigError, FeedsSection, load_site
+from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
+from sorterd.demo import write_site
+from sorterd.feeds import PARSE_INLINE_BYTES, BadLog, FeedService, topic_matches
+from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
+
+DESTS = ["RABAT", "FES"]
+PRE, CUS = "hub/preadvice", "hub/customs"
+
+
+def _row(barcode: str, dest: str, customs: str | None = None, rid: str | None = None) -> FeedRow:
+    return FeedRow(barcode, dest, None, None, None, customs, rid)
+
+
+def _service(path: Path) -> tuple[Journal, FeedService]:
+    journal = Journal(path)
+    live = LiveManifest(None, DESTS)
+    return journal, FeedService(FeedsSection(preadvice=PRE, customs=CUS), journal, live)
+
+
+def _msg(topic: str, payload: object, at_ns: int = 1) -> FeedMessage:
+    return FeedMessage(topic, json.dumps(payload).encode(), False, at_ns)
+
+
+def _state(live: LiveManifest, barcode: str) -> tuple[str | None, bool | None, Source | None]:
+    row, source = live.lookup_source(barcode)
+    if row is None:
+        return None, None, source
+    dest = DESTS[row.destination] if row.destination >= 0 else None
+    return dest, bool(row.customs_hold), source
+
+
+async def test_applied_rows_survive_a_reopen_in_arrival_order(tmp_path: Path) -> None:
+    journal, service = _service(tmp_path / "j.sqlite")
+    assert await service([_msg(PRE, [{"barcode": "A1", "destination": "RABAT", "id": "r1"}])])
+    assert await service([_msg(CUS, {"barcode": "A1", "status": "hold", "id": "c1"}, 2)])
+    assert await service([_msg(PRE, {"barcode": "A1", "destination": "FES", "id": "r2"}, 3)])
+    assert _state(service.live, "A1") == ("FES", True, Source.CUSTOMS)
+    journal.close()  # what kill -9 leaves is the committed rows: the same here
+
+    journal, again = _service(tmp_path / "j.sqlite")
+    assert again.replay() == 3
+    # The customs hold made by a customs message outlives a later row without customs.
+    assert _state(again.live, "A1") == ("FES", True, Source.CUSTOMS)
+    # The same ids delivered again after the restart are not applied a second time.
+    assert await again([_msg(PRE, {"barcode": "A1", "destination": "RABAT", "id": "r1"}, 4)])
+    assert await again([_msg(CUS, {"barcode": "A1", "status": "release", "id": "c1"}, 5)])
+    assert again.stats.rows_applied == 0
+    assert again.stats.customs_applied == 0
+    assert again.stats.duplicates == 2
+    assert _state(again.live, "A1") == ("FES", True, Source.CUSTOMS)
+    journal.close()
+
+
+async def test_bad_rows_counted_by_reason_and_the_rest_applied(tmp_path: Path) -> None:
+    journal, service = _service(tmp_path / "j.sqlite")
+    payload = [
+        {"barcode": "B1", "destination": "RABAT"},
+        {"destination": "RABAT"},
+        {"barcode": "B2", "destination": 7},
+        {"barcode": "B3", "destination": "NOWHERE"},
+    ]
+    assert await service([_msg(PRE, payload), FeedMessage(PRE, b"{not json", False, 1)])
+    assert await service([_msg(CUS, {"barcode": "B1", "status": "maybe"})])
+    assert await service([FeedMessage(PRE, b'{"barcode": "B4", "destination": "FES"}', True, 1)])
+    stats = service.stats
+    assert stats.rows_applied == 1
+    assert dict(stats.bad_reasons) == {
+        "no_barcode": 1,
+        "wrong_type": 1,
+        "bad_value": 1,
+        "bad_json": 1,
+        "unknown_status": 1,
+        "retained": 1,
+    }
+    figures = service.figures()
+    assert list(figures)[:6] == [
+        "rows_applied",
+        "customs_applied",
+        "bad_rows",
+        "lag_ms_p50",
+        "lag_ms_p99",
+        "delta_rows",
+    ]
+    assert figures["bad_rows"] == 6
+    assert figures["delta_rows"] == 1
+    assert _state(service.live, "B1") == ("RABAT", False, Source.FEED)
+    journal.close()
+
+
+def test_prune_keeps_what_a_replay_needs(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    store = FeedStore(journal, remember_ids=1000)
+    live = LiveManifest(None, DESTS)
+    batches = [
+        FeedBatch(customs=[CustomsUpdate("C1", True, None)]),
+        # States customs: ends the hold above; the row after it does not, and keeps that.
+        FeedBatch(rows=[_row("C1", "RABAT", "release")]),
+        FeedBatch(rows=[_row("C1", "FES")]),
+        FeedBatch(rows=[_row("D1", "RABAT", rid="d1")]),
+        FeedBatch(rows=[_row("D1", "FES", rid="d2")]),
+        FeedBatch(customs=[CustomsUpdate("D1", True, None)]),
+        FeedBatch(customs=[CustomsUpdate("D1", False, None)]),
+    ]
+    for i, batch in enumerate(batches):
+        assert store.add(batch, i)
+        live.apply(batch, i)
+    assert journal.commit()
+    before = {b: _state(live, b) for b in ("C1", "D1")}
+    assert before == {"C1": ("FES", False, Source.FEED), "D1": ("FES", False, Source.CUSTOMS)}
+    while True:
+        assert store.prune_step() is not None
+        if store.prune_wrapped:
+            break
+    with sqlite3.connect(path) as db:
+        kept = db.execute("SELECT kind, barcode, destination FROM feed ORDER BY seq").fetchall()
+        ids = {r[0] for r in db.execute("SELECT id FROM feed_id")}
+    # D1's first row and first customs decision are replaced; C1's rows are not (the
+    # second stated customs, the third does not).
+    assert kept == [
+        (1, "C1", None),
+        (0, "C1", "RABAT"),
+        (0, "C1", "FES"),
+        (0, "D1", "FES"),
+        (1, "D1", None),
+    ]
+    assert ids == set()  # ids are remembered when claimed (FeedStore.fresh), not by add
+    replayed = LiveManifest(None, DESTS)
+    for run in store.replay():
+        replayed.apply(run.batch, run.arrival_ns)
+    assert {b: _state(replayed, b) for b in ("C1", "D1")} == before
+    journal.close()
+
+
+def test_ids_are_bounded(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    store = FeedStore(journal, remember_ids=1000)
+    for i in range(3000):
+        batch = store.fresh(FeedBatch(rows=[_row(f"E{i}", "RABAT", rid=f"e{i}")]))
+        assert batch is not None
+        assert store.add(batch, i)
+    assert journal.commit()
+    assert store.fresh(FeedBatch(rows=[_row("E1", "RABAT", rid="e2999")])) == FeedBatch([], [], [])
+    assert store.prune_step() is not None
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        (left,) = db.execute("SELECT count(*) FROM feed_id").fetchone()
+    assert 1000 <= left <= 1001
+    # An old id forgotten: applied again (the bound says how far back the memory goes).
+    again = store.fresh(FeedBatch(rows=[_row("E0", "FES", rid="e0")]))
+    assert again is not None
+    assert len(again.rows) == 1
+    journal.close()
+
+
+def test_topic_filters() -> None:
+    assert topic_matches("hub/preadvice", "hub/preadvice")
+    assert topic_matches("hub/+/preadvice", "hub/x/preadvice")
+    assert topic_matches("hub/#", "hub/x/y")
+    assert not topic_matches("hub/+", "hub/x/y")
+    assert not topic_matches("hub/preadvice", "hub/customs")
+
+
+def test_feeds_config_checked(tmp_path: Path) -> None:
+    def site(extra: str) -> Path:
+        return write_site(
+            tmp_path,
+            plc_port=1,
+            scanner_port=2,
+            mqtt_url="mqtt://127.0.0.1:1883",
+            plan=PLAN_PATH,
+            prefix="p",
+            extra=extra,
+        )
+
+    loaded = load_site(site('\n[feeds]\npreadvice = "hub/pre"\n'))
+    assert loaded.config.feeds.topics == ("hub/pre",)
+    assert load_site(site("")).config.feeds.topics == ()
+    with pytest.raises(ConfigError) as err:
+        load_site(site('\n[feeds]\npreadvice = "hub/#/x"\ncustoms = "a+"\ntopic = "x"\n'))
+    text = str(err.value)
+    assert "feeds.preadvice" in text
+    assert "feeds.customs" in text
+    assert "feeds.topic: unknown key" in text
+    with pytest.raises(ConfigError, match=r"feeds\.customs"):
+        load_site(site('\n[feeds]\npreadvice = "hub/x"\ncustoms = "hub/x"\n'))
+
+
+async def test_file_and_plan_reloads_keep_the_feed_rows(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    x, y = "RB111111115GB", "RB222222225GB"
+    header = ("barcode", "destination")
+    write_manifest(folder / "a.csv", [(x, "FES")], header=header)
+    extra = '\n[feeds]\npreadvice = "hub/preadvice"\ncustoms = "hub/customs"\n'
+    async with line_with_daemon(
+        broker, tmp_path, manifests=str(folder / "*.csv"), extra_config=extra
+    ) as rig:
+        daemon = rig.daemon
+        assert daemon.parts.feeds is not None
+        live = daemon.parts.feeds.live
+        assert daemon.decider.decide([x]).destination == "FES"
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            row = {"barcode": x, "destination": "RABAT", "id": "x1"}
+            await client.publish("hub/preadvice", json.dumps(row).encode(), qos=1)
+        await wait_until(lambda: live.source_of(x) is Source.FEED, 10)
+        assert daemon.decider.decide([x]).destination == "RABAT"
+
+        # A file reload: the feed's row still wins over the file's; new file rows count.
+        write_manifest(folder / "b.csv", [(x, "FES"), (y, "FES")], header=header)
+        await wait_until(lambda: live.source_of(y) is Source.FILE, 20, what="file reload")
+        choice = daemon.decider.decide([x])
+        assert (choice.destination, choice.source) == ("RABAT", Source.FEED)
+        assert daemon.decider.decide([y]).destination == "FES"
+
+        # A plan reload: a new decider, the same live index under the new plan's names.
+        old = daemon.decider
+        daemon.request_reload("r1")
+        await wait_until(lambda: daemon.decider is not old, 60, what="plan reload")
+        choice = daemon.decider.decide([x])
+        assert (choice.destination, choice.source) == ("RABAT", Source.FEED)
+        assert daemon.decider.decide([y]).destination == "FES"
+
+
+async def test_a_large_message_in_chunks_and_an_id_twice_in_it(tmp_path: Path) -> None:
+    journal, service = _service(tmp_path / "j.sqlite")
+    rows = [{"barcode": f"L{i}", "destination": "FES", "id": f"l{i}"} for i in range(3000)]
+    rows.append({"barcode": "L0", "destination": "RABAT", "id": "l0"})  # a re-send inside
+    payload = json.dumps(rows).encode()
+    assert len(payload) > PARSE_INLINE_BYTES  # parsed in a thread
+    assert await service([FeedMessage(PRE, payload, False, 1)])
+    assert service.stats.rows_applied == 3000
+    assert service.stats.duplicates == 1
+    assert _state(service.live, "L0") == ("FES", False, Source.FEED)
+    assert _state(service.live, "L2999") == ("FES", False, Source.FEED)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM feed").fetchone() == (3000,)
+        assert db.execute("SELECT count(*) FROM feed_id").fetchone() == (3000,)
+    journal.close()
+
+
+async def test_a_batch_the_journal_cannot_take_is_applied_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    journal, service = _service(tmp_path / "j.sqlite")
+    message = _msg(PRE, {"barcode": "F1", "destination": "RABAT", "id": "f1"})
+    journal._db.execute("PRAGMA query_only = ON")  # every write now fails
+    assert not await service([message])
+    assert _state(service.live, "F1") == ("RABAT", False, Source.FEED)  # the line has it
+    assert not journal.healthy
+    journal._db.execute("PRAGMA query_only = OFF")
+    # The broker sends the unacknowledged message again: journaled now, not applied twice.
+    assert await service([message])
+    assert service.stats.rows_applied == 1
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT barcode, id FROM feed").fetchall() == [("F1", "f1")]
+    journal.close()
+
+
+def test_bad_rows_logged_at_most_once_per_interval() -> None:
+    bad_log = BadLog()
+    second = 10**9
+    with capture_logs() as logs:
+        bad_log.add([BadRow("no_barcode", "row 2: no barcode")], PRE, 0)  # logged at once
+        bad_log.add([BadRow("bad_json", "not JSON")], PRE, 3 * second)  # held back
+        bad_log.add([BadRow("bad_json", "not JSON")], PRE, 9 * second)
+        bad_log.flush_due(9 * second)  # not yet
+        bad_log.flush_due(10 * second)  # now, with what was held back
+        bad_log.flush_due(30 * second)  # nothing new: nothing logged
+    lines = [e for e in logs if e["event"] == "feed bad rows"]
+    assert [e["counts"] for e in lines] == [{"no_barcode": 1}, {"bad_json": 2}]
+    assert lines[1]["examples"] == {"bad_json": f"{PRE}: not JSON"}
