@@ -35,7 +35,7 @@ from typing import Any, Final, Literal
 import aiomqtt
 import structlog
 
-from simulators.conveyor import SimItem
+from simulators.conveyor import LineParams, SimItem
 from simulators.labels import GeneratedCode, make_s10, moroccan_postcode
 from simulators.manifests import naming_code
 from simulators.traffic import Traffic
@@ -59,8 +59,10 @@ __all__ = [
     "Published",
     "RowState",
     "fold",
+    "line_plan",
     "publish_stream",
     "read_feed_site",
+    "simulate_feeds",
 ]
 
 log = structlog.get_logger(__name__)
@@ -673,3 +675,55 @@ def _pause_s(
     if rows_per_s is not None:
         waits.append((filler_batch - allowed) / rows_per_s)
     return max(0.0005, min(waits))
+
+
+def line_plan(
+    seed: int, items_per_h: float, params: LineParams, count: int, mix: FeedMix | None = None
+) -> FeedPlan:
+    """The feed stream for a simulated line with `params` inducting `items_per_h` from
+    `Traffic(seed)`: the same spacing as its conveyor (`Conveyor.run`), so that stream
+    time 0 is the first induction."""
+    interval_s = max(3600.0 / items_per_h, params.item_pitch_m / params.belt_speed_m_s)
+    return FeedPlan(
+        seed=seed,
+        interval_s=interval_s,
+        count=count,
+        induct_to_scan_s=params.induct_to_scan_m / params.belt_speed_m_s,
+        mix=mix or FeedMix(),
+    )
+
+
+async def simulate_feeds(
+    site: FeedSite,
+    plan: FeedPlan,
+    *,
+    rows_per_s: float | None,
+    duration_s: float | None,
+    stop: asyncio.Event,
+) -> FeedLog:
+    """`sorterd simulate feeds`: publish `plan` from now (stream time 0), filled up to
+    `rows_per_s` when given, until `duration_s`, the plan's end (without a rate) or `stop`;
+    then wait for the broker to acknowledge what was sent."""
+    publisher = FeedPublisher(site)
+    loop = asyncio.get_running_loop()
+    start_s = loop.time()
+    filler = Filler(plan.seed) if rows_per_s is not None else None
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(publisher.run(), name="feed-publisher")
+        await publish_stream(
+            publisher,
+            plan.messages,
+            start_s=start_s,
+            rows_per_s=rows_per_s,
+            filler=filler,
+            until_s=None if duration_s is None else start_s + duration_s,
+            stop=stop,
+        )
+        await publisher.close()
+        try:
+            async with asyncio.timeout(30):
+                await asyncio.shield(runner)
+        except TimeoutError:
+            log.warning("feed messages still unacknowledged after 30 s; giving up")
+            runner.cancel()
+    return publisher.log
