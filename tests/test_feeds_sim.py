@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,14 @@ from simulators.feeds import (
     FeedRow,
     FeedSite,
     Filler,
+    Published,
     RowState,
     fold,
     publish_stream,
     read_feed_site,
 )
+from tests.feedledger import feed_count_problems, feed_decision_problems
+from tests.linekit import PLAN_PATH
 from tests.waiting import wait_until
 
 MIX = FeedMix(destinations=("CASABLANCA", "RABAT"), oversized_bytes=64 * 1024)
@@ -330,3 +334,82 @@ async def test_broker_down_while_publishing_the_publisher_sends_again(tmp_path: 
     assert feed_log.counts()["retried"] >= 1 or any(
         p.first_sent_s is not None and p.first_sent_s > 0 for p in feed_log.published
     )
+
+
+# --- the feed ledger (tests/feedledger.py) catches what it must --------------------------
+
+
+def _published(seq: int, sent_s: float, *rows: FeedRow) -> Published:
+    message = FeedMessage(0.0, rows[0].kind, b"", rows=rows)
+    return Published(seq, message, first_sent_s=sent_s, acked_s=sent_s + 0.01, attempts=1)
+
+
+def _decision(code: str, at_s: float, destination: str, chute: int, reason: str) -> dict[str, Any]:
+    ts = datetime.fromtimestamp(at_s, UTC).isoformat(timespec="milliseconds")
+    return {
+        "tracking_id": 1, "seq": 1, "ts": ts, "codes": [code], "barcode": code,
+        "destination": destination, "chute": chute, "reason": reason, "recirculations": 0,
+    }  # fmt: skip
+
+
+LP = "LP00123456789012"  # a Cainiao code: CAINIAO-MANUAL by the plan, a city with an address
+ADVICE = FeedRow("a1", "preadvice", LP, (("postcode", "20250"), ("country", "MA")))
+HOLD_ROW = FeedRow("h1", "customs", LP, (("status", "hold"),))
+
+
+def _check(feed_log: FeedLog, *decisions: dict[str, Any], **kw: Any) -> list[str]:
+    pairs = [((LP,), d) for d in decisions]
+    return feed_decision_problems(feed_log, pairs, PLAN_PATH, margin_s=1.0, **kw)
+
+
+def test_the_feed_ledger_holds_a_decision_to_the_rows_that_had_arrived() -> None:
+    feed_log = FeedLog([_published(0, 100.0, ADVICE)])
+    by_rule = _decision(LP, 99.0, "CAINIAO-MANUAL", 32, "ok")
+    by_advice = _decision(LP, 102.0, "CASABLANCA", 1, "ok")
+    assert _check(feed_log, by_rule, by_advice) == []
+    # Surely arrived: deciding by the rule alone is wrong; not yet sent: the advice is.
+    assert len(_check(feed_log, _decision(LP, 102.0, "CAINIAO-MANUAL", 32, "ok"))) == 1
+    assert len(_check(feed_log, _decision(LP, 99.0, "CASABLANCA", 1, "ok"))) == 1
+    # Within the margin either is right.
+    assert _check(feed_log, _decision(LP, 100.5, "CAINIAO-MANUAL", 32, "ok")) == []
+    assert _check(feed_log, _decision(LP, 100.5, "CASABLANCA", 2, "ok")) == []
+    # A chute of another destination is wrong even with the right name.
+    assert len(_check(feed_log, _decision(LP, 102.0, "CASABLANCA", 32, "ok"))) == 1
+
+
+def test_the_feed_ledger_knows_holds_releases_duplicates_and_outages() -> None:
+    release = FeedRow("r1", "customs", LP, (("status", "release"),))
+    feed_log = FeedLog(
+        [
+            _published(0, 100.0, ADVICE),
+            _published(1, 200.0, HOLD_ROW),
+            _published(2, 250.0, ADVICE),  # the same id again: must not undo the hold
+            _published(3, 300.0, release),
+        ]
+    )
+    held = _decision(LP, 260.0, "", 54, "customs_hold")
+    assert _check(feed_log, held, _decision(LP, 302.0, "CASABLANCA", 3, "ok")) == []
+    assert len(_check(feed_log, _decision(LP, 260.0, "CASABLANCA", 1, "ok"))) == 1
+    assert len(_check(feed_log, _decision(LP, 302.0, "", 54, "customs_hold"))) == 1
+    # The daemon was down from 299 to 310: the release is surely there only after 311.
+    outage = [(299.0, 310.0)]
+    assert _check(feed_log, _decision(LP, 305.0, "", 54, "customs_hold"), outages=outage) == []
+    late = _decision(LP, 312.0, "", 54, "customs_hold")
+    assert len(_check(feed_log, late, outages=outage)) == 1
+
+
+def test_the_feed_ledger_counts_each_id_once_and_every_bad_delivery() -> None:
+    bad = Published(3, FeedMessage(0.0, "preadvice", b"[", bad=("bad_json",)), 0, 1.0, 1.1, 1)
+    feed_log = FeedLog(
+        [
+            _published(0, 1.0, ADVICE),
+            _published(1, 2.0, HOLD_ROW),
+            _published(2, 3.0, ADVICE),
+            bad,
+        ]
+    )
+    right = {"rows_applied": 1, "customs_applied": 1, "bad_rows": {"bad_json": 1}}
+    assert feed_count_problems(feed_log, right) == []
+    assert len(feed_count_problems(feed_log, {**right, "rows_applied": 2})) == 1
+    assert len(feed_count_problems(feed_log, {**right, "bad_rows": 0})) == 1
+    assert feed_count_problems(feed_log, {**right, "bad_rows": 2}, bad_exact=False) == []
