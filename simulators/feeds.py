@@ -82,6 +82,7 @@ HOLD: Final = "hold"
 RELEASE: Final = "release"
 # Where parcels without an S10 code were posted, as their pre-advice says.
 _ORIGINS: Final = ("CN", "CN", "CN", "FR", "ES", "DE", "US", "TR")
+_EXPORT_COUNTRIES: Final = ("FR", "ES", "DE", "GB", "US", "NL", "IT")
 
 
 class FeedError(SorterdError):
@@ -255,13 +256,20 @@ class FeedPlan:
 
     def _preadvice_fields(self, item: SimItem) -> dict[str, str]:
         """What a shipper says of the item: a Moroccan address (the label's postcode when
-        it has one), where it was posted when no S10 code says it, now and then a
-        destination of the plan for parcels without a ship-to label."""
+        it has one; a foreign one for carrier export parcels), where it was posted when no
+        S10 code says it, now and then a destination of the plan for parcels without a
+        ship-to label."""
         rng, mix = self._rng, self.mix
         codes = [c for c in item.codes if isinstance(c, GeneratedCode)]
         ship_to = any(c.ship_to for c in codes)
         if not ship_to and mix.destinations and rng.random() < mix.destination_share:
             return {"destination": rng.choice(mix.destinations)}
+        if any(c.kind in ("ups", "dhl") for c in codes):
+            # A carrier's export parcel: its consignee is abroad.
+            return {
+                "country": rng.choice(_EXPORT_COUNTRIES),
+                "postcode": f"{rng.randint(1000, 99999)}",
+            }
         postcode = next((c.postcode for c in codes if c.postcode), "") or moroccan_postcode(rng)
         fields = {"postcode": postcode, "country": "MA"}
         if not any(c.kind == "s10" and c.valid for c in codes):
