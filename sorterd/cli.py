@@ -346,6 +346,7 @@ def _simulate_feeds(args: argparse.Namespace) -> int:
     async def run() -> int:
         stop = asyncio.Event()
         _install_stop_signals(stop)
+        print(f"feeds: publishing to {site.preadvice} and {site.customs}", flush=True)
         feed_log = await simulate_feeds(
             site, plan, rows_per_s=args.rate, duration_s=args.duration, stop=stop
         )
