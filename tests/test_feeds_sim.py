@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from simulators.feeds import (
     publish_stream,
     read_feed_site,
 )
+from sorterd.demo import DemoFeeds, Observer
 from tests.feedledger import feed_count_problems, feed_decision_problems
 from tests.linekit import PLAN_PATH
 from tests.waiting import wait_until
@@ -413,3 +415,71 @@ def test_the_feed_ledger_counts_each_id_once_and_every_bad_delivery() -> None:
     assert len(feed_count_problems(feed_log, {**right, "rows_applied": 2})) == 1
     assert len(feed_count_problems(feed_log, {**right, "bad_rows": 0})) == 1
     assert feed_count_problems(feed_log, {**right, "bad_rows": 2}, bad_exact=False) == []
+
+
+@pytest.mark.requires("mosquitto")
+async def test_sorterd_simulate_feeds_publishes_to_the_sites_topics(tmp_path: Path) -> None:
+    """The command as a user runs it: the topics from the site's [feeds], the rate filled
+    up with other lines' rows, a summary of what the broker acknowledged, exit 0."""
+    async with LocalBroker(kind="mosquitto") as broker:
+        site = tmp_path / "site.toml"
+        site.write_text(
+            f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "hub/line"\n'
+            '[feeds]\npreadvice = "hub/preadvice"\ncustoms = "hub/customs"\n'
+        )
+        got: list[tuple[str, bytes]] = []
+        ready = asyncio.Event()
+        sub = asyncio.create_task(
+            _subscriber(broker.port, ("hub/preadvice", "hub/customs"), got, ready)
+        )
+        try:
+            await asyncio.wait_for(ready.wait(), 10)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sorterd.cli", "simulate", "feeds", "-c", str(site),
+                "--duration", "2", "--rate", "1000", "--items-rate", "40000",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            summary = out.decode().splitlines()[-1]
+            rows = int(summary.split()[1].replace(",", ""))
+            assert rows >= 1000  # two seconds at 1,000 rows/s, and the line's own
+            await wait_until(lambda: sum(_ids(got, 1 << 20).values()) >= rows, 20)
+        finally:
+            sub.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sub
+    assert {topic for topic, _ in got} <= {"hub/preadvice", "hub/customs"}
+
+
+async def test_sorterd_simulate_feeds_without_feeds_topics_says_so(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('[mqtt]\nurl = "mqtt://127.0.0.1:1"\ntopic_prefix = "a"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sorterd.cli", "simulate", "feeds", "-c", str(site),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "no [feeds] table" in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+@pytest.mark.requires("mosquitto")
+async def test_the_demo_feeds_publish_the_lines_stream_and_sum_it_up() -> None:
+    async with LocalBroker(kind="mosquitto") as broker:
+        feeds = DemoFeeds.for_line("demo/x", broker.url, 1, 40_000, 3.0, ["CASABLANCA"])
+        assert feeds.topics == ("demo/x/feeds/preadvice", "demo/x/feeds/customs")
+        obs = Observer("demo/x")
+        async with asyncio.TaskGroup() as tg:
+            feeds.start(tg)
+            await asyncio.sleep(1.0)  # a second of the stream (the scenario)
+            await feeds.stop()
+    counts = feeds.publisher.log.counts()
+    assert counts["rows"] > 0
+    assert all(p.acked_s is not None for p in feeds.publisher.log.published)
+    # Messages on the feed topics are not the daemon's: the observer leaves them alone.
+    obs.on_message("demo/x/feeds/preadvice", b"[not json")
+    assert obs.decision_ids == set()
+    rows = dict(feeds.summary_rows(obs))
+    assert f"{counts['rows']} pre-advice rows" in str(rows["feeds published"])
