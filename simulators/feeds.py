@@ -20,6 +20,7 @@ time. Nothing here reads the daemon's parsing: the payloads are written from the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -427,10 +428,13 @@ class Published:
 
 @dataclass(slots=True)
 class FeedLog:
-    """Every message in the order it was handed to the broker connection."""
+    """Every message of the stream in the order it was handed to the broker connection;
+    filler rows only as a count (their barcodes are no item's, and a long run at the
+    hub's rate must not keep every payload)."""
 
     published: list[Published] = field(default_factory=list)
     reconnects: int = 0
+    filler_acked: int = 0  # filler rows the broker acknowledged
 
     def acked(self) -> list[Published]:
         return [p for p in self.published if p.acked_s is not None]
@@ -439,10 +443,9 @@ class FeedLog:
         """What the daemon must have counted once every acknowledged message arrived:
         good rows and customs decisions once per id, bad rows once per delivery."""
         ids: set[str] = set()
-        out = {"rows": 0, "customs": 0, "bad": 0, "filler": 0, "duplicates": 0, "retried": 0}
+        out = {"rows": self.filler_acked, "customs": 0, "bad": 0, "duplicates": 0, "retried": 0}
+        out["filler"] = self.filler_acked
         for p in self.acked():
-            out["filler"] += p.filler_rows
-            out["rows"] += p.filler_rows
             out["bad"] += len(p.message.bad)
             out["duplicates"] += p.message.duplicate
             out["retried"] += p.attempts > 1
@@ -544,7 +547,9 @@ class FeedPublisher:
         self._queue: asyncio.Queue[Published | None] = asyncio.Queue(maxsize=window * 4)
         self._inflight: dict[int, Published] = {}
         self._pending: deque[Published] = deque()
-        self._closed = False
+        self._closed = False  # the end of the queue was taken
+        self._closing = False  # close() was called
+        self._seq = 0
 
     def _client(self) -> aiomqtt.Client:
         ep = parse_mqtt_url(self.site.url)
@@ -568,14 +573,19 @@ class FeedPublisher:
 
     async def submit(self, message: FeedMessage, filler_rows: int = 0) -> Published:
         """Queue one message (waits while the window and queue are full)."""
-        p = Published(len(self.log.published), message, filler_rows)
-        self.log.published.append(p)
+        self._seq += 1
+        p = Published(self._seq, message, filler_rows)
+        if not filler_rows:
+            self.log.published.append(p)
         await self._queue.put(p)
         return p
 
     async def close(self) -> None:
-        """No more messages: `run` returns once every one is acknowledged."""
-        await self._queue.put(None)
+        """No more messages: `run` returns once every queued one is acknowledged. Does not
+        wait, even while the broker is away with the queue full."""
+        self._closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
 
     async def run(self) -> None:
         """Connect, publish, reconnect with backoff when the broker goes; returns after
@@ -589,13 +599,15 @@ class FeedPublisher:
                     await self._pump(client)
                     return
             except* aiomqtt.MqttError as group:
+                # Once per outage: when the link is lost, or the first attempt fails.
+                if self.connected.is_set() or backoff.failures == 0:
+                    log.warning("feed broker connection lost", error=str(group.exceptions[0]))
                 self.connected.clear()
                 self.log.reconnects += 1
                 # Unacknowledged messages go again first, in their order.
                 again = sorted(self._inflight.values(), key=lambda p: p.seq)
                 self._inflight.clear()
                 self._pending.extendleft(reversed(again))
-                log.warning("feed broker connection lost", error=str(group.exceptions[0]))
             await asyncio.sleep(backoff.next_delay_s())
 
     async def _pump(self, client: aiomqtt.Client) -> None:
@@ -604,7 +616,7 @@ class FeedPublisher:
             while True:
                 if self._pending:
                     p = self._pending.popleft()
-                elif self._closed:
+                elif self._closed or (self._closing and self._queue.empty()):
                     break
                 else:
                     got = await self._queue.get()
@@ -626,6 +638,7 @@ class FeedPublisher:
             await client.publish(self.site.topic(p.message.kind), p.message.payload, qos=1)
             p.acked_s = time.time()
             self._inflight.pop(p.seq, None)
+            self.log.filler_acked += p.filler_rows
         finally:
             slots.release()
 
@@ -716,22 +729,26 @@ async def simulate_feeds(
     loop = asyncio.get_running_loop()
     start_s = loop.time()
     filler = Filler(plan.seed) if rows_per_s is not None else None
+    stream = publish_stream(
+        publisher,
+        plan.messages,
+        start_s=start_s,
+        rows_per_s=rows_per_s,
+        filler=filler,
+        until_s=None if duration_s is None else start_s + duration_s,
+    )
     async with asyncio.TaskGroup() as tg:
         runner = tg.create_task(publisher.run(), name="feed-publisher")
-        await publish_stream(
-            publisher,
-            plan.messages,
-            start_s=start_s,
-            rows_per_s=rows_per_s,
-            filler=filler,
-            until_s=None if duration_s is None else start_s + duration_s,
-            stop=stop,
-        )
+        streaming = tg.create_task(stream, name="feed-stream")
+        stopping = tg.create_task(stop.wait(), name="feed-stop")
+        await asyncio.wait({streaming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        streaming.cancel()  # stopped: a submit may wait for a broker that is away
+        stopping.cancel()
         await publisher.close()
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(5 if stop.is_set() else 30):
                 await asyncio.shield(runner)
         except TimeoutError:
-            log.warning("feed messages still unacknowledged after 30 s; giving up")
+            log.warning("feed messages still unacknowledged; giving up")
             runner.cancel()
     return publisher.log
