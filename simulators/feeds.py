@@ -160,7 +160,7 @@ class FeedMix:
     bad: float = 0.03  # one bad row per this many good ones
     batch_rows: int = 50  # rows at most in one pre-advice message
     batch_window_s: float = 0.05  # rows due this close together go in one message
-    oversized_bytes: int = 1024 * 1024  # an oversized message is bigger than this
+    oversized_bytes: int = 2 * 1024 * 1024  # an oversized message is bigger than this
     destinations: tuple[str, ...] = ()  # plan destinations a row may name
     destination_share: float = 0.1  # of the rows of parcels without a ship-to label
 
@@ -305,10 +305,12 @@ class FeedPlan:
             )
         elif kind == "unknown_status":
             raw = json.dumps({"id": bad_id, "barcode": barcode, "status": "maybe"}).encode()
-        else:  # oversized: one row, valid but for its size
+        else:
+            # Oversized: one row over the size, which a wrong type makes bad as well, so
+            # that it stays one bad row whatever size limit the reader has.
             pad = "x" * self.mix.oversized_bytes
-            raw = json.dumps({"id": bad_id, "barcode": barcode, "customs": HOLD, "note": pad})
-            raw = raw.encode()
+            row = {"id": bad_id, "barcode": barcode, "customs": HOLD, "weight_g": 1, "note": pad}
+            raw = json.dumps(row).encode()
         topic: FeedKind = "customs" if kind == "unknown_status" else "preadvice"
         return _Event(at_s, topic, bad=kind, raw=raw)
 

@@ -91,7 +91,7 @@ class FeedRun:
     ) -> None:
         count = int(RATE_PER_H * (_traffic_s() + extra_s) / 3600) + 1
         names = tuple(d.name for d in rig.plan.destinations)
-        mix = mix or FeedMix(destinations=names, oversized_bytes=256 * 1024)
+        mix = mix or FeedMix(destinations=names)
         self.plan = line_plan(rig.seed, RATE_PER_H, DEMO_PARAMS, count, mix)
         self.site = FeedSite(rig.broker.url, *FEEDS)
         self.publisher = FeedPublisher(self.site, identifier="fault-feeds", window=32)
@@ -258,7 +258,6 @@ async def test_feeds_duplicate_deliveries(tmp_path: Path) -> None:
             destinations=tuple(d.name for d in rig.plan.destinations),
             duplicates=0.3,
             held=0.2,
-            oversized_bytes=256 * 1024,
         )
         feeds = FeedRun(rig, mix=mix)
         feeds.start()
