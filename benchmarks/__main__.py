@@ -1,7 +1,7 @@
 """`python -m benchmarks [--only NAME,...] [options]`: run benchmarks, print their figures
 and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 
-NAME is one of: decide, replay, manifest, journal, rtu, line (all of them by default), or
+NAME is one of: decide, replay, manifest, journal, rtu, line, feeds (all of them by default), or
 faults (the fault-injection suite, only when named: it is long), or before (the decision
 and line figures of this commit against an earlier one, `--before REV`, only when named).
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
@@ -25,7 +25,7 @@ from benchmarks import results
 
 __all__ = ["main"]
 
-DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line")
+DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line", "feeds")
 KNOWN = (*DEFAULT, "faults", "before")
 
 
@@ -43,10 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("line and rtu")
     g.add_argument("--line-rates", help="items/h, comma-separated (default 20k,40k,100k,200k)")
     g.add_argument("--line-duration", type=float, help="seconds of induction per rate")
-    g.add_argument("--no-reference", action="store_true", help="skip the reference host")
+    g.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the reference host (feeds: the run of the line without the feeds)",
+    )
     g.add_argument("--scans-first", action="store_true", help="line: every scan before its request")
     g.add_argument("--rtu-bauds", help="comma-separated (default 19200,115200)")
     g.add_argument("--rtu-duration", type=float, help="seconds at 20,000 items/h per baud")
+    g = p.add_argument_group("feeds")
+    g.add_argument("--feeds-rows", type=float, help="rows/s asked for (default 50,000)")
+    g.add_argument("--feeds-duration", type=float, help="seconds of stream and line (default 30)")
     g = p.add_argument_group("journal")
     g.add_argument("--journal-dir", type=Path, help="folder on the disk to fsync on")
     g = p.add_argument_group("before")
@@ -96,6 +103,17 @@ def _rtu_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
     return changes
 
 
+def _feeds_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.feeds_rows:
+        changes["rows_per_s"] = args.feeds_rows
+    if args.feeds_duration:
+        changes["duration_s"] = args.feeds_duration
+    if args.no_reference:
+        changes["baseline"] = False
+    return changes
+
+
 def _before_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if args.before:
@@ -111,6 +129,7 @@ def _before_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
 _CHANGES: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "manifest": _manifest_changes,
     "line": _line_changes,
+    "feeds": _feeds_changes,
     "rtu": _rtu_changes,
     "journal": lambda args, _: {"journal_dir": args.journal_dir} if args.journal_dir else {},
     "faults": lambda args, _: {"scale": args.fault_scale, "select": args.fault_select},

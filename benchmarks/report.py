@@ -363,6 +363,41 @@ def _faults(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _feeds(s: dict[str, Any]) -> list[str]:
+    p, row = s["params"], s["details"]["run"]
+    lat, last, pub = row["plc_latency_ms"], row["feeds_last"], row["published"]
+    base = row.get("baseline")
+    applied = (
+        f"{int(last.get('rows_applied', 0)):,} ({'all' if row['all_applied'] else 'not all'})"
+        if row["with_feeds"] and last
+        else "- (daemon without [feeds])"
+    )
+    lag = (
+        f"{last.get('lag_ms_p50', 0):.1f} / {last.get('lag_ms_p99', 0):.1f} "
+        f"(worst {row['lag_ms_p99_max'] or 0:.1f})"
+        if row["with_feeds"] and last
+        else "-"
+    )
+    base_text = (
+        f"{base['plc_latency_ms']['p50']:.2f} / {base['plc_latency_ms']['p99']:.2f}"
+        if base
+        else "-"
+    )
+    return [
+        f"{p['rows_per_s']:,.0f} rows/s asked for {p['duration_s']:.0f} s while the line runs "
+        f"{p['rate_per_h']:,.0f} items/h (belt {p['belt_speed_m_s']:g} m/s); broker "
+        f"{s['details']['broker']['kind']} {s['details']['broker'].get('version', '')}.",
+        "",
+        "| rows published (filler) | rows/s achieved | rows applied | apply lag ms p50 / p99 "
+        "(worst p99) | line req->reply ms p50 / p99 | without the feeds p50 / p99 | late | "
+        "daemon CPU % of a core |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {pub['rows']:,} ({pub['filler']:,}) | {row['rows_per_s']:,.0f} | {applied} | {lag} | "
+        f"{lat['p50']:.2f} / {lat['p99']:.2f} | {base_text} | {row['late_replies']} | "
+        f"{row['cpu_share'] * 100:.1f} |",
+    ]
+
+
 Renderer = Callable[[dict[str, Any]], list[str]]
 TABLES: dict[str, tuple[str, Renderer]] = {
     "decide": ("decide", _decide),
@@ -371,6 +406,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "manifest-daemon": ("manifest", _manifest_daemon),
     "journal": ("journal", _journal),
     "line": ("line", _line),
+    "feeds": ("feeds", _feeds),
     "rtu": ("rtu", _rtu),
     "faults": ("faults", _faults),
     "before": ("before", _before),

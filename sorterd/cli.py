@@ -126,6 +126,39 @@ def _add_simulate(sub: _Subparsers[argparse.ArgumentParser]) -> None:
             q.add_argument(
                 "--read-rate", type=_share, default=1.0, metavar="0..1", help="per scanner head"
             )
+    _add_simulate_feeds(sim)
+
+
+def _add_simulate_feeds(sim: _Subparsers[argparse.ArgumentParser]) -> None:
+    q = sim.add_parser(
+        "feeds",
+        help="pre-advice and customs decisions on the site's [feeds] topics, for the items "
+        "`simulate line` with the same --seed and --items-rate inducts (start both together)",
+    )
+    _add_site(q)
+    q.add_argument(
+        "--rate",
+        type=_positive,
+        default=None,
+        metavar="ROWS_PER_S",
+        help="rows a second in all: the line's own rows, filled up with pre-advice for "
+        "parcels of other lines (default: the line's rows alone, as they fall due)",
+    )
+    q.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="default: until the line's first hour of items is covered (with --rate: forever)",
+    )
+    q.add_argument("--seed", type=int, default=1)
+    q.add_argument(
+        "--items-rate",
+        type=_positive,
+        default=20_000.0,
+        metavar="ITEMS_PER_HOUR",
+        help="the simulated line's induction rate (default 20000, as simulate line)",
+    )
 
 
 def _share(text: str) -> float:
@@ -135,6 +168,16 @@ def _share(text: str) -> float:
         value = -1.0
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number within 0..1, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
 
 
@@ -290,7 +333,42 @@ def _replay(args: argparse.Namespace) -> int:
     )
 
 
+def _simulate_feeds(args: argparse.Namespace) -> int:
+    """Reads `[mqtt]` and `[feeds]` from the TOML itself: it publishes to the contract's
+    topics, whatever the daemon's config model makes of the rest of the file."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from simulators.feeds import line_plan, read_feed_site, simulate_feeds  # noqa: PLC0415
+    from simulators.line import DEMO_PARAMS  # noqa: PLC0415
+
+    site = read_feed_site(Path(args.config))
+    hours = 1.0 if args.duration is None else args.duration / 3600
+    count = int(args.items_rate * hours) + 1
+    plan = line_plan(args.seed, args.items_rate, DEMO_PARAMS, count)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        print(f"feeds: publishing to {site.preadvice} and {site.customs}", flush=True)
+        feed_log = await simulate_feeds(
+            site, plan, rows_per_s=args.rate, duration_s=args.duration, stop=stop
+        )
+        counts = feed_log.counts()
+        print(
+            f"feeds: {counts['rows']:,} pre-advice rows ({counts['filler']:,} of other "
+            f"lines), {counts['customs']:,} customs decisions, {counts['bad']:,} bad rows, "
+            f"{counts['duplicates']:,} duplicate deliveries acknowledged by the broker; "
+            f"{feed_log.reconnects} reconnects",
+            flush=True,
+        )
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    if args.device == "feeds":
+        return _simulate_feeds(args)
     from simulators.line import simulate  # noqa: PLC0415
 
     try:

@@ -27,17 +27,20 @@ from rich.table import Table
 
 from drivers.broker import LocalBroker, free_port
 from drivers.telegram import get_format
+from simulators.feeds import FeedMix, FeedPlan, FeedPublisher, FeedSite, line_plan, publish_stream
 from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
-from sorter.config import Site, load_site
+from sorter.config import Site, SiteConfig, load_site
 from sorter.plan import load_plan
 from sorterd.daemon import Daemon
 
 __all__ = [
     "HEAD_NAMES",
     "MIN_WINDOW_MS",
+    "DemoFeeds",
     "Observer",
     "demo_config_dir",
     "demo_heads",
+    "feeds_supported",
     "head_format",
     "run_demo",
     "window_tracking",
@@ -73,6 +76,7 @@ def write_site(
     silence_timeout_s: float | None = None,
     formats: Mapping[str, str] | None = None,
     scanner_keys: Mapping[str, str] | None = None,
+    feeds: tuple[str, str] | None = None,
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time.
 
@@ -80,6 +84,7 @@ def write_site(
     tunnel) of each head; default one head `tunnel-1` on `scanner_port`. `formats`: the
     telegram preset of each head by name (default `index`), with the preset's defaults;
     `scanner_keys` more TOML lines for a head's table (`'max_frame_bytes = 64\n'`).
+    `feeds`: the (preadvice, customs) topics of a `[feeds]` table.
     """
     site = folder / "site.toml"
     scanner_tables = _scanner_tables(
@@ -93,9 +98,15 @@ def write_site(
         if manifests
         else ""
     )
+    feeds_table = (
+        f"\n[feeds]\npreadvice = {json.dumps(feeds[0])}\ncustoms = {json.dumps(feeds[1])}\n"
+        if feeds
+        else ""
+    )
     site.write_text(
         _site_toml(plc_url or f"tcp://127.0.0.1:{plc_port}", scanner_tables, mqtt_url, prefix, plan)
         + manifest_table
+        + feeds_table
         + extra
     )
     return site
@@ -156,6 +167,8 @@ class Observer:
     outcomes: Counter[str] = field(default_factory=Counter)
     status: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    # (wall-clock time, barcode, reason) of every decision, for the feeds' summary.
+    decided: list[tuple[float, str, str]] = field(default_factory=list)
 
     async def run(self, url: str, ready: asyncio.Event) -> None:
         host, port = url.split("://", 1)[1].rsplit(":", 1)
@@ -168,14 +181,17 @@ class Observer:
                 self.on_message(str(message.topic), message.payload)
 
     def on_message(self, topic: str, payload: Any) -> None:
-        data = json.loads(payload) if isinstance(payload, (bytes, bytearray)) else {}
         kind = topic[len(self.prefix) + 1 :]
+        if kind.startswith("feeds/"):
+            return  # the simulated feeds, some of them bad on purpose: not the daemon's
+        data = json.loads(payload) if isinstance(payload, (bytes, bytearray)) else {}
         if kind == "decisions":
             if data["id"] in self.decision_ids:
                 self.duplicates += 1
             else:
                 self.decision_ids.add(data["id"])
                 self.reasons[data["reason"]] += 1
+                self.decided.append((time.time(), data.get("barcode") or "", data["reason"]))
         elif kind == "results":
             if data["id"] in self.result_ids:
                 self.duplicates += 1
@@ -186,6 +202,105 @@ class Observer:
             self.status = data.get("state", "")
         elif kind == "stats":
             self.stats = data
+
+
+def feeds_supported() -> bool:
+    """Whether this daemon's site config has a `[feeds]` table (issue 14 adds it): the
+    demo publishes feeds only to a daemon that subscribes to them."""
+    return "feeds" in SiteConfig.model_fields
+
+
+@dataclass(slots=True)
+class DemoFeeds:
+    """The simulated hub feeds beside the demo line: the line's own items pre-advised and
+    held by customs (simulators/feeds.py), published from the first induction on."""
+
+    site: FeedSite
+    plan: FeedPlan
+    publisher: FeedPublisher = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.publisher = FeedPublisher(self.site, identifier=f"demo-feeds-{time.time_ns()}")
+
+    @classmethod
+    def for_line(
+        cls,
+        prefix: str,
+        mqtt_url: str,
+        seed: int,
+        rate_per_h: float,
+        duration_s: float,
+        destinations: Sequence[str],
+    ) -> DemoFeeds:
+        count = int(rate_per_h * duration_s / 3600) + 1
+        mix = FeedMix(destinations=tuple(destinations))
+        plan = line_plan(seed, rate_per_h, DEMO_PARAMS, count, mix)
+        return cls(FeedSite(mqtt_url, f"{prefix}/feeds/preadvice", f"{prefix}/feeds/customs"), plan)
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return (self.site.preadvice, self.site.customs)
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        """From now on (stream time 0, the line's first induction)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            tg.create_task(self.publisher.run(), name="demo-feeds-publisher"),
+            tg.create_task(
+                publish_stream(self.publisher, self.plan.messages, start_s=loop.time()),
+                name="demo-feeds-stream",
+            ),
+        ]
+
+    async def stop(self) -> None:
+        """The stream ends with the line (releases due later are not sent); what was
+        sent is acknowledged within 10 s."""
+        runner, stream = self._tasks
+        stream.cancel()
+        await asyncio.wait([stream])
+        await self.publisher.close()
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.shield(runner)
+        except TimeoutError:
+            runner.cancel()
+
+    def summary_rows(self, obs: Observer) -> list[tuple[str, object]]:
+        counts = self.publisher.log.counts()
+        daemon = obs.stats.get("feeds", {})
+        bad = daemon.get("bad_rows", "-")
+        advised = held = released = 0
+        feed_log = self.publisher.log
+        for wall_s, barcode, reason in obs.decided:
+            state = feed_log.state(barcode, wall_s) if barcode else None
+            if state is None:
+                continue
+            advised += reason == "ok" and state.fields is not None
+            held += reason == "customs_hold"
+            released += reason == "ok" and any(
+                dict(row.fields).get("status") == "release"
+                for sent, row in feed_log.timeline(barcode)
+                if sent.acked_s is not None and sent.acked_s <= wall_s
+            )
+        return [
+            (
+                "feeds published",
+                f"{counts['rows']} pre-advice rows, {counts['customs']} customs, "
+                f"{counts['bad']} bad rows, {counts['duplicates']} duplicates",
+            ),
+            (
+                "feeds applied (daemon's P/stats)",
+                f"{daemon.get('rows_applied', '-')} rows, {daemon.get('customs_applied', '-')} "
+                f"customs, bad {bad}, lag ms p50/p99 {daemon.get('lag_ms_p50', '-')} / "
+                f"{daemon.get('lag_ms_p99', '-')}",
+            ),
+            (
+                "decided with the feeds",
+                f"{advised} routed with their pre-advice, {held} held by customs, "
+                f"{released} routed after a customs release",
+            ),
+        ]
 
 
 def _progress_table(line: SimulatedLine, daemon: Daemon, obs: Observer, elapsed_s: float) -> Table:
@@ -289,6 +404,10 @@ async def run_demo(
             SimulatedLine(sorted(plan.machine_chutes), seed=seed, heads=specs)
         )
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-demo-")))
+        feeds = None
+        if feeds_supported():
+            names = [d.name for d in plan.destinations]
+            feeds = DemoFeeds.for_line(prefix, mqtt_url, seed, rate_per_h, duration_s, names)
         site_path = write_site(
             tmp,
             plc_port=line.plc.port,
@@ -299,8 +418,9 @@ async def run_demo(
             scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in specs],
             formats={h.name: head_format(h) for h in specs},
             extra=tracking,
+            feeds=feeds.topics if feeds else None,
         )
-        run = _DemoRun(console, line, Observer(prefix))
+        run = _DemoRun(console, line, Observer(prefix), feeds)
         return await run.run(
             load_site(site_path), mqtt_url, rate_per_h, duration_s, kill_head_after_s
         )
@@ -314,6 +434,7 @@ class _DemoRun:
     console: Console
     line: SimulatedLine
     observer: Observer
+    feeds: DemoFeeds | None = None
 
     async def run(
         self,
@@ -336,16 +457,23 @@ class _DemoRun:
                 f"{rate_per_h:,.0f} items/h for {duration_s:g} s"
             )
             t0 = time.monotonic()
+            if self.feeds is not None:
+                self.feeds.start(tg)
             induct = tg.create_task(line.run(rate_per_h, duration_s=duration_s), name="induct")
             deadline = t0 + duration_s + DRAIN_TIMEOUT_S
             drained = await self._watch(daemon, induct, t0, deadline, kill_head_after_s)
             await self._settle(daemon)
+            if self.feeds is not None:
+                await self.feeds.stop()
             offline = {name for name in line.heads if not daemon.heads.online(name)}
             daemon.request_stop()
             await daemon_task
             await asyncio.sleep(0.2)
             obs_task.cancel()
-        return _summary(console, line, daemon, observer, drained, time.monotonic() - t0, offline)
+        extra = self.feeds.summary_rows(observer) if self.feeds is not None else []
+        return _summary(
+            console, line, daemon, observer, drained, time.monotonic() - t0, offline, extra
+        )
 
     async def _watch(
         self,
@@ -438,6 +566,7 @@ def _summary(
     drained: bool,
     elapsed_s: float,
     offline: set[str],
+    extra: Sequence[tuple[str, object]] = (),
 ) -> int:
     ledger = line.ledger
     confirmations = sum(ledger.confirmations.values())
@@ -445,7 +574,7 @@ def _summary(
     table = Table(title="sorterd demo summary", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in _summary_rows(line, daemon, obs, elapsed_s, offline):
+    for key, value in [*_summary_rows(line, daemon, obs, elapsed_s, offline), *extra]:
         table.add_row(key, str(value))
     console.print(table)
     ok = (

@@ -24,7 +24,7 @@ import signal
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import aiomqtt
 
 from drivers.broker import LocalBroker, free_port
+from simulators.conveyor import Ledger
 from simulators.line import DEMO_PARAMS, SimulatedLine
 from sorter.plan import load_plan
 from sorterd.demo import write_site
@@ -243,9 +244,25 @@ class Report:
         )
 
 
+DecisionCheck = Callable[[list[tuple[tuple[str, ...], Mapping[str, Any]]]], list[str]]
+
+
 class FaultRig:
-    def __init__(self, folder: Path, *, seed: int = 11, extra_env: dict[str, str] | None = None):
+    """`feeds`: the site's [feeds] topics; `decision_check` replaces the check of each
+    decision against the plan (the feed scenarios hold them to the feeds' rows too)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        seed: int = 11,
+        extra_env: dict[str, str] | None = None,
+        feeds: tuple[str, str] | None = None,
+    ):
         self.folder = folder
+        self.seed = seed
+        self.feeds = feeds
+        self.decision_check: DecisionCheck | None = None
         self.plan = load_plan(PLAN_PATH)
         self.line = SimulatedLine(
             sorted(self.plan.machine_chutes),
@@ -283,6 +300,7 @@ class FaultRig:
                 mqtt_url=self.broker.url,
                 plan=PLAN_PATH,
                 prefix=PREFIX,
+                feeds=self.feeds,
             )
             self.daemon = DaemonProcess(site, self.extra_env, self.folder / "daemon.log")
             await self.daemon.start()
@@ -382,7 +400,7 @@ class FaultRig:
         # the PLC confirmed; each decision as the plan says (a hook, see plan_problems).
         report.notes += pairing_problems(ledger, decisions)
         report.notes += result_problems(ledger, results, decisions)
-        report.notes += plan_problems(decision_pairs(ledger, decisions), PLAN_PATH)
+        report.notes += self._decision_notes(ledger, decisions)
         # One result per confirmation, one id each.
         res_key = Counter((r["tracking_id"], r["seq"]) for r in results)
         twice = [key for key, n in res_key.items() if n > 1]
@@ -397,6 +415,13 @@ class FaultRig:
         if lost_results:
             report.notes.append(f"confirmations without a result: {missing[:10]}")
         return report
+
+    def _decision_notes(self, ledger: Ledger, decisions: list[dict[str, Any]]) -> list[str]:
+        """Each decision as the plan (or `decision_check`) says (a hook, see plan_problems)."""
+        pairs = decision_pairs(ledger, decisions)
+        if self.decision_check is not None:
+            return self.decision_check(pairs)
+        return plan_problems(pairs, PLAN_PATH)
 
     async def _everything_seen(self) -> None:
         """Stop the daemon gracefully (it flushes its outbox: everything it published is
