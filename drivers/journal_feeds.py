@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS feed (
 CREATE INDEX IF NOT EXISTS feed_barcode ON feed (barcode, kind, seq);
 CREATE TABLE IF NOT EXISTS feed_id (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feed_id_seq ON feed_id (seq);
+-- What P/stats counts since the journal began: written in each batch's transaction, so the
+-- counts survive a restart and show from outside that every row was applied once.
+CREATE TABLE IF NOT EXISTS feed_count (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 _INSERT: Final = (
@@ -80,6 +83,11 @@ _PRUNE: Final = (
     " AND g.seq > f.seq AND (f.kind = 1 OR f.customs IS NULL OR g.customs IS NOT NULL)))"
 )
 _LAST_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM feed"
+_COUNT: Final = (
+    "INSERT INTO feed_count VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+_COUNTS: Final = "SELECT name, value FROM feed_count"
 _PRUNE_IDS: Final = "DELETE FROM feed_id WHERE seq <= ?"
 
 
@@ -141,6 +149,19 @@ class FeedStore:
         if not entries:
             return True
         return self.journal.run(lambda db: db.executemany(_INSERT, entries), write=True) is not None
+
+    def count(self, rows: int, customs: int) -> bool:
+        """Add to the applied counts (in the open transaction); False when the journal cannot
+        write."""
+        if not rows and not customs:
+            return True
+        counts = [("rows_applied", rows), ("customs_applied", customs)]
+        return self.journal.run(lambda db: db.executemany(_COUNT, counts), write=True) is not None
+
+    def counts(self) -> dict[str, int]:
+        """The applied counts since the journal began (empty when it cannot be read)."""
+        rows = self.journal.run(lambda db: db.execute(_COUNTS).fetchall(), write=False)
+        return {str(name): int(value) for name, value in rows or ()}
 
     def replay(self) -> Iterator[Replayed]:
         """Every entry in arrival order, as runs of one kind and one arrival; stops early

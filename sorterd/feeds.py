@@ -218,7 +218,10 @@ class FeedService:
             stats.duplicates += len(part.rows) - len(fresh.rows)
             stats.duplicates += len(part.customs) - len(fresh.customs)
         applied = self.live.apply(fresh, msg.arrival_ns)
-        if durable and not self.store.add(fresh, msg.arrival_ns):
+        if durable and not (
+            self.store.add(fresh, msg.arrival_ns)
+            and self.store.count(applied.rows, applied.customs)
+        ):
             durable = False
         stats.rows_applied += applied.rows
         stats.customs_applied += applied.customs
@@ -240,6 +243,10 @@ class FeedService:
             self.live.apply(run.batch, run.arrival_ns)
             count += len(run.batch.rows) + len(run.batch.customs)
         self.stats.replayed = count
+        # The applied counts go on from where the journal says they were.
+        counts = self.store.counts()
+        self.stats.rows_applied = counts.get("rows_applied", 0)
+        self.stats.customs_applied = counts.get("customs_applied", 0)
         return count
 
     async def upkeep(self) -> None:
