@@ -13,7 +13,8 @@ and hours h with n_d main chutes, max(0, items_dh / n_d * clear / 60 - capacity)
 what n_d chutes emptied every `clear` minutes take in an hour. It is precomputed for every
 possible n_d and chosen with a one-hot, so the model stays linear and exact. Then the
 chutes that change destination against the current plan, each worth `move_weight`
-estimated items (0: moves only break ties between equal estimates).
+estimated items (0: moves only break ties between equal estimates); relabelling a chute
+that served a destination costs 1 % more than labelling an idle one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _SCALE: Final = 100  # objective units per (estimated item x clear minute): moves to 0.01
+_TIE: Final = 100  # a relabelled used chute costs 1 % more than a newly labelled idle one
 
 
 class OptimiseError(SorterdError):
@@ -161,24 +163,34 @@ class _Model:
         self.inst = inst
         self.model = cp_model.CpModel()
         n_free = len(inst.free_chutes)
+        # Between two moves, relabelling a chute that serves a destination costs a little
+        # more than labelling an idle one: the destination keeps the chutes its operators
+        # know, and a tie does not shuffle chutes between destinations for nothing.
         if move_weight > 0:
-            self.est_coef = _SCALE
-            self.move_coef = round(_SCALE * inst.clear_interval_min * move_weight)
-        else:  # lexicographic: all moves together weigh less than one estimate unit
-            self.est_coef, self.move_coef = n_free + 1, 1
+            self.est_coef = _SCALE * _TIE
+            self.move_coef = round(_SCALE * _TIE * inst.clear_interval_min * move_weight)
+            self.used_coef = self.move_coef + max(1, self.move_coef // _TIE)
+        else:  # lexicographic: the estimate, then the count of moves, then which moves
+            self.move_coef, self.used_coef = n_free + 1, n_free + 2
+            self.est_coef = self.used_coef * n_free + 1
         self.x: dict[tuple[int, int], cp_model.IntVar] = {}
         self.terms: list[tuple[int, cp_model.IntVar]] = []
-        self.moves: list[cp_model.LinearExprT] = []
+        self.moves: list[cp_model.LinearExprT] = []  # chutes that served a destination
+        self.labelled: list[cp_model.LinearExprT] = []  # idle chutes given a destination
         self._assign()
         self._counts()
         self._moves()
 
     def _assign(self) -> None:
         inst = self.inst
+        # A destination that cannot use more chutes than it has only keeps or gives up its
+        # own: handing it another's chute while it gives up one of its own is never
+        # better than keeping its own (the other chute goes where its own would have).
+        grows = [_max_chutes(inst, d) > len(inst.current[d]) for d in range(len(inst.destinations))]
         for c in inst.free_chutes:
             row = []
             for d in range(len(inst.destinations)):
-                if _max_chutes(inst, d) > len(inst.fixed[d]):
+                if grows[d] or c in inst.current[d]:
                     self.x[c, d] = self.model.new_bool_var(f"x_{c}_{d}")
                     row.append(self.x[c, d])
             self.model.add_at_most_one(row)
@@ -209,7 +221,7 @@ class _Model:
             if now:  # moved unless it stays with one of its destinations
                 self.moves.append(1 - sum(self.x[c, d] for d in now if (c, d) in self.x))
             elif row:  # a chute that served nobody moves when it is given a destination
-                self.moves.append(sum(row))
+                self.labelled.append(sum(row))
 
     def hint(self) -> None:
         """The current plan as the first solution: never worse than what runs today."""
@@ -226,7 +238,11 @@ def solve(
     estimate = cp_model.LinearExpr.weighted_sum(
         [var for _, var in m.terms], [coef for coef, _ in m.terms]
     )
-    m.model.minimize(estimate + m.move_coef * cp_model.LinearExpr.sum(m.moves))
+    m.model.minimize(
+        estimate
+        + m.used_coef * cp_model.LinearExpr.sum(m.moves)
+        + m.move_coef * cp_model.LinearExpr.sum(m.labelled)
+    )
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = max(1, workers)

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from sorter.config import ConfigError, Problem
 
-__all__ = ["COLUMNS", "HOURS", "MAX_ITEMS_PER_HOUR", "Volumes", "load_volumes", "parse_volumes"]
+__all__ = [
+    "COLUMNS",
+    "HOURS",
+    "MAX_ITEMS_PER_HOUR",
+    "HourlyCounts",
+    "Volumes",
+    "load_volumes",
+    "parse_volumes",
+]
 
 COLUMNS: Final = ("destination", "hour", "items")
 HOURS: Final = 24
@@ -131,3 +139,38 @@ def load_volumes(path: str | Path, destinations: Iterable[str]) -> Volumes:
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(shown, "", f"not UTF-8 text: {exc.reason}")]) from exc
     return parse_volumes(text, shown, destinations)
+
+
+# Decisions that put an item into its destination's chutes: sorted, or turned away only
+# because every chute was full (a replay starts with every chute usable).
+_CHUTE_REASONS: Final = frozenset({"ok", "no_chute"})
+
+
+class HourlyCounts:
+    """Volumes counted from a replay's decisions (sorter.replay.ReplaySink): the items each
+    destination's chutes took in each hour of the scans' `time`, the file taken as one day."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: dict[str, list[int]] = {}
+        self.untimed = 0  # decisions without a time: no hour to count them in
+
+    def add(
+        self,
+        destinations: Sequence[str],
+        chutes: Sequence[int],
+        reasons: Sequence[str],
+        minutes: Sequence[int | None] | None = None,
+    ) -> None:
+        del chutes  # the current plan's chutes: what is being re-cut
+        times = minutes if minutes is not None else [None] * len(destinations)
+        for name, reason, minute in zip(destinations, reasons, times, strict=True):
+            if not name or reason not in _CHUTE_REASONS:
+                continue
+            if minute is None or minute < 0:
+                self.untimed += 1
+                continue
+            self.items.setdefault(name, [0] * HOURS)[minute // 60 % HOURS] += 1
+
+    def volumes(self) -> Volumes:
+        return Volumes(self.path, {name: tuple(hours) for name, hours in self.items.items()})
