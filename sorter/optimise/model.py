@@ -15,6 +15,12 @@ possible n_d and chosen with a one-hot, so the model stays linear and exact. The
 chutes that change destination against the current plan, each worth `move_weight`
 estimated items (0: moves only break ties between equal estimates); relabelling a chute
 that served a destination costs 1 % more than labelling an idle one.
+
+CP-SAT decides the counts n_d (see _Model for why counts and not chutes); `_realise` then
+picks the chutes at exactly the cost the model counted. The one exception: a free chute
+that the current plan lists under two destinations counts as each one's own, so the moves
+the model counts can be off by such chutes (the estimate never is); the moves printed are
+always those of the chutes realised.
 """
 
 from __future__ import annotations
@@ -159,6 +165,17 @@ def _max_chutes(inst: Instance, d: int) -> int:
 
 
 class _Model:
+    """The counts model: how many chutes each destination gets, and what that costs.
+
+    Chutes are interchangeable apart from the destinations they serve now (the model knows
+    no positions yet), so the best allocation for given counts is known without a variable
+    per chute: each destination keeps as many of its own chutes as it can, the chutes that
+    destinations give up go first to the destinations that grow (one move each), then
+    idle chutes are labelled (one move each). A chute given up and not reused is a move
+    too. Deciding counts instead of chutes removes the symmetry a per-chute model has
+    (every permutation of alike chutes is the same answer), which made CP-SAT stall.
+    """
+
     def __init__(self, inst: Instance, move_weight: float) -> None:
         self.inst = inst
         self.model = cp_model.CpModel()
@@ -172,61 +189,73 @@ class _Model:
             self.used_coef = self.move_coef + max(1, self.move_coef // _TIE)
         else:  # lexicographic: the estimate, then the count of moves, then which moves
             self.move_coef, self.used_coef = n_free + 1, n_free + 2
-            self.est_coef = self.used_coef * n_free + 1
-        self.x: dict[tuple[int, int], cp_model.IntVar] = {}
-        self.terms: list[tuple[int, cp_model.IntVar]] = []
-        self.moves: list[cp_model.LinearExprT] = []  # chutes that served a destination
-        self.labelled: list[cp_model.LinearExprT] = []  # idle chutes given a destination
-        self._assign()
-        self._counts()
-        self._moves()
-
-    def _assign(self) -> None:
-        inst = self.inst
-        # A destination that cannot use more chutes than it has only keeps or gives up its
-        # own: handing it another's chute while it gives up one of its own is never
-        # better than keeping its own (the other chute goes where its own would have).
-        grows = [_max_chutes(inst, d) > len(inst.current[d]) for d in range(len(inst.destinations))]
-        for c in inst.free_chutes:
-            row = []
-            for d in range(len(inst.destinations)):
-                if grows[d] or c in inst.current[d]:
-                    self.x[c, d] = self.model.new_bool_var(f"x_{c}_{d}")
-                    row.append(self.x[c, d])
-            self.model.add_at_most_one(row)
-
-    def _counts(self) -> None:
-        inst = self.inst
+            self.est_coef = self.used_coef * 2 * n_free + 1
+        self.one_hot: list[list[tuple[int, cp_model.IntVar]]] = []  # per destination: (k, y)
+        estimate: list[tuple[int, cp_model.IntVar]] = []
+        given_up: list[tuple[int, cp_model.IntVar]] = []  # own chutes a count gives up
+        gained: list[tuple[int, cp_model.IntVar]] = []  # chutes a count takes beyond its own
+        taken: list[tuple[int, cp_model.IntVar]] = []  # free chutes a count uses
         for d in range(len(inst.destinations)):
-            fixed = len(inst.fixed[d])
-            counts = range(inst.min_chutes[d], _max_chutes(inst, d) + 1)
-            one_hot = [self.model.new_bool_var(f"n_{d}_{k}") for k in counts]
-            self.model.add_exactly_one(one_hot)
-            assigned = sum(self.x[c, d] for c in inst.free_chutes if (c, d) in self.x)
-            self.model.add(
-                fixed + assigned == sum(k * y for k, y in zip(counts, one_hot, strict=True))
-            )
-            for k, y in zip(counts, one_hot, strict=True):
+            own = len(inst.current[d]) - len(inst.fixed[d])  # its free chutes now
+            row = []
+            for k in range(inst.min_chutes[d], _max_chutes(inst, d) + 1):
+                y = self.model.new_bool_var(f"n_{d}_{k}")
+                row.append((k, y))
+                free = k - len(inst.fixed[d])
+                kept = min(own, free)
                 cost = _scaled_estimate(
                     inst.hourly_items[d], k, inst.capacity_items, inst.clear_interval_min
                 )
-                if cost:
-                    self.terms.append((cost * self.est_coef, y))
-
-    def _moves(self) -> None:
-        inst = self.inst
-        for c in inst.free_chutes:
-            now = [d for d, chutes in enumerate(inst.current) if c in chutes]
-            row = [v for (chute, _), v in self.x.items() if chute == c]
-            if now:  # moved unless it stays with one of its destinations
-                self.moves.append(1 - sum(self.x[c, d] for d in now if (c, d) in self.x))
-            elif row:  # a chute that served nobody moves when it is given a destination
-                self.labelled.append(sum(row))
+                estimate.append((cost * self.est_coef, y))
+                given_up.append((own - kept, y))
+                gained.append((free - kept, y))
+                taken.append((free, y))
+            self.model.add_exactly_one(y for _, y in row)
+            self.one_hot.append(row)
+        self.model.add(_weighted(taken) <= n_free)
+        released = _weighted(given_up)
+        # Idle chutes labelled: what the growing destinations take beyond the released.
+        labelled = self.model.new_int_var(0, n_free, "labelled")
+        self.model.add(labelled >= _weighted(gained) - released)
+        self.model.minimize(
+            _weighted(estimate) + self.used_coef * released + self.move_coef * labelled
+        )
 
     def hint(self) -> None:
         """The current plan as the first solution: never worse than what runs today."""
-        for (c, d), var in self.x.items():
-            self.model.add_hint(var, c in self.inst.current[d])
+        for d, row in enumerate(self.one_hot):
+            for k, y in row:
+                self.model.add_hint(y, k == len(self.inst.current[d]))
+
+    def counts(self, solver: cp_model.CpSolver) -> list[int]:
+        return [next(k for k, y in row if solver.boolean_value(y)) for row in self.one_hot]
+
+
+def _weighted(terms: list[tuple[int, cp_model.IntVar]]) -> cp_model.LinearExpr:
+    return cp_model.LinearExpr.weighted_sum([y for _, y in terms], [c for c, _ in terms])
+
+
+def _realise(inst: Instance, counts: list[int]) -> tuple[tuple[int, ...], ...]:
+    """The chutes of each destination for the chosen counts, at the counts model's cost:
+    own chutes kept (lowest numbers first), then chutes others gave up, then idle ones."""
+    free = set(inst.free_chutes)
+    taken: set[int] = set()
+    kept: list[list[int]] = []
+    for d, n in enumerate(counts):
+        own = [c for c in sorted(inst.current[d]) if c in free and c not in taken]
+        mine = own[: max(0, n - len(inst.fixed[d]))]
+        taken.update(mine)
+        kept.append([*inst.fixed[d], *mine])
+    pool = [c for c in inst.free_chutes if c not in taken]
+    served = {c for chutes in inst.current for c in chutes}
+    released = [c for c in pool if c in served]
+    idle = [c for c in pool if c not in served]
+    spare = released + idle
+    for d, n in enumerate(counts):
+        need = n - len(kept[d])
+        kept[d] += spare[:need]
+        spare = spare[need:]
+    return tuple(tuple(sorted(chutes)) for chutes in kept)
 
 
 def solve(
@@ -235,14 +264,6 @@ def solve(
     """The best allocation found within the time limit; OptimiseError without one."""
     m = _Model(inst, move_weight)
     m.hint()
-    estimate = cp_model.LinearExpr.weighted_sum(
-        [var for _, var in m.terms], [coef for coef, _ in m.terms]
-    )
-    m.model.minimize(
-        estimate
-        + m.used_coef * cp_model.LinearExpr.sum(m.moves)
-        + m.move_coef * cp_model.LinearExpr.sum(m.labelled)
-    )
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = max(1, workers)
@@ -253,21 +274,7 @@ def solve(
             f"the solver found no allocation within {time_limit_s:g} s "
             f"({solver.status_name(status)}): give it more time with --time-limit-s"
         )
-    chutes = tuple(
-        tuple(
-            sorted(
-                (
-                    *inst.fixed[d],
-                    *(
-                        c
-                        for c in inst.free_chutes
-                        if (c, d) in m.x and solver.boolean_value(m.x[c, d])
-                    ),
-                )
-            )
-        )
-        for d in range(len(inst.destinations))
-    )
+    chutes = _realise(inst, m.counts(solver))
     unit = m.est_coef * inst.clear_interval_min  # objective units per estimated item
     return Allocation(
         chutes=chutes,
