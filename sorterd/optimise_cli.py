@@ -156,9 +156,12 @@ def optimise(
     workers: int,
 ) -> int:
     from sorter.config import load_site  # noqa: PLC0415
-    from sorter.optimise import instance_from_plan, load_volumes, solve  # noqa: PLC0415
+    from sorter.optimise import OptimiseError, instance_from_plan, load_volumes, solve  # noqa: PLC0415
     from sorter.plan import load_plan  # noqa: PLC0415
 
+    if out is not None and not Path(out).resolve().parent.is_dir():
+        # Said before the solve, not after it.
+        raise OptimiseError(f"--out {out}: the folder {Path(out).parent} does not exist")
     site = load_site(config)
     plan = load_plan(site.plan_path)
     if volumes is not None:

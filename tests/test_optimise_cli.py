@@ -155,3 +155,14 @@ def test_a_replay_without_times_is_refused(site: Path, tmp_path: Path) -> None:
     result = optimise(site, "--from-replay", str(scans))
     assert result.returncode == 1
     assert "needs a time column" in result.stderr
+
+
+def test_an_out_folder_that_does_not_exist_is_said_before_the_solve(
+    site: Path, tmp_path: Path
+) -> None:
+    volumes = write_volumes(tmp_path / "v.csv", ["FR-CORSE,18,500"])
+    out = tmp_path / "missing" / "new.toml"
+    result = optimise(site, "--volumes", str(volumes), "--out", str(out))
+    assert result.returncode == 1
+    assert f"error: --out {out}: the folder {out.parent} does not exist" in result.stderr
+    assert "solver" not in result.stdout
