@@ -85,6 +85,7 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="solver threads (default: the cores, at most 8)",
     )
+    q.add_argument("--seed", type=int, default=1, help="the simulated day's arrivals (default 1)")
 
 
 def plan_command(args: argparse.Namespace) -> int:
@@ -106,6 +107,7 @@ def plan_command(args: argparse.Namespace) -> int:
         move_weight=args.move_weight,
         time_limit_s=args.time_limit_s,
         workers=max(1, args.workers),
+        seed=args.seed,
     )
 
 
@@ -154,6 +156,7 @@ def optimise(
     move_weight: float,
     time_limit_s: float,
     workers: int,
+    seed: int = 1,
 ) -> int:
     from sorter.config import load_site  # noqa: PLC0415
     from sorter.optimise import OptimiseError, instance_from_plan, load_volumes, solve  # noqa: PLC0415
@@ -179,6 +182,7 @@ def optimise(
     print(f"volumes {Path(flow.path).name}: {flow.total:,} items over the day")
     result = solve(inst, move_weight=move_weight, time_limit_s=time_limit_s, workers=workers)
     _print_result(inst, result)
+    _print_simulation(plan, result, flow, seed)
     if out is not None:
         _write_plan(plan, result, Path(out), flow)
     return EXIT_OK
@@ -211,6 +215,43 @@ def _print_result(inst: Instance, result: Allocation) -> None:
             )
     for chute, was, now_name in result.moved:
         print(f"  chute {chute}: {was or '(none)'} -> {now_name or '(none)'}")
+
+
+def _print_simulation(plan: SortPlan, result: Allocation, flow: Volumes, seed: int) -> None:
+    """The day through the old and the new chutes, item by item (simulators/chute_day.py):
+    the proof is what the line does, not the model's own estimate."""
+    from simulators.chute_day import Lanes, SimPlan, simulate_day  # noqa: PLC0415
+
+    def sim_plan(chutes: list[tuple[int, ...]]) -> SimPlan:
+        assert plan.chute_capacity_items is not None
+        assert plan.clear_interval_min is not None
+        return SimPlan(
+            lanes={
+                d.name: Lanes(c, d.overflow) for d, c in zip(plan.destinations, chutes, strict=True)
+            },
+            machine_chutes=tuple(sorted(plan.machine_chutes)),
+            capacity_items=plan.chute_capacity_items,
+            clear_interval_min=plan.clear_interval_min,
+            max_recirculations=plan.max_recirculations,
+        )
+
+    before = simulate_day(sim_plan([d.chutes for d in plan.destinations]), flow.items, seed)
+    after = simulate_day(sim_plan(list(result.chutes)), flow.items, seed)
+    print(
+        f"simulated day (seed {seed}; chutes filled item by item, emptied on the operators' round):"
+    )
+    print(f"  {'':<40}{'before':>10}{'after':>10}")
+    rows = (
+        ("recirculations caused by full chutes", "full_recirculations"),
+        ("items to the max_recirc chute", "gave_up"),
+        ("items to overflow chutes", "overflow_items"),
+        ("chute-full events", "chute_full_events"),
+    )
+    for label, name in rows:
+        old, new = getattr(before, name), getattr(after, name)
+        change = f"  ({(new - old) / old:+.1%})" if old else ""
+        print(f"  {label:<40}{old:>10,}{new:>10,}{change}")
+    print(f"  {'peak fill of a chute':<40}{before.peak_fill:>10.0%}{after.peak_fill:>10.0%}")
 
 
 def _chutes(chutes: list[int]) -> str:

@@ -3,6 +3,7 @@ written plan checked by a real `sorterd check-config`."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def test_a_busy_destination_gets_chutes_and_the_plan_checks(site: Path, tmp_path
     assert "chutes moved: 2 of" in result.stdout
     assert "-> FR-CORSE" in result.stdout
     assert f"wrote {out}" in result.stdout
+    # The simulated day through both allocations: fewer recirculations after.
+    m = re.search(r"recirculations caused by full chutes +([\d,]+) +([\d,]+)", result.stdout)
+    assert m is not None, result.stdout
+    before, after = (int(g.replace(",", "")) for g in m.groups())
+    assert after < before
     new = load_plan(out)
     compile_plan(new)
     old = load_plan(site.parent / "sortplan.toml")
