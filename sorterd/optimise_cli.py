@@ -190,7 +190,7 @@ def optimise(
 
 def _print_result(inst: Instance, result: Allocation) -> None:
     print(
-        f"solver: {result.status} in {result.wall_time_s:.1f} s; objective {result.objective:,.1f}"
+        f"solver: {result.status} in {result.wall_time_s:.2f} s; objective {result.objective:,.1f}"
         f", bound {result.bound:,.1f}, gap {result.gap:.2%} (estimated items, moves weighted)"
     )
     before, after = result.estimate_before, result.estimate_after
