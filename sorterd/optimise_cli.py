@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the solver and the plan load only when the command runs (--help stays fast)
+    from simulators.chute_day import DayFigures
     from sorter.config import Site
     from sorter.optimise import Allocation, Instance, Volumes
     from sorter.plan import SortPlan
@@ -62,7 +63,11 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         "--from-manifests", action="store_true", help="not yet: manifests carry no hour"
     )
     q.add_argument("--out", metavar="PLAN.toml", help="write the optimised plan here")
-    q.add_argument("--report", metavar="FILE.html", help="not yet: the simulation report")
+    q.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="a self-contained HTML report: both allocations by estimate and simulated day",
+    )
     q.add_argument(
         "--move-weight",
         type=_non_negative,
@@ -91,19 +96,19 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
 def plan_command(args: argparse.Namespace) -> int:
     if args.plan_command != "optimise":
         return EXIT_USAGE
-    for flag, given in (("--from-manifests", args.from_manifests), ("--report", args.report)):
-        if given:
-            print(
-                f"error: {flag} is not implemented yet (docs/optimiser.md); "
-                "give --volumes or --from-replay, without --report",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+    if args.from_manifests:
+        print(
+            "error: --from-manifests is not implemented yet (docs/optimiser.md): manifests "
+            "carry no hour; give --volumes or --from-replay",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return optimise(
         args.config,
         volumes=args.volumes,
         from_replay=args.from_replay,
         out=args.out,
+        report=args.report,
         move_weight=args.move_weight,
         time_limit_s=args.time_limit_s,
         workers=max(1, args.workers),
@@ -154,6 +159,7 @@ def optimise(
     from_replay: str | None,
     out: str | None,
     move_weight: float,
+    report: str | None = None,
     time_limit_s: float,
     workers: int,
     seed: int = 1,
@@ -162,9 +168,10 @@ def optimise(
     from sorter.optimise import OptimiseError, instance_from_plan, load_volumes, solve  # noqa: PLC0415
     from sorter.plan import load_plan  # noqa: PLC0415
 
-    if out is not None and not Path(out).resolve().parent.is_dir():
-        # Said before the solve, not after it.
-        raise OptimiseError(f"--out {out}: the folder {Path(out).parent} does not exist")
+    for flag, target in (("--out", out), ("--report", report)):
+        if target is not None and not Path(target).resolve().parent.is_dir():
+            # Said before the solve, not after it.
+            raise OptimiseError(f"{flag} {target}: the folder {Path(target).parent} does not exist")
     site = load_site(config)
     plan = load_plan(site.plan_path)
     if volumes is not None:
@@ -182,9 +189,16 @@ def optimise(
     print(f"volumes {Path(flow.path).name}: {flow.total:,} items over the day")
     result = solve(inst, move_weight=move_weight, time_limit_s=time_limit_s, workers=workers)
     _print_result(inst, result)
-    _print_simulation(plan, result, flow, seed)
+    before, after = _simulate(plan, result, flow, seed)
+    _print_simulation(before, after, seed)
     if out is not None:
         _write_plan(plan, result, Path(out), flow)
+    if report is not None:
+        from sorterd.optimise_report import OptimiseReport, write_optimise_report  # noqa: PLC0415
+
+        data = OptimiseReport(plan.name, Path(flow.path).name, inst, result, before, after, seed)
+        write_optimise_report(Path(report), data)
+        print(f"report written to {report}")
     return EXIT_OK
 
 
@@ -217,7 +231,9 @@ def _print_result(inst: Instance, result: Allocation) -> None:
         print(f"  chute {chute}: {was or '(none)'} -> {now_name or '(none)'}")
 
 
-def _print_simulation(plan: SortPlan, result: Allocation, flow: Volumes, seed: int) -> None:
+def _simulate(
+    plan: SortPlan, result: Allocation, flow: Volumes, seed: int
+) -> tuple[DayFigures, DayFigures]:
     """The day through the old and the new chutes, item by item (simulators/chute_day.py):
     the proof is what the line does, not the model's own estimate."""
     from simulators.chute_day import Lanes, SimPlan, simulate_day  # noqa: PLC0415
@@ -237,6 +253,10 @@ def _print_simulation(plan: SortPlan, result: Allocation, flow: Volumes, seed: i
 
     before = simulate_day(sim_plan([d.chutes for d in plan.destinations]), flow.items, seed)
     after = simulate_day(sim_plan(list(result.chutes)), flow.items, seed)
+    return before, after
+
+
+def _print_simulation(before: DayFigures, after: DayFigures, seed: int) -> None:
     print(
         f"simulated day (seed {seed}; chutes filled item by item, emptied on the operators' round):"
     )

@@ -128,14 +128,25 @@ def test_more_destinations_than_free_chutes_exit_1(site: Path, tmp_path: Path) -
     assert not out.exists()
 
 
-def test_not_yet_implemented_sources_say_so(site: Path, tmp_path: Path) -> None:
+def test_from_manifests_is_not_there_yet_and_says_so(site: Path) -> None:
     result = optimise(site, "--from-manifests")
     assert result.returncode == 2
     assert "--from-manifests is not implemented yet" in result.stderr
-    volumes = write_volumes(tmp_path / "v.csv", ["FR-CORSE,18,200"])
-    result = optimise(site, "--volumes", str(volumes), "--report", str(tmp_path / "r.html"))
-    assert result.returncode == 2
-    assert "--report is not implemented yet" in result.stderr
+
+
+def test_the_report_is_one_self_contained_file(site: Path, tmp_path: Path) -> None:
+    volumes = write_volumes(tmp_path / "v.csv", [f"FR-CORSE,{h},500" for h in (18, 19, 20)])
+    report = tmp_path / "report.html"
+    result = optimise(site, "--volumes", str(volumes), "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    assert f"report written to {report}" in result.stdout
+    text = report.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert "<svg" in text
+    assert "FR-CORSE" in text
+    assert "http" not in text
+    assert "<script" not in text
+    assert "simulated recirculations caused by full chutes" in text
 
 
 def test_volumes_from_a_replay(site: Path, tmp_path: Path) -> None:
