@@ -90,6 +90,13 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="solver threads (default: the cores, at most 8)",
     )
+    q.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="DESTINATION",
+        help="leave this destination's chutes as they are (repeatable)",
+    )
     q.add_argument("--seed", type=int, default=1, help="the simulated day's arrivals (default 1)")
 
 
@@ -113,6 +120,7 @@ def plan_command(args: argparse.Namespace) -> int:
         time_limit_s=args.time_limit_s,
         workers=max(1, args.workers),
         seed=args.seed,
+        keep=tuple(args.keep),
     )
 
 
@@ -163,6 +171,7 @@ def optimise(
     time_limit_s: float,
     workers: int,
     seed: int = 1,
+    keep: tuple[str, ...] = (),
 ) -> int:
     from sorter.config import load_site  # noqa: PLC0415
     from sorter.optimise import OptimiseError, instance_from_plan, load_volumes, solve  # noqa: PLC0415
@@ -179,7 +188,7 @@ def optimise(
     else:
         assert from_replay is not None
         flow = _replay_volumes(site, from_replay)
-    inst = instance_from_plan(plan, flow)
+    inst = instance_from_plan(plan, flow, keep)
     print(
         f"plan {plan.name} ({site.plan_path.name}): {len(plan.destinations)} destinations, "
         f"{len(inst.free_chutes)} chutes to allocate (function and overflow chutes stay); "

@@ -234,3 +234,20 @@ def test_the_counts_model_finds_the_best_per_chute_answer(move_weight: float) ->
     idle = len(result.moved) - used
     realised = result.estimate_after + move_weight * (1.01 * used + idle)
     assert realised == pytest.approx(result.objective, abs=0.02)
+
+
+def test_a_kept_destination_keeps_its_chutes_whatever_its_volume() -> None:
+    plan = build_plan(plan_data(), "p.toml")
+    vols = volumes({"A": {8: 500}, "B": {8: 500}})
+    inst = instance_from_plan(plan, vols, keep=["B"])
+    assert 2 not in inst.free_chutes
+    result = solve(inst, move_weight=0.0, time_limit_s=30, workers=2)
+    assert result.chutes[1] == (2, 3, 4)
+    assert all(chute not in (2, 3, 4) for chute, _, _ in result.moved)
+    assert len(result.chutes[0]) > 1  # A still grows, from the rest
+
+
+def test_keeping_an_unknown_destination_is_refused() -> None:
+    plan = build_plan(plan_data(), "p.toml")
+    with pytest.raises(OptimiseError, match="--keep NOPE: no such destination in p.toml"):
+        instance_from_plan(plan, volumes({}), keep=["NOPE"])

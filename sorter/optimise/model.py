@@ -25,6 +25,7 @@ always those of the chutes realised.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -63,6 +64,7 @@ class Instance:
     min_chutes: tuple[int, ...]  # per destination, fixed ones included
     capacity_items: int
     clear_interval_min: int
+    kept: frozenset[int] = frozenset()  # destinations whose chutes all stay (--keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +124,18 @@ def _options(plan: SortPlan) -> tuple[int, int]:
     return plan.chute_capacity_items, plan.clear_interval_min
 
 
-def instance_from_plan(plan: SortPlan, volumes: Volumes) -> Instance:
-    """The model's input; OptimiseError when a constraint cannot hold."""
+def instance_from_plan(plan: SortPlan, volumes: Volumes, keep: Iterable[str] = ()) -> Instance:
+    """The model's input; OptimiseError when a constraint cannot hold. `keep`: names of
+    destinations whose chutes all stay as they are (manual lanes, a lane being rebuilt)."""
     capacity, clear = _options(plan)
+    names = [d.name for d in plan.destinations]
+    unknown = [name for name in keep if name not in names]
+    if unknown:
+        raise OptimiseError(f"--keep {', '.join(unknown)}: no such destination in {plan.path}")
+    kept = frozenset(names.index(name) for name in keep)
     functions = set(plan.functions.values())
     overflow = {c for d in plan.destinations for c in d.overflow}
-    staying = functions | overflow
+    staying = functions | overflow | {c for i in kept for c in plan.destinations[i].chutes}
     free = tuple(sorted(plan.machine_chutes - staying))
     fixed = tuple(tuple(c for c in d.chutes if c in staying) for d in plan.destinations)
     # A destination with no main chute now (overflow only) may stay without one.
@@ -140,7 +148,7 @@ def instance_from_plan(plan: SortPlan, volumes: Volumes) -> Instance:
             f"{plan.path}: every destination keeps at least one chute: {needed} destinations "
             f"need a free chute but only {len(free)} of the machine's "
             f"{len(plan.machine_chutes)} chutes are free ({len(staying & plan.machine_chutes)} "
-            "are function or overflow chutes)"
+            "are function or overflow chutes" + (" or kept" if kept else "") + ")"
         )
     return Instance(
         destinations=tuple(d.name for d in plan.destinations),
@@ -151,12 +159,15 @@ def instance_from_plan(plan: SortPlan, volumes: Volumes) -> Instance:
         min_chutes=min_chutes,
         capacity_items=capacity,
         clear_interval_min=clear,
+        kept=kept,
     )
 
 
 def _max_chutes(inst: Instance, d: int) -> int:
     """Chutes beyond the first count at which the estimate is 0 (or beyond what the
     destination has now) lower nothing: leaving them free is never worse."""
+    if d in inst.kept:
+        return len(inst.fixed[d])
     most = len(inst.fixed[d]) + len(inst.free_chutes)
     peak = max(inst.hourly_items[d], default=0)
     per_chute = inst.capacity_items * 60
