@@ -249,5 +249,5 @@ def test_a_kept_destination_keeps_its_chutes_whatever_its_volume() -> None:
 
 def test_keeping_an_unknown_destination_is_refused() -> None:
     plan = build_plan(plan_data(), "p.toml")
-    with pytest.raises(OptimiseError, match="--keep NOPE: no such destination in p.toml"):
+    with pytest.raises(OptimiseError, match=r"--keep NOPE: no such destination in p\.toml"):
         instance_from_plan(plan, volumes({}), keep=["NOPE"])
