@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from sorter.config import ConfigError, Site, load_site
 from sorter.errors import SorterdError
 from sorter.telegram_options import PRESETS
+from sorterd.optimise_cli import add_plan_parser, plan_command
 
 __all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     _add_replay(sub)
     _add_simulate(sub)
+    add_plan_parser(sub)
     return parser
 
 
@@ -396,6 +398,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "top": _top,
     "replay": _replay,
     "simulate": _simulate,
+    "plan": plan_command,
 }
 
 

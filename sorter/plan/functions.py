@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from sorter.plan.records import MAX_CHUTE_CAPACITY_ITEMS, MAX_CLEAR_INTERVAL_MIN
 from sorter.plan.tables import Problems, TableModel
 from sorter.ports import FUNCTION_REASONS, OPTIONAL_FUNCTIONS, Reason
 
@@ -29,6 +30,14 @@ class FunctionsModel(TableModel):
 class OptionsModel(TableModel):
     max_recirculations: Annotated[int, Field(ge=0, le=100)] = 2
     balance: Literal["round_robin", "least_loaded"] = "round_robin"
+    # What the plan optimiser and its report need (docs/optimiser.md); the daemon does not
+    # use them. Strict: a quoted "400" is a typo, as is a fraction of an item.
+    chute_capacity_items: (
+        Annotated[int, Field(strict=True, ge=1, le=MAX_CHUTE_CAPACITY_ITEMS)] | None
+    ) = None
+    clear_interval_min: (
+        Annotated[int, Field(strict=True, ge=1, le=MAX_CLEAR_INTERVAL_MIN)] | None
+    ) = None
 
 
 def function_chutes(

@@ -152,6 +152,8 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         ),
         size_classes=tuple(size_classes),
         machine_limits=limits,
+        chute_capacity_items=tables.options.chute_capacity_items,
+        clear_interval_min=tables.options.clear_interval_min,
     )
 
 

@@ -18,7 +18,9 @@ __all__ = [
     "ALPHA2",
     "CLASS_LIMITS",
     "LETTER_CODES",
+    "MAX_CHUTE_CAPACITY_ITEMS",
     "MAX_CHUTE_NUMBER",
+    "MAX_CLEAR_INTERVAL_MIN",
     "MAX_MEASURE",
     "MAX_REGEX_RULES",
     "MAX_SIZE_CLASSES",
@@ -38,6 +40,10 @@ PLAN_VERSION: Final = 2
 ALPHA2: Final = 26 * 26  # size of the two-letter code tables (S10 service, ISO country)
 MAX_REGEX_RULES: Final = 64  # barcode regex results travel to the kernel as one uint64 bit mask
 MAX_CHUTE_NUMBER: Final = 999  # the register map's chute status block is 2000 + n
+# [options] of the plan optimiser: a chute is a cage or a roller bed, not a warehouse, and
+# a chute emptied less than once a day is not emptied on a schedule.
+MAX_CHUTE_CAPACITY_ITEMS: Final = 100_000
+MAX_CLEAR_INTERVAL_MIN: Final = 1440
 MAX_MEASURE: Final = 65_535  # dimensions and weight arrive in 16-bit registers
 MAX_SIZE_CLASSES: Final = 32  # a rule's size classes travel to the kernel as one bit mask
 # The PLC's measurements, in the order of the request slot.
@@ -145,6 +151,9 @@ class SortPlan:
     warnings: tuple[Problem, ...] = ()
     size_classes: tuple[SizeClass, ...] = ()
     machine_limits: MachineLimits = MachineLimits()
+    # [options] for the plan optimiser (docs/optimiser.md); None when the plan leaves them out.
+    chute_capacity_items: int | None = None
+    clear_interval_min: int | None = None
 
     def destination_index(self, name: str) -> int:
         for i, d in enumerate(self.destinations):
