@@ -26,7 +26,7 @@ from drivers.broker import free_port
 __all__ = ["ROLE", "ROLE_PASSWORD", "PgServer", "pg_bin", "pg_missing"]
 
 ROLE = "sorterd"
-ROLE_PASSWORD = "s3cret-archive-pw"  # noqa: S105 - a test server's, on 127.0.0.1 only
+ROLE_PASSWORD = "s3cret-archive-pw"  # a test server's, on 127.0.0.1 only
 
 
 def pg_bin() -> Path | None:
