@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     _add_replay(sub)
     _add_simulate(sub)
+    _add_archive(sub)
     return parser
 
 
@@ -126,6 +127,26 @@ def _add_simulate(sub: _Subparsers[argparse.ArgumentParser]) -> None:
             q.add_argument(
                 "--read-rate", type=_share, default=1.0, metavar="0..1", help="per scanner head"
             )
+
+
+def _add_archive(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("archive", help="copy the lines' decisions and results into PostgreSQL")
+    _add_site(p)
+    p.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id (default: archive.client_id, else from the host name); "
+        "archivers running at once need different ones",
+    )
+    p = sub.add_parser("trace", help="the archived history of one barcode, oldest first")
+    _add_site(p)
+    p.add_argument("code", metavar="CODE", help="a barcode, matched exactly")
+    p.add_argument("--json", action="store_true", help="a JSON array (docs/interfaces.md s. 8)")
+    p = sub.add_parser("report", help="a shift report from the archive")
+    _add_site(p)
+    p.add_argument("--from", dest="start", required=True, metavar="T", help="ISO 8601 time")
+    p.add_argument("--to", dest="end", required=True, metavar="T", help="ISO 8601 time")
+    p.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
 
 
 def _share(text: str) -> float:
@@ -308,6 +329,27 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_FAIL
 
 
+async def _run_archive(args: argparse.Namespace) -> int:
+    from sorterd.archive import run_archive  # noqa: PLC0415
+
+    site = load_site(args.config)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    return await run_archive(site, args.client_id, stop)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from sorterd.trace import trace  # noqa: PLC0415
+
+    return trace(load_site(args.config), args.code, as_json=args.json)
+
+
+def _archive_report(args: argparse.Namespace) -> int:
+    from sorterd.archive_report import report  # noqa: PLC0415
+
+    return report(load_site(args.config), args.start, args.end, args.html)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": lambda args: _check_config(args.config),
     "run": lambda args: asyncio.run(_run_daemon(args.config)),
@@ -315,6 +357,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "top": _top,
     "replay": _replay,
     "simulate": _simulate,
+    "archive": lambda args: asyncio.run(_run_archive(args)),
+    "trace": _trace,
+    "report": _archive_report,
 }
 
 

@@ -1,0 +1,383 @@
+"""`sorterd archive`: every decision and result of the hub's lines, from MQTT into PostgreSQL
+(docs/archive.md, docs/interfaces.md section 8).
+
+A message is acknowledged (PUBACK) only after the transaction holding its row committed:
+until then the broker keeps it in this archiver's persistent session and sends it again
+after a reconnect, so an outage of the broker, the database or the archiver delays rows and
+never loses one. Rows are keyed by the message id, so the redelivery changes nothing.
+aiomqtt has no public manual acknowledgement (its issue #345); paho-mqtt underneath has
+one (`manual_ack_set`, `ack(mid, qos)`), reached through aiomqtt's client as that issue
+suggests. A message id (mid) belongs to one connection: acknowledgements of messages
+received on a connection that has since gone are not sent (the broker sends those again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import socket
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import aiomqtt
+import psycopg
+import structlog
+
+from drivers.archive_db import ArchiveDb, ArchiveDbError, connect, day_of, describe_error
+from drivers.archive_rows import BadMessageError, Row, iso, parse_message
+from sorter.addresses import parse_mqtt_url
+from sorter.backoff import Backoff
+from sorter.config import ArchiveSection, Site
+from sorter.errors import SorterdError
+
+__all__ = [
+    "SHARE_GROUP",
+    "ArchiveStats",
+    "Archiver",
+    "archive_section",
+    "hub_prefix",
+    "run_archive",
+    "subscriptions",
+]
+
+log = structlog.get_logger(__name__)
+
+SHARE_GROUP = "$share/sorterd-archive/"
+STATUS_INTERVAL_S = 5.0
+RETENTION_INTERVAL_S = 3600.0
+STOP_FLUSH_S = 10.0
+
+
+class ArchiveConfigError(SorterdError):
+    """The site config has no usable [archive] table."""
+
+
+def archive_section(site: Site) -> ArchiveSection:
+    section = site.config.archive
+    if section is None:
+        raise ArchiveConfigError(f"{site.path}: no [archive] table (docs/archive.md)")
+    return section
+
+
+def subscriptions(lines: list[str]) -> list[str]:
+    """The shared subscriptions of every line's decisions and results."""
+    return [f"{SHARE_GROUP}{line}/{kind}" for line in lines for kind in ("decisions", "results")]
+
+
+def hub_prefix(lines: list[str]) -> str:
+    """The first line's prefix without its last level: where the status goes."""
+    head, _, _ = lines[0].rpartition("/")
+    return head or lines[0]
+
+
+@dataclass(slots=True)
+class ArchiveStats:
+    rows: int = 0  # committed and new
+    duplicates: int = 0  # committed, already there (a redelivery)
+    bad: int = 0  # not the contract's JSON: skipped
+    expired: int = 0  # older than the retention: skipped
+    batches: int = 0
+    db_errors: int = 0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    row: Row
+    mid: int
+    qos: int
+    connection: int
+    arrived: float  # monotonic
+
+
+@dataclass(slots=True)
+class _State:
+    word: str = "starting"
+    since: str = field(default_factory=lambda: iso(dt.datetime.now(dt.UTC)))
+    lag_s: float = 0.0
+
+
+class Archiver:
+    """One archiver: an MQTT consumer, a batch writer, and its status."""
+
+    def __init__(self, site: Site, *, client_id: str | None = None) -> None:
+        self.site = site
+        self.section = archive_section(site)
+        self.client_id = (
+            client_id or self.section.client_id or f"sorterd-archive-{socket.gethostname()}"
+        )
+        self.stats = ArchiveStats()
+        self.status_topic = f"{hub_prefix(self.section.lines)}/archive/status"
+        self._waiting: deque[_Waiting] = deque()
+        self._arrived = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._connection = 0  # which connection the client is: acks only go on their own
+        self._state = _State()
+        self._db: ArchiveDb | None = None
+        self._stopping = asyncio.Event()
+
+    # --- status -----------------------------------------------------------------------
+
+    def _set_state(self, word: str) -> None:
+        if word != self._state.word:
+            log.info("archive state", state=word)
+            self._state.word = word
+            self._state.since = iso(dt.datetime.now(dt.UTC))
+
+    def lag_s(self) -> float:
+        """How far behind the lines: the age of the oldest message not yet committed, else
+        how old the last batch's oldest message was when it committed."""
+        if self._waiting:
+            oldest = self._waiting[0].row.ts
+            return max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
+        return self._state.lag_s
+
+    def status(self) -> dict[str, object]:
+        return {
+            "state": self._state.word,
+            "lag_s": round(self.lag_s(), 3),
+            "rows": self.stats.rows,
+            "since": self._state.since,
+            "archiver": self.client_id,
+            "waiting": len(self._waiting),
+            "duplicates": self.stats.duplicates,
+            "bad": self.stats.bad,
+        }
+
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        payload = json.dumps(self.status(), separators=(",", ":"))
+        await client.publish(self.status_topic, payload, qos=1, retain=True, timeout=10)
+
+    # --- the run --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect to the database (an error here is fatal: a wrong password, no server),
+        then consume and write until `request_stop`."""
+        section = self.section
+        conn = await connect(section.url, section.password)
+        self._db = ArchiveDb(conn)
+        try:
+            version = await self._db.migrate()
+            dropped = await self._db.drop_expired(section.retention_days, dt.datetime.now(dt.UTC))
+        except psycopg.Error as exc:
+            raise ArchiveDbError(
+                f"archive database: {describe_error(exc, section.password)}"
+            ) from None
+        log.info("archive ready", schema_version=version, dropped=dropped, lines=section.lines)
+        self._set_state("online")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                mqtt = tg.create_task(self._mqtt_loop(), name="archive-mqtt")
+                await self._write_loop()
+                mqtt.cancel()
+        finally:
+            await self._db.conn.close()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        self._arrived.set()
+
+    # --- MQTT -----------------------------------------------------------------------------
+
+    def _new_client(self) -> aiomqtt.Client:
+        mqtt = self.site.config.mqtt
+        endpoint = parse_mqtt_url(mqtt.url)
+        tls = None
+        if endpoint.tls:
+            tls = ssl.create_default_context(cafile=mqtt.ca_file)
+            if mqtt.cert_file:
+                tls.load_cert_chain(mqtt.cert_file, mqtt.key_file)
+        offline = {"state": "offline", "archiver": self.client_id}
+        client = aiomqtt.Client(
+            endpoint.host,
+            endpoint.port,
+            username=mqtt.username if mqtt.username is not None else endpoint.username,
+            password=mqtt.password if mqtt.password is not None else endpoint.password,
+            identifier=self.client_id,
+            clean_session=False,  # what arrives while we are away waits in the session
+            keepalive=mqtt.keepalive_s,
+            tls_context=tls,
+            will=aiomqtt.Will(self.status_topic, json.dumps(offline), qos=1, retain=True),
+            timeout=10,
+        )
+        # See the module's docstring: PUBACK only once the row committed.
+        client._client.manual_ack_set(True)
+        client.pending_calls_threshold = 1000
+        return client
+
+    async def _mqtt_loop(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        shown = parse_mqtt_url(self.site.config.mqtt.url).shown
+        while True:
+            try:
+                async with self._new_client() as client:
+                    self._connection += 1
+                    self._client = client
+                    backoff.reset()
+                    for topic in subscriptions(self.section.lines):
+                        await client.subscribe(topic, qos=1)
+                    log.info("mqtt connected", url=shown, client_id=self.client_id)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._status_loop(client), name="archive-status")
+                        await self._receive(client, self._connection)
+            except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
+                reason = "; ".join(str(e) for e in group.exceptions)
+                log.warning("mqtt connection lost", url=shown, error=reason)
+            finally:
+                self._client = None
+            await asyncio.sleep(backoff.next_delay_s())
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._publish_status(client)
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _receive(self, client: aiomqtt.Client, connection: int) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+            try:
+                row = parse_message(str(message.topic), data)
+            except BadMessageError as exc:
+                self.stats.bad += 1
+                log.warning(
+                    "message skipped", topic=str(message.topic), why=str(exc), bad=self.stats.bad
+                )
+                self._ack(message.mid, message.qos, connection)
+                continue
+            self._waiting.append(
+                _Waiting(row, message.mid, message.qos, connection, time.monotonic())
+            )
+            self._arrived.set()
+
+    def _ack(self, mid: int, qos: int, connection: int) -> None:
+        client = self._client
+        if qos == 0 or client is None or connection != self._connection:
+            return  # QoS 0 wants none; another connection's mid means nothing here
+        client._client.ack(mid, qos)
+
+    # --- the database ---------------------------------------------------------------------
+
+    async def _next_batch(self) -> list[_Waiting]:
+        """Wait for a batch: batch_rows messages, or the oldest waited batch_wait_ms."""
+        section = self.section
+        while not self._waiting and not self._stopping.is_set():
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), RETENTION_INTERVAL_S)
+            if not self._waiting:
+                return []
+        if not self._waiting:
+            return []
+        deadline = self._waiting[0].arrived + section.batch_wait_ms / 1000
+        while len(self._waiting) < section.batch_rows and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
+        return [self._waiting[i] for i in range(min(section.batch_rows, len(self._waiting)))]
+
+    async def _write_loop(self) -> None:
+        next_retention = time.monotonic() + RETENTION_INTERVAL_S
+        stop_by: float | None = None
+        while True:
+            if self._stopping.is_set():
+                if stop_by is None:
+                    stop_by = time.monotonic() + STOP_FLUSH_S
+                if not self._waiting or time.monotonic() > stop_by:
+                    break
+            batch = await self._next_batch()
+            if batch:
+                await self._commit(batch)
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + RETENTION_INTERVAL_S
+                await self._retention()
+        await self._say_offline()
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        """Write the batch until it commits (reconnecting as long as it takes), then ack."""
+        assert self._db is not None
+        cutoff = day_of(dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.section.retention_days)
+        rows = [w.row for w in batch if day_of(w.row.ts) >= cutoff]
+        self.stats.expired += len(batch) - len(rows)
+        new = await self._write(rows) if rows else 0
+        for _ in batch:
+            self._waiting.popleft()
+        for w in batch:
+            self._ack(w.mid, w.qos, w.connection)
+        self.stats.batches += 1
+        self.stats.rows += new
+        self.stats.duplicates += len(rows) - new
+        if rows:
+            self._state.lag_s = (dt.datetime.now(dt.UTC) - min(r.ts for r in rows)).total_seconds()
+
+    async def _write(self, rows: list[Row]) -> int:
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            assert self._db is not None
+            try:
+                new = await self._db.write(rows)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.stats.db_errors += 1
+                self._set_state("database_down")
+                log.warning(
+                    "archive database unavailable; rows wait, unacknowledged",
+                    error=describe_error(exc, self.section.password),
+                    waiting=len(self._waiting),
+                )
+                await asyncio.sleep(backoff.next_delay_s())
+                await self._reconnect()
+                continue
+            self._set_state("online")
+            return new
+
+    async def _reconnect(self) -> None:
+        assert self._db is not None
+        with contextlib.suppress(psycopg.Error):
+            await self._db.conn.close()
+        try:
+            conn = await connect(self.section.url, self.section.password)
+        except ArchiveDbError as exc:
+            log.warning("archive database reconnect failed", error=str(exc))
+            return
+        self._db = ArchiveDb(conn)
+
+    async def _retention(self) -> None:
+        assert self._db is not None
+        try:
+            dropped = await self._db.drop_expired(
+                self.section.retention_days, dt.datetime.now(dt.UTC)
+            )
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("retention postponed", error=describe_error(exc, self.section.password))
+            return
+        if dropped:
+            log.info("expired partitions dropped", partitions=dropped)
+
+    async def _say_offline(self) -> None:
+        self._set_state("offline")
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await self._publish_status(client)
+        log.info("archive stopped", rows=self.stats.rows, waiting=len(self._waiting))
+
+
+async def run_archive(site: Site, client_id: str | None, stop: asyncio.Event) -> int:
+    """`sorterd archive`: until `stop` is set."""
+    archiver = Archiver(site, client_id=client_id)
+    runner = asyncio.create_task(archiver.run(), name="archiver")
+    stopper = asyncio.create_task(stop.wait(), name="archive-stop")
+    done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper in done:
+        archiver.request_stop()
+        await runner
+    else:
+        stopper.cancel()
+        runner.result()
+    return 0
