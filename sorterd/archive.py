@@ -52,6 +52,14 @@ RETENTION_INTERVAL_S = 3600.0
 STOP_FLUSH_S = 10.0
 
 
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` passed. Not asyncio.wait_for: on Python 3.11 it
+    can swallow a cancellation that comes as the event is set, and a stop then hangs."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+
+
 class ArchiveConfigError(SorterdError):
     """The site config has no usable [archive] table."""
 
@@ -118,6 +126,7 @@ class Archiver:
         self._state = _State()
         self._db: ArchiveDb | None = None
         self._stopping = asyncio.Event()
+        self._state_changed = asyncio.Event()
 
     # --- status -----------------------------------------------------------------------
 
@@ -126,6 +135,7 @@ class Archiver:
             log.info("archive state", state=word)
             self._state.word = word
             self._state.since = iso(dt.datetime.now(dt.UTC))
+            self._state_changed.set()
 
     def lag_s(self) -> float:
         """How far behind the lines: the age of the oldest message not yet committed, else
@@ -232,8 +242,10 @@ class Archiver:
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
+            self._state_changed.clear()
             await self._publish_status(client)
-            await asyncio.sleep(STATUS_INTERVAL_S)
+            # Every few seconds for the lag, at once when the state changes.
+            await _wait(self._state_changed, STATUS_INTERVAL_S)
 
     async def _receive(self, client: aiomqtt.Client, connection: int) -> None:
         async for message in client.messages:
@@ -266,8 +278,7 @@ class Archiver:
         section = self.section
         while not self._waiting and not self._stopping.is_set():
             self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), RETENTION_INTERVAL_S)
+            await _wait(self._arrived, RETENTION_INTERVAL_S)
             if not self._waiting:
                 return []
         if not self._waiting:
@@ -278,8 +289,7 @@ class Archiver:
             if left <= 0:
                 break
             self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
+            await _wait(self._arrived, left)
         return [self._waiting[i] for i in range(min(section.batch_rows, len(self._waiting)))]
 
     async def _write_loop(self) -> None:
