@@ -1,7 +1,8 @@
 """`sorterd trace CODE`: every decision and result of one barcode in the archive, oldest
 first (docs/interfaces.md section 8, docs/archive.md).
 
-CODE matches exactly the `barcode` of a message or any entry of its `codes`. The lookup
+CODE matches exactly the `barcode` of a message or any entry of its `codes`; the results of
+the passes so found come too (a result names only the barcode the decision chose). The lookup
 uses the per-partition indexes on barcode (btree) and codes (GIN), so its cost grows with
 the number of days kept, not with the number of rows.
 """
@@ -30,13 +31,36 @@ _QUERY = (
 )
 
 
+# The results of those passes: a result carries the decision's barcode only, so an item
+# found by another of its codes would otherwise show its decisions without their outcomes.
+_RESULTS_OF = (
+    f"SELECT {', '.join(COLUMNS)} FROM {SCHEMA}.pieces "
+    "WHERE barcode = %(barcode)s AND kind = 'result' AND line = %(line)s "
+    "AND tracking_id = %(tracking_id)s AND seq = %(seq)s AND ts >= %(ts)s"
+)
+
+
 def find(conn: psycopg.Connection[tuple[Any, ...]], code: str) -> list[Row]:
     """The messages of `code`, oldest first; none when the archive has no table yet."""
     try:
-        rows = conn.execute(_QUERY, {"code": code}).fetchall()
+        rows = [Row(*row) for row in conn.execute(_QUERY, {"code": code}).fetchall()]
     except psycopg.errors.UndefinedTable:
         return []
-    return [Row(*row) for row in rows]
+    known = {r.id for r in rows}
+    for r in list(rows):
+        if r.kind != "decision" or r.barcode is None or r.barcode == code:
+            continue
+        params = {
+            "barcode": r.barcode, "line": r.line, "tracking_id": r.tracking_id,
+            "seq": r.seq, "ts": r.ts,
+        }  # fmt: skip
+        for found in conn.execute(_RESULTS_OF, params).fetchall():
+            result = Row(*found)
+            if result.id not in known:
+                known.add(result.id)
+                rows.append(result)
+    rows.sort(key=lambda r: (r.ts, r.kind, r.id))
+    return rows
 
 
 def _cell(value: object) -> str:

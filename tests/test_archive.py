@@ -52,7 +52,11 @@ async def test_messages_archived_once_bad_ones_skipped_and_traced(
 ) -> None:
     site = archive_site(tmp_path, broker.url, archive_db, [f"{HUB}/+"])
     good = [(f"{HUB}/line-1/decisions", _decision(i, [f"CODE{i}", f"ALT{i}"])) for i in range(50)]
-    good += [(f"{HUB}/line-2/results", _result(i, f"CODE{i}")) for i in range(50)]
+    # Results of the first 25 passes from line-1, as their decisions; of the rest from
+    # line-2 (the same barcodes seen on another line).
+    good += [
+        (f"{HUB}/line-{1 if i < 25 else 2}/results", _result(i, f"CODE{i}")) for i in range(50)
+    ]
     bad = [
         (f"{HUB}/line-1/decisions", b"not json"),
         (f"{HUB}/line-1/decisions", b"[1, 2]"),
@@ -75,15 +79,25 @@ async def test_messages_archived_once_bad_ones_skipped_and_traced(
     code, out, err = await run_cli("trace", "-c", str(site), "ALT7", "--json")
     assert code == 0, err
     trace = json.loads(out)
+    # The result of that pass too, though it names only the barcode chosen (CODE7).
     assert [(e["kind"], e["line"], e["id"]) for e in trace] == [
-        ("decision", f"{HUB}/line-1", "d-test-7")
+        ("decision", f"{HUB}/line-1", "d-test-7"),
+        ("result", f"{HUB}/line-1", "r-test-7"),
     ]
     assert trace[0]["codes"] == ["CODE7", "ALT7"]
     assert trace[0]["outcome"] is None
-    code, out, _ = await run_cli("trace", "-c", str(site), "CODE7", "--json")
-    assert [e["kind"] for e in json.loads(out)] == ["decision", "result"]
-    assert json.loads(out)[1]["chute_actual"] == 3
-    code, out, _ = await run_cli("trace", "-c", str(site), "CODE7")
+    assert trace[1]["codes"] is None
+    assert trace[1]["chute_actual"] == 3
+    assert trace[1]["outcome"] == "sorted"
+    # Another line's result of the same barcode is found by the barcode, not by ALT30.
+    code, out, _ = await run_cli("trace", "-c", str(site), "CODE30", "--json")
+    assert [(e["kind"], e["line"]) for e in json.loads(out)] == [
+        ("decision", f"{HUB}/line-1"),
+        ("result", f"{HUB}/line-2"),
+    ]
+    code, out, _ = await run_cli("trace", "-c", str(site), "ALT30", "--json")
+    assert [e["kind"] for e in json.loads(out)] == ["decision"]
+    code, out, _ = await run_cli("trace", "-c", str(site), "CODE30")
     assert code == 0
     assert "d-test" not in out  # the table: times, lines, passes, not ids
     assert f"{HUB}/line-2" in out
