@@ -3,7 +3,8 @@ and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 
 NAME is one of: decide, replay, manifest, journal, rtu, line (all of them by default), or
 faults (the fault-injection suite, only when named: it is long), or before (the decision
-and line figures of this commit against an earlier one, `--before REV`, only when named).
+and line figures of this commit against an earlier one, `--before REV`, only when named),
+or archive (PostgreSQL and mosquitto needed: only when named).
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
 `--quick` runs every benchmark at a small scale, to check that it works; its figures are
 recorded with their sizes but are not the published ones.
@@ -26,7 +27,7 @@ from benchmarks import results
 __all__ = ["main"]
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line")
-KNOWN = (*DEFAULT, "faults", "before")
+KNOWN = (*DEFAULT, "faults", "before", "archive")
 
 
 def _parser() -> argparse.ArgumentParser:

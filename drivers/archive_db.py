@@ -61,10 +61,12 @@ _MIGRATIONS: tuple[str, ...] = (
         outcome text,
         recirculations bigint NOT NULL,
         latency_ms double precision,
+        -- When the row was written: archived_at - ts is the archive's lag for that message.
+        archived_at timestamptz NOT NULL DEFAULT clock_timestamp(),
         PRIMARY KEY (id, ts)
     ) PARTITION BY RANGE (ts);
     CREATE INDEX pieces_barcode ON {SCHEMA}.pieces (barcode) WHERE barcode IS NOT NULL;
-    CREATE INDEX pieces_codes ON {SCHEMA}.pieces USING gin (codes);
+    CREATE INDEX pieces_codes ON {SCHEMA}.pieces USING gin (codes) WITH (fastupdate = off);
     """,
 )
 
@@ -185,8 +187,8 @@ class ArchiveDb:
         async with self.conn.transaction(), self.conn.cursor() as cur:
             if not self._staging:
                 await cur.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE {SCHEMA}.pieces) "
-                    "ON COMMIT DELETE ROWS"
+                    "CREATE TEMP TABLE IF NOT EXISTS incoming "
+                    f"(LIKE {SCHEMA}.pieces INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
                 self._staging = True
             copy_in = sql.SQL("COPY incoming ({}) FROM STDIN").format(columns)
