@@ -127,6 +127,7 @@ class Archiver:
         self._db: ArchiveDb | None = None
         self._stopping = asyncio.Event()
         self._state_changed = asyncio.Event()
+        self._stop_by = 0.0
 
     # --- status -----------------------------------------------------------------------
 
@@ -187,8 +188,15 @@ class Archiver:
             await self._db.conn.close()
 
     def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            self._stop_by = time.monotonic() + STOP_FLUSH_S
         self._stopping.set()
         self._arrived.set()
+
+    def _give_up(self) -> bool:
+        """Stopping, and the time to write what was received is over: what is left stays
+        unacknowledged, and the broker sends it again to the next archiver of this id."""
+        return self._stopping.is_set() and time.monotonic() > self._stop_by
 
     # --- MQTT -----------------------------------------------------------------------------
 
@@ -260,10 +268,11 @@ class Archiver:
                 )
                 self._ack(message.mid, message.qos, connection)
                 continue
-            self._waiting.append(
-                _Waiting(row, message.mid, message.qos, connection, time.monotonic())
-            )
-            self._arrived.set()
+            waiting = self._waiting
+            waiting.append(_Waiting(row, message.mid, message.qos, connection, time.monotonic()))
+            # The writer waits for the first row of a batch, then for a full one.
+            if len(waiting) == 1 or len(waiting) >= self.section.batch_rows:
+                self._arrived.set()
 
     def _ack(self, mid: int, qos: int, connection: int) -> None:
         client = self._client
@@ -294,28 +303,25 @@ class Archiver:
 
     async def _write_loop(self) -> None:
         next_retention = time.monotonic() + RETENTION_INTERVAL_S
-        stop_by: float | None = None
-        while True:
-            if self._stopping.is_set():
-                if stop_by is None:
-                    stop_by = time.monotonic() + STOP_FLUSH_S
-                if not self._waiting or time.monotonic() > stop_by:
-                    break
+        while not (self._stopping.is_set() and (not self._waiting or self._give_up())):
             batch = await self._next_batch()
-            if batch:
-                await self._commit(batch)
+            if batch and not await self._commit(batch):
+                break
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + RETENTION_INTERVAL_S
                 await self._retention()
         await self._say_offline()
 
-    async def _commit(self, batch: list[_Waiting]) -> None:
-        """Write the batch until it commits (reconnecting as long as it takes), then ack."""
+    async def _commit(self, batch: list[_Waiting]) -> bool:
+        """Write the batch until it commits (reconnecting as long as it takes), then ack;
+        False when a stop came first."""
         assert self._db is not None
         cutoff = day_of(dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.section.retention_days)
         rows = [w.row for w in batch if day_of(w.row.ts) >= cutoff]
-        self.stats.expired += len(batch) - len(rows)
         new = await self._write(rows) if rows else 0
+        if new is None:
+            return False
+        self.stats.expired += len(batch) - len(rows)
         for _ in batch:
             self._waiting.popleft()
         for w in batch:
@@ -325,10 +331,12 @@ class Archiver:
         self.stats.duplicates += len(rows) - new
         if rows:
             self._state.lag_s = (dt.datetime.now(dt.UTC) - min(r.ts for r in rows)).total_seconds()
+        return True
 
-    async def _write(self, rows: list[Row]) -> int:
+    async def _write(self, rows: list[Row]) -> int | None:
+        """How many rows were new; None when a stop came while the database was away."""
         backoff = Backoff(0.2, 5.0)
-        while True:
+        while not self._give_up():
             assert self._db is not None
             try:
                 new = await self._db.write(rows)
@@ -343,8 +351,15 @@ class Archiver:
                 await asyncio.sleep(backoff.next_delay_s())
                 await self._reconnect()
                 continue
+            except psycopg.Error as exc:
+                # Not an outage (rights taken away, the schema changed under us): fatal,
+                # one line, and nothing acknowledged.
+                raise ArchiveDbError(
+                    f"archive database: {describe_error(exc, self.section.password)}"
+                ) from None
             self._set_state("online")
             return new
+        return None
 
     async def _reconnect(self) -> None:
         assert self._db is not None

@@ -6,6 +6,7 @@ line's ledger ends up in the archive exactly once (docs/archive.md)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from collections import Counter
@@ -24,6 +25,7 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.requires("postgresql", "mosquitto")
 
 HUB = PREFIX.rpartition("/")[0]
+NOW = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 ITEMS = 300
 RATE_PER_H = 100_000.0  # about 28 items/s: the run lasts ~10 s
 
@@ -145,3 +147,36 @@ async def test_postgresql_stopped_and_started_again(broker: LocalBroker, tmp_pat
         assert "online" in states[states.index("database_down") :]
         assert "Traceback" not in proc.output()
         assert "s3cret" not in proc.output()
+
+
+@pytest.mark.asyncio
+async def test_stopped_while_the_database_is_down_loses_nothing(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """SIGTERM while rows wait for a database that is away: the archiver stops (what it
+    could not write stays unacknowledged) and the next one, same id, writes them."""
+    with pg_server() as server:
+        db = server.new_database()
+        site = archive_site(tmp_path, broker.url, db, [f"{HUB}/+"])
+        async with archiver(site, "archiver-x") as proc:
+            await wait_online(broker.port, HUB, "archiver-x")
+            await asyncio.to_thread(server.stop)
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                for i in range(40):
+                    body = {
+                        "id": f"r-down-{i}", "ts": NOW,
+                        "tracking_id": i, "seq": i, "barcode": f"B{i}", "destination": "X",
+                        "chute_assigned": 1, "chute_actual": 1, "outcome": "sorted",
+                        "recirculations": 0,
+                    }  # fmt: skip
+                    await client.publish(f"{PREFIX}/results", json.dumps(body), qos=1)
+            await wait_until(lambda: "database unavailable" in proc.output(), 60)
+            assert await proc.stop() == 0
+        await asyncio.to_thread(server.start)
+        assert archived(db) == []
+        async with archiver(site, "archiver-x") as again:
+            await wait_until(lambda: len(archived(db)) == 40, 60, "rows written after restart")
+            assert await again.stop() == 0
+        assert sorted(r["id"] for r in archived(db)) == sorted(f"r-down-{i}" for i in range(40))
+        for log in (proc.output(), again.output()):
+            assert "Traceback" not in log
