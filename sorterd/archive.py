@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import socket
 import ssl
 import time
@@ -50,6 +51,20 @@ SHARE_GROUP = "$share/sorterd-archive/"
 STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 3600.0
 STOP_FLUSH_S = 10.0
+
+
+class _NoTraceback(logging.Filter):
+    """aiomqtt logs a late SUBACK (one that comes after a stop cancelled its subscribe) with
+    a traceback; the line says what happened, the traceback only alarms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+_MQTT_LOG = logging.getLogger("sorterd.archive.mqtt")
+_MQTT_LOG.addFilter(_NoTraceback())
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:
@@ -220,6 +235,7 @@ class Archiver:
             tls_context=tls,
             will=aiomqtt.Will(self.status_topic, json.dumps(offline), qos=1, retain=True),
             timeout=10,
+            logger=_MQTT_LOG,
         )
         # See the module's docstring: PUBACK only once the row committed.
         client._client.manual_ack_set(True)

@@ -18,6 +18,7 @@ import pytest
 
 from drivers.broker import LocalBroker
 from tests.archivekit import archive_site, archived, archiver, wait_online
+from tests.conftest import require
 from tests.linekit import FAST_LINE, PREFIX, Rig, line_with_daemon
 from tests.pgkit import pg_server
 from tests.waiting import wait_until
@@ -180,3 +181,46 @@ async def test_stopped_while_the_database_is_down_loses_nothing(
         assert sorted(r["id"] for r in archived(db)) == sorted(f"r-down-{i}" for i in range(40))
         for log in (proc.output(), again.output()):
             assert "Traceback" not in log
+
+
+@pytest.mark.asyncio
+async def test_broker_restarted_while_a_backlog_drains(archive_db: str, tmp_path: Path) -> None:
+    """mosquitto stopped and started again (its sessions persisted) while the archiver
+    drains a backlog: what it had not acknowledged comes again, and is written once."""
+    require("mosquitto")
+    broker = LocalBroker(kind="mosquitto", persistence_dir=_folder(tmp_path / "broker"))
+    total = 20_000
+    await broker.start()
+    try:
+        site = archive_site(tmp_path / "archive", broker.url, archive_db, [f"{HUB}/+"])
+        async with archiver(site, "archiver-b") as proc:
+            await wait_online(broker.port, HUB, "archiver-b")
+            assert await proc.stop() == 0
+        messages = [
+            (f"{PREFIX}/decisions", json.dumps({
+                "id": f"d-backlog-{i}", "ts": NOW, "tracking_id": i, "seq": i % 65536,
+                "codes": [f"B{i}"], "barcode": f"B{i}", "destination": "X", "chute": 1,
+                "reason": "ok", "recirculations": 0, "latency_ms": 0.1,
+            }).encode())
+            for i in range(total)
+        ]  # fmt: skip
+        async with aiomqtt.Client("127.0.0.1", broker.port, max_inflight_messages=100) as client:
+            client.pending_calls_threshold = 1000
+            for i in range(0, total, 100):
+                batch = messages[i : i + 100]
+                await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in batch))
+        async with archiver(site, "archiver-b") as again:
+            await wait_until(lambda: len(archived(archive_db)) > 0, 60, "draining")
+            await broker.stop()
+            assert len(archived(archive_db)) < total  # stopped mid-drain
+            await broker.start()
+            await wait_until(lambda: len(archived(archive_db)) == total, 90, "all archived")
+            # Back on the broker: what it had not acknowledged came again.
+            await wait_until(lambda: again.output().count("mqtt connected") == 2, 60)
+            assert await again.stop() == 0
+        ids = [r["id"] for r in archived(archive_db)]
+        assert sorted(ids) == sorted(f"d-backlog-{i}" for i in range(total))
+        assert "mqtt connection lost" in again.output()
+        assert "Traceback" not in again.output()
+    finally:
+        await broker.stop()
