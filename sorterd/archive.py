@@ -143,6 +143,10 @@ class Archiver:
         self._stopping = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._stop_by = 0.0
+        # Set once subscribed (the demo starts the line after it).
+        self.ready = asyncio.Event()
+        # A barcode it wrote: what `sorterd demo --archive` offers to trace.
+        self.example_code: str | None = None
 
     # --- status -----------------------------------------------------------------------
 
@@ -254,6 +258,7 @@ class Archiver:
                     for topic in subscriptions(self.section.lines):
                         await client.subscribe(topic, qos=1)
                     log.info("mqtt connected", url=shown, client_id=self.client_id)
+                    self.ready.set()
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._status_loop(client), name="archive-status")
                         await self._receive(client, self._connection)
@@ -345,6 +350,8 @@ class Archiver:
         self.stats.batches += 1
         self.stats.rows += new
         self.stats.duplicates += len(rows) - new
+        if self.example_code is None:
+            self.example_code = next((r.barcode for r in rows if r.barcode), None)
         if rows:
             self._state.lag_s = (dt.datetime.now(dt.UTC) - min(r.ts for r in rows)).total_seconds()
         return True

@@ -67,6 +67,12 @@ def _add_demo(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         "--kill-head-after", type=float, metavar="S", help="switch the last head off after S s"
     )
     p.add_argument(
+        "--archive",
+        metavar="POSTGRESQL_URL",
+        help="also run an archiver into this database (password: SORTERD_ARCHIVE_PASSWORD) "
+        "and print a trace command at the end (docs/archive.md)",
+    )
+    p.add_argument(
         "--format",
         choices=[name for name in PRESETS if name != "custom"],  # custom needs a pattern
         default="index",
@@ -291,6 +297,7 @@ def _demo(args: argparse.Namespace) -> int:
             read_rate=args.read_rate,
             kill_head_after_s=args.kill_head_after,
             telegram_format=args.format,
+            archive=args.archive,
         )
     )
 
