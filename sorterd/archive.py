@@ -25,15 +25,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import aiomqtt
-import psycopg
 import structlog
 
-from drivers.archive_db import ArchiveDb, ArchiveDbError, connect, day_of, describe_error
+from drivers.archive_db import day_of
 from drivers.archive_rows import BadMessageError, Row, iso, parse_message
 from sorter.addresses import parse_mqtt_url
 from sorter.backoff import Backoff
 from sorter.config import ArchiveSection, Site
 from sorter.errors import SorterdError
+from sorterd.archive_store import Store
 
 __all__ = [
     "SHARE_GROUP",
@@ -104,7 +104,6 @@ class ArchiveStats:
     bad: int = 0  # not the contract's JSON: skipped
     expired: int = 0  # older than the retention: skipped
     batches: int = 0
-    db_errors: int = 0
 
 
 @dataclass(slots=True)
@@ -123,6 +122,35 @@ class _State:
     lag_s: float = 0.0
 
 
+def _mqtt_client(site: Site, client_id: str, status_topic: str) -> aiomqtt.Client:
+    """A client with a persistent session, acknowledging only when told (module docstring)."""
+    mqtt = site.config.mqtt
+    endpoint = parse_mqtt_url(mqtt.url)
+    tls = None
+    if endpoint.tls:
+        tls = ssl.create_default_context(cafile=mqtt.ca_file)
+        if mqtt.cert_file:
+            tls.load_cert_chain(mqtt.cert_file, mqtt.key_file)
+    offline = {"state": "offline", "archiver": client_id}
+    client = aiomqtt.Client(
+        endpoint.host,
+        endpoint.port,
+        username=mqtt.username if mqtt.username is not None else endpoint.username,
+        password=mqtt.password if mqtt.password is not None else endpoint.password,
+        identifier=client_id,
+        clean_session=False,  # what arrives while we are away waits in the session
+        keepalive=mqtt.keepalive_s,
+        tls_context=tls,
+        will=aiomqtt.Will(status_topic, json.dumps(offline), qos=1, retain=True),
+        timeout=10,
+        logger=_MQTT_LOG,
+    )
+    # See the module's docstring: PUBACK only once the row committed.
+    client._client.manual_ack_set(True)
+    client.pending_calls_threshold = 1000
+    return client
+
+
 class Archiver:
     """One archiver: an MQTT consumer, a batch writer, and its status."""
 
@@ -139,7 +167,7 @@ class Archiver:
         self._client: aiomqtt.Client | None = None
         self._connection = 0  # which connection the client is: acks only go on their own
         self._state = _State()
-        self._db: ArchiveDb | None = None
+        self._store = Store(self.section)
         self._stopping = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._stop_by = 0.0
@@ -186,17 +214,8 @@ class Archiver:
     async def run(self) -> None:
         """Connect to the database (an error here is fatal: a wrong password, no server),
         then consume and write until `request_stop`."""
-        section = self.section
-        conn = await connect(section.url, section.password)
-        self._db = ArchiveDb(conn)
-        try:
-            version = await self._db.migrate()
-            dropped = await self._db.drop_expired(section.retention_days, dt.datetime.now(dt.UTC))
-        except psycopg.Error as exc:
-            raise ArchiveDbError(
-                f"archive database: {describe_error(exc, section.password)}"
-            ) from None
-        log.info("archive ready", schema_version=version, dropped=dropped, lines=section.lines)
+        version, dropped = await self._store.open()
+        log.info("archive ready", schema_version=version, dropped=dropped, lines=self.section.lines)
         self._set_state("online")
         try:
             async with asyncio.TaskGroup() as tg:
@@ -204,7 +223,7 @@ class Archiver:
                 await self._write_loop()
                 mqtt.cancel()
         finally:
-            await self._db.conn.close()
+            await self._store.close()
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
@@ -219,39 +238,13 @@ class Archiver:
 
     # --- MQTT -----------------------------------------------------------------------------
 
-    def _new_client(self) -> aiomqtt.Client:
-        mqtt = self.site.config.mqtt
-        endpoint = parse_mqtt_url(mqtt.url)
-        tls = None
-        if endpoint.tls:
-            tls = ssl.create_default_context(cafile=mqtt.ca_file)
-            if mqtt.cert_file:
-                tls.load_cert_chain(mqtt.cert_file, mqtt.key_file)
-        offline = {"state": "offline", "archiver": self.client_id}
-        client = aiomqtt.Client(
-            endpoint.host,
-            endpoint.port,
-            username=mqtt.username if mqtt.username is not None else endpoint.username,
-            password=mqtt.password if mqtt.password is not None else endpoint.password,
-            identifier=self.client_id,
-            clean_session=False,  # what arrives while we are away waits in the session
-            keepalive=mqtt.keepalive_s,
-            tls_context=tls,
-            will=aiomqtt.Will(self.status_topic, json.dumps(offline), qos=1, retain=True),
-            timeout=10,
-            logger=_MQTT_LOG,
-        )
-        # See the module's docstring: PUBACK only once the row committed.
-        client._client.manual_ack_set(True)
-        client.pending_calls_threshold = 1000
-        return client
-
     async def _mqtt_loop(self) -> None:
         backoff = Backoff(0.1, 5.0)
         shown = parse_mqtt_url(self.site.config.mqtt.url).shown
         while True:
             try:
-                async with self._new_client() as client:
+                client = _mqtt_client(self.site, self.client_id, self.status_topic)
+                async with client:
                     self._connection += 1
                     self._client = client
                     backoff.reset()
@@ -330,16 +323,15 @@ class Archiver:
                 break
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + RETENTION_INTERVAL_S
-                await self._retention()
+                await self._store.retention()
         await self._say_offline()
 
     async def _commit(self, batch: list[_Waiting]) -> bool:
         """Write the batch until it commits (reconnecting as long as it takes), then ack;
         False when a stop came first."""
-        assert self._db is not None
         cutoff = day_of(dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.section.retention_days)
         rows = [w.row for w in batch if day_of(w.row.ts) >= cutoff]
-        new = await self._write(rows) if rows else 0
+        new = await self._store.write(rows, self._give_up, self._set_state) if rows else 0
         if new is None:
             return False
         self.stats.expired += len(batch) - len(rows)
@@ -355,57 +347,6 @@ class Archiver:
         if rows:
             self._state.lag_s = (dt.datetime.now(dt.UTC) - min(r.ts for r in rows)).total_seconds()
         return True
-
-    async def _write(self, rows: list[Row]) -> int | None:
-        """How many rows were new; None when a stop came while the database was away."""
-        backoff = Backoff(0.2, 5.0)
-        while not self._give_up():
-            assert self._db is not None
-            try:
-                new = await self._db.write(rows)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self.stats.db_errors += 1
-                self._set_state("database_down")
-                log.warning(
-                    "archive database unavailable; rows wait, unacknowledged",
-                    error=describe_error(exc, self.section.password),
-                    waiting=len(self._waiting),
-                )
-                await asyncio.sleep(backoff.next_delay_s())
-                await self._reconnect()
-                continue
-            except psycopg.Error as exc:
-                # Not an outage (rights taken away, the schema changed under us): fatal,
-                # one line, and nothing acknowledged.
-                raise ArchiveDbError(
-                    f"archive database: {describe_error(exc, self.section.password)}"
-                ) from None
-            self._set_state("online")
-            return new
-        return None
-
-    async def _reconnect(self) -> None:
-        assert self._db is not None
-        with contextlib.suppress(psycopg.Error):
-            await self._db.conn.close()
-        try:
-            conn = await connect(self.section.url, self.section.password)
-        except ArchiveDbError as exc:
-            log.warning("archive database reconnect failed", error=str(exc))
-            return
-        self._db = ArchiveDb(conn)
-
-    async def _retention(self) -> None:
-        assert self._db is not None
-        try:
-            dropped = await self._db.drop_expired(
-                self.section.retention_days, dt.datetime.now(dt.UTC)
-            )
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("retention postponed", error=describe_error(exc, self.section.password))
-            return
-        if dropped:
-            log.info("expired partitions dropped", partitions=dropped)
 
     async def _say_offline(self) -> None:
         self._set_state("offline")
