@@ -51,6 +51,8 @@ SHARE_GROUP = "$share/sorterd-archive/"
 STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 3600.0
 STOP_FLUSH_S = 10.0
+# A SUBACK comes after the messages that waited in the session: minutes of backlog.
+SUBSCRIBE_TIMEOUT_S = 600.0
 
 
 class _NoTraceback(logging.Filter):
@@ -248,13 +250,15 @@ class Archiver:
                     self._connection += 1
                     self._client = client
                     backoff.reset()
-                    for topic in subscriptions(self.section.lines):
-                        await client.subscribe(topic, qos=1)
-                    log.info("mqtt connected", url=shown, client_id=self.client_id)
-                    self.ready.set()
                     async with asyncio.TaskGroup() as tg:
+                        # Receiving first: what waited in the session comes at once, before
+                        # the SUBACKs, and a large backlog must not hold them up.
+                        tg.create_task(self._receive(client, self._connection), name="receive")
+                        for topic in subscriptions(self.section.lines):
+                            await client.subscribe(topic, qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
+                        log.info("mqtt connected", url=shown, client_id=self.client_id)
+                        self.ready.set()
                         tg.create_task(self._status_loop(client), name="archive-status")
-                        await self._receive(client, self._connection)
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
                 reason = "; ".join(str(e) for e in group.exceptions)
                 log.warning("mqtt connection lost", url=shown, error=reason)
