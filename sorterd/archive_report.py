@@ -60,7 +60,7 @@ class LineFigures:
 class Summary:
     start: dt.datetime
     end: dt.datetime
-    zone: str
+    zone: str  # of the busiest hours
     lines: list[LineFigures]
     destinations: list[tuple[str, int, int]]  # name, decisions, sorted
     reasons: list[tuple[str, int]]
@@ -85,16 +85,23 @@ def parse_time(text: str, zone: dt.tzinfo) -> dt.datetime:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=zone)
 
 
-def _site_zone(site: Site) -> tuple[dt.tzinfo, str]:
+def _site_zone(site: Site) -> tuple[dt.tzinfo, str | dt.timedelta]:
+    """The zone of times without an offset, and how PostgreSQL is told it: the site's name,
+    else the system's current offset (an interval: ISO 8601's sign, unlike POSIX names)."""
     name = site.config.site.timezone
     if name is not None:
         return ZoneInfo(name), name
     local = dt.datetime.now().astimezone().tzinfo
     assert local is not None
-    offset = dt.datetime.now(local).utcoffset() or dt.timedelta(0)
-    minutes = int(offset.total_seconds() // 60)
-    # PostgreSQL's POSIX zones count the other way: UTC+1 is "-01:00" there.
-    return local, f"{-minutes // 60:+03d}:{abs(minutes) % 60:02d}" if minutes else "UTC"
+    return local, dt.datetime.now(local).utcoffset() or dt.timedelta(0)
+
+
+def _zone_label(zone: str | dt.timedelta) -> str:
+    if isinstance(zone, str):
+        return zone
+    minutes = int(zone.total_seconds() // 60)
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{'-' if minutes < 0 else '+'}{hours:02d}:{rest:02d}"
 
 
 _LINES = f"""
@@ -135,10 +142,15 @@ GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP}
 
 
 def query(
-    conn: psycopg.Connection[tuple[Any, ...]], start: dt.datetime, end: dt.datetime, zone: str
+    conn: psycopg.Connection[tuple[Any, ...]],
+    start: dt.datetime,
+    end: dt.datetime,
+    zone: str | dt.timedelta,
 ) -> Summary:
-    """The summary of [start, end); empty when the archive has no table yet."""
+    """The summary of [start, end); hours in `zone` (a name, or an offset east of UTC);
+    empty when the archive has no table yet."""
     params = {"start": start, "end": end, "zone": zone}
+    label = _zone_label(zone)
 
     def rows(statement: str) -> list[tuple[Any, ...]]:
         return conn.execute(statement.encode(), params).fetchall()
@@ -146,11 +158,11 @@ def query(
     try:
         lines = [LineFigures(*row) for row in rows(_LINES)]
     except psycopg.errors.UndefinedTable:
-        return Summary(start, end, zone, [], [], [], [], [], [])
+        return Summary(start, end, label, [], [], [], [], [], [])
     return Summary(
         start,
         end,
-        zone,
+        label,
         lines,
         [(str(a), int(b), int(c)) for a, b, c in rows(_DESTINATIONS)],
         [(str(a), int(b)) for a, b in rows(_REASONS)],

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psycopg
 import pytest
 
 from drivers.broker import LocalBroker
+from sorterd.archive_report import query
 from tests.archivekit import archive_site, archived, archiver, run_cli, wait_online
+from tests.pgkit import ROLE_PASSWORD
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.requires("postgresql", "mosquitto")
@@ -154,6 +157,13 @@ async def test_report_counts_what_was_archived(
     assert line.split()[1:] == ["20", "20", "83.3%", "75.0%", "25.0%"]
     assert "recirc_full" in out
     assert "<svg" in html.read_text()
+    # Busiest hours in the site's zone, by name or by offset (ISO sign: east is +).
+    start = dt.datetime.fromisoformat(f"{TODAY}T00:00+00:00")
+    with psycopg.connect(archive_db, password=ROLE_PASSWORD) as conn:
+        named = query(conn, start, start + dt.timedelta(days=1), "Asia/Kolkata")
+        offset = query(conn, start, start + dt.timedelta(days=1), dt.timedelta(hours=5.5))
+    assert named.hours == offset.hours == [(f"{TODAY} 15:00", 20)]
+    assert offset.zone == "UTC+05:30"
     code, _, err = await run_cli("report", "-c", str(site), "--from", "soon", "--to", "later")
     assert code == 1
     assert "not an ISO 8601 time" in err
