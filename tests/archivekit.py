@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "ArchiverProcess",
     "archive_site",
     "archived",
+    "archived_count",
     "archiver",
     "run_cli",
     "wait_online",
@@ -115,6 +117,27 @@ async def wait_online(broker_port: int, hub: str, client_id: str, timeout_s: flo
                 status = json.loads(message.payload)
                 if status.get("archiver") == client_id and status.get("state") == "online":
                     return
+
+
+_COUNT_EVERY_S = 0.2
+_counted: dict[str, tuple[float, int]] = {}
+
+
+def archived_count(db_url: str) -> int:
+    """Rows in the archive, for wait_until: asked at most every 0.2 s (a query blocks the
+    test's event loop, where a daemon may run), the last answer in between."""
+    now = time.monotonic()
+    last = _counted.get(db_url)
+    if last is not None and now - last[0] < _COUNT_EVERY_S:
+        return last[1]
+    with psycopg.connect(db_url, password=ROLE_PASSWORD) as conn:
+        try:
+            row = conn.execute("SELECT count(*) FROM sorterd_archive.pieces").fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = (0,)
+    count = int(row[0]) if row else 0
+    _counted[db_url] = (time.monotonic(), count)
+    return count
 
 
 def archived(db_url: str) -> list[dict[str, Any]]:

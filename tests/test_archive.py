@@ -14,7 +14,7 @@ import pytest
 
 from drivers.broker import LocalBroker
 from sorterd.archive_report import query
-from tests.archivekit import archive_site, archived, archiver, run_cli, wait_online
+from tests.archivekit import archive_site, archived, archived_count, archiver, run_cli, wait_online
 from tests.pgkit import ROLE_PASSWORD
 from tests.waiting import wait_until
 
@@ -71,7 +71,7 @@ async def test_messages_archived_once_bad_ones_skipped_and_traced(
         await wait_online(broker.port, HUB, "archiver-a")
         # Twice each: a redelivery changes nothing.
         await _publish(broker, wire[:10] + bad + wire + wire[:30])
-        await wait_until(lambda: len(archived(archive_db)) >= len(good), 60, "rows archived")
+        await wait_until(lambda: archived_count(archive_db) >= len(good), 60, "rows archived")
         assert await proc.stop() == 0
     rows = archived(archive_db)
     assert sorted(r["id"] for r in rows) == sorted(p["id"] for _, p in good)
@@ -145,7 +145,7 @@ async def test_report_counts_what_was_archived(
     async with archiver(site, "archiver-r") as proc:
         await wait_online(broker.port, HUB, "archiver-r")
         await _publish(broker, wire)
-        await wait_until(lambda: len(archived(archive_db)) == len(wire), 60, "rows archived")
+        await wait_until(lambda: archived_count(archive_db) == len(wire), 60, "rows archived")
         assert await proc.stop() == 0
     html = tmp_path / "report.html"
     period = ["--from", f"{TODAY}T00:00Z", "--to", f"{TODAY}T23:59:59Z"]

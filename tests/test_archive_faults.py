@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from drivers.broker import LocalBroker
-from tests.archivekit import archive_site, archived, archiver, wait_online
+from tests.archivekit import archive_site, archived, archived_count, archiver, wait_online
 from tests.conftest import require
 from tests.linekit import FAST_LINE, PREFIX, Rig, line_with_daemon
 from tests.pgkit import pg_server
@@ -87,14 +87,14 @@ async def test_two_archivers_one_killed_and_restarted(
         await wait_online(broker.port, HUB, "archiver-b")
         async with line_with_daemon(broker, _folder(tmp_path / "line"), params=FAST_LINE) as rig:
             run = asyncio.create_task(rig.line.run(RATE_PER_H, count=ITEMS))
-            await wait_until(lambda: len(archived(archive_db)) > 100, 60, "rows flowing")
+            await wait_until(lambda: archived_count(archive_db) > 100, 60, "rows flowing")
             await first.kill()  # SIGKILL: whatever it held unacknowledged comes back
             await wait_until(lambda: len(rig.sub.of("decisions")) > ITEMS // 2, 60)
             async with archiver(site, "archiver-a") as again:
                 assert await run == ITEMS
                 decided, confirmed = await _line_done(rig)
                 await wait_until(
-                    lambda: len(archived(archive_db)) >= decided + confirmed, 60, "all archived"
+                    lambda: archived_count(archive_db) >= decided + confirmed, 60, "all archived"
                 )
                 assert await again.stop() == 0
             assert await second.stop() == 0
@@ -129,7 +129,7 @@ async def test_postgresql_stopped_and_started_again(broker: LocalBroker, tmp_pat
                 broker, _folder(tmp_path / "line"), params=FAST_LINE
             ) as rig:
                 run = asyncio.create_task(rig.line.run(RATE_PER_H, count=ITEMS))
-                await wait_until(lambda: len(archived(db)) > 50, 60, "rows flowing")
+                await wait_until(lambda: archived_count(db) > 50, 60, "rows flowing")
                 await asyncio.to_thread(server.stop)
                 await wait_until(lambda: "database_down" in states, 60, "database_down said")
                 # Items keep flowing meanwhile: their rows wait, unacknowledged.
@@ -139,7 +139,7 @@ async def test_postgresql_stopped_and_started_again(broker: LocalBroker, tmp_pat
                 assert await run == ITEMS
                 decided, confirmed = await _line_done(rig)
                 await wait_until(
-                    lambda: len(archived(db)) >= decided + confirmed, 60, "all archived"
+                    lambda: archived_count(db) >= decided + confirmed, 60, "all archived"
                 )
                 assert await proc.stop() == 0
             _check_exactly_once(rig, archived(db))
@@ -176,7 +176,7 @@ async def test_stopped_while_the_database_is_down_loses_nothing(
         await asyncio.to_thread(server.start)
         assert archived(db) == []
         async with archiver(site, "archiver-x") as again:
-            await wait_until(lambda: len(archived(db)) == 40, 60, "rows written after restart")
+            await wait_until(lambda: archived_count(db) == 40, 60, "rows written after restart")
             assert await again.stop() == 0
         assert sorted(r["id"] for r in archived(db)) == sorted(f"r-down-{i}" for i in range(40))
         for log in (proc.output(), again.output()):
@@ -210,11 +210,11 @@ async def test_broker_restarted_while_a_backlog_drains(archive_db: str, tmp_path
                 batch = messages[i : i + 100]
                 await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in batch))
         async with archiver(site, "archiver-b") as again:
-            await wait_until(lambda: len(archived(archive_db)) > 0, 60, "draining")
+            await wait_until(lambda: archived_count(archive_db) > 0, 60, "draining")
             await broker.stop()
             assert len(archived(archive_db)) < total  # stopped mid-drain
             await broker.start()
-            await wait_until(lambda: len(archived(archive_db)) == total, 90, "all archived")
+            await wait_until(lambda: archived_count(archive_db) == total, 90, "all archived")
             # Back on the broker: what it had not acknowledged came again.
             await wait_until(lambda: again.output().count("mqtt connected") == 2, 60)
             assert await again.stop() == 0
