@@ -12,6 +12,8 @@ import aiomqtt
 import psycopg
 import pytest
 
+from drivers.archive_db import ArchiveDb
+from drivers.archive_rows import iso, parse_message
 from drivers.broker import LocalBroker
 from sorterd.archive_report import query
 from tests.archivekit import archive_site, archived, archived_count, archiver, run_cli, wait_online
@@ -167,3 +169,28 @@ async def test_report_counts_what_was_archived(
     code, _, err = await run_cli("report", "-c", str(site), "--from", "soon", "--to", "later")
     assert code == 1
     assert "not an ISO 8601 time" in err
+
+
+@pytest.mark.asyncio
+async def test_writes_are_once_per_id_and_old_days_are_dropped(archive_db: str) -> None:
+    conn = await psycopg.AsyncConnection.connect(archive_db, password=ROLE_PASSWORD)
+    try:
+        db = ArchiveDb(conn)
+        assert await db.migrate() == await db.migrate()  # idempotent
+        now = dt.datetime.now(dt.UTC)
+        old = now - dt.timedelta(days=10)
+        rows = [
+            parse_message(f"{HUB}/l/decisions", json.dumps(_decision(i, ["A"], ts=iso(t))).encode())
+            for i, t in enumerate([now, now, old, old - dt.timedelta(days=1)])
+        ]
+        # A redelivery within one batch and in a later one: each id once.
+        assert await db.write(rows + rows[:2]) == 4
+        assert await db.write(rows) == 0
+        assert len(archived(archive_db)) == 4
+        dropped = await db.drop_expired(retention_days=10, now=now)
+        assert dropped == [f"pieces_{old - dt.timedelta(days=1):%Y%m%d}"]
+        assert len(archived(archive_db)) == 3  # the day 10 days ago is still whole in
+        assert await db.drop_expired(retention_days=9, now=now) == [f"pieces_{old:%Y%m%d}"]
+        assert await db.write(rows[2:3]) == 1  # its partition is made again when needed
+    finally:
+        await conn.close()
