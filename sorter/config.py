@@ -37,6 +37,7 @@ from sorter.telegram_options import (
 __all__ = [
     "ENV_PREFIX",
     "MAX_TOPIC_BYTES",
+    "ArchiveSection",
     "ConfigError",
     "FeedsSection",
     "JournalSection",
@@ -320,6 +321,51 @@ class TrackingSection(_Model):
     item_spacing_ms: Annotated[int, Field(gt=0, le=60_000)] | None = None
 
 
+class ArchiveSection(_Model):
+    """`[archive]`: the hub's per-piece history in PostgreSQL (docs/archive.md)."""
+
+    # postgresql://USER@HOST[:PORT]/DB; the password comes from SORTERD_ARCHIVE_PASSWORD.
+    url: str
+    password: str | None = Field(default=None, repr=False)
+    # Topic prefixes of the lines to keep (MQTT's + allowed: "hub/+" is every line).
+    lines: list[str] = Field(min_length=1)
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] = 90
+    # A batch is written when it holds this many rows or its oldest waited this long.
+    batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    batch_wait_ms: Annotated[int, Field(ge=1, le=60_000)] = 200
+    # The archiver's MQTT client id (its persistent session); default from the host name.
+    # Archivers that run at once need different ones.
+    client_id: str | None = Field(default=None, min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        # Never echo the value: it may carry a password.
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("not a URL (postgresql://USER@HOST:PORT/DB)") from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must start with postgresql:// (postgresql://USER@HOST:PORT/DB)")
+        if not parts.hostname or parts.path in ("", "/"):
+            raise ValueError("needs a host and a database: postgresql://USER@HOST:PORT/DB")
+        return value
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, value: list[str]) -> list[str]:
+        for line in value:
+            levels = line.split("/")
+            if not line or "#" in line or "\0" in line or "" in levels:
+                raise ValueError(f"{line!r} is not a topic prefix (no #, no empty level)")
+            if any("+" in level and level != "+" for level in levels):
+                raise ValueError(f"{line!r}: + must be a whole level")
+        return value
+
+
 def identifier_sources(scanners: list[ScannerSection]) -> frozenset[str]:
     """Names whose reads come only from heads that always send AIM identifiers: such heads,
     and tunnels all of whose heads do (a tunnel's merged read carries the tunnel's name)."""
@@ -342,6 +388,7 @@ class SiteConfig(_Model):
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     feeds: FeedsSection = Field(default_factory=FeedsSection)
+    archive: ArchiveSection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +441,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem
         "manifest": ManifestSection,
         "metrics": MetricsSection,
         "feeds": FeedsSection,
+        "archive": ArchiveSection,
     }
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX):

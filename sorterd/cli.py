@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_simulate(sub)
     add_plan_parser(sub)
+    _add_archive(sub)
     return parser
 
 
@@ -66,6 +67,12 @@ def _add_demo(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--read-rate", type=_share, default=1.0, metavar="0..1", help="per head")
     p.add_argument(
         "--kill-head-after", type=float, metavar="S", help="switch the last head off after S s"
+    )
+    p.add_argument(
+        "--archive",
+        metavar="POSTGRESQL_URL",
+        help="also run an archiver into this database (password: SORTERD_ARCHIVE_PASSWORD) "
+        "and print a trace command at the end (docs/archive.md)",
     )
     p.add_argument(
         "--format",
@@ -161,6 +168,26 @@ def _add_simulate_feeds(sim: _Subparsers[argparse.ArgumentParser]) -> None:
         metavar="ITEMS_PER_HOUR",
         help="the simulated line's induction rate (default 20000, as simulate line)",
     )
+
+
+def _add_archive(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("archive", help="copy the lines' decisions and results into PostgreSQL")
+    _add_site(p)
+    p.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id (default: archive.client_id, else from the host name); "
+        "archivers running at once need different ones",
+    )
+    p = sub.add_parser("trace", help="the archived history of one barcode, oldest first")
+    _add_site(p)
+    p.add_argument("code", metavar="CODE", help="a barcode, matched exactly")
+    p.add_argument("--json", action="store_true", help="a JSON array (docs/interfaces.md s. 8)")
+    p = sub.add_parser("report", help="a shift report from the archive")
+    _add_site(p)
+    p.add_argument("--from", dest="start", required=True, metavar="T", help="ISO 8601 time")
+    p.add_argument("--to", dest="end", required=True, metavar="T", help="ISO 8601 time")
+    p.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
 
 
 def _share(text: str) -> float:
@@ -318,6 +345,7 @@ def _demo(args: argparse.Namespace) -> int:
             read_rate=args.read_rate,
             kill_head_after_s=args.kill_head_after,
             telegram_format=args.format,
+            archive=args.archive,
         )
     )
 
@@ -391,6 +419,27 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_FAIL
 
 
+async def _run_archive(args: argparse.Namespace) -> int:
+    from sorterd.archive import run_archive  # noqa: PLC0415
+
+    site = load_site(args.config)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    return await run_archive(site, args.client_id, stop)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from sorterd.trace import trace  # noqa: PLC0415
+
+    return trace(load_site(args.config), args.code, as_json=args.json)
+
+
+def _archive_report(args: argparse.Namespace) -> int:
+    from sorterd.archive_report import report  # noqa: PLC0415
+
+    return report(load_site(args.config), args.start, args.end, args.html)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": lambda args: _check_config(args.config),
     "run": lambda args: asyncio.run(_run_daemon(args.config)),
@@ -399,6 +448,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "replay": _replay,
     "simulate": _simulate,
     "plan": plan_command,
+    "archive": lambda args: asyncio.run(_run_archive(args)),
+    "trace": _trace,
+    "report": _archive_report,
 }
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import sys
 import tempfile
 import time
@@ -31,6 +33,7 @@ from simulators.feeds import FeedMix, FeedPlan, FeedPublisher, FeedSite, line_pl
 from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
 from sorter.config import Site, SiteConfig, load_site
 from sorter.plan import load_plan
+from sorterd.archive import Archiver
 from sorterd.daemon import Daemon
 
 __all__ = [
@@ -381,6 +384,7 @@ async def run_demo(
     read_rate: float = 1.0,
     kill_head_after_s: float | None = None,
     telegram_format: str = "index",
+    archive: str | None = None,
 ) -> int:
     console = Console(stderr=False)
     try:
@@ -403,7 +407,11 @@ async def run_demo(
         line = await stack.enter_async_context(
             SimulatedLine(sorted(plan.machine_chutes), seed=seed, heads=specs)
         )
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-demo-")))
+        if archive is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-demo-")))
+        else:
+            # Kept: the trace command printed at the end reads this site config.
+            tmp = Path(tempfile.mkdtemp(prefix="sorterd-demo-"))
         feeds = None
         if feeds_supported():
             names = [d.name for d in plan.destinations]
@@ -417,7 +425,7 @@ async def run_demo(
             prefix=prefix,
             scanners=[(h.name, line.heads[h.name].port or 0, h.tunnel) for h in specs],
             formats={h.name: head_format(h) for h in specs},
-            extra=tracking,
+            extra=tracking + _archive_table(archive, prefix),
             feeds=feeds.topics if feeds else None,
         )
         run = _DemoRun(console, line, Observer(prefix), feeds)
@@ -425,6 +433,12 @@ async def run_demo(
             load_site(site_path), mqtt_url, rate_per_h, duration_s, kill_head_after_s
         )
     return 1
+
+
+def _archive_table(url: str | None, prefix: str) -> str:
+    if url is None:
+        return ""
+    return f"\n[archive]\nurl = {json.dumps(url)}\nlines = [{json.dumps(prefix)}]\n"
 
 
 @dataclass(slots=True)
@@ -435,6 +449,7 @@ class _DemoRun:
     line: SimulatedLine
     observer: Observer
     feeds: DemoFeeds | None = None
+    _archive_task: asyncio.Task[None] | None = None
 
     async def run(
         self,
@@ -449,6 +464,7 @@ class _DemoRun:
         async with asyncio.TaskGroup() as tg:
             obs_task = tg.create_task(observer.run(mqtt_url, observer_ready), name="observer")
             await asyncio.wait_for(observer_ready.wait(), 10)
+            archiver = await self._start_archiver(site, tg)
             daemon = Daemon(site)
             daemon_task = tg.create_task(daemon.run(), name="daemon")
             await asyncio.wait_for(daemon.ready.wait(), 60)
@@ -470,10 +486,41 @@ class _DemoRun:
             await daemon_task
             await asyncio.sleep(0.2)
             obs_task.cancel()
+            if archiver is not None:
+                await self._stop_archiver(archiver, daemon)
         extra = self.feeds.summary_rows(observer) if self.feeds is not None else []
-        return _summary(
+        code = _summary(
             console, line, daemon, observer, drained, time.monotonic() - t0, offline, extra
         )
+        if archiver is not None:
+            _trace_hint(console, site, archiver)
+        return code
+
+    async def _start_archiver(self, site: Site, tg: asyncio.TaskGroup) -> Archiver | None:
+        """`--archive`: an archiver in this process, subscribed before the line starts."""
+        if site.config.archive is None:
+            return None
+        archiver = Archiver(site, client_id=f"sorterd-demo-{os.getpid()}")
+        task = tg.create_task(archiver.run(), name="archiver")
+        ready = tg.create_task(archiver.ready.wait())
+        await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # its error (a wrong password, no server) ends the demo
+        self._archive_task = task
+        return archiver
+
+    async def _stop_archiver(self, archiver: Archiver, daemon: Daemon) -> None:
+        """Until every decision and result is in the archive (30 s at most), then stop."""
+        want = daemon.pipeline.counters.decisions + sum(self.line.ledger.confirmations.values())
+        end = time.monotonic() + 30
+        stats = archiver.stats
+        while time.monotonic() < end and stats.rows + stats.duplicates < want:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        archiver.request_stop()
+        if self._archive_task is not None:
+            await self._archive_task
+        self.console.print(f"archive: {stats.rows:,} rows written of {want:,} messages")
 
     async def _watch(
         self,
@@ -523,6 +570,18 @@ class _DemoRun:
             or len(observer.result_ids) < sum(ledger.confirmations.values())
         ):
             await asyncio.sleep(0.1)
+
+
+def _trace_hint(console: Console, site: Site, archiver: Archiver) -> None:
+    code = archiver.example_code
+    if code is None:
+        return
+    console.print(
+        "trace an item of this run (with SORTERD_ARCHIVE_PASSWORD set as for the demo):\n"
+        f"  sorterd trace -c {shlex.quote(str(site.path))} {shlex.quote(code)}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _summary_rows(

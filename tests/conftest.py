@@ -11,7 +11,7 @@ import resource
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from drivers.broker import BrokerKind, LocalBroker, mosquitto_path
+from tests.pgkit import PgServer, pg_missing, pg_server
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,7 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "iso-codes": _iso_codes,  # the ISO 3166 table checked against Debian's
     "systemd-analyze": _program("systemd-analyze"),  # the unit file verified
     "ipv6": _ipv6,  # the metrics endpoint on ::1
+    "postgresql": pg_missing,  # the archive's tests: a real server (tests/pgkit.py)
 }
 
 
@@ -176,3 +178,18 @@ async def broker() -> AsyncIterator[LocalBroker]:
         require("mosquitto")
     async with LocalBroker(kind=kind) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the session (tests/pgkit.py); each test takes its own
+    database from it (`archive_db`). Tests that stop the server start their own."""
+    require("postgresql")
+    with pg_server() as server:
+        yield server
+
+
+@pytest.fixture
+def archive_db(postgres: PgServer) -> str:
+    """A new, empty database owned by tests.pgkit.ROLE: its URL, without the password."""
+    return postgres.new_database()

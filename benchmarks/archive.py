@@ -1,0 +1,295 @@
+"""The archive (docs/archive.md): ingest rate and lag of one `sorterd archive` process, and
+trace and report times on a large generated table. Needs PostgreSQL and mosquitto
+installed (a server and a broker are started in temp folders, as the tests do).
+
+Ingest: `sorterd archive` (its own process) subscribes once, then stops; `messages`
+decisions and results are published while it is away (mosquitto keeps them in its
+persistent session), and it is started again: the rate is messages / the time from its
+start until the last row is in the table, as a user sees a backlog drain after an outage.
+Lag: 3 lines at `items_per_h` each publish decisions and results with the current time
+for `lag_s` seconds while the archiver runs; the lag of a message is `archived_at - ts`
+(the row's write time against the message's own time), p50/p99 over every message.
+Trace: `rows` generated rows (half decisions, half results) over `days` daily partitions,
+then `sorterd trace`'s lookup (sorterd.trace.find) of random codes; report: one day's
+summary (sorterd.archive_report.query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import psycopg
+
+from benchmarks.common import percentiles_us
+from benchmarks.results import Section
+from drivers.archive_db import SCHEMA, ArchiveDb
+from drivers.broker import LocalBroker
+from sorterd.archive_report import query
+from sorterd.trace import find
+from tests.archivekit import archive_site, wait_online
+from tests.pgkit import ROLE_PASSWORD, pg_server
+
+__all__ = ["QUICK", "Options", "report", "run"]
+
+HUB = "bench/hub"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    messages: int = 100_000
+    lines: int = 3
+    items_per_h: float = 40_000.0
+    lag_s: float = 20.0
+    rows: int = 5_000_000
+    days: int = 30
+    lookups: int = 300
+
+
+QUICK = Options(messages=10_000, lag_s=5.0, rows=200_000, days=5, lookups=50)
+
+
+def _payloads(n: int, now: dt.datetime, line: int, start: int = 0) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(start, start + n):
+        ts = (now + dt.timedelta(microseconds=i - start)).isoformat(timespec="milliseconds")
+        code = f"RB{i:09d}MA"
+        if i % 2 == 0:
+            topic, body = f"{HUB}/line-{line}/decisions", {
+                "id": f"d-bench-{line}-{i}", "ts": ts, "tracking_id": i, "seq": i % 65536,
+                "codes": [code], "barcode": code, "destination": "CASA", "chute": i % 200,
+                "reason": "ok", "recirculations": 0, "latency_ms": 0.2,
+            }  # fmt: skip
+        else:
+            topic, body = f"{HUB}/line-{line}/results", {
+                "id": f"r-bench-{line}-{i}", "ts": ts, "tracking_id": i, "seq": i % 65536,
+                "barcode": code, "destination": "CASA", "chute_assigned": i % 200,
+                "chute_actual": i % 200, "outcome": "sorted", "recirculations": 0,
+            }  # fmt: skip
+        out.append((topic, json.dumps(body).encode()))
+    return out
+
+
+async def _publish(port: int, messages: list[tuple[str, bytes]], window: int = 200) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, max_inflight_messages=window) as client:
+        client.pending_calls_threshold = window * 4
+        for i in range(0, len(messages), window):
+            chunk = messages[i : i + window]
+            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in chunk))
+
+
+def _count(url: str) -> int:
+    with psycopg.connect(url, password=ROLE_PASSWORD) as conn:
+        try:
+            row = conn.execute(f"SELECT count(*) FROM {SCHEMA}.pieces").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0
+
+
+async def _archiver(site: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "SORTERD_ARCHIVE_PASSWORD": ROLE_PASSWORD, "SORTERD_LOG_LEVEL": "warning"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sorterd.cli", "archive", "-c", str(site), "--client-id", "bench",
+        env=env,
+    )  # fmt: skip
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 60)
+
+
+async def _wait_rows(url: str, n: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _count(url) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{_count(url)} of {n} rows archived in {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def _ingest(opts: Options, url: str, broker: LocalBroker, folder: Path) -> dict[str, Any]:
+    site = archive_site(folder, broker.url, url, [f"{HUB}/+"])
+    proc = await _archiver(site)
+    await wait_online(broker.port, HUB, "bench")
+    await _stop(proc)
+    now = dt.datetime.now(dt.UTC)
+    backlog = _payloads(opts.messages, now, 0)
+    await _publish(broker.port, backlog)
+    t0 = time.perf_counter()
+    proc = await _archiver(site)
+    await _wait_rows(url, 1, 60)
+    t_first = time.perf_counter()
+    await _wait_rows(url, opts.messages, 600)
+    drain_s = time.perf_counter() - t0
+    steady_s = time.perf_counter() - t_first
+    # Lag: live traffic of `lines` lines while it runs.
+    per_line_s = 2 * opts.items_per_h / 3600  # a decision and a result per item
+    interval_s = 1 / (per_line_s * opts.lines)
+    sent, i = 0, opts.messages
+    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        t_end = time.monotonic() + opts.lag_s
+        next_at = time.monotonic()
+        while time.monotonic() < t_end:
+            line = sent % opts.lines + 1
+            topic, payload = _payloads(1, dt.datetime.now(dt.UTC), line, i)[0]
+            await client.publish(topic, payload, qos=1)
+            sent, i = sent + 1, i + 1
+            next_at += interval_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await _wait_rows(url, opts.messages + sent, 60)
+    await _stop(proc)
+    with psycopg.connect(url, password=ROLE_PASSWORD) as conn:
+        lags = [
+            float(r[0]) * 1e6
+            for r in conn.execute(
+                f"SELECT extract(epoch FROM archived_at - ts) FROM {SCHEMA}.pieces "
+                "WHERE line <> %s",
+                (f"{HUB}/line-0",),
+            ).fetchall()
+        ]
+    return {
+        "drain_s": drain_s,
+        "ingest_per_s": opts.messages / drain_s,
+        "startup_s": drain_s - steady_s,
+        "steady_per_s": opts.messages / steady_s,
+        "live_messages": sent,
+        "lag_us": percentiles_us([int(x * 1000) for x in lags]),
+    }
+
+
+def _generate(url: str, rows: int, days: int) -> tuple[dt.date, float]:
+    """`rows` rows over `days` days ending today; the last day and the seconds it took."""
+    today = dt.datetime.now(dt.UTC).date()
+    first = today - dt.timedelta(days=days - 1)
+    items = rows // 2
+    span_s = days * 86_400
+    t0 = time.perf_counter()
+
+    async def partitions() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, password=ROLE_PASSWORD)
+        db = ArchiveDb(conn)
+        await db.migrate()
+        await db.ensure_days({first + dt.timedelta(days=d) for d in range(days + 1)})
+        await conn.close()
+
+    asyncio.run(partitions())
+    start = dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC)
+    with psycopg.connect(url, password=ROLE_PASSWORD, autocommit=True) as conn:
+        step = 500_000
+        for lo in range(0, items, step):
+            hi = min(items, lo + step)
+            conn.execute(
+                f"""
+                INSERT INTO {SCHEMA}.pieces (id, ts, kind, line, tracking_id, seq, barcode,
+                    codes, destination, chute, reason, chute_actual, outcome, recirculations,
+                    latency_ms)
+                SELECT k || g, %(start)s + (g::float8 * %(span)s / %(items)s + d)
+                        * interval '1 second',
+                    CASE k WHEN 'd-' THEN 'decision' ELSE 'result' END,
+                    'hub/line-' || (g %% 3), g %% 100000, g %% 65536,
+                    'RB' || lpad(g::text, 9, '0') || 'MA',
+                    CASE k WHEN 'd-' THEN ARRAY['RB' || lpad(g::text, 9, '0') || 'MA',
+                        ']C1' || lpad(g::text, 18, '0')] END,
+                    'D' || (g %% 40), g %% 200,
+                    CASE k WHEN 'd-' THEN 'ok' END,
+                    CASE k WHEN 'r-' THEN g %% 200 END,
+                    CASE k WHEN 'r-' THEN 'sorted' END, 0, 0.2
+                FROM generate_series(%(lo)s, %(hi)s - 1) g,
+                    (VALUES ('d-', 0), ('r-', 20)) AS kinds(k, d)
+                """.encode(),
+                {"start": start, "span": span_s, "items": items, "lo": lo, "hi": hi},
+            )
+        conn.execute(f"ANALYZE {SCHEMA}.pieces")
+    return today, time.perf_counter() - t0
+
+
+def _lookups(url: str, opts: Options, today: dt.date) -> dict[str, Any]:
+    rng = random.Random(1)
+    items = opts.rows // 2
+    codes = [
+        f"RB{rng.randrange(items):09d}MA" if i % 2 else f"]C1{rng.randrange(items):018d}"
+        for i in range(opts.lookups)
+    ]
+    codes += ["NOSUCHCODE"] * 10
+    times, found = [], 0
+    with psycopg.connect(url, password=ROLE_PASSWORD) as conn:
+        for code in codes:
+            t0 = time.perf_counter_ns()
+            found += bool(find(conn, code))
+            times.append(time.perf_counter_ns() - t0)
+        start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.UTC)
+        t0 = time.perf_counter_ns()
+        summary = query(conn, start, start + dt.timedelta(days=1), "UTC")
+        report_ns = time.perf_counter_ns() - t0
+    return {
+        "trace_us": percentiles_us(times[10:]),  # the first few warm the cache
+        "found": found,
+        "report_s": report_ns / 1e9,
+        "report_items": summary.total().items,
+    }
+
+
+def run(opts: Options | None = None) -> Section:
+    opts = opts or Options()
+    section = Section(params={
+        "messages": opts.messages, "lines": opts.lines, "items_per_h": opts.items_per_h,
+        "lag_s": opts.lag_s, "rows": opts.rows, "days": opts.days,
+    })  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="sorterd-bench-archive-"))
+    try:
+        with pg_server() as server:
+
+            async def ingest() -> dict[str, Any]:
+                async with LocalBroker(kind="mosquitto") as broker:
+                    return await _ingest(opts, server.new_database(), broker, folder)
+
+            ingested = asyncio.run(ingest())
+            url = server.new_database()
+            today, generate_s = _generate(url, opts.rows, opts.days)
+            looked = _lookups(url, opts, today)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    section.details = {**ingested, **looked, "generate_s": generate_s}
+    section.add(
+        "ingest", ingested["ingest_per_s"], "messages/s", "one archiver, a backlog drained",
+        better="higher", target=">= 20,000",
+    )  # fmt: skip
+    section.add(
+        "lag_p99", ingested["lag_us"]["p99"] / 1e6, "s",
+        f"{opts.lines} lines x {opts.items_per_h:,.0f} items/h", better="lower", target="<= 2",
+    )  # fmt: skip
+    section.add(
+        "trace_p99", looked["trace_us"]["p99"] / 1000, "ms", f"{opts.rows:,} rows",
+        better="lower", target="<= 50 (50 M rows)",
+    )  # fmt: skip
+    section.add("report_day", looked["report_s"], "s", "one day", better="lower", target="<= 5")
+    return section
+
+
+def report(section: Section) -> list[str]:
+    p, r = section.params, section.details
+    return [
+        f"ingest: {p['messages']:,} messages in {r['drain_s']:.2f} s = "
+        f"{r['ingest_per_s']:,.0f} messages/s (target >= 20,000); from the first row "
+        f"{r['steady_per_s']:,.0f} messages/s (start {r['startup_s']:.2f} s)",
+        f"lag at {p['lines']} lines x {p['items_per_h']:,.0f} items/h, {r['live_messages']} "
+        f"messages: p50 {r['lag_us']['p50'] / 1e6:.3f} s, p99 {r['lag_us']['p99'] / 1e6:.3f} s "
+        "(target p99 <= 2 s)",
+        f"trace in {p['rows']:,} rows over {p['days']} days (generated in "
+        f"{r['generate_s']:.0f} s): p50 {r['trace_us']['p50'] / 1000:.2f} ms, "
+        f"p99 {r['trace_us']['p99'] / 1000:.2f} ms ({r['found']} found)",
+        f"report of one day ({r['report_items']:,} items): {r['report_s']:.2f} s (target <= 5 s)",
+    ]

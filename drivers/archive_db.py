@@ -1,0 +1,228 @@
+"""The archive in PostgreSQL (docs/archive.md): schema and its migrations, daily partitions,
+batch writes keyed by message id, retention, and the queries of `trace` and `report`.
+
+One table, `sorterd_archive.pieces`, partitioned by day (UTC) on the message's own `ts`.
+PostgreSQL wants the partition key in every unique index, so the key is (id, ts): a
+redelivered message carries the same id and the same ts (the line's journal keeps the
+payload), so it conflicts and changes nothing. Schema changes and partition DDL run under
+one advisory lock, so several archivers can start and roll over midnight together.
+
+The password travels apart from the URL and never appears in a message: errors name the
+URL as `shown_url` gives it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from drivers.archive_rows import COLUMNS, Row
+from sorter.errors import SorterdError
+
+__all__ = [
+    "SCHEMA",
+    "ArchiveDb",
+    "ArchiveDbError",
+    "connect",
+    "connect_sync",
+    "day_of",
+    "describe_error",
+    "shown_url",
+]
+
+SCHEMA = "sorterd_archive"
+# Any constant; only archivers take it (pg_advisory_xact_lock), around DDL.
+_DDL_LOCK = 0x736F7274  # "sort"
+_PARTITION = re.compile(r"^pieces_(\d{8})$")
+CONNECT_TIMEOUT_S = 10
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the table, its key, and what trace looks things up by.
+    f"""
+    CREATE TABLE {SCHEMA}.pieces (
+        id text NOT NULL,
+        ts timestamptz NOT NULL,
+        kind text NOT NULL,
+        line text NOT NULL,
+        tracking_id bigint NOT NULL,
+        seq bigint NOT NULL,
+        barcode text,
+        codes text[],
+        destination text,
+        chute bigint,
+        reason text,
+        chute_actual bigint,
+        outcome text,
+        recirculations bigint NOT NULL,
+        latency_ms double precision,
+        -- When the row was written: archived_at - ts is the archive's lag for that message.
+        archived_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (id, ts)
+    ) PARTITION BY RANGE (ts);
+    CREATE INDEX pieces_barcode ON {SCHEMA}.pieces (barcode) WHERE barcode IS NOT NULL;
+    CREATE INDEX pieces_codes ON {SCHEMA}.pieces USING gin (codes) WITH (fastupdate = off);
+    """,
+)
+
+
+class ArchiveDbError(SorterdError):
+    """The archive database cannot be reached or used; the message names no password."""
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password: what logs and errors show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def describe_error(exc: BaseException, password: str | None) -> str:
+    """psycopg's message on one line, any password in it replaced (belt and braces)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def day_of(stamp: dt.datetime) -> dt.date:
+    return stamp.astimezone(dt.UTC).date()
+
+
+def _partition_name(day: dt.date) -> str:
+    return f"pieces_{day:%Y%m%d}"
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _failure(url: str, exc: BaseException, password: str | None) -> ArchiveDbError:
+    return ArchiveDbError(f"archive database {shown_url(url)}: {describe_error(exc, password)}")
+
+
+async def connect(url: str, password: str | None) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url, password=password, connect_timeout=CONNECT_TIMEOUT_S
+        )
+    except psycopg.Error as exc:
+        raise _failure(url, exc, password) from None
+
+
+def connect_sync(url: str, password: str | None) -> psycopg.Connection[tuple[Any, ...]]:
+    try:
+        return psycopg.connect(url, password=password, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise _failure(url, exc, password) from None
+
+
+class ArchiveDb:
+    """The archiver's connection: schema, partitions, batch writes, retention."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        self.conn = conn
+        self._days: set[dt.date] = set()
+        self._staging = False
+
+    async def migrate(self) -> int:
+        """Create or bring the schema up to date; the version it is at."""
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+            await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            await self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.meta (key text PRIMARY KEY, value text)"
+            )
+            cur = await self.conn.execute(
+                f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'"
+            )
+            row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            for number, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+                await self.conn.execute(step.encode())
+                version = number
+            await self.conn.execute(
+                f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (str(version),),
+            )
+        return version
+
+    async def ensure_days(self, days: set[dt.date]) -> None:
+        """Create the partitions of these days (UTC) unless they exist."""
+        new = days - self._days
+        if not new:
+            return
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+            for day in sorted(new):
+                statement = sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {table} PARTITION OF {parent} "
+                    "FOR VALUES FROM ({start}) TO ({end})"
+                ).format(
+                    table=sql.Identifier(SCHEMA, _partition_name(day)),
+                    parent=sql.Identifier(SCHEMA, "pieces"),
+                    start=sql.Literal(_midnight(day)),
+                    end=sql.Literal(_midnight(day + dt.timedelta(days=1))),
+                )
+                await self.conn.execute(statement)
+        self._days |= new
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        """Write a batch in one transaction; how many rows were new (a redelivery is not)."""
+        await self.ensure_days({day_of(r.ts) for r in rows})
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            if not self._staging:
+                await cur.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS incoming "
+                    f"(LIKE {SCHEMA}.pieces INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                self._staging = True
+            copy_in = sql.SQL("COPY incoming ({}) FROM STDIN").format(columns)
+            async with cur.copy(copy_in) as copy:
+                for row in rows:
+                    await copy.write_row(row.values())
+            await cur.execute(
+                sql.SQL(
+                    "INSERT INTO {parent} ({cols}) SELECT {cols} FROM incoming "
+                    "ON CONFLICT DO NOTHING"
+                ).format(parent=sql.Identifier(SCHEMA, "pieces"), cols=columns)
+            )
+            return max(cur.rowcount, 0)
+
+    async def drop_expired(self, retention_days: int, now: dt.datetime) -> list[str]:
+        """Drop the partitions whose whole day is older than the retention; their names."""
+        first_kept = day_of(now) - dt.timedelta(days=retention_days)
+        dropped = []
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+            cur = await self.conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = %s::regclass",
+                (f"{SCHEMA}.pieces",),
+            )
+            for (name,) in await cur.fetchall():
+                match = _PARTITION.match(name)
+                if match is None:
+                    continue
+                day = dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+                if day < first_kept:
+                    await self.conn.execute(
+                        sql.SQL("DROP TABLE {}").format(sql.Identifier(SCHEMA, name))
+                    )
+                    dropped.append(name)
+                    self._days.discard(day)
+        return dropped
