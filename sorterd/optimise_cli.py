@@ -38,6 +38,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+MAX_MOVE_WEIGHT = 1_000_000.0  # items per moved chute: beyond a hub's day, and CP-SAT's range
+
+
+def _move_weight(text: str) -> float:
+    value = _non_negative(text)
+    if value > MAX_MOVE_WEIGHT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MOVE_WEIGHT:,.0f}, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = _non_negative(text)
     if value == 0:
@@ -70,7 +80,7 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     )
     q.add_argument(
         "--move-weight",
-        type=_non_negative,
+        type=_move_weight,
         default=DEFAULT_MOVE_WEIGHT,
         metavar="ITEMS",
         help="estimated full-chute items one moved chute is worth (default "

@@ -183,3 +183,15 @@ def test_an_out_folder_that_does_not_exist_is_said_before_the_solve(
     assert result.returncode == 1
     assert f"error: --out {out}: the folder {out.parent} does not exist" in result.stderr
     assert "solver" not in result.stdout
+
+
+def test_an_absurd_move_weight_is_a_usage_error_not_a_solver_mystery(
+    site: Path, tmp_path: Path
+) -> None:
+    """Found in review: 1e13 overflowed CP-SAT's coefficients and the message said to give
+    the solver more time."""
+    volumes = write_volumes(tmp_path / "v.csv", ["FR-CORSE,18,200"])
+    result = optimise(site, "--volumes", str(volumes), "--move-weight", "1e13")
+    assert result.returncode == 2
+    assert "--move-weight: must be at most 1,000,000" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -280,6 +280,12 @@ def solve(
     solver.parameters.num_workers = max(1, workers)
     solver.parameters.random_seed = 1
     status = solver.solve(m.model)
+    if status == cp_model.MODEL_INVALID:
+        # CP-SAT's coefficients are 64-bit integers: a huge move weight or volume overflows.
+        raise OptimiseError(
+            "the model's numbers are too large for the solver: lower --move-weight or check "
+            "the volumes for absurd counts"
+        )
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise OptimiseError(
             f"the solver found no allocation within {time_limit_s:g} s "
