@@ -111,19 +111,18 @@ class FeedStore:
             raise JournalError(f"journal {journal.path}: cannot add the feed tables")
 
     def fresh(self, batch: FeedBatch) -> FeedBatch | None:
-        """`batch` without the rows and decisions whose id was applied before (durably, or
-        earlier in this transaction, or earlier in `batch`), their ids now claimed; None
-        when the journal cannot write (the caller applies the batch as it is, and does not
-        acknowledge it)."""
+        """`batch` without the rows and decisions whose id was journaled before (durably,
+        or earlier in this transaction) or comes earlier in `batch`; None when the journal
+        cannot be read (the caller applies the batch as it is, and does not acknowledge
+        it). The ids are claimed by `add`, for what was applied: a row the index refused
+        keeps its id free."""
         ids = [r.id for r in batch.rows if r.id is not None]
         ids += [c.id for c in batch.customs if c.id is not None]
         if not ids:
             return batch
 
-        def claim(db: sqlite3.Connection) -> FeedBatch:
+        def unseen(db: sqlite3.Connection) -> FeedBatch:
             taken = _known_ids(db, ids)
-            seq = int(db.execute(_LAST_SEQ).fetchone()[0]) + 1
-            new: list[tuple[str, int]] = []
 
             def first_time(entry_id: str | None) -> bool:
                 if entry_id is None:
@@ -131,24 +130,31 @@ class FeedStore:
                 if entry_id in taken:
                     return False
                 taken.add(entry_id)
-                new.append((entry_id, seq))
                 return True
 
             rows = [r for r in batch.rows if first_time(r.id)]
             customs = [c for c in batch.customs if first_time(c.id)]
-            db.executemany(_CLAIM_ID, new)
             return FeedBatch(rows, customs, batch.bad)
 
-        return self.journal.run(claim, write=True)
+        return self.journal.run(unseen, write=False)
 
     def add(self, batch: FeedBatch, arrival_ns: int) -> bool:
-        """Journal the applied rows and decisions of one message (in the open transaction);
-        False when the journal cannot write."""
+        """Journal the applied rows and decisions of one message, and claim their ids (in
+        the open transaction); False when the journal cannot write."""
         entries = [_row_entry(r, arrival_ns) for r in batch.rows]
         entries += [_customs_entry(c, arrival_ns) for c in batch.customs]
         if not entries:
             return True
-        return self.journal.run(lambda db: db.executemany(_INSERT, entries), write=True) is not None
+        ids = [r.id for r in batch.rows if r.id is not None]
+        ids += [c.id for c in batch.customs if c.id is not None]
+
+        def insert(db: sqlite3.Connection) -> bool:
+            seq = int(db.execute(_LAST_SEQ).fetchone()[0]) + 1
+            db.executemany(_INSERT, entries)
+            db.executemany(_CLAIM_ID, [(entry_id, seq) for entry_id in ids])
+            return True
+
+        return self.journal.run(insert, write=True) is not None
 
     def count(self, rows: int, customs: int) -> bool:
         """Add to the applied counts (in the open transaction); False when the journal cannot
