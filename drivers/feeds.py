@@ -36,9 +36,9 @@ from sorter.addresses import parse_mqtt_url
 from sorter.backoff import Backoff
 
 __all__ = [
-    "NOT_DURABLE_REASON",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_MESSAGES",
+    "NOT_DURABLE_REASON",
     "FeedHandler",
     "FeedLinkStats",
     "FeedMessage",
