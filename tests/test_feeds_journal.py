@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
 from drivers.journal import Journal
-from drivers.journal_feeds import FeedStore
+from drivers.journal_feeds import FEED_PRUNE_ROWS, FeedStore
 from simulators.manifests import write_manifest
 from sorter.config import ConfigError, FeedsSection, load_site
 from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
@@ -171,6 +171,31 @@ def test_ids_are_bounded(tmp_path: Path) -> None:
     again = store.fresh(FeedBatch(rows=[_row("E0", "FES", rid="e0")]))
     assert again is not None
     assert len(again.rows) == 1
+    journal.close()
+
+
+def test_ids_are_pruned_a_bounded_number_per_step(tmp_path: Path) -> None:
+    """A step deletes at most FEED_PRUNE_ROWS ids (the event loop's turn stays short),
+    the oldest first; further steps reach the bound."""
+    journal = Journal(tmp_path / "j.sqlite")
+    store = FeedStore(journal, remember_ids=1000)
+    count = 3 * FEED_PRUNE_ROWS + 1000
+    batch = FeedBatch(rows=[_row(f"G{i}", "RABAT", rid=f"g{i:06d}") for i in range(count)])
+    for i, row in enumerate(batch.rows):
+        assert store.add(FeedBatch(rows=[row]), i)
+    assert journal.commit()
+
+    def ids() -> list[str]:
+        with sqlite3.connect(tmp_path / "j.sqlite") as db:
+            return [r[0] for r in db.execute("SELECT id FROM feed_id ORDER BY seq")]
+
+    assert store.prune_step() is not None
+    left = ids()
+    assert len(left) == count - FEED_PRUNE_ROWS
+    assert left[0] == f"g{FEED_PRUNE_ROWS:06d}"
+    for _ in range(3):
+        assert store.prune_step() is not None
+    assert 1000 <= len(ids()) <= 1001
     journal.close()
 
 
