@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -151,6 +151,7 @@ class LocalBroker:
         password_tool: bool | None = None,
         persistence_dir: Path | None = None,
         max_inflight_messages: int | None = 0,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.kind: BrokerKind = kind or ("mosquitto" if mosquitto_path() else "embedded")
@@ -162,6 +163,7 @@ class LocalBroker:
         # mosquitto's un-acknowledged QoS 1 messages per client: 0 unlimited (the tests'
         # load), None mosquitto's own default (20), as a site's broker has it.
         self.max_inflight_messages = max_inflight_messages
+        self.extra_config = tuple(extra_config)  # more mosquitto.conf lines (tests)
         if (tls is not None or self.users or persistence_dir) and self.kind != "mosquitto":
             raise BrokerError(
                 "TLS, passwords and persistence need mosquitto; the embedded broker has none"
@@ -205,6 +207,7 @@ class LocalBroker:
         ]
         if self.max_inflight_messages is not None:
             lines.append(f"max_inflight_messages {self.max_inflight_messages}")
+        lines += self.extra_config
         if os.geteuid() == 0:
             # Started as root, mosquitto 2 drops to user mosquitto before it reads the
             # certificates and password file, which are private to us: stay who we are.

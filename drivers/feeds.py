@@ -147,8 +147,10 @@ class FeedSubscriber:
         _paho(client).manual_ack_set(True)
         return client
 
-    def _set_state(self, connected: bool, subscribed: bool, reason: str) -> None:
-        changed = connected != self.connected or subscribed != self.subscribed
+    def _set_state(
+        self, connected: bool, subscribed: bool, reason: str, *, force: bool = False
+    ) -> None:
+        changed = force or connected != self.connected or subscribed != self.subscribed
         self.connected, self.subscribed = connected, subscribed
         if changed:
             log.info("feeds link", url=self.url, connected=connected, subscribed=subscribed)
@@ -164,9 +166,21 @@ class FeedSubscriber:
                     self._set_state(True, False, "connected")
                     # Subscribed on every connect: a broker that lost the session (restarted
                     # without persistence) has forgotten the subscription.
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    self._set_state(True, True, "subscribed")
+                    refused = [
+                        problem
+                        for topic in self.topics
+                        if (problem := _suback_problem(topic, await client.subscribe(topic, qos=1)))
+                    ]
+                    if refused:
+                        # Not what the feeds need (a refused topic sends nothing, QoS 0 loses
+                        # what arrives while the daemon is down): said on P/devices/feeds and
+                        # in the log; what does arrive is still applied.
+                        self.stats.errors += 1
+                        self.last_error = "; ".join(refused)
+                        log.error("feeds subscription refused", url=self.url, problems=refused)
+                        self._set_state(True, False, self.last_error, force=True)
+                    else:
+                        self._set_state(True, True, "subscribed")
                     if not self._redelivering:
                         self._backoff.reset()
                     await self._receive(client)
@@ -223,6 +237,18 @@ class FeedSubscriber:
             # One batch, then the PLC's turn: a backlog after a restart must not hold the
             # loop for longer than one batch takes.
             await asyncio.sleep(0)
+
+
+def _suback_problem(topic: str, granted: Sequence[Any]) -> str | None:
+    """What is wrong with a subscription's SUBACK codes (granted QoS, 128 and above a
+    refusal; paho gives ints or ReasonCodes); None when QoS 1 or 2 was granted."""
+    for code in granted:
+        value = int(getattr(code, "value", code))
+        if value >= 0x80:
+            return f"the broker refused the subscription to {topic!r} (code {value})"
+        if value < 1:
+            return f"the broker granted {topic!r} QoS {value} only (QoS 1 is needed)"
+    return None
 
 
 def _raise_if_cancelled() -> None:

@@ -18,7 +18,7 @@ from drivers.feeds import FeedMessage
 from drivers.journal import Journal
 from drivers.journal_feeds import FEED_PRUNE_ROWS, FeedStore
 from simulators.manifests import write_manifest
-from sorter.config import ConfigError, FeedsSection, load_site
+from sorter.config import ConfigError, FeedsSection, load_site, topic_filters_overlap
 from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
 from sorterd.demo import write_site
 from sorterd.feeds import PARSE_INLINE_BYTES, BadLog, FeedService, topic_matches
@@ -230,6 +230,31 @@ def test_feeds_config_checked(tmp_path: Path) -> None:
     assert "feeds.topic: unknown key" in text
     with pytest.raises(ConfigError, match=r"feeds\.customs"):
         load_site(site('\n[feeds]\npreadvice = "hub/x"\ncustoms = "hub/x"\n'))
+    # Filters that share topics: refused, naming both values.
+    with pytest.raises(ConfigError, match=r"feeds\.customs: 'hub/customs' and .*'hub/#'"):
+        load_site(site('\n[feeds]\npreadvice = "hub/#"\ncustoms = "hub/customs"\n'))
+    with pytest.raises(ConfigError, match=r"feeds\.customs"):
+        load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/a/+"\n'))
+    loaded = load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/+/cus"\n'))
+    assert loaded.config.feeds.topics == ("hub/+/pre", "hub/+/cus")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ("hub/#", "hub/customs", True),
+        ("hub/#", "hub", True),  # "#" matches its parent level too
+        ("#", "x/y", True),
+        ("hub/+", "hub/a/b", False),
+        ("hub/+/x", "hub/a/+", True),
+        ("hub/pre", "hub/cus", False),
+        ("hub/pre", "hub/pre/x", False),
+        ("+/pre", "hub/+", True),
+    ],
+)
+def test_topic_filters_overlap(first: str, second: str, overlap: bool) -> None:
+    assert topic_filters_overlap(first, second) is overlap
+    assert topic_filters_overlap(second, first) is overlap
 
 
 async def test_file_and_plan_reloads_keep_the_feed_rows(

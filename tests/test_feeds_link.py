@@ -112,3 +112,24 @@ async def test_a_batch_not_journaled_comes_again_past_the_brokers_inflight_limit
             await publish(broker, [b"new"])
             await wait_until(lambda: b"new" in handler.seen, 10)
         assert handler.seen == [b"new"]
+
+
+async def test_a_refused_or_downgraded_subscription_is_reported() -> None:
+    """SUBACK codes are read: a broker that grants QoS 0 only (mosquitto `max_qos 0`) makes
+    P/devices/feeds say so, with the topic, instead of `subscribed`."""
+    require("mosquitto")
+    states: list[tuple[bool, str]] = []
+    async with LocalBroker(kind="mosquitto", extra_config=["max_qos 0"]) as broker:
+        sub = FeedSubscriber(
+            broker.url, ["hub/pre"], Handler(), client_id="feeds-qos0",
+            on_state=lambda connected, reason: states.append((connected, reason)),
+        )  # fmt: skip
+        task = asyncio.create_task(sub.run(), name="feeds")
+        try:
+            await wait_until(lambda: sub.stats.errors >= 1, 10)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert not sub.subscribed
+    assert states[-1] == (False, "the broker granted 'hub/pre' QoS 0 only (QoS 1 is needed)")
