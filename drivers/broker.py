@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -150,6 +150,8 @@ class LocalBroker:
         users: Mapping[str, str] | None = None,
         password_tool: bool | None = None,
         persistence_dir: Path | None = None,
+        max_inflight_messages: int | None = 0,
+        extra_config: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.kind: BrokerKind = kind or ("mosquitto" if mosquitto_path() else "embedded")
@@ -158,6 +160,10 @@ class LocalBroker:
         # None: mosquitto_passwd when installed; False: always the Python hash (tested).
         self.password_tool = password_tool
         self.persistence_dir = persistence_dir
+        # mosquitto's un-acknowledged QoS 1 messages per client: 0 unlimited (the tests'
+        # load), None mosquitto's own default (20), as a site's broker has it.
+        self.max_inflight_messages = max_inflight_messages
+        self.extra_config = tuple(extra_config)  # more mosquitto.conf lines (tests)
         if (tls is not None or self.users or persistence_dir) and self.kind != "mosquitto":
             raise BrokerError(
                 "TLS, passwords and persistence need mosquitto; the embedded broker has none"
@@ -197,9 +203,11 @@ class LocalBroker:
             if self.persistence_dir is None
             else f"persistence true\npersistence_location {self.persistence_dir}/",
             "max_queued_messages 1000000",
-            "max_inflight_messages 0",
             "log_dest none",
         ]
+        if self.max_inflight_messages is not None:
+            lines.append(f"max_inflight_messages {self.max_inflight_messages}")
+        lines += self.extra_config
         if os.geteuid() == 0:
             # Started as root, mosquitto 2 drops to user mosquitto before it reads the
             # certificates and password file, which are private to us: stay who we are.

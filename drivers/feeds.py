@@ -14,7 +14,10 @@ the aiomqtt client as that issue's workaround. Messages are taken in batches (ev
 already received, up to `max_batch`) and handed to `handler`, which applies and journals
 them; the batch is acknowledged when the handler says it is durable. A batch that is not
 (the journal cannot write) is applied but never acknowledged: the broker still owes it, and
-sends it again on the next session.
+sends it again on the next connection. So the subscription then drops the connection and
+connects again (after the backoff, which grows while batches keep failing): a broker sends
+a client only so many un-acknowledged messages (mosquitto's max_inflight_messages, 20 by
+default) and would otherwise send nothing more on this connection.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sorter.backoff import Backoff
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_MESSAGES",
+    "NOT_DURABLE_REASON",
     "FeedHandler",
     "FeedLinkStats",
     "FeedMessage",
@@ -47,6 +51,9 @@ log = structlog.get_logger(__name__)
 # ones. The handler gives the loop back between chunks of rows (sorterd/feeds.py).
 MAX_BATCH_MESSAGES: Final = 64
 MAX_BATCH_BYTES: Final = 256 * 1024
+# P/devices/feeds detail while the link reconnects for the broker to send again what was
+# not acknowledged.
+NOT_DURABLE_REASON: Final = "a batch could not be journaled: reconnecting for its re-delivery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,7 @@ class FeedLinkStats:
     not_acknowledged: int = 0  # applied, not durable: the broker sends them again
     connects: int = 0
     errors: int = 0
+    redelivery_reconnects: int = 0  # connections dropped after a batch that was not durable
 
 
 class FeedSubscriber:
@@ -114,6 +122,9 @@ class FeedSubscriber:
         self.subscribed = False
         self.last_error: str | None = None
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        # The last connection ended after a batch that was not durable: the backoff grows
+        # until a batch is durable again.
+        self._redelivering = False
 
     def _client(self) -> aiomqtt.Client:
         tls_context = None
@@ -136,8 +147,10 @@ class FeedSubscriber:
         _paho(client).manual_ack_set(True)
         return client
 
-    def _set_state(self, connected: bool, subscribed: bool, reason: str) -> None:
-        changed = connected != self.connected or subscribed != self.subscribed
+    def _set_state(
+        self, connected: bool, subscribed: bool, reason: str, *, force: bool = False
+    ) -> None:
+        changed = force or connected != self.connected or subscribed != self.subscribed
         self.connected, self.subscribed = connected, subscribed
         if changed:
             log.info("feeds link", url=self.url, connected=connected, subscribed=subscribed)
@@ -150,14 +163,33 @@ class FeedSubscriber:
             try:
                 async with self._client() as client:
                     self.stats.connects += 1
-                    self._backoff.reset()
                     self._set_state(True, False, "connected")
                     # Subscribed on every connect: a broker that lost the session (restarted
                     # without persistence) has forgotten the subscription.
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    self._set_state(True, True, "subscribed")
+                    refused = [
+                        problem
+                        for topic in self.topics
+                        if (problem := _suback_problem(topic, await client.subscribe(topic, qos=1)))
+                    ]
+                    if refused:
+                        # Not what the feeds need (a refused topic sends nothing, QoS 0 loses
+                        # what arrives while the daemon is down): said on P/devices/feeds and
+                        # in the log; what does arrive is still applied.
+                        self.stats.errors += 1
+                        self.last_error = "; ".join(refused)
+                        log.error("feeds subscription refused", url=self.url, problems=refused)
+                        self._set_state(True, False, self.last_error, force=True)
+                    else:
+                        self._set_state(True, True, "subscribed")
+                    if not self._redelivering:
+                        self._backoff.reset()
                     await self._receive(client)
+                _raise_if_cancelled()
+                # A batch was not durable: the connection is dropped, so that the broker
+                # sends what was not acknowledged again on the next one.
+                self.stats.redelivery_reconnects += 1
+                log.warning("feeds reconnect for re-delivery", url=self.url)
+                self._set_state(False, False, NOT_DURABLE_REASON)
             except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 self.stats.errors += 1
                 self.last_error = str(exc) or type(exc).__name__
@@ -166,6 +198,8 @@ class FeedSubscriber:
             await asyncio.sleep(self._backoff.next_delay_s())
 
     async def _receive(self, client: aiomqtt.Client) -> None:
+        """Hand batches to the handler until one is not durable (then return: the caller
+        reconnects) or the connection fails."""
         queue = _queue(client)
         paho = _paho(client)
         async for first in client.messages:
@@ -193,11 +227,37 @@ class FeedSubscriber:
                     if m.qos > 0:
                         paho.ack(m.mid, m.qos)
                 self.stats.acknowledged += len(batch)
+                if self._redelivering:
+                    self._redelivering = False
+                    self._backoff.reset()
             else:
                 self.stats.not_acknowledged += len(batch)
+                self._redelivering = True
+                return
             # One batch, then the PLC's turn: a backlog after a restart must not hold the
             # loop for longer than one batch takes.
             await asyncio.sleep(0)
+
+
+def _suback_problem(topic: str, granted: Sequence[Any]) -> str | None:
+    """What is wrong with a subscription's SUBACK codes (granted QoS, 128 and above a
+    refusal; paho gives ints or ReasonCodes); None when QoS 1 or 2 was granted."""
+    for code in granted:
+        value = int(getattr(code, "value", code))
+        if value >= 0x80:
+            return f"the broker refused the subscription to {topic!r} (code {value})"
+        if value < 1:
+            return f"the broker granted {topic!r} QoS {value} only (QoS 1 is needed)"
+    return None
+
+
+def _raise_if_cancelled() -> None:
+    """A cancel that came while aiomqtt waited for its clean disconnect: Python 3.11's
+    asyncio.wait_for returns the finished result and drops the cancellation, and the loop
+    would reconnect for ever under a caller waiting for it to end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _StampedQueue(asyncio.Queue[aiomqtt.Message]):

@@ -55,6 +55,7 @@ __all__ = [
     "identifier_sources",
     "load_site",
     "topic_filter_problem",
+    "topic_filters_overlap",
     "validation_problems",
     "without_tracking_id",
 ]
@@ -495,9 +496,29 @@ def _window_problems(file: str, config: SiteConfig) -> list[Problem]:
     ]
 
 
+def topic_filters_overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both MQTT topic filters (+ one level, # the rest and its
+    parent: "hub/#" matches "hub")."""
+    a, b = first.split("/"), second.split("/")
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x == "#" or y == "#":
+            return True
+        if x is None or y is None:
+            return False
+        if x != y and "+" not in (x, y):
+            return False
+    return True
+
+
 def _feeds_problems(file: str, feeds: FeedsSection) -> list[Problem]:
-    if feeds.preadvice is not None and feeds.preadvice == feeds.customs:
-        message = "the same topic as feeds.preadvice: a message could not say what it is"
+    preadvice, customs = feeds.preadvice, feeds.customs
+    if preadvice is not None and customs is not None and topic_filters_overlap(preadvice, customs):
+        message = (
+            f"{customs!r} and feeds.preadvice {preadvice!r} match the same topics: a message "
+            "on such a topic could not say whether it is pre-advice or customs"
+        )
         return [Problem(file, "feeds.customs", message)]
     return []
 

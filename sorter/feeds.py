@@ -143,12 +143,14 @@ class FeedBatch:
 class Applied:
     """What `LiveManifest.apply` did with one batch: rows and customs decisions applied,
     those skipped because their id was applied before, and rows refused only now (a
-    destination the plan does not have)."""
+    destination the plan does not have). `accepted`: the rows and decisions applied, in
+    order: what the journal keeps (a refused row is not replayed)."""
 
     rows: int = 0
     customs: int = 0
     duplicates: int = 0
     bad: list[BadRow] = field(default_factory=list)
+    accepted: FeedBatch = field(default_factory=FeedBatch)
 
 
 class Source(enum.StrEnum):
@@ -426,21 +428,27 @@ class LiveManifest:
 
     # --- changes -----------------------------------------------------------------------
 
-    def apply(self, batch: FeedBatch, arrival_ns: int) -> Applied:
+    def apply(self, batch: FeedBatch, arrival_ns: int, *, replay: bool = False) -> Applied:
         """Apply a batch in order (its rows, then its customs decisions); an id applied
         before is skipped; a row naming a destination the plan does not have is refused
         (in Applied.bad). `arrival_ns`: when the message arrived (kept as
-        `last_arrival_ns`; order of arrival is order of `apply`)."""
+        `last_arrival_ns`; order of arrival is order of `apply`).
+
+        `replay`: rows journaled when they were accepted (sorterd/feeds.py at a restart):
+        a destination the plan of now lacks is kept as a name the plan does not have (the
+        row has no destination until a later plan brings the name back), as a plan reload
+        does to a live row, so that a replay ends in the state the live index was in."""
         applied = Applied()
-        self._apply_rows(batch.rows, applied)
+        self._apply_rows(batch.rows, applied, replay)
         self._apply_customs(batch.customs, applied)
         self.last_arrival_ns = arrival_ns
         if len(self._delta.pending) >= self.compact_at:
             self._delta.compact()
         return applied
 
-    def _apply_rows(self, rows: list[FeedRow], applied: Applied) -> None:
+    def _apply_rows(self, rows: list[FeedRow], applied: Applied, replay: bool) -> None:
         seen = self.seen_ids
+        accepted = applied.accepted.rows
         at = self._delta.table_rows([row.barcode for row in rows])
         for row, table_row in zip(rows, at, strict=True):
             if row.id is not None and row.id in seen:
@@ -452,6 +460,8 @@ class LiveManifest:
             dest = -1
             if row.destination is not None:
                 found = self._plan_index.get(row.destination)
+                if found is None and replay:
+                    found = self._known_name(row.destination)
                 if found is None:
                     detail = f"destination {row.destination[:40]!r} is not in the sort plan"
                     applied.bad.append(BadRow("bad_value", detail))
@@ -464,10 +474,12 @@ class LiveManifest:
             self._delta.put(row.barcode, pc, packed | HAS_ROW, current is None)
             if row.id is not None:
                 seen.add(row.id)
+            accepted.append(row)
             applied.rows += 1
 
     def _apply_customs(self, updates: list[CustomsUpdate], applied: Applied) -> None:
         seen = self.seen_ids
+        accepted = applied.accepted.customs
         at = self._delta.table_rows([update.barcode for update in updates])
         for update, table_row in zip(updates, at, strict=True):
             if update.id is not None and update.id in seen:
@@ -483,6 +495,7 @@ class LiveManifest:
             self._delta.put(update.barcode, pc, packed | hold, current is None)
             if update.id is not None:
                 seen.add(update.id)
+            accepted.append(update)
             applied.customs += 1
 
     def replace_files(self, files: Manifest | None) -> None:
@@ -512,6 +525,15 @@ class LiveManifest:
         self._plan_index = {name: known[name] for name in names}
         self._names = names
         self.replace_files(self._files_as_loaded)
+
+    def _known_name(self, name: str) -> int:
+        """The index of a destination name the plan does not have (added to the known
+        names, mapped to no destination until a plan names it)."""
+        found = self._known.get(name)
+        if found is None:
+            found = self._known[name] = len(self._known)
+            self._to_plan = np.append(self._to_plan, np.int64(-1))
+        return found
 
     def compact(self) -> None:
         """Move the newest entries into the delta's table: costs in proportion to the

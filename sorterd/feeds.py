@@ -156,6 +156,11 @@ class FeedService:
         self.stats = FeedStats()
         self._bad = BadLog()
         self._wall_ns = wall_ns
+        # Rows and decisions applied whose journal write has not been committed yet (a
+        # batch the journal could not take), with their arrival: journaled, in this order,
+        # before anything newer, so that the journal's order is the order they were
+        # applied in (docs/feeds.md "Order").
+        self._owed: list[tuple[FeedBatch, int]] = []
 
     async def _parse(self, msg: FeedMessage) -> FeedBatch:
         if msg.retained:
@@ -179,14 +184,16 @@ class FeedService:
         between (a decision never sees half a row; it may see half of a large message,
         whose later rows follow within milliseconds); the batch is committed once. A
         message whose rows cannot be journaled is applied all the same (the line needs it
-        now) and is not acknowledged: the broker sends it again, and the index's memory of
-        ids (or, after a restart, the journal's) drops what was applied already.
+        now) and is not acknowledged: what was applied is owed to the journal and written
+        ahead of the next batch (in the order it was applied); the broker sends the
+        message again, and the index's memory of ids (or the journal's) drops it.
         """
-        durable = True
         since_turn = 0
         # Any failed write meanwhile (ours, or a decision's while the loop had its turn)
         # rolled back the open transaction, and with it rows of this batch.
         failures = self.journal.stats.failed
+        owed, self._owed = self._owed, []
+        durable = self._pay(owed)
         for msg in batch:
             parsed = await self._parse(msg)
             if parsed.bad:
@@ -202,6 +209,10 @@ class FeedService:
                     since_turn = 0
                     await asyncio.sleep(0)
         durable = self.journal.commit() and durable and self.journal.stats.failed == failures
+        if durable:
+            self._owed.clear()
+        else:
+            self._owed[:0] = owed  # rolled back: all of it is owed again, oldest first
         now_ns = self._wall_ns()
         for msg in batch:
             self.stats.on_lag((now_ns - msg.arrival_ns) / 1e6)
@@ -218,17 +229,34 @@ class FeedService:
             stats.duplicates += len(part.rows) - len(fresh.rows)
             stats.duplicates += len(part.customs) - len(fresh.customs)
         applied = self.live.apply(fresh, msg.arrival_ns)
-        if durable and not (
-            self.store.add(fresh, msg.arrival_ns)
-            and self.store.count(applied.rows, applied.customs)
-        ):
-            durable = False
+        # Only what the index accepted is journaled: a refused row (a destination the plan
+        # lacks) must neither replace an applied row in the journal nor claim its id.
+        accepted = applied.accepted
+        if accepted.rows or accepted.customs:
+            self._owed.append((accepted, msg.arrival_ns))
+            durable = durable and self._journal(accepted, msg.arrival_ns)
         stats.rows_applied += applied.rows
         stats.customs_applied += applied.customs
         stats.duplicates += applied.duplicates
         if applied.bad:
             self._count_bad(applied.bad, msg.topic)
         return durable
+
+    def _journal(self, accepted: FeedBatch, arrival_ns: int) -> bool:
+        """Write applied entries and their counts in the open transaction."""
+        store = self.store
+        return store.add(accepted, arrival_ns) and store.count(
+            len(accepted.rows), len(accepted.customs)
+        )
+
+    def _pay(self, owed: Sequence[tuple[FeedBatch, int]]) -> bool:
+        """Journal what earlier batches applied and could not journal (oldest first), less
+        what a commit meanwhile made durable after all; False when the journal cannot."""
+        for accepted, arrival_ns in owed:
+            fresh = self.store.fresh(accepted)
+            if fresh is None or not self._journal(fresh, arrival_ns):
+                return False
+        return True
 
     def _count_bad(self, bad: Sequence[BadRow], topic: str) -> None:
         self.stats.bad_reasons.update(b.reason for b in bad)
@@ -240,7 +268,7 @@ class FeedService:
         self.live.reserve(self.config.expected_rows)
         count = 0
         for run in self.store.replay():
-            self.live.apply(run.batch, run.arrival_ns)
+            self.live.apply(run.batch, run.arrival_ns, replay=True)
             count += len(run.batch.rows) + len(run.batch.customs)
         self.stats.replayed = count
         # The applied counts go on from where the journal says they were.

@@ -16,9 +16,9 @@ from structlog.testing import capture_logs
 from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
 from drivers.journal import Journal
-from drivers.journal_feeds import FeedStore
+from drivers.journal_feeds import FEED_PRUNE_ROWS, FeedStore
 from simulators.manifests import write_manifest
-from sorter.config import ConfigError, FeedsSection, load_site
+from sorter.config import ConfigError, FeedsSection, load_site, topic_filters_overlap
 from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
 from sorterd.demo import write_site
 from sorterd.feeds import PARSE_INLINE_BYTES, BadLog, FeedService, topic_matches
@@ -146,7 +146,7 @@ def test_prune_keeps_what_a_replay_needs(tmp_path: Path) -> None:
         (0, "D1", "FES"),
         (1, "D1", None),
     ]
-    assert ids == set()  # ids are remembered when claimed (FeedStore.fresh), not by add
+    assert ids == {"d1", "d2"}  # claimed by add; pruning an entry keeps its id
     replayed = LiveManifest(None, DESTS)
     for run in store.replay():
         replayed.apply(run.batch, run.arrival_ns)
@@ -171,6 +171,31 @@ def test_ids_are_bounded(tmp_path: Path) -> None:
     again = store.fresh(FeedBatch(rows=[_row("E0", "FES", rid="e0")]))
     assert again is not None
     assert len(again.rows) == 1
+    journal.close()
+
+
+def test_ids_are_pruned_a_bounded_number_per_step(tmp_path: Path) -> None:
+    """A step deletes at most FEED_PRUNE_ROWS ids (the event loop's turn stays short),
+    the oldest first; further steps reach the bound."""
+    journal = Journal(tmp_path / "j.sqlite")
+    store = FeedStore(journal, remember_ids=1000)
+    count = 3 * FEED_PRUNE_ROWS + 1000
+    batch = FeedBatch(rows=[_row(f"G{i}", "RABAT", rid=f"g{i:06d}") for i in range(count)])
+    for i, row in enumerate(batch.rows):
+        assert store.add(FeedBatch(rows=[row]), i)
+    assert journal.commit()
+
+    def ids() -> list[str]:
+        with sqlite3.connect(tmp_path / "j.sqlite") as db:
+            return [r[0] for r in db.execute("SELECT id FROM feed_id ORDER BY seq")]
+
+    assert store.prune_step() is not None
+    left = ids()
+    assert len(left) == count - FEED_PRUNE_ROWS
+    assert left[0] == f"g{FEED_PRUNE_ROWS:06d}"
+    for _ in range(3):
+        assert store.prune_step() is not None
+    assert 1000 <= len(ids()) <= 1001
     journal.close()
 
 
@@ -205,6 +230,31 @@ def test_feeds_config_checked(tmp_path: Path) -> None:
     assert "feeds.topic: unknown key" in text
     with pytest.raises(ConfigError, match=r"feeds\.customs"):
         load_site(site('\n[feeds]\npreadvice = "hub/x"\ncustoms = "hub/x"\n'))
+    # Filters that share topics: refused, naming both values.
+    with pytest.raises(ConfigError, match=r"feeds\.customs: 'hub/customs' and .*'hub/#'"):
+        load_site(site('\n[feeds]\npreadvice = "hub/#"\ncustoms = "hub/customs"\n'))
+    with pytest.raises(ConfigError, match=r"feeds\.customs"):
+        load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/a/+"\n'))
+    loaded = load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/+/cus"\n'))
+    assert loaded.config.feeds.topics == ("hub/+/pre", "hub/+/cus")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ("hub/#", "hub/customs", True),
+        ("hub/#", "hub", True),  # "#" matches its parent level too
+        ("#", "x/y", True),
+        ("hub/+", "hub/a/b", False),
+        ("hub/+/x", "hub/a/+", True),
+        ("hub/pre", "hub/cus", False),
+        ("hub/pre", "hub/pre/x", False),
+        ("+/pre", "hub/+", True),
+    ],
+)
+def test_topic_filters_overlap(first: str, second: str, overlap: bool) -> None:
+    assert topic_filters_overlap(first, second) is overlap
+    assert topic_filters_overlap(second, first) is overlap
 
 
 async def test_file_and_plan_reloads_keep_the_feed_rows(
@@ -277,6 +327,82 @@ async def test_a_batch_the_journal_cannot_take_is_applied_not_acknowledged(
     assert service.stats.rows_applied == 1
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
         assert db.execute("SELECT barcode, id FROM feed").fetchall() == [("F1", "f1")]
+    journal.close()
+
+
+async def test_a_refused_row_is_not_journaled(tmp_path: Path) -> None:
+    """A row the index refuses (a destination the plan lacks) is neither journaled nor
+    claims its id: it cannot replace the applied row of its barcode in the journal."""
+    journal, service = _service(tmp_path / "j.sqlite")
+    assert await service([_msg(PRE, {"barcode": "A1", "destination": "RABAT", "id": "r1"}, 1)])
+    assert await service([_msg(PRE, {"barcode": "A1", "destination": "NOWHERE", "id": "r2"}, 2)])
+    assert service.stats.bad_reasons == {"bad_value": 1}
+    assert _state(service.live, "A1") == ("RABAT", False, Source.FEED)
+    await service._prune_pass()
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT barcode, destination, id FROM feed").fetchall() == [
+            ("A1", "RABAT", "r1")
+        ]
+        assert db.execute("SELECT id FROM feed_id").fetchall() == [("r1",)]
+    journal.close()
+    journal, again = _service(tmp_path / "j.sqlite")
+    again.replay()
+    assert _state(again.live, "A1") == ("RABAT", False, Source.FEED)
+    # The refused id is free: sent again with a destination the plan has, it applies.
+    assert await again([_msg(PRE, {"barcode": "A1", "destination": "FES", "id": "r2"}, 3)])
+    assert _state(again.live, "A1") == ("FES", False, Source.FEED)
+    journal.close()
+
+
+async def test_a_replay_keeps_a_row_whose_destination_the_plan_dropped(tmp_path: Path) -> None:
+    """Replay ends where the live index was: a journaled row whose destination the plan of
+    the restart lacks has no destination, and has it again when a plan brings it back."""
+    journal, service = _service(tmp_path / "j.sqlite")
+    row = {"barcode": "A1", "destination": "FES", "country": "MA", "id": "r1"}
+    assert await service([_msg(PRE, row, 1)])
+    service.live.set_destinations(["RABAT"])  # a plan reload drops FES
+    live_row = service.live.lookup_source("A1")
+    journal.close()
+    journal = Journal(tmp_path / "j.sqlite")
+    again = FeedService(
+        FeedsSection(preadvice=PRE, customs=CUS), journal, LiveManifest(None, ["RABAT"])
+    )
+    assert again.replay() == 1
+    assert again.live.lookup_source("A1") == live_row
+    assert live_row[0] is not None
+    assert live_row[0].destination == -1
+    again.live.set_destinations(DESTS)
+    assert _state(again.live, "A1") == ("FES", False, Source.FEED)
+    journal.close()
+
+
+async def test_what_a_failed_batch_applied_is_journaled_in_the_order_applied(
+    tmp_path: Path,
+) -> None:
+    """A hold applied while the journal could not write, a release after it journaled, the
+    hold re-delivered: live and the journal's replay both say released, and the counts
+    agree (docs/feeds.md "Order")."""
+    journal, service = _service(tmp_path / "j.sqlite")
+    assert await service([_msg(PRE, {"barcode": "X1", "destination": "RABAT", "id": "r1"}, 1)])
+    hold = _msg(CUS, {"barcode": "X1", "status": "hold", "id": "c1"}, 2)
+    journal._db.execute("PRAGMA query_only = ON")  # every write now fails
+    assert not await service([hold])
+    journal._db.execute("PRAGMA query_only = OFF")
+    assert await service([_msg(CUS, {"barcode": "X1", "status": "release", "id": "c2"}, 3)])
+    assert await service([hold])  # the broker's re-delivery: a duplicate
+    assert _state(service.live, "X1") == ("RABAT", False, Source.CUSTOMS)
+    assert (service.stats.customs_applied, service.stats.duplicates) == (2, 1)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT kind, hold, id FROM feed ORDER BY seq").fetchall() == [
+            (0, None, "r1"),
+            (1, 1, "c1"),
+            (1, 0, "c2"),
+        ]
+    journal.close()
+    journal, again = _service(tmp_path / "j.sqlite")
+    again.replay()
+    assert _state(again.live, "X1") == ("RABAT", False, Source.CUSTOMS)
+    assert again.stats.customs_applied == 2
     journal.close()
 
 
