@@ -27,7 +27,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from sorter.manifest.index import _hash4, encode_keys
+from sorter.manifest.index import _hash4, encode_keys, raw_words
 from sorter.manifest.jit import lookup_kernel as _lookup_kernel
 from sorter.manifest.rows import KEY_BYTES
 
@@ -91,24 +91,6 @@ def _probe(words: Any, table: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
 
 
 @_lookup_kernel
-def _raw_words(raw: Any) -> tuple[Any, Any, Any, Any]:
-    """The key words of a barcode's bytes (1-32), little-endian as key rows are viewed."""
-    w0 = w1 = w2 = w3 = np.uint64(0)
-    for i in range(len(raw)):
-        b = np.uint64(raw[i]) << np.uint64(8 * (i % 8))
-        word = i // 8
-        if word == 0:
-            w0 |= b
-        elif word == 1:
-            w1 |= b
-        elif word == 2:
-            w2 |= b
-        else:
-            w3 |= b
-    return w0, w1, w2, w3
-
-
-@_lookup_kernel
 def _map_destination(packed: Any, to_plan: Any) -> Any:
     old = (packed >> _DEST_SHIFT) & 0xFFFF
     new = to_plan[old - 1] + 1 if 0 < old <= to_plan.shape[0] else 0
@@ -158,7 +140,7 @@ def find_live(
 ) -> tuple[int, int, int]:  # fmt: skip
     """One barcode's bytes through both layers: the delta, then the files (also under a
     delta entry that only carries a customs decision)."""
-    w0, w1, w2, w3 = _raw_words(raw)
+    w0, w1, w2, w3 = raw_words(raw)
     d = _probe(d_words, d_table, w0, w1, w2, w3)
     f = -1
     if d < 0 or not d_packed[d] & HAS_ROW:
@@ -252,7 +234,7 @@ def _find_many(queries: Any, words: Any, table: Any, out: Any) -> None:
 
 @_lookup_kernel
 def _find_raw(raw: Any, words: Any, table: Any) -> int:
-    w0, w1, w2, w3 = _raw_words(raw)
+    w0, w1, w2, w3 = raw_words(raw)
     return _probe(words, table, w0, w1, w2, w3)
 
 

@@ -16,7 +16,7 @@ from sorter.manifest.jit import kernel as _kernel
 from sorter.manifest.jit import lookup_kernel as _lookup_kernel
 from sorter.manifest.rows import KEY_BYTES, ManifestPart, ManifestRow, empty_part, unpack_row
 
-__all__ = ["Manifest", "encode_key", "encode_keys", "warm"]
+__all__ = ["Manifest", "encode_key", "encode_keys", "raw_words", "warm"]
 
 # Keys are compared and hashed as four 64-bit words (the 32 key bytes): a quarter of the
 # work of a byte loop, and one cache line per key row.
@@ -94,12 +94,8 @@ def _find_fields(
 
 
 @_lookup_kernel
-def _find_fields_bytes(
-    keys: Any, table: Any, raw: Any, postcode: Any, packed: Any
-) -> tuple[int, int, int]:
-    """As _find_fields, straight from the barcode's bytes (1-32 printable ASCII): the words
-    are assembled here, little-endian as the key rows are viewed, saving the live path an
-    array per lookup."""
+def raw_words(raw: Any) -> tuple[Any, Any, Any, Any]:
+    """The key words of a barcode's bytes (1-32), little-endian as key rows are viewed."""
     w0 = w1 = w2 = w3 = np.uint64(0)
     for i in range(len(raw)):
         b = np.uint64(raw[i]) << np.uint64(8 * (i % 8))
@@ -112,6 +108,17 @@ def _find_fields_bytes(
             w2 |= b
         else:
             w3 |= b
+    return w0, w1, w2, w3
+
+
+@_lookup_kernel
+def _find_fields_bytes(
+    keys: Any, table: Any, raw: Any, postcode: Any, packed: Any
+) -> tuple[int, int, int]:
+    """As _find_fields, straight from the barcode's bytes (1-32 printable ASCII): the words
+    are assembled here, little-endian as the key rows are viewed, saving the live path an
+    array per lookup."""
+    w0, w1, w2, w3 = raw_words(raw)
     mask = np.uint64(table.shape[0] - 1)
     slot = np.int64(_hash4(w0, w1, w2, w3) & mask)
     while True:
