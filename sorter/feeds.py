@@ -28,9 +28,9 @@ import enum
 import json
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,8 @@ __all__ = [
     "parse_customs",
     "parse_preadvice",
 ]
+
+_T = TypeVar("_T")
 
 # One MQTT message at most this big is parsed; a bigger one is one bad row, nothing applied
 # (a 1 MiB message holds ~7,000 rows; mosquitto's own default limit is far higher).
@@ -315,16 +317,27 @@ def parse_preadvice(payload: bytes) -> FeedBatch:
     """A pre-advice message: one JSON object or an array of them, each a manifest row
     (docs/interfaces.md section 7 columns, every value a JSON string, optional "id").
     Never raises: what is refused is in `bad`, one per row (or one for the message)."""
+    return _parse_each(payload, _preadvice_row, lambda batch: batch.rows)
+
+
+def _parse_each(
+    payload: bytes,
+    one: Callable[[dict[str, Any]], _T | BadRow],
+    kept: Callable[[FeedBatch], list[_T]],
+) -> FeedBatch:
+    """Each object of the message through `one`: what it accepts goes into `kept(batch)`,
+    what it refuses into `batch.bad`."""
     batch = _too_large(payload)
     if batch is not None:
         return batch
     batch = FeedBatch()
+    good = kept(batch)
     for obj in _objects(payload, batch):
-        row = _preadvice_row(obj)
-        if isinstance(row, BadRow):
-            batch.bad.append(row)
+        item = one(obj)
+        if isinstance(item, BadRow):
+            batch.bad.append(item)
         else:
-            batch.rows.append(row)
+            good.append(item)
     return batch
 
 
@@ -346,17 +359,7 @@ def _customs_update(obj: dict[str, Any]) -> CustomsUpdate | BadRow:
 def parse_customs(payload: bytes) -> FeedBatch:
     """A customs message: {"barcode", "status": "hold" | "release", "id"} (an array of them
     too). Never raises: what is refused is in `bad`."""
-    batch = _too_large(payload)
-    if batch is not None:
-        return batch
-    batch = FeedBatch()
-    for obj in _objects(payload, batch):
-        update = _customs_update(obj)
-        if isinstance(update, BadRow):
-            batch.bad.append(update)
-        else:
-            batch.customs.append(update)
-    return batch
+    return _parse_each(payload, _customs_update, lambda batch: batch.customs)
 
 
 # The newest entries wait in a dict (cheap to write) until there are this many, then move

@@ -74,12 +74,11 @@ _MAX_LOAD: Final = 0.7
 
 
 @_lookup_kernel
-def _probe(words: Any, table: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
-    """Row of the key (w0..w3) in an open-addressing table, -1 when absent."""
+def _probe_from(words: Any, table: Any, slot: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
+    """_probe from a known first slot (the hash already taken)."""
     if table.shape[0] == 0:
         return -1
     mask = np.uint64(table.shape[0] - 1)
-    slot = np.int64(_hash4(w0, w1, w2, w3) & mask)
     while True:
         row = table[slot]
         if row < 0:
@@ -88,6 +87,15 @@ def _probe(words: Any, table: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
         if same and words[row, 2] == w2 and words[row, 3] == w3:
             return int(row)
         slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+
+
+@_lookup_kernel
+def _probe(words: Any, table: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
+    """Row of the key (w0..w3) in an open-addressing table, -1 when absent."""
+    if table.shape[0] == 0:
+        return -1
+    slot = np.int64(_hash4(w0, w1, w2, w3) & np.uint64(table.shape[0] - 1))
+    return _probe_from(words, table, slot, w0, w1, w2, w3)
 
 
 @_lookup_kernel
@@ -146,22 +154,6 @@ def find_live(
     if d < 0 or not d_packed[d] & HAS_ROW:
         f = _probe(f_words, f_table, w0, w1, w2, w3)
     return _resolve(d, d_pc, d_packed, to_plan, f, f_pc, f_packed)
-
-
-@_lookup_kernel
-def _probe_from(words: Any, table: Any, slot: Any, w0: Any, w1: Any, w2: Any, w3: Any) -> int:
-    """_probe from a known first slot (the hash already taken)."""
-    if table.shape[0] == 0:
-        return -1
-    mask = np.uint64(table.shape[0] - 1)
-    while True:
-        row = table[slot]
-        if row < 0:
-            return -1
-        same = words[row, 0] == w0 and words[row, 1] == w1
-        if same and words[row, 2] == w2 and words[row, 3] == w3:
-            return int(row)
-        slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
 
 
 @_lookup_kernel
