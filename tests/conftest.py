@@ -94,6 +94,9 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "systemd-analyze": _program("systemd-analyze"),  # the unit file verified
     "ipv6": _ipv6,  # the metrics endpoint on ::1
     "postgresql": pg_missing,  # the archive's tests: a real server (tests/pgkit.py)
+    "nats-server": _program("nats-server", "/usr/sbin/nats-server"),  # the three-node cluster
+    "chromium": _program("chromium", "chromium-browser"),  # the web console in a browser
+    "chromium-driver": _program("chromedriver"),  # WebDriver for that browser
 }
 
 
