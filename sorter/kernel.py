@@ -76,11 +76,12 @@ _N_LIMITS = len(CLASS_LIMITS)
     _RULE_SIZE_MASK,
     _CLASS_LIMITS,
     _MACHINE_LIMITS,
-    _COUNTRY_RULE_PTR,
+    _COUNTRY_START,
+    _COUNTRY_END,
     _COUNTRY_RULES,
-    _SHARED_RULES,
+    _UNMEASURED_CLASS,
     _N_SEGMENTS,
-) = range(21)
+) = range(22)
 
 # Which conditions a rule has, as bits of one word: one load per rule and item, not four.
 _HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE, _HAS_ORIGIN = 1, 2, 4, 8, 16
@@ -101,23 +102,37 @@ def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
 def country_rules(
     plan: CompiledPlan,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(ptr, rules, shared): for each destination country (index 676: unknown, none), the
-    rules with a country condition that holds for it, in plan order (CSR layout, like the
-    plan's lists); and the rules without a country condition, which every item sees. The
-    kernel merges the two in plan order: an item walks its own country's rules and the
-    shared ones, not the export lanes of every other country, and a plan of many rules
-    without a country costs one list, not one per country."""
+    """(start, end, rules): for each destination country (index 676: unknown, none), the
+    rules an item going there walks, in plan order: the rules with a country condition
+    that holds for it merged with the rules without one (which every item sees). An item
+    walks its own country's rules, not the export lanes of every other country, in one
+    plain loop. Countries no rule names share the one list of rules without a country,
+    so a plan of many such rules costs that list once, not once per country."""
     n_rules = plan.rule_dest.shape[0]
     has = plan.rule_has_country
-    ptr = np.zeros(ALPHA2 + 2, dtype=np.int64)
-    lists: list[npt.NDArray[np.int64]] = []
-    for c in range(ALPHA2):
-        rules = np.flatnonzero(has & plan.rule_country[:n_rules, c]).astype(np.int64)
-        lists.append(rules)
-        ptr[c + 1] = ptr[c] + rules.shape[0]
-    ptr[ALPHA2 + 1] = ptr[ALPHA2]  # an unknown country matches no country condition
-    rules = np.concatenate(lists) if lists else np.zeros(0, np.int64)
-    return ptr, rules, np.flatnonzero(~has).astype(np.int64)
+    shared = np.flatnonzero(~has).astype(np.int64)
+    start = np.zeros(ALPHA2 + 1, dtype=np.int64)
+    end = np.full(ALPHA2 + 1, shared.shape[0], dtype=np.int64)
+    lists: list[npt.NDArray[np.int64]] = [shared]
+    offset = shared.shape[0]
+    for c in range(ALPHA2):  # the unknown country (ALPHA2) matches no country condition
+        own = np.flatnonzero(has & plan.rule_country[:n_rules, c])
+        if own.shape[0] == 0:
+            continue
+        merged = np.union1d(own, shared).astype(np.int64)  # sorted: plan order
+        lists.append(merged)
+        start[c], end[c] = offset, offset + merged.shape[0]
+        offset += merged.shape[0]
+    return start, end, np.concatenate(lists)
+
+
+def unmeasured_class(plan: CompiledPlan) -> int:
+    """size_class of an item the line did not measure at all: the first class if it limits
+    nothing (a catch-all), else unknown (-1), as size_class walks the classes. Known per
+    plan, so that a size rule costs unmeasured items (most lines have no dimensioner) one
+    load instead of a call per item."""
+    limits = plan.class_limits
+    return 0 if limits.shape[0] and not (limits[0] > 0).any() else -1
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
@@ -142,6 +157,7 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         plan.class_limits.reshape(-1),
         plan.machine_limits,
         *country_rules(plan),
+        np.array([unmeasured_class(plan)], dtype=np.int64),
     ]
     assert len(segments) == _N_SEGMENTS
     header = np.zeros(_N_SEGMENTS + 1, dtype=np.int64)
@@ -258,20 +274,12 @@ def match_destination(  # noqa: C901, PLR0912  (numba kernel: branches compile t
     o_bit = blob[_RULE_REGEX_BIT]
     o_size = blob[_RULE_SIZE_MASK]
     o_rules = blob[_COUNTRY_RULES]
-    key = blob[_COUNTRY_RULE_PTR] + (country if country >= 0 else _UNKNOWN_COUNTRY)
-    i, i_end = o_rules + blob[key], o_rules + blob[key + 1]
-    j, j_end = blob[_SHARED_RULES], blob[_SHARED_RULES + 1]
+    key = country if country >= 0 else _UNKNOWN_COUNTRY
     cls = -2  # the item's size class, found when the first rule asks for it
-    # Only the rules that can take an item going to its country (country_rules: its own
-    # country's, whose country condition holds already, merged with the rules without
-    # one), in plan order.
-    while i < i_end or j < j_end:
-        if j >= j_end or (i < i_end and blob[i] < blob[j]):
-            r = blob[i]
-            i += 1
-        else:
-            r = blob[j]
-            j += 1
+    # Only the rules that can take an item going to its country (country_rules), in plan
+    # order.
+    for k in range(blob[blob[_COUNTRY_START] + key], blob[blob[_COUNTRY_END] + key]):
+        r = blob[o_rules + k]
         conditions = blob[o_conditions + r]
         # The one-load tests before the postcode lists.
         if conditions & _HAS_ORIGIN and (origin < 0 or not tables[1, r, origin]):
@@ -301,7 +309,10 @@ def match_destination(  # noqa: C901, PLR0912  (numba kernel: branches compile t
         if conditions & _HAS_SIZE:
             size_mask = blob[o_size + r]
             if cls == -2:
-                cls = size_class(length_mm, width_mm, height_mm, weight_g, blob)
+                if length_mm | width_mm | height_mm | weight_g:
+                    cls = size_class(length_mm, width_mm, height_mm, weight_g, blob)
+                else:
+                    cls = blob[blob[_UNMEASURED_CLASS]]
             if cls < 0 or (size_mask >> cls) & 1 == 0:
                 continue
         return int(blob[o_dest + r])

@@ -753,3 +753,34 @@ def test_chute_state_size() -> None:
     assert (state.flags.shape, state.load.shape) == ((100,), (100,))
     assert state.flags.dtype == np.uint8
     assert state.load.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("first_class", "unmeasured_matches"),
+    [({"name": "ANY"}, True), ({"name": "SMALL", "max_weight_g": 5000}, False)],
+)
+def test_a_size_rule_takes_unmeasured_items_only_through_a_first_class_without_limits(
+    first_class: dict[str, Any], unmeasured_matches: bool
+) -> None:
+    # The kernel knows the unmeasured item's class per plan instead of computing it per
+    # item; a partly measured item still goes through the classes.
+    plan = build_plan(
+        {
+            "version": 2,
+            "name": "sizes",
+            "machine": {"chutes": "1-20"},
+            "functions": dict.fromkeys(FUNCTION_WORDS, 20),
+            "size_class": [first_class, {"name": "BIG", "max_length_mm": 3000}],
+            "destination": [{"name": "BY-SIZE", "chutes": [1]}, {"name": "MA", "chutes": [2]}],
+            "rule": [
+                {"destination": "BY-SIZE", "size_class": [first_class["name"]]},
+                {"destination": "MA", "country": ["MA"]},
+            ],
+        }
+    )
+    both = Both(plan)
+    ma = letters_index("MA")
+    expected = 0 if unmeasured_matches else 1
+    assert both.decide(ItemFeatures(country=ma))[0] == expected
+    assert both.decide(ItemFeatures(country=ma, weight_g=100))[0] == 0  # fits either way
+    assert both.decide(ItemFeatures(country=ma, length_mm=100))[0] == expected
