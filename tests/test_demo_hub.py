@@ -50,7 +50,8 @@ async def test_two_lines_with_their_daemons_watched_by_top_hub() -> None:
         "--rate", "30000", "--seed", "4",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     seen = []
     try:
         async with asyncio.timeout(DEMO_TIMEOUT_S):
