@@ -17,7 +17,7 @@ and the daemon stopped cleanly.
 
 `hub_brokers` is the one place that decides which broker the lines get: the demo's own
 (mosquitto, else embedded), the site's (`--mqtt`), or a three-node cluster (`--cluster`,
-`sorterd.natscluster.NatsCluster`, docs/cluster.md).
+`NatsCluster` of the cluster launcher, natscluster.py beside this module, docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ MAX_LINES = 4
 DAEMON_ONLINE_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 15.0
 CLUSTER_NODES = 3
+# The cluster launcher's module in this package: `NatsCluster(base_dir, nodes=N)`, a
+# context manager with `.mqtt_urls` (docs/cluster.md).
+CLUSTER_MODULE = "natscluster"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -102,10 +105,10 @@ async def hub_brokers(
     """
     if cluster:
         try:
-            module = importlib.import_module("sorterd.natscluster")
+            module = importlib.import_module(f"{__package__}.{CLUSTER_MODULE}")
         except ImportError as exc:
             raise HubDemoError(
-                "--cluster needs the NATS cluster support (sorterd/natscluster.py), "
+                f"--cluster needs the NATS cluster launcher ({CLUSTER_MODULE}.py), "
                 "which this installation does not have"
             ) from exc
         nodes = module.NatsCluster(base_dir / "cluster", nodes=CLUSTER_NODES)
