@@ -33,7 +33,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -524,8 +523,7 @@ def _hub_column(columns: Sequence[list[str]], lines: Sequence[HubLine]) -> list[
     results = sum(len(hl.observer.result_ids) for hl in lines)
     out[6] = f"{decisions} on MQTT"
     out[7] = f"{results} on MQTT"
-    ledgers: list[Any] = [hl.ledger for hl in lines]
-    worst = max((plc_reply_ms(ledger)["p99"] for ledger in ledgers), default=0.0)
+    worst = max((plc_reply_ms(hl.ledger)["p99"] for hl in lines), default=0.0)
     out[11] = f"worst p99 {worst:.1f}"
     return out
 

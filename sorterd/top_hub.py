@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -454,8 +455,9 @@ def _keyboard(keys: asyncio.Queue[str] | None) -> Iterator[asyncio.Queue[str]]:
     loop = asyncio.get_running_loop()
 
     def read_key() -> None:
+        # Unbuffered: what the terminal has, no more (a buffered read could wait for more).
         with contextlib.suppress(OSError):
-            for char in stdin.read(1):
+            for char in os.read(fd, 64).decode(errors="replace"):
                 queue.put_nowait(char)
 
     tty.setcbreak(fd)
