@@ -164,6 +164,7 @@ async def run_scenario(
                     "latency_ms", {}
                 ),
                 "cpu_share": u / wall_s,
+                "cpu_s_per_1000": u / max(n, 1) * 1000,
                 "mqtt_backlog_max": max(
                     (s.get("mqtt", {}).get("backlog", 0) for s in line.obs.stats), default=0
                 ),
@@ -248,7 +249,8 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
                 f"{'' if r['drained'] else ' (NOT ALL)'}  PLC ms p50/p99/max {p['p50']:.2f} "
                 f"{p['p99']:.2f} {p['max']:.2f}  daemon ms p50/p99 {d.get('p50', 0):.2f} "
                 f"{d.get('p99', 0):.2f}  late {r['late_replies']} recirc_late "
-                f"{r['recirc_late']}  CPU {r['cpu_share'] * 100:.1f} %  backlog "
+                f"{r['recirc_late']}  CPU {r['cpu_share'] * 100:.1f} % "
+                f"({r['cpu_s_per_1000']:.2f} s/1000 items)  backlog "
                 f"{r['mqtt_backlog_max']}"
             )
     return out

@@ -66,8 +66,8 @@ __all__ = [
     "run_hub_demo",
 ]
 
-# Each line is a daemon process plus its simulators in this one: four fit on a 2-core
-# machine at 40,000 items/h with the PLC's replies on time (BENCHMARKS.md, hub).
+# Each line is a daemon process plus its simulators in this one: the bound for a 2-core
+# machine (benchmarks/hub.py measures four lines at 40,000 items/h).
 MAX_LINES = 4
 DAEMON_ONLINE_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 15.0
