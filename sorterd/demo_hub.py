@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,6 +327,7 @@ async def run_hub_demo(
     chutes = sorted(load_plan(plan_path).machine_chutes)
     hub = hub_prefix(time.time_ns() % 10**6)
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(_quiet_simulated_plcs())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-hub-")))
         urls = await stack.enter_async_context(
             hub_brokers(mqtt=mqtt, cluster=cluster, base_dir=tmp, console=console)
@@ -345,6 +347,20 @@ async def run_hub_demo(
         run = _HubRun(console, hub, hub_lines, urls)
         return await run.run(plan_path, tracking, rate_per_h, duration_s)
     return 1
+
+
+@contextlib.contextmanager
+def _quiet_simulated_plcs() -> Iterator[None]:
+    """pymodbus in this process is only the simulated PLCs' server. It logs a client that
+    goes away mid-exchange (every daemon, as the demo stops it) as an error with a dump of
+    its frames: the demo's own doing, not the line's. The daemons log in their own files."""
+    logger = logging.getLogger("pymodbus")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass(slots=True)
@@ -382,6 +398,10 @@ class _HubRun:
                     drained = await self._watch(induct, t0, t0 + duration_s + DRAIN_TIMEOUT_S)
                     await self._settle()
                 finally:
+                    # The simulators first: a PLC whose host stops answering says so in the
+                    # console; a daemon whose PLC goes away says so in its own log.
+                    for hl in self.lines:
+                        await hl.line.stop()
                     for hl in self.lines:
                         await hl.stop_daemon()
                     await asyncio.sleep(0.2)  # the offline status reaches the observers
