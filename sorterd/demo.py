@@ -32,6 +32,7 @@ from drivers.telegram import get_format
 from simulators.feeds import FeedMix, FeedPlan, FeedPublisher, FeedSite, line_plan, publish_stream
 from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
 from sorter.config import Site, SiteConfig, load_site
+from sorter.errors import SorterdError
 from sorter.plan import load_plan
 from sorterd.archive import Archiver
 from sorterd.daemon import Daemon
@@ -39,6 +40,7 @@ from sorterd.daemon import Daemon
 __all__ = [
     "HEAD_NAMES",
     "MIN_WINDOW_MS",
+    "DemoError",
     "DemoFeeds",
     "Observer",
     "demo_config_dir",
@@ -171,6 +173,10 @@ def _scanner_tables(
     )
 
 
+class DemoError(SorterdError):
+    """The demo cannot go on: its broker cannot be reached, a daemon did not come up."""
+
+
 @dataclass(slots=True)
 class Observer:
     """An independent MQTT consumer: counts messages by id, as a real consumer dedupes."""
@@ -189,13 +195,17 @@ class Observer:
 
     async def run(self, url: str, ready: asyncio.Event) -> None:
         host, port = url.split("://", 1)[1].rsplit(":", 1)
-        async with aiomqtt.Client(
-            host, int(port), identifier=f"demo-observer-{time.time_ns()}"
-        ) as c:
-            await c.subscribe(f"{self.prefix}/#", qos=1)
-            ready.set()
-            async for message in c.messages:
-                self.on_message(str(message.topic), message.payload)
+        try:
+            async with aiomqtt.Client(
+                host, int(port), identifier=f"demo-observer-{time.time_ns()}"
+            ) as c:
+                await c.subscribe(f"{self.prefix}/#", qos=1)
+                ready.set()
+                async for message in c.messages:
+                    self.on_message(str(message.topic), message.payload)
+        except aiomqtt.MqttError as exc:
+            # A wrong --mqtt, or the broker gone: the user's setup, not a bug.
+            raise DemoError(f"the broker at {url} cannot be reached or went away: {exc}") from exc
 
     def on_message(self, topic: str, payload: Any) -> None:
         kind = topic[len(self.prefix) + 1 :]

@@ -43,11 +43,11 @@ from rich.table import Table
 from drivers.broker import LocalBroker, free_port
 from simulators.conveyor import Ledger
 from simulators.line import HeadSpec, SimulatedLine
-from sorter.errors import SorterdError
 from sorter.plan import load_plan
 from sorterd.demo import (
     DRAIN_TIMEOUT_S,
     MQTT_SETTLE_S,
+    DemoError,
     Observer,
     demo_config_dir,
     demo_heads,
@@ -79,7 +79,7 @@ CLUSTER_MODULE = "natscluster"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-class HubDemoError(SorterdError):
+class HubDemoError(DemoError):
     """The hub demo cannot start: no cluster support, a daemon that did not come up."""
 
 
@@ -408,7 +408,7 @@ class _HubRun:
                     for hl in self.lines:
                         hl.stop_observer()
         except ExceptionGroup as group:
-            matched, rest = group.split(HubDemoError)
+            matched, rest = group.split(DemoError)
             if matched is None or rest is not None:
                 raise
             for exc in matched.exceptions:

@@ -12,6 +12,7 @@ import sys
 import pytest
 from rich.console import Console
 
+from drivers.broker import free_port
 from sorterd import cli
 from sorterd.top_hub import run_hub_top
 
@@ -86,3 +87,14 @@ async def test_two_lines_with_their_daemons_watched_by_top_hub() -> None:
     pairs = re.findall(r"(\d+) / (\d+)", decisions)
     assert len(pairs) == 2
     assert all(daemon == on_mqtt and int(daemon) > 0 for daemon, on_mqtt in pairs)
+
+
+@pytest.mark.parametrize("lines", [[], ["--lines", "2"]])
+def test_a_broker_that_cannot_be_reached_is_one_line(
+    lines: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    assert cli.main(["demo", *lines, "--mqtt", url, "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: the broker at {url} cannot be reached" in err
+    assert "Traceback" not in err
