@@ -327,29 +327,49 @@ COLUMNS = (
     ("read rate", "right"),
     ("sort rate", "right"),
     ("late replies", "right"),
-    ("p99 ms", "right"),
+    ("decision p99 ms", "right"),
     ("MQTT backlog", "right"),
     ("devices in fault", "left"),
     ("stats age", "right"),
 )
+# What a narrower terminal leaves out, in this order: the rest keeps a line's health.
+DROPPED_WHEN_NARROW = ("MQTT backlog", "decision p99 ms", "stats age", "sort rate", "read rate")
+WIDTH_PER_DROP = 14  # about what each of them takes, padding included
+FULL_WIDTH = 132
+
+
+def _shown_columns(width: int) -> list[int]:
+    """The indexes into COLUMNS that fit `width`."""
+    drops = max(0, min(len(DROPPED_WHEN_NARROW), -(-(FULL_WIDTH - width) // WIDTH_PER_DROP)))
+    hidden = set(DROPPED_WHEN_NARROW[:drops])
+    return [i for i, (name, _) in enumerate(COLUMNS) if name not in hidden]
 
 
 def render_hub(
-    model: HubModel, *, now: dt.datetime | None = None, hint: str | None = None
+    model: HubModel,
+    width: int = FULL_WIDTH,
+    *,
+    now: dt.datetime | None = None,
+    hint: str | None = None,
 ) -> RenderableType:
-    """One frame: a header and a row per line with a hub row under them. `hint`: the
-    footer line (how to drill into a line); `now` (UTC) is for ages."""
+    """One frame: a header and a row per line with a hub row under them. `width` (the
+    console's) decides which columns fit; `hint`: the footer line (how to drill into a
+    line); `now` (UTC) is for ages."""
     now = now or dt.datetime.now(dt.UTC)
+    shown = _shown_columns(width)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name, justify in COLUMNS:
+    for i in shown:
+        name, justify = COLUMNS[i]
         table.add_column(name, justify=justify, no_wrap=name != "devices in fault")  # type: ignore[arg-type]
     lines = [model.lines[name] for name in model.names()]
     for number, line in enumerate(lines, 1):
-        table.add_row(*_line_row(number, line, now))
+        cells = _line_row(number, line, now)
+        table.add_row(*(cells[i] for i in shown))
     body: RenderableType
     if lines:
         table.add_section()
-        table.add_row(*_hub_row(lines, now))
+        cells = _hub_row(lines, now)
+        table.add_row(*(cells[i] for i in shown))
         body = table
     else:
         body = Text(
@@ -411,11 +431,11 @@ async def run_hub_top(
         try:
             reached = await _settle(subscribed, settle_s, connect_timeout_s)
             if once:
-                out.print(render_hub(model))
+                out.print(render_hub(model, out.width))
                 return 0 if reached else 1
             if not out.is_terminal or out.is_dumb_terminal:
                 while True:
-                    out.print(render_hub(model))
+                    out.print(render_hub(model, out.width))
                     out.rule()
                     await asyncio.sleep(max(refresh_s, PIPE_FRAME_INTERVAL_S))
             with _keyboard(keys) as typed:
@@ -483,7 +503,9 @@ class _Screen:
     def frame(self) -> RenderableType:
         if self.line is None:
             return render_hub(
-                self.model, hint="1-9: open the line of that row   h: back to the hub   q: quit"
+                self.model,
+                self.out.width,
+                hint="1-9: open the line of that row   h: back to the hub   q: quit",
             )
         return Group(
             render(self.line, self.out.width),

@@ -68,7 +68,7 @@ def line_messages(
 
 def frame(model: HubModel, width: int = 140) -> str:
     console = Console(record=True, width=width, file=io.StringIO())
-    console.print(render_hub(model))
+    console.print(render_hub(model, width))
     return console.export_text()
 
 
@@ -108,6 +108,20 @@ def test_lines_found_with_their_figures_and_faults() -> None:
     assert "1/2 online" in joined
     assert "1 devices" in joined  # the PLC of line-2
     assert hub[hub.index("devices") - 2] == "3"  # late replies of the hub: 3 + 0
+
+
+def test_narrow_terminals_keep_each_lines_health() -> None:
+    model = fed(
+        line_messages("line-1", online=True, late=0),
+        line_messages("customs", online=False, late=3, plc_up=False),
+    )
+    for width in (100, 80, 60):
+        text = frame(model, width)
+        assert max(len(line) for line in text.splitlines()) <= width
+        customs = row(text, "customs")
+        assert customs[:3] == ["1", "customs", "OFFLINE"]
+        assert customs[-2:] == ["3", "plc"]  # late replies, devices in fault
+        assert row(text, "line-1")[-2:] == ["0", "none"]
 
 
 def test_cleared_topics_and_foreign_messages() -> None:
