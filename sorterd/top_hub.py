@@ -114,6 +114,12 @@ class LineView:
     def empty(self) -> bool:
         return not (self.status or self.stats or self.devices)
 
+    @property
+    def is_line(self) -> bool:
+        """A sorter's daemon publishes stats and devices; another service of the hub that
+        keeps a status beside the lines (the archive's `<hub>/archive/status`) does not."""
+        return bool(self.stats or self.devices)
+
     def stats_age_s(self, now: dt.datetime) -> float | None:
         stamp = _parse_ts(self.stats.get("ts"))
         return None if stamp is None else (now - stamp).total_seconds()
@@ -149,7 +155,11 @@ class HubModel:
 
     def names(self) -> list[str]:
         """The lines in display order (the row numbers the digit keys select)."""
-        return sorted(self.lines, key=_natural)
+        return sorted((n for n, v in self.lines.items() if v.is_line), key=_natural)
+
+    def services(self) -> list[str]:
+        """What has a status under the hub and is no line (the archive)."""
+        return sorted((n for n, v in self.lines.items() if not v.is_line), key=_natural)
 
     def on_raw(self, topic_suffix: str, payload: bytes) -> None:
         name, _, rest = topic_suffix.partition("/")
@@ -301,11 +311,26 @@ def _hub_row(lines: list[LineView], now: dt.datetime) -> list[RenderableType]:
     ]
 
 
+def _services(model: HubModel) -> Text:
+    """One line: the hub's other services with their state (and lag, as the archive's)."""
+    text = Text("also under the hub: ", style="bold")
+    for i, name in enumerate(model.services()):
+        view = model.lines[name]
+        state = view.state or "?"
+        text.append(", " if i else "")
+        text.append(f"{name} ")
+        text.append(state, style="green" if state == "online" else "bold red")
+        lag = _number(view.status.get("lag_s"))
+        if lag is not None:
+            text.append(f" (lag {lag:.1f} s)")
+    return text
+
+
 def _header(model: HubModel) -> Text:
     text = Text()
     text.append("sorterd top --hub  ", style="bold")
     text.append(model.prefix, style="bold cyan")
-    text.append(f"   {len(model.lines)} lines")
+    text.append(f"   {len(model.names())} lines")
     broker = model.broker
     if broker.connected is False:
         text.append("\nbroker unreachable", style="bold white on red")
@@ -377,6 +402,8 @@ def render_hub(
             style="yellow",
         )
     parts: list[RenderableType] = [Panel(_header(model), box=box.HEAVY), body]
+    if model.services():
+        parts.append(_services(model))
     footer = hint or f"a line's view: sorterd top --hub {model.prefix} --line NAME"
     parts.append(Text(footer, style="dim"))
     if model.ignored:

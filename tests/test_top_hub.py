@@ -124,6 +124,16 @@ def test_narrow_terminals_keep_each_lines_health() -> None:
         assert row(text, "line-1")[-2:] == ["0", "none"]
 
 
+def test_the_archives_status_is_a_service_not_a_line() -> None:
+    model = fed(line_messages("line-1", online=True, late=0))
+    archive = {"state": "online", "lag_s": 0.25, "rows": 10, "archiver": "a1", "since": "x"}
+    model.on_raw("archive/status", json.dumps(archive).encode())
+    assert model.names() == ["line-1"]
+    text = frame(model)
+    assert "1/1 online" in " ".join(row(text, "hub"))
+    assert "also under the hub: archive online (lag 0.2 s)" in text
+
+
 def test_cleared_topics_and_foreign_messages() -> None:
     model = fed(line_messages("line-1", online=True, late=0))
     model.on_raw("feeds/preadvice", b'{"barcode": "X"}')  # the hub's feeds: not a line
@@ -155,7 +165,7 @@ async def publish(port: int, messages: list[tuple[str, dict[str, Any]]]) -> None
 async def test_once_from_retained_topics_on_a_broker(broker: LocalBroker) -> None:
     await publish(broker.port, line_messages("line-1", online=True, late=0))
     await publish(broker.port, line_messages("line-2", online=True, late=5, plc_up=False))
-    # A line of another hub and the hub's own feed topic: neither is a line of this hub.
+    # A status alone (a service of the hub, not a line), and a line of another hub.
     await publish(broker.port, line_messages("other", online=True, late=0)[:1])
     await publish(broker.port, [(f"{HUB}x/line-9/status", status_payload("online"))])
     console = Console(record=True, width=140, file=io.StringIO())
@@ -167,7 +177,8 @@ async def test_once_from_retained_topics_on_a_broker(broker: LocalBroker) -> Non
     assert "ONLINE" in row(text, "line-1")
     assert "5" in row(text, "line-2")
     assert "plc" in row(text, "line-2")
-    assert "3/3" in row(text, "hub")
+    assert "2/2" in row(text, "hub")
+    assert "also under the hub: other online" in text
 
 
 async def test_line_option_shows_the_one_line_view(broker: LocalBroker) -> None:
