@@ -304,10 +304,10 @@ def _top_hub(args: argparse.Namespace, url: str | None, prefix: str | None) -> i
     """`top --hub [PREFIX] [--line NAME]`; `prefix` is the site's (or --prefix)."""
     from sorterd.top_hub import run_hub_top  # noqa: PLC0415
 
-    hub = args.hub or (prefix.rstrip("/").rpartition("/")[0] if prefix else "")
     if args.hub is None:
         print("error: --line needs --hub", file=sys.stderr)
         return EXIT_USAGE
+    hub = args.hub or (prefix.rstrip("/").rpartition("/")[0] if prefix else "")
     if not url or not hub:
         print(
             "error: give --hub PREFIX and --mqtt URL, or -c SITE.toml for either",
