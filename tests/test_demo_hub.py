@@ -14,9 +14,20 @@ from rich.console import Console
 
 from drivers.broker import free_port
 from sorterd import cli
+from sorterd.logs import setup_logging
 from sorterd.top_hub import run_hub_top
 
 DEMO_TIMEOUT_S = 240
+
+
+@pytest.fixture(autouse=True)
+def _logging_on_the_real_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cli.main` sets structlog up on the stderr of the moment, and loggers keep it once
+    used: in a test that is the test's capture, closed after it (another test's `cli.main`
+    may have left it so). Here logging goes to the process's own stderr, and the commands
+    run in-process do not set it up again."""
+    setup_logging(level="warning", stream=sys.__stderr__)
+    monkeypatch.setattr("sorterd.logs.setup_logging", lambda *args, **kwargs: None)
 
 
 @pytest.mark.parametrize(

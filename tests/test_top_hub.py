@@ -8,7 +8,9 @@ import datetime as dt
 import io
 import json
 import re
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -21,10 +23,22 @@ from sorter.line_events import DeviceReport
 from sorter.ports import Outcome, Reason
 from sorter.stats import LineStats
 from sorterd import cli
+from sorterd.demo import demo_config_dir, write_site
+from sorterd.logs import setup_logging
 from sorterd.top_hub import HubModel, render_hub, run_hub_top
 from tests.waiting import wait_until
 
 HUB = "test/tophub"
+
+
+@pytest.fixture(autouse=True)
+def _logging_on_the_real_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cli.main` sets structlog up on the stderr of the moment, and loggers keep it once
+    used: in a test that is the test's capture, closed after it (another test's `cli.main`
+    may have left it so). Here logging goes to the process's own stderr, and the commands
+    run in-process do not set it up again."""
+    setup_logging(level="warning", stream=sys.__stderr__)
+    monkeypatch.setattr("sorterd.logs.setup_logging", lambda *args, **kwargs: None)
 
 
 def stats_payload(
@@ -255,3 +269,23 @@ def test_cli_usage_mistakes_are_one_line(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_cli_hub_from_a_site_config(
+    broker: LocalBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub = "test/tophub-site"
+    asyncio.run(publish(broker.port, line_messages("sorter-7", online=True, late=0, hub=hub)))
+    site = write_site(
+        tmp_path,
+        plc_port=free_port(),
+        scanner_port=free_port(),
+        mqtt_url=broker.url,
+        plan=demo_config_dir() / "sortplan.toml",
+        prefix=f"{hub}/sorter-1",
+    )
+    # The hub is the site's topic_prefix without its last level; its line is not online.
+    assert cli.main(["top", "-c", str(site), "--hub", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert f"sorterd top --hub  {hub}" in out
+    assert "sorter-7" in out
