@@ -398,6 +398,30 @@ def _feeds(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _hub(s: dict[str, Any]) -> list[str]:
+    p = s["params"]
+    lines = [
+        f"Every line its own `sorterd run` on one broker ({s['details']['broker']['kind']} "
+        f"{s['details']['broker'].get('version', '')}), {p['duration_s']:g} s of induction "
+        f"per scenario, belt {p['belt_speed_m_s']:g} m/s, poll {p['poll_interval_ms']} ms.",
+        "",
+        "| lines x items/h | PLC req->reply ms p99 per line (target <= 10) | late | all "
+        "drained | daemons' CPU together, cores (target <= 0.5 at 4 x 40,000) | simulators' "
+        "CPU, cores | all online s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in s["details"]["scenarios"]:
+        per = row["per_line"]
+        lines.append(
+            f"| {row['lines']} x {row['rate']:,.0f} | "
+            + " / ".join(f"{r['plc_latency_ms']['p99']:.2f}" for r in per)
+            + f" | {sum(r['late_replies'] for r in per)} | "
+            f"{'yes' if all(r['drained'] for r in per) else 'NO'} | {row['cpu_cores']:.2f} | "
+            f"{row['simulators_cpu_cores']:.2f} | {row['startup_s']:.1f} |"
+        )
+    return lines
+
+
 Renderer = Callable[[dict[str, Any]], list[str]]
 TABLES: dict[str, tuple[str, Renderer]] = {
     "decide": ("decide", _decide),
@@ -410,6 +434,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "rtu": ("rtu", _rtu),
     "faults": ("faults", _faults),
     "before": ("before", _before),
+    "hub": ("hub", _hub),
 }
 
 

@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", metavar="URL", help="broker URL (default: the site's)")
     p.add_argument("--prefix", metavar="P", help="topic prefix (default: the site's)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument(
+        "--hub",
+        nargs="?",
+        const="",
+        metavar="PREFIX",
+        help="every line under this hub prefix on one screen (without PREFIX: the site's "
+        "topic_prefix minus its last level)",
+    )
+    p.add_argument("--line", metavar="NAME", help="with --hub: the view of the line <hub>/NAME")
     _add_replay(sub)
     _add_simulate(sub)
     add_plan_parser(sub)
@@ -73,6 +82,18 @@ def _add_demo(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         metavar="POSTGRESQL_URL",
         help="also run an archiver into this database (password: SORTERD_ARCHIVE_PASSWORD) "
         "and print a trace command at the end (docs/archive.md)",
+    )
+    p.add_argument(
+        "--lines",
+        type=_hub_lines,
+        metavar="N",
+        help="a hub of N lines (1..4), each with its own daemon process, on one broker; "
+        "--rate is each line's (docs/operations.md, Running a hub)",
+    )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="with --lines: the lines on a three-node NATS cluster instead of one broker",
     )
     p.add_argument(
         "--format",
@@ -200,6 +221,21 @@ def _share(text: str) -> float:
     return value
 
 
+def _hub_lines(text: str) -> int:
+    from sorterd.demo_hub import MAX_LINES  # noqa: PLC0415
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LINES:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number within 1..{MAX_LINES} (each line runs a daemon and its "
+            f"simulators on this machine), got {text!r}"
+        )
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -251,6 +287,8 @@ def _top(args: argparse.Namespace) -> int:
         cfg = load_site(args.config).config
         url = url or cfg.mqtt.url
         prefix = prefix or cfg.mqtt.topic_prefix
+    if args.hub is not None or args.line is not None:
+        return _top_hub(args, url, prefix)
     if not url or not prefix:
         print("error: give -c SITE.toml, or both --mqtt URL and --prefix P", file=sys.stderr)
         return EXIT_USAGE
@@ -260,6 +298,27 @@ def _top(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     return asyncio.run(run_top(url, prefix, once=args.once))
+
+
+def _top_hub(args: argparse.Namespace, url: str | None, prefix: str | None) -> int:
+    """`top --hub [PREFIX] [--line NAME]`; `prefix` is the site's (or --prefix)."""
+    from sorterd.top_hub import run_hub_top  # noqa: PLC0415
+
+    if args.hub is None:
+        print("error: --line needs --hub", file=sys.stderr)
+        return EXIT_USAGE
+    hub = args.hub or (prefix.rstrip("/").rpartition("/")[0] if prefix else "")
+    if not url or not hub:
+        print(
+            "error: give --hub PREFIX and --mqtt URL, or -c SITE.toml for either",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        return asyncio.run(run_hub_top(url, hub, line=args.line, once=args.once))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
 
 
 def _check_config(config: str) -> int:
@@ -335,6 +394,8 @@ def _check_manifests(site: Site, destinations: list[str]) -> bool:
 def _demo(args: argparse.Namespace) -> int:
     from sorterd.demo import run_demo  # noqa: PLC0415
 
+    if args.lines is not None or args.cluster:
+        return _hub_demo(args)
     return asyncio.run(
         run_demo(
             duration_s=args.duration,
@@ -346,6 +407,38 @@ def _demo(args: argparse.Namespace) -> int:
             kill_head_after_s=args.kill_head_after,
             telegram_format=args.format,
             archive=args.archive,
+        )
+    )
+
+
+def _hub_demo(args: argparse.Namespace) -> int:
+    from sorterd.demo_hub import run_hub_demo  # noqa: PLC0415
+
+    alone = [
+        option
+        for option, given in (
+            ("--archive", args.archive is not None),
+            ("--kill-head-after", args.kill_head_after is not None),
+        )
+        if given
+    ]
+    if alone:
+        print(f"error: {', '.join(alone)} works with one line only (no --lines)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.cluster and args.mqtt is not None:
+        print("error: --cluster starts its own brokers; leave --mqtt out", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(
+        run_hub_demo(
+            lines=args.lines or 1,
+            duration_s=args.duration,
+            rate_per_h=args.rate,
+            seed=args.seed,
+            mqtt=args.mqtt,
+            cluster=args.cluster,
+            heads=args.heads,
+            read_rate=args.read_rate,
+            telegram_format=args.format,
         )
     )
 

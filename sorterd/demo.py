@@ -32,6 +32,7 @@ from drivers.telegram import get_format
 from simulators.feeds import FeedMix, FeedPlan, FeedPublisher, FeedSite, line_plan, publish_stream
 from simulators.line import DEMO_PARAMS, HeadSpec, SimulatedLine
 from sorter.config import Site, SiteConfig, load_site
+from sorter.errors import SorterdError
 from sorter.plan import load_plan
 from sorterd.archive import Archiver
 from sorterd.daemon import Daemon
@@ -39,6 +40,7 @@ from sorterd.daemon import Daemon
 __all__ = [
     "HEAD_NAMES",
     "MIN_WINDOW_MS",
+    "DemoError",
     "DemoFeeds",
     "Observer",
     "demo_config_dir",
@@ -68,7 +70,7 @@ def write_site(
     *,
     plc_port: int,
     scanner_port: int,
-    mqtt_url: str,
+    mqtt_url: str | Sequence[str],
     plan: Path,
     prefix: str,
     manifests: str | None = None,
@@ -80,6 +82,7 @@ def write_site(
     formats: Mapping[str, str] | None = None,
     scanner_keys: Mapping[str, str] | None = None,
     feeds: tuple[str, str] | None = None,
+    line: str = "demo",
 ) -> Path:
     """A site config for a line on loopback ports chosen at run time.
 
@@ -87,7 +90,10 @@ def write_site(
     tunnel) of each head; default one head `tunnel-1` on `scanner_port`. `formats`: the
     telegram preset of each head by name (default `index`), with the preset's defaults;
     `scanner_keys` more TOML lines for a head's table (`'max_frame_bytes = 64\n'`).
-    `feeds`: the (preadvice, customs) topics of a `[feeds]` table.
+    `feeds`: the (preadvice, customs) topics of a `[feeds]` table. `mqtt_url`: one broker,
+    or a list of the nodes of one clustered broker (docs/interfaces.md section 9).
+    `line`: `[site] line`, which names the daemon's MQTT session: daemons on one broker
+    need different ones.
     """
     site = folder / "site.toml"
     scanner_tables = _scanner_tables(
@@ -107,7 +113,9 @@ def write_site(
         else ""
     )
     site.write_text(
-        _site_toml(plc_url or f"tcp://127.0.0.1:{plc_port}", scanner_tables, mqtt_url, prefix, plan)
+        _site_toml(
+            plc_url or f"tcp://127.0.0.1:{plc_port}", scanner_tables, mqtt_url, prefix, plan, line
+        )
         + manifest_table
         + feeds_table
         + extra
@@ -115,11 +123,18 @@ def write_site(
     return site
 
 
-def _site_toml(plc_url: str, scanner_tables: str, mqtt_url: str, prefix: str, plan: Path) -> str:
+def _site_toml(
+    plc_url: str,
+    scanner_tables: str,
+    mqtt_url: str | Sequence[str],
+    prefix: str,
+    plan: Path,
+    line: str,
+) -> str:
     """The fixed tables of `write_site`'s config around its scanner tables."""
     return f"""[site]
 name = "casablanca-hub"
-line = "demo"
+line = {json.dumps(line)}
 timezone = "Africa/Casablanca"
 country = "MA"
 
@@ -128,7 +143,7 @@ url = "{plc_url}"
 poll_interval_ms = 5
 
 {scanner_tables}[mqtt]
-url = "{mqtt_url}"
+url = {json.dumps(mqtt_url if isinstance(mqtt_url, str) else list(mqtt_url))}
 topic_prefix = "{prefix}"
 stats_interval_s = 2
 
@@ -158,6 +173,10 @@ def _scanner_tables(
     )
 
 
+class DemoError(SorterdError):
+    """The demo cannot go on: its broker cannot be reached, a daemon did not come up."""
+
+
 @dataclass(slots=True)
 class Observer:
     """An independent MQTT consumer: counts messages by id, as a real consumer dedupes."""
@@ -170,18 +189,23 @@ class Observer:
     outcomes: Counter[str] = field(default_factory=Counter)
     status: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    devices: dict[str, bool] = field(default_factory=dict)  # P/devices/NAME: connected
     # (wall-clock time, barcode, reason) of every decision, for the feeds' summary.
     decided: list[tuple[float, str, str]] = field(default_factory=list)
 
     async def run(self, url: str, ready: asyncio.Event) -> None:
         host, port = url.split("://", 1)[1].rsplit(":", 1)
-        async with aiomqtt.Client(
-            host, int(port), identifier=f"demo-observer-{time.time_ns()}"
-        ) as c:
-            await c.subscribe(f"{self.prefix}/#", qos=1)
-            ready.set()
-            async for message in c.messages:
-                self.on_message(str(message.topic), message.payload)
+        try:
+            async with aiomqtt.Client(
+                host, int(port), identifier=f"demo-observer-{time.time_ns()}"
+            ) as c:
+                await c.subscribe(f"{self.prefix}/#", qos=1)
+                ready.set()
+                async for message in c.messages:
+                    self.on_message(str(message.topic), message.payload)
+        except aiomqtt.MqttError as exc:
+            # A wrong --mqtt, or the broker gone: the user's setup, not a bug.
+            raise DemoError(f"the broker at {url} cannot be reached or went away: {exc}") from exc
 
     def on_message(self, topic: str, payload: Any) -> None:
         kind = topic[len(self.prefix) + 1 :]
@@ -205,6 +229,8 @@ class Observer:
             self.status = data.get("state", "")
         elif kind == "stats":
             self.stats = data
+        elif kind.startswith("devices/"):
+            self.devices[kind.removeprefix("devices/")] = data.get("connected") is True
 
 
 def feeds_supported() -> bool:

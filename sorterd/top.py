@@ -25,9 +25,9 @@ import os
 import secrets
 import ssl
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 from rich import box
@@ -41,6 +41,7 @@ from sorter.addresses import parse_mqtt_url
 from sorter.backoff import Backoff
 
 __all__ = [
+    "Followed",
     "TopModel",
     "follow",
     "render",
@@ -642,15 +643,35 @@ def render(model: TopModel, width: int, *, now: dt.datetime | None = None) -> Re
 # --- broker ----------------------------------------------------------------------------------
 
 
+class Followed(Protocol):
+    """What `follow` feeds: `TopModel`, or the hub's view (sorterd/top_hub.py)."""
+
+    @property
+    def prefix(self) -> str: ...
+
+    def on_raw(self, topic_suffix: str, payload: bytes) -> None: ...
+
+    def on_broker(
+        self,
+        connected: bool,
+        detail: str = "",
+        *,
+        at: dt.datetime | None = None,
+        retry_in_s: float | None = None,
+    ) -> None: ...
+
+
 async def follow(
     mqtt_url: str,
-    model: TopModel,
+    model: Followed,
     *,
     subscribed: asyncio.Event | None = None,
     backoff_initial_s: float = BACKOFF_INITIAL_S,
     backoff_max_s: float = BACKOFF_MAX_S,
+    filters: Sequence[str] = ("#",),
 ) -> None:
-    """Feed `model` from `model.prefix/#` until cancelled, reconnecting with jittered backoff.
+    """Feed `model` from `model.prefix/F` for each F of `filters` until cancelled,
+    reconnecting with jittered backoff.
 
     The broker going away is reported on `model.broker`, never raised. `subscribed` is set
     after every successful subscribe (retained messages follow right after it).
@@ -674,7 +695,10 @@ async def follow(
         )
         try:
             async with client:
-                await client.subscribe(f"{model.prefix}/#", qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
+                for topic_filter in filters:
+                    await client.subscribe(
+                        f"{model.prefix}/{topic_filter}", qos=1, timeout=SUBSCRIBE_TIMEOUT_S
+                    )
                 model.on_broker(True, target.address, at=dt.datetime.now(dt.UTC))
                 backoff.reset()
                 if subscribed is not None:
