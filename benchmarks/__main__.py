@@ -4,7 +4,8 @@ and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 NAME is one of: decide, replay, manifest, journal, rtu, line, feeds (all of them by
 default), or faults (the fault-injection suite, only when named: it is long), before (the
 decision and line figures of this commit against an earlier one, `--before REV`),
-optimise (`sorterd plan optimise`) or archive (PostgreSQL and mosquitto needed), each only
+optimise (`sorterd plan optimise`), archive (PostgreSQL and mosquitto needed) or web (the
+web console in headless Chromium; mosquitto, chromium and chromedriver needed), each only
 when named. The live manifest's lookups and memory at hub scale run on their own:
 `python -m benchmarks.feeds_index`.
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
@@ -29,7 +30,7 @@ from benchmarks import results
 __all__ = ["main"]
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line", "feeds")
-KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive")
+KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive", "web")
 
 
 def _parser() -> argparse.ArgumentParser:

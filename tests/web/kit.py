@@ -139,7 +139,7 @@ class Observer:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="web-test-observer")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
+        self.client.reconnect_delay_set(1, 2)
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         client.subscribe("webtest/hub/#", qos=1)
