@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -132,9 +133,10 @@ def test_a_config_check_config_accepts_starts_and_a_bad_one_does_not(
 
 
 @contextlib.asynccontextmanager
-async def _console(site: Path) -> AsyncIterator[None]:
+async def _console(site: Path, env: dict[str, str] | None = None) -> AsyncIterator[None]:
     stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_web(load_site(site), stop, started), name="test-web")
+    loaded = load_site(site, env=env or {})
+    task = asyncio.create_task(run_web(loaded, stop, started), name="test-web")
     try:
         await asyncio.wait_for(started.wait(), 30)
         yield
@@ -211,3 +213,50 @@ def test_busy_port_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixt
     errors = _errors(capsys)
     assert len(errors) == 1
     assert str(port) in errors[0]
+
+
+@pytest.mark.requires("postgresql")
+async def test_search_asks_the_archive_when_the_site_has_one(
+    tmp_path: Path, archive_db: str
+) -> None:
+    from drivers.archive_db import ArchiveDb, connect
+    from drivers.archive_rows import parse_message
+    from tests.archivekit import archive_site
+    from tests.pgkit import ROLE_PASSWORD
+
+    port = free_port()
+    site = archive_site(
+        tmp_path, f"mqtt://127.0.0.1:{free_port()}", archive_db, ["webcfg/hub/+"],
+        extra=f'\n[web]\nlisten = "127.0.0.1:{port}"\n',
+    )  # fmt: skip
+    add_user(tmp_path / "users.toml", "victor", Role.VIEWER, PASSWORD)
+    decision = {
+        "id": "d-archived-1", "ts": "2026-12-07T10:00:00.000Z", "tracking_id": 4711, "seq": 2,
+        "codes": ["RB123456785GB"], "barcode": "RB123456785GB", "destination": "RABAT",
+        "chute": 7, "reason": "ok", "recirculations": 0, "latency_ms": 0.4,
+    }  # fmt: skip
+    db = ArchiveDb(await connect(archive_db, ROLE_PASSWORD))
+    try:
+        await db.migrate()
+        row = parse_message("webcfg/hub/line-7/decisions", json.dumps(decision).encode())
+        assert await db.write([row]) == 1
+    finally:
+        await db.conn.close()
+    base = f"http://127.0.0.1:{port}"
+    jar = aiohttp.CookieJar(unsafe=True)
+    env = {"SORTERD_ARCHIVE_PASSWORD": ROLE_PASSWORD}
+    async with _console(site, env), aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.get(f"{base}/api/search", params={"code": "RB123456785GB"}) as r:
+            assert r.status == 401
+        form = {"username": "victor", "password": PASSWORD}
+        async with http.post(f"{base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+        async with http.get(f"{base}/api/search", params={"code": "RB123456785GB"}) as r:
+            found = await r.json()
+        assert found["source"] == "archive"
+        (only,) = found["rows"]
+        assert (only["line"], only["tracking_id"], only["reason"]) == (
+            "webcfg/hub/line-7", 4711, "ok",
+        )  # fmt: skip
+        async with http.get(f"{base}/api/search", params={"code": "NOSUCHCODE"}) as r:
+            assert (await r.json())["rows"] == []
