@@ -86,8 +86,10 @@ class Console:
         return sorted(self.hub.lines)[0]
 
     def line_of(self, request: web.Request) -> str:
+        """The line a page asks for: one shown, or one a pattern may still discover (a
+        page reconnecting to a restarted console asks before the line's status is in)."""
         wanted = request.query.get("line", "")
-        return wanted if wanted in self.hub.lines else self.default_line()
+        return wanted if self.hub.may_show(wanted) else self.default_line()
 
 
 KEY: web.AppKey[Console] = web.AppKey("console", Console)

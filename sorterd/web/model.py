@@ -336,7 +336,7 @@ class HubModel:
     def discovered(self, topic: str, payload: bytes) -> LineModel | None:
         """A retained status under a pattern: the new line it reveals, if it is one."""
         prefix, _, last = topic.rpartition("/")
-        if last != "status" or prefix in self.lines or not self._matches(prefix):
+        if last != "status" or prefix in self.lines or not self.may_show(prefix):
             return None
         try:
             data = json.loads(payload)
@@ -348,7 +348,10 @@ class HubModel:
         self.lines[prefix] = line
         return line
 
-    def _matches(self, prefix: str) -> bool:
+    def may_show(self, prefix: str) -> bool:
+        """Whether `prefix` is a line the console shows, or may once it is discovered."""
+        if prefix in self.lines:
+            return True
         levels = prefix.split("/")
         for pattern in self.patterns:
             want = pattern.split("/")
