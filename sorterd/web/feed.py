@@ -11,7 +11,6 @@ would carry the hub's pre-advice feeds too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -24,6 +23,7 @@ import structlog
 
 from sorter.addresses import parse_mqtt_url
 from sorter.backoff import Backoff
+from sorter.config import MqttSection
 from sorter.errors import SorterdError
 from sorterd.web.model import HubModel, LineModel
 
@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 SUBSCRIBE_TIMEOUT_S = 10.0
 MAX_QUEUED_INCOMING = 100_000
-# Time subscriptions use on the wire: retained state at QoS 1, stats as published (QoS 0).
+# The QoS of each subscription: retained state and events at 1, stats as published (0).
 _LINE_TOPICS = (
     ("status", 1),
     ("stats", 0),
@@ -70,8 +70,12 @@ class Changes:
 
 
 class LineFeed:
-    def __init__(self, mqtt_url: str, hub: HubModel, changes: Changes) -> None:
-        self.target = parse_mqtt_url(mqtt_url)
+    """`mqtt`: the site's [mqtt] table: its URL, and its credentials and TLS files as the
+    daemon uses them (`username`/`password` win over the URL's)."""
+
+    def __init__(self, mqtt: MqttSection, hub: HubModel, changes: Changes) -> None:
+        self.mqtt = mqtt
+        self.target = parse_mqtt_url(mqtt.url)
         self.hub = hub
         self.changes = changes
         self._client: aiomqtt.Client | None = None
@@ -81,15 +85,19 @@ class LineFeed:
     async def run(self) -> None:
         """Until cancelled: connect, subscribe, feed the model; the broker going away is
         shown on the model (and so on every page), never raised."""
-        target = self.target
-        tls_context = ssl.create_default_context() if target.tls else None
+        target, mqtt = self.target, self.mqtt
+        tls_context = None
+        if target.tls:
+            tls_context = ssl.create_default_context(cafile=mqtt.ca_file)
+            if mqtt.cert_file is not None:
+                tls_context.load_cert_chain(mqtt.cert_file, mqtt.key_file)
         backoff = Backoff(0.2, 5.0)
         while True:
             client = aiomqtt.Client(
                 target.host,
                 target.port,
-                username=target.username,
-                password=target.password,
+                username=mqtt.username if mqtt.username is not None else target.username,
+                password=mqtt.password if mqtt.password is not None else target.password,
                 identifier=f"sorterd-web-{os.getpid()}-{secrets.token_hex(4)}",
                 tls_context=tls_context,
                 timeout=CONNECT_TIMEOUT_S,
@@ -106,17 +114,22 @@ class LineFeed:
                     backoff.reset()
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
+                self._lost()
                 wait_s = backoff.next_delay_s()
                 log.warning("broker unreachable", error=str(exc), retry_in_s=round(wait_s, 2))
                 self.hub.on_broker(False, str(exc) or type(exc).__name__)
                 self.changes.notify()
                 await asyncio.sleep(wait_s)
             finally:
-                self._client = None
-                self.connected.clear()
-                for future in self._pending.values():
-                    if not future.done():
-                        future.set_exception(BrokerAwayError("the broker went away"))
+                self._lost()
+
+    def _lost(self) -> None:
+        """No connection: commands waiting for their answer fail now, not at their timeout."""
+        self._client = None
+        self.connected.clear()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BrokerAwayError("the broker went away"))
 
     async def _subscribe_all(self, client: aiomqtt.Client) -> None:
         topics: list[tuple[str, int]] = []
@@ -181,6 +194,5 @@ class LineFeed:
             raise BrokerAwayError(f"the broker refused the command: {exc}") from None
         finally:
             self._pending.pop(key, None)
-            with contextlib.suppress(asyncio.InvalidStateError):
-                if not future.done():
-                    future.cancel()
+            if not future.done():
+                future.cancel()

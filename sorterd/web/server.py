@@ -19,7 +19,7 @@ from sorterd.web.feed import Changes, LineFeed
 from sorterd.web.model import HubModel
 from sorterd.web.sessions import SessionSigner
 from sorterd.web.settings import session_key, web_section, web_settings
-from sorterd.web.users import Role, Users, add_user, read_password
+from sorterd.web.users import Role, Users, add_user, check_name, read_password
 
 __all__ = ["add_user_command", "run_web"]
 
@@ -34,7 +34,7 @@ async def run_web(site: Site, stop: asyncio.Event, started: asyncio.Event | None
     settings = web_settings(site)
     hub = HubModel(settings.lines)
     changes = Changes()
-    feed = LineFeed(settings.mqtt_url, hub, changes)
+    feed = LineFeed(site.config.mqtt, hub, changes)
     console = Console(
         site_name=f"{site.config.site.name} / {site.config.site.line}",
         hub=hub,
@@ -87,6 +87,7 @@ def add_user_command(site: Site, name: str, role: str, stdin_text: str | None = 
     """`--add-user NAME --role ROLE`, the password from standard input; 0 once written."""
     section = web_section(site)
     path = site.path.resolve().parent / section.users
+    check_name(name)  # before asking for a password
     if stdin_text is None:
         if sys.stdin.isatty():
             print("password (one line): ", end="", file=sys.stderr, flush=True)

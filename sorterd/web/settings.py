@@ -39,7 +39,6 @@ class WebSettings:
     session_key_path: Path
     lines: tuple[str, ...]  # prefixes; a + level means discovered from retained P/status
     own_line: str  # the site's mqtt.topic_prefix
-    mqtt_url: str
 
     @property
     def tls(self) -> bool:
@@ -82,7 +81,6 @@ def _resolve(site: Site, section: WebSection) -> WebSettings:
         session_key_path=base / section.session_key_file,
         lines=tuple(section.lines) or (own,),
         own_line=own,
-        mqtt_url=site.config.mqtt.url,
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "UserError",
     "Users",
     "add_user",
+    "check_name",
     "load_users",
     "read_password",
 ]
@@ -183,11 +184,19 @@ def _render(users: dict[str, User]) -> str:
     return "".join(out)
 
 
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise UserError(
+            f"user name {name!r}: 1-64 letters, digits and _ . @ -, starting with a letter or "
+            "a digit"
+        )
+    return name
+
+
 def add_user(path: Path, name: str, role: Role, password: str) -> bool:
     """Write `name` with `role` and the hash of `password` into the users file (created when
     missing); True when the name was new. The other users stay as they were."""
-    if not NAME_PATTERN.match(name):
-        raise UserError(f"user name {name!r}: 1-64 letters, digits, _ . @ -, not starting with one")
+    check_name(name)
     users = load_users(path) if path.exists() else {}
     new = name not in users
     users[name] = User(name, role, _HASHER.hash(password))
