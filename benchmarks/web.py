@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "config" / "casablanca" / "sortplan.toml"
 PREFIX = "bench/hub/line-1"
 USER = ("bench", "bench-password-1")
+# The wall as the benchmark left it, to look at (not kept in the repository).
+SCREENSHOT = Path(tempfile.gettempdir()) / "sorterd-bench-web-wall-240.png"
 # The demo geometry with room for 240 chutes, fast enough for 40,000 items/h and more.
 BENCH_LINE = dataclasses.replace(
     DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.2, loop_length_m=300.0,
@@ -90,6 +92,11 @@ def _browse(base: str, opts: Options, web_pid: int) -> dict[str, Any]:
         states = driver.execute_script(
             "return [...document.querySelectorAll('[data-chute]')].map(e => e.dataset.state);"
         )
+        # Whether the whole wall fits the screen (1920 x 1080 window) without scrolling.
+        page_px, screen_px = driver.execute_script(
+            "return [document.documentElement.scrollHeight, window.innerHeight];"
+        )
+        driver.save_screenshot(str(SCREENSHOT))
     page_s = (p1["now"] - p0["now"]) / 1000
     return {
         "wall_s": wall_s,
@@ -101,6 +108,8 @@ def _browse(base: str, opts: Options, web_pid: int) -> dict[str, Any]:
         / page_s,
         "server_cpu": (c1 - c0) / wall_s,
         "chutes_on_wall": len(states),
+        "page_px": page_px,
+        "screen_px": screen_px,
     }
 
 
@@ -180,4 +189,6 @@ def report(section: Section) -> list[str]:
         f"the page's own code {r['script_busy'] * 100:.2f} %",
         f"sorterd web CPU {r['server_cpu'] * 100:.2f} % of a core (target <= 5 %) over "
         f"{r['wall_s']:.0f} s",
+        f"the page {r['page_px']} px high in a window of {r['screen_px']} px "
+        f"(screenshot: {SCREENSHOT})",
     ]

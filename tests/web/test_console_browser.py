@@ -214,6 +214,16 @@ def test_screenshot_of_the_wall(rig: Rig, browser: Any) -> None:
     wait(lambda: _state_on_wall(browser, 12) == "full", 30, "chute 12 full")
     IMAGES.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(IMAGES / "web-wall.png"))
+    # A tablet held upright: the tiles reflow, every chute still there and readable.
+    size = browser.get_window_size()
+    browser.set_window_size(820, 1180)
+    try:
+        tile = browser.find_element("css selector", '[data-chute="13"]')
+        wait(lambda: tile.size["width"] < 120, 10, "the wall reflowed")
+        assert "DISABLED" in tile.text
+        assert browser.save_screenshot(str(IMAGES / "web-wall-tablet.png"))
+    finally:
+        browser.set_window_size(size["width"], size["height"])
     _command(browser, 12, "emptied")
     _command(browser, 13, "enable")
     wait(lambda: rig.chute(12) == "ok" and rig.chute(13) == "ok", 30, "12 and 13 back")
