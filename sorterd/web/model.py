@@ -214,6 +214,7 @@ class LineModel:
             return
         key = (_int(data.get("tracking_id")), _int(data.get("seq")))
         outcome = _text(data.get("outcome"))
+        self._count_sorted(outcome, data.get("chute_actual"))
         self.outcomes[key] = outcome
         if len(self.outcomes) > MEMORY_DECISIONS:
             self.outcomes.popitem(last=False)
@@ -223,6 +224,16 @@ class LineModel:
                 shown["outcome"] = outcome
                 entry[0] = self.versions.next()  # sent again, with its outcome
                 break
+
+    def _count_sorted(self, outcome: str, chute_actual: object) -> None:
+        """The daemon publishes P/chutes/N when a chute's state changes, with its count at
+        that moment; between two, the wall counts the items it sees sorted there."""
+        if outcome != "sorted" or not isinstance(chute_actual, int):
+            return
+        chute = self.chutes.get(chute_actual)
+        if chute is not None:
+            chute.count += 1
+            chute.version = self.versions.next()
 
     @staticmethod
     def _minute_put(series: OrderedDict[int, Any], minute: int, value: Any) -> None:

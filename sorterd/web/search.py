@@ -14,24 +14,33 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psycopg
+import structlog
+
+from drivers.archive_db import ArchiveDbError, connect_sync, describe_error
+from drivers.archive_rows import trace_json
 from sorter.config import ArchiveSection
+from sorter.errors import SorterdError
+from sorterd.trace import find
 from sorterd.web.feed import BrokerAwayError, LineFeed
 from sorterd.web.model import HubModel
 
 __all__ = ["MAX_CODE_CHARS", "search"]
 
 MAX_CODE_CHARS = 128
+log = structlog.get_logger(__name__)
+
 QUERY_TIMEOUT_S = 2.0
 MAX_TRACKING_ID = (1 << 32) - 1
 
 
 def _archive_rows(section: ArchiveSection, code: str) -> list[dict[str, Any]]:
-    from drivers.archive_db import connect_sync  # noqa: PLC0415 - psycopg only when used
-    from drivers.archive_rows import trace_json  # noqa: PLC0415
-    from sorterd.trace import find  # noqa: PLC0415
-
-    with connect_sync(section.url, section.password) as conn:
-        return [trace_json(row) for row in find(conn, code)]
+    """`sorterd trace`'s lookup; ArchiveDbError (one line, no password) when it fails."""
+    try:
+        with connect_sync(section.url, section.password) as conn:
+            return [trace_json(row) for row in find(conn, code)]
+    except psycopg.Error as exc:
+        raise ArchiveDbError(f"archive database: {describe_error(exc, section.password)}") from None
 
 
 async def _query(feed: LineFeed, prefix: str, tracking_id: int) -> dict[str, Any] | None:
@@ -88,8 +97,18 @@ async def _from_lines(hub: HubModel, feed: LineFeed, code: str) -> list[dict[str
 async def search(
     code: str, hub: HubModel, feed: LineFeed, archive: ArchiveSection | None
 ) -> dict[str, Any]:
-    """`{"source": "archive"|"lines", "rows": [...]}`, oldest first."""
+    """`{"source": "archive"|"lines", "rows": [...]}`, oldest first. When the archive
+    cannot be asked, the lines are, and `note` says why."""
+    note = None
     if archive is not None:
-        rows = await asyncio.to_thread(_archive_rows, archive, code)
-        return {"source": "archive", "rows": rows}
-    return {"source": "lines", "rows": await _from_lines(hub, feed, code)}
+        try:
+            rows = await asyncio.to_thread(_archive_rows, archive, code)
+        except SorterdError as exc:
+            log.warning("search: the archive failed, asking the lines", error=str(exc))
+            note = f"the archive is not answering ({exc}); searched the lines instead"
+        else:
+            return {"source": "archive", "rows": rows}
+    found: dict[str, Any] = {"source": "lines", "rows": await _from_lines(hub, feed, code)}
+    if note is not None:
+        found["note"] = note
+    return found

@@ -53,8 +53,12 @@ def test_decisions_are_counted_once_and_found_by_code_or_tracking_id() -> None:
     line.on_raw("decisions", _raw(decision), 600.0)
     line.on_raw("decisions", _raw(decision), 600.5)  # a re-send: same id
     assert line.duplicates == 1
+    line.on_raw("chutes/7", _raw({"state": "ok", "destination": "RABAT", "count": 10}), 600.0)
     line.on_raw("results", _raw({"id": "r-1", "tracking_id": 4711, "seq": 2,
-                                 "outcome": "sorted"}), 601.0)  # fmt: skip
+                                 "outcome": "sorted", "chute_actual": 7}), 601.0)  # fmt: skip
+    line.on_raw("results", _raw({"id": "r-1", "tracking_id": 4711, "seq": 2,
+                                 "outcome": "sorted", "chute_actual": 7}), 601.0)  # fmt: skip
+    assert line.chutes[7].count == 11  # the published count, and one sorted since (once)
     for code in ("RB123456785GB", "]C1X", "4711"):
         (found,) = line.search(code)
         assert (found["tracking_id"], found["outcome"]) == (4711, "sorted")

@@ -338,7 +338,7 @@
       const found = await r.json();
       if (r.status !== 200) { note.textContent = `search failed (${r.status}): ${found.reason}`; return; }
       const where = found.source === "archive" ? "the archive" : "the lines' recent decisions";
-      note.textContent = `${found.rows.length} found in ${where}`;
+      note.textContent = `${found.rows.length} found in ${where}${found.note ? `: ${found.note}` : ""}`;
       tbody.replaceChildren(...found.rows.map((d) => {
         const row = document.createElement("tr");
         row.dataset.tracking = `${d.tracking_id}/${d.seq}`;
