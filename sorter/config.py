@@ -389,9 +389,8 @@ class WebSection(_Model):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"listen must be host:port, got {value!r}")
+        # The same host:port as [metrics] listen: one rule for both.
+        MetricsSection._listen(value)
         return value
 
     @field_validator("lines")
