@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,8 +197,12 @@ def chromium(width: int = 1920, height: int = 1080) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    assert binary is not None, "chromium (tests/conftest.py REQUIREMENTS)"
+    assert driver_path is not None, "chromedriver (tests/conftest.py REQUIREMENTS)"
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = binary
     for arg in (
         "--headless=new",
         "--no-sandbox",  # root in a container has no user namespace for the sandbox
@@ -208,7 +213,7 @@ def chromium(width: int = 1920, height: int = 1080) -> Iterator[Any]:
     ):
         options.add_argument(arg)
     driver = webdriver.Chrome(
-        service=Service(executable_path="/usr/bin/chromedriver"), options=options
+        service=Service(executable_path=driver_path), options=options
     )
     try:
         yield driver
