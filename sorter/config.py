@@ -52,6 +52,7 @@ __all__ = [
     "SiteConfig",
     "SiteSection",
     "TrackingSection",
+    "WebSection",
     "identifier_sources",
     "load_site",
     "topic_filter_problem",
@@ -367,6 +368,39 @@ class ArchiveSection(_Model):
         return value
 
 
+class WebSection(_Model):
+    """`[web]`: the web console, `sorterd web` (docs/web.md). Its files (users, TLS, the
+    session key) are checked by sorterd/web/settings.py, which check-config calls."""
+
+    # host:port; 127.0.0.1 unless the console must be reached from other machines.
+    listen: str = "127.0.0.1:8080"
+    # The users file (names, roles, argon2 hashes), written by `sorterd web --add-user`.
+    users: str = Field(default="users.toml", min_length=1)
+    # TLS: both or neither (PEM files); relative paths are relative to the config file.
+    cert_file: str | None = Field(default=None, min_length=1)
+    key_file: str | None = Field(default=None, min_length=1)
+    # The key that signs session cookies; created (mode 0600) at the first start.
+    session_key_file: str = Field(default="web-session.key", min_length=1)
+    session_hours: Annotated[float, Field(gt=0, le=24 * 31)] = 12.0
+    # Topic prefixes of the lines to show: exact prefixes, or with a + level to discover the
+    # lines from their retained P/status ("hub/+"). Default: this site's mqtt.topic_prefix.
+    lines: list[str] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        # The same host:port as [metrics] listen: one rule for both.
+        MetricsSection._listen(value)
+        return value
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, value: list[str]) -> list[str]:
+        # The same prefixes as [archive] lines: one rule for both.
+        checked: list[str] = ArchiveSection._lines(value)
+        return checked
+
+
 def identifier_sources(scanners: list[ScannerSection]) -> frozenset[str]:
     """Names whose reads come only from heads that always send AIM identifiers: such heads,
     and tunnels all of whose heads do (a tunnel's merged read carries the tunnel's name)."""
@@ -390,6 +424,7 @@ class SiteConfig(_Model):
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     feeds: FeedsSection = Field(default_factory=FeedsSection)
     archive: ArchiveSection | None = None
+    web: WebSection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +478,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[Problem
         "metrics": MetricsSection,
         "feeds": FeedsSection,
         "archive": ArchiveSection,
+        "web": WebSection,
     }
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX):

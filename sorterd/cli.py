@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from sorter.config import ConfigError, Site, load_site
+from sorter.config import ConfigError, Problem, Site, load_site
 from sorter.errors import SorterdError
 from sorter.telegram_options import PRESETS
 from sorterd.optimise_cli import add_plan_parser, plan_command
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     add_plan_parser(sub)
     _add_archive(sub)
+    _add_web(sub)
     return parser
 
 
@@ -211,6 +212,41 @@ def _add_archive(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--html", metavar="FILE", help="also write an HTML report with charts")
 
 
+def _add_web(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("web", help="the operator web console (docs/web.md)")
+    _add_site(p)
+    p.add_argument(
+        "--add-user",
+        metavar="NAME",
+        help="write user NAME into [web] users with the password read from standard input, "
+        "then exit",
+    )
+    p.add_argument(
+        "--role", choices=("viewer", "operator"), help="the role of --add-user (required with it)"
+    )
+
+
+def _web(args: argparse.Namespace) -> int:
+    from sorterd.web import add_user_command, run_web  # noqa: PLC0415
+
+    site = load_site(args.config)
+    if args.add_user is not None:
+        if args.role is None:
+            print("error: --add-user needs --role viewer|operator", file=sys.stderr)
+            return EXIT_USAGE
+        return add_user_command(site, args.add_user, args.role)
+    if args.role is not None:
+        print("error: --role goes with --add-user NAME", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        return await run_web(site, stop)
+
+    return asyncio.run(serve())
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -336,6 +372,7 @@ def _check_config(config: str) -> int:
             plan = load_plan(site.plan_path)
         except ConfigError as exc:
             problems.extend(exc.problems)
+        problems.extend(_web_problems(site))
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -351,6 +388,10 @@ def _check_config(config: str) -> int:
     for s in cfg.scanner:
         print(f"  scanner {s.name} {s.url} format {s.format}")
     print(f"  mqtt {cfg.mqtt.url} prefix {cfg.mqtt.topic_prefix}")
+    if cfg.web is not None:
+        print(
+            f"  web {cfg.web.listen}{' (TLS)' if cfg.web.cert_file else ''} users {cfg.web.users}"
+        )
     if cfg.feeds.topics:
         feeds = cfg.feeds
         print(f"  feeds preadvice {feeds.preadvice or '-'}, customs {feeds.customs or '-'}")
@@ -363,6 +404,14 @@ def _check_config(config: str) -> int:
     )
     manifest_failed = _check_manifests(site, [d.name for d in plan.destinations])
     return EXIT_FAIL if manifest_failed else EXIT_OK
+
+
+def _web_problems(site: Site) -> list[Problem]:
+    if site.config.web is None:
+        return []
+    from sorterd.web import web_problems  # noqa: PLC0415
+
+    return web_problems(site)
 
 
 def _check_manifests(site: Site, destinations: list[str]) -> bool:
@@ -544,6 +593,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "archive": lambda args: asyncio.run(_run_archive(args)),
     "trace": _trace,
     "report": _archive_report,
+    "web": _web,
 }
 
 

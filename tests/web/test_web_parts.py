@@ -1,0 +1,119 @@
+"""The console's parts without I/O: the model and its deltas, line discovery, sessions,
+throttling and the users file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sorter.config import ConfigError
+from sorterd.web.model import HubModel, LineModel, Versions
+from sorterd.web.sessions import SessionSigner, Throttle
+from sorterd.web.users import Role, add_user, load_users, read_password
+
+LINE = "hub/line-1"
+
+
+def _raw(payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def test_delta_carries_only_what_changed_since_the_page_last_looked() -> None:
+    line = LineModel(LINE, Versions())
+    for n in range(1, 241):
+        line.on_raw(f"chutes/{n}", _raw({"state": "ok", "destination": "X", "count": 0}), 0.0)
+    first = line.delta(0, 0.0, charts=False)
+    assert len(first["chutes"]) == 240
+    assert first["full"] is True
+    seen = line.versions.value
+    line.on_raw("chutes/7", _raw({"state": "disabled", "destination": "X", "count": 0}), 1.0)
+    line.on_raw("chutes/7", _raw({"state": "full", "destination": "X", "count": 3}), 1.0)
+    line.on_raw("devices/plc", _raw({"connected": False, "errors": 2}), 1.0)
+    later = line.delta(seen, 1.0, charts=False)
+    assert later["chutes"] == [[7, "full", "X", 3]]  # two messages, one change to render
+    assert later["full"] is False
+    assert list(later["devices"]) == ["plc"]
+    assert later["line"]["chutes"]["full"] == 1
+    assert later["line"]["devices_down"] == ["plc"]
+    # A cleared retained chute: the page is sent everything again.
+    seen = line.versions.value
+    line.on_raw("chutes/240", b"", 2.0)
+    assert line.delta(seen, 2.0, charts=False)["full"] is True
+
+
+def test_decisions_are_counted_once_and_found_by_code_or_tracking_id() -> None:
+    line = LineModel(LINE, Versions())
+    decision = {
+        "id": "d-1", "ts": "2026-12-07T10:00:00.000Z", "tracking_id": 4711, "seq": 2,
+        "codes": ["RB123456785GB", "]C1X"], "barcode": "RB123456785GB",
+        "destination": "RABAT", "chute": 7, "reason": "ok", "recirculations": 0,
+    }  # fmt: skip
+    line.on_raw("decisions", _raw(decision), 600.0)
+    line.on_raw("decisions", _raw(decision), 600.5)  # a re-send: same id
+    assert line.duplicates == 1
+    line.on_raw("chutes/7", _raw({"state": "ok", "destination": "RABAT", "count": 10}), 600.0)
+    line.on_raw("results", _raw({"id": "r-1", "tracking_id": 4711, "seq": 2,
+                                 "outcome": "sorted", "chute_actual": 7}), 601.0)  # fmt: skip
+    line.on_raw("results", _raw({"id": "r-1", "tracking_id": 4711, "seq": 2,
+                                 "outcome": "sorted", "chute_actual": 7}), 601.0)  # fmt: skip
+    assert line.chutes[7].count == 11  # the published count, and one sorted since (once)
+    for code in ("RB123456785GB", "]C1X", "4711"):
+        (found,) = line.search(code)
+        assert (found["tracking_id"], found["outcome"]) == (4711, "sorted")
+    assert line.search("nothing") == []
+    charts = line.charts(601.0)
+    assert charts["reasons"] == {"ok": [0] * 59 + [1]}
+    line.on_raw("decisions", b"[not json", 602.0)
+    line.on_raw("decisions", _raw([1, 2]), 602.0)
+    assert line.ignored == 2
+
+
+def test_lines_are_discovered_from_their_status_and_the_archiver_is_not_one() -> None:
+    hub = HubModel(("hub/+", "other/line-9"))
+    assert list(hub.lines) == ["other/line-9"]
+    status = {"state": "online", "version": "0.1.0", "since": "2026-12-07T10:00:00.000Z"}
+    archiver = {"state": "online", "lag_s": 0.1, "rows": 5, "since": "2026-12-07T10:00:00Z"}
+    assert hub.discovered("hub/archive/status", _raw(archiver)) is None
+    assert hub.discovered("hub/a/b/status", _raw(status)) is None  # one level only
+    found = hub.discovered("hub/line-2/status", _raw(status))
+    assert found is not None
+    assert found.prefix == "hub/line-2"
+    assert hub.line_of("hub/line-2/chutes/3") == (found, "chutes/3")
+    assert hub.line_of("hub/line-22/chutes/3") is None
+
+
+def test_session_cookies_are_signed_and_expire() -> None:
+    signer = SessionSigner(b"k" * 64, max_age_s=3600)
+    value, session = signer.issue("olga")
+    assert signer.check(value) == session
+    assert session.csrf_matches(session.csrf)
+    assert not session.csrf_matches(None)
+    assert not session.csrf_matches(session.csrf + "x")
+    assert signer.check(value[:-2] + "AA") is None
+    assert SessionSigner(b"j" * 64, 3600).check(value) is None  # another console's key
+    assert SessionSigner(b"k" * 64, max_age_s=-1).check(value) is None  # expired
+
+
+def test_throttle_refuses_after_the_limit_until_the_window_has_passed() -> None:
+    throttle = Throttle(limit=3, window_s=60.0)
+    for t in (0.0, 1.0, 2.0):
+        assert throttle.retry_after_s("olga", t) == 0.0
+        throttle.failed("olga", t)
+    assert throttle.retry_after_s("olga", 3.0) == pytest.approx(57.0)
+    assert throttle.retry_after_s("victor", 3.0) == 0.0
+    assert throttle.retry_after_s("olga", 60.5) == 0.0
+
+
+def test_users_file_round_trip_and_its_problems(tmp_path: Path) -> None:
+    path = tmp_path / "users.toml"
+    assert add_user(path, "olga", Role.OPERATOR, "password-1") is True
+    assert add_user(path, "olga", Role.VIEWER, "password-2") is False
+    assert load_users(path)["olga"].role is Role.VIEWER
+    assert read_password("long enough\nrest") == "long enough"
+    path.write_text('[users.x]\nrole = "admin"\npassword_hash = "plain"\n[users."b a d"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_users(path)
+    keys = {p.key for p in caught.value.problems}
+    assert keys == {"users.x.role", "users.b a d"}
