@@ -212,9 +212,7 @@ def chromium(width: int = 1920, height: int = 1080) -> Iterator[Any]:
         "--force-device-scale-factor=1",
     ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(
-        service=Service(executable_path=driver_path), options=options
-    )
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
         yield driver
     finally:
