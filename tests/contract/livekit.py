@@ -87,6 +87,19 @@ class Plc:
         self.registers[base : base + 8] = values
         self.registers[10] = (number + 1) % 65536
 
+    def confirm(
+        self, number: int, seq: int, tracking_id: int, chute: int, outcome: int, recirc: int
+    ) -> None:
+        """Write confirmation message `number` into its slot, then bump conf_head."""
+        base = 1000 + 6 * (number % 64)
+        values = [seq % 65536, tracking_id >> 16, tracking_id & 0xFFFF, chute, outcome, recirc]
+        self.registers[base : base + 6] = values
+        self.registers[13] = (number + 1) % 65536
+
+    def confirmed(self, number: int) -> bool:
+        """Whether the daemon consumed confirmation `number` (conf_ack passed it)."""
+        return (self.registers[14] - number - 1) % 65536 < 32768
+
     def replied(self, number: int) -> bool:
         return self.reply(number) is not None
 

@@ -21,10 +21,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.contract.kit import REPO, Site, replay
+from tests.contract.kit import REPO, Site, replay, sscc
 from tests.contract.livekit import Plc, Scanner, mosquitto
 from tests.contract.plans import CONTRACT_PLAN, DESTINATIONS, FUNCTIONS
-from tests.contract.test_routing import ALL, MANIFEST_CASES, REASONS
+from tests.contract.test_routing import ALL, MANIFEST_CASES, REASONS, Case
 
 PREFIX = "sortcentre/contract-hub/sorter-1"
 DECISION_KEYS = {
@@ -39,6 +39,18 @@ DECISION_KEYS = {
     "reason",
     "recirculations",
     "latency_ms",
+}
+RESULT_KEYS = {
+    "id",
+    "ts",
+    "tracking_id",
+    "seq",
+    "barcode",
+    "destination",
+    "chute_assigned",
+    "chute_actual",
+    "outcome",
+    "recirculations",
 }
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|\+00:00)$")
 # Section 4 says nothing of blanks in a telegram; docs/interfaces.md section 4 strips them,
@@ -82,25 +94,48 @@ async def _until(condition: Callable[[], bool], seconds: float, what: str) -> No
         await asyncio.sleep(0.01)
 
 
+async def _pass(plc: Plc, scanner: Scanner, number: int, case: Case) -> int:
+    """One pass of an item: its scan and sort request; the chute the PLC got."""
+    telegram = b"\x02" + f"{case.tracking_id}|{case.codes}".encode("latin-1") + b"\x03"
+    if number % 2 == 0:  # the scan first, then the request ...
+        await scanner.send(telegram)
+        await asyncio.sleep(0.02)
+        plc.request(number, int(case.tracking_id))
+    else:  # ... or the request first (the daemon waits scan_wait_ms for the scan)
+        plc.request(number, int(case.tracking_id))
+        await asyncio.sleep(0.01)
+        await scanner.send(telegram)
+    await _until(partial(plc.replied, number), 10, f"reply {number}")
+    reply = plc.reply(number)
+    assert reply is not None
+    assert reply[:2] == (number, int(case.tracking_id)), reply
+    return reply[2]
+
+
 async def _induct(plc: Plc, scanner: Scanner) -> dict[str, tuple[int, int]]:
-    """Every item through the PLC and the scanner; tracking id -> (seq, chute replied)."""
+    """Every item through the PLC and the scanner, each confirmed sorted; then one item
+    recirculates (chute full) until max_recirculations = 2 sends it to max_recirc.
+    Tracking id -> (seq, chute replied) of every item's first pass."""
     replies: dict[str, tuple[int, int]] = {}
     for number, case in enumerate(ITEMS):
-        telegram = b"\x02" + f"{case.tracking_id}|{case.codes}".encode("latin-1") + b"\x03"
-        if number % 2 == 0:  # the scan first, then the request ...
-            await scanner.send(telegram)
-            await asyncio.sleep(0.02)
-            plc.request(number, int(case.tracking_id))
-        else:  # ... or the request first (the daemon waits scan_wait_ms for the scan)
-            plc.request(number, int(case.tracking_id))
-            await asyncio.sleep(0.01)
-            await scanner.send(telegram)
-        await _until(partial(plc.replied, number), 10, f"reply {number}")
-        reply = plc.reply(number)
-        assert reply is not None
-        assert reply[:2] == (number, int(case.tracking_id)), reply
-        replies[case.tracking_id] = (number, reply[2])
+        chute = await _pass(plc, scanner, number, case)
+        replies[case.tracking_id] = (number, chute)
+        plc.confirm(number, number, int(case.tracking_id), chute, 1, 0)
+    await scanner.send(b"\x02HB\x03")  # a heartbeat telegram is no read
+    number = len(ITEMS)
+    for recirc in (1, 2):
+        chute = await _pass(plc, scanner, number, RECIRCULATING)
+        assert chute in DESTINATIONS["CASABLANCA"]
+        plc.confirm(number, number, int(RECIRCULATING.tracking_id), 0, 2, recirc)
+        # the next pass is requested after the daemon took this confirmation in
+        await _until(partial(plc.confirmed, number), 10, f"conf_ack {number}")
+        number += 1
+    chute = await _pass(plc, scanner, number, RECIRCULATING)
+    assert chute == FUNCTIONS["max_recirc"]
     return replies
+
+
+RECIRCULATING = Case("7001", f"]C100{sscc('06111001000700001')}42020250", "CASABLANCA")
 
 
 @pytest.mark.requires("mosquitto")
@@ -143,8 +178,10 @@ async def test_the_live_line_decides_as_replay_does(tmp_path: Path) -> None:
     offline = await asyncio.to_thread(
         replay, site, [(c.tracking_id, c.codes) for c in ITEMS], tmp_path / "replay"
     )
+    _check_recirculation(messages)
+    _check_results(messages)
     decisions = {str(p["tracking_id"]): p for t, p in messages if t == f"{PREFIX}/decisions"}
-    assert len(decisions) == len(ITEMS)
+    assert len(decisions) == len(ITEMS) + 1
     for case in ITEMS:
         live = decisions[case.tracking_id]
         assert set(live) >= DECISION_KEYS, live
@@ -163,4 +200,28 @@ async def test_the_live_line_decides_as_replay_does(tmp_path: Path) -> None:
             assert live["chute"] in DESTINATIONS[live["destination"]], live
         else:
             assert live["chute"] == FUNCTIONS[live["reason"]], live
-    assert len({p["id"] for p in decisions.values()}) == len(ITEMS)
+    assert len({p["id"] for t, p in messages if t.endswith("/decisions")}) == len(ITEMS) + 3
+
+
+def _check_recirculation(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    passes = [
+        p
+        for t, p in messages
+        if t == f"{PREFIX}/decisions" and str(p["tracking_id"]) == RECIRCULATING.tracking_id
+    ]
+    seen = [(p["recirculations"], p["reason"], p["destination"]) for p in passes]
+    assert seen == [(0, "ok", "CASABLANCA"), (1, "ok", "CASABLANCA"), (2, "max_recirc", "")], seen
+
+
+def _check_results(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    results = [p for t, p in messages if t == f"{PREFIX}/results"]
+    for result in results:
+        assert set(result) >= RESULT_KEYS, result
+        assert TIMESTAMP.match(result["ts"]), result
+    sorted_ = [r for r in results if str(r["tracking_id"]) != RECIRCULATING.tracking_id]
+    assert {r["outcome"] for r in sorted_} == {"sorted"}
+    assert all(r["chute_actual"] == r["chute_assigned"] for r in sorted_), sorted_
+    recirc = [r for r in results if str(r["tracking_id"]) == RECIRCULATING.tracking_id]
+    seen = [(r["outcome"], r["chute_actual"], r["recirculations"]) for r in recirc]
+    assert seen == [("recirc_full", 0, 1), ("recirc_full", 0, 2)], seen
+    assert all(r["destination"] == "CASABLANCA" for r in recirc), recirc
