@@ -12,7 +12,9 @@ import asyncio
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sorter.config import ConfigError, Site, load_site
 from sorter.errors import SorterdError
@@ -272,9 +274,12 @@ def _check_config(config: str) -> int:
         problems.extend(exc.problems)
         site = None
     plan = None
-    if site is not None:
+    # A broken site config still names its plan: check that too, so that every problem
+    # is listed at once (the contract's check-config), not the plan's after a second run.
+    plan_path = site.plan_path if site is not None else _plan_path_of_broken_site(config)
+    if plan_path is not None:
         try:
-            plan = load_plan(site.plan_path)
+            plan = load_plan(plan_path)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -304,6 +309,22 @@ def _check_config(config: str) -> int:
     )
     manifest_failed = _check_manifests(site, [d.name for d in plan.destinations])
     return EXIT_FAIL if manifest_failed else EXIT_OK
+
+
+def _plan_path_of_broken_site(config: str) -> Path | None:
+    """The plan file a site config that did not validate names (`SORTERD_PLAN_FILE` or
+    `[plan] file`, relative to the config), or None when it names none readably."""
+    try:
+        data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    section = data.get("plan")
+    file = os.environ.get("SORTERD_PLAN_FILE")
+    if file is None and isinstance(section, dict):
+        file = section.get("file")
+    if not isinstance(file, str) or not file:
+        return None
+    return Path(config).resolve().parent / file
 
 
 def _check_manifests(site: Site, destinations: list[str]) -> bool:

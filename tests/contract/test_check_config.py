@@ -118,6 +118,17 @@ def test_a_misspelt_site_key_is_refused(tmp_path: Path) -> None:
     assert "contry" in text, text
 
 
+def test_problems_of_the_site_and_of_its_plan_are_all_listed(tmp_path: Path) -> None:
+    # "1 invalid (every problem listed, each naming file and key/line)"
+    plan = CONTRACT_PLAN.replace('country = ["GB"]', 'country = ["UK"]')
+    config = Site(tmp_path, plan).write()
+    config.write_text(config.read_text().replace("[site]\n", '[site]\ncontry = "MA"\n'))
+    code, text = _check(config)
+    assert code == 1, text
+    assert any("site.toml" in t and "contry" in t for t in text.splitlines()), text
+    assert any("sortplan.toml" in t and "'UK'" in t for t in text.splitlines()), text
+
+
 @pytest.mark.parametrize(
     "header",
     ["code,country", "barcode,customs"],
