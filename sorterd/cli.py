@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sorter.config import ConfigError, Site, load_site
+from sorter.config import ConfigError, Problem, Site, load_site
 from sorter.errors import SorterdError
 from sorter.telegram_options import PRESETS
 from sorterd.optimise_cli import add_plan_parser, plan_command
@@ -282,6 +282,8 @@ def _check_config(config: str) -> int:
             plan = load_plan(plan_path)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if problems and site is not None and plan is None:
+        problems.extend(_unreadable_manifests(site))
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -325,6 +327,17 @@ def _plan_path_of_broken_site(config: str) -> Path | None:
     if not isinstance(file, str) or not file:
         return None
     return Path(config).resolve().parent / file
+
+
+def _unreadable_manifests(site: Site) -> list[Problem]:
+    """Why the site's manifest files that cannot be read cannot, for a site whose plan did
+    not load (its rows' destinations cannot be checked then; the files can)."""
+    from sorter.manifest import ManifestSource  # noqa: PLC0415
+
+    if not site.manifest_globs:
+        return []
+    reports = ManifestSource(site.manifest_globs).build([]).reports
+    return [problem for r in reports if not r.readable for problem in r.problems]
 
 
 def _check_manifests(site: Site, destinations: list[str]) -> bool:

@@ -129,6 +129,15 @@ def test_problems_of_the_site_and_of_its_plan_are_all_listed(tmp_path: Path) -> 
     assert any("sortplan.toml" in t and "'UK'" in t for t in text.splitlines()), text
 
 
+def test_problems_of_the_plan_and_of_a_manifest_are_all_listed(tmp_path: Path) -> None:
+    plan = CONTRACT_PLAN.replace('country = ["GB"]', 'country = ["UK"]')
+    config = Site(tmp_path, plan, manifest="code,country\nRB123456785GB,GB\n").write()
+    code, text = _check(config)
+    assert code == 1, text
+    assert any("sortplan.toml" in t and "'UK'" in t for t in text.splitlines()), text
+    assert any("preadvice.csv" in t and "error" in t for t in text.splitlines()), text
+
+
 @pytest.mark.parametrize(
     "header",
     ["code,country", "barcode,customs"],
