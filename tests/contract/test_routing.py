@@ -217,6 +217,26 @@ MANIFEST_CASES = [
         "EMS-EXPORT",
         (f"{s10('EE', '20000032', 'CN')},,75001,FR,,",),
     ),
+    # looked up under every code the item carried: the S10 code has no row, its SSCC has
+    _mcase("432", f"{_cn(32)};]C100{_sscc(64)}", "UK-LONDON", (f"{_sscc(64)},,SW1A 1AA,GB,,",)),
+    # the tracking code's row first
+    _mcase(
+        "433",
+        f"]C100{_sscc(65)};{_cn(33)}",
+        "AMSTERDAM",
+        (f"{_sscc(65)},,SW1A 1AA,GB,,", f"{_cn(33)},,1012 AB,NL,,"),
+    ),
+    # a customs hold is not ship-to data: it holds an item with an AI 420 label too
+    _mcase(
+        "434",
+        f"{_cn(34)};]C100{_sscc(66)}42020250",
+        "",
+        (f"{_cn(34)},,75001,FR,,hold",),
+        "customs_hold",
+        ("CASABLANCA", "ok"),
+    ),
+    # a later row for the same barcode replaces an earlier one
+    _mcase("435", _cn(35), "OTTAWA", (f"{_cn(35)},,SW1A 1AA,GB,,", f"{_cn(35)},,K1A 0B1,CA,,")),
     # a manifest row for a code with invalid check digit changes nothing
     _mcase(
         "428",
