@@ -34,6 +34,7 @@ DESTINATIONS = {
     "SAN-FRANCISCO": (26,),
     "DHL-EXPORT": (27,),
     "ABROAD": (28,),
+    "PARCELS-NOT-MA-FR": (31,),
     "NOT-FROM-CHINA": (29,),
     "RABAT": (30,),
 }
@@ -123,6 +124,10 @@ postcode = ["94105*"]
 [[rule]]
 destination = "DHL-EXPORT"
 barcode = "^[0-9]{10}$"
+[[rule]]
+destination = "PARCELS-NOT-MA-FR"
+s10_service = ["CP"]
+country = ["!MA", "!FR"]
 [[rule]]
 destination = "ABROAD"
 country = ["!MA"]

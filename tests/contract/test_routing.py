@@ -66,6 +66,7 @@ CASES = [
     # unknown destination: matches neither `country = ["!MA"]` nor anything else
     Case("109", s10("EE", "10000005", "CN"), "", "no_rule"),
     Case("110", s10("RB", "10000006", "GB"), "NOT-FROM-CHINA"),
+    Case("130", s10("CP", "10000007", "GB"), "NOT-FROM-CHINA"),  # unknown: not "!MA", "!FR"
     # unknown origin and unknown country: matches no negated condition
     Case("111", f"]C100{_sscc(11)}", "", "no_rule", barcode=_sscc(11)),
     Case("112", f"]C100{_sscc(12)}42127610115", "ABROAD"),
@@ -237,6 +238,26 @@ MANIFEST_CASES = [
     ),
     # a later row for the same barcode replaces an earlier one
     _mcase("435", _cn(35), "OTTAWA", (f"{_cn(35)},,SW1A 1AA,GB,,", f"{_cn(35)},,K1A 0B1,CA,,")),
+    # a list of negations means all but these; unknown matches none of it
+    _mcase(
+        "436",
+        s10("CP", "20000036", "CN"),
+        "PARCELS-NOT-MA-FR",
+        (f"{s10('CP', '20000036', 'CN')},,08001,ES,,",),
+    ),
+    _mcase(
+        "437",
+        s10("CP", "20000037", "CN"),
+        "ABROAD",
+        (f"{s10('CP', '20000037', 'CN')},,75001,FR,,",),
+    ),
+    _mcase(
+        "438",
+        s10("CP", "20000038", "GB"),
+        "CASABLANCA",
+        (f"{s10('CP', '20000038', 'GB')},,20250,,,",),
+        without=("NOT-FROM-CHINA", "ok"),
+    ),
     # a manifest row for a code with invalid check digit changes nothing
     _mcase(
         "428",
