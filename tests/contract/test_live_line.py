@@ -132,9 +132,15 @@ async def _induct(plc: Plc, scanner: Scanner) -> dict[str, tuple[int, int]]:
         number += 1
     chute = await _pass(plc, scanner, number, RECIRCULATING)
     assert chute == FUNCTIONS["max_recirc"]
+    # a request whose scan never comes: timeout after scan_wait_ms
+    plc.request(number + 1, int(NEVER_SCANNED))
+    await _until(partial(plc.replied, number + 1), 10, "reply to the unscanned item")
+    reply = plc.reply(number + 1)
+    assert reply == (number + 1, int(NEVER_SCANNED), FUNCTIONS["timeout"]), reply
     return replies
 
 
+NEVER_SCANNED = "8001"
 RECIRCULATING = Case("7001", f"]C100{sscc('06111001000700001')}42020250", "CASABLANCA")
 
 
@@ -181,7 +187,10 @@ async def test_the_live_line_decides_as_replay_does(tmp_path: Path) -> None:
     _check_recirculation(messages)
     _check_results(messages)
     decisions = {str(p["tracking_id"]): p for t, p in messages if t == f"{PREFIX}/decisions"}
-    assert len(decisions) == len(ITEMS) + 1
+    assert len(decisions) == len(ITEMS) + 2
+    timeout = decisions[NEVER_SCANNED]
+    seen = (timeout["reason"], timeout["codes"], timeout["barcode"], timeout["chute"])
+    assert seen == ("timeout", [], "", FUNCTIONS["timeout"]), timeout
     for case in ITEMS:
         live = decisions[case.tracking_id]
         assert set(live) >= DECISION_KEYS, live
@@ -200,7 +209,7 @@ async def test_the_live_line_decides_as_replay_does(tmp_path: Path) -> None:
             assert live["chute"] in DESTINATIONS[live["destination"]], live
         else:
             assert live["chute"] == FUNCTIONS[live["reason"]], live
-    assert len({p["id"] for t, p in messages if t.endswith("/decisions")}) == len(ITEMS) + 3
+    assert len({p["id"] for t, p in messages if t.endswith("/decisions")}) == len(ITEMS) + 4
 
 
 def _check_recirculation(messages: list[tuple[str, dict[str, Any]]]) -> None:
