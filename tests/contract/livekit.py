@@ -1,7 +1,7 @@
-"""A line as an outside tester builds it from INTERFACES.md sections 3 and 4 alone: a PLC
-that serves the register map over Modbus TCP (a minimal server written here from the
-Modbus specification: functions 3, 6, 16 and 23), a scanner that listens and sends
-`index` telegrams, and a mosquitto broker of its own."""
+"""A line as an outside tester builds it from the interface contract's sections 3 and 4
+alone: a PLC that serves the register map over Modbus TCP (a minimal server written here
+from the Modbus specification: functions 3, 6, 16 and 23), a scanner that listens and
+sends `index` telegrams, and a mosquitto broker of its own."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The sort plan of the contract (INTERFACES.md section 6), as written there, with the
-destinations it names declared and lanes added after its rules for the cases of the
-contract's text (postcodes of several countries, negated and unknown countries)."""
+"""The sort plan of the interface contract's section 6 (docs/interfaces.md follows it), as
+written there, with the destinations it names declared and lanes added after its rules
+for the cases of the contract's text (postcodes of several countries, negated and unknown
+countries)."""
 
 from __future__ import annotations
 

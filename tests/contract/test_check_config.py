@@ -1,6 +1,6 @@
-"""`sorterd check-config` on plan v2, site `[site] country` and manifests (INTERFACES.md
-sections 1, 2 and 6): 0 valid, 1 invalid with every problem listed, each naming the file
-and the key or line and the value; never a traceback."""
+"""`sorterd check-config` on plan v2, site `[site] country` and manifests (the interface
+contract's sections 1, 2 and 6): 0 valid, 1 invalid with every problem listed, each
+naming the file and the key or line and the value; never a traceback."""
 
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def test_prefix_and_exact_postcodes_with_letters_are_accepted(
 
 
 def test_a_digit_range_on_a_gb_rule_is_warned_about(checked: dict[str, tuple[int, str]]) -> None:
-    # issue 12: "check-config warns about patterns that can never match a country's format"
+    # the cross-border issue: "check-config warns about patterns that can never match a
+    # country's format"
     code, text = checked["gb-range"]
     assert code == 0, text
     warned = [t for t in text.splitlines() if "warning" in t.lower()]

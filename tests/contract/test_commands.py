@@ -1,6 +1,6 @@
-"""The command line of INTERFACES.md section 1 as a user meets it: --help everywhere, usage
-errors exit 2, bad input exits 1 naming the file, replay's optional columns, `[site]
-country` and its environment override, never a traceback."""
+"""The command line of the interface contract (section 1) as a user meets it: --help,
+usage errors exit 2, bad input exits 1 naming the file, replay's optional columns,
+`[site] country` and its environment override, never a traceback."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The live line against replay (INTERFACES.md sections 1, 3, 4 and 5): `sorterd run` as
-its own process with a PLC, a scanner and a broker of this test's own; the items of
-test_routing (manifest included) are inducted one by one, their scans sent before or after
-the sort request; every P/decisions message has the contract's fields and says what the
-PLC got, and the live line decides what `sorterd replay` decides for the same items."""
+"""The live line against replay (the interface contract's sections 1, 3, 4 and 5):
+`sorterd run` as its own process with a PLC, a scanner and a broker of this test's own;
+the items of test_routing (manifest included) are inducted one by one, their scans sent
+before or after the sort request; every P/decisions message has the contract's fields and
+says what the PLC got, and the live line decides what `sorterd replay` decides for the
+same items."""
 
 from __future__ import annotations
 

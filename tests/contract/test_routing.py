@@ -1,5 +1,6 @@
-"""Plan v2 routing through `sorterd replay` (INTERFACES.md sections 1 and 6): destination
-country and origin, postcodes as strings, every label form, invalid codes, manifests.
+"""Plan v2 routing through `sorterd replay` (the interface contract's sections 1 and 6):
+destination country and origin, postcodes as strings, every label form, invalid codes,
+manifests.
 
 Every item of this module goes through two replay runs of one site (with its manifest,
 and with `--no-manifest`), so that the cases cost two processes, not one each."""
