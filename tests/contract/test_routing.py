@@ -112,6 +112,11 @@ CASES = [
     Case("218", f"]C100{_sscc(42)}421826sw1a1aa", "UK-LONDON"),  # GS1 allows lower case
     Case("219", f"]C100{_sscc(43)}403MA123{GS}42020250", "CASABLANCA"),  # AI 403 + FNC1
     Case("220", f"]C100{_sscc(44)}4210401010", "ABROAD"),  # 040: Austria, leading zero
+    # FNC1 as GS after the identifier too, and bare digits with GS between fields
+    Case("222", f"]C1{GS}00{_sscc(45)}42020250", "CASABLANCA", barcode=_sscc(45)),
+    Case("223", f"]d2{GS}00{_sscc(46)}42125020250", "CORSICA", barcode=_sscc(46)),
+    Case("224", f"42020250{GS}00{_sscc(47)}", "CASABLANCA", barcode=_sscc(47)),
+    Case("225", f"00{_sscc(48)}42172428001", "MADRID", barcode=_sscc(48)),
     # codes are taken byte-exact, no trimming: with a blank it is no S10 code
     Case("221", "RB123456785GB ", "", "no_rule", barcode="RB123456785GB "),
     # --- multi-read conflict: two ship-to labels to different destinations; same: agree
