@@ -149,16 +149,13 @@ def test_site_country_is_overridden_by_the_environment(site: Path, tmp_path: Pat
     assert _routes(site, tmp_path, LABEL_420, SORTERD_SITE_COUNTRY="FR") == ("CORSICA", "ok")
 
 
-def test_without_a_site_country_an_ai_420_label_has_no_country(tmp_path: Path) -> None:
-    # unknown destination: matches neither country = ["MA"] nor country = ["!MA"]
-    site = Site(tmp_path / "site", CONTRACT_PLAN, country=None).write()
-    assert _routes(site, tmp_path, LABEL_420) == ("", "no_rule")
-
-
-def test_a_manifest_postcode_without_country_and_no_site_country_is_unknown(
-    tmp_path: Path,
-) -> None:
+def test_without_a_site_country_domestic_postcodes_have_no_country(tmp_path: Path) -> None:
+    # An AI 420 label, and a manifest postcode without a country, are the site's country;
+    # a site without one leaves them unknown, which matches neither country = ["MA"] nor
+    # country = ["!MA"].
     code = s10("RB", "30000001", "CN")
     manifest = f"barcode,postcode\n{code},20250\n"
     site = Site(tmp_path / "site", CONTRACT_PLAN, manifest=manifest, country=None).write()
-    assert _routes(site, tmp_path, code) == ("", "no_rule")
+    result = replay(site, [("1", LABEL_420), ("2", code)], tmp_path)
+    decided = [(r["destination"], r["reason"]) for r in result.rows]
+    assert decided == [("", "no_rule"), ("", "no_rule")], decided
