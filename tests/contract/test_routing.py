@@ -117,6 +117,8 @@ CASES = [
     Case("223", f"]d2{GS}00{_sscc(46)}42125020250", "CORSICA", barcode=_sscc(46)),
     Case("224", f"42020250{GS}00{_sscc(47)}", "CASABLANCA", barcode=_sscc(47)),
     Case("225", f"00{_sscc(48)}42172428001", "MADRID", barcode=_sscc(48)),
+    # the parenthesised form as a person might type it, with blanks: documented invalid
+    Case("226", "(00) 106141411234567897 (420) 20250", "", "invalid_code"),
     # codes are taken byte-exact, no trimming: with a blank it is no S10 code
     Case("221", "RB123456785GB ", "", "no_rule", barcode="RB123456785GB "),
     # --- multi-read conflict: two ship-to labels to different destinations; same: agree
