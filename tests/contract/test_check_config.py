@@ -113,6 +113,8 @@ BAD_RULES = [
     ('country = ["FRA"]', "FRA"),
     ('origin = ["XX"]', "XX"),
     ('origin = ["!QM"]', "QM"),
+    ('contry = ["MA"]', "contry"),  # a typo must not widen a rule silently
+    ('postcode = ["20000-2099"]', "20000-2099"),
 ]
 BUILDERS["bad-rules"] = _site(
     plan_with_rules("".join(f'[[rule]]\ndestination = "ABROAD"\n{t}\n' for t, _ in BAD_RULES))
