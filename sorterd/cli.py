@@ -12,7 +12,9 @@ import asyncio
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sorter.config import ConfigError, Problem, Site, load_site
 from sorter.errors import SorterdError
@@ -367,12 +369,18 @@ def _check_config(config: str) -> int:
         problems.extend(exc.problems)
         site = None
     plan = None
-    if site is not None:
+    # A broken site config still names its plan: check that too, so that every problem
+    # is listed at once (the contract's check-config), not the plan's after a second run.
+    plan_path = site.plan_path if site is not None else _plan_path_of_broken_site(config)
+    if plan_path is not None:
         try:
-            plan = load_plan(site.plan_path)
+            plan = load_plan(plan_path)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if site is not None:
         problems.extend(_web_problems(site))
+    if problems and site is not None and plan is None:
+        problems.extend(_unreadable_manifests(site))
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -391,6 +399,7 @@ def _check_config(config: str) -> int:
     if cfg.web is not None:
         print(
             f"  web {cfg.web.listen}{' (TLS)' if cfg.web.cert_file else ''} users {cfg.web.users}"
+            f"{_no_users_yet(site)}"
         )
     if cfg.feeds.topics:
         feeds = cfg.feeds
@@ -406,12 +415,45 @@ def _check_config(config: str) -> int:
     return EXIT_FAIL if manifest_failed else EXIT_OK
 
 
+def _no_users_yet(site: Site) -> str:
+    from sorterd.web.settings import users_of  # noqa: PLC0415
+
+    return "" if users_of(site) else " (no users yet: add one with --add-user)"
+
+
 def _web_problems(site: Site) -> list[Problem]:
     if site.config.web is None:
         return []
     from sorterd.web import web_problems  # noqa: PLC0415
 
     return web_problems(site)
+
+
+def _plan_path_of_broken_site(config: str) -> Path | None:
+    """The plan file a site config that did not validate names (`SORTERD_PLAN_FILE` or
+    `[plan] file`, relative to the config), or None when it names none readably."""
+    try:
+        data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    section = data.get("plan")
+    file = os.environ.get("SORTERD_PLAN_FILE")
+    if file is None and isinstance(section, dict):
+        file = section.get("file")
+    if not isinstance(file, str) or not file:
+        return None
+    return Path(config).resolve().parent / file
+
+
+def _unreadable_manifests(site: Site) -> list[Problem]:
+    """Why the site's manifest files that cannot be read cannot, for a site whose plan did
+    not load (its rows' destinations cannot be checked then; the files can)."""
+    from sorter.manifest import ManifestSource  # noqa: PLC0415
+
+    if not site.manifest_globs:
+        return []
+    reports = ManifestSource(site.manifest_globs).build([]).reports
+    return [problem for r in reports if not r.readable for problem in r.problems]
 
 
 def _check_manifests(site: Site, destinations: list[str]) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "SESSION_KEY_BYTES",
     "WebSettings",
     "session_key",
+    "users_of",
     "web_problems",
     "web_section",
     "web_settings",
@@ -156,6 +157,17 @@ def web_problems(site: Site) -> list[Problem]:
     problems.extend(_tls_problems(shown, settings))
     problems.extend(_key_problems(shown, settings.session_key_path))
     return problems
+
+
+def users_of(site: Site) -> int:
+    """How many users the site's console has (0 without `[web]` or without a readable
+    users file: check-config reports why)."""
+    if site.config.web is None:
+        return 0
+    try:
+        return len(load_users(_resolve(site, site.config.web).users_path))
+    except ConfigError:
+        return 0
 
 
 def web_settings(site: Site) -> WebSettings:

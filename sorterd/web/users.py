@@ -121,8 +121,8 @@ def load_users(path: Path) -> dict[str, User]:
     problems = [Problem(shown, key, "unknown key (typo?)") for key in sorted(unknown)]
     users, found = _problems_of(data.get("users", {}), shown)
     problems.extend(found)
-    if not users and not problems:
-        problems.append(Problem(shown, "users", "no users: add one with --add-user"))
+    # A file without users is a console nobody can sign in to yet, not a broken one: it
+    # starts, and `--add-user` adds the first (check-config says so).
     if problems:
         raise ConfigError(problems)
     return users
