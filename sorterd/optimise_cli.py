@@ -261,7 +261,9 @@ def optimise(
     if report is not None:
         from sorterd.optimise_report import OptimiseReport, write_optimise_report  # noqa: PLC0415
 
-        data = OptimiseReport(plan.name, Path(flow.path).name, inst, result, before, after, seed)
+        data = OptimiseReport(
+            plan.name, Path(flow.path).name, inst, result, before, after, seed, plan
+        )
         write_optimise_report(Path(report), data)
         print(f"report written to {report}")
     return EXIT_OK
