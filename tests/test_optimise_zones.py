@@ -1,0 +1,130 @@
+"""The allocation model with the plan's layout (docs/optimiser.md, "Layout"): zones and
+their operators, fixed chutes, min/max chutes, destinations together or apart, and the
+constraints that cannot hold named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sorter.optimise import OptimiseError, instance_from_plan, solve
+from sorter.plan import build_plan
+from tests.test_optimise_model import FUNCTIONS, volumes
+
+
+def zoned(*destinations: dict[str, Any], **extra: Any) -> Any:
+    data = {
+        "version": 2,
+        "name": "zoned",
+        "machine": {"chutes": "1-12"},
+        "functions": dict(FUNCTIONS),  # 11 and 12
+        "options": {"chute_capacity_items": 10, "clear_interval_min": 30},
+        "zone": [
+            {"name": "west", "chutes": "1-5", "operators": 1},
+            {"name": "east", "chutes": "6-12", "operators": 3},
+        ],
+        "destination": list(destinations)
+        or [
+            {"name": "A", "chutes": [1]},
+            {"name": "B", "chutes": [2]},
+            {"name": "C", "chutes": [6]},
+        ],
+        **extra,
+    }
+    return build_plan(data, "p.toml")
+
+
+def zones_of(inst: Any, chutes: tuple[int, ...]) -> set[int]:
+    return {inst.zone(c) for c in chutes}
+
+
+def test_kept_together_they_share_one_zone() -> None:
+    plan = zoned(layout={"together": [["A", "B"]]})
+    inst = instance_from_plan(plan, volumes({"A": {8: 60}, "B": {9: 40}}))
+    result = solve(inst, move_weight=1.0, time_limit_s=30, workers=2)
+    assert result.estimate_after == 0  # 3 + 2 chutes: a whole zone
+    assert len(zones_of(inst, result.chutes[0] + result.chutes[1])) == 1
+
+
+def test_kept_apart_they_share_no_zone() -> None:
+    plan = zoned(layout={"apart": [["A", "C"]]})
+    inst = instance_from_plan(plan, volumes({"A": {8: 200}, "C": {8: 20}}))
+    result = solve(inst, move_weight=1.0, time_limit_s=30, workers=2)
+    assert not zones_of(inst, result.chutes[0]) & zones_of(inst, result.chutes[2])
+    assert len(result.chutes[0]) > 1
+
+
+def test_fixed_min_and_max_chutes_hold() -> None:
+    plan = zoned(
+        {"name": "A", "chutes": [1, 2], "fixed": [2], "max_chutes": 3},
+        {"name": "B", "chutes": [3], "min_chutes": 3},
+        {"name": "C", "chutes": [6]},
+    )
+    inst = instance_from_plan(plan, volumes({"A": {8: 500}, "C": {8: 40}}))
+    result = solve(inst, move_weight=0.0, time_limit_s=30, workers=2)
+    assert 2 in result.chutes[0]
+    assert len(result.chutes[0]) == 3  # wants all, gets its max
+    assert len(result.chutes[1]) == 3  # no volume, keeps its min
+    assert all(chute != 2 for chute, _, _ in result.moved)
+
+
+def test_the_busiest_operator_gets_relief() -> None:
+    # A and B are busy all day in the west zone (one operator); the east has three. The
+    # estimate is 0 either way: the second stage moves chutes east.
+    plan = zoned(
+        {"name": "A", "chutes": [1, 2]},
+        {"name": "B", "chutes": [3, 4]},
+        {"name": "C", "chutes": [6]},
+    )
+    day = dict.fromkeys(range(6, 20), 30)
+    inst = instance_from_plan(plan, volumes({"A": day, "B": day, "C": {8: 5}}))
+    still = solve(inst, move_weight=1.0, time_limit_s=30, workers=2, balance_weight=0.0)
+    assert still.moved == ()
+    result = solve(inst, move_weight=1.0, time_limit_s=30, workers=2, balance_weight=1.0)
+    assert result.estimate_after == 0
+    assert max(result.zone_load_after) < max(result.zone_load_before)
+    assert result.zone_load_before[0] == pytest.approx(2 * 14 * 30)
+    assert any(inst.zone(c) == 1 for c, _, _ in result.moved)
+
+
+def test_apart_groups_that_cannot_hold_are_named() -> None:
+    # Three destinations pairwise apart on a machine of two zones.
+    plan = zoned(layout={"apart": [["A", "B", "C"]]})
+    inst = instance_from_plan(plan, volumes({"A": {8: 5}}))
+    with pytest.raises(OptimiseError) as info:
+        solve(inst, move_weight=1.0, time_limit_s=30, workers=2)
+    assert "cannot hold together: layout.apart[0] (A, B, C)" in str(info.value)
+
+
+def test_min_chutes_beyond_the_free_chutes_are_named() -> None:
+    plan = zoned(
+        {"name": "A", "chutes": [1], "min_chutes": 6},
+        {"name": "B", "chutes": [2], "min_chutes": 5},
+    )
+    with pytest.raises(OptimiseError) as info:
+        instance_from_plan(plan, volumes({}, ("A", "B")))
+    message = str(info.value)
+    assert "min_chutes of A, B: they need 11 free chutes but only 10" in message
+
+
+def test_a_together_group_whose_fixed_chutes_sit_in_two_zones_is_named() -> None:
+    plan = zoned(
+        {"name": "A", "chutes": [1], "fixed": [1]},
+        {"name": "B", "chutes": [6], "fixed": [6]},
+        layout={"together": [["A", "B"]]},
+    )
+    with pytest.raises(OptimiseError, match=r"layout.together\[0\] \(A, B\) cannot hold"):
+        instance_from_plan(plan, volumes({}, ("A", "B")))
+
+
+def test_min_and_max_that_clash_with_a_group_are_named() -> None:
+    # Together, A (min 4) and B (min 2) need 6 chutes in one zone; each zone has room for
+    # 5 (11 and 12 are function chutes).
+    plan = zoned(
+        {"name": "A", "chutes": [1], "min_chutes": 4},
+        {"name": "B", "chutes": [2], "min_chutes": 2},
+        layout={"together": [["A", "B"]]},
+    )
+    with pytest.raises(OptimiseError, match=r"together they need 6 chutes but no zone has more"):
+        instance_from_plan(plan, volumes({}, ("A", "B")))
