@@ -247,3 +247,12 @@ def test_an_absurd_move_weight_is_a_usage_error_not_a_solver_mystery(
     assert result.returncode == 2
     assert "--move-weight: must be at most 1,000,000" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_commands_defaults_are_the_models() -> None:
+    """Copied into the command so that --help does not load the solver."""
+    from sorter.optimise.model import DEFAULT_BALANCE_WEIGHT
+    from sorterd import optimise_cli, optimise_sources
+
+    assert optimise_cli.DEFAULT_BALANCE_WEIGHT == DEFAULT_BALANCE_WEIGHT
+    assert optimise_cli.DEFAULT_HOURS == optimise_sources.DEFAULT_HOURS
