@@ -185,3 +185,21 @@ def test_the_zone_counts_model_finds_the_best_per_chute_answer(layout: dict[str,
     used = sum(1 for _, before, _ in result.moved if before)
     realised = result.estimate_after + 5.0 * (1.01 * used + len(result.moved) - used)
     assert realised == pytest.approx(result.objective, abs=0.02)
+
+
+@pytest.mark.parametrize(("loop_order", "gained"), [(None, 4), ("5,1-4,6-12", 1)])
+def test_a_growing_destination_takes_the_nearest_chute_along_the_loop(
+    loop_order: str | None, gained: int
+) -> None:
+    machine: dict[str, Any] = {"chutes": "1-12"}
+    if loop_order:
+        machine["loop_order"] = loop_order
+    plan = zoned(
+        {"name": "A", "chutes": [5]},
+        {"name": "B", "chutes": [10]},
+        machine=machine,
+        zone=[{"name": "all", "chutes": "1-12"}],
+    )
+    inst = instance_from_plan(plan, volumes({"A": {8: 40}}, ("A", "B")))
+    result = solve(inst, move_weight=1.0, time_limit_s=30, workers=2)
+    assert result.chutes[0] == tuple(sorted((5, gained)))

@@ -59,6 +59,11 @@ class Instance:
     zone_of: dict[int, int] | None = None  # chute -> zone index; None: all in zone 0
     together: tuple[tuple[int, ...], ...] = ()  # destination indices kept in one zone
     apart: tuple[tuple[int, ...], ...] = ()  # destination indices in no common zone
+    positions: dict[int, int] | None = None  # chute -> place in the loop order; None: number
+
+    def position(self, chute: int) -> int:
+        """Where a chute is along the loop (its place in the plan's loop order)."""
+        return chute if self.positions is None else self.positions.get(chute, chute)
 
     def zone(self, chute: int) -> int:
         return 0 if self.zone_of is None else self.zone_of.get(chute, 0)
@@ -156,6 +161,7 @@ def instance_from_plan(plan: SortPlan, volumes: Volumes, keep: Iterable[str] = (
         zone_of=zone_of or None,
         together=tuple(tuple(index[n] for n in g) for g in plan.together),
         apart=tuple(tuple(index[n] for n in g) for g in plan.apart),
+        positions={c: i for i, c in enumerate(plan.loop_order)} or None,
     )
     _check(inst, plan, staying)
     return inst

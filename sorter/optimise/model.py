@@ -276,24 +276,40 @@ class _Model:
 
 def _realise(inst: Instance, counts: list[list[int]]) -> tuple[tuple[int, ...], ...]:
     """Each destination's chutes for the chosen counts, zone by zone, at the model's cost:
-    own chutes kept (lowest numbers first), then chutes others gave up, then idle ones."""
+    own chutes kept (lowest numbers first), then chutes others gave up, then idle ones;
+    among those, each growing destination takes the one nearest its chutes along the loop
+    (the cost is the same whichever it takes)."""
     chosen: list[list[int]] = [list(f) for f in inst.fixed]
     served = {c for chutes in inst.current for c in chutes}
     for z in range(len(inst.zone_names)):
         free = [c for c in inst.free_chutes if inst.zone(c) == z]
         taken: set[int] = set()
-        mine: list[list[int]] = []
+        need: list[int] = []
         for d, row in enumerate(counts):
             own = [c for c in free if c in inst.current[d] and c not in taken][: row[z]]
             taken.update(own)
-            mine.append(own)
+            chosen[d] += own
+            need.append(row[z] - len(own))
         pool = [c for c in free if c not in taken]
-        spare = [c for c in pool if c in served] + [c for c in pool if c not in served]
-        for d, row in enumerate(counts):
-            need = row[z] - len(mine[d])
-            chosen[d] += mine[d] + spare[:need]
-            spare = spare[need:]
+        released = [c for c in pool if c in served]
+        idle = [c for c in pool if c not in served]
+        # Destination by destination, each chute the nearest to what it has, so that a
+        # lane's new chutes sit together; released chutes before idle ones (what the
+        # model counted).
+        for d, short in enumerate(need):
+            mine = chosen[d]
+            for _ in range(short):
+                source = released or idle
+                best = min(source, key=lambda c: _distance(inst, c, mine))
+                source.remove(best)
+                mine.append(best)
     return tuple(tuple(sorted(c)) for c in chosen)
+
+
+def _distance(inst: Instance, chute: int, mine: Sequence[int]) -> tuple[int, int]:
+    """How far a chute is from a destination's chutes along the loop; then its number."""
+    here = inst.position(chute)
+    return (min((abs(here - inst.position(c)) for c in mine), default=0), chute)
 
 
 def _solver(time_limit_s: float, workers: int) -> cp_model.CpSolver:
