@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import tomllib
 from collections.abc import Sequence
@@ -92,7 +93,7 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     q.add_argument(
         "--hours",
         type=_hours,
-        default=DEFAULT_HOURS,
+        default=None,
         metavar="FROM-TO",
         help=f"--from-manifests: the site's operating hours (default {DEFAULT_HOURS})",
     )
@@ -145,11 +146,17 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
 def plan_command(args: argparse.Namespace) -> int:
     if args.plan_command != "optimise":
         return EXIT_USAGE
+    if args.hours is not None and not args.from_manifests:
+        print(
+            "error: --hours goes with --from-manifests (the other sources have hours)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return optimise(
         args.config,
         volumes=args.volumes,
         from_replay=args.from_replay,
-        from_manifests=args.hours if args.from_manifests else None,
+        from_manifests=(args.hours or DEFAULT_HOURS) if args.from_manifests else None,
         balance_weight=args.balance_weight,
         out=args.out,
         report=args.report,
