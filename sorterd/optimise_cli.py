@@ -98,6 +98,13 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         help=f"--from-manifests: the site's operating hours (default {DEFAULT_HOURS})",
     )
     q.add_argument(
+        "--profile",
+        choices=("uniform", "casablanca"),
+        default=None,
+        help="--from-manifests: spread each destination's day evenly over --hours "
+        "(uniform, the default) or by the generated Casablanca day's shape for its lane kind",
+    )
+    q.add_argument(
         "--balance-weight",
         type=_move_weight,
         default=DEFAULT_BALANCE_WEIGHT,
@@ -146,9 +153,9 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
 def plan_command(args: argparse.Namespace) -> int:
     if args.plan_command != "optimise":
         return EXIT_USAGE
-    if args.hours is not None and not args.from_manifests:
+    if (args.hours is not None or args.profile is not None) and not args.from_manifests:
         print(
-            "error: --hours goes with --from-manifests (the other sources have hours)",
+            "error: --hours and --profile go with --from-manifests (the other sources have hours)",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -157,6 +164,7 @@ def plan_command(args: argparse.Namespace) -> int:
         volumes=args.volumes,
         from_replay=args.from_replay,
         from_manifests=(args.hours or DEFAULT_HOURS) if args.from_manifests else None,
+        profile=args.profile or "uniform",
         balance_weight=args.balance_weight,
         out=args.out,
         report=args.report,
@@ -211,6 +219,7 @@ def optimise(
     from_replay: str | None,
     out: str | None,
     from_manifests: str | None = None,
+    profile: str = "uniform",
     balance_weight: float = DEFAULT_BALANCE_WEIGHT,
     move_weight: float,
     report: str | None = None,
@@ -235,12 +244,16 @@ def optimise(
         from sorterd.optimise_sources import manifest_volumes, parse_hours  # noqa: PLC0415
 
         hours = parse_hours(from_manifests)
-        found = manifest_volumes(site, hours)
+        found = manifest_volumes(site, hours, profile)
         flow = found.volumes
+        how = (
+            "by the generated Casablanca day's shape of each lane kind"
+            if profile == "casablanca"
+            else f"evenly over {hours[0]:02d}:00-{(hours[-1] + 1) % 24:02d}:00"
+        )
         print(
             f"manifests: {found.rows:,} rows in {found.files} file(s), {found.counted:,} reach "
-            f"a destination's chutes; spread evenly over {hours[0]:02d}:00-"
-            f"{(hours[-1] + 1) % 24:02d}:00 (manifests carry no hour)"
+            f"a destination's chutes; spread {how} (manifests carry no hour)"
         )
     else:
         assert from_replay is not None

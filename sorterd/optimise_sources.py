@@ -4,9 +4,11 @@ Manifests carry no hour. Each row's barcode goes through the current plan's deci
 an item carrying only that code would (the site's manifests applied, as the daemon does),
 so a row counts for the destination the daemon would sort it to; rows that reach no
 destination (no rule matches, customs hold) are left out and counted. The day's items of
-each destination are then spread over the site's operating hours by a profile
-(docs/optimiser.md, "--from-manifests"): `uniform`, the same share every hour of
-`--hours`, the remainder to the first hours.
+each destination are then spread over the day by a profile (docs/optimiser.md,
+"--from-manifests"): `uniform`, the same share every hour of `--hours`, the remainder to
+the first hours; or `casablanca`, the generated Casablanca day's shape for the lane's kind
+(simulators/volumes.py: inbound in the morning, export in the evening), rounded so that the
+day's total stays exact.
 """
 
 from __future__ import annotations
@@ -24,8 +26,17 @@ from typing import IO
 from sorter.config import ConfigError, Problem, Site
 from sorter.optimise.volumes import HOURS, Volumes
 
-__all__ = ["DEFAULT_HOURS", "ManifestFlow", "manifest_volumes", "parse_hours", "spread"]
+__all__ = [
+    "DEFAULT_HOURS",
+    "PROFILES",
+    "ManifestFlow",
+    "manifest_volumes",
+    "parse_hours",
+    "shaped",
+    "spread",
+]
 
+PROFILES = ("uniform", "casablanca")
 DEFAULT_HOURS = "5-23"  # 05:00-23:00: the generated Casablanca day's working hours
 _SORTED = frozenset({"ok", "no_chute"})  # decisions that reach the destination's chutes
 
@@ -37,7 +48,7 @@ def parse_hours(text: str) -> tuple[int, ...]:
     if not sep or not first.strip().isdigit() or not last.strip().isdigit():
         raise ValueError(f"{text!r}: hours as FROM-TO, whole hours 0-24, e.g. 5-23")
     lo, hi = int(first), int(last)
-    if lo > 23 or hi > 24 or lo == hi % 24:
+    if lo > 23 or hi > 24 or lo == hi:
         raise ValueError(f"{text!r}: FROM 0-23 and TO 0-24, not the same hour")
     return tuple(h % HOURS for h in range(lo, hi if hi > lo else hi + HOURS))
 
@@ -48,6 +59,17 @@ def spread(total: int, hours: Sequence[int]) -> tuple[int, ...]:
     share, rest = divmod(total, len(hours))
     for i, h in enumerate(hours):
         day[h] = share + (1 if i < rest else 0)
+    return tuple(day)
+
+
+def shaped(total: int, weights: Sequence[float]) -> tuple[int, ...]:
+    """`total` items over the hours by `weights` (summing to 1), largest remainders first,
+    so the day's total is exact."""
+    exact = [total * w for w in weights]
+    day = [int(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda h: exact[h] - day[h], reverse=True)
+    for h in order[: total - sum(day)]:
+        day[h] += 1
     return tuple(day)
 
 
@@ -78,7 +100,7 @@ def _barcodes(paths: Sequence[Path]) -> Iterator[str]:
                     yield row[col].strip()
 
 
-def manifest_volumes(site: Site, hours: Sequence[int]) -> ManifestFlow:
+def manifest_volumes(site: Site, hours: Sequence[int], profile: str = "uniform") -> ManifestFlow:
     """Each destination's items per hour from the site's manifests (module docstring)."""
     from sorter.decide import Decider  # noqa: PLC0415
     from sorter.kernel import ChuteState  # noqa: PLC0415
@@ -123,5 +145,11 @@ def manifest_volumes(site: Site, hours: Sequence[int]) -> ManifestFlow:
     rows = (ScanRow(i + 2, code, (code,), 0, -1) for i, code in enumerate(_barcodes(paths)))
     replayed = Replay(decider, sink=_Sink()).run(rows)
     label = f"{len(paths)} manifest file(s)"
-    volumes = Volumes(label, {name: spread(n, hours) for name, n in counts.items()})
+    if profile == "casablanca":
+        from simulators.volumes import day_shape  # noqa: PLC0415
+
+        items = {name: shaped(n, day_shape(name)) for name, n in counts.items()}
+    else:
+        items = {name: spread(n, hours) for name, n in counts.items()}
+    volumes = Volumes(label, items)
     return ManifestFlow(volumes, replayed.items, sum(counts.values()), len(paths))

@@ -162,7 +162,7 @@ def test_from_manifests_without_manifests_says_so(site: Path) -> None:
     assert "not the same hour" in result.stderr
     result = optimise(site, "--volumes", "v.csv", "--hours", "6-22")
     assert result.returncode == 2
-    assert "--hours goes with --from-manifests" in result.stderr
+    assert "--hours and --profile go with --from-manifests" in result.stderr
 
 
 def test_constraints_that_cannot_hold_are_named_and_nothing_is_written(
