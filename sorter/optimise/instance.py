@@ -219,6 +219,13 @@ def _check_groups(inst: Instance, plan: SortPlan) -> None:
                 f"{room} to give"
             )
     for j, group in enumerate(inst.apart):
+        needing = [d for d in group if inst.min_chutes[d] > 0]
+        if len(needing) > len(inst.zone_names):
+            raise OptimiseError(
+                f"{plan.path}: layout.apart[{j}] ({', '.join(names[d] for d in group)}) "
+                f"cannot hold: {len(needing)} destinations that keep a chute need as many "
+                f"zones, the plan has {len(inst.zone_names)}"
+            )
         for a in group:
             for b in group:
                 shared = _zones_of(inst, a) & _zones_of(inst, b) if a < b else set()
