@@ -151,12 +151,7 @@ def test_volumes_from_the_sites_manifests(site: Path, tmp_path: Path) -> None:
     assert len(load_plan(out).destinations[21].chutes) == 2
 
 
-def test_from_manifests_without_manifests_says_so(site: Path) -> None:
-    result = optimise(site, "--from-manifests")
-    assert result.returncode == 1
-    assert "no manifest file matches: --from-manifests needs the site's manifests" in (
-        result.stderr
-    )
+def test_from_manifests_usage_errors(site: Path) -> None:
     result = optimise(site, "--from-manifests", "--hours", "9-9")
     assert result.returncode == 2
     assert "not the same hour" in result.stderr

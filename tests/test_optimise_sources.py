@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from simulators.volumes import day_shape
-from sorter.config import load_site
+from sorter.config import ConfigError, load_site
 from sorterd.optimise_sources import manifest_volumes, parse_hours, shaped, spread
 
 CASABLANCA = Path(__file__).resolve().parent.parent / "config" / "casablanca"
@@ -50,3 +50,15 @@ def test_manifests_by_the_casablanca_shape(tmp_path: Path) -> None:
     assert (sum(paris), sum(marrakech)) == (500, 300)
     # Export in the evening, inbound city lanes in the morning.
     assert max(range(24), key=lambda h: paris[h]) > max(range(24), key=lambda h: marrakech[h])
+
+
+def test_a_site_without_manifests_says_so(tmp_path: Path) -> None:
+    for name in ("site.toml", "sortplan.toml"):
+        shutil.copy(CASABLANCA / name, tmp_path / name)
+    with pytest.raises(ConfigError) as info:
+        manifest_volumes(load_site(tmp_path / "site.toml"), parse_hours("5-23"))
+    (problem,) = info.value.problems
+    assert problem.key == "manifest.files"
+    assert "no manifest file matches: --from-manifests needs the site's manifests" in (
+        problem.message
+    )
