@@ -57,7 +57,8 @@ QUICK = Options(chutes=120, destinations=60, items=150_000, time_limit_s=10.0)
 def synthetic_plan(chutes: int, destinations: int, seed: int) -> dict[str, Any]:
     """A plan as TOML data: function chutes at the end of the loop, an overflow chute per
     ten destinations before them, and the remaining chutes dealt out to the destinations
-    (a third of them export lanes), each at least one."""
+    (a third of them export lanes), each at least one; four zones of a quarter of the loop
+    with 1-3 operators, two destinations kept together and two apart."""
     functions = {key: chutes - i % 5 for i, key in enumerate(FUNCTION_KEYS)}
     n_overflow = max(1, destinations // 10)
     first_overflow = chutes - 5 - n_overflow + 1
@@ -72,12 +73,23 @@ def synthetic_plan(chutes: int, destinations: int, seed: int) -> dict[str, Any]:
         own = lanes[start : start + n] or [lanes[-1]]
         start += n
         table.append({"name": name, "chutes": own, "overflow": [first_overflow + i % n_overflow]})
+    quarter = chutes // 4
+    zones = [
+        {
+            "name": f"Z{z + 1}",
+            "chutes": f"{z * quarter + 1}-{chutes if z == 3 else (z + 1) * quarter}",
+            "operators": 1 + (z * 5 + seed) % 3,
+        }
+        for z in range(4)
+    ]
     return {
         "version": 2,
         "name": f"synthetic-{chutes}-{destinations}",
-        "machine": {"chutes": f"1-{chutes}"},
+        "machine": {"chutes": f"1-{chutes}", "lap_s": 90.0},
         "functions": functions,
         "options": {"chute_capacity_items": 60, "clear_interval_min": 20},
+        "zone": zones,
+        "layout": {"together": [[names[1], names[2]]], "apart": [[names[4], names[5]]]},
         "destination": table,
         "rule": [
             {"destination": name, "country": ["MA"], "postcode": [f"{10000 + i}"]}
@@ -98,7 +110,25 @@ _PATTERNS: dict[str, tuple[str, Callable[[re.Match[str]], Any]]] = {
         r"recirculations caused by full chutes +([\d,]+) +([\d,]+)",
         lambda m: (int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))),
     ),
+    "full_events": (
+        r"chute-full events +([\d,]+) +([\d,]+)",
+        lambda m: (int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))),
+    ),
+    "gave_up": (
+        r"items to the max_recirc chute +([\d,]+) +([\d,]+)",
+        lambda m: (int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))),
+    ),
+    "busiest_operator": (
+        r"busiest operator's items per day ([\d,]+) before, ([\d,]+) after \(model\), "
+        r"gap ([\d.]+)%",
+        lambda m: (
+            float(m.group(1).replace(",", "")),
+            float(m.group(2).replace(",", "")),
+            float(m.group(3)) / 100,
+        ),
+    ),
 }
+_OPERATOR_ROW = re.compile(r"items per operator, zone (.+?) \((\d+)\) +([\d,]+) +([\d,]+)")
 
 
 def _optimise(site: Path, volumes: Path, opts: Options, weight: float) -> dict[str, Any]:
@@ -121,6 +151,15 @@ def _optimise(site: Path, volumes: Path, opts: Options, weight: float) -> dict[s
         if m is None:
             raise RuntimeError(f"no {key} in the output: {done.stdout}")
         out[key] = read(m)
+    out["operators"] = [
+        {
+            "zone": m.group(1),
+            "operators": int(m.group(2)),
+            "before": int(m.group(3).replace(",", "")),
+            "after": int(m.group(4).replace(",", "")),
+        }
+        for m in _OPERATOR_ROW.finditer(done.stdout)
+    ]
     return out
 
 
@@ -179,6 +218,24 @@ def run(opts: Options | None = None) -> Section:
             f"Casablanca day: {moved} of {machine} chutes moved, move weight {weight:g}",
             better="lower",
             target="<= 10 %",
+        )
+        ev_before, ev_after = day["full_events"]
+        section.add(
+            f"casablanca_full_events_w{weight:g}",
+            100 * (1 - ev_after / ev_before) if ev_before else 0.0,
+            "%",
+            f"Casablanca day simulated: chute-full events {ev_before:,} -> {ev_after:,}, "
+            f"move weight {weight:g}",
+            better="higher",
+        )
+        busiest = [max((r[k] for r in day["operators"]), default=0) for k in ("before", "after")]
+        section.add(
+            f"casablanca_busiest_operator_w{weight:g}",
+            float(busiest[1]),
+            "items",
+            f"Casablanca day simulated: the busiest operator's items per day {busiest[0]:,} -> "
+            f"{busiest[1]:,}, move weight {weight:g}",
+            better="lower",
         )
     return section
 

@@ -419,6 +419,52 @@ def _hub(s: dict[str, Any]) -> list[str]:
             f"{'yes' if all(r['drained'] for r in per) else 'NO'} | {row['cpu_cores']:.2f} | "
             f"{row['simulators_cpu_cores']:.2f} | {row['startup_s']:.1f} |"
         )
+
+
+def _optimise(s: dict[str, Any]) -> list[str]:
+    """The plan optimiser: solve time and gap at size, then the Casablanca day by the
+    simulation (benchmarks/optimise.py)."""
+    p, d = s["params"], s["details"]
+    size = d["size"]
+    status, solve_s = size["status"]
+    lines = [
+        f"Size: a synthetic plan of {p['chutes']} chutes, {p['destinations']} destinations "
+        f"(four zones, a together and an apart group) and {p['items']:,} items over 24 "
+        f"hours; {p['workers']} solver threads, time limit {p['time_limit_s']:g} s.",
+        "",
+        "| figure | result | target |",
+        "|---|---|---|",
+        f"| solve, {p['chutes']} chutes x {p['destinations']} destinations x 24 h | "
+        f"{solve_s:.2f} s ({status}) | <= {p['time_limit_s']:g} s |",
+        f"| gap to the solver's bound (chute counts) | {size['gap'] * 100:.2f} % | reported |",
+        f"| `sorterd plan optimise` in all (process, simulation included) | "
+        f"{size['process_s']:.1f} s | |",
+        "",
+        "The generated Casablanca day (config/casablanca/volumes.csv) through the shipped "
+        "plan and the optimised one, by the simulated day (simulators/chute_day.py), not the "
+        "model's estimate:",
+        "",
+        "| move weight | recirculations caused by full chutes | items to max_recirc | "
+        "chute-full events | chutes moved (of 240) | busiest operator, items/day | "
+        "estimate (model) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for weight in p["move_weights"]:
+        day = d.get(f"casablanca_w{weight:g}")
+        if day is None:
+            continue
+        (rb, ra), (gb, ga), (eb, ea) = day["simulated"], day["gave_up"], day["full_events"]
+        ops = day.get("operators", [])
+        busy = [max((r[k] for r in ops), default=0) for k in ("before", "after")]
+        moved = day["moved"][0]
+        est_b, est_a = day["estimate"]
+        cut = f" ({100 * (1 - ra / rb):.1f} % less)" if rb else ""
+        lines.append(
+            f"| {weight:g} | {rb:,} -> {ra:,}{cut} | {gb:,} -> {ga:,} | {eb:,} -> {ea:,} | "
+            f"{moved} ({100 * moved / 240:.1f} %) | {busy[0]:,} -> {busy[1]:,} | "
+            f"{est_b:,.0f} -> {est_a:,.0f} |"
+        )
+    lines += ["", "Targets: recirculations caused by full chutes down >= 50 %, <= 10 % moved."]
     return lines
 
 
@@ -435,6 +481,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "faults": ("faults", _faults),
     "before": ("before", _before),
     "hub": ("hub", _hub),
+    "optimise": ("optimise", _optimise),
 }
 
 

@@ -33,6 +33,7 @@ from typing import Final
 __all__ = [
     "HOURS",
     "KINDS",
+    "day_shape",
     "generate_day",
     "kind_of",
     "main",
@@ -80,6 +81,13 @@ def _profile(peak: float, spread: float) -> list[float]:
     ]
     total = sum(weights) or 1.0
     return [w / total for w in weights]
+
+
+def day_shape(name: str) -> list[float]:
+    """The share of a destination's day in each hour, by its lane kind, without a lane's
+    drift: the generated day's shape (what `sorterd plan optimise --from-manifests
+    --profile casablanca` spreads a day's items by)."""
+    return _profile(*KINDS[kind_of(name)])
 
 
 def generate_day(

@@ -9,11 +9,12 @@ import os
 import sys
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the solver and the plan load only when the command runs (--help stays fast)
-    from simulators.chute_day import DayFigures
+    from simulators.chute_day import DayFigures, SimPlan
     from sorter.config import Site
     from sorter.optimise import Allocation, Instance, Volumes
     from sorter.plan import SortPlan
@@ -48,6 +49,20 @@ def _move_weight(text: str) -> float:
     return value
 
 
+DEFAULT_HOURS = "5-23"  # sorterd.optimise_sources.DEFAULT_HOURS (not imported: --help stays fast)
+DEFAULT_BALANCE_WEIGHT = 0.05  # sorter.optimise.model.DEFAULT_BALANCE_WEIGHT
+
+
+def _hours(text: str) -> str:
+    from sorterd.optimise_sources import parse_hours  # noqa: PLC0415
+
+    try:
+        parse_hours(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def _positive(text: str) -> float:
     value = _non_negative(text)
     if value == 0:
@@ -70,7 +85,32 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         "column) through the current plan, the file taken as one day",
     )
     source.add_argument(
-        "--from-manifests", action="store_true", help="not yet: manifests carry no hour"
+        "--from-manifests",
+        action="store_true",
+        help="count each destination's items in the site's manifests (through the current "
+        "plan's decision), spread evenly over --hours: manifests carry no hour",
+    )
+    q.add_argument(
+        "--hours",
+        type=_hours,
+        default=None,
+        metavar="FROM-TO",
+        help=f"--from-manifests: the site's operating hours (default {DEFAULT_HOURS})",
+    )
+    q.add_argument(
+        "--profile",
+        choices=("uniform", "casablanca"),
+        default=None,
+        help="--from-manifests: spread each destination's day evenly over --hours "
+        "(uniform, the default) or by the generated Casablanca day's shape for its lane kind",
+    )
+    q.add_argument(
+        "--balance-weight",
+        type=_move_weight,
+        default=DEFAULT_BALANCE_WEIGHT,
+        metavar="ITEMS",
+        help="estimated full-chute items one item more on the busiest operator's day is "
+        f"worth (default {DEFAULT_BALANCE_WEIGHT:g}; needs [[zone]] tables)",
     )
     q.add_argument("--out", metavar="PLAN.toml", help="write the optimised plan here")
     q.add_argument(
@@ -113,10 +153,9 @@ def add_plan_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
 def plan_command(args: argparse.Namespace) -> int:
     if args.plan_command != "optimise":
         return EXIT_USAGE
-    if args.from_manifests:
+    if (args.hours is not None or args.profile is not None) and not args.from_manifests:
         print(
-            "error: --from-manifests is not implemented yet (docs/optimiser.md): manifests "
-            "carry no hour; give --volumes or --from-replay",
+            "error: --hours and --profile go with --from-manifests (the other sources have hours)",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -124,6 +163,9 @@ def plan_command(args: argparse.Namespace) -> int:
         args.config,
         volumes=args.volumes,
         from_replay=args.from_replay,
+        from_manifests=(args.hours or DEFAULT_HOURS) if args.from_manifests else None,
+        profile=args.profile or "uniform",
+        balance_weight=args.balance_weight,
         out=args.out,
         report=args.report,
         move_weight=args.move_weight,
@@ -176,6 +218,9 @@ def optimise(
     volumes: str | None,
     from_replay: str | None,
     out: str | None,
+    from_manifests: str | None = None,
+    profile: str = "uniform",
+    balance_weight: float = DEFAULT_BALANCE_WEIGHT,
     move_weight: float,
     report: str | None = None,
     time_limit_s: float,
@@ -195,6 +240,21 @@ def optimise(
     plan = load_plan(site.plan_path)
     if volumes is not None:
         flow = load_volumes(volumes, [d.name for d in plan.destinations])
+    elif from_manifests is not None:
+        from sorterd.optimise_sources import manifest_volumes, parse_hours  # noqa: PLC0415
+
+        hours = parse_hours(from_manifests)
+        found = manifest_volumes(site, hours, profile)
+        flow = found.volumes
+        how = (
+            "by the generated Casablanca day's shape of each lane kind"
+            if profile == "casablanca"
+            else f"evenly over {hours[0]:02d}:00-{(hours[-1] + 1) % 24:02d}:00"
+        )
+        print(
+            f"manifests: {found.rows:,} rows in {found.files} file(s), {found.counted:,} reach "
+            f"a destination's chutes; spread {how} (manifests carry no hour)"
+        )
     else:
         assert from_replay is not None
         flow = _replay_volumes(site, from_replay)
@@ -206,7 +266,13 @@ def optimise(
         f"{inst.clear_interval_min} min"
     )
     print(f"volumes {Path(flow.path).name}: {flow.total:,} items over the day")
-    result = solve(inst, move_weight=move_weight, time_limit_s=time_limit_s, workers=workers)
+    result = solve(
+        inst,
+        move_weight=move_weight,
+        time_limit_s=time_limit_s,
+        workers=workers,
+        balance_weight=balance_weight,
+    )
     _print_result(inst, result)
     before, after = _simulate(plan, result, flow, seed)
     _print_simulation(before, after, seed)
@@ -215,7 +281,9 @@ def optimise(
     if report is not None:
         from sorterd.optimise_report import OptimiseReport, write_optimise_report  # noqa: PLC0415
 
-        data = OptimiseReport(plan.name, Path(flow.path).name, inst, result, before, after, seed)
+        data = OptimiseReport(
+            plan.name, Path(flow.path).name, inst, result, before, after, seed, plan
+        )
         write_optimise_report(Path(report), data)
         print(f"report written to {report}")
     return EXIT_OK
@@ -226,6 +294,12 @@ def _print_result(inst: Instance, result: Allocation) -> None:
         f"solver: {result.status} in {result.wall_time_s:.2f} s; objective {result.objective:,.1f}"
         f", bound {result.bound:,.1f}, gap {result.gap:.2%} (estimated items, moves weighted)"
     )
+    if len(inst.zone_names) > 1:
+        print(
+            "operators' balance (second stage, counts fixed): the busiest operator's items "
+            f"per day {max(result.zone_load_before):,.0f} before, "
+            f"{max(result.zone_load_after):,.0f} after (model), gap {result.balance_gap:.2%}"
+        )
     before, after = result.estimate_before, result.estimate_after
     change = f" ({(after - before) / before:+.1%})" if before else ""
     print(
@@ -250,47 +324,74 @@ def _print_result(inst: Instance, result: Allocation) -> None:
         print(f"  chute {chute}: {was or '(none)'} -> {now_name or '(none)'}")
 
 
+def _sim_plan(plan: SortPlan, chutes: Sequence[Sequence[int]]) -> SimPlan:
+    from simulators.chute_day import DEFAULT_LOOP_S, Lanes, SimPlan, SimZone  # noqa: PLC0415
+    from sorter.ports import Reason  # noqa: PLC0415
+
+    assert plan.chute_capacity_items is not None
+    assert plan.clear_interval_min is not None
+    return SimPlan(
+        lanes={
+            d.name: Lanes(tuple(c), d.overflow)
+            for d, c in zip(plan.destinations, chutes, strict=True)
+        },
+        machine_chutes=plan.loop_order or tuple(sorted(plan.machine_chutes)),
+        capacity_items=plan.chute_capacity_items,
+        clear_interval_min=plan.clear_interval_min,
+        max_recirculations=plan.max_recirculations,
+        zones=tuple(
+            SimZone(z.name, z.chutes, z.operators, z.clear_interval_min) for z in plan.zones
+        ),
+        lap_s=plan.lap_s or DEFAULT_LOOP_S,
+        max_recirc_chute=plan.functions.get(Reason.MAX_RECIRC),
+    )
+
+
 def _simulate(
     plan: SortPlan, result: Allocation, flow: Volumes, seed: int
 ) -> tuple[DayFigures, DayFigures]:
-    """The day through the old and the new chutes, item by item (simulators/chute_day.py):
-    the proof is what the line does, not the model's own estimate."""
-    from simulators.chute_day import Lanes, SimPlan, simulate_day  # noqa: PLC0415
+    """The day through the old and the new chutes, second by second (simulators/
+    chute_day.py): the proof is what the line does, not the model's own estimate."""
+    from simulators.chute_day import simulate_day  # noqa: PLC0415
 
-    def sim_plan(chutes: list[tuple[int, ...]]) -> SimPlan:
-        assert plan.chute_capacity_items is not None
-        assert plan.clear_interval_min is not None
-        return SimPlan(
-            lanes={
-                d.name: Lanes(c, d.overflow) for d, c in zip(plan.destinations, chutes, strict=True)
-            },
-            machine_chutes=tuple(sorted(plan.machine_chutes)),
-            capacity_items=plan.chute_capacity_items,
-            clear_interval_min=plan.clear_interval_min,
-            max_recirculations=plan.max_recirculations,
-        )
-
-    before = simulate_day(sim_plan([d.chutes for d in plan.destinations]), flow.items, seed)
-    after = simulate_day(sim_plan(list(result.chutes)), flow.items, seed)
+    before = simulate_day(_sim_plan(plan, [d.chutes for d in plan.destinations]), flow.items, seed)
+    after = simulate_day(_sim_plan(plan, result.chutes), flow.items, seed)
     return before, after
+
+
+SIM_ROWS = (
+    ("recirculations caused by full chutes", "full_recirculations"),
+    ("items to the max_recirc chute", "gave_up"),
+    ("items to overflow chutes", "overflow_items"),
+    ("chute-full events", "chute_full_events"),
+)
 
 
 def _print_simulation(before: DayFigures, after: DayFigures, seed: int) -> None:
     print(
-        f"simulated day (seed {seed}; chutes filled item by item, emptied on the operators' round):"
+        f"simulated day (seed {seed}; second by second, chutes filled and emptied on the "
+        "operators' rounds):"
     )
-    print(f"  {'':<40}{'before':>10}{'after':>10}")
-    rows = (
-        ("recirculations caused by full chutes", "full_recirculations"),
-        ("items to the max_recirc chute", "gave_up"),
-        ("items to overflow chutes", "overflow_items"),
-        ("chute-full events", "chute_full_events"),
-    )
-    for label, name in rows:
+    print(f"  {'':<44}{'before':>10}{'after':>10}")
+    for label, name in SIM_ROWS:
         old, new = getattr(before, name), getattr(after, name)
         change = f"  ({(new - old) / old:+.1%})" if old else ""
-        print(f"  {label:<40}{old:>10,}{new:>10,}{change}")
-    print(f"  {'peak fill of a chute':<40}{before.peak_fill:>10.0%}{after.peak_fill:>10.0%}")
+        print(f"  {label:<44}{old:>10,}{new:>10,}{change}")
+    print(f"  {'peak fill of a chute':<44}{before.peak_fill:>10.0%}{after.peak_fill:>10.0%}")
+    rows = zip(
+        before.zones,
+        before.operators,
+        before.operator_items(),
+        after.operator_items(),
+        before.operator_peak_hour(),
+        after.operator_peak_hour(),
+        strict=True,
+    )
+    for name, ops, day_old, day_new, hour_old, hour_new in rows:
+        label = f"items per operator, zone {name} ({ops})"
+        print(f"  {label:<44}{day_old:>10,.0f}{day_new:>10,.0f}")
+        label = "  in its busiest hour"
+        print(f"  {label:<44}{hour_old:>10,.0f}{hour_new:>10,.0f}")
 
 
 def _chutes(chutes: list[int]) -> str:

@@ -128,10 +128,55 @@ def test_more_destinations_than_free_chutes_exit_1(site: Path, tmp_path: Path) -
     assert not out.exists()
 
 
-def test_from_manifests_is_not_there_yet_and_says_so(site: Path) -> None:
-    result = optimise(site, "--from-manifests")
+def test_volumes_from_the_sites_manifests(site: Path, tmp_path: Path) -> None:
+    # 3,400 rows for FR-CORSE (one chute: 180 an hour) over 06:00-23:00 is 200 an hour;
+    # a row without a destination or rule reaches no chute and is not counted.
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    rows = [f"PKG{i:06d},FR-CORSE" for i in range(3400)] + ["NOPE000001,"]
+    (folder / "day.csv").write_text(
+        "barcode,destination\n" + "\n".join(rows) + "\n", encoding="utf-8"
+    )
+    out = tmp_path / "new.toml"
+    result = optimise(site, "--from-manifests", "--hours", "6-23", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "manifests: 3,401 rows in 1 file(s), 3,400 reach a destination's chutes" in (
+        result.stdout
+    )
+    assert "spread evenly over 06:00-23:00" in result.stdout
+    # 17 hours of 200: 20 an hour too many for one chute.
+    assert "estimated items finding their chutes full: 340 before, 0 after" in result.stdout
+    assert "FR-CORSE: 1 -> 2 chutes" in result.stdout
+    assert sorterd("check-config", "-c", str(site)).returncode == 0
+    assert len(load_plan(out).destinations[21].chutes) == 2
+
+
+def test_from_manifests_usage_errors(site: Path) -> None:
+    result = optimise(site, "--from-manifests", "--hours", "9-9")
     assert result.returncode == 2
-    assert "--from-manifests is not implemented yet" in result.stderr
+    assert "not the same hour" in result.stderr
+    result = optimise(site, "--volumes", "v.csv", "--hours", "6-22")
+    assert result.returncode == 2
+    assert "--hours and --profile go with --from-manifests" in result.stderr
+
+
+def test_constraints_that_cannot_hold_are_named_and_nothing_is_written(
+    site: Path, tmp_path: Path
+) -> None:
+    plan = site.parent / "sortplan.toml"
+    text = plan.read_text(encoding="utf-8")
+    # More chutes than the machine has free for the domestic minimum.
+    plan.write_text(text.replace("min_chutes = 6 ", "min_chutes = 230"), encoding="utf-8")
+    assert sorterd("check-config", "-c", str(site)).returncode == 0  # the plan itself is fine
+    volumes = write_volumes(tmp_path / "v.csv", ["FR-CORSE,18,500"])
+    out = tmp_path / "new.toml"
+    result = optimise(site, "--volumes", str(volumes), "--out", str(out))
+    assert result.returncode == 1
+    assert "min_chutes of CASABLANCA-CENTRE: they need 266 free chutes but only 219" in (
+        result.stderr
+    )
+    assert not out.exists()
+    assert "Traceback" not in result.stderr
 
 
 def test_the_report_is_one_self_contained_file(site: Path, tmp_path: Path) -> None:
@@ -147,6 +192,11 @@ def test_the_report_is_one_self_contained_file(site: Path, tmp_path: Path) -> No
     assert "http" not in text
     assert "<script" not in text
     assert "simulated recirculations caused by full chutes" in text
+    # The replay report's charts, current and optimised, and the operators per zone.
+    assert text.count('aria-label="Items per chute over time"') == 2
+    assert text.count('aria-label="Chute fill: items sorted into each chute') == 2
+    assert "Items per operator over the day" in text
+    assert "<td>domestic</td><td>3</td>" in text
 
 
 def test_volumes_from_a_replay(site: Path, tmp_path: Path) -> None:
@@ -195,3 +245,12 @@ def test_an_absurd_move_weight_is_a_usage_error_not_a_solver_mystery(
     assert result.returncode == 2
     assert "--move-weight: must be at most 1,000,000" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_commands_defaults_are_the_models() -> None:
+    """Copied into the command so that --help does not load the solver."""
+    from sorter.optimise.model import DEFAULT_BALANCE_WEIGHT
+    from sorterd import optimise_cli, optimise_sources
+
+    assert optimise_cli.DEFAULT_BALANCE_WEIGHT == DEFAULT_BALANCE_WEIGHT
+    assert optimise_cli.DEFAULT_HOURS == optimise_sources.DEFAULT_HOURS

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulators.chute_day import Lanes, SimPlan, read_plan, simulate_day
+from simulators.chute_day import (
+    OUTCOME_GAVE_UP,
+    Lanes,
+    SimPlan,
+    SimZone,
+    read_plan,
+    simulate_day,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +85,53 @@ def test_more_chutes_recirculate_less_on_the_casablanca_day() -> None:
     more = simulate_day(SimPlan(lanes, shipped.machine_chutes, 60, shipped.clear_interval_min), day)
     assert few.full_recirculations > 0
     assert more.full_recirculations < few.full_recirculations
+
+
+def test_operators_share_their_zones_items() -> None:
+    p = SimPlan(
+        lanes={"A": Lanes((1,)), "B": Lanes((3,))},
+        machine_chutes=(1, 2, 3, 4),
+        capacity_items=100,
+        clear_interval_min=60,
+        zones=(SimZone("west", (1, 2), 1), SimZone("east", (3, 4), 2)),
+    )
+    figures = simulate_day(p, {"A": hour(5, 10), "B": hour(6, 20)})
+    assert figures.zones == ("west", "east")
+    assert figures.zone_items_by_hour[0][5] == 10
+    assert figures.zone_items_by_hour[1][6] == 20
+    assert figures.operator_items() == [10.0, 10.0]
+    assert figures.operator_peak_hour() == [10.0, 10.0]
+
+
+def test_a_zone_cleared_more_often_recirculates_less() -> None:
+    # The same 60 items an hour into one chute of 10: emptied every 10 minutes in the east,
+    # once a day in the west.
+    p = SimPlan(
+        lanes={"A": Lanes((1,)), "B": Lanes((3,))},
+        machine_chutes=(1, 2, 3, 4),
+        capacity_items=10,
+        clear_interval_min=1440,
+        zones=(SimZone("west", (1, 2)), SimZone("east", (3, 4), 1, 10)),
+    )
+    west = simulate_day(p, {"A": hour(5, 60)})
+    east = simulate_day(p, {"B": hour(5, 60)})
+    assert west.gave_up == 50
+    assert east.gave_up < west.gave_up
+
+
+def test_items_that_give_up_land_in_the_max_recirc_chute() -> None:
+    p = SimPlan(
+        lanes={"A": Lanes((1,))},
+        machine_chutes=(1, 2, 3, 4),
+        capacity_items=10,
+        clear_interval_min=1440,
+        max_recirc_chute=4,
+    )
+    figures = simulate_day(p, {"A": hour(5, 25)})
+    assert figures.gave_up == 15
+    gave_up = figures.item_outcome == OUTCOME_GAVE_UP
+    assert set(figures.item_chute[gave_up].tolist()) == {4}
+    assert set(figures.item_chute[~gave_up].tolist()) == {1}
+    assert figures.peak_fill == 1.0  # the function chute's pile is not a chute's fill
+    # They land a lap after their second recirculation: 2 x 90 s into hour 5 at most.
+    assert all(5 * 60 <= m < 6 * 60 + 3 for m in figures.item_minute.tolist())

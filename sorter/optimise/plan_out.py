@@ -13,7 +13,7 @@ import tomllib
 from typing import Any
 
 from sorter.config import ConfigError
-from sorter.optimise.model import OptimiseError
+from sorter.optimise.instance import OptimiseError
 from sorter.plan import build_plan, compile_plan
 
 __all__ = ["dump_toml", "optimised_plan_text", "reallocated"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
-from sorter.plan.records import Destination
+from sorter.plan.records import MAX_CHUTE_NUMBER, Destination
 from sorter.plan.tables import Problems, TableModel
 
 __all__ = ["DestinationModel", "build_destinations", "raw_names"]
@@ -17,6 +17,10 @@ class DestinationModel(TableModel):
     chutes: list[int] = Field(default_factory=list)
     overflow: list[int] = Field(default_factory=list)
     cutoff: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # The optimiser's limits (docs/optimiser.md, "Layout"); the daemon does not use them.
+    min_chutes: StrictInt | None = Field(default=None, ge=0, le=MAX_CHUTE_NUMBER)
+    max_chutes: StrictInt | None = Field(default=None, ge=1, le=MAX_CHUTE_NUMBER)
+    fixed: list[int] = Field(default_factory=list)
 
 
 def _cutoff_minutes(text: str | None) -> int:
@@ -57,6 +61,14 @@ def build_destinations(
         names.setdefault(d.name, i)
         _check_chutes(d, key, machine, problems)
         destinations.append(
-            Destination(d.name, tuple(d.chutes), tuple(d.overflow), _cutoff_minutes(d.cutoff))
+            Destination(
+                d.name,
+                tuple(d.chutes),
+                tuple(d.overflow),
+                _cutoff_minutes(d.cutoff),
+                d.min_chutes,
+                d.max_chutes,
+                tuple(d.fixed),
+            )
         )
     return destinations, names

@@ -17,6 +17,14 @@ from pydantic import Field, StrictInt
 from sorter.config import ConfigError, Problem
 from sorter.plan.destinations import DestinationModel, build_destinations, raw_names
 from sorter.plan.functions import FunctionsModel, OptionsModel, function_chutes
+from sorter.plan.layout import (
+    LayoutModel,
+    ZoneModel,
+    build_groups,
+    build_loop_order,
+    build_zones,
+    check_destination_limits,
+)
 from sorter.plan.machine import MachineModel, machine_chutes, machine_limits
 from sorter.plan.records import PLAN_VERSION, SortPlan
 from sorter.plan.rule_lint import lint_postcode_formats, lint_rules
@@ -43,6 +51,8 @@ class PlanModel(TableModel):
     destination: list[dict[str, Any]] = Field(min_length=1)
     rule: list[dict[str, Any]] = Field(default_factory=list)
     size_class: list[dict[str, Any]] = Field(default_factory=list)
+    zone: list[dict[str, Any]] = Field(default_factory=list)  # the optimiser's (layout.py)
+    layout: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,8 @@ class _Tables:
     destinations: list[DestinationModel | None]
     size_classes: list[SizeClassModel | None]
     rules: list[RuleModel | None]
+    zones: list[ZoneModel | None]
+    layout: LayoutModel | None
 
 
 def load_plan(path: str | Path) -> SortPlan:
@@ -109,6 +121,12 @@ def _validate_tables(data: dict[str, Any], problems: Problems) -> _Tables:
         destinations=problems.each(DestinationModel, _array(data, "destination"), "destination"),
         size_classes=problems.each(SizeClassModel, _array(data, "size_class"), "size_class"),
         rules=problems.each(RuleModel, _array(data, "rule"), "rule"),
+        zones=problems.each(ZoneModel, _array(data, "zone"), "zone"),
+        layout=(
+            problems.section(LayoutModel, _table(data, "layout"), "layout")
+            if _table(data, "layout") is not None
+            else None
+        ),
     )
 
 
@@ -128,6 +146,12 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         raw_class_names(_array(data, "size_class")),
     )
     rules, regexes = build_rules(tables.rules, rule_names, problems)
+    loop_order = build_loop_order(
+        tables.machine.loop_order if tables.machine else None, machine, problems
+    )
+    zones = build_zones(tables.zones, machine, problems)
+    check_destination_limits(destinations, machine, problems)
+    together, apart = build_groups(tables.layout, set(names), problems)
     if problems.found:
         raise ConfigError(problems.found)
     # No problem found: the top level and [options] validated.
@@ -154,6 +178,11 @@ def build_plan(data: dict[str, Any], file: str = "<plan>") -> SortPlan:
         machine_limits=limits,
         chute_capacity_items=tables.options.chute_capacity_items,
         clear_interval_min=tables.options.clear_interval_min,
+        loop_order=loop_order,
+        lap_s=tables.machine.lap_s if tables.machine else None,
+        zones=zones,
+        together=together,
+        apart=apart,
     )
 
 

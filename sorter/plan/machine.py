@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from sorter.plan.records import MAX_CHUTE_NUMBER, MAX_MEASURE, MEASURES, MachineLimits
 from sorter.plan.tables import Measure, Problems, TableModel
@@ -18,6 +18,10 @@ _EXACT_RE = re.compile(r"^[0-9]+$")
 
 class MachineModel(TableModel):
     chutes: Any
+    # The optimiser's layout (sorter/plan/layout.py): the chutes in the order an item passes
+    # them, and the seconds of one lap (a recirculated item comes back after one).
+    loop_order: Any = None
+    lap_s: Annotated[float, Field(gt=0, le=3600)] | None = None
     # What the sorter can carry; a measured item outside is out_of_range. Unset: no limit.
     min_length_mm: Measure | None = None
     max_length_mm: Measure | None = None

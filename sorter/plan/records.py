@@ -33,6 +33,7 @@ __all__ = [
     "Rule",
     "SizeClass",
     "SortPlan",
+    "Zone",
     "letters_index",
 ]
 
@@ -132,6 +133,20 @@ class Destination:
     chutes: tuple[int, ...]
     overflow: tuple[int, ...]
     cutoff_min: int  # minutes after local midnight, -1 for none
+    # For the plan optimiser (docs/optimiser.md, "Layout"); the daemon does not use them.
+    min_chutes: int | None = None
+    max_chutes: int | None = None
+    fixed: tuple[int, ...] = ()  # chutes that stay with this destination
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """Chutes one team of operators empties (plan optimiser, docs/optimiser.md)."""
+
+    name: str
+    chutes: tuple[int, ...]
+    operators: int = 1
+    clear_interval_min: int | None = None  # None: [options] clear_interval_min
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +169,13 @@ class SortPlan:
     # [options] for the plan optimiser (docs/optimiser.md); None when the plan leaves them out.
     chute_capacity_items: int | None = None
     clear_interval_min: int | None = None
+    # Layout for the optimiser (docs/optimiser.md, "Layout"): the chutes in the order an item
+    # passes them (() = ascending numbers), one lap's seconds, zones, kept together/apart.
+    loop_order: tuple[int, ...] = ()
+    lap_s: float | None = None
+    zones: tuple[Zone, ...] = ()
+    together: tuple[tuple[str, ...], ...] = ()
+    apart: tuple[tuple[str, ...], ...] = ()
 
     def destination_index(self, name: str) -> int:
         for i, d in enumerate(self.destinations):
