@@ -419,6 +419,7 @@ def _hub(s: dict[str, Any]) -> list[str]:
             f"{'yes' if all(r['drained'] for r in per) else 'NO'} | {row['cpu_cores']:.2f} | "
             f"{row['simulators_cpu_cores']:.2f} | {row['startup_s']:.1f} |"
         )
+    return lines
 
 
 def _optimise(s: dict[str, Any]) -> list[str]:
