@@ -52,6 +52,20 @@ DEMO_PARAMS = LineParams(
 )
 
 
+# The return run from the end of the line back to induction when a plan's chutes do not fit
+# the given loop (the demo's compact loop with a 240-chute hub plan): the loop grows with
+# the line, as a longer machine's would.
+_RETURN_RUN_M = 15.0
+
+
+def _loop_m(params: LineParams, n_chutes: int) -> float:
+    """The loop's length for `n_chutes` chutes at the params' pitch: as given when they fit."""
+    end_of_line_m = params.scan_to_first_chute_m + n_chutes * params.chute_pitch_m
+    if params.loop_length_m > end_of_line_m:
+        return params.loop_length_m
+    return end_of_line_m + _RETURN_RUN_M
+
+
 def _tcp_port(url: str) -> int:
     """The port a simulated head listens on, from the same parser the daemon uses."""
     endpoint = parse_scanner_url(url)
@@ -108,7 +122,9 @@ class SimulatedLine:
         telegram_format: str | TelegramOptions = "index",
         heads: Sequence[HeadSpec] | None = None,
     ) -> None:
-        self.params = replace(params, chutes=tuple(sorted(chutes)))
+        self.params = replace(
+            params, chutes=tuple(sorted(chutes)), loop_length_m=_loop_m(params, len(chutes))
+        )
         self.seed = seed
         self.plc = PlcSimulator(port=plc_port, device_id=device_id, serve=plc_serve)
         if not with_scanner:
