@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import aiomqtt
 import structlog
 
-from sorter.addresses import parse_mqtt_url
+from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 
 __all__ = [
@@ -210,12 +210,7 @@ class _ClientOptions:
     """What every connection of one publisher is opened with."""
 
     client_id: str | None
-    username: str | None
-    password: str | None
     keepalive_s: int
-    ca_file: str | None
-    cert_file: str | None
-    key_file: str | None
     will: OutMessage | None
     window: int
     ack_timeout_s: float
@@ -224,8 +219,11 @@ class _ClientOptions:
 class MqttPublisher:
     """One connection to the broker for the whole daemon.
 
-    `url` is parsed by `sorter.addresses.parse_mqtt_url` (as check-config and `top` parse
-    it); `username`/`password` win over the URL's. `will`/`birth`: the status message the
+    `url`: one URL or the nodes of one clustered broker, parsed by
+    `sorter.addresses.parse_mqtt_urls` (as check-config and `top` parse it); a lost
+    connection moves to the next node (drivers/mqtt_nodes.py), where the outbox is sent
+    again from its first unacknowledged message, ids unchanged, and `birth` published anew.
+    `username`/`password` win over the URL's. `will`/`birth`: the status message the
     broker publishes when the link dies / the one sent on every connect. `store`: the
     journal (see the module's docstring); `max_outbox` bounds messages in memory alone,
     `max_memory` journaled ones in memory. `window`: QoS 1 messages in flight.
@@ -233,7 +231,7 @@ class MqttPublisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         client_id: str | None = None,
         username: str | None = None,
@@ -255,16 +253,15 @@ class MqttPublisher:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:
-        endpoint = parse_mqtt_url(url)
-        # Logged and shown as host:port only: a password in the URL never reaches a log.
-        self.url = endpoint.shown
-        self.host, self.port, self.tls = endpoint.host, endpoint.port, endpoint.tls
-        self.username = username if username is not None else endpoint.username
-        self.password = password if password is not None else endpoint.password
-        self._options = _ClientOptions(
-            client_id, self.username, self.password, keepalive_s, ca_file, cert_file,
-            key_file, will, window, ack_timeout_s,
-        )  # fmt: skip
+        self.nodes = MqttNodes(
+            url,
+            username=username,
+            password=password,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
+        self._options = _ClientOptions(client_id, keepalive_s, will, window, ack_timeout_s)
         self.birth = birth
         self.subscriptions = subscriptions
         self.on_message = on_message
@@ -275,6 +272,23 @@ class MqttPublisher:
         self.last_error: str | None = None
         self._outbox = Outbox(self.stats, max_outbox=max_outbox, store=store, max_memory=max_memory)
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+
+    @property
+    def url(self) -> str:
+        """The current node as scheme://host:port: a password in the URL never reaches a log."""
+        return self.nodes.shown
+
+    @property
+    def tls(self) -> bool:
+        return self.nodes.tls
+
+    @property
+    def username(self) -> str | None:
+        return self.nodes.username
+
+    @property
+    def password(self) -> str | None:
+        return self.nodes.password
 
     @property
     def backlog(self) -> int:
@@ -309,20 +323,10 @@ class MqttPublisher:
                 qos=options.will.qos,
                 retain=options.will.retain,
             )
-        tls_context = None
-        if self.tls:
-            tls_context = ssl.create_default_context(cafile=options.ca_file)
-            if options.cert_file:
-                tls_context.load_cert_chain(options.cert_file, options.key_file)
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=options.username,
-            password=options.password,
+        client = self.nodes.client(
             identifier=options.client_id,
             keepalive=options.keepalive_s,
             will=will,
-            tls_context=tls_context,
             timeout=options.ack_timeout_s,
             max_inflight_messages=options.window,
         )
@@ -359,6 +363,7 @@ class MqttPublisher:
                 self.last_error = reason
                 log.warning("mqtt connection lost", url=self.url, error=reason)
                 self._set_connected(False, reason)
+                self.nodes.failed(reason)
             await asyncio.sleep(self._backoff.next_delay_s())
 
     async def _receive(self, client: aiomqtt.Client) -> None:

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from sorter.addresses import parse_mqtt_urls
 from sorter.config import ConfigError, Site, load_site
 from sorter.errors import SorterdError
 from sorter.telegram_options import PRESETS
@@ -243,10 +244,10 @@ async def _run_daemon(config: str) -> int:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from sorter.addresses import parse_mqtt_url  # noqa: PLC0415
     from sorterd.top import run_top  # noqa: PLC0415
 
-    url, prefix = args.mqtt, args.prefix
+    url: str | list[str] | None = args.mqtt
+    prefix = args.prefix
     if args.config:
         cfg = load_site(args.config).config
         url = url or cfg.mqtt.url
@@ -255,7 +256,7 @@ def _top(args: argparse.Namespace) -> int:
         print("error: give -c SITE.toml, or both --mqtt URL and --prefix P", file=sys.stderr)
         return EXIT_USAGE
     try:
-        parse_mqtt_url(url)
+        parse_mqtt_urls(url)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -291,7 +292,8 @@ def _check_config(config: str) -> int:
     print(f"  plc {cfg.plc.url} (device {cfg.plc.device_id}, poll {cfg.plc.poll_interval_ms} ms)")
     for s in cfg.scanner:
         print(f"  scanner {s.name} {s.url} format {s.format}")
-    print(f"  mqtt {cfg.mqtt.url} prefix {cfg.mqtt.topic_prefix}")
+    nodes = ", ".join(e.shown for e in parse_mqtt_urls(cfg.mqtt.url))  # no password shown
+    print(f"  mqtt {nodes} prefix {cfg.mqtt.topic_prefix}")
     if cfg.feeds.topics:
         feeds = cfg.feeds
         print(f"  feeds preadvice {feeds.preadvice or '-'}, customs {feeds.customs or '-'}")
