@@ -288,7 +288,7 @@ def _message_passes(sub_port: int, pub_port: int, timeout_s: float = 5.0) -> boo
 
 
 async def _probe(sub_port: int, pub_port: int, timeout_s: float) -> bool:
-    topic = f"sorterd/natscluster/probe/{uuid.uuid4().hex}"
+    topic = f"natscluster-probe/{uuid.uuid4().hex}"
     async with asyncio.timeout(timeout_s * 3):
         async with (
             aiomqtt.Client("127.0.0.1", sub_port, identifier=f"probe-{uuid.uuid4().hex}") as sub,
