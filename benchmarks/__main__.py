@@ -4,8 +4,9 @@ and write them to `benchmarks/results/<YYYY-MM-DD>-<shortcommit>.json`.
 NAME is one of: decide, replay, manifest, journal, rtu, line, feeds (all of them by
 default), or faults (the fault-injection suite, only when named: it is long), before (the
 decision and line figures of this commit against an earlier one, `--before REV`),
-optimise (`sorterd plan optimise`) or archive (PostgreSQL and mosquitto needed), each only
-when named. The live manifest's lookups and memory at hub scale run on their own:
+optimise (`sorterd plan optimise`), archive (PostgreSQL and mosquitto needed) or failover
+(the connected node of a NATS cluster killed; nats-server needed), each only when named.
+The live manifest's lookups and memory at hub scale run on their own:
 `python -m benchmarks.feeds_index`.
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
 `--quick` runs every benchmark at a small scale, to check that it works; its figures are
@@ -29,7 +30,7 @@ from benchmarks import results
 __all__ = ["main"]
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line", "feeds")
-KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive")
+KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive", "failover")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,7 @@ class _Node:
     client_port: int
     route_port: int
     mqtt_port: int
+    http_port: int  # monitoring: /healthz says whether its JetStream is current
     folder: Path
 
 
@@ -70,7 +73,14 @@ class NatsCluster:
             raise ValueError("a cluster needs at least one node")
         self.base_dir = Path(base_dir)
         self._nodes = [
-            _Node(f"n{i + 1}", free_port(), free_port(), free_port(), self.base_dir / f"n{i + 1}")
+            _Node(
+                f"n{i + 1}",
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                self.base_dir / f"n{i + 1}",
+            )
             for i in range(nodes)
         ]
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
@@ -133,10 +143,13 @@ class NatsCluster:
 
     def restart(self, i: int, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Start node `i` again (killed or not) on its ports with its store; returns once it
-        accepts MQTT connections."""
+        accepts MQTT connections and its JetStream has caught up (`/healthz`): only then
+        may another node go without the cluster losing its quorum."""
         self._end(i, signal.SIGKILL)
         self._spawn(i)
-        self._wait_port(i, time.monotonic() + timeout_s)
+        deadline = time.monotonic() + timeout_s
+        self._wait_port(i, deadline)
+        self._wait_healthy(i, deadline)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until every running node accepts connections and a QoS 1 message passes
@@ -168,6 +181,7 @@ class NatsCluster:
         store = node.folder / "jetstream"
         return f"""server_name: "{node.name}"
 listen: "127.0.0.1:{node.client_port}"
+http: "127.0.0.1:{node.http_port}"
 jetstream {{
   store_dir: "{store}"
   max_memory_store: 256MB
@@ -233,6 +247,19 @@ mqtt {{
             if time.monotonic() > deadline:
                 raise NatsClusterError(f"nats node {node.name}: no MQTT listener in time")
             time.sleep(0.05)
+
+    def _wait_healthy(self, i: int, deadline: float) -> None:
+        url = f"http://127.0.0.1:{self._nodes[i].http_port}/healthz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if json.loads(answer.read()).get("status") == "ok":
+                        return
+            except (OSError, ValueError):
+                pass  # 503 (an HTTPError, an OSError) until JetStream is current
+            if time.monotonic() > deadline:
+                raise NatsClusterError(f"nats node {self._nodes[i].name}: not healthy in time")
+            time.sleep(0.1)
 
     def _wait_mqtt_passes(self, deadline: float) -> None:
         """A QoS 1 message from the second running node to the first: JetStream is up and

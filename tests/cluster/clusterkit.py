@@ -10,6 +10,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
+from drivers.broker import free_port
 from sorterd.natscluster import NatsCluster
 from tests.faults.harness import FaultRig
 
@@ -21,11 +22,12 @@ OBSERVER_NODE = 2  # 0-based: the third node
 class ClusterBroker:
     """The rig's broker (harness.RigBroker) made of a NatsCluster."""
 
-    def __init__(self, folder: Path, *, first_node: int = 0) -> None:
+    def __init__(self, folder: Path, *, unreachable_first: bool = False) -> None:
         self.cluster = NatsCluster(folder / "nats", nodes=3)
-        urls = self.cluster.mqtt_urls
-        # The daemon's list, starting with `first_node` (a node down at start-up first).
-        self.site_urls = urls[first_node:] + urls[:first_node]
+        # The daemon's list: the nodes in order, after an address where nothing listens
+        # when `unreachable_first` (a node down at start-up).
+        dead = [f"mqtt://127.0.0.1:{free_port()}"] if unreachable_first else []
+        self.site_urls = dead + self.cluster.mqtt_urls
 
     @property
     def port(self) -> int:

@@ -233,6 +233,7 @@ class Report:
     dropped_by_plc: int = 0  # requests/confirmations a restarting PLC itself threw away
     recover_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    late_replies: int = 0  # replies the PLC got after the item passed its chute
 
     def line(self) -> str:
         recover = "-" if self.recover_s is None else f"{self.recover_s:.2f}"
@@ -402,6 +403,7 @@ class FaultRig:
             confirmations=len(confirmations),
             duplicates_dropped=self.seen.duplicates,
             recover_s=recover_s,
+            late_replies=ledger.late_replies,
         )
         # One terminal outcome per inducted item.
         assert ledger.in_flight == 0, ledger.summary()
