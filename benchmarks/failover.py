@@ -57,6 +57,14 @@ async def _one(folder: Path, opts: Options) -> dict[str, Any]:
             for e in rig.daemon.log_events("mqtt state")
             if e.get("connected") is True
         ]
+        # What the publisher did after the kill, for a slow failover's why.
+        story = [
+            f"{_wall_s(str(e.get('timestamp', ''))) - wall_s:+.2f} s {event} "
+            f"{e.get('url', '')} {str(e.get('error', ''))[:80]}"
+            for event in ("mqtt connection lost", "mqtt state")
+            for e in rig.daemon.log_events(event)
+            if _wall_s(str(e.get("timestamp", ""))) > wall_s
+        ]
     after = [t - wall_s for t in connects if t > wall_s]
     return {
         "publishing_again_s": publishing_again_s(rig, wall_s, loop_s),
@@ -67,6 +75,7 @@ async def _one(folder: Path, opts: Options) -> dict[str, Any]:
         "decisions": result.decisions,
         "results": result.results,
         "problems": result.notes[:10],
+        "publisher_after_kill": sorted(story, key=lambda line: float(line.split(" s ")[0]))[:12],
     }
 
 

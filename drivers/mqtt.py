@@ -251,7 +251,7 @@ class MqttPublisher:
         max_memory: int = 20_000,
         window: int = 64,
         ack_timeout_s: float = 10.0,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:

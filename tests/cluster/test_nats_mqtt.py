@@ -1,0 +1,121 @@
+"""What NATS 2.9's MQTT does and does not do, of what sorterd uses (docs/cluster.md): held
+against the real three-node cluster of sorterd/natscluster.py, so that a NATS upgrade that
+changes any of it shows here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from sorterd.natscluster import NatsCluster
+
+pytestmark = pytest.mark.requires("nats-server")
+
+# A client that connects with a will and then waits to be killed (SIGKILL: no DISCONNECT).
+WILLING = """
+import sys, time, paho.mqtt.client as m
+c = m.Client(m.CallbackAPIVersion.VERSION2, client_id="willing")
+c.will_set("w/status", b'{"state": "offline"}', qos=1, retain=True)
+c.connect("127.0.0.1", int(sys.argv[1]), keepalive=5)
+c.loop_start()
+c.publish("w/status", b'{"state": "online"}', qos=1, retain=True).wait_for_publish(10)
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    with NatsCluster(tmp_path_factory.mktemp("nats")) as started:
+        yield started
+
+
+async def _first(port: int, topic: str, timeout_s: float = 10.0) -> aiomqtt.Message | None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"first-{port}-{topic}") as c:
+        await c.subscribe(topic, qos=1)
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for message in c.messages:
+                    return message
+        except TimeoutError:
+            return None
+    return None
+
+
+async def test_retained_messages_reach_a_late_subscriber_on_another_node(
+    cluster: NatsCluster,
+) -> None:
+    async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(0), identifier="retainer") as c:
+        await c.publish("r/chutes/7", b'{"state": "full"}', qos=1, retain=True)
+        await c.publish("r/chutes/7", b'{"state": "ok"}', qos=1, retain=True)
+    message = await _first(cluster.mqtt_port(2), "r/chutes/+")
+    assert message is not None
+    assert message.retain
+    assert message.payload == b'{"state": "ok"}'  # the newest only
+
+
+async def test_the_will_is_published_when_a_client_dies(cluster: NatsCluster) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WILLING, str(cluster.mqtt_port(1))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "up"
+        async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(2), identifier="will-watch") as c:
+            await c.subscribe("w/status", qos=1)
+            states = []
+            proc.kill()
+            async with asyncio.timeout(30):
+                async for message in c.messages:
+                    assert isinstance(message.payload, bytes)
+                    states.append(json.loads(message.payload)["state"])
+                    if states[-1] == "offline":
+                        break
+        assert states[-1] == "offline"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_qos_2_is_not_there(cluster: NatsCluster) -> None:
+    """A QoS 2 subscription is granted QoS 1; a QoS 2 PUBLISH ends the connection."""
+    async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(0), identifier="qos2") as c:
+        granted = await c.subscribe("q/x", qos=2)
+        assert [int(getattr(g, "value", g)) for g in granted] == [1]
+        with pytest.raises(aiomqtt.MqttError):
+            await c.publish("q/x", b"2", qos=2, timeout=5)
+            await c.publish("q/x", b"after", qos=1, timeout=5)
+
+
+async def test_a_shared_subscription_is_taken_for_a_plain_topic(cluster: NatsCluster) -> None:
+    """`$share/GROUP/t` is granted, but it is a topic of that name: nothing published to
+    `t` reaches it. So `sorterd archive` subscribes plainly on NATS (docs/cluster.md)."""
+    async with (
+        aiomqtt.Client("127.0.0.1", cluster.mqtt_port(0), identifier="share-sub") as sub,
+        aiomqtt.Client("127.0.0.1", cluster.mqtt_port(1), identifier="share-pub") as pub,
+    ):
+        granted = await sub.subscribe("$share/g/s/t", qos=1)
+        assert [int(getattr(g, "value", g)) for g in granted] == [1]
+        await pub.publish("s/t", b"to the topic", qos=1)
+        await pub.publish("$share/g/s/t", b"to the literal name", qos=1)
+        async with asyncio.timeout(10):
+            async for message in sub.messages:
+                break
+        assert message.payload == b"to the literal name"
+
+
+def test_a_restarted_node_is_back_with_its_store(cluster: NatsCluster, tmp_path: Path) -> None:
+    cluster.kill(1)
+    assert not cluster.running(1)
+    cluster.restart(1)  # returns once its JetStream caught up
+    assert cluster.running(1)
+    cluster.wait_ready()
