@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,14 +61,12 @@ async def test_retained_messages_reach_a_late_subscriber_on_another_node(
 
 
 async def test_the_will_is_published_when_a_client_dies(cluster: NatsCluster) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WILLING, str(cluster.mqtt_port(1))],
-        stdout=subprocess.PIPE,
-        text=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WILLING, str(cluster.mqtt_port(1)), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert proc.stdout is not None
-        assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "up"
+        assert (await proc.stdout.readline()).strip() == b"up"
         async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(2), identifier="will-watch") as c:
             await c.subscribe("w/status", qos=1)
             states = []
@@ -82,8 +79,14 @@ async def test_the_will_is_published_when_a_client_dies(cluster: NatsCluster) ->
                         break
         assert states[-1] == "offline"
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def _qos2_then_qos1(client: aiomqtt.Client) -> None:
+    await client.publish("q/x", b"2", qos=2, timeout=5)
+    await client.publish("q/x", b"after", qos=1, timeout=5)  # the connection is gone
 
 
 async def test_qos_2_is_not_there(cluster: NatsCluster) -> None:
@@ -92,8 +95,7 @@ async def test_qos_2_is_not_there(cluster: NatsCluster) -> None:
         granted = await c.subscribe("q/x", qos=2)
         assert [int(getattr(g, "value", g)) for g in granted] == [1]
         with pytest.raises(aiomqtt.MqttError):
-            await c.publish("q/x", b"2", qos=2, timeout=5)
-            await c.publish("q/x", b"after", qos=1, timeout=5)
+            await _qos2_then_qos1(c)
 
 
 async def test_a_shared_subscription_is_taken_for_a_plain_topic(cluster: NatsCluster) -> None:
@@ -108,8 +110,7 @@ async def test_a_shared_subscription_is_taken_for_a_plain_topic(cluster: NatsClu
         await pub.publish("s/t", b"to the topic", qos=1)
         await pub.publish("$share/g/s/t", b"to the literal name", qos=1)
         async with asyncio.timeout(10):
-            async for message in sub.messages:
-                break
+            message = await anext(aiter(sub.messages))
         assert message.payload == b"to the literal name"
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -18,6 +19,8 @@ import pytest
 from drivers.broker import LocalBroker, free_port
 from drivers.feeds import FeedMessage, FeedSubscriber
 from drivers.mqtt import MqttPublisher, OutMessage, encode
+from simulators.feeds import FeedMessage as SimFeedMessage
+from simulators.feeds import FeedPublisher, read_feed_site
 from sorterd.top import TopModel, follow
 from tests.waiting import wait_until
 
@@ -140,3 +143,33 @@ async def test_the_feeds_subscriber_and_top_skip_a_dead_node() -> None:
             await wait_until(lambda: model.status.get("state") == "online", 10)
         assert sub.url == live.url
         assert model.broker.connected
+
+
+async def test_the_feed_simulator_reads_the_list_and_skips_a_dead_node(tmp_path: Path) -> None:
+    dead = f"mqtt://127.0.0.1:{free_port()}"
+    async with LocalBroker(kind="mosquitto") as live:
+        site_toml = tmp_path / "site.toml"
+        site_toml.write_text(
+            f'[mqtt]\nurl = ["{dead}", "{live.url}"]\ntopic_prefix = "t/line"\n'
+            '[feeds]\npreadvice = "t/pre"\ncustoms = "t/customs"\n'
+        )
+        site = read_feed_site(site_toml)
+        assert (site.url, site.more_urls) == (dead, (live.url,))
+        got: list[bytes] = []
+
+        async def collect(ready: asyncio.Event) -> None:
+            async with aiomqtt.Client("127.0.0.1", live.port) as c:
+                await c.subscribe("t/pre", qos=1)
+                ready.set()
+                async for m in c.messages:
+                    assert isinstance(m.payload, bytes)
+                    got.append(m.payload)
+
+        ready = asyncio.Event()
+        publisher = FeedPublisher(site)
+        async with _tasks(collect(ready), publisher.run()):
+            await asyncio.wait_for(ready.wait(), 10)
+            await publisher.submit(SimFeedMessage(0.0, "preadvice", b'{"id": "r1"}'))
+            await publisher.close()
+            await wait_until(lambda: got == [b'{"id": "r1"}'], 10)
+        assert publisher.log.reconnects >= 1  # the dead node, tried first
