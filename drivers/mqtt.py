@@ -41,11 +41,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 PAGE_IN_RETRY_S = 1.0
-ACK_TIMEOUT_S = 10.0
-# On a cluster a node that holds PUBACKs back is waiting for its cluster (JetStream
-# electing a new leader after a node died, docs/cluster.md): the connection is dropped and
-# the outbox sent again sooner, to the next node, once the cluster answers again.
-CLUSTER_ACK_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +229,9 @@ class MqttPublisher:
     journal (see the module's docstring); `max_outbox` bounds messages in memory alone,
     `max_memory` journaled ones in memory. `window`: QoS 1 messages in flight.
     `ack_timeout_s`: how long a PUBACK may take before the connection counts as failed
-    (default 10 s, 3 s on a cluster); `connect_timeout_s` the same for the CONNACK.
+    (a shorter one on a cluster was tried: it dropped connections to nodes that were
+    waiting for their cluster, and sent the outbox again, without publishing sooner;
+    docs/cluster.md); `connect_timeout_s` the same for the CONNACK.
     """
 
     def __init__(
@@ -257,7 +254,7 @@ class MqttPublisher:
         store: OutboxStore | None = None,
         max_memory: int = 20_000,
         window: int = 64,
-        ack_timeout_s: float | None = None,
+        ack_timeout_s: float = 10.0,
         connect_timeout_s: float = 3.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -270,9 +267,6 @@ class MqttPublisher:
             cert_file=cert_file,
             key_file=key_file,
         )
-        if ack_timeout_s is None:
-            cluster = len(self.nodes.endpoints) > 1
-            ack_timeout_s = CLUSTER_ACK_TIMEOUT_S if cluster else ACK_TIMEOUT_S
         self._options = _ClientOptions(
             client_id, keepalive_s, will, window, ack_timeout_s, connect_timeout_s
         )
