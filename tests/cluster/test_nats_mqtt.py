@@ -5,6 +5,7 @@ changes any of it shows here."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ import aiomqtt
 import pytest
 
 from sorterd.natscluster import NatsCluster
+from tests.archivekit import archive_site, archived, archived_count, archiver, wait_online
+from tests.faults.harness import use_url_list
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.requires("nats-server")
 
@@ -85,8 +89,8 @@ async def test_the_will_is_published_when_a_client_dies(cluster: NatsCluster) ->
 
 
 async def _qos2_then_qos1(client: aiomqtt.Client) -> None:
-    await client.publish("q/x", b"2", qos=2, timeout=5)
-    await client.publish("q/x", b"after", qos=1, timeout=5)  # the connection is gone
+    await client.publish("q/x", b"2", qos=2, timeout=2)
+    await client.publish("q/x", b"after", qos=1, timeout=2)  # the connection is gone
 
 
 async def test_qos_2_is_not_there(cluster: NatsCluster) -> None:
@@ -114,9 +118,40 @@ async def test_a_shared_subscription_is_taken_for_a_plain_topic(cluster: NatsClu
         assert message.payload == b"to the literal name"
 
 
-def test_a_restarted_node_is_back_with_its_store(cluster: NatsCluster, tmp_path: Path) -> None:
-    cluster.kill(1)
-    assert not cluster.running(1)
-    cluster.restart(1)  # returns once its JetStream caught up
-    assert cluster.running(1)
-    cluster.wait_ready()
+@pytest.mark.requires("postgresql")
+async def test_the_archiver_on_nats_subscribes_plainly_and_resumes_on_another_node(
+    cluster: NatsCluster, archive_db: str, tmp_path: Path
+) -> None:
+    """`sorterd archive` with the node list: no `$share` (NATS has none), every message
+    archived once by id, its persistent session resumed on another node after its own
+    node is killed (what was published meanwhile is in it)."""
+    hub = "nats/hub"
+    site = archive_site(tmp_path, cluster.mqtt_urls[0], archive_db, [f"{hub}/+"])
+    use_url_list(site, cluster.mqtt_urls)
+
+    async def publish(first: int, count: int) -> None:
+        async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(1), identifier="line") as c:
+            for i in range(first, first + count):
+                await c.publish(f"{hub}/line-1/decisions", json.dumps(_decision(i)), qos=1)
+
+    async with archiver(site, "archiver-nats") as proc:
+        await wait_online(cluster.mqtt_port(2), hub, "archiver-nats")
+        await publish(0, 40)
+        await wait_until(lambda: archived_count(archive_db) >= 40, 60, "rows archived")
+        await asyncio.to_thread(cluster.kill, 0)  # the archiver's node (the first of the list)
+        await publish(40, 40)
+        await wait_until(lambda: archived_count(archive_db) >= 80, 60, "rows after the kill")
+        assert await proc.stop() == 0
+        await asyncio.to_thread(cluster.restart, 0)
+    assert sorted(r["id"] for r in archived(archive_db)) == sorted(f"d-n-{i}" for i in range(80))
+    assert "$share" not in proc.output()
+    assert "mqtt next node" in proc.output()
+
+
+def _decision(i: int) -> dict[str, object]:
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    return {
+        "id": f"d-n-{i}", "ts": f"{today}T10:00:{i % 60:02d}.000Z", "tracking_id": i, "seq": i,
+        "codes": [f"C{i}"], "barcode": f"C{i}", "destination": "CASA", "chute": 3,
+        "reason": "ok", "recirculations": 0, "latency_ms": 0.2,
+    }  # fmt: skip
