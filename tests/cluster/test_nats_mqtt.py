@@ -5,6 +5,7 @@ changes any of it shows here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from drivers.mqtt import MqttPublisher
 from sorterd.natscluster import NatsCluster
 from tests.archivekit import archive_site, archived, archived_count, archiver, wait_online
 from tests.faults.harness import use_url_list
@@ -129,20 +131,30 @@ async def test_the_archiver_on_nats_subscribes_plainly_and_resumes_on_another_no
     site = archive_site(tmp_path, cluster.mqtt_urls[0], archive_db, [f"{hub}/+"])
     use_url_list(site, cluster.mqtt_urls)
 
+    # The line's side: the daemon's own publisher and outbox, on the second and third
+    # nodes (a publish waits while the cluster elects new leaders after the kill).
+    line = MqttPublisher(cluster.mqtt_urls[1:], client_id="line", backoff_max_s=0.5)
+
     async def publish(first: int, count: int) -> None:
-        async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(1), identifier="line") as c:
-            for i in range(first, first + count):
-                await c.publish(f"{hub}/line-1/decisions", json.dumps(_decision(i)), qos=1)
+        for i in range(first, first + count):
+            line.publish(f"{hub}/line-1/decisions", _decision(i))
+        assert await line.flush(60)
 
     async with archiver(site, "archiver-nats") as proc:
-        await wait_online(cluster.mqtt_port(2), hub, "archiver-nats")
-        await publish(0, 40)
-        await wait_until(lambda: archived_count(archive_db) >= 40, 60, "rows archived")
-        await asyncio.to_thread(cluster.kill, 0)  # the archiver's node (the first of the list)
-        await publish(40, 40)
-        await wait_until(lambda: archived_count(archive_db) >= 80, 60, "rows after the kill")
-        assert await proc.stop() == 0
-        await asyncio.to_thread(cluster.restart, 0)
+        sender = asyncio.create_task(line.run(), name="line")
+        try:
+            await wait_online(cluster.mqtt_port(2), hub, "archiver-nats")
+            await publish(0, 40)
+            await wait_until(lambda: archived_count(archive_db) >= 40, 60, "rows archived")
+            await asyncio.to_thread(cluster.kill, 0)  # the archiver's node, first in its list
+            await publish(40, 40)
+            await wait_until(lambda: archived_count(archive_db) >= 80, 60, "rows after the kill")
+            assert await proc.stop() == 0
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            await asyncio.to_thread(cluster.restart, 0)
     assert sorted(r["id"] for r in archived(archive_db)) == sorted(f"d-n-{i}" for i in range(80))
     assert "$share" not in proc.output()
     assert "mqtt next node" in proc.output()
