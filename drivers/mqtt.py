@@ -1,7 +1,9 @@
 """MQTT publisher with an outbox: publish() never blocks, nothing is dropped on a reconnect.
 
 aiomqtt has no automatic reconnect: `run()` wraps the connection and its sender/receiver
-tasks in one TaskGroup inside a retry loop with capped, jittered backoff (sorter/backoff.py).
+tasks in one TaskGroup inside a retry loop with capped, jittered backoff (sorter/backoff.py);
+with the nodes of a clustered broker, each attempt after a failure goes to the next node
+(drivers/mqtt_nodes.py, docs/cluster.md).
 A message leaves the outbox only after the broker acknowledged it (PUBACK for QoS 1), so a
 broker that vanishes mid-flight costs a re-send with the same id, never a loss. Retained
 state topics keep only their newest value while waiting: a chute's old state is no use.
