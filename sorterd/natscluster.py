@@ -111,12 +111,14 @@ class NatsCluster:
     # --- life -------------------------------------------------------------------------------
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Start every node; return once a QoS 1 message passed from node 2 to node 1."""
+        """Start every node not running (all of them the first time, or after `stop`);
+        return once a QoS 1 message passed from the second node to the first."""
         if nats_server_path() is None:
             raise NatsClusterError("nats-server is not installed (Debian package nats-server)")
         try:
             for i in range(len(self._nodes)):
-                self._spawn(i)
+                if not self.running(i):
+                    self._spawn(i)
             deadline = time.monotonic() + timeout_s
             for i in range(len(self._nodes)):
                 self._wait_port(i, deadline)
