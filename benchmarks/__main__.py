@@ -5,9 +5,10 @@ NAME is one of: decide, replay, manifest, journal, rtu, line, feeds (all of them
 default), or faults (the fault-injection suite, only when named: it is long), before (the
 decision and line figures of this commit against an earlier one, `--before REV`),
 optimise (`sorterd plan optimise`), archive (PostgreSQL and mosquitto needed), hub
-(several lines, each its own `sorterd run`, on one broker) or web (the web console in
-headless Chromium; mosquitto, chromium and chromedriver needed), each only when named. The
-live manifest's lookups and memory at hub scale run on their own:
+(several lines, each its own `sorterd run`, on one broker), web (the web console in
+headless Chromium; mosquitto, chromium and chromedriver needed) or failover (the connected
+node of a NATS cluster killed; nats-server needed), each only when named. The live
+manifest's lookups and memory at hub scale run on their own:
 `python -m benchmarks.feeds_index`.
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
 `--quick` runs every benchmark at a small scale, to check that it works; its figures are
@@ -31,7 +32,7 @@ from benchmarks import results
 __all__ = ["main"]
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line", "feeds")
-KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive", "hub", "web")
+KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive", "hub", "web", "failover")
 
 
 def _parser() -> argparse.ArgumentParser:

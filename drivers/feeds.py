@@ -32,7 +32,7 @@ from typing import Any, Final, Protocol
 import aiomqtt
 import structlog
 
-from sorter.addresses import parse_mqtt_url
+from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 
 __all__ = [
@@ -85,11 +85,12 @@ class FeedLinkStats:
 
 class FeedSubscriber:
     """Subscribes `topics` at QoS 1 in the persistent session `client_id`; reconnects with
-    backoff. `url`, credentials and TLS files as for the publisher (sorter/config.py)."""
+    backoff, to the next node of a clustered broker (drivers/mqtt_nodes.py), which holds
+    the same session. `url`, credentials and TLS files as for the publisher."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         topics: Sequence[str],
         handler: FeedHandler,
         *,
@@ -105,12 +106,14 @@ class FeedSubscriber:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:
-        endpoint = parse_mqtt_url(url)
-        self.url = endpoint.shown  # no password in a log
-        self._host, self._port, self._tls = endpoint.host, endpoint.port, endpoint.tls
-        self._username = username if username is not None else endpoint.username
-        self._password = password if password is not None else endpoint.password
-        self._tls_files = (ca_file, cert_file, key_file)
+        self.nodes = MqttNodes(
+            url,
+            username=username,
+            password=password,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
         self.topics = tuple(topics)
         self.client_id = client_id
         self.keepalive_s = keepalive_s
@@ -126,22 +129,16 @@ class FeedSubscriber:
         # until a batch is durable again.
         self._redelivering = False
 
+    @property
+    def url(self) -> str:
+        """The current node, no password (for logs)."""
+        return self.nodes.shown
+
     def _client(self) -> aiomqtt.Client:
-        tls_context = None
-        if self._tls:
-            ca_file, cert_file, key_file = self._tls_files
-            tls_context = ssl.create_default_context(cafile=ca_file)
-            if cert_file:
-                tls_context.load_cert_chain(cert_file, key_file)
-        client = aiomqtt.Client(
-            self._host,
-            self._port,
-            username=self._username,
-            password=self._password,
+        client = self.nodes.client(
             identifier=self.client_id,
             clean_session=False,
             keepalive=self.keepalive_s,
-            tls_context=tls_context,
             queue_type=_StampedQueue,
         )
         _paho(client).manual_ack_set(True)
@@ -195,6 +192,7 @@ class FeedSubscriber:
                 self.last_error = str(exc) or type(exc).__name__
                 log.warning("feeds connection lost", url=self.url, error=self.last_error)
                 self._set_state(False, False, self.last_error)
+                self.nodes.failed(self.last_error)
             await asyncio.sleep(self._backoff.next_delay_s())
 
     async def _receive(self, client: aiomqtt.Client) -> None:

@@ -1,7 +1,9 @@
 """MQTT publisher with an outbox: publish() never blocks, nothing is dropped on a reconnect.
 
 aiomqtt has no automatic reconnect: `run()` wraps the connection and its sender/receiver
-tasks in one TaskGroup inside a retry loop with capped, jittered backoff (sorter/backoff.py).
+tasks in one TaskGroup inside a retry loop with capped, jittered backoff (sorter/backoff.py);
+with the nodes of a clustered broker, each attempt after a failure goes to the next node
+(drivers/mqtt_nodes.py, docs/cluster.md).
 A message leaves the outbox only after the broker acknowledged it (PUBACK for QoS 1), so a
 broker that vanishes mid-flight costs a re-send with the same id, never a loss. Retained
 state topics keep only their newest value while waiting: a chute's old state is no use.
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 import aiomqtt
 import structlog
 
-from sorter.addresses import parse_mqtt_url
+from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 
 __all__ = [
@@ -210,30 +212,33 @@ class _ClientOptions:
     """What every connection of one publisher is opened with."""
 
     client_id: str | None
-    username: str | None
-    password: str | None
     keepalive_s: int
-    ca_file: str | None
-    cert_file: str | None
-    key_file: str | None
     will: OutMessage | None
     window: int
     ack_timeout_s: float
+    connect_timeout_s: float
 
 
 class MqttPublisher:
     """One connection to the broker for the whole daemon.
 
-    `url` is parsed by `sorter.addresses.parse_mqtt_url` (as check-config and `top` parse
-    it); `username`/`password` win over the URL's. `will`/`birth`: the status message the
+    `url`: one URL or the nodes of one clustered broker, parsed by
+    `sorter.addresses.parse_mqtt_urls` (as check-config and `top` parse it); a lost
+    connection moves to the next node (drivers/mqtt_nodes.py), where the outbox is sent
+    again from its first unacknowledged message, ids unchanged, and `birth` published anew.
+    `username`/`password` win over the URL's. `will`/`birth`: the status message the
     broker publishes when the link dies / the one sent on every connect. `store`: the
     journal (see the module's docstring); `max_outbox` bounds messages in memory alone,
     `max_memory` journaled ones in memory. `window`: QoS 1 messages in flight.
+    `ack_timeout_s`: how long a PUBACK may take before the connection counts as failed
+    (a shorter one on a cluster was tried: it dropped connections to nodes that were
+    waiting for their cluster, and sent the outbox again, without publishing sooner;
+    docs/cluster.md); `connect_timeout_s` the same for the CONNACK.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         client_id: str | None = None,
         username: str | None = None,
@@ -252,19 +257,27 @@ class MqttPublisher:
         max_memory: int = 20_000,
         window: int = 64,
         ack_timeout_s: float = 10.0,
+        connect_timeout_s: float = 3.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
     ) -> None:
-        endpoint = parse_mqtt_url(url)
-        # Logged and shown as host:port only: a password in the URL never reaches a log.
-        self.url = endpoint.shown
-        self.host, self.port, self.tls = endpoint.host, endpoint.port, endpoint.tls
-        self.username = username if username is not None else endpoint.username
-        self.password = password if password is not None else endpoint.password
+        self.nodes = MqttNodes(
+            url,
+            username=username,
+            password=password,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
         self._options = _ClientOptions(
-            client_id, self.username, self.password, keepalive_s, ca_file, cert_file,
-            key_file, will, window, ack_timeout_s,
-        )  # fmt: skip
+            client_id, keepalive_s, will, window, ack_timeout_s, connect_timeout_s
+        )
+        # On a cluster (a list of nodes) the subscriptions are QoS 0: NATS keeps a QoS 1
+        # subscription as a JetStream consumer, and a new connection of the same client id
+        # must delete it first, which waits for JetStream to elect a new leader when the
+        # dead node led it (measured: 6-8 s, against 0.01 s without; docs/cluster.md). The
+        # session is clean anyway (a command from before a reconnect is not run).
+        self.subscription_qos = 0 if len(self.nodes.endpoints) > 1 else 1
         self.birth = birth
         self.subscriptions = subscriptions
         self.on_message = on_message
@@ -275,6 +288,23 @@ class MqttPublisher:
         self.last_error: str | None = None
         self._outbox = Outbox(self.stats, max_outbox=max_outbox, store=store, max_memory=max_memory)
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+
+    @property
+    def url(self) -> str:
+        """The current node as scheme://host:port: a password in the URL never reaches a log."""
+        return self.nodes.shown
+
+    @property
+    def tls(self) -> bool:
+        return self.nodes.tls
+
+    @property
+    def username(self) -> str | None:
+        return self.nodes.username
+
+    @property
+    def password(self) -> str | None:
+        return self.nodes.password
 
     @property
     def backlog(self) -> int:
@@ -309,21 +339,13 @@ class MqttPublisher:
                 qos=options.will.qos,
                 retain=options.will.retain,
             )
-        tls_context = None
-        if self.tls:
-            tls_context = ssl.create_default_context(cafile=options.ca_file)
-            if options.cert_file:
-                tls_context.load_cert_chain(options.cert_file, options.key_file)
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=options.username,
-            password=options.password,
+        client = self.nodes.client(
             identifier=options.client_id,
             keepalive=options.keepalive_s,
             will=will,
-            tls_context=tls_context,
-            timeout=options.ack_timeout_s,
+            # The CONNACK's wait: a frozen node (or one waiting for its cluster) is left
+            # for the next sooner than a PUBACK is given up on.
+            timeout=options.connect_timeout_s,
             max_inflight_messages=options.window,
         )
         # Otherwise aiomqtt logs a warning per publish above 10 in flight.
@@ -348,7 +370,9 @@ class MqttPublisher:
                     if self.birth is not None:
                         self.publish_raw(self.birth())
                     for topic in self.subscriptions:
-                        await client.subscribe(topic, qos=1)
+                        await client.subscribe(
+                            topic, qos=self.subscription_qos, timeout=self._options.ack_timeout_s
+                        )
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._send(client), name="mqtt-send")
                         # The receiver also notices a broker that goes away while idle.
@@ -359,6 +383,7 @@ class MqttPublisher:
                 self.last_error = reason
                 log.warning("mqtt connection lost", url=self.url, error=reason)
                 self._set_connected(False, reason)
+                self.nodes.failed(reason)
             await asyncio.sleep(self._backoff.next_delay_s())
 
     async def _receive(self, client: aiomqtt.Client) -> None:

@@ -40,7 +40,7 @@ from simulators.conveyor import LineParams, SimItem
 from simulators.labels import GeneratedCode, make_s10, moroccan_postcode
 from simulators.manifests import naming_code
 from simulators.traffic import Traffic
-from sorter.addresses import parse_mqtt_url
+from sorter.addresses import parse_mqtt_url, parse_mqtt_urls
 from sorter.backoff import Backoff
 from sorter.errors import SorterdError
 
@@ -496,6 +496,9 @@ class FeedSite:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
+    # The other nodes of a clustered broker (`[mqtt] url` as a list, docs/cluster.md):
+    # after a failure the publisher tries the next node.
+    more_urls: tuple[str, ...] = ()
 
     def topic(self, kind: FeedKind) -> str:
         return self.preadvice if kind == "preadvice" else self.customs
@@ -516,17 +519,17 @@ def read_feed_site(path: Path) -> FeedSite:
     if missing:
         raise FeedError(f"{path}: [feeds] needs the topic(s) {', '.join(missing)}")
     url = mqtt.get("url")
-    if isinstance(url, list):
-        url = url[0] if url else None  # one node of a clustered broker is enough
-    if not isinstance(url, str):
+    if not isinstance(url, str | list) or not url:
         raise FeedError(f"{path}: [mqtt] url is missing")
     try:
-        parse_mqtt_url(url)
+        parse_mqtt_urls(url)  # one URL or a cluster's nodes, as check-config checks them
     except ValueError as exc:
         raise FeedError(f"{path}: mqtt.url: {exc}") from exc
+    urls = [url] if isinstance(url, str) else url
     ca = mqtt.get("ca_file")
     return FeedSite(
-        url=url,
+        url=urls[0],
+        more_urls=tuple(urls[1:]),
         preadvice=str(topics["preadvice"]),
         customs=str(topics["customs"]),
         username=mqtt.get("username"),
@@ -552,9 +555,11 @@ class FeedPublisher:
         self._closed = False  # the end of the queue was taken
         self._closing = False  # close() was called
         self._seq = 0
+        self._node = 0  # which of the site's broker nodes the next connection goes to
 
     def _client(self) -> aiomqtt.Client:
-        ep = parse_mqtt_url(self.site.url)
+        urls = (self.site.url, *self.site.more_urls)
+        ep = parse_mqtt_url(urls[self._node % len(urls)])
         tls = None
         if ep.tls:
             tls = ssl.create_default_context(
@@ -606,6 +611,7 @@ class FeedPublisher:
                     log.warning("feed broker connection lost", error=str(group.exceptions[0]))
                 self.connected.clear()
                 self.log.reconnects += 1
+                self._node += 1  # the next node of a cluster (the same with one URL)
                 # Unacknowledged messages go again first, in their order.
                 again = sorted(self._inflight.values(), key=lambda p: p.seq)
                 self._inflight.clear()

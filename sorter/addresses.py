@@ -21,7 +21,8 @@ and a ValueError) naming the URL
   (defaults 9600 8N1, no flow control).
 - MQTT (`mqtt.url`, `parse_mqtt_url`): `mqtt://[user[:password]@]host[:port]` or
   `mqtts://...` (TLS); ports default to 1883 and 8883; user and password are
-  percent-decoded (`%40` for `@`).
+  percent-decoded (`%40` for `@`). `mqtt.url` may also be a list of such URLs, the nodes
+  of one clustered broker (`parse_mqtt_urls`): not empty, one scheme for all, no node twice.
 
 Serial options follow one set of rules for every serial line: parity `N`, `E`, `O`, `M`,
 `S` or the words `none`, `even`, `odd`, `mark`, `space` in any case; stop bits 1, 1.5 or
@@ -31,6 +32,7 @@ stop bits).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import SplitResult, unquote, unquote_plus, urlencode, urlsplit
@@ -49,6 +51,7 @@ __all__ = [
     "SerialSettings",
     "TcpEndpoint",
     "parse_mqtt_url",
+    "parse_mqtt_urls",
     "parse_plc_url",
     "parse_scanner_url",
 ]
@@ -514,3 +517,29 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
+
+
+def parse_mqtt_urls(value: str | Sequence[str]) -> tuple[MqttEndpoint, ...]:
+    """Parse and check `mqtt.url` as one URL or a list of the nodes of one clustered broker
+    (docs/cluster.md): every URL as `parse_mqtt_url` says; a list not empty, all mqtt:// or
+    all mqtts://, no node (host and port) twice."""
+    if isinstance(value, str):
+        return (parse_mqtt_url(value),)
+    if not value:
+        raise AddressError("MQTT URL list is empty: give one URL, or the nodes of the cluster")
+    endpoints = []
+    for i, url in enumerate(value):
+        try:
+            endpoints.append(parse_mqtt_url(url))
+        except AddressError as exc:
+            raise AddressError(f"node {i + 1}: {exc}") from None
+    if len({e.tls for e in endpoints}) > 1:
+        raise AddressError(
+            "MQTT URL list mixes mqtt:// and mqtts://: the nodes of one cluster share a scheme"
+        )
+    seen: set[tuple[str, int]] = set()
+    for i, e in enumerate(endpoints):
+        if (e.host.lower(), e.port) in seen:
+            raise AddressError(f"MQTT URL list: node {i + 1} ({e.shown}) is given twice")
+        seen.add((e.host.lower(), e.port))
+    return tuple(endpoints)

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from sorter import telegram_options as _telegram
-from sorter.addresses import parse_mqtt_url, parse_plc_url, parse_scanner_url
+from sorter.addresses import parse_mqtt_urls, parse_plc_url, parse_scanner_url
 from sorter.barcodes import ISO_ALPHA2
 from sorter.errors import SorterdError
 from sorter.telegram_options import (
@@ -190,7 +190,9 @@ class ScannerSection(_Model):
 
 
 class MqttSection(_Model):
-    url: str
+    # One URL, or the nodes of one clustered broker (docs/cluster.md): the clients connect
+    # to one and move to the next when it fails.
+    url: str | list[str]
     topic_prefix: str = Field(min_length=1)
     username: str | None = None
     password: str | None = None
@@ -200,12 +202,39 @@ class MqttSection(_Model):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # Whether the broker has MQTT shared subscriptions ($share/GROUP/...), which several
+    # `sorterd archive` use to split the lines' messages. Default: yes with one URL
+    # (mosquitto 2), no with a list (NATS 2.9 takes `$share/...` for a plain topic and
+    # delivers nothing to it; docs/cluster.md).
+    shared_subscriptions: StrictBool | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_type(cls, value: object) -> object:
+        # One problem naming the key, not one per member of the str | list[str] union.
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return value
+        raise ValueError("must be a URL (a string) or a list of the URLs of a cluster's nodes")
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
-        parse_mqtt_url(value)  # the parser of the driver and of `top` (sorter/addresses.py)
+    def _url(cls, value: str | list[str]) -> str | list[str]:
+        parse_mqtt_urls(value)  # the parser of the drivers and of `top` (sorter/addresses.py)
         return value
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """`url` as a tuple of node URLs (one for a single broker)."""
+        return (self.url,) if isinstance(self.url, str) else tuple(self.url)
+
+    @property
+    def shares(self) -> bool:
+        """Whether `sorterd archive` subscribes with `$share/...` (see shared_subscriptions)."""
+        if self.shared_subscriptions is not None:
+            return self.shared_subscriptions
+        return isinstance(self.url, str)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -598,7 +627,7 @@ def _tls_files(file: str, base: Path, mqtt: MqttSection) -> tuple[dict[str, str]
         # Found now rather than as a reconnect loop of "No such file" warnings at run time.
         if not Path(tls_path).is_file():
             problems.append(Problem(file, f"mqtt.{key}", f"no such file: {tls_path}"))
-        elif not parse_mqtt_url(mqtt.url).tls:
+        elif not parse_mqtt_urls(mqtt.url)[0].tls:
             problems.append(
                 Problem(file, f"mqtt.{key}", "TLS file given, but mqtt.url is not mqtts://")
             )

@@ -29,7 +29,7 @@ import structlog
 
 from drivers.archive_db import day_of
 from drivers.archive_rows import BadMessageError, Row, iso, parse_message
-from sorter.addresses import parse_mqtt_url
+from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 from sorter.config import ArchiveSection, Site
 from sorter.errors import SorterdError
@@ -88,9 +88,12 @@ def archive_section(site: Site) -> ArchiveSection:
     return section
 
 
-def subscriptions(lines: list[str]) -> list[str]:
-    """The shared subscriptions of every line's decisions and results."""
-    return [f"{SHARE_GROUP}{line}/{kind}" for line in lines for kind in ("decisions", "results")]
+def subscriptions(lines: list[str], *, shared: bool = True) -> list[str]:
+    """The subscriptions of every line's decisions and results: shared ones when the broker
+    has them (`[mqtt] shared_subscriptions`; NATS has not, docs/cluster.md: then every
+    archiver gets every message, and the rows' keys drop the second copy)."""
+    group = SHARE_GROUP if shared else ""
+    return [f"{group}{line}/{kind}" for line in lines for kind in ("decisions", "results")]
 
 
 def hub_prefix(lines: list[str]) -> str:
@@ -124,25 +127,25 @@ class _State:
     lag_s: float = 0.0
 
 
-def _mqtt_client(site: Site, client_id: str, status_topic: str) -> aiomqtt.Client:
-    """A client with a persistent session, acknowledging only when told (module docstring)."""
+def _mqtt_nodes(site: Site) -> MqttNodes:
     mqtt = site.config.mqtt
-    endpoint = parse_mqtt_url(mqtt.url)
-    tls = None
-    if endpoint.tls:
-        tls = ssl.create_default_context(cafile=mqtt.ca_file)
-        if mqtt.cert_file:
-            tls.load_cert_chain(mqtt.cert_file, mqtt.key_file)
+    return MqttNodes(
+        mqtt.url,
+        username=mqtt.username,
+        password=mqtt.password,
+        ca_file=mqtt.ca_file,
+        cert_file=mqtt.cert_file,
+        key_file=mqtt.key_file,
+    )
+
+
+def _mqtt_client(site: Site, nodes: MqttNodes, client_id: str, status_topic: str) -> aiomqtt.Client:
+    """A client with a persistent session, acknowledging only when told (module docstring)."""
     offline = {"state": "offline", "archiver": client_id}
-    client = aiomqtt.Client(
-        endpoint.host,
-        endpoint.port,
-        username=mqtt.username if mqtt.username is not None else endpoint.username,
-        password=mqtt.password if mqtt.password is not None else endpoint.password,
+    client = nodes.client(
         identifier=client_id,
         clean_session=False,  # what arrives while we are away waits in the session
-        keepalive=mqtt.keepalive_s,
-        tls_context=tls,
+        keepalive=site.config.mqtt.keepalive_s,
         will=aiomqtt.Will(status_topic, json.dumps(offline), qos=1, retain=True),
         timeout=10,
         logger=_MQTT_LOG,
@@ -242,10 +245,12 @@ class Archiver:
 
     async def _mqtt_loop(self) -> None:
         backoff = Backoff(0.1, 5.0)
-        shown = parse_mqtt_url(self.site.config.mqtt.url).shown
+        nodes = _mqtt_nodes(self.site)
+        shared = self.site.config.mqtt.shares
         while True:
+            shown = nodes.shown
             try:
-                client = _mqtt_client(self.site, self.client_id, self.status_topic)
+                client = _mqtt_client(self.site, nodes, self.client_id, self.status_topic)
                 async with client:
                     self._connection += 1
                     self._client = client
@@ -254,7 +259,7 @@ class Archiver:
                         # Receiving first: what waited in the session comes at once, before
                         # the SUBACKs, and a large backlog must not hold them up.
                         tg.create_task(self._receive(client, self._connection), name="receive")
-                        for topic in subscriptions(self.section.lines):
+                        for topic in subscriptions(self.section.lines, shared=shared):
                             await client.subscribe(topic, qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
                         log.info("mqtt connected", url=shown, client_id=self.client_id)
                         self.ready.set()
@@ -262,6 +267,7 @@ class Archiver:
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
                 reason = "; ".join(str(e) for e in group.exceptions)
                 log.warning("mqtt connection lost", url=shown, error=reason)
+                nodes.failed(reason)
             finally:
                 self._client = None
             await asyncio.sleep(backoff.next_delay_s())

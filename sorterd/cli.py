@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sorter.addresses import parse_mqtt_urls
 from sorter.config import ConfigError, Problem, Site, load_site
 from sorter.errors import SorterdError
 from sorter.telegram_options import PRESETS
@@ -317,10 +318,10 @@ async def _run_daemon(config: str) -> int:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from sorter.addresses import parse_mqtt_url  # noqa: PLC0415
     from sorterd.top import run_top  # noqa: PLC0415
 
-    url, prefix = args.mqtt, args.prefix
+    url: str | list[str] | None = args.mqtt
+    prefix = args.prefix
     if args.config:
         cfg = load_site(args.config).config
         url = url or cfg.mqtt.url
@@ -331,14 +332,14 @@ def _top(args: argparse.Namespace) -> int:
         print("error: give -c SITE.toml, or both --mqtt URL and --prefix P", file=sys.stderr)
         return EXIT_USAGE
     try:
-        parse_mqtt_url(url)
+        parse_mqtt_urls(url)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     return asyncio.run(run_top(url, prefix, once=args.once))
 
 
-def _top_hub(args: argparse.Namespace, url: str | None, prefix: str | None) -> int:
+def _top_hub(args: argparse.Namespace, url: str | list[str] | None, prefix: str | None) -> int:
     """`top --hub [PREFIX] [--line NAME]`; `prefix` is the site's (or --prefix)."""
     from sorterd.top_hub import run_hub_top  # noqa: PLC0415
 
@@ -395,7 +396,8 @@ def _check_config(config: str) -> int:
     print(f"  plc {cfg.plc.url} (device {cfg.plc.device_id}, poll {cfg.plc.poll_interval_ms} ms)")
     for s in cfg.scanner:
         print(f"  scanner {s.name} {s.url} format {s.format}")
-    print(f"  mqtt {cfg.mqtt.url} prefix {cfg.mqtt.topic_prefix}")
+    nodes = ", ".join(e.shown for e in parse_mqtt_urls(cfg.mqtt.url))  # no password shown
+    print(f"  mqtt {nodes} prefix {cfg.mqtt.topic_prefix}")
     if cfg.web is not None:
         print(
             f"  web {cfg.web.listen}{' (TLS)' if cfg.web.cert_file else ''} users {cfg.web.users}"

@@ -17,14 +17,13 @@ and the daemon stopped cleanly.
 
 `hub_brokers` is the one place that decides which broker the lines get: the demo's own
 (mosquitto, else embedded), the site's (`--mqtt`), or a three-node cluster (`--cluster`,
-`NatsCluster` of the cluster launcher, natscluster.py beside this module, docs/cluster.md).
+sorterd/natscluster.py, docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -55,6 +54,7 @@ from sorterd.demo import (
     window_tracking,
     write_site,
 )
+from sorterd.natscluster import NatsCluster
 
 __all__ = [
     "MAX_LINES",
@@ -73,9 +73,6 @@ MAX_LINES = 4
 DAEMON_ONLINE_TIMEOUT_S = 120.0
 DAEMON_STOP_TIMEOUT_S = 15.0
 CLUSTER_NODES = 3
-# The cluster launcher's module in this package: `NatsCluster(base_dir, nodes=N)`, a
-# context manager with `.mqtt_urls` (docs/cluster.md).
-CLUSTER_MODULE = "natscluster"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -104,19 +101,9 @@ async def hub_brokers(
     an embedded broker otherwise), stopped at the end.
     """
     if cluster:
-        try:
-            module = importlib.import_module(f"{__package__}.{CLUSTER_MODULE}")
-        except ImportError as exc:
-            raise HubDemoError(
-                f"--cluster needs the NATS cluster launcher ({CLUSTER_MODULE}.py), "
-                "which this installation does not have"
-            ) from exc
-        nodes = module.NatsCluster(base_dir / "cluster", nodes=CLUSTER_NODES)
-        async with contextlib.AsyncExitStack() as stack:
-            if hasattr(nodes, "__aenter__"):
-                await stack.enter_async_context(nodes)
-            else:
-                stack.enter_context(nodes)
+        # Blocking start (a few seconds, until a QoS 1 message has crossed the nodes):
+        # nothing else runs on the loop yet.
+        with NatsCluster(base_dir / "cluster", nodes=CLUSTER_NODES) as nodes:
             urls = list(nodes.mqtt_urls)
             console.print(f"broker: {len(urls)}-node NATS cluster on {', '.join(urls)}")
             yield urls

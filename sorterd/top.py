@@ -9,7 +9,7 @@ Three parts, so each can be tested alone:
 - `TopModel` holds the state and does no I/O: feed it topic suffixes and payloads.
 - `render(model, width)` turns it into one rich frame.
 - `follow()` keeps a `TopModel` fed from the broker (its URL parsed by
-  `sorter.addresses.parse_mqtt_url`, as the daemon parses it), reconnecting with
+  `sorter.addresses.parse_mqtt_urls`, as the daemon parses it), reconnecting with
   jittered backoff (sorter/backoff.py);
   `run_top()` puts the two together, once (for scripts and tests) or as a live screen.
 """
@@ -23,7 +23,6 @@ import json
 import math
 import os
 import secrets
-import ssl
 from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sorter.addresses import parse_mqtt_url
+from drivers.mqtt_nodes import MqttNodes
+from sorter.addresses import parse_mqtt_urls
 from sorter.backoff import Backoff
 
 __all__ = [
@@ -662,7 +662,7 @@ class Followed(Protocol):
 
 
 async def follow(
-    mqtt_url: str,
+    mqtt_url: str | Sequence[str],
     model: Followed,
     *,
     subscribed: asyncio.Event | None = None,
@@ -676,19 +676,14 @@ async def follow(
     The broker going away is reported on `model.broker`, never raised. `subscribed` is set
     after every successful subscribe (retained messages follow right after it).
     """
-    target = parse_mqtt_url(mqtt_url)
-    tls_context = ssl.create_default_context() if target.tls else None
+    nodes = MqttNodes(mqtt_url)  # the next node of a cluster after a failure
     cut = len(model.prefix) + 1
     backoff = Backoff(backoff_initial_s, backoff_max_s)
     while True:
-        client = aiomqtt.Client(
-            target.host,
-            target.port,
-            username=target.username,
-            password=target.password,
+        target = nodes.current
+        client = nodes.client(
             # Unique, so two viewers on one box do not throw each other off the broker.
             identifier=f"sorterd-top-{os.getpid()}-{secrets.token_hex(4)}",
-            tls_context=tls_context,
             timeout=CONNECT_TIMEOUT_S,
             keepalive=10,
             max_queued_incoming_messages=MAX_QUEUED_INCOMING,
@@ -712,6 +707,7 @@ async def follow(
                     if isinstance(payload, bytes | bytearray):
                         model.on_raw(topic[cut:], bytes(payload))
         except aiomqtt.MqttError as exc:
+            nodes.failed(str(exc))
             wait_s = backoff.next_delay_s()
             model.on_broker(
                 False,
@@ -723,7 +719,7 @@ async def follow(
 
 
 async def run_top(
-    mqtt_url: str,
+    mqtt_url: str | Sequence[str],
     prefix: str,
     *,
     once: bool = False,
@@ -743,7 +739,7 @@ async def run_top(
     A URL that is not mqtt:// or mqtts://, or a prefix with wildcards, raises ValueError
     before anything connects.
     """
-    parse_mqtt_url(mqtt_url)
+    parse_mqtt_urls(mqtt_url)
     model = TopModel(_check_prefix(prefix))
     if refresh_s <= 0 or settle_s < 0 or connect_timeout_s <= 0:
         raise ValueError("refresh_s and connect_timeout_s must be > 0, settle_s >= 0")

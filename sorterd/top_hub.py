@@ -26,7 +26,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sorter.addresses import parse_mqtt_url
+from sorter.addresses import parse_mqtt_urls
 from sorterd.top import CONNECT_TIMEOUT_S, PIPE_FRAME_INTERVAL_S, TopModel, follow, render, run_top
 
 __all__ = [
@@ -415,7 +415,7 @@ def render_hub(
 
 
 async def run_hub_top(
-    mqtt_url: str,
+    mqtt_url: str | Sequence[str],
     hub: str,
     *,
     line: str | None = None,
@@ -434,7 +434,7 @@ async def run_hub_top(
     A URL that is not mqtt:// or mqtts://, or a prefix or line with wildcards, raises
     ValueError before anything connects.
     """
-    parse_mqtt_url(mqtt_url)
+    parse_mqtt_urls(mqtt_url)
     hub = _check_hub(hub)
     if line is not None:
         if not line.strip("/") or any(c in line for c in "+#/"):
@@ -521,7 +521,7 @@ class _Screen:
     """The live screen: the hub, or one line drilled into, switched by keys."""
 
     model: HubModel
-    mqtt_url: str
+    mqtt_url: str | Sequence[str]
     out: Console
     keys: asyncio.Queue[str]
     line: TopModel | None = None

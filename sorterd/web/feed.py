@@ -14,14 +14,13 @@ import asyncio
 import json
 import os
 import secrets
-import ssl
 import time
 from typing import Any
 
 import aiomqtt
 import structlog
 
-from sorter.addresses import parse_mqtt_url
+from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 from sorter.config import MqttSection
 from sorter.errors import SorterdError
@@ -75,7 +74,15 @@ class LineFeed:
 
     def __init__(self, mqtt: MqttSection, hub: HubModel, changes: Changes) -> None:
         self.mqtt = mqtt
-        self.target = parse_mqtt_url(mqtt.url)
+        # The nodes of the site's broker (one, or a cluster's): the next after a failure.
+        self.nodes = MqttNodes(
+            mqtt.url,
+            username=mqtt.username,
+            password=mqtt.password,
+            ca_file=mqtt.ca_file,
+            cert_file=mqtt.cert_file,
+            key_file=mqtt.key_file,
+        )
         self.hub = hub
         self.changes = changes
         self._client: aiomqtt.Client | None = None
@@ -85,21 +92,12 @@ class LineFeed:
     async def run(self) -> None:
         """Until cancelled: connect, subscribe, feed the model; the broker going away is
         shown on the model (and so on every page), never raised."""
-        target, mqtt = self.target, self.mqtt
-        tls_context = None
-        if target.tls:
-            tls_context = ssl.create_default_context(cafile=mqtt.ca_file)
-            if mqtt.cert_file is not None:
-                tls_context.load_cert_chain(mqtt.cert_file, mqtt.key_file)
+        nodes = self.nodes
         backoff = Backoff(0.2, 5.0)
         while True:
-            client = aiomqtt.Client(
-                target.host,
-                target.port,
-                username=mqtt.username if mqtt.username is not None else target.username,
-                password=mqtt.password if mqtt.password is not None else target.password,
+            target = nodes.current
+            client = nodes.client(
                 identifier=f"sorterd-web-{os.getpid()}-{secrets.token_hex(4)}",
-                tls_context=tls_context,
                 timeout=CONNECT_TIMEOUT_S,
                 keepalive=10,
                 max_queued_incoming_messages=MAX_QUEUED_INCOMING,
@@ -115,6 +113,7 @@ class LineFeed:
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
                 self._lost()
+                nodes.failed(str(exc))
                 wait_s = backoff.next_delay_s()
                 log.warning("broker unreachable", error=str(exc), retry_in_s=round(wait_s, 2))
                 self.hub.on_broker(False, str(exc) or type(exc).__name__)

@@ -301,12 +301,6 @@ def test_the_web_table_is_accepted(checked: dict[str, tuple[int, str]]) -> None:
     assert code == 0, text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="section 2: `[mqtt] url` may list the URLs of one clustered broker (section 9); "
-    "main refuses a list (the cluster helper builds it this round: drop this mark when "
-    "it is merged)",
-)
 def test_a_list_of_broker_urls_is_accepted(checked: dict[str, tuple[int, str]]) -> None:
     code, text = checked["broker-list"]
     assert code == 0, text

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -80,7 +80,7 @@ class Observed:
         return next((t for t in self.received_s.get(kind, []) if t >= t_s), None)
 
 
-async def observe(broker: LocalBroker, seen: Observed, ready: asyncio.Event) -> None:
+async def observe(broker: RigBroker, seen: Observed, ready: asyncio.Event) -> None:
     """A consumer with a persistent session (clean_session False): it reconnects after a
     broker restart and gets what was queued for it meanwhile."""
     loop = asyncio.get_running_loop()
@@ -233,6 +233,7 @@ class Report:
     dropped_by_plc: int = 0  # requests/confirmations a restarting PLC itself threw away
     recover_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    late_replies: int = 0  # replies the PLC got after the item passed its chute
 
     def line(self) -> str:
         recover = "-" if self.recover_s is None else f"{self.recover_s:.2f}"
@@ -247,6 +248,31 @@ class Report:
 DecisionCheck = Callable[[list[tuple[tuple[str, ...], Mapping[str, Any]]]], list[str]]
 
 
+class RigBroker(Protocol):
+    """What the rig needs of its broker: mosquitto (drivers/broker.py's LocalBroker) or a
+    cluster (tests/cluster/clusterkit.py). `port`: where the observer and the end marker
+    go; `url`: the site's `[mqtt] url` (or `site_urls`, a cluster's nodes, when it has it)."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def use_url_list(site: Path, urls: list[str]) -> None:
+    """Put a list of node URLs in the site's `[mqtt] url` (write_site writes one)."""
+    lines = site.read_text().splitlines()
+    table = ""
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            table = line.strip()
+        elif table == "[mqtt]" and line.startswith("url ="):
+            lines[i] = f"url = {json.dumps(urls)}"
+    site.write_text("\n".join(lines) + "\n")
+
+
 class FaultRig:
     """`feeds`: the site's [feeds] topics; `decision_check` replaces the check of each
     decision against the plan (the feed scenarios hold them to the feeds' rows too)."""
@@ -258,6 +284,7 @@ class FaultRig:
         seed: int = 11,
         extra_env: dict[str, str] | None = None,
         feeds: tuple[str, str] | None = None,
+        broker: RigBroker | None = None,
     ):
         self.folder = folder
         self.seed = seed
@@ -274,7 +301,9 @@ class FaultRig:
         # Persistence on, so that a broker that is stopped keeps the observer's queue
         # across its restart: losses the broker itself would cause are not the daemon's.
         (folder / "broker").mkdir(parents=True, exist_ok=True)
-        self.broker = LocalBroker(kind="mosquitto", persistence_dir=folder / "broker")
+        self.broker: RigBroker = broker or LocalBroker(
+            kind="mosquitto", persistence_dir=folder / "broker"
+        )
         self.seen = Observed()
         self.extra_env = extra_env or {}
         self.daemon: DaemonProcess | None = None
@@ -302,6 +331,9 @@ class FaultRig:
                 prefix=PREFIX,
                 feeds=self.feeds,
             )
+            site_urls = getattr(self.broker, "site_urls", None)
+            if site_urls:
+                use_url_list(site, list(site_urls))
             self.daemon = DaemonProcess(site, self.extra_env, self.folder / "daemon.log")
             await self.daemon.start()
             await self.wait_for(lambda: self.seen.last("status").get("state") == "online", 60)
@@ -332,8 +364,8 @@ class FaultRig:
             raise AssertionError(f"{exc}; daemon log:\n{tail}") from None
         return asyncio.get_running_loop().time()
 
-    def start_traffic(self, duration_s: float) -> None:
-        self._feeder = asyncio.create_task(self.line.run(RATE_PER_H, duration_s=duration_s))
+    def start_traffic(self, duration_s: float, rate_per_h: int = RATE_PER_H) -> None:
+        self._feeder = asyncio.create_task(self.line.run(rate_per_h, duration_s=duration_s))
 
     async def finish(self, fault: str, *, recover_s: float | None) -> Report:
         """Let traffic end, drain the line, let the messages arrive, and hold the ledger
@@ -371,6 +403,7 @@ class FaultRig:
             confirmations=len(confirmations),
             duplicates_dropped=self.seen.duplicates,
             recover_s=recover_s,
+            late_replies=ledger.late_replies,
         )
         # One terminal outcome per inducted item.
         assert ledger.in_flight == 0, ledger.summary()

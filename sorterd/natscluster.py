@@ -1,0 +1,335 @@
+"""A three-node NATS cluster with JetStream and MQTT on this machine: the reference
+clustered broker of docs/cluster.md, for the tests, `sorterd demo` and benchmarks/.
+
+Every node binds 127.0.0.1 on ports chosen when the cluster is made, and keeps them across
+`restart`, so a client's list of URLs stays right. `stream_replicas: 3`: the MQTT sessions,
+retained messages and QoS 1 messages live in JetStream streams replicated on all three nodes,
+so a client whose node dies resumes its session on another. The first MQTT connection
+creates those streams (a few seconds, after JetStream elected its leader): `start` returns
+only once a QoS 1 message went from one node to another through them.
+
+Blocking calls (subprocesses and a paho client); asyncio code calls `start`/`restart`
+through `asyncio.to_thread` when its loop must keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import aiomqtt
+
+from drivers.broker import free_port
+from sorter.errors import SorterdError
+
+__all__ = ["NatsCluster", "NatsClusterError", "nats_server_path"]
+
+CLUSTER_NAME = "sorterd"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 5.0
+
+
+class NatsClusterError(SorterdError, RuntimeError):
+    """The cluster could not be started (no nats-server, a node that exits, no MQTT)."""
+
+
+def nats_server_path() -> str | None:
+    for candidate in ("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    name: str
+    client_port: int
+    route_port: int
+    mqtt_port: int
+    http_port: int  # monitoring: /healthz says whether its JetStream is current
+    folder: Path
+
+
+class NatsCluster:
+    """`nodes` nats-servers in one cluster under `base_dir` (configs, JetStream stores,
+    logs). A context manager: `with NatsCluster(folder) as cluster: cluster.mqtt_urls`."""
+
+    def __init__(self, base_dir: Path, nodes: int = 3) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.base_dir = Path(base_dir)
+        self._nodes = [
+            _Node(
+                f"n{i + 1}",
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                self.base_dir / f"n{i + 1}",
+            )
+            for i in range(nodes)
+        ]
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
+        self._logs: list[IO[bytes] | None] = [None] * nodes
+
+    # --- addresses --------------------------------------------------------------------------
+
+    @property
+    def mqtt_urls(self) -> list[str]:
+        """One mqtt:// URL per node, in node order: the `[mqtt] url` list of a site."""
+        return [f"mqtt://127.0.0.1:{n.mqtt_port}" for n in self._nodes]
+
+    def mqtt_port(self, i: int) -> int:
+        return self._nodes[i].mqtt_port
+
+    def node_of_port(self, port: int) -> int | None:
+        """Which node serves MQTT on `port` (to find the node a client is connected to)."""
+        return next((i for i, n in enumerate(self._nodes) if n.mqtt_port == port), None)
+
+    def running(self, i: int) -> bool:
+        proc = self._procs[i]
+        return proc is not None and proc.poll() is None
+
+    def pid(self, i: int) -> int | None:
+        proc = self._procs[i]
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # --- life -------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Start every node not running (all of them the first time, or after `stop`);
+        return once a QoS 1 message passed from the second node to the first."""
+        if nats_server_path() is None:
+            raise NatsClusterError("nats-server is not installed (Debian package nats-server)")
+        try:
+            for i in range(len(self._nodes)):
+                if not self.running(i):
+                    self._spawn(i)
+            deadline = time.monotonic() + timeout_s
+            for i in range(len(self._nodes)):
+                self._wait_port(i, deadline)
+            self._wait_mqtt_passes(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL); the stores stay on disk."""
+        for i in range(len(self._nodes)):
+            self._end(i, signal.SIGTERM)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node `i`: its clients' connections are reset at once."""
+        self._end(i, signal.SIGKILL)
+
+    def freeze(self, i: int) -> None:
+        """SIGSTOP node `i`: its sockets stay open and answer nothing (half-open)."""
+        self._signal(i, signal.SIGSTOP)
+
+    def thaw(self, i: int) -> None:
+        self._signal(i, signal.SIGCONT)
+
+    def restart(self, i: int, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Start node `i` again (killed or not) on its ports with its store; returns once it
+        accepts MQTT connections and its JetStream has caught up (`/healthz`): only then
+        may another node go without the cluster losing its quorum."""
+        self._end(i, signal.SIGKILL)
+        self._spawn(i)
+        deadline = time.monotonic() + timeout_s
+        self._wait_port(i, deadline)
+        self._wait_healthy(i, deadline)
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait until every running node accepts connections and a QoS 1 message passes
+        (after the whole cluster was down: JetStream needs its leaders back)."""
+        deadline = time.monotonic() + timeout_s
+        for i in range(len(self._nodes)):
+            if self.running(i):
+                self._wait_port(i, deadline)
+        self._wait_mqtt_passes(deadline)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- inside -----------------------------------------------------------------------------
+
+    def _config(self, node: _Node) -> str:
+        routes = ", ".join(
+            f'"nats-route://127.0.0.1:{n.route_port}"' for n in self._nodes if n is not node
+        )
+        store = node.folder / "jetstream"
+        return f"""server_name: "{node.name}"
+listen: "127.0.0.1:{node.client_port}"
+http: "127.0.0.1:{node.http_port}"
+jetstream {{
+  store_dir: "{store}"
+  max_memory_store: 256MB
+  max_file_store: 2GB
+}}
+cluster {{
+  name: "{CLUSTER_NAME}"
+  listen: "127.0.0.1:{node.route_port}"
+  routes: [{routes}]
+}}
+mqtt {{
+  listen: "127.0.0.1:{node.mqtt_port}"
+  stream_replicas: {min(3, len(self._nodes))}
+}}
+"""
+
+    def _spawn(self, i: int) -> None:
+        node = self._nodes[i]
+        node.folder.mkdir(parents=True, exist_ok=True)
+        config = node.folder / "nats.conf"
+        config.write_text(self._config(node))
+        server = nats_server_path()
+        assert server is not None
+        log = (node.folder / "nats.log").open("ab")
+        self._logs[i] = log
+        self._procs[i] = subprocess.Popen(
+            [server, "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _signal(self, i: int, sig: int) -> None:
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+
+    def _end(self, i: int, sig: int) -> None:
+        proc, self._procs[i] = self._procs[i], None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a frozen node cannot act on SIGTERM
+            proc.send_signal(sig)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log, self._logs[i] = self._logs[i], None
+        if log is not None:
+            log.close()
+
+    def _wait_port(self, i: int, deadline: float) -> None:
+        node = self._nodes[i]
+        while True:
+            proc = self._procs[i]
+            if proc is None or proc.poll() is not None:
+                raise NatsClusterError(f"nats node {node.name} exited: {self._log_tail(i)}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=0.5),
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise NatsClusterError(f"nats node {node.name}: no MQTT listener in time")
+            time.sleep(0.05)
+
+    def _wait_healthy(self, i: int, deadline: float) -> None:
+        url = f"http://127.0.0.1:{self._nodes[i].http_port}/healthz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if json.loads(answer.read()).get("status") == "ok":
+                        return
+            except (OSError, ValueError):
+                pass  # 503 (an HTTPError, an OSError) until JetStream is current
+            if time.monotonic() > deadline:
+                raise NatsClusterError(f"nats node {self._nodes[i].name}: not healthy in time")
+            time.sleep(0.1)
+
+    def _wait_mqtt_passes(self, deadline: float) -> None:
+        """A QoS 1 message from the second running node to the first: JetStream is up and
+        the MQTT streams exist (created, replicated, by the first connection)."""
+        up = [i for i in range(len(self._nodes)) if self.running(i)]
+        if not up:
+            raise NatsClusterError("no nats node is running")
+        sub_node, pub_node = up[0], up[1 % len(up)]
+        last_error = ""
+        while time.monotonic() < deadline:
+            try:
+                if _message_passes(self.mqtt_port(sub_node), self.mqtt_port(pub_node)):
+                    return
+                last_error = "no message came through"
+            except (OSError, _ProbeError) as exc:
+                last_error = str(exc)
+            time.sleep(0.5)
+        raise NatsClusterError(f"the NATS cluster did not pass an MQTT message: {last_error}")
+
+    def _log_tail(self, i: int, lines: int = 5) -> str:
+        try:
+            text = (self._nodes[i].folder / "nats.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.splitlines()[-lines:])
+
+
+class _ProbeError(Exception):
+    pass
+
+
+def _message_passes(sub_port: int, pub_port: int, timeout_s: float = 5.0) -> bool:
+    """Subscribe on one node, publish at QoS 1 on another; whether the message arrived.
+    Runs its own event loop in a thread of its own, so that it works from blocking code
+    and from a coroutine alike."""
+    result: list[bool | BaseException] = []
+
+    def probe() -> None:
+        try:
+            result.append(asyncio.run(_probe(sub_port, pub_port, timeout_s)))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=probe, name="natscluster-probe")
+    thread.start()
+    thread.join()
+    outcome = result[0]
+    if isinstance(outcome, aiomqtt.MqttError | TimeoutError):
+        raise _ProbeError(str(outcome) or type(outcome).__name__)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+async def _probe(sub_port: int, pub_port: int, timeout_s: float) -> bool:
+    topic = f"natscluster-probe/{uuid.uuid4().hex}"
+    async with asyncio.timeout(timeout_s * 3):
+        async with (
+            aiomqtt.Client("127.0.0.1", sub_port, identifier=f"probe-{uuid.uuid4().hex}") as sub,
+            aiomqtt.Client("127.0.0.1", pub_port, identifier=f"probe-{uuid.uuid4().hex}") as pub,
+        ):
+            await sub.subscribe(topic, qos=1, timeout=timeout_s)
+            await pub.publish(topic, b"probe", qos=1, timeout=timeout_s)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    async for message in sub.messages:
+                        if str(message.topic) == topic:
+                            return True
+            except TimeoutError:
+                return False
+    return False
