@@ -116,7 +116,7 @@ class Daemon:
 
     def on_feeds_state(self, connected: bool, reason: str) -> None:
         feeds = self.parts.feeds
-        errors = feeds.link.stats.errors if feeds is not None else 0
+        errors = feeds.worker.link_errors if feeds is not None else 0
         # P/devices/feeds: connected once subscribed; errors are connection losses.
         self.pipeline.devices.report("feeds", connected=connected, errors=errors, detail=reason)
 
@@ -139,7 +139,7 @@ class Daemon:
                 stack.push_async_callback(asyncio.to_thread, parts.metrics.stop)  # safe twice
                 self._serve_metrics()
             self._recover()
-            self._replay_feeds()
+            await self._start_feeds(stack)
             tune_gc()
             for scanner in parts.scanners:
                 await stack.enter_async_context(scanner)
@@ -188,13 +188,15 @@ class Daemon:
             )
         self.journal_watch.check()
 
-    def _replay_feeds(self) -> None:
-        """The feed rows and customs decisions of earlier runs, into the index again."""
+    async def _start_feeds(self, stack: contextlib.AsyncExitStack) -> None:
+        """The feeds worker, and the feed rows and customs decisions of earlier runs into
+        the index again (its replay of the journal) before the line runs."""
         feeds = self.parts.feeds
         if feeds is None:
             return
         t0 = time.perf_counter()
-        entries = feeds.service.replay()
+        stack.push_async_callback(feeds.worker.stop)
+        entries = await feeds.worker.start()
         log.info(
             "feeds replayed",
             entries=entries,
@@ -216,8 +218,7 @@ class Daemon:
             "stats": self.pipeline.run_stats(self.site.config.mqtt.stats_interval_s),
         }
         if parts.feeds is not None:
-            work["feeds"] = parts.feeds.link.run()
-            work["feeds-upkeep"] = parts.feeds.service.upkeep()
+            work["feeds"] = parts.feeds.worker.run()
         for scanner in parts.scanners:
             work[f"scanner-{scanner.name}"] = self.pipeline.run_scanner(scanner.reads())
         return [group.create_task(coro, name=name) for name, coro in work.items()]

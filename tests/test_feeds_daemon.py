@@ -22,6 +22,7 @@ from simulators.conveyor import SimItem
 from simulators.line import SimulatedLine
 from sorter.plan import load_plan
 from sorterd.demo import write_site
+from sorterd.feeds_worker import feeds_journal_path
 from tests.faults.harness import DaemonProcess, Observed, observe
 from tests.linekit import FAST_LINE, PLAN_PATH
 from tests.waiting import wait_until
@@ -214,7 +215,7 @@ async def test_feeds_route_items_and_survive_kill(tmp_path: Path) -> None:
         assert await rig.daemon.stop() == 0
         assert "Traceback" not in rig.daemon.log_path.read_text()
 
-    with sqlite3.connect(rig.journal) as db:
+    with sqlite3.connect(feeds_journal_path(rig.journal)) as db:
         rows = db.execute("SELECT barcode, id FROM feed WHERE kind = 0 ORDER BY seq").fetchall()
     assert rows == [(A, "a1"), (B, "b1")], "each row journaled once"
 
@@ -255,7 +256,7 @@ async def test_killed_mid_stream_every_row_applied_once(tmp_path: Path) -> None:
         assert feeds["rows_applied"] == total
         assert feeds["bad_rows"] == 0
         assert await rig.daemon.stop() == 0
-    with sqlite3.connect(rig.journal) as db:
+    with sqlite3.connect(feeds_journal_path(rig.journal)) as db:
         (rows, ids) = db.execute("SELECT count(*), count(DISTINCT id) FROM feed").fetchone()
     assert rows == ids == total
 
