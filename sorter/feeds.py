@@ -413,6 +413,13 @@ class PackedUpdate:
     def size(self) -> int:
         return int(self.words.shape[0])
 
+    def part(self, start: int, stop: int) -> PackedUpdate:
+        """Updates start..stop-1 (the new names go with the first part)."""
+        names = self.names if start == 0 else ()
+        return PackedUpdate(
+            self.words[start:stop], self.postcode[start:stop], self.code[start:stop], names
+        )
+
 
 class FeedPacker:
     """What `LiveManifest.apply` decides about a batch, without the index: which rows and

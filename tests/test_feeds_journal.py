@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
 from drivers.journal import Journal
-from drivers.journal_feeds import FEED_PRUNE_ROWS, FeedStore
+from drivers.journal_feeds import FEED_PRUNE_ROWS, FEED_RETIRE_ROWS, FeedStore
 from simulators.manifests import write_manifest
 from sorter.config import ConfigError, FeedsSection, load_site, topic_filters_overlap
 from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
@@ -237,6 +237,12 @@ def test_feeds_config_checked(tmp_path: Path) -> None:
         load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/a/+"\n'))
     loaded = load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/+/cus"\n'))
     assert loaded.config.feeds.topics == ("hub/+/pre", "hub/+/cus")
+    assert loaded.config.feeds.retention_h == 72.0
+    loaded = load_site(site('\n[feeds]\npreadvice = "hub/pre"\nretention_h = 0.5\n'))
+    assert loaded.config.feeds.retention_h == 0.5
+    for bad in ("0", "-1", "9000", '"72h"'):
+        with pytest.raises(ConfigError, match=r"feeds\.retention_h"):
+            load_site(site(f'\n[feeds]\npreadvice = "hub/pre"\nretention_h = {bad}\n'))
 
 
 @pytest.mark.parametrize(
@@ -419,3 +425,72 @@ def test_bad_rows_logged_at_most_once_per_interval() -> None:
     lines = [e for e in logs if e["event"] == "feed bad rows"]
     assert [e["counts"] for e in lines] == [{"no_barcode": 1}, {"bad_json": 2}]
     assert lines[1]["examples"] == {"bad_json": f"{PRE}: not JSON"}
+
+
+async def test_what_is_owed_to_the_journal_is_bounded(tmp_path: Path) -> None:
+    """While the journal cannot write, applied rows wait in memory for it, up to a bound:
+    past it no message is taken (not applied, not acknowledged: the broker keeps it);
+    once the journal writes again, every row is journaled and applied once."""
+    journal = Journal(tmp_path / "j.sqlite")
+    config = FeedsSection(preadvice=PRE, customs=CUS)
+    service = FeedService(config, journal, LiveManifest(None, DESTS), max_owed_rows=2)
+    messages = [_msg(PRE, {"barcode": f"F{i}", "destination": "RABAT", "id": f"f{i}"}, i)
+                for i in range(4)]  # fmt: skip
+    journal._db.execute("PRAGMA query_only = ON")  # every write now fails
+    assert not await service([messages[0]])
+    assert not await service([messages[1]])
+    assert service.owed_rows == 2
+    assert not await service([messages[2]])  # full: not taken
+    assert not await service([messages[3]])
+    assert (service.owed_rows, service.refused_full) == (2, 2)
+    assert _state(service.live, "F1") == ("RABAT", False, Source.FEED)
+    assert _state(service.live, "F2") == (None, None, None)  # not applied
+    journal._db.execute("PRAGMA query_only = OFF")
+    # The broker sends what was not acknowledged again, in its order.
+    for message in messages:
+        assert await service([message])
+    assert service.owed_rows == 0
+    assert (service.stats.rows_applied, service.stats.duplicates) == (4, 2)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT id FROM feed ORDER BY seq").fetchall() == [
+            ("f0",), ("f1",), ("f2",), ("f3",),
+        ]  # fmt: skip
+    journal.close()
+
+
+async def test_old_entries_are_retired_from_the_journal_and_the_index(tmp_path: Path) -> None:
+    """A barcode whose newest entry is older than retention_h leaves the journal and the
+    index (its file row decides again); one with a recent entry keeps all of its
+    entries; a step looks at FEED_RETIRE_ROWS entries at most; a replay agrees."""
+    hour_ns = 3600 * 10**9
+    now_ns = [10 * hour_ns]
+    journal = Journal(tmp_path / "j.sqlite")
+    config = FeedsSection(preadvice=PRE, customs=CUS, retention_h=2)
+    live = LiveManifest(None, DESTS)
+    service = FeedService(config, journal, live, wall_ns=lambda: now_ns[0])
+    old = [{"barcode": f"O{i}", "destination": "RABAT"} for i in range(FEED_RETIRE_ROWS + 500)]
+    assert await service([_msg(PRE, old, 1 * hour_ns)])
+    assert await service([_msg(CUS, {"barcode": "K1", "status": "hold"}, 1 * hour_ns)])
+    assert await service([_msg(PRE, {"barcode": "K1", "destination": "FES"}, 9 * hour_ns)])
+    assert await service([_msg(PRE, {"barcode": "N1", "destination": "FES"}, 9 * hour_ns)])
+    assert live.delta_rows == len(old) + 2
+
+    first = service.store.retire_step(now_ns[0] - 2 * hour_ns)
+    assert first is not None
+    assert len(first) == FEED_RETIRE_ROWS  # bounded
+    assert not service.store.retire_wrapped
+    assert await service.retire_pass() == 500  # the rest of the old barcodes
+    live.retire(first)  # what the first step retired leaves the index too
+    assert live.delta_rows == 2
+    assert _state(live, "O0") == (None, None, None)
+    assert _state(live, "K1") == ("FES", True, Source.CUSTOMS)  # its old hold stays
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT barcode, kind FROM feed ORDER BY seq").fetchall() == [
+            ("K1", 1), ("K1", 0), ("N1", 0),
+        ]  # fmt: skip
+    journal.close()
+    journal, again = _service(tmp_path / "j.sqlite")
+    assert again.replay() == 3
+    assert _state(again.live, "K1") == ("FES", True, Source.CUSTOMS)
+    assert again.live.delta_rows == 2
+    journal.close()
