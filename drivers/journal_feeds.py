@@ -25,6 +25,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from drivers.journal_file import JournalError
@@ -40,6 +41,8 @@ __all__ = [
     "FEED_SCHEMA",
     "FeedStore",
     "Replayed",
+    "counts_file",
+    "replay_file",
 ]
 
 FEED_PRUNE_ROWS: Final = 2_000  # entries looked at per prune step (a few ms)
@@ -302,3 +305,47 @@ def _runs(chunk: Sequence[Any]) -> Iterator[Replayed]:
             customs.append(CustomsUpdate(barcode, bool(hold), eid))
     if current is not None:
         yield Replayed(FeedBatch(rows, customs, []), current[1])
+
+
+def replay_file(path: Path) -> Iterator[Replayed]:
+    """Every entry of a feeds journal file, in arrival order, read beside its writer (a
+    read-only connection: the daemon replays the file while its feeds worker, which holds
+    the file's lock, has not started writing yet). Nothing when there is no file yet or no
+    feed table in it."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        after = 0
+        while True:
+            try:
+                chunk = _select_after(after)(db)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return
+                raise
+            if not chunk:
+                return
+            yield from _runs(chunk)
+            after = int(chunk[-1][0])
+            if len(chunk) < FEED_REPLAY_ROWS:
+                return
+    finally:
+        db.close()
+
+
+def counts_file(path: Path) -> dict[str, int]:
+    """The applied counts of a feeds journal file (read-only, as `replay_file`); empty
+    when there is no file or no count yet."""
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(_COUNTS).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise
+    finally:
+        db.close()
+    return {str(name): int(value) for name, value in rows}

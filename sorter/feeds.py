@@ -458,6 +458,16 @@ class FeedPacker:
         """The plan's names: a row naming another is refused (unless replayed)."""
         self._plan = frozenset(destinations)
 
+    def adopt_known(self, known: Sequence[str]) -> None:
+        """Go on from the index's list of destination names (what is packed and not taken
+        yet is dropped): the daemon replayed the journal into its index itself."""
+        self._known = {name: i for i, name in enumerate(known)}
+        self.drop()
+
+    def drop(self) -> None:
+        """Forget what was packed and not taken."""
+        self._new_names, self._barcodes, self._postcodes, self._codes = [], [], [], []
+
     def apply(self, batch: FeedBatch, arrival_ns: int, *, replay: bool = False) -> Applied:
         """Check and pack a batch in order (its rows, then its customs decisions), as
         `LiveManifest.apply` applies it; the updates wait for `take`."""

@@ -68,8 +68,8 @@ CHUNK_ROWS: Final = 256
 # most: past it no new message is taken (nor acknowledged) until the journal writes again;
 # the broker keeps them. ~200 bytes each.
 MAX_OWED_ROWS: Final = 200_000
-# Replayed entries handed to the sink together.
-REPLAY_SEND_ROWS: Final = 20_000
+# Replayed entries a packer holds at most before they are dropped.
+REPLAY_DROP_ROWS: Final = 20_000
 
 # Where packed updates go (the line's index, in the daemon's process), awaited until they
 # are applied.
@@ -324,16 +324,15 @@ class FeedService:
 
     def replay(self) -> int:
         """Apply every journaled entry again, in arrival order (at the start, before the
-        line runs); the entries applied. Makes room for the day's rows first."""
+        line runs); the entries applied. Makes room for the day's rows first. Over a
+        packer (the feeds worker: the daemon replays the entries into its index itself),
+        what it packs is dropped: the ids and counts are what the worker needs back."""
+        live = self.live
         for _ in self._replaying():
-            pass
-        return self.stats.replayed
-
-    async def replay_to_sink(self) -> int:
-        """As `replay`, the packed entries handed to the sink REPLAY_SEND_ROWS at a time."""
-        for _ in self._replaying():
-            await self._publish(REPLAY_SEND_ROWS)
-        await self._publish()
+            if isinstance(live, FeedPacker) and live.pending >= REPLAY_DROP_ROWS:
+                live.drop()
+        if isinstance(live, FeedPacker):
+            live.drop()
         return self.stats.replayed
 
     async def upkeep(self) -> None:

@@ -7,22 +7,28 @@ feeds journal (drivers/journal_feeds.py, a SQLite file of its own beside the lin
 journal) and packs what applies (`sorter.feeds.FeedPacker`: key words, postcode and a
 code word per row or customs decision). The packed update goes to the daemon over a
 socket pair; the daemon's event loop merges it into the line's index
-(`LiveManifest.apply_packed`, one numba call per few thousand entries) and answers; only
-then does the worker acknowledge the messages to the broker: a row is durable and seen by
-the decisions before its PUBACK. A replay at the start goes the same way, before the line
-runs. The worker also reports the feeds' figures and the link's state.
+(`LiveManifest.apply_packed`, one numba call per 2,048 entries) and answers; only then
+does the worker acknowledge the messages to the broker: a row is durable and seen by the
+decisions before its PUBACK. The worker also reports the feeds' figures and the link's
+state.
+
+At the start the daemon spawns the worker before anything else (its imports take a
+second or more) and replays the feeds journal into its index itself (a read-only
+connection, before the line runs: the worker writes nothing before the daemon's first
+message); the worker reads the journal back for its ids and counts, and takes the plan's
+names and the index's list of destination names from that first message.
 
 What the line's loop does per batch is therefore a copy of the arrays and their merge
 (~0.1-0.3 us an entry), not JSON, checks or SQLite (~17 us a row on one loop before).
 
 The worker ends when the daemon does (the socket closes, also after a kill -9 of the
-daemon); a worker that ends while the daemon runs is started again (with the index's
-names of destinations, and a replay of the journal, which ends in the state the index
-already has; what the dead worker had not acknowledged the broker sends again).
+daemon); a worker that ends while the daemon runs is started again (the index has every
+entry already; what the dead worker had not acknowledged the broker sends again).
 
 Frames on the socket: a 4-byte length, then a pickled tuple. Daemon -> worker:
-("applied", seq), ("plan", names). Worker -> daemon: ("apply", seq, PackedUpdate),
-("replayed", entries), ("figures", dict), ("state", connected, reason, errors).
+("start", plan names, known destination names), ("applied", seq), ("plan", names).
+Worker -> daemon: ("apply", seq, PackedUpdate), ("figures", dict), ("state", connected,
+reason, errors).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import pickle
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -43,10 +49,10 @@ from typing import Any, Final
 import structlog
 
 from drivers.journal import Journal, JournalError
+from drivers.journal_feeds import counts_file, replay_file
 from sorter.backoff import Backoff
 from sorter.config import Site, SiteConfig
 from sorter.contract import feeds_figures
-from sorter.errors import SorterdError
 from sorter.feeds import FeedPacker, LiveManifest, PackedUpdate
 from sorter.stats import FeedStats
 from sorterd.feeds import FeedService, feed_subscriber
@@ -55,8 +61,10 @@ __all__ = [
     "APPLY_CHUNK_ENTRIES",
     "FRAME_ENTRIES",
     "FeedWorker",
+    "Spawned",
     "WorkerSpec",
     "feeds_journal_path",
+    "spawn_worker",
     "worker_main",
 ]
 
@@ -68,7 +76,6 @@ APPLY_CHUNK_ENTRIES: Final = 2048
 # line's loop a frame at a time (~1 MB, ~1 ms).
 FRAME_ENTRIES: Final = 16384
 FIGURES_EVERY_S: Final = 0.5
-START_TIMEOUT_S: Final = 120.0  # spawn, imports and the replay of a day's journal
 JOURNAL_BUSY_S: Final = 10.0  # a worker of a killed daemon may still hold the file briefly
 STOP_WAIT_S: Final = 3.0
 WORKER_NICE: Final = 5  # added to the worker's niceness
@@ -118,6 +125,24 @@ class _Channel:
 
 # --- the daemon's side ------------------------------------------------------------------
 
+Spawned = tuple[multiprocessing.process.BaseProcess, socket.socket]
+
+
+def spawn_worker(site: Site, destinations: Sequence[str], known: Sequence[str]) -> Spawned:
+    """A worker process for the site's feeds and the daemon's end of its socket. The
+    daemon starts it before anything else (its imports take a second or more), with the
+    plan's names still unknown: they come first on the socket (`FeedWorker.start`)."""
+    spec = WorkerSpec(
+        site.config, feeds_journal_path(site.journal_path), tuple(destinations), tuple(known)
+    )
+    ours, theirs = socket.socketpair()
+    process = multiprocessing.get_context("spawn").Process(
+        target=worker_main, args=(spec, theirs), name="sorterd-feeds", daemon=True
+    )
+    process.start()
+    theirs.close()
+    return process, ours
+
 
 class FeedWorker:
     """Starts the worker process, merges what it sends into `live`, and starts it again if
@@ -130,10 +155,12 @@ class FeedWorker:
         self.live = live
         self.on_state = on_state
         self.link_errors = 0
+        self.connected = False  # the worker's link is up and subscribed
         self.restarts = 0
         self._figures: dict[str, Any] = feeds_figures(FeedStats(), 0)
         self._process: multiprocessing.process.BaseProcess | None = None
         self._channel: _Channel | None = None
+        self._socket: socket.socket | None = None  # ours, until `start` reads it
         self._backoff = Backoff(0.5, 10.0)
         live.on_destinations = self._send_plan
 
@@ -145,38 +172,47 @@ class FeedWorker:
         """P/stats `feeds`: the worker's counts, the index's delta size."""
         return {**self._figures, "delta_rows": self.live.delta_rows}
 
-    async def start(self) -> int:
-        """Spawn the worker and apply its replay of the journal; the entries replayed."""
-        cfg = self.site.config
-        self.live.reserve(cfg.feeds.expected_rows)
-        spec = WorkerSpec(
-            cfg,
-            feeds_journal_path(self.site.journal_path),
-            self.live.destinations,
-            self.live.known_names,
-        )
-        ours, theirs = socket.socketpair()
-        process = multiprocessing.get_context("spawn").Process(
-            target=worker_main, args=(spec, theirs), name="sorterd-feeds", daemon=True
-        )
-        process.start()
-        theirs.close()
-        self._process = process
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
+    def spawn(self, early: Spawned | None = None) -> None:
+        """Start the worker process (or take one `spawn_worker` started before the daemon
+        had its plan): its imports and journal opening overlap the daemon's own start;
+        `start` waits for its replay."""
+        if self._process is not None:
+            return
+        if early is None:
+            early = spawn_worker(self.site, self.live.destinations, self.live.known_names)
+        self._process, self._socket = early
+
+    async def start(self, *, replay: bool = True) -> int:
+        """The journal's entries replayed into the index (`replay`: at the daemon's start,
+        before the line runs; read here, beside the worker, which does not write before it
+        has this message), then the worker told the plan's names and the index's names of
+        destinations, which it goes on from. The entries replayed."""
+        entries = self._replay() if replay else 0
+        self.spawn()
+        assert self._socket is not None
+        reader, writer = await asyncio.open_unix_connection(sock=self._socket, limit=1 << 20)
+        self._socket = None
         self._channel = _Channel(reader, writer)
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                while True:
-                    message = await self._channel.receive()
-                    if message is None:
-                        raise SorterdError("the feeds worker ended at its start (see its log)")
-                    if message[0] == "replayed":
-                        return int(message[1])
-                    await self._handle(message)
-        except TimeoutError:
-            raise SorterdError(
-                f"the feeds worker did not start within {START_TIMEOUT_S:.0f} s"
-            ) from None
+        self._channel.send(("start", self.live.destinations, self.live.known_names))
+        return entries
+
+    def _replay(self) -> int:
+        live = self.live
+        live.reserve(self.site.config.feeds.expected_rows)
+        entries = 0
+        path = feeds_journal_path(self.site.journal_path)
+        for run in replay_file(path):
+            live.apply(run.batch, run.arrival_ns, replay=True)
+            entries += len(run.batch.rows) + len(run.batch.customs)
+        # P/stats until the worker reports: the counts go on from the journal's.
+        stats = FeedStats(replayed=entries)
+        counts = counts_file(path)
+        stats.rows_applied = counts.get("rows_applied", 0)
+        stats.customs_applied = counts.get("customs_applied", 0)
+        self._figures = feeds_figures(stats, 0)
+        # The ids are the worker's to remember: the index's own packer starts afresh.
+        live.packer = FeedPacker(live.destinations, known=live.known_names)
+        return entries
 
     async def run(self) -> None:
         """Serve the worker until cancelled; one that ends is started again."""
@@ -186,12 +222,14 @@ class FeedWorker:
                 await self._handle(message)
             await self._reap()
             self.restarts += 1
+            self.connected = False
             log.error("feeds worker ended: starting it again", restarts=self.restarts)
             self.on_state(False, "feeds worker ended: starting it again")
             await asyncio.sleep(self._backoff.next_delay_s())
-            with contextlib.suppress(SorterdError, OSError):
-                entries = await self.start()
-                log.info("feeds worker started again", replayed=entries)
+            with contextlib.suppress(OSError):
+                # The index has every entry already; the new worker reads its ids back.
+                await self.start(replay=False)
+                log.info("feeds worker started again")
                 self._backoff.reset()
 
     async def _handle(self, message: tuple[Any, ...]) -> None:
@@ -205,7 +243,7 @@ class FeedWorker:
             self._figures = message[1]
         elif kind == "state":
             _, connected, reason, errors = message
-            self.link_errors = errors
+            self.link_errors, self.connected = errors, connected
             self.on_state(connected, reason)
 
     async def _apply(self, update: PackedUpdate) -> None:
@@ -220,6 +258,9 @@ class FeedWorker:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         process, self._process = self._process, None
         if process is None:
             return
@@ -271,6 +312,10 @@ class _Worker:
         self.channel = channel
         self.packer = packer
         self.link_errors: Callable[[], int] = lambda: 0
+        # The daemon's first message: the plan's names and the index's destination names.
+        self.started: asyncio.Future[tuple[tuple[str, ...], tuple[str, ...]]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[None]] = {}
 
@@ -299,6 +344,8 @@ class _Worker:
                     done.set_result(None)
             elif message[0] == "plan":
                 self.packer.set_destinations(message[1])
+            elif message[0] == "start" and not self.started.done():
+                self.started.set_result((message[1], message[2]))
         raise _ParentGoneError
 
 
@@ -319,11 +366,16 @@ async def _serve(spec: WorkerSpec, sock: socket.socket) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(worker.read())
+            # The ids and counts back from the journal (the daemon applies its entries itself).
             t0 = time.perf_counter()
-            entries = await service.replay_to_sink()
-            log.info("feeds replayed", entries=entries, ms=round((time.perf_counter() - t0) * 1e3))
+            entries = service.replay()
+            log.info(
+                "feeds ids replayed", entries=entries, ms=round((time.perf_counter() - t0) * 1e3)
+            )
+            destinations, known = await worker.started
+            packer.set_destinations(destinations)
+            packer.adopt_known(known)
             channel.send(("figures", service.figures()))
-            channel.send(("replayed", entries))
             link = feed_subscriber(cfg, service, worker.on_state)
             worker.link_errors = lambda: link.stats.errors
             group.create_task(link.run())

@@ -278,7 +278,10 @@ async def test_file_and_plan_reloads_keep_the_feed_rows(
         daemon = rig.daemon
         assert daemon.parts.feeds is not None
         live = daemon.parts.feeds.live
+        worker = daemon.parts.feeds.worker
         assert daemon.decider.decide([x]).destination == "FES"
+        # The feeds worker subscribes beside the running line (its session begins then).
+        await wait_until(lambda: worker.connected, 60, what="the feeds worker subscribed")
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
             row = {"barcode": x, "destination": "RABAT", "id": "x1"}
             await client.publish("hub/preadvice", json.dumps(row).encode(), qos=1)
