@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -95,6 +96,7 @@ class WorkerSpec:
     journal_path: Path
     destinations: tuple[str, ...]
     known: tuple[str, ...]  # the index's destination names (a restarted worker goes on)
+    log_level: str = "info"  # the daemon's
 
 
 class _Channel:
@@ -128,12 +130,27 @@ class _Channel:
 Spawned = tuple[multiprocessing.process.BaseProcess, socket.socket]
 
 
+def _log_level() -> str:
+    """The level the daemon logs at (sorterd/logs.py), for its worker to log at too."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    try:  # a filtering bound logger's class method (it does not read `self`)
+        level = wrapper.get_effective_level(None)
+    except (AttributeError, TypeError):
+        level = logging.INFO
+    names = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+    return names.get(level, "info") if isinstance(level, int) else "info"
+
+
 def spawn_worker(site: Site, destinations: Sequence[str], known: Sequence[str]) -> Spawned:
     """A worker process for the site's feeds and the daemon's end of its socket. The
     daemon starts it before anything else (its imports take a second or more), with the
     plan's names still unknown: they come first on the socket (`FeedWorker.start`)."""
     spec = WorkerSpec(
-        site.config, feeds_journal_path(site.journal_path), tuple(destinations), tuple(known)
+        site.config,
+        feeds_journal_path(site.journal_path),
+        tuple(destinations),
+        tuple(known),
+        _log_level(),
     )
     ours, theirs = socket.socketpair()
     process = multiprocessing.get_context("spawn").Process(
@@ -156,6 +173,7 @@ class FeedWorker:
         self.on_state = on_state
         self.link_errors = 0
         self.connected = False  # the worker's link is up and subscribed
+        self.subscribed = asyncio.Event()  # it has been, once
         self.restarts = 0
         self._figures: dict[str, Any] = feeds_figures(FeedStats(), 0)
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -244,6 +262,8 @@ class FeedWorker:
         elif kind == "state":
             _, connected, reason, errors = message
             self.link_errors, self.connected = errors, connected
+            if connected:
+                self.subscribed.set()
             self.on_state(connected, reason)
 
     async def _apply(self, update: PackedUpdate) -> None:
@@ -285,7 +305,7 @@ def worker_main(spec: WorkerSpec, sock: socket.socket) -> None:
     """The worker process's entry point."""
     from sorterd.logs import setup_logging  # noqa: PLC0415 (the child configures its own)
 
-    setup_logging()
+    setup_logging(level=spec.log_level)
     # The PLC's replies come first: on a machine short of cores the worker waits, the line
     # does not (the feeds' lag grows instead; P/stats shows it).
     with contextlib.suppress(OSError):
