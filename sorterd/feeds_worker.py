@@ -310,8 +310,12 @@ def worker_main(spec: WorkerSpec, sock: socket.socket) -> None:
     # does not (the feeds' lag grows instead; P/stats shows it).
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(_serve(spec, sock))
+    except KeyboardInterrupt:
+        pass
+    except SorterdError as exc:  # the feeds journal cannot be opened: the set-up's problem
+        log.error("feeds worker cannot run", error=str(exc))
 
 
 async def _open_journal(path: Path, synchronous: str) -> Journal:
