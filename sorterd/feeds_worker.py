@@ -54,6 +54,7 @@ from drivers.journal_feeds import counts_file, replay_file
 from sorter.backoff import Backoff
 from sorter.config import Site, SiteConfig
 from sorter.contract import feeds_figures
+from sorter.errors import SorterdError
 from sorter.feeds import FeedPacker, LiveManifest, PackedUpdate
 from sorter.stats import FeedStats
 from sorterd.feeds import FeedService, feed_subscriber
@@ -315,7 +316,7 @@ def worker_main(spec: WorkerSpec, sock: socket.socket) -> None:
     except KeyboardInterrupt:
         pass
     except SorterdError as exc:  # the feeds journal cannot be opened: the set-up's problem
-        log.error("feeds worker cannot run", error=str(exc))
+        log.error("feeds worker cannot run", error=str(exc))  # noqa: TRY400 (no traceback)
 
 
 async def _open_journal(path: Path, synchronous: str) -> Journal:
