@@ -5,6 +5,7 @@ and plan reloads of a running daemon that keep the feed rows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -19,7 +20,16 @@ from drivers.journal import Journal
 from drivers.journal_feeds import FEED_PRUNE_ROWS, FEED_RETIRE_ROWS, FeedStore
 from simulators.manifests import write_manifest
 from sorter.config import ConfigError, FeedsSection, load_site, topic_filters_overlap
-from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
+from sorter.feeds import (
+    BadRow,
+    CustomsUpdate,
+    FeedBatch,
+    FeedPacker,
+    FeedRow,
+    LiveManifest,
+    PackedUpdate,
+    Source,
+)
 from sorterd.demo import write_site
 from sorterd.feeds import PARSE_INLINE_BYTES, BadLog, FeedService, topic_matches
 from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
@@ -42,7 +52,15 @@ def _msg(topic: str, payload: object, at_ns: int = 1) -> FeedMessage:
     return FeedMessage(topic, json.dumps(payload).encode(), False, at_ns)
 
 
-def _state(live: LiveManifest, barcode: str) -> tuple[str | None, bool | None, Source | None]:
+def _live(service: FeedService) -> LiveManifest:
+    assert isinstance(service.live, LiveManifest)
+    return service.live
+
+
+def _state(
+    live: LiveManifest | FeedPacker, barcode: str
+) -> tuple[str | None, bool | None, Source | None]:
+    assert isinstance(live, LiveManifest)
     row, source = live.lookup_source(barcode)
     if row is None:
         return None, None, source
@@ -369,18 +387,18 @@ async def test_a_replay_keeps_a_row_whose_destination_the_plan_dropped(tmp_path:
     journal, service = _service(tmp_path / "j.sqlite")
     row = {"barcode": "A1", "destination": "FES", "country": "MA", "id": "r1"}
     assert await service([_msg(PRE, row, 1)])
-    service.live.set_destinations(["RABAT"])  # a plan reload drops FES
-    live_row = service.live.lookup_source("A1")
+    _live(service).set_destinations(["RABAT"])  # a plan reload drops FES
+    live_row = _live(service).lookup_source("A1")
     journal.close()
     journal = Journal(tmp_path / "j.sqlite")
     again = FeedService(
         FeedsSection(preadvice=PRE, customs=CUS), journal, LiveManifest(None, ["RABAT"])
     )
     assert again.replay() == 1
-    assert again.live.lookup_source("A1") == live_row
+    assert _live(again).lookup_source("A1") == live_row
     assert live_row[0] is not None
     assert live_row[0].destination == -1
-    again.live.set_destinations(DESTS)
+    _live(again).set_destinations(DESTS)
     assert _state(again.live, "A1") == ("FES", False, Source.FEED)
     journal.close()
 
@@ -495,5 +513,47 @@ async def test_old_entries_are_retired_from_the_journal_and_the_index(tmp_path: 
     journal, again = _service(tmp_path / "j.sqlite")
     assert again.replay() == 3
     assert _state(again.live, "K1") == ("FES", True, Source.CUSTOMS)
-    assert again.live.delta_rows == 2
+    assert _live(again).delta_rows == 2
+    journal.close()
+
+
+async def test_over_a_packer_a_batch_is_done_once_the_index_has_merged_it(
+    tmp_path: Path,
+) -> None:
+    """The feeds worker's way (sorterd/feeds_worker.py): a batch journaled, then its packed
+    update handed to the sink; the handler says it is durable (and the link acknowledges
+    it) only once the sink has merged it into the index, in the order of arrival."""
+    journal = Journal(tmp_path / "j.sqlite")
+    live = LiveManifest(None, DESTS)
+    merged = asyncio.Event()
+    release = asyncio.Event()
+
+    async def sink(update: PackedUpdate) -> None:
+        await release.wait()  # the daemon's loop is busy
+        live.apply_packed(update)
+        merged.set()
+
+    packer = FeedPacker(DESTS)
+    config = FeedsSection(preadvice=PRE, customs=CUS)
+    service = FeedService(config, journal, packer, sink=sink)
+    batch = [
+        _msg(PRE, {"barcode": "P1", "destination": "RABAT", "id": "p1"}, 1),
+        _msg(CUS, {"barcode": "P1", "status": "hold", "id": "q1"}, 2),
+        _msg(PRE, {"barcode": "P1", "destination": "FES", "id": "p2"}, 3),
+    ]
+    handling = asyncio.create_task(service(batch))
+    await asyncio.sleep(0.2)
+    assert not handling.done()  # durable already, not yet in the index: no ack
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM feed").fetchone() == (3,)
+    assert _state(live, "P1") == (None, None, None)
+    release.set()
+    assert await handling
+    assert merged.is_set()
+    assert _state(live, "P1") == ("FES", True, Source.CUSTOMS)
+    # The same ids again (the broker's re-delivery): nothing new for the index.
+    merged.clear()
+    assert await service(batch)
+    assert not merged.is_set()
+    assert service.stats.duplicates == 3
     journal.close()
