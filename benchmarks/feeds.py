@@ -13,7 +13,11 @@ own pre-advice and customs stream, filled up with pre-advice of other lines' par
   `feeds`: the last report, and the worst p99 reported during the run (goal p99 <= 100 ms);
 - rows applied (P/stats) against rows published, after the stream ended (bounded wait);
 - the line's request -> reply p99 as the PLC sees it, with the feeds running
-  (goal <= 10 ms at 100,000 items/h), late replies, and the daemon's CPU share.
+  (goal <= 10 ms at 100,000 items/h), late replies, and the daemon's CPU share (the
+  daemon's own process: its feeds worker, sorterd/feeds_worker.py, is another);
+- large messages: the same line while a publisher process (this module's
+  `--publish-large`) sends pre-advice messages near the 8 MiB limit, one every
+  `large_every_s`: the line's p99 beside them, and how long the daemon took to apply them.
 
 A daemon whose config has no `[feeds]` yet gets no `[feeds]` table: the stream then loads
 the broker and the machine but not the daemon, and the apply figures are absent (the
@@ -23,6 +27,7 @@ section says so).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -33,16 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+
 from benchmarks.common import PLAN
 from benchmarks.daemon import PREFIX, Observer, cpu_s, daemon_process, observing, wait_for
 from benchmarks.line import PARAMS, latency_ms, ledger_figures
 from benchmarks.results import Section, broker_info
 from drivers.broker import LocalBroker
 from simulators.line import SimulatedLine
+from sorter.addresses import parse_mqtt_url
 from sorter.plan import load_plan
 from sorterd.demo import feeds_supported, write_site
 
-__all__ = ["QUICK", "Options", "main", "report", "run"]
+__all__ = ["QUICK", "Options", "main", "publish_large", "report", "run"]
 
 FEEDS = (f"{PREFIX}/feeds/preadvice", f"{PREFIX}/feeds/customs")
 LAG_P99_GOAL_MS = 100.0
@@ -62,9 +70,14 @@ class Options:
     duration_s: float = 30.0
     # Also the same line without the stream, in the same run: the line's p99 to compare.
     baseline: bool = True
+    # Also the line beside large messages (0: not): bytes a message, one every so often.
+    large_bytes: int = 7 << 20
+    large_every_s: float = 5.0
+    large_duration_s: float = 15.0
 
 
-QUICK = Options(rows_per_s=5_000.0, duration_s=6.0)
+QUICK = Options(rows_per_s=5_000.0, duration_s=6.0, large_bytes=1 << 20, large_duration_s=6.0)
+_LARGE_SUMMARY = re.compile(r"large: (\d+) messages, (\d+) rows, (\d+) bytes each")
 _NO_STREAM = dict.fromkeys(("rows", "filler", "customs", "bad", "duplicates", "reconnects"), 0)
 
 
@@ -91,6 +104,46 @@ async def _start_stream(opts: Options, folder: Path, broker: LocalBroker) -> Pro
     if not first.startswith("feeds: publishing"):
         raise RuntimeError(f"sorterd simulate feeds did not start: {first!r}")
     return proc
+
+
+async def publish_large(url: str, topic: str, size: int, every_s: float, seconds: float) -> None:
+    """Pre-advice messages of about `size` bytes (new barcodes and ids each), one every
+    `every_s` for `seconds`, at QoS 1 (`python -m benchmarks.feeds --publish-large`)."""
+    endpoint = parse_mqtt_url(url)
+    row_bytes = len(json.dumps({"barcode": "LG0000000000", "country": "MA", "id": "lg0-0000000"}))
+    per_message = size // (row_bytes + 2)
+    sent = rows = length = 0
+    async with aiomqtt.Client(endpoint.host, endpoint.port, identifier=f"large-{os.getpid()}") as c:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t = time.monotonic()
+            payload = json.dumps([
+                {"barcode": f"LG{sent:03d}{i:07d}", "country": "MA", "id": f"lg{sent}-{i:07d}"}
+                for i in range(per_message)
+            ]).encode()  # fmt: skip
+            await c.publish(topic, payload, qos=1)
+            sent, rows, length = sent + 1, rows + per_message, len(payload)
+            await asyncio.sleep(max(0.0, every_s - (time.monotonic() - t)))
+    print(f"large: {sent} messages, {rows} rows, {length} bytes each", flush=True)
+
+
+async def _start_large(opts: Options, broker: LocalBroker) -> Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.feeds", "--publish-large", broker.url, FEEDS[0],
+        str(opts.large_bytes), str(opts.large_every_s), str(opts.large_duration_s),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _large_counts(proc: Process) -> dict[str, int]:
+    assert proc.stdout is not None
+    async with asyncio.timeout(120):
+        out = (await proc.stdout.read()).decode()
+        await proc.wait()
+    m = _LARGE_SUMMARY.search(out)
+    if proc.returncode != 0 or m is None:
+        raise RuntimeError(f"the large-message publisher exited {proc.returncode}: {out!r}")
+    return dict(zip(("messages", "rows", "bytes"), map(int, m.groups()), strict=True))
 
 
 async def _stream_counts(proc: Process, t0: float) -> tuple[dict[str, int], float]:
@@ -121,10 +174,14 @@ async def _applied(obs: Observer, published: int, timeout_s: float) -> bool:
     return True
 
 
-async def run_feeds(opts: Options, broker: LocalBroker, *, stream: bool = True) -> dict[str, Any]:
-    """One run of the line with the daemon, with the feed stream or (baseline) without."""
+async def run_feeds(
+    opts: Options, broker: LocalBroker, *, stream: bool = True, large: bool = False
+) -> dict[str, Any]:
+    """One run of the line with the daemon, with the feed stream, with large messages, or
+    (baseline) without either."""
     plan = load_plan(PLAN)
-    with_feeds = feeds_supported() and stream
+    with_feeds = feeds_supported() and (stream or large)
+    duration_s = opts.large_duration_s if large else opts.duration_s
     async with (
         SimulatedLine(sorted(plan.machine_chutes), params=PARAMS, seed=5) as line,
         observing(broker) as obs,
@@ -144,11 +201,17 @@ async def run_feeds(opts: Options, broker: LocalBroker, *, stream: bool = True) 
             async with daemon_process(site, obs) as daemon:
                 await line.scanner.wait_for_clients(1)
                 streaming = await _start_stream(opts, Path(tmp), broker) if stream else None
+                big = await _start_large(opts, broker) if large else None
                 cpu0, t_run = cpu_s(daemon.pid), time.perf_counter()
-                inducted = await line.run(opts.rate_per_h, duration_s=opts.duration_s)
-                counts, stream_s = _NO_STREAM, 0.0
+                inducted = await line.run(opts.rate_per_h, duration_s=duration_s)
+                counts: dict[str, Any] = _NO_STREAM
+                stream_s = 0.0
                 if streaming is not None:
                     counts, stream_s = await _stream_counts(streaming, t_run)
+                if big is not None:
+                    large_counts = await _large_counts(big)
+                    counts = {**_NO_STREAM, "rows": large_counts["rows"], "large": large_counts}
+                    stream_s = time.perf_counter() - t_run
                 drained = await line.drain(60)
                 cpu_share = (cpu_s(daemon.pid) - cpu0) / (time.perf_counter() - t_run)
                 applied = with_feeds and await _applied(obs, counts["rows"], APPLY_WAIT_S)
@@ -175,6 +238,8 @@ async def _run_all(opts: Options) -> tuple[dict[str, Any], dict[str, str]]:
         row = await run_feeds(opts, broker)
         if opts.baseline:
             row["baseline"] = await run_feeds(opts, broker, stream=False)
+        if opts.large_bytes:
+            row["large"] = await run_feeds(opts, broker, stream=False, large=True)
         return row, info
 
 
@@ -187,6 +252,9 @@ def run(opts: Options | None = None) -> Section:
             "rate_per_h": opts.rate_per_h,
             "duration_s": opts.duration_s,
             "belt_speed_m_s": PARAMS.belt_speed_m_s,
+            "large_bytes": opts.large_bytes,
+            "large_every_s": opts.large_every_s,
+            "large_duration_s": opts.large_duration_s,
         },
         details={"broker": broker, "run": row},
     )
@@ -219,6 +287,15 @@ def run(opts: Options | None = None) -> Section:
         baselines={"no_feeds": base["plc_latency_ms"]["p99"]} if base else None,
         baseline_labels={"no_feeds": "the line without the feeds"},
     )
+    if big := row.get("large"):
+        section.add(
+            "plc_reply_ms_p99_large",
+            big["plc_latency_ms"]["p99"],
+            "ms",
+            "line request -> reply p99 beside large messages",
+            better="lower",
+            target=f"<= {REPLY_P99_GOAL_MS:g} ms",
+        )
     section.add("late_replies", row["late_replies"], "items", "late replies")
     section.add("cpu_share", row["cpu_share"] * 100, "% of a core", "daemon CPU", better="lower")
     return section
@@ -254,10 +331,28 @@ def report(section: Section) -> list[str]:
             f"{row['lag_ms_p99_max']}; goal <= {LAG_P99_GOAL_MS:g}), delta rows "
             f"{last.get('delta_rows')}"
         )
+    if big := row.get("large"):
+        lines.append(_large_line(p, big))
     return lines
 
 
+def _large_line(p: dict[str, Any], big: dict[str, Any]) -> str:
+    lat, last, sent = big["plc_latency_ms"], big["feeds_last"], big["published"]["large"]
+    every = "all" if big["all_applied"] else "NOT ALL"
+    return (
+        f"large messages: {sent['messages']} of {sent['bytes']:,} bytes ({sent['rows']:,} rows), "
+        f"one every {p['large_every_s']:g} s: line request -> reply ms p50/p99/max "
+        f"{lat['p50']:.2f} / {lat['p99']:.2f} / {lat['max']:.2f}, late {big['late_replies']}; "
+        f"applied {last.get('rows_applied')} rows ({every}), lag ms p50/p99 "
+        f"{last.get('lag_ms_p50')} / {last.get('lag_ms_p99')}"
+    )
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--publish-large"]:
+        url, topic, size, every, seconds = sys.argv[2:7]
+        asyncio.run(publish_large(url, topic, int(size), float(every), float(seconds)))
+        return 0
     print("\n".join(report(run(QUICK if "--quick" in sys.argv else Options()))))
     print("(no results file: `python -m benchmarks --only feeds` writes one)")
     return 0

@@ -12,7 +12,9 @@ feeds simply gains them):
 
 An entry that a later one of the same barcode and kind replaced is no longer needed (the
 later one says all of it) and is pruned in small steps, off the hot path (`prune_step`);
-its id stays in `feed_id`.
+its id stays in `feed_id`. A barcode whose newest entry is older than the retention leaves
+the table altogether (`retire_step`, oldest first, a bounded number per step), so that the
+journal, the live index and a restart's replay hold the last `retention_h` of the feeds.
 
 Writes join the journal's open transaction (`Journal.run`) and are durable when the
 journal commits: the feed handler (sorterd/feeds.py) commits before the PUBACK.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from drivers.journal_file import JournalError
@@ -34,13 +37,17 @@ if TYPE_CHECKING:
 __all__ = [
     "FEED_PRUNE_ROWS",
     "FEED_REPLAY_ROWS",
+    "FEED_RETIRE_ROWS",
     "FEED_SCHEMA",
     "FeedStore",
     "Replayed",
+    "counts_file",
+    "replay_file",
 ]
 
 FEED_PRUNE_ROWS: Final = 2_000  # entries looked at per prune step (a few ms)
 FEED_REPLAY_ROWS: Final = 20_000  # entries read per replay chunk
+FEED_RETIRE_ROWS: Final = 2_000  # oldest entries looked at per retire step
 
 _ROW: Final = 0
 _CUSTOMS: Final = 1
@@ -88,6 +95,12 @@ _COUNT: Final = (
     " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 )
 _COUNTS: Final = "SELECT name, value FROM feed_count"
+_OLDEST: Final = "SELECT seq, barcode, arrival_ns FROM feed WHERE seq > ? ORDER BY seq LIMIT ?"
+# A barcode's newest entry (through feed_barcode: both kinds).
+_NEWEST_ARRIVAL: Final = (
+    "SELECT arrival_ns FROM feed WHERE seq = (SELECT max(seq) FROM feed WHERE barcode = ?)"
+)
+_RETIRE: Final = "DELETE FROM feed WHERE barcode = ?"
 # Bounded per step like the entries (a day's ids at once would hold the event loop for
 # ~0.5 s at 1,000,000): the oldest first, through the index on seq.
 _PRUNE_IDS: Final = (
@@ -111,6 +124,7 @@ class FeedStore:
         self.journal = journal
         self.remember_ids = remember_ids
         self._prune_after = 0  # the prune's cursor: entries up to it were looked at
+        self._retire_after = 0  # the retirement's cursor (seq), back to 0 at the end
         if journal.run(lambda db: db.executescript(FEED_SCHEMA), write=False) is None:
             raise JournalError(f"journal {journal.path}: cannot add the feed tables")
 
@@ -207,6 +221,37 @@ class FeedStore:
         self._prune_after = 0 if end >= int(last) else end
         return deleted
 
+    def retire_step(self, cutoff_ns: int) -> list[str] | None:
+        """Among the next FEED_RETIRE_ROWS oldest entries that arrived before `cutoff_ns`,
+        the barcodes whose newest entry did too: all their entries deleted (committed
+        here). The barcodes retired; None when the journal cannot write. `retire_wrapped`
+        once an entry not old enough (or the end) is reached."""
+        after = self._retire_after
+
+        def retire(db: sqlite3.Connection) -> tuple[list[str], int, bool]:
+            chunk = db.execute(_OLDEST, (after, FEED_RETIRE_ROWS)).fetchall()
+            old = [(int(seq), str(code)) for seq, code, arrival in chunk if arrival < cutoff_ns]
+            done = len(old) < FEED_RETIRE_ROWS
+            retired: list[str] = []
+            for code in dict.fromkeys(code for _, code in old):
+                newest = db.execute(_NEWEST_ARRIVAL, (code,)).fetchone()
+                if newest is not None and newest[0] < cutoff_ns:
+                    db.execute(_RETIRE, (code,))
+                    retired.append(code)
+            return retired, old[-1][0] if old else after, done
+
+        out = self.journal.run(retire, write=True)
+        if out is None or not self.journal.commit():
+            return None
+        retired, last, done = out
+        self._retire_after = 0 if done else last
+        return retired
+
+    @property
+    def retire_wrapped(self) -> bool:
+        """The last retire step reached the entries still within the retention."""
+        return self._retire_after == 0
+
     @property
     def prune_wrapped(self) -> bool:
         """The last prune step reached the end of the entries."""
@@ -260,3 +305,47 @@ def _runs(chunk: Sequence[Any]) -> Iterator[Replayed]:
             customs.append(CustomsUpdate(barcode, bool(hold), eid))
     if current is not None:
         yield Replayed(FeedBatch(rows, customs, []), current[1])
+
+
+def replay_file(path: Path) -> Iterator[Replayed]:
+    """Every entry of a feeds journal file, in arrival order, read beside its writer (a
+    read-only connection: the daemon replays the file while its feeds worker, which holds
+    the file's lock, has not started writing yet). Nothing when there is no file yet or no
+    feed table in it."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        after = 0
+        while True:
+            try:
+                chunk = _select_after(after)(db)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return
+                raise
+            if not chunk:
+                return
+            yield from _runs(chunk)
+            after = int(chunk[-1][0])
+            if len(chunk) < FEED_REPLAY_ROWS:
+                return
+    finally:
+        db.close()
+
+
+def counts_file(path: Path) -> dict[str, int]:
+    """The applied counts of a feeds journal file (read-only, as `replay_file`); empty
+    when there is no file or no count yet."""
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(_COUNTS).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise
+    finally:
+        db.close()
+    return {str(name): int(value) for name, value in rows}

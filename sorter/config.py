@@ -286,6 +286,9 @@ class FeedsSection(_Model):
     # Barcodes the live index makes room for at the start (a day's feed): growing its
     # table past it costs a rehash on the event loop (~90 ms at 1,000,000).
     expected_rows: Annotated[int, Field(ge=0, le=50_000_000)] = 1_000_000
+    # Hours a barcode's feed entries are kept after its newest one arrived: older ones leave
+    # the journal and the live index (the files decide that barcode again).
+    retention_h: Annotated[float, Field(gt=0, le=8784)] = 72.0
 
     @field_validator("preadvice", "customs")
     @classmethod

@@ -42,34 +42,38 @@ from sorter.manifest import (
     FileReport,
     Manifest,
     ManifestRow,
+    encode_keys,
     unpack_row,
 )
 from sorter.manifest.delta import (
     HAS_ROW,
     HOLD_BIT,
+    KEEP_OVERRIDE,
     NO_ROW,
     OVERRIDE_HOLD,
     OVERRIDE_SET,
+    RETIRE,
     SOURCE_NONE,
     DeltaTable,
     find_live,
     find_live_batch,
-    resolve_entry,
+    words_of,
 )
 from sorter.plan import letters_index
 from sorter.postcode import NO_POSTCODE, postcode_features
 
 __all__ = [
     "BAD_REASON_WORDS",
-    "COMPACT_PENDING_ROWS",
     "MAX_FEED_MESSAGE_BYTES",
     "SEEN_IDS_CAPACITY",
     "Applied",
     "BadRow",
     "CustomsUpdate",
     "FeedBatch",
+    "FeedPacker",
     "FeedRow",
     "LiveManifest",
+    "PackedUpdate",
     "Source",
     "parse_customs",
     "parse_preadvice",
@@ -362,18 +366,16 @@ def parse_customs(payload: bytes) -> FeedBatch:
     return _parse_each(payload, _customs_update, lambda batch: batch.customs)
 
 
-# The newest entries wait in a dict (cheap to write) until there are this many, then move
-# into the delta's table (cheap to hold: 56 bytes an entry against ~200 in a dict).
-COMPACT_PENDING_ROWS: Final = 4096
 # Queries a batch lookup reads together (sorter.manifest.delta.find_live_batch).
 _BATCH_BLOCK: Final = 32
-_OVERRIDE_BITS: Final = OVERRIDE_SET | OVERRIDE_HOLD
 # A customs release of a barcode no row names: nothing to route it by.
 _RELEASED_ONLY: Final = NO_ROW | HOLD_BIT
 _SOURCES: Final = (None, Source.FILE, Source.FEED, Source.CUSTOMS)
 _NO_WORDS: Final = np.zeros((0, KEY_BYTES // 8), np.uint64)
 _NO_TABLE: Final = np.zeros(0, np.int32)
 _NO_COLUMN: Final = np.zeros(0, np.int64)
+# The destination field holds a known name's index + 1 in 16 bits.
+_MAX_KNOWN_NAMES: Final = 0xFFFE
 
 
 # Two letters -> their index + 1 (sorter.plan.letters_index + 1), "" or None -> 0: what a
@@ -395,39 +397,205 @@ def _fields(row: FeedRow, dest: int) -> tuple[int, int]:
     return pc, packed
 
 
+@dataclass(frozen=True, slots=True)
+class PackedUpdate:
+    """Rows and customs decisions checked and packed (`FeedPacker.take`), for the index to
+    merge in one call (`LiveManifest.apply_packed`): plain arrays, cheap to send between
+    processes. `names`: destination names the packer added to its list of known names
+    (in order; the index appends them to its own, so both lists stay the same)."""
+
+    words: npt.NDArray[np.uint64]  # (m, 4): the barcodes' keys
+    postcode: npt.NDArray[np.int64]
+    code: npt.NDArray[np.int64]  # fields and flags (sorter.manifest.delta)
+    names: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(self.words.shape[0])
+
+    def part(self, start: int, stop: int) -> PackedUpdate:
+        """Updates start..stop-1 (the new names go with the first part)."""
+        names = self.names if start == 0 else ()
+        return PackedUpdate(
+            self.words[start:stop], self.postcode[start:stop], self.code[start:stop], names
+        )
+
+
+class FeedPacker:
+    """What `LiveManifest.apply` decides about a batch, without the index: which rows and
+    decisions apply (an id applied before is skipped; a destination the plan lacks is
+    refused), packed as updates for the index (`take`). The daemon runs it beside the
+    line (sorterd/feeds_worker.py) and the line's index merges what it packed."""
+
+    seen_ids: BoundedMap[str, None]
+
+    def __init__(
+        self,
+        destinations: Sequence[str],
+        seen_ids_capacity: int = SEEN_IDS_CAPACITY,
+        known: Sequence[str] = (),
+    ) -> None:
+        self.seen_ids = BoundedMap(seen_ids_capacity)
+        self._plan: frozenset[str] = frozenset(destinations)
+        # Every destination name an update named (append only): the index of a packed row's
+        # destination field (the index maps it to the plan's: sorter.manifest.delta).
+        self._known: dict[str, int] = {name: i for i, name in enumerate(known)}
+        self._new_names: list[str] = []
+        self._barcodes: list[str] = []
+        self._postcodes: list[int] = []
+        self._codes: list[int] = []
+
+    @property
+    def known_names(self) -> tuple[str, ...]:
+        return tuple(self._known)
+
+    @property
+    def pending(self) -> int:
+        """Updates packed and not taken yet."""
+        return len(self._barcodes)
+
+    def set_destinations(self, destinations: Sequence[str]) -> None:
+        """The plan's names: a row naming another is refused (unless replayed)."""
+        self._plan = frozenset(destinations)
+
+    def adopt_known(self, known: Sequence[str]) -> None:
+        """Go on from the index's list of destination names (what is packed and not taken
+        yet is dropped): the daemon replayed the journal into its index itself."""
+        self._known = {name: i for i, name in enumerate(known)}
+        self.drop()
+
+    def drop(self) -> None:
+        """Forget what was packed and not taken."""
+        self._new_names, self._barcodes, self._postcodes, self._codes = [], [], [], []
+
+    def apply(self, batch: FeedBatch, arrival_ns: int, *, replay: bool = False) -> Applied:
+        """Check and pack a batch in order (its rows, then its customs decisions), as
+        `LiveManifest.apply` applies it; the updates wait for `take`."""
+        del arrival_ns  # the order of calls is the order of arrival
+        applied = Applied()
+        self._pack_rows(batch.rows, applied, replay)
+        self._pack_customs(batch.customs, applied)
+        return applied
+
+    def retire(self, barcodes: Sequence[str]) -> None:
+        """Entries to remove from the index (the feeds' retention), after what waits."""
+        for barcode in barcodes:
+            self._add(barcode, NO_POSTCODE, RETIRE)
+
+    def take(self) -> PackedUpdate | None:
+        """What was packed since the last take, in order; None when nothing was."""
+        if not self._barcodes:
+            return None
+        update = PackedUpdate(
+            words_of(encode_keys(self._barcodes)).copy(),
+            np.array(self._postcodes, np.int64),
+            np.array(self._codes, np.int64),
+            tuple(self._new_names),
+        )
+        self._barcodes, self._postcodes, self._codes, self._new_names = [], [], [], []
+        return update
+
+    def _add(self, barcode: str, postcode: int, code: int) -> None:
+        self._barcodes.append(barcode)
+        self._postcodes.append(postcode)
+        self._codes.append(code)
+
+    def _name_index(self, name: str, replay: bool) -> int | None:
+        found = self._known.get(name)
+        if found is not None and (replay or name in self._plan):
+            return found
+        if not replay and name not in self._plan:
+            return None
+        if len(self._known) >= _MAX_KNOWN_NAMES:
+            return None
+        found = self._known[name] = len(self._known)
+        self._new_names.append(name)
+        return found
+
+    def _pack_rows(self, rows: list[FeedRow], applied: Applied, replay: bool) -> None:
+        seen = self.seen_ids
+        accepted = applied.accepted.rows
+        for row in rows:
+            if row.id is not None and row.id in seen:
+                applied.duplicates += 1
+                continue
+            if _KEY_RE.fullmatch(row.barcode) is None:  # a row not made by the parser
+                applied.bad.append(BadRow("bad_value", f"barcode {_quote(row.barcode)}"))
+                continue
+            dest = -1
+            if row.destination is not None:
+                found = self._name_index(row.destination, replay)
+                if found is None:
+                    detail = f"destination {row.destination[:40]!r} is not in the sort plan"
+                    applied.bad.append(BadRow("bad_value", detail))
+                    continue
+                dest = found
+            pc, packed = _fields(row, dest)
+            keep = KEEP_OVERRIDE if row.customs is None else 0  # a customs decision stays
+            self._add(row.barcode, pc, packed | HAS_ROW | keep)
+            if row.id is not None:
+                seen.add(row.id)
+            accepted.append(row)
+            applied.rows += 1
+
+    def _pack_customs(self, updates: list[CustomsUpdate], applied: Applied) -> None:
+        seen = self.seen_ids
+        accepted = applied.accepted.customs
+        for update in updates:
+            if update.id is not None and update.id in seen:
+                applied.duplicates += 1
+                continue
+            if _KEY_RE.fullmatch(update.barcode) is None:
+                applied.bad.append(BadRow("bad_value", f"barcode {_quote(update.barcode)}"))
+                continue
+            hold = OVERRIDE_HOLD if update.hold else 0
+            self._add(update.barcode, NO_POSTCODE, OVERRIDE_SET | hold)
+            if update.id is not None:
+                seen.add(update.id)
+            accepted.append(update)
+            applied.customs += 1
+
+
 class LiveManifest:
     """The file manifest (sorter.manifest.Manifest) with a delta layer of feed rows and
     customs decisions over it. Synchronous, event-loop-only, no I/O.
 
     Every method runs to its end before the next lookup (one thread), so a decision never
-    sees half a row. `lookup` is the decider's hot path: a dict of the newest entries,
-    then one numba call over the delta's table and the file index
-    (sorter.manifest.delta.find_live). Destinations are checked against the plan's names
-    when a row is applied, as the CSV parser checks them.
+    sees half a row. `lookup` is the decider's hot path: one numba call over the delta's
+    table and the file index (sorter.manifest.delta.find_live). Rows come in checked and
+    packed (`apply_packed`, from a FeedPacker here or in another process: the daemon's
+    feeds worker), or as a batch (`apply`: this index's own packer, then `apply_packed`).
     """
-
-    seen_ids: BoundedMap[str, None]
 
     def __init__(
         self,
         files: Manifest | None,
         destinations: Sequence[str],
         seen_ids_capacity: int = SEEN_IDS_CAPACITY,
-        compact_at: int = COMPACT_PENDING_ROWS,
     ) -> None:
-        self.seen_ids = BoundedMap(seen_ids_capacity)
-        self.compact_at = compact_at  # newest entries held in the dict before a compaction
+        self.packer = FeedPacker(destinations, seen_ids_capacity)
         self.last_arrival_ns = 0
+        # Called with the plan's names when they change (the daemon tells its feeds worker).
+        self.on_destinations: Callable[[tuple[str, ...]], None] | None = None
         self._delta = DeltaTable()
-        self._known: dict[str, int] = {}  # every destination name known -> its index
+        self._known: list[str] = []  # the destination names updates named, in order
         self._names: tuple[str, ...] = ()
-        self._plan_index: dict[str, int] = {}  # the plan's names -> their known index
         self._to_plan = np.zeros(0, np.int64)
         self._files: Manifest | None = None
         self._files_as_loaded: Manifest | None = None
         self._file_arrays = (_NO_WORDS, _NO_TABLE, _NO_COLUMN, _NO_COLUMN)
         self.set_destinations(destinations)
         self.replace_files(files)
+
+    @property
+    def seen_ids(self) -> BoundedMap[str, None]:
+        """The ids `apply` has applied (its packer's)."""
+        return self.packer.seen_ids
+
+    @property
+    def known_names(self) -> tuple[str, ...]:
+        """The destination names the delta's rows index (what a new packer starts from)."""
+        return tuple(self._known)
 
     # --- changes -----------------------------------------------------------------------
 
@@ -441,65 +609,31 @@ class LiveManifest:
         a destination the plan of now lacks is kept as a name the plan does not have (the
         row has no destination until a later plan brings the name back), as a plan reload
         does to a live row, so that a replay ends in the state the live index was in."""
-        applied = Applied()
-        self._apply_rows(batch.rows, applied, replay)
-        self._apply_customs(batch.customs, applied)
+        applied = self.packer.apply(batch, arrival_ns, replay=replay)
+        update = self.packer.take()
+        if update is not None:
+            self.apply_packed(update)
         self.last_arrival_ns = arrival_ns
-        if len(self._delta.pending) >= self.compact_at:
-            self._delta.compact()
         return applied
 
-    def _apply_rows(self, rows: list[FeedRow], applied: Applied, replay: bool) -> None:
-        seen = self.seen_ids
-        accepted = applied.accepted.rows
-        at = self._delta.table_rows([row.barcode for row in rows])
-        for row, table_row in zip(rows, at, strict=True):
-            if row.id is not None and row.id in seen:
-                applied.duplicates += 1
-                continue
-            if _KEY_RE.fullmatch(row.barcode) is None:  # a row not made by the parser
-                applied.bad.append(BadRow("bad_value", f"barcode {_quote(row.barcode)}"))
-                continue
-            dest = -1
-            if row.destination is not None:
-                found = self._plan_index.get(row.destination)
-                if found is None and replay:
-                    found = self._known_name(row.destination)
-                if found is None:
-                    detail = f"destination {row.destination[:40]!r} is not in the sort plan"
-                    applied.bad.append(BadRow("bad_value", detail))
-                    continue
-                dest = found
-            pc, packed = _fields(row, dest)
-            current = self._delta.current(row.barcode, table_row)
-            if row.customs is None and current is not None:
-                packed |= current[1] & _OVERRIDE_BITS  # a customs message's decision stays
-            self._delta.put(row.barcode, pc, packed | HAS_ROW, current is None)
-            if row.id is not None:
-                seen.add(row.id)
-            accepted.append(row)
-            applied.rows += 1
+    def retire(self, barcodes: Sequence[str]) -> None:
+        """Remove the barcodes' entries (the feeds' retention): files decide them again."""
+        self.packer.retire(barcodes)
+        update = self.packer.take()
+        if update is not None:
+            self.apply_packed(update)
 
-    def _apply_customs(self, updates: list[CustomsUpdate], applied: Applied) -> None:
-        seen = self.seen_ids
-        accepted = applied.accepted.customs
-        at = self._delta.table_rows([update.barcode for update in updates])
-        for update, table_row in zip(updates, at, strict=True):
-            if update.id is not None and update.id in seen:
-                applied.duplicates += 1
-                continue
-            if _KEY_RE.fullmatch(update.barcode) is None:
-                applied.bad.append(BadRow("bad_value", f"barcode {_quote(update.barcode)}"))
-                continue
-            current = self._delta.current(update.barcode, table_row)
-            pc, packed = current if current is not None else (NO_POSTCODE, 0)
-            packed = (packed & ~_OVERRIDE_BITS) | OVERRIDE_SET
-            hold = OVERRIDE_HOLD if update.hold else 0
-            self._delta.put(update.barcode, pc, packed | hold, current is None)
-            if update.id is not None:
-                seen.add(update.id)
-            accepted.append(update)
-            applied.customs += 1
+    def apply_packed(self, update: PackedUpdate, start: int = 0, stop: int | None = None) -> None:
+        """Merge updates start..stop-1 of a packed update (FeedPacker.take), in order, in
+        one numba call; its new destination names are taken with the first part."""
+        if update.names and start == 0:
+            self._add_names(update.names)
+        self._delta.merge(update.words, update.postcode, update.code, start, stop)
+
+    def _add_names(self, names: Sequence[str]) -> None:
+        self._known.extend(names)
+        plan = {name: i for i, name in reversed(list(enumerate(self._names)))}  # first wins
+        self._to_plan = np.array([plan.get(name, -1) for name in self._known], np.int64)
 
     def replace_files(self, files: Manifest | None) -> None:
         """A file reload: the feed rows and customs decisions are kept and still win."""
@@ -520,29 +654,12 @@ class LiveManifest:
         names = tuple(destinations)
         if names == self._names:
             return
-        known = self._known
-        for name in names:
-            known.setdefault(name, len(known))
-        plan = {name: i for i, name in reversed(list(enumerate(names)))}  # first wins
-        self._to_plan = np.array([plan.get(name, -1) for name in known], np.int64)
-        self._plan_index = {name: known[name] for name in names}
         self._names = names
+        self.packer.set_destinations(names)
+        self._add_names(())
         self.replace_files(self._files_as_loaded)
-
-    def _known_name(self, name: str) -> int:
-        """The index of a destination name the plan does not have (added to the known
-        names, mapped to no destination until a plan names it)."""
-        found = self._known.get(name)
-        if found is None:
-            found = self._known[name] = len(self._known)
-            self._to_plan = np.append(self._to_plan, np.int64(-1))
-        return found
-
-    def compact(self) -> None:
-        """Move the newest entries into the delta's table: costs in proportion to the
-        entries moved, not to the delta's size (the table is updated in place). `apply`
-        calls it itself past `compact_at` entries."""
-        self._delta.compact()
+        if self.on_destinations is not None:
+            self.on_destinations(names)
 
     def reserve(self, rows: int) -> None:
         """Room for this many delta entries now: the table's doublings (a copy and a
@@ -553,17 +670,10 @@ class LiveManifest:
 
     def _find(self, barcode: str) -> tuple[int, int, int]:
         """(source code, postcode, packed fields) of a barcode."""
-        pending = self._delta.pending.get(barcode)
-        f_words, f_table, f_pc, f_packed = self._file_arrays
-        if pending is not None:
-            pc, packed = pending
-            f = -1
-            if not packed & HAS_ROW and self._files is not None:
-                f = self._files.find(barcode)
-            return resolve_entry(pc, packed, self._to_plan, f, f_pc, f_packed)
         if _KEY_RE.fullmatch(barcode) is None:
             return SOURCE_NONE, NO_POSTCODE, 0
         d = self._delta
+        f_words, f_table, f_pc, f_packed = self._file_arrays
         return find_live(
             barcode.encode("ascii"), d.words, d.table, d.postcode, d.packed, self._to_plan,
             f_words, f_table, f_pc, f_packed,
@@ -593,8 +703,7 @@ class LiveManifest:
         self, keys: npt.NDArray[np.uint8]
     ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Many keys (sorter.manifest.encode_keys) at once: (source codes, postcodes,
-        packed fields), as `_find` gives them one at a time. Compacts first."""
-        self._delta.compact()
+        packed fields), as `_find` gives them one at a time."""
         n = keys.shape[0]
         source = np.zeros(n, np.int8)
         postcode = np.empty(n, np.int64)
@@ -614,12 +723,7 @@ class LiveManifest:
     def delta_rows(self) -> int:
         """Barcodes the delta layer holds (feed rows and customs decisions): P/stats
         `feeds.delta_rows`."""
-        return self._delta.n + self._delta.pending_new
-
-    @property
-    def pending_rows(self) -> int:
-        """Entries written since the last compaction (in the dict)."""
-        return len(self._delta.pending)
+        return self._delta.n
 
     @property
     def files(self) -> Manifest | None:
@@ -649,5 +753,5 @@ class LiveManifest:
         return self._files.reports if self._files is not None else ()
 
     def nbytes(self) -> int:
-        """The indexes' bytes: files and the delta's table (not the newest entries)."""
+        """The indexes' bytes: files and the delta's rows and table."""
         return (self._files.nbytes() if self._files is not None else 0) + self._delta.nbytes()

@@ -27,6 +27,7 @@ from sorter.plan import SortPlan, compile_plan, load_plan
 from sorter.runtime import release_free_memory, tune_gc
 from sorterd.control import CommandHandler
 from sorterd.feeds import warm_live
+from sorterd.feeds_worker import spawn_worker
 from sorterd.health import HeadWatch, JournalWatch
 from sorterd.jobs import Jobs
 from sorterd.parts import build_parts
@@ -53,11 +54,15 @@ class Daemon:
 
     def __init__(self, site: Site) -> None:
         self.site = site
+        # The feeds worker's process first: its imports overlap the daemon's start.
+        early = spawn_worker(site, (), ()) if site.config.feeds.topics else None
         t0 = time.perf_counter()
         plan = compile_plan(load_plan(site.plan_path))
         self.times = StartupTimes(plan_ms=(time.perf_counter() - t0) * 1000)
         log_plan_warnings(plan.plan)
         self.parts = parts = build_parts(site, plan, self)
+        if parts.feeds is not None:
+            parts.feeds.worker.spawn(early)
         self.pipeline = parts.pipeline
         self.tracker = parts.tracker
         self.heads = parts.heads
@@ -116,7 +121,7 @@ class Daemon:
 
     def on_feeds_state(self, connected: bool, reason: str) -> None:
         feeds = self.parts.feeds
-        errors = feeds.link.stats.errors if feeds is not None else 0
+        errors = feeds.worker.link_errors if feeds is not None else 0
         # P/devices/feeds: connected once subscribed; errors are connection losses.
         self.pipeline.devices.report("feeds", connected=connected, errors=errors, detail=reason)
 
@@ -132,6 +137,9 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(parts.journal.close)
             stack.callback(parts.notifier.close)
+            if parts.feeds is not None:
+                # Its replay runs beside the warm-up; the line waits for it below.
+                stack.push_async_callback(parts.feeds.worker.stop)
             await self._warm()
             if self.reloads.manifests.globs:
                 await self.reloads.load_manifests(force=True)
@@ -139,7 +147,7 @@ class Daemon:
                 stack.push_async_callback(asyncio.to_thread, parts.metrics.stop)  # safe twice
                 self._serve_metrics()
             self._recover()
-            self._replay_feeds()
+            await self._start_feeds()
             tune_gc()
             for scanner in parts.scanners:
                 await stack.enter_async_context(scanner)
@@ -188,13 +196,14 @@ class Daemon:
             )
         self.journal_watch.check()
 
-    def _replay_feeds(self) -> None:
-        """The feed rows and customs decisions of earlier runs, into the index again."""
+    async def _start_feeds(self) -> None:
+        """The feeds worker, and the feed rows and customs decisions of earlier runs into
+        the index again (its replay of the journal) before the line runs."""
         feeds = self.parts.feeds
         if feeds is None:
             return
         t0 = time.perf_counter()
-        entries = feeds.service.replay()
+        entries = await feeds.worker.start()
         log.info(
             "feeds replayed",
             entries=entries,
@@ -216,8 +225,7 @@ class Daemon:
             "stats": self.pipeline.run_stats(self.site.config.mqtt.stats_interval_s),
         }
         if parts.feeds is not None:
-            work["feeds"] = parts.feeds.link.run()
-            work["feeds-upkeep"] = parts.feeds.service.upkeep()
+            work["feeds"] = parts.feeds.worker.run()
         for scanner in parts.scanners:
             work[f"scanner-{scanner.name}"] = self.pipeline.run_scanner(scanner.reads())
         return [group.create_task(coro, name=name) for name, coro in work.items()]

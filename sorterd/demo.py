@@ -498,6 +498,11 @@ class _DemoRun:
                 f"daemon ready in {daemon.times.total_ms:.0f} ms; inducting at "
                 f"{rate_per_h:,.0f} items/h for {duration_s:g} s"
             )
+            if self.feeds is not None and daemon.parts.feeds is not None:
+                # The feeds worker subscribes beside the running line: its session (what
+                # the broker keeps for it) begins there.
+                worker = daemon.parts.feeds.worker
+                await asyncio.wait_for(worker.subscribed.wait(), 60)
             t0 = time.monotonic()
             if self.feeds is not None:
                 self.feeds.start(tg)

@@ -2,10 +2,13 @@
 subscription (drivers/feeds.py) parsed (sorter/feeds.py), journaled
 (drivers/journal_feeds.py) and applied to the live manifest the decider looks items up in,
 all before the batch is acknowledged; replayed from the journal at a restart; counted for
-P/stats `feeds` and reported on P/devices/feeds.
+P/stats `feeds`; old entries retired (`[feeds] retention_h`).
 
-Everything here runs on the event loop, between two PLC polls: one batch of messages
-(drivers/feeds.py bounds it) at a time.
+`FeedService` works on an index: a `LiveManifest` it applies to itself (in one process,
+as the tests use it), or a `FeedPacker` whose packed updates it hands to `sink` after each
+batch is committed and waits for them to be applied: the daemon runs it in its feeds
+worker process (sorterd/feeds_worker.py), and the line's event loop only merges the
+packed updates.
 """
 
 from __future__ import annotations
@@ -13,22 +16,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final
 
 import structlog
 
-from drivers.feeds import FeedMessage
+from drivers.feeds import FeedHandler, FeedMessage, FeedSubscriber
 from drivers.journal import Journal
 from drivers.journal_feeds import FeedStore
-from sorter.config import FeedsSection
+from sorter.config import FeedsSection, SiteConfig
 from sorter.contract import feeds_figures
 from sorter.feeds import (
     BadRow,
     CustomsUpdate,
     FeedBatch,
+    FeedPacker,
     FeedRow,
     LiveManifest,
+    PackedUpdate,
     parse_customs,
     parse_preadvice,
 )
@@ -37,10 +42,13 @@ from sorter.stats import FeedStats
 __all__ = [
     "BAD_LOG_INTERVAL_NS",
     "CHUNK_ROWS",
+    "MAX_OWED_ROWS",
     "PARSE_INLINE_BYTES",
     "RETAINED_REASON",
     "BadLog",
     "FeedService",
+    "Sink",
+    "feed_subscriber",
     "topic_matches",
     "warm_live",
 ]
@@ -53,10 +61,19 @@ BAD_LOG_INTERVAL_NS: Final = 10 * 10**9  # bad rows are logged at most this ofte
 RETAINED_REASON: Final = "retained"
 PRUNE_PAUSE_S: Final = 0.05  # between two prune steps: the line runs in between
 PRUNE_ROUND_S: Final = 60.0  # between two passes over the whole feed table
-COMPACT_EVERY_S: Final = 1.0
-# Rows applied and journaled between two turns of the event loop: ~17 us a row here (parse,
-# journal, index), so a few ms at most.
+UPKEEP_EVERY_S: Final = 1.0
+# Rows applied and journaled between two turns of the event loop (a few ms).
 CHUNK_ROWS: Final = 256
+# Rows and decisions applied and not journaled (the journal cannot write) kept in memory at
+# most: past it no new message is taken (nor acknowledged) until the journal writes again;
+# the broker keeps them. ~200 bytes each.
+MAX_OWED_ROWS: Final = 200_000
+# Replayed entries a packer holds at most before they are dropped.
+REPLAY_DROP_ROWS: Final = 20_000
+
+# Where packed updates go (the line's index, in the daemon's process), awaited until they
+# are applied.
+Sink = Callable[[PackedUpdate], Awaitable[None]]
 # A message larger than this is parsed in a worker thread (~1,000 rows).
 PARSE_INLINE_BYTES: Final = 64 * 1024
 
@@ -68,9 +85,8 @@ def warm_live() -> None:
     row = FeedRow("RB123456785GB", "WARM", None, None, None, "hold", None)
     live.apply(FeedBatch([row], [CustomsUpdate("RB123456785GB", False, None)], []), 0)
     live.lookup_source("RB123456785GB")
-    live.compact()
-    live.lookup_source("RB123456785GB")
     live.lookup_source("RB123456784GB")
+    live.retire(["RB123456785GB"])
     parse_preadvice(b'{"barcode": "RB123456785GB", "destination": "WARM"}')
     parse_customs(b'{"barcode": "RB123456785GB", "status": "hold"}')
 
@@ -137,23 +153,29 @@ class BadLog:
 class FeedService:
     """Applies feed messages to `live` and journals them; the subscription's handler.
 
-    `live` is the index the decider uses (sorterd/reload.py swaps its files and plan
-    names). `wall_ns`: the clock of the arrival times (the subscription's).
+    `live`: the line's index itself (`LiveManifest`: applied at once), or a `FeedPacker`
+    whose updates go to `sink` once each batch is committed (the daemon's feeds worker).
+    `wall_ns`: the clock of the arrival times (the subscription's).
     """
 
     def __init__(
         self,
         config: FeedsSection,
         journal: Journal,
-        live: LiveManifest,
+        live: LiveManifest | FeedPacker,
         *,
+        sink: Sink | None = None,
         wall_ns: Callable[[], int] = time.time_ns,
+        max_owed_rows: int = MAX_OWED_ROWS,
     ) -> None:
         self.config = config
         self.journal = journal
         self.store = FeedStore(journal, remember_ids=config.remember_ids)
         self.live = live
+        self.sink = sink
         self.stats = FeedStats()
+        self.max_owed_rows = max_owed_rows
+        self.refused_full = 0  # messages not taken: what was owed to the journal was full
         self._bad = BadLog()
         self._wall_ns = wall_ns
         # Rows and decisions applied whose journal write has not been committed yet (a
@@ -161,6 +183,11 @@ class FeedService:
         # before anything newer, so that the journal's order is the order they were
         # applied in (docs/feeds.md "Order").
         self._owed: list[tuple[FeedBatch, int]] = []
+
+    @property
+    def owed_rows(self) -> int:
+        """Rows and decisions applied and not journaled yet."""
+        return sum(len(b.rows) + len(b.customs) for b, _ in self._owed)
 
     async def _parse(self, msg: FeedMessage) -> FeedBatch:
         if msg.retained:
@@ -173,20 +200,22 @@ class FeedService:
             parse = parse_customs
         if len(msg.payload) > PARSE_INLINE_BYTES:
             # Thousands of rows: parsed beside the loop (the thread gives the GIL back every
-            # few ms), so that PLC polls go on meanwhile.
+            # few ms), so that the link's keepalive and the sink go on meanwhile.
             return await asyncio.to_thread(parse, msg.payload)
         return parse(msg.payload)
 
     async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
-        """Apply and journal `batch` (drivers.feeds.FeedHandler); True once it is durable.
+        """Apply and journal `batch` (drivers.feeds.FeedHandler); True once it is durable
+        and applied to the line's index.
 
         Rows are applied and journaled CHUNK_ROWS at a time, the loop given back in
-        between (a decision never sees half a row; it may see half of a large message,
-        whose later rows follow within milliseconds); the batch is committed once. A
-        message whose rows cannot be journaled is applied all the same (the line needs it
-        now) and is not acknowledged: what was applied is owed to the journal and written
-        ahead of the next batch (in the order it was applied); the broker sends the
-        message again, and the index's memory of ids (or the journal's) drops it.
+        between; the batch is committed once, then handed to the sink. A message whose
+        rows cannot be journaled is applied all the same (the line needs it now) and is
+        not acknowledged: what was applied is owed to the journal and written ahead of the
+        next batch (in the order it was applied); the broker sends the message again, and
+        the index's memory of ids (or the journal's) drops it. While more than
+        `max_owed_rows` are owed and the journal still cannot take them, a batch is not
+        taken at all (not applied, not acknowledged: the broker keeps it).
         """
         since_turn = 0
         # Any failed write meanwhile (ours, or a decision's while the loop had its turn)
@@ -194,6 +223,12 @@ class FeedService:
         failures = self.journal.stats.failed
         owed, self._owed = self._owed, []
         durable = self._pay(owed)
+        if not durable and sum(len(b.rows) + len(b.customs) for b, _ in owed) >= (
+            self.max_owed_rows
+        ):
+            self._owed = owed
+            self.refused_full += len(batch)
+            return False
         for msg in batch:
             parsed = await self._parse(msg)
             if parsed.bad:
@@ -213,10 +248,20 @@ class FeedService:
             self._owed.clear()
         else:
             self._owed[:0] = owed  # rolled back: all of it is owed again, oldest first
+        await self._publish()
         now_ns = self._wall_ns()
         for msg in batch:
             self.stats.on_lag((now_ns - msg.arrival_ns) / 1e6)
         return durable
+
+    async def _publish(self, at_least: int = 1) -> None:
+        """What the packer packed, to the sink (applied there when this returns)."""
+        live = self.live
+        if self.sink is None or not isinstance(live, FeedPacker) or live.pending < at_least:
+            return
+        update = live.take()
+        if update is not None:
+            await self.sink(update)
 
     def _apply(self, part: FeedBatch, msg: FeedMessage, durable: bool) -> bool:
         """Journal (in the open transaction) and apply one part of a message; whether
@@ -262,35 +307,46 @@ class FeedService:
         self.stats.bad_reasons.update(b.reason for b in bad)
         self._bad.add(bad, topic, time.monotonic_ns())
 
-    def replay(self) -> int:
-        """Apply every journaled entry again, in arrival order (at the start, before the
-        line runs); the entries applied. Makes room for the day's rows first."""
-        self.live.reserve(self.config.expected_rows)
+    def _replaying(self) -> Iterator[None]:
+        """Apply every journaled entry again, in arrival order; yields after each run."""
+        if isinstance(self.live, LiveManifest):
+            self.live.reserve(self.config.expected_rows)
         count = 0
         for run in self.store.replay():
             self.live.apply(run.batch, run.arrival_ns, replay=True)
             count += len(run.batch.rows) + len(run.batch.customs)
+            yield
         self.stats.replayed = count
         # The applied counts go on from where the journal says they were.
         counts = self.store.counts()
         self.stats.rows_applied = counts.get("rows_applied", 0)
         self.stats.customs_applied = counts.get("customs_applied", 0)
-        return count
+
+    def replay(self) -> int:
+        """Apply every journaled entry again, in arrival order (at the start, before the
+        line runs); the entries applied. Makes room for the day's rows first. Over a
+        packer (the feeds worker: the daemon replays the entries into its index itself),
+        what it packs is dropped: the ids and counts are what the worker needs back."""
+        live = self.live
+        for _ in self._replaying():
+            if isinstance(live, FeedPacker) and live.pending >= REPLAY_DROP_ROWS:
+                live.drop()
+        if isinstance(live, FeedPacker):
+            live.drop()
+        return self.stats.replayed
 
     async def upkeep(self) -> None:
-        """Compaction of the index's newest rows and pruning of replaced journal entries,
-        in small steps between decisions; the bad-row log's last counts."""
+        """Pruning of replaced journal entries and retirement of old ones, in small steps;
+        the bad-row log's last counts."""
         next_prune = time.monotonic()
         while True:
-            await asyncio.sleep(COMPACT_EVERY_S)
-            if self.live.pending_rows:
-                # Costs in proportion to the rows moved (sorter/feeds.py): a second's rows.
-                self.live.compact()
+            await asyncio.sleep(UPKEEP_EVERY_S)
             self._bad.flush_due(time.monotonic_ns())
             if time.monotonic() >= next_prune:
                 # One pass over the entries, step by step; a journal that cannot write
                 # ends the pass (the next one tries again).
                 await self._prune_pass()
+                await self.retire_pass()
                 next_prune = time.monotonic() + PRUNE_ROUND_S
 
     async def _prune_pass(self) -> None:
@@ -300,6 +356,48 @@ class FeedService:
                 return
             await asyncio.sleep(PRUNE_PAUSE_S)
 
+    async def retire_pass(self) -> int:
+        """Entries older than `retention_h` out of the journal and the index, a bounded
+        step at a time: a barcode whose newest entry is that old leaves both (the files
+        decide it again). Not while entries are owed to the journal (the journal's order
+        must stay the live order). The barcodes retired."""
+        retired = 0
+        cutoff_ns = self._wall_ns() - int(self.config.retention_h * 3600e9)
+        while not self._owed:
+            barcodes = self.store.retire_step(cutoff_ns)
+            if barcodes is None:
+                return retired
+            if barcodes:
+                self.live.retire(barcodes)
+                await self._publish()
+                retired += len(barcodes)
+            if self.store.retire_wrapped:
+                return retired
+            await asyncio.sleep(PRUNE_PAUSE_S)
+        return retired
+
     def figures(self) -> dict[str, Any]:
-        """P/stats `feeds`."""
-        return feeds_figures(self.stats, self.live.delta_rows)
+        """P/stats `feeds` (`delta_rows` the line's index's: 0 here for a packer)."""
+        live = self.live
+        delta_rows = live.delta_rows if isinstance(live, LiveManifest) else 0
+        return feeds_figures(self.stats, delta_rows)
+
+
+def feed_subscriber(
+    cfg: SiteConfig, handler: FeedHandler, on_state: Callable[[bool, str], None] | None
+) -> FeedSubscriber:
+    """The feeds' subscription: the site's broker and credentials, its persistent session."""
+    fc, mc = cfg.feeds, cfg.mqtt
+    return FeedSubscriber(
+        mc.url,
+        fc.topics,
+        handler,
+        client_id=fc.client_id or f"sorterd-{cfg.site.name}-{cfg.site.line}-feeds",
+        username=mc.username,
+        password=mc.password,
+        keepalive_s=mc.keepalive_s,
+        ca_file=mc.ca_file,
+        cert_file=mc.cert_file,
+        key_file=mc.key_file,
+        on_state=on_state,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from drivers.feeds import FeedSubscriber
 from drivers.journal import Journal, JournalOutbox
 from drivers.metrics import Metrics
 from drivers.mqtt import MqttPublisher, OutMessage
@@ -21,7 +20,7 @@ from sorter.kernel import ChuteState, Kernel
 from sorter.line import Line
 from sorter.plan import CompiledPlan
 from sorter.tracker import Tracker
-from sorterd.feeds import FeedService
+from sorterd.feeds_worker import FeedWorker
 from sorterd.status import offline_message
 from sorterd.systemd import SystemdNotifier
 
@@ -66,8 +65,7 @@ class Feeds:
     applies and journals feed messages, and their subscription."""
 
     live: LiveManifest
-    service: FeedService
-    link: FeedSubscriber
+    worker: FeedWorker
 
 
 def new_decider(site: Site, plan: CompiledPlan, kernel: Kernel | None = None) -> Decider:
@@ -112,7 +110,7 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         chute_status_interval_ms=cfg.plc.chute_status_interval_ms,
         max_chute=pipeline.decider.sort_plan.max_chute,
     )
-    feeds = _feeds(site, journal, pipeline.decider, hooks)
+    feeds = _feeds(site, pipeline.decider, hooks)
     pipeline.bind_reply(plc.queue_reply)
     pipeline.identifier_sources = identifier_sources(cfg.scanner)
     pipeline.extra_stats = hooks.link_stats
@@ -134,28 +132,13 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
     )
 
 
-def _feeds(site: Site, journal: Journal, decider: Decider, hooks: Hooks) -> Feeds | None:
-    cfg = site.config
-    fc, mc = cfg.feeds, cfg.mqtt
-    if not fc.topics:
+def _feeds(site: Site, decider: Decider, hooks: Hooks) -> Feeds | None:
+    if not site.config.feeds.topics:
         return None
     live = LiveManifest(None, decider.destination_names)
     decider.use_manifest(live)  # the file manifest comes into it (sorterd/reload.py)
-    service = FeedService(fc, journal, live)
-    link = FeedSubscriber(
-        mc.url,
-        fc.topics,
-        service,
-        client_id=fc.client_id or f"sorterd-{cfg.site.name}-{cfg.site.line}-feeds",
-        username=mc.username,
-        password=mc.password,
-        keepalive_s=mc.keepalive_s,
-        ca_file=mc.ca_file,
-        cert_file=mc.cert_file,
-        key_file=mc.key_file,
-        on_state=hooks.on_feeds_state,
-    )
-    return Feeds(live, service, link)
+    # The subscription, parsing and journaling run in the feeds worker's process.
+    return Feeds(live, FeedWorker(site, live, hooks.on_feeds_state))
 
 
 def _tracker(cfg: SiteConfig) -> Tracker:

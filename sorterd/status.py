@@ -52,7 +52,7 @@ def link_stats(parts: Parts, alarms: Sequence[str]) -> dict[str, Any]:
         "scanners": scanner_stats(parts),
     }
     if parts.feeds is not None:
-        out["feeds"] = parts.feeds.service.figures()
+        out["feeds"] = parts.feeds.worker.figures()
     return out
 
 

@@ -292,7 +292,7 @@ operations = st.lists(
         st.tuples(st.just("customs"), st.lists(customs_updates, max_size=3)),
         st.tuples(st.just("files"), file_rows),
         st.tuples(st.just("plan"), st.permutations(NAMES).map(lambda p: p[:3])),
-        st.tuples(st.just("compact"), st.none()),
+        st.tuples(st.just("retire"), st.lists(st.sampled_from(BARCODES), max_size=3)),
     ),
     max_size=25,
 )
@@ -356,7 +356,7 @@ def _check(live: LiveManifest, model: Model) -> None:
 @HYPOTHESIS
 @given(operations)
 def test_the_live_index_follows_the_model(ops: list[tuple[str, object]]) -> None:
-    live = LiveManifest(None, NAMES[:3], compact_at=3)
+    live = LiveManifest(None, NAMES[:3])
     model = Model(NAMES[:3])
     for kind, arg in ops:
         if kind == "rows":
@@ -369,7 +369,10 @@ def test_the_live_index_follows_the_model(ops: list[tuple[str, object]]) -> None
             live.set_destinations(arg)  # type: ignore[arg-type]
             model.names = list(arg)  # type: ignore[call-overload]
         else:
-            live.compact()
+            live.retire(arg)  # type: ignore[arg-type]
+            for barcode in arg:  # type: ignore[attr-defined]
+                model.feed.pop(barcode, None)
+                model.override.pop(barcode, None)
         _check(live, model)
     # The batch lookup says what the lookups one at a time say.
     queries = [*BARCODES, "Z9", "", "é"]
@@ -409,7 +412,6 @@ def test_semantics_in_words() -> None:
     assert live.lookup("N1") is None
     assert live.source_of("N1") is Source.CUSTOMS
     # A file reload keeps the feed rows and customs decisions, and they still win.
-    live.compact()
     live.replace_files(files_of("barcode,destination\nF1,CASABLANCA\nF2,RABAT\nN1,RABAT\n"))
     assert live.lookup("F1") == ManifestRow(NO_POSTCODE, 0, -1, -1, 2, True, -1)
     assert live.lookup("F2") == ManifestRow(NO_POSTCODE, 0, -1, -1, 1, False, -1)
@@ -441,18 +443,24 @@ def test_seen_ids_are_bounded() -> None:
     assert "i2" in live.seen_ids
 
 
-def test_the_delta_grows_and_compacts_in_place() -> None:
-    live = LiveManifest(None, DESTS, compact_at=100)
+def test_the_delta_grows_in_place_and_retires_entries() -> None:
+    live = LiveManifest(None, DESTS)
     n = 5000
     for start in range(0, n, 250):
         rows = [{"barcode": f"S{i}", "postcode": f"{10000 + i}", "country": "MA"}
                 for i in range(start, start + 250)]  # fmt: skip
         live.apply(rows_of(rows), start)
-        assert live.pending_rows < 100 + 250
     live.apply(rows_of([{"barcode": "S7", "destination": "RABAT"}]), n)
     assert live.delta_rows == n
-    live.compact()
-    assert live.pending_rows == 0
+    # Retired entries leave (their rows filled by the last ones): what stays is intact.
+    live.retire([f"S{i}" for i in range(0, n, 2) if i != 4998] + ["S7", "NEVER"])
+    assert live.delta_rows == n // 2 - 1 + 1
+    assert live.lookup("S0") is None
+    assert live.lookup("S7") is None
+    assert all(live.lookup(f"S{i}") is not None for i in range(1, n, 2) if i != 7)
+    assert live.lookup("S4998") == ManifestRow(*postcode_features("14998"), MA, -1, -1, False, -1)
+    live.apply(rows_of([{"barcode": f"S{i}", "country": "MA"} for i in range(0, n, 2)]), n + 1)
+    live.apply(rows_of([{"barcode": "S7", "destination": "RABAT"}]), n + 2)
     assert live.delta_rows == n
     assert live.lookup("S7") == ManifestRow(NO_POSTCODE, 0, -1, -1, 1, False, -1)
     assert live.lookup("S4999") == ManifestRow(*postcode_features("14999"), MA, -1, -1, False, -1)
@@ -498,7 +506,6 @@ def test_the_decider_follows_the_feeds(decider: Decider) -> None:
         CUSTOMS_CHUTE, Reason.CUSTOMS_HOLD, Source.CUSTOMS,
     )  # fmt: skip
     live.apply(parse_customs(f'{{"barcode": "{S10_CP_MA}", "status": "release"}}'.encode()), 3)
-    live.compact()
     choice = decider.decide([S10_CP_MA, GS1_RABAT])  # a ship-to label wins as a whole
     assert (choice.destination, choice.source) == ("RABAT", Source.CUSTOMS)
     assert decider.last_source is Source.CUSTOMS
@@ -548,6 +555,5 @@ def test_rows_not_made_by_the_parser_are_checked_for_their_barcode() -> None:
     bad_customs = [CustomsUpdate(b, True, None) for b in ("", "a b")]
     applied = live.apply(FeedBatch(bad_rows, bad_customs, []), 1)
     assert (applied.rows, applied.customs, len(applied.bad)) == (0, 0, 5)
-    live.compact()
     assert live.delta_rows == 0
     assert list(live.lookup_batch(encode_keys(["", "é"]))[0]) == [0, 0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from simulators.conveyor import SimItem
 from simulators.line import SimulatedLine
 from sorter.plan import load_plan
 from sorterd.demo import write_site
+from sorterd.feeds_worker import feeds_journal_path
 from tests.faults.harness import DaemonProcess, Observed, observe
 from tests.linekit import FAST_LINE, PLAN_PATH
 from tests.waiting import wait_until
@@ -214,7 +216,7 @@ async def test_feeds_route_items_and_survive_kill(tmp_path: Path) -> None:
         assert await rig.daemon.stop() == 0
         assert "Traceback" not in rig.daemon.log_path.read_text()
 
-    with sqlite3.connect(rig.journal) as db:
+    with sqlite3.connect(feeds_journal_path(rig.journal)) as db:
         rows = db.execute("SELECT barcode, id FROM feed WHERE kind = 0 ORDER BY seq").fetchall()
     assert rows == [(A, "a1"), (B, "b1")], "each row journaled once"
 
@@ -255,7 +257,7 @@ async def test_killed_mid_stream_every_row_applied_once(tmp_path: Path) -> None:
         assert feeds["rows_applied"] == total
         assert feeds["bad_rows"] == 0
         assert await rig.daemon.stop() == 0
-    with sqlite3.connect(rig.journal) as db:
+    with sqlite3.connect(feeds_journal_path(rig.journal)) as db:
         (rows, ids) = db.execute("SELECT count(*), count(DISTINCT id) FROM feed").fetchone()
     assert rows == ids == total
 
@@ -283,3 +285,60 @@ async def test_broker_restarted_while_rows_are_published(tmp_path: Path) -> None
         assert rig.device()["errors"] >= 1
         assert (await rig.decide(B))["destination"] == "FES"
         assert (await rig.decide(A))["reason"] == "customs_hold"
+
+
+def _worker_pid(daemon_pid: int) -> int:
+    """The daemon's feeds worker (a spawned child: multiprocessing's spawn_main)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if int(fields["PPid"]) == daemon_pid and b"spawn_main" in cmdline:
+                return int(status.parent.name)
+    raise AssertionError(f"no feeds worker under pid {daemon_pid}")
+
+
+async def test_a_killed_feeds_worker_is_started_again(tmp_path: Path) -> None:
+    """The worker process killed while rows stream in: the daemon starts it again, the line
+    keeps its rows, and every published row is applied exactly once."""
+    messages, per_message = 300, 10
+    total = messages * per_message
+    async with rig_running(tmp_path) as rig:
+        await rig.start()
+        async with aiomqtt.Client("127.0.0.1", rig.broker.port) as client:
+            row = {"barcode": A, "destination": "RABAT", "id": "a1"}
+            await client.publish(PRE, json.dumps(row).encode(), qos=1)
+        await wait_until(lambda: rig.feeds().get("rows_applied", 0) >= 1, 30)
+        assert rig.daemon.proc is not None
+        worker = _worker_pid(rig.daemon.proc.pid)
+
+        async def stream() -> None:
+            async with aiomqtt.Client("127.0.0.1", rig.broker.port) as client:
+                for m in range(messages):
+                    rows = [
+                        {"barcode": f"W{m:04d}{i}", "destination": "FES", "id": f"w{m}-{i}"}
+                        for i in range(per_message)
+                    ]
+                    await client.publish(PRE, json.dumps(rows).encode(), qos=1)
+                    await asyncio.sleep(0.003)
+
+        publisher = asyncio.create_task(stream(), name="publisher")
+        await wait_until(lambda: rig.feeds().get("rows_applied", 0) >= total // 10, 30)
+        os.kill(worker, signal.SIGKILL)
+        await publisher
+        await wait_until(
+            lambda: rig.feeds().get("rows_applied", 0) >= total + 1,
+            60,
+            what=f"every row applied: {rig.feeds()}",
+        )
+        assert rig.daemon.proc.returncode is None, "the daemon runs on"
+        assert _worker_pid(rig.daemon.proc.pid) != worker
+        feeds = rig.feeds()
+        assert feeds["rows_applied"] == total + 1
+        assert feeds["replayed"] > 0
+        assert (await rig.decide(A))["destination"] == "RABAT"
+        assert await rig.daemon.stop() == 0
+        assert "feeds worker ended" in rig.daemon.log_path.read_text()
+    with sqlite3.connect(feeds_journal_path(rig.journal)) as db:
+        (rows, ids) = db.execute("SELECT count(*), count(DISTINCT id) FROM feed").fetchone()
+    assert rows == ids == total + 1

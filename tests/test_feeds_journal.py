@@ -5,6 +5,7 @@ and plan reloads of a running daemon that keep the feed rows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -16,10 +17,19 @@ from structlog.testing import capture_logs
 from drivers.broker import LocalBroker
 from drivers.feeds import FeedMessage
 from drivers.journal import Journal
-from drivers.journal_feeds import FEED_PRUNE_ROWS, FeedStore
+from drivers.journal_feeds import FEED_PRUNE_ROWS, FEED_RETIRE_ROWS, FeedStore
 from simulators.manifests import write_manifest
 from sorter.config import ConfigError, FeedsSection, load_site, topic_filters_overlap
-from sorter.feeds import BadRow, CustomsUpdate, FeedBatch, FeedRow, LiveManifest, Source
+from sorter.feeds import (
+    BadRow,
+    CustomsUpdate,
+    FeedBatch,
+    FeedPacker,
+    FeedRow,
+    LiveManifest,
+    PackedUpdate,
+    Source,
+)
 from sorterd.demo import write_site
 from sorterd.feeds import PARSE_INLINE_BYTES, BadLog, FeedService, topic_matches
 from tests.linekit import PLAN_PATH, line_with_daemon, wait_until
@@ -42,7 +52,15 @@ def _msg(topic: str, payload: object, at_ns: int = 1) -> FeedMessage:
     return FeedMessage(topic, json.dumps(payload).encode(), False, at_ns)
 
 
-def _state(live: LiveManifest, barcode: str) -> tuple[str | None, bool | None, Source | None]:
+def _live(service: FeedService) -> LiveManifest:
+    assert isinstance(service.live, LiveManifest)
+    return service.live
+
+
+def _state(
+    live: LiveManifest | FeedPacker, barcode: str
+) -> tuple[str | None, bool | None, Source | None]:
+    assert isinstance(live, LiveManifest)
     row, source = live.lookup_source(barcode)
     if row is None:
         return None, None, source
@@ -237,6 +255,12 @@ def test_feeds_config_checked(tmp_path: Path) -> None:
         load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/a/+"\n'))
     loaded = load_site(site('\n[feeds]\npreadvice = "hub/+/pre"\ncustoms = "hub/+/cus"\n'))
     assert loaded.config.feeds.topics == ("hub/+/pre", "hub/+/cus")
+    assert loaded.config.feeds.retention_h == 72.0
+    loaded = load_site(site('\n[feeds]\npreadvice = "hub/pre"\nretention_h = 0.5\n'))
+    assert loaded.config.feeds.retention_h == 0.5
+    for bad in ("0", "-1", "9000", '"72h"'):
+        with pytest.raises(ConfigError, match=r"feeds\.retention_h"):
+            load_site(site(f'\n[feeds]\npreadvice = "hub/pre"\nretention_h = {bad}\n'))
 
 
 @pytest.mark.parametrize(
@@ -272,7 +296,10 @@ async def test_file_and_plan_reloads_keep_the_feed_rows(
         daemon = rig.daemon
         assert daemon.parts.feeds is not None
         live = daemon.parts.feeds.live
+        worker = daemon.parts.feeds.worker
         assert daemon.decider.decide([x]).destination == "FES"
+        # The feeds worker subscribes beside the running line (its session begins then).
+        await wait_until(lambda: worker.connected, 60, what="the feeds worker subscribed")
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
             row = {"barcode": x, "destination": "RABAT", "id": "x1"}
             await client.publish("hub/preadvice", json.dumps(row).encode(), qos=1)
@@ -360,18 +387,18 @@ async def test_a_replay_keeps_a_row_whose_destination_the_plan_dropped(tmp_path:
     journal, service = _service(tmp_path / "j.sqlite")
     row = {"barcode": "A1", "destination": "FES", "country": "MA", "id": "r1"}
     assert await service([_msg(PRE, row, 1)])
-    service.live.set_destinations(["RABAT"])  # a plan reload drops FES
-    live_row = service.live.lookup_source("A1")
+    _live(service).set_destinations(["RABAT"])  # a plan reload drops FES
+    live_row = _live(service).lookup_source("A1")
     journal.close()
     journal = Journal(tmp_path / "j.sqlite")
     again = FeedService(
         FeedsSection(preadvice=PRE, customs=CUS), journal, LiveManifest(None, ["RABAT"])
     )
     assert again.replay() == 1
-    assert again.live.lookup_source("A1") == live_row
+    assert _live(again).lookup_source("A1") == live_row
     assert live_row[0] is not None
     assert live_row[0].destination == -1
-    again.live.set_destinations(DESTS)
+    _live(again).set_destinations(DESTS)
     assert _state(again.live, "A1") == ("FES", False, Source.FEED)
     journal.close()
 
@@ -419,3 +446,114 @@ def test_bad_rows_logged_at_most_once_per_interval() -> None:
     lines = [e for e in logs if e["event"] == "feed bad rows"]
     assert [e["counts"] for e in lines] == [{"no_barcode": 1}, {"bad_json": 2}]
     assert lines[1]["examples"] == {"bad_json": f"{PRE}: not JSON"}
+
+
+async def test_what_is_owed_to_the_journal_is_bounded(tmp_path: Path) -> None:
+    """While the journal cannot write, applied rows wait in memory for it, up to a bound:
+    past it no message is taken (not applied, not acknowledged: the broker keeps it);
+    once the journal writes again, every row is journaled and applied once."""
+    journal = Journal(tmp_path / "j.sqlite")
+    config = FeedsSection(preadvice=PRE, customs=CUS)
+    service = FeedService(config, journal, LiveManifest(None, DESTS), max_owed_rows=2)
+    messages = [_msg(PRE, {"barcode": f"F{i}", "destination": "RABAT", "id": f"f{i}"}, i)
+                for i in range(4)]  # fmt: skip
+    journal._db.execute("PRAGMA query_only = ON")  # every write now fails
+    assert not await service([messages[0]])
+    assert not await service([messages[1]])
+    assert service.owed_rows == 2
+    assert not await service([messages[2]])  # full: not taken
+    assert not await service([messages[3]])
+    assert (service.owed_rows, service.refused_full) == (2, 2)
+    assert _state(service.live, "F1") == ("RABAT", False, Source.FEED)
+    assert _state(service.live, "F2") == (None, None, None)  # not applied
+    journal._db.execute("PRAGMA query_only = OFF")
+    # The broker sends what was not acknowledged again, in its order.
+    for message in messages:
+        assert await service([message])
+    assert service.owed_rows == 0
+    assert (service.stats.rows_applied, service.stats.duplicates) == (4, 2)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT id FROM feed ORDER BY seq").fetchall() == [
+            ("f0",), ("f1",), ("f2",), ("f3",),
+        ]  # fmt: skip
+    journal.close()
+
+
+async def test_old_entries_are_retired_from_the_journal_and_the_index(tmp_path: Path) -> None:
+    """A barcode whose newest entry is older than retention_h leaves the journal and the
+    index (its file row decides again); one with a recent entry keeps all of its
+    entries; a step looks at FEED_RETIRE_ROWS entries at most; a replay agrees."""
+    hour_ns = 3600 * 10**9
+    now_ns = [10 * hour_ns]
+    journal = Journal(tmp_path / "j.sqlite")
+    config = FeedsSection(preadvice=PRE, customs=CUS, retention_h=2)
+    live = LiveManifest(None, DESTS)
+    service = FeedService(config, journal, live, wall_ns=lambda: now_ns[0])
+    old = [{"barcode": f"O{i}", "destination": "RABAT"} for i in range(FEED_RETIRE_ROWS + 500)]
+    assert await service([_msg(PRE, old, 1 * hour_ns)])
+    assert await service([_msg(CUS, {"barcode": "K1", "status": "hold"}, 1 * hour_ns)])
+    assert await service([_msg(PRE, {"barcode": "K1", "destination": "FES"}, 9 * hour_ns)])
+    assert await service([_msg(PRE, {"barcode": "N1", "destination": "FES"}, 9 * hour_ns)])
+    assert live.delta_rows == len(old) + 2
+
+    first = service.store.retire_step(now_ns[0] - 2 * hour_ns)
+    assert first is not None
+    assert len(first) == FEED_RETIRE_ROWS  # bounded
+    assert not service.store.retire_wrapped
+    assert await service.retire_pass() == 500  # the rest of the old barcodes
+    live.retire(first)  # what the first step retired leaves the index too
+    assert live.delta_rows == 2
+    assert _state(live, "O0") == (None, None, None)
+    assert _state(live, "K1") == ("FES", True, Source.CUSTOMS)  # its old hold stays
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT barcode, kind FROM feed ORDER BY seq").fetchall() == [
+            ("K1", 1), ("K1", 0), ("N1", 0),
+        ]  # fmt: skip
+    journal.close()
+    journal, again = _service(tmp_path / "j.sqlite")
+    assert again.replay() == 3
+    assert _state(again.live, "K1") == ("FES", True, Source.CUSTOMS)
+    assert _live(again).delta_rows == 2
+    journal.close()
+
+
+async def test_over_a_packer_a_batch_is_done_once_the_index_has_merged_it(
+    tmp_path: Path,
+) -> None:
+    """The feeds worker's way (sorterd/feeds_worker.py): a batch journaled, then its packed
+    update handed to the sink; the handler says it is durable (and the link acknowledges
+    it) only once the sink has merged it into the index, in the order of arrival."""
+    journal = Journal(tmp_path / "j.sqlite")
+    live = LiveManifest(None, DESTS)
+    merged = asyncio.Event()
+    release = asyncio.Event()
+
+    async def sink(update: PackedUpdate) -> None:
+        await release.wait()  # the daemon's loop is busy
+        live.apply_packed(update)
+        merged.set()
+
+    packer = FeedPacker(DESTS)
+    config = FeedsSection(preadvice=PRE, customs=CUS)
+    service = FeedService(config, journal, packer, sink=sink)
+    batch = [
+        _msg(PRE, {"barcode": "P1", "destination": "RABAT", "id": "p1"}, 1),
+        _msg(CUS, {"barcode": "P1", "status": "hold", "id": "q1"}, 2),
+        _msg(PRE, {"barcode": "P1", "destination": "FES", "id": "p2"}, 3),
+    ]
+    handling = asyncio.create_task(service(batch))
+    await asyncio.sleep(0.2)
+    assert not handling.done()  # durable already, not yet in the index: no ack
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM feed").fetchone() == (3,)
+    assert _state(live, "P1") == (None, None, None)
+    release.set()
+    assert await handling
+    assert merged.is_set()
+    assert _state(live, "P1") == ("FES", True, Source.CUSTOMS)
+    # The same ids again (the broker's re-delivery): nothing new for the index.
+    merged.clear()
+    assert await service(batch)
+    assert not merged.is_set()
+    assert service.stats.duplicates == 3
+    journal.close()

@@ -17,7 +17,13 @@ row and a destination a plan drops comes back with the plan that brings it back.
 Memory: 48 bytes a row (key 32, postcode 8, packed 8) plus the table at a load factor
 between 0.35 and 0.7 (6 to 11 bytes); rows are appended into arrays reserved for
 RESERVED_ROWS entries (doubling beyond), allocated and not written, so only the rows in
-use are resident.
+use are resident. A retired entry (RETIRE: the feeds' retention) leaves the table by a
+backward shift and the last row moves into its row: rows stay dense, no tombstones.
+
+Updates (sorter.feeds.FeedPacker: key words, postcode, a code word) are merged into the
+table by one numba call (`DeltaTable.merge`), which reads the entry there for what an
+update keeps of it: a row without a customs value keeps a customs message's decision; a
+customs decision keeps the row's fields.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from sorter.manifest.index import _hash4, encode_keys, raw_words
+from sorter.manifest.index import _hash4, raw_words
 from sorter.manifest.jit import lookup_kernel as _lookup_kernel
 from sorter.manifest.rows import KEY_BYTES
 
@@ -35,10 +41,12 @@ __all__ = [
     "FIELDS_MASK",
     "HAS_ROW",
     "HOLD_BIT",
+    "KEEP_OVERRIDE",
     "NO_ROW",
     "OVERRIDE_HOLD",
     "OVERRIDE_SET",
     "RESERVED_ROWS",
+    "RETIRE",
     "SOURCE_CUSTOMS",
     "SOURCE_FEED",
     "SOURCE_FILE",
@@ -47,6 +55,7 @@ __all__ = [
     "find_live",
     "find_live_batch",
     "resolve_entry",
+    "words_of",
 ]
 
 HOLD_BIT: Final = 1 << 41  # the manifest's customs hold (sorter.manifest.rows.pack_fields)
@@ -56,6 +65,11 @@ OVERRIDE_SET: Final = 1 << 53
 OVERRIDE_HOLD: Final = 1 << 54
 # In a lookup's answer: no row anywhere, only a customs decision (unpack_row ignores it).
 NO_ROW: Final = 1 << 55
+# In an update's code only (never stored): a row without a customs value keeps the customs
+# message's decision in force (OVERRIDE_*); RETIRE removes the barcode's entry.
+KEEP_OVERRIDE: Final = 1 << 56
+RETIRE: Final = 1 << 57
+_OVERRIDE_BITS: Final = OVERRIDE_SET | OVERRIDE_HOLD
 _DEST_SHIFT: Final = 20
 _DEST_MASK: Final = 0xFFFF << _DEST_SHIFT
 
@@ -231,32 +245,89 @@ def _find_raw(raw: Any, words: Any, table: Any) -> int:
 
 
 @_lookup_kernel
-def _upsert(
-    words: Any, pc: Any, packed: Any, n: int, table: Any,
-    new_words: Any, new_pc: Any, new_packed: Any,
-) -> int:  # fmt: skip
-    """Insert or replace each new entry in order; returns the rows now used. The caller
-    made room: rows for n + len(new), and a table that stays under its load factor."""
+def _slot_of(words: Any, table: Any, row: int) -> int:
+    """The table slot that holds `row`."""
     mask = np.uint64(table.shape[0] - 1)
-    for i in range(new_words.shape[0]):
+    slot = np.int64(_hash4(words[row, 0], words[row, 1], words[row, 2], words[row, 3]) & mask)
+    while table[slot] != row:
+        slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+    return int(slot)
+
+
+@_lookup_kernel
+def _remove(words: Any, pc: Any, packed: Any, n: int, table: Any, slot: Any) -> int:
+    """Empty `slot` (linear probing's backward shift: no tombstones) and move the last row
+    into the row it held, so that rows stay dense; returns the rows now used."""
+    row = table[slot]
+    mask = np.uint64(table.shape[0] - 1)
+    i = slot
+    j = slot
+    while True:
+        j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+        r = table[j]
+        if r < 0:
+            break
+        home = np.int64(_hash4(words[r, 0], words[r, 1], words[r, 2], words[r, 3]) & mask)
+        stays = (i < home <= j) if i <= j else (home > i or home <= j)
+        if not stays:
+            table[i] = r
+            i = j
+    table[i] = -1
+    last = n - 1
+    if row != last:
+        table[_slot_of(words, table, last)] = row
+        for k in range(4):
+            words[row, k] = words[last, k]
+        pc[row] = pc[last]
+        packed[row] = packed[last]
+    return last
+
+
+@_lookup_kernel
+def _merge(
+    words: Any, pc: Any, packed: Any, n: int, table: Any,
+    new_words: Any, new_pc: Any, new_code: Any, start: int, stop: int,
+) -> int:  # fmt: skip
+    """Apply updates start..stop-1 in order (sorter.feeds.FeedPacker makes them); returns
+    the rows now used. A row's code carries its fields and HAS_ROW (and KEEP_OVERRIDE:
+    the entry's customs decision stays); a customs decision's code its OVERRIDE bits over
+    whatever the entry has; RETIRE removes the entry. The caller made room: rows for n +
+    (stop - start), and a table that stays under its load factor."""
+    mask = np.uint64(table.shape[0] - 1)
+    for i in range(start, stop):
         w0, w1, w2, w3 = new_words[i, 0], new_words[i, 1], new_words[i, 2], new_words[i, 3]
+        code = new_code[i]
         slot = np.int64(_hash4(w0, w1, w2, w3) & mask)
         while True:
             row = table[slot]
             if row < 0:
-                for k in range(4):
-                    words[n, k] = new_words[i, k]
-                pc[n] = new_pc[i]
-                packed[n] = new_packed[i]
-                table[slot] = n
-                n += 1
                 break
             same = words[row, 0] == w0 and words[row, 1] == w1
             if same and words[row, 2] == w2 and words[row, 3] == w3:
-                pc[row] = new_pc[i]
-                packed[row] = new_packed[i]
                 break
             slot = np.int64((np.uint64(slot) + np.uint64(1)) & mask)
+        if code & RETIRE:
+            if row >= 0:
+                n = _remove(words, pc, packed, n, table, slot)
+            continue
+        if row < 0:
+            row = n
+            for k in range(4):
+                words[row, k] = new_words[i, k]
+            table[slot] = row
+            n += 1
+            old_pc, old = np.int64(_NO_POSTCODE), np.int64(0)
+        else:
+            old_pc, old = pc[row], packed[row]
+        if code & HAS_ROW:
+            value = code & ~np.int64(KEEP_OVERRIDE)
+            if code & KEEP_OVERRIDE:
+                value |= old & np.int64(_OVERRIDE_BITS)
+            pc[row] = new_pc[i]
+        else:
+            value = (old & ~np.int64(_OVERRIDE_BITS)) | code
+            pc[row] = old_pc
+        packed[row] = value
     return n
 
 
@@ -271,21 +342,18 @@ def _rehash(words: Any, n: int, table: Any) -> None:
         table[slot] = row
 
 
-def _words_of(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+def words_of(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """Keys (sorter.manifest.encode_keys) as their (n, 4) words."""
     return keys.view(np.uint64).reshape(keys.shape[0], KEY_BYTES // 8)
 
 
 class DeltaTable:
-    """Delta entries by barcode: the newest in a dict (`pending`, cheap to write), the
-    others in a hash table updated in place (cheap to hold): `compact` moves the dict's
-    into the table, costing in proportion to the entries moved (plus, now and then, a
-    doubling of the table)."""
+    """Delta entries by barcode in a hash table updated in place: `merge` costs in
+    proportion to the updates (plus, now and then, a doubling of the table)."""
 
-    __slots__ = ("n", "packed", "pending", "pending_new", "postcode", "table", "words")
+    __slots__ = ("n", "packed", "postcode", "table", "words")
 
     def __init__(self) -> None:
-        self.pending: dict[str, tuple[int, int]] = {}  # barcode -> (postcode, packed)
-        self.pending_new = 0  # pending barcodes the table does not hold
         self.n = 0
         self.words = np.zeros((0, KEY_BYTES // 8), np.uint64)
         self.postcode = np.zeros(0, np.int64)
@@ -302,59 +370,30 @@ class DeltaTable:
             return -1
         return int(_find_raw(raw, self.words, self.table))
 
-    def table_rows(self, barcodes: list[str]) -> list[int]:
-        """Rows of the table for these barcodes (-1 absent), in one call: the table does
-        not change while a batch is applied (a compaction comes after)."""
-        if not self.n or not barcodes:
-            return [-1] * len(barcodes)
-        return self.find_many(encode_keys(barcodes)).tolist()  # type: ignore[no-any-return]
-
-    def current(self, barcode: str, table_row: int) -> tuple[int, int] | None:
-        """The entry of a barcode (at `table_row` of the table unless a newer one waits in
-        the dict), None when it has none."""
-        entry = self.pending.get(barcode)
-        if entry is not None or table_row < 0:
-            return entry
-        return int(self.postcode[table_row]), int(self.packed[table_row])
-
-    def put(self, barcode: str, postcode: int, packed: int, new: bool) -> None:
-        """A barcode's entry, into the dict; `new`: no entry had it."""
-        self.pending[barcode] = (postcode, packed)
-        if new:
-            self.pending_new += 1
-
-    def compact(self) -> None:
-        """The dict's entries into the table."""
-        pending = self.pending
-        if not pending:
-            return
-        keys = encode_keys(list(pending))
-        values = np.array(list(pending.values()), np.int64).reshape(len(pending), 2)
-        self.upsert(keys, values[:, 0].copy(), values[:, 1].copy())
-        pending.clear()
-        self.pending_new = 0
-
     def find_many(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
         """Rows of many keys (sorter.manifest.encode_keys), -1 where absent."""
         out = np.full(keys.shape[0], -1, np.int64)
         if self.n:
-            _find_many(_words_of(keys), self.words, self.table, out)
+            _find_many(words_of(keys), self.words, self.table, out)
         return out
 
-    def upsert(
+    def merge(
         self,
-        keys: npt.NDArray[np.uint8],
+        words: npt.NDArray[np.uint64],
         postcode: npt.NDArray[np.int64],
-        packed: npt.NDArray[np.int64],
+        code: npt.NDArray[np.int64],
+        start: int = 0,
+        stop: int | None = None,
     ) -> None:
-        """Each key's entry, inserted or replaced, in order (a later equal key wins)."""
-        m = keys.shape[0]
-        if not m:
+        """Updates start..stop-1 ((m, 4) key words, postcodes, codes as
+        sorter.feeds.FeedPacker makes them), in order, in one call."""
+        stop = words.shape[0] if stop is None else stop
+        if stop <= start:
             return
-        self.reserve(self.n + m)
-        n = _upsert(
-            self.words, self.postcode, self.packed, self.n, self.table, _words_of(keys),
-            postcode, packed,
+        self.reserve(self.n + stop - start)
+        n = _merge(
+            self.words, self.postcode, self.packed, self.n, self.table, words, postcode, code,
+            start, stop,
         )  # fmt: skip
         self.n = int(n)
 

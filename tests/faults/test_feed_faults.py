@@ -170,6 +170,16 @@ def _check(report: Report, feeds: FeedRun, count_problems: list[str]) -> None:
     assert counts["customs"] > 0
 
 
+async def _subscribed(rig: FaultRig) -> None:
+    """The daemon's feeds worker has subscribed (P/devices/feeds): its persistent session
+    begins there, and what is published before a first start's is not kept."""
+    await rig.wait_for(
+        lambda: rig.seen.last("devices/feeds").get("connected") is True,
+        60,
+        what="the feeds subscribed",
+    )
+
+
 def _rows_applied(rig: FaultRig) -> int:
     return int(rig.seen.last("stats").get("feeds", {}).get("rows_applied", 0))
 
@@ -195,6 +205,7 @@ async def test_feeds_while_the_broker_is_down(tmp_path: Path) -> None:
     _daemon_takes_feeds()
     async with FaultRig(tmp_path, feeds=FEEDS).running() as rig:
         feeds = FeedRun(rig)
+        await _subscribed(rig)
         feeds.start()
         rig.start_traffic(_traffic_s())
         await asyncio.sleep(scaled(LEAD_S))
@@ -223,6 +234,7 @@ async def test_feeds_daemon_killed_mid_batch(tmp_path: Path) -> None:
     async with FaultRig(tmp_path, feeds=FEEDS).running() as rig:
         assert rig.daemon is not None
         feeds = FeedRun(rig, rows_per_s=BUSY_ROWS_PER_S, extra_s=kills * 3.0)
+        await _subscribed(rig)
         feeds.start()
         rig.start_traffic(_traffic_s() + kills * 3.0)
         await asyncio.sleep(scaled(LEAD_S))
@@ -260,6 +272,7 @@ async def test_feeds_duplicate_deliveries(tmp_path: Path) -> None:
             held=0.2,
         )
         feeds = FeedRun(rig, mix=mix)
+        await _subscribed(rig)
         feeds.start()
         rig.start_traffic(_traffic_s())
         await asyncio.sleep(scaled(LEAD_S + FAULT_S / 2))
