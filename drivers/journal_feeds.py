@@ -114,6 +114,7 @@ class Replayed:
 
     batch: FeedBatch
     arrival_ns: int
+    seq: int = 0  # the journal's seq of its last entry
 
 
 class FeedStore:
@@ -181,6 +182,15 @@ class FeedStore:
             return True
         counts = [("rows_applied", rows), ("customs_applied", customs)]
         return self.journal.run(lambda db: db.executemany(_COUNT, counts), write=True) is not None
+
+    def last_seq(self) -> int | None:
+        """The seq of the newest entry (of the open transaction too); None when the journal
+        cannot be read. Every entry up to it has been packed (an entry is packed before it
+        is journaled: sorterd/feeds.py), which the daemon's feeds worker tells the daemon
+        with each update, so that a worker that dies with entries journaled and not yet
+        merged leaves the daemon knowing where to read them back (docs/feeds.md)."""
+        last = self.journal.run(lambda db: db.execute(_LAST_SEQ).fetchone()[0], write=False)
+        return None if last is None else int(last)
 
     def counts(self) -> dict[str, int]:
         """The applied counts since the journal began (empty when it cannot be read)."""
@@ -293,30 +303,31 @@ def _runs(chunk: Sequence[Any]) -> Iterator[Replayed]:
     rows: list[FeedRow] = []
     customs: list[CustomsUpdate] = []
     current: tuple[int, int] | None = None
-    for _seq, kind, barcode, dest, pc, country, origin, cust, service, hold, eid, arrival in chunk:
+    last_seq = 0
+    for seq, kind, barcode, dest, pc, country, origin, cust, service, hold, eid, arrival in chunk:
         key = (int(kind), int(arrival))
         if current is not None and key != current:
-            yield Replayed(FeedBatch(rows, customs, []), current[1])
+            yield Replayed(FeedBatch(rows, customs, []), current[1], last_seq)
             rows, customs = [], []
-        current = key
+        current, last_seq = key, int(seq)
         if kind == _ROW:
             rows.append(FeedRow(barcode, dest, pc, country, origin, cust, eid, service))
         else:
             customs.append(CustomsUpdate(barcode, bool(hold), eid))
     if current is not None:
-        yield Replayed(FeedBatch(rows, customs, []), current[1])
+        yield Replayed(FeedBatch(rows, customs, []), current[1], last_seq)
 
 
-def replay_file(path: Path) -> Iterator[Replayed]:
-    """Every entry of a feeds journal file, in arrival order, read beside its writer (a
-    read-only connection: the daemon replays the file while its feeds worker, which holds
-    the file's lock, has not started writing yet). Nothing when there is no file yet or no
-    feed table in it."""
+def replay_file(path: Path, after_seq: int = 0) -> Iterator[Replayed]:
+    """Every entry of a feeds journal file after `after_seq`, in arrival order, read beside
+    its writer (a read-only connection: the daemon replays the file while its feeds worker,
+    which holds the file's lock, has not started writing yet). Nothing when there is no
+    file yet or no feed table in it."""
     if not path.exists():
         return
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        after = 0
+        after = after_seq
         while True:
             try:
                 chunk = _select_after(after)(db)

@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import pickle
 import socket
+import sqlite3
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -181,6 +182,9 @@ class FeedWorker:
         self._channel: _Channel | None = None
         self._socket: socket.socket | None = None  # ours, until `start` reads it
         self._backoff = Backoff(0.5, 10.0)
+        # The journal's seq up to which every entry is in the index: what a worker that
+        # ends had journaled after it is read back from the journal (`_catch_up`).
+        self._merged_seq = 0
         live.on_destinations = self._send_plan
 
     def _send_plan(self, names: tuple[str, ...]) -> None:
@@ -203,16 +207,19 @@ class FeedWorker:
 
     async def start(self, *, replay: bool = True) -> int:
         """The journal's entries replayed into the index (`replay`: at the daemon's start,
-        before the line runs; read here, beside the worker, which does not write before it
-        has this message), then the worker told the plan's names and the index's names of
-        destinations, which it goes on from. The entries replayed."""
+        before the line runs; read here, beside the worker, which writes nothing before the
+        daemon's first message), then the worker's socket taken. Once the worker holds the
+        journal's lock it says `ready`: the daemon reads back what was journaled after this
+        replay (a worker of a killed daemon committing as it ended) or after the last update
+        merged (a worker that ended), then tells it the plan's names and the index's names
+        of destinations, which it goes on from (`_handle`). The entries replayed."""
         entries = self._replay() if replay else 0
         self.spawn()
         assert self._socket is not None
         reader, writer = await asyncio.open_unix_connection(sock=self._socket, limit=1 << 20)
         self._socket = None
         self._channel = _Channel(reader, writer)
-        self._channel.send(("start", self.live.destinations, self.live.known_names))
+        # The plan's names and the index's go once the worker is ready (`_handle`).
         return entries
 
     def _replay(self) -> int:
@@ -223,6 +230,7 @@ class FeedWorker:
         for run in replay_file(path):
             live.apply(run.batch, run.arrival_ns, replay=True)
             entries += len(run.batch.rows) + len(run.batch.customs)
+            self._merged_seq = run.seq
         # P/stats until the worker reports: the counts go on from the journal's.
         stats = FeedStats(replayed=entries)
         counts = counts_file(path)
@@ -231,6 +239,30 @@ class FeedWorker:
         self._figures = feeds_figures(stats, 0)
         # The ids are the worker's to remember: the index's own packer starts afresh.
         live.packer = FeedPacker(live.destinations, known=live.known_names)
+        return entries
+
+    def _catch_up(self) -> int:
+        """The entries a worker that ended had journaled after the last update the index
+        merged (it died between its commit and the merge, or between two frames of an
+        update): read back from the journal, in order, before the next worker goes on. The
+        broker sends their messages again, and the new worker skips their ids: without
+        this the line would not have them until the daemon's next start. Entries of a
+        partly merged update are merged again (the same entries in the same order: the
+        same state)."""
+        live = self.live
+        # The index's packer goes on from the index's names (the worker's updates added to them).
+        live.packer = FeedPacker(live.destinations, known=live.known_names)
+        entries = 0
+        try:
+            for run in replay_file(feeds_journal_path(self.site.journal_path), self._merged_seq):
+                live.apply(run.batch, run.arrival_ns, replay=True)
+                entries += len(run.batch.rows) + len(run.batch.customs)
+                self._merged_seq = run.seq
+        except sqlite3.Error as exc:
+            log.error("feeds journal not read back", error=str(exc))  # noqa: TRY400 (no traceback)
+        live.packer = FeedPacker(live.destinations, known=live.known_names)
+        if entries:
+            log.warning("feeds entries journaled by the ended worker merged", entries=entries)
         return entries
 
     async def run(self) -> None:
@@ -246,16 +278,25 @@ class FeedWorker:
             self.on_state(False, "feeds worker ended: starting it again")
             await asyncio.sleep(self._backoff.next_delay_s())
             with contextlib.suppress(OSError):
-                # The index has every entry already; the new worker reads its ids back.
+                # The index has every entry (`_catch_up`); the new worker reads its ids back.
                 await self.start(replay=False)
                 log.info("feeds worker started again")
                 self._backoff.reset()
 
     async def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "apply":
-            _, seq, update = message
+        if kind == "ready":
+            # The worker holds the journal's lock: no other process writes it (a worker of
+            # a killed daemon has ended). What is journaled and not merged comes first;
+            # then the worker goes on from the index's names.
+            self._catch_up()
+            if self._channel is not None:
+                self._channel.send(("start", self.live.destinations, self.live.known_names))
+        elif kind == "apply":
+            _, seq, update, journal_seq = message
             await self._apply(update)
+            if journal_seq is not None:  # the update's last frame: all of it is merged
+                self._merged_seq = journal_seq
             if self._channel is not None:
                 self._channel.send(("applied", seq))
         elif kind == "figures":
@@ -337,6 +378,8 @@ class _Worker:
         self.channel = channel
         self.packer = packer
         self.link_errors: Callable[[], int] = lambda: 0
+        # The journal's newest seq (FeedStore.last_seq): sent with each update's last frame.
+        self.journal_seq: Callable[[], int | None] = lambda: None
         # The daemon's first message: the plan's names and the index's destination names.
         self.started: asyncio.Future[tuple[tuple[str, ...], tuple[str, ...]]] = (
             asyncio.get_running_loop().create_future()
@@ -347,13 +390,17 @@ class _Worker:
     async def apply(self, update: PackedUpdate) -> None:
         """The FeedService's sink: returns once the daemon has merged `update`."""
         waiting: list[asyncio.Future[None]] = []
+        # Every entry journaled up to it is in this update or an earlier one (an entry is
+        # packed before it is journaled; the packer's updates go out in order).
+        journal_seq = self.journal_seq()
         for start in range(0, update.size, FRAME_ENTRIES):
             self._seq += 1
             done = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = done
             waiting.append(done)
-            part = update.part(start, min(start + FRAME_ENTRIES, update.size))
-            self.channel.send(("apply", self._seq, part))
+            stop = min(start + FRAME_ENTRIES, update.size)
+            last = journal_seq if stop == update.size else None
+            self.channel.send(("apply", self._seq, update.part(start, stop), last))
         for done in waiting:
             await done
 
@@ -385,9 +432,11 @@ async def _serve(spec: WorkerSpec, sock: socket.socket) -> None:
     channel = _Channel(reader, writer)
     cfg = spec.config
     journal = await _open_journal(spec.journal_path, cfg.journal.synchronous)
+    channel.send(("ready",))  # the daemon reads back what is journaled and not merged
     packer = FeedPacker(spec.destinations, known=spec.known)
     worker = _Worker(channel, packer)
     service = FeedService(cfg.feeds, journal, packer, sink=worker.apply)
+    worker.journal_seq = service.store.last_seq
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(worker.read())

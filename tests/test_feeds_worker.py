@@ -1,0 +1,124 @@
+"""The feeds worker process (sorterd/feeds_worker.py) under the daemon's `FeedWorker`, with
+real spawned processes and a real feeds journal: what the worker made durable and the line
+has not merged when the worker dies (or when the worker of a killed daemon commits as it
+ends) is merged before the next worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from drivers.broker import free_port
+from drivers.journal import Journal
+from drivers.journal_feeds import FeedStore
+from drivers.journal_file import take_lock
+from sorter.config import load_site
+from sorter.feeds import LiveManifest
+from sorter.plan import load_plan
+from sorterd.demo import write_site
+from sorterd.feeds_worker import FeedWorker, feeds_journal_path
+from tests.linekit import PLAN_PATH
+from tests.waiting import wait_until
+
+
+def _site(folder: Path) -> Path:
+    # No broker on the port: the worker keeps trying to subscribe; nothing else is needed.
+    return write_site(
+        folder,
+        plc_port=free_port(),
+        scanner_port=free_port(),
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+        plan=PLAN_PATH,
+        prefix="test/worker",
+        feeds=("test/hub/preadvice", "test/hub/customs"),
+    )
+
+
+def _committed_not_sent(journal: Path, barcode: str, destination: str, entry_id: str) -> None:
+    """What a worker leaves that committed a batch and died before its packed update
+    reached the daemon: the entry in the journal, its id claimed."""
+    with sqlite3.connect(journal, timeout=10) as db:
+        seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM feed").fetchone()[0]
+        db.execute(
+            "INSERT INTO feed (seq, kind, barcode, destination, id, arrival_ns)"
+            " VALUES (?, 0, ?, ?, ?, ?)",
+            (seq, barcode, destination, entry_id, time.time_ns()),
+        )
+        db.execute("INSERT INTO feed_id VALUES (?, ?)", (entry_id, seq))
+    db.close()
+
+
+async def test_what_a_dead_worker_journaled_and_the_line_lacks_is_merged(tmp_path: Path) -> None:
+    site = load_site(_site(tmp_path), env={})
+    names = [d.name for d in load_plan(PLAN_PATH).destinations]
+    live = LiveManifest(None, names)
+    worker = FeedWorker(site, live, lambda _connected, _reason: None)
+    await worker.start()
+    running = asyncio.create_task(worker.run())
+    try:
+        journal = feeds_journal_path(site.journal_path)
+        # The worker has opened (made) its journal and read it back.
+        await wait_until(lambda: worker.figures().get("replayed") == 0 and journal.exists(), 60)
+        await wait_until(lambda: _has_feed_table(journal), 60, what="the feed tables")
+        _committed_not_sent(journal, "LOST000001", names[0], "lost-1")
+        process = worker._process
+        assert process is not None
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        await wait_until(lambda: worker.restarts >= 1, 60, what="the worker started again")
+        # The broker sends "lost-1" again (not acknowledged): the new worker finds its id in
+        # the journal and skips it, so the line must have it from the journal.
+        await wait_until(
+            lambda: live.lookup_source("LOST000001")[0] is not None,
+            60,
+            what="a journaled entry the line never merged",
+        )
+        row, _source = live.lookup_source("LOST000001")
+        assert row is not None
+        assert names[row.destination] == names[0]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.stop()
+
+
+def _has_feed_table(journal: Path) -> bool:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT count(*) FROM feed").fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+async def test_what_a_killed_daemons_worker_commits_late_is_merged(tmp_path: Path) -> None:
+    """A worker of a killed daemon may still commit (its last batch, as it ends) after the
+    new daemon replayed the journal: the new worker waits for the journal's lock, and the
+    daemon reads back what was committed meanwhile before the new worker goes on."""
+    site = load_site(_site(tmp_path), env={})
+    journal = feeds_journal_path(site.journal_path)
+    FeedStore(Journal(journal), remember_ids=10).journal.close()  # the file, its tables
+    names = [d.name for d in load_plan(PLAN_PATH).destinations]
+    live = LiveManifest(None, names)
+    worker = FeedWorker(site, live, lambda _connected, _reason: None)
+    orphan = take_lock(journal)  # the old worker, still ending
+    try:
+        await worker.start()
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(1.0)
+        _committed_not_sent(journal, "LATE000001", names[0], "late-1")
+    finally:
+        os.close(orphan)
+    try:
+        await wait_until(lambda: worker.figures().get("replayed") is not None, 60)
+        await wait_until(lambda: live.lookup_source("LATE000001")[0] is not None, 60)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.stop()
