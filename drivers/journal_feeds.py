@@ -41,6 +41,7 @@ __all__ = [
     "FEED_SCHEMA",
     "FeedStore",
     "Replayed",
+    "adopt_line_feeds",
     "counts_file",
     "replay_file",
 ]
@@ -360,3 +361,73 @@ def counts_file(path: Path) -> dict[str, int]:
     finally:
         db.close()
     return {str(name): int(value) for name, value in rows}
+
+
+_COLUMNS: Final = (
+    "seq, kind, barcode, destination, postcode, country, origin, customs, service, hold, id,"
+    " arrival_ns"
+)
+
+
+def _line_feeds(line_journal: Path) -> tuple[list[Any], list[Any], list[Any]] | None:
+    """The feed entries, ids and counts in a line's journal (read-only); None when it has
+    none."""
+    db = sqlite3.connect(f"file:{line_journal}?mode=ro", uri=True)
+    try:
+        feed = db.execute(f"SELECT {_COLUMNS} FROM feed ORDER BY seq").fetchall()
+        if not feed:
+            return None
+        return feed, db.execute("SELECT id, seq FROM feed_id").fetchall(), _counts(db)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    finally:
+        db.close()
+
+
+def _counts(db: sqlite3.Connection) -> list[Any]:
+    try:
+        return db.execute(_COUNTS).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def adopt_line_feeds(
+    line_journal: Path, feeds_journal: Path, open_journal: Callable[[], Journal]
+) -> int:
+    """The feed entries an earlier sorterd journaled in the line's journal (before the feeds
+    had a journal of their own), with their ids and counts, copied into the feeds journal
+    when it has never been used (no counts: a journal that wrote anything has them); the
+    entries copied. One transaction: a copy cut short is done again at the next start.
+    Without it the first start after the upgrade would lose every feed row and customs
+    decision (a hold among them) the line had. `open_journal`: the feeds journal, opened
+    (it takes the file's lock)."""
+    if not line_journal.exists() or counts_file(feeds_journal):
+        return 0
+    old = _line_feeds(line_journal)
+    if old is None:
+        return 0
+    feed, ids, counts = old
+    if not counts:  # a journal from before the counts: what it holds
+        rows = sum(1 for entry in feed if entry[1] == _ROW)
+        counts = [("rows_applied", rows), ("customs_applied", len(feed) - rows)]
+    journal = open_journal()
+    try:
+        FeedStore(journal, remember_ids=1)
+
+        def copy(db: sqlite3.Connection) -> bool:
+            if db.execute(_COUNTS).fetchone() is not None:
+                return False  # adopted meanwhile
+            marks = ",".join("?" * 12)
+            db.executemany(f"INSERT INTO feed ({_COLUMNS}) VALUES ({marks})", feed)
+            db.executemany(_CLAIM_ID, ids)
+            db.executemany(_COUNT, counts)
+            return True
+
+        copied = journal.run(copy, write=True)
+        if copied is None or not journal.commit():
+            raise JournalError(f"journal {journal.path}: cannot adopt the line journal's feeds")
+    finally:
+        journal.close()
+    return len(feed) if copied else 0

@@ -51,7 +51,7 @@ from typing import Any, Final
 import structlog
 
 from drivers.journal import Journal, JournalError
-from drivers.journal_feeds import counts_file, replay_file
+from drivers.journal_feeds import adopt_line_feeds, counts_file, replay_file
 from sorter.backoff import Backoff
 from sorter.config import Site, SiteConfig
 from sorter.contract import feeds_figures
@@ -66,6 +66,7 @@ __all__ = [
     "FeedWorker",
     "Spawned",
     "WorkerSpec",
+    "adopt_old_feeds",
     "feeds_journal_path",
     "spawn_worker",
     "worker_main",
@@ -141,6 +142,28 @@ def _log_level() -> str:
         level = logging.INFO
     names = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
     return names.get(level, "info") if isinstance(level, int) else "info"
+
+
+def adopt_old_feeds(site: Site) -> int:
+    """At the daemon's start, before its worker: the feed entries an earlier sorterd kept
+    in the line's journal, into the feeds journal when it has never been used
+    (drivers.journal_feeds.adopt_line_feeds; docs/feeds.md). The entries adopted."""
+    path = feeds_journal_path(site.journal_path)
+
+    def open_journal() -> Journal:
+        deadline = time.monotonic() + JOURNAL_BUSY_S
+        while True:
+            try:
+                return Journal(path, synchronous=site.config.journal.synchronous)
+            except JournalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    adopted = adopt_line_feeds(site.journal_path, path, open_journal)
+    if adopted:
+        log.warning("feeds journal: entries of the line's journal adopted", entries=adopted)
+    return adopted
 
 
 def spawn_worker(site: Site, destinations: Sequence[str], known: Sequence[str]) -> Spawned:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -14,14 +15,16 @@ import time
 from pathlib import Path
 
 from drivers.broker import free_port
+from drivers.feeds import FeedMessage
 from drivers.journal import Journal
 from drivers.journal_feeds import FeedStore
 from drivers.journal_file import take_lock
 from sorter.config import load_site
-from sorter.feeds import LiveManifest
+from sorter.feeds import LiveManifest, Source
 from sorter.plan import load_plan
 from sorterd.demo import write_site
-from sorterd.feeds_worker import FeedWorker, feeds_journal_path
+from sorterd.feeds import FeedService
+from sorterd.feeds_worker import FeedWorker, adopt_old_feeds, feeds_journal_path
 from tests.linekit import PLAN_PATH
 from tests.waiting import wait_until
 
@@ -122,3 +125,39 @@ async def test_what_a_killed_daemons_worker_commits_late_is_merged(tmp_path: Pat
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.stop()
+
+
+async def test_the_line_journals_feed_rows_are_adopted_at_the_upgrade(tmp_path: Path) -> None:
+    """An earlier sorterd journaled the feeds in the line's journal: the first start with a
+    feeds journal of its own takes them over (a customs hold among them), ids and counts
+    included; once, and never over a feeds journal that was used."""
+    site = load_site(_site(tmp_path), env={})
+    names = [d.name for d in load_plan(PLAN_PATH).destinations]
+    old = Journal(site.journal_path)  # the earlier daemon's way: the feeds in its journal
+    service = FeedService(site.config.feeds, old, LiveManifest(None, names))
+    pre, cus = site.config.feeds.preadvice, site.config.feeds.customs
+    assert pre is not None
+    assert cus is not None
+    row = {"barcode": "OLD0000001", "destination": names[0], "id": "o1"}
+    hold = {"barcode": "OLD0000001", "status": "hold", "id": "o2"}
+    assert await service([FeedMessage(pre, json.dumps(row).encode(), False, 1)])
+    assert await service([FeedMessage(cus, json.dumps(hold).encode(), False, 2)])
+    old.close()
+
+    assert adopt_old_feeds(site) == 2
+    live = LiveManifest(None, names)
+    worker = FeedWorker(site, live, lambda _connected, _reason: None)
+    try:
+        assert await worker.start() == 2
+        found, source = live.lookup_source("OLD0000001")
+        assert found is not None
+        assert bool(found.customs_hold)
+        assert source is Source.CUSTOMS
+        assert worker.figures()["rows_applied"] == 1
+        assert worker.figures()["customs_applied"] == 1
+    finally:
+        await worker.stop()
+    assert adopt_old_feeds(site) == 0  # once
+    journal = feeds_journal_path(site.journal_path)
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        assert db.execute("SELECT count(*) FROM feed_id").fetchone() == (2,)
