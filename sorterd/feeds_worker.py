@@ -56,7 +56,7 @@ from sorter.backoff import Backoff
 from sorter.config import Site, SiteConfig
 from sorter.contract import feeds_figures
 from sorter.errors import SorterdError
-from sorter.feeds import FeedPacker, LiveManifest, PackedUpdate
+from sorter.feeds import FeedBatch, FeedPacker, LiveManifest, PackedUpdate
 from sorter.stats import FeedStats
 from sorterd.feeds import FeedService, feed_subscriber
 
@@ -264,22 +264,32 @@ class FeedWorker:
         live.packer = FeedPacker(live.destinations, known=live.known_names)
         return entries
 
-    def _catch_up(self) -> int:
+    async def _catch_up(self) -> int:
         """The entries a worker that ended had journaled after the last update the index
         merged (it died between its commit and the merge, or between two frames of an
         update): read back from the journal, in order, before the next worker goes on. The
         broker sends their messages again, and the new worker skips their ids: without
         this the line would not have them until the daemon's next start. Entries of a
         partly merged update are merged again (the same entries in the same order: the
-        same state)."""
+        same state). APPLY_CHUNK_ENTRIES at a time, the loop's turn in between (a large
+        message's rows may be among them)."""
         live = self.live
         # The index's packer goes on from the index's names (the worker's updates added to them).
         live.packer = FeedPacker(live.destinations, known=live.known_names)
         entries = 0
         try:
             for run in replay_file(feeds_journal_path(self.site.journal_path), self._merged_seq):
-                live.apply(run.batch, run.arrival_ns, replay=True)
-                entries += len(run.batch.rows) + len(run.batch.customs)
+                rows, customs = run.batch.rows, run.batch.customs
+                for i in range(0, len(rows) + len(customs), APPLY_CHUNK_ENTRIES):
+                    part = FeedBatch(
+                        rows[i : i + APPLY_CHUNK_ENTRIES],
+                        customs[
+                            max(0, i - len(rows)) : max(0, i + APPLY_CHUNK_ENTRIES - len(rows))
+                        ],
+                    )
+                    live.apply(part, run.arrival_ns, replay=True)
+                    await asyncio.sleep(0)
+                entries += len(rows) + len(customs)
                 self._merged_seq = run.seq
         except sqlite3.Error as exc:
             log.error("feeds journal not read back", error=str(exc))  # noqa: TRY400 (no traceback)
@@ -312,7 +322,7 @@ class FeedWorker:
             # The worker holds the journal's lock: no other process writes it (a worker of
             # a killed daemon has ended). What is journaled and not merged comes first;
             # then the worker goes on from the index's names.
-            self._catch_up()
+            await self._catch_up()
             if self._channel is not None:
                 self._channel.send(("start", self.live.destinations, self.live.known_names))
         elif kind == "apply":

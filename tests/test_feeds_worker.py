@@ -161,3 +161,43 @@ async def test_the_line_journals_feed_rows_are_adopted_at_the_upgrade(tmp_path: 
     journal = feeds_journal_path(site.journal_path)
     with contextlib.closing(sqlite3.connect(journal)) as db:
         assert db.execute("SELECT count(*) FROM feed_id").fetchone() == (2,)
+
+
+async def test_a_large_catch_up_gives_the_line_its_turns(tmp_path: Path) -> None:
+    """A dead worker's last message was large: its rows are merged a chunk at a time, the
+    line's loop running in between (a decision never waits for all of them)."""
+    site = load_site(_site(tmp_path), env={})
+    names = [d.name for d in load_plan(PLAN_PATH).destinations]
+    live = LiveManifest(None, names)
+    worker = FeedWorker(site, live, lambda _connected, _reason: None)
+    await worker.start()
+    running = asyncio.create_task(worker.run())
+    seen: list[int] = []
+
+    async def ticker() -> None:
+        while True:
+            seen.append(live.delta_rows)
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        journal = feeds_journal_path(site.journal_path)
+        await wait_until(lambda: _has_feed_table(journal), 60, what="the feed tables")
+        total, now_ns = 10_000, time.time_ns()
+        with contextlib.closing(sqlite3.connect(journal, timeout=10)) as db, db:
+            db.executemany(
+                "INSERT INTO feed (kind, barcode, destination, arrival_ns) VALUES (0, ?, ?, ?)",
+                [(f"BIG{i:07d}", names[0], now_ns) for i in range(total)],
+            )
+        process = worker._process
+        assert process is not None
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        await wait_until(lambda: live.delta_rows == total, 60, what="the large message merged")
+        assert any(0 < rows < total for rows in seen), "merged in one piece"
+    finally:
+        ticking.cancel()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.stop()
