@@ -403,9 +403,13 @@ def adopt_line_feeds(
     Without it the first start after the upgrade would lose every feed row and customs
     decision (a hold among them) the line had. `open_journal`: the feeds journal, opened
     (it takes the file's lock)."""
-    if not line_journal.exists() or counts_file(feeds_journal):
+    try:
+        if not line_journal.exists() or counts_file(feeds_journal):
+            return 0
+        old = _line_feeds(line_journal)
+    except sqlite3.Error:
+        # A damaged file: the journals set it aside when they open it (drivers/journal_file.py).
         return 0
-    old = _line_feeds(line_journal)
     if old is None:
         return 0
     feed, ids, counts = old

@@ -250,13 +250,20 @@ class FeedWorker:
         live.reserve(self.site.config.feeds.expected_rows)
         entries = 0
         path = feeds_journal_path(self.site.journal_path)
-        for run in replay_file(path):
-            live.apply(run.batch, run.arrival_ns, replay=True)
-            entries += len(run.batch.rows) + len(run.batch.customs)
-            self._merged_seq = run.seq
+        counts: dict[str, int] = {}
+        try:
+            for run in replay_file(path):
+                live.apply(run.batch, run.arrival_ns, replay=True)
+                entries += len(run.batch.rows) + len(run.batch.customs)
+                self._merged_seq = run.seq
+            counts = counts_file(path)
+        except sqlite3.Error as exc:
+            # Damaged (the worker sets it aside and starts a new one, as for the line's
+            # journal), or not readable beside its writer: the rest is read once the worker
+            # is ready (`_catch_up`, from the last entry read here).
+            log.error("feeds journal not read at the start", path=str(path), error=str(exc))  # noqa: TRY400 (no traceback)
         # P/stats until the worker reports: the counts go on from the journal's.
         stats = FeedStats(replayed=entries)
-        counts = counts_file(path)
         stats.rows_applied = counts.get("rows_applied", 0)
         stats.customs_applied = counts.get("customs_applied", 0)
         self._figures = feeds_figures(stats, 0)

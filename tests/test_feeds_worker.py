@@ -201,3 +201,26 @@ async def test_a_large_catch_up_gives_the_line_its_turns(tmp_path: Path) -> None
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.stop()
+
+
+async def test_an_unreadable_feeds_journal_does_not_stop_the_start(tmp_path: Path) -> None:
+    """A feeds journal that is not a database: the daemon's start goes on (no traceback);
+    its worker sets the file aside and starts a new one, as the line's journal does."""
+    site = load_site(_site(tmp_path), env={})
+    journal = feeds_journal_path(site.journal_path)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_bytes(b"not a database " * 1000)
+    assert adopt_old_feeds(site) == 0
+    live = LiveManifest(None, [d.name for d in load_plan(PLAN_PATH).destinations])
+    worker = FeedWorker(site, live, lambda _connected, _reason: None)
+    assert await worker.start() == 0
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _has_feed_table(journal), 60, what="a new feeds journal")
+        assert list(journal.parent.glob(f"{journal.name}.unreadable-*"))
+        assert worker.restarts == 0
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.stop()
