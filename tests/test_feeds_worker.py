@@ -94,7 +94,8 @@ async def test_what_a_dead_worker_journaled_and_the_line_lacks_is_merged(tmp_pat
 def _has_feed_table(journal: Path) -> bool:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT count(*) FROM feed").fetchone() is not None
+            # The last table the schema makes (drivers/journal_feeds.py FEED_SCHEMA).
+            return db.execute("SELECT count(*) FROM feed_count").fetchone() is not None
     except sqlite3.Error:
         return False
 
