@@ -15,20 +15,23 @@ state.
 At the start the daemon spawns the worker before anything else (its imports take a
 second or more) and replays the feeds journal into its index itself (a read-only
 connection, before the line runs: the worker writes nothing before the daemon's first
-message); the worker reads the journal back for its ids and counts, and takes the plan's
-names and the index's list of destination names from that first message.
+message); once the worker holds the journal's lock it says `ready`, the daemon merges what
+was journaled after its replay or after the last update it merged (`FeedWorker._catch_up`),
+and its answer gives the plan's names and the index's list of destination names; the
+worker reads the journal back for its ids and counts.
 
 What the line's loop does per batch is therefore a copy of the arrays and their merge
 (~0.1-0.3 us an entry), not JSON, checks or SQLite (~17 us a row on one loop before).
 
 The worker ends when the daemon does (the socket closes, also after a kill -9 of the
-daemon); a worker that ends while the daemon runs is started again (the index has every
-entry already; what the dead worker had not acknowledged the broker sends again).
+daemon); a worker that ends while the daemon runs is started again (the index merges what
+the dead worker journaled and it lacks; what that worker had not acknowledged the broker
+sends again).
 
 Frames on the socket: a 4-byte length, then a pickled tuple. Daemon -> worker:
 ("start", plan names, known destination names), ("applied", seq), ("plan", names).
-Worker -> daemon: ("apply", seq, PackedUpdate), ("figures", dict), ("state", connected,
-reason, errors).
+Worker -> daemon: ("ready",), ("apply", seq, PackedUpdate, journal seq on an update's last
+frame else None), ("figures", dict), ("state", connected, reason, errors).
 """
 
 from __future__ import annotations
