@@ -41,6 +41,7 @@ __all__ = [
     "FEED_SCHEMA",
     "FeedStore",
     "Replayed",
+    "adopt_line_feeds",
     "counts_file",
     "replay_file",
 ]
@@ -114,6 +115,7 @@ class Replayed:
 
     batch: FeedBatch
     arrival_ns: int
+    seq: int = 0  # the journal's seq of its last entry
 
 
 class FeedStore:
@@ -181,6 +183,15 @@ class FeedStore:
             return True
         counts = [("rows_applied", rows), ("customs_applied", customs)]
         return self.journal.run(lambda db: db.executemany(_COUNT, counts), write=True) is not None
+
+    def last_seq(self) -> int | None:
+        """The seq of the newest entry (of the open transaction too); None when the journal
+        cannot be read. Every entry up to it has been packed (an entry is packed before it
+        is journaled: sorterd/feeds.py), which the daemon's feeds worker tells the daemon
+        with each update, so that a worker that dies with entries journaled and not yet
+        merged leaves the daemon knowing where to read them back (docs/feeds.md)."""
+        last = self.journal.run(lambda db: db.execute(_LAST_SEQ).fetchone()[0], write=False)
+        return None if last is None else int(last)
 
     def counts(self) -> dict[str, int]:
         """The applied counts since the journal began (empty when it cannot be read)."""
@@ -293,30 +304,31 @@ def _runs(chunk: Sequence[Any]) -> Iterator[Replayed]:
     rows: list[FeedRow] = []
     customs: list[CustomsUpdate] = []
     current: tuple[int, int] | None = None
-    for _seq, kind, barcode, dest, pc, country, origin, cust, service, hold, eid, arrival in chunk:
+    last_seq = 0
+    for seq, kind, barcode, dest, pc, country, origin, cust, service, hold, eid, arrival in chunk:
         key = (int(kind), int(arrival))
         if current is not None and key != current:
-            yield Replayed(FeedBatch(rows, customs, []), current[1])
+            yield Replayed(FeedBatch(rows, customs, []), current[1], last_seq)
             rows, customs = [], []
-        current = key
+        current, last_seq = key, int(seq)
         if kind == _ROW:
             rows.append(FeedRow(barcode, dest, pc, country, origin, cust, eid, service))
         else:
             customs.append(CustomsUpdate(barcode, bool(hold), eid))
     if current is not None:
-        yield Replayed(FeedBatch(rows, customs, []), current[1])
+        yield Replayed(FeedBatch(rows, customs, []), current[1], last_seq)
 
 
-def replay_file(path: Path) -> Iterator[Replayed]:
-    """Every entry of a feeds journal file, in arrival order, read beside its writer (a
-    read-only connection: the daemon replays the file while its feeds worker, which holds
-    the file's lock, has not started writing yet). Nothing when there is no file yet or no
-    feed table in it."""
+def replay_file(path: Path, after_seq: int = 0) -> Iterator[Replayed]:
+    """Every entry of a feeds journal file after `after_seq`, in arrival order, read beside
+    its writer (a read-only connection: the daemon replays the file while its feeds worker,
+    which holds the file's lock, has not started writing yet). Nothing when there is no
+    file yet or no feed table in it."""
     if not path.exists():
         return
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        after = 0
+        after = after_seq
         while True:
             try:
                 chunk = _select_after(after)(db)
@@ -349,3 +361,77 @@ def counts_file(path: Path) -> dict[str, int]:
     finally:
         db.close()
     return {str(name): int(value) for name, value in rows}
+
+
+_COLUMNS: Final = (
+    "seq, kind, barcode, destination, postcode, country, origin, customs, service, hold, id,"
+    " arrival_ns"
+)
+
+
+def _line_feeds(line_journal: Path) -> tuple[list[Any], list[Any], list[Any]] | None:
+    """The feed entries, ids and counts in a line's journal (read-only); None when it has
+    none."""
+    db = sqlite3.connect(f"file:{line_journal}?mode=ro", uri=True)
+    try:
+        feed = db.execute(f"SELECT {_COLUMNS} FROM feed ORDER BY seq").fetchall()
+        if not feed:
+            return None
+        return feed, db.execute("SELECT id, seq FROM feed_id").fetchall(), _counts(db)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    finally:
+        db.close()
+
+
+def _counts(db: sqlite3.Connection) -> list[Any]:
+    try:
+        return db.execute(_COUNTS).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def adopt_line_feeds(
+    line_journal: Path, feeds_journal: Path, open_journal: Callable[[], Journal]
+) -> int:
+    """The feed entries an earlier sorterd journaled in the line's journal (before the feeds
+    had a journal of their own), with their ids and counts, copied into the feeds journal
+    when it has never been used (no counts: a journal that wrote anything has them); the
+    entries copied. One transaction: a copy cut short is done again at the next start.
+    Without it the first start after the upgrade would lose every feed row and customs
+    decision (a hold among them) the line had. `open_journal`: the feeds journal, opened
+    (it takes the file's lock)."""
+    try:
+        if not line_journal.exists() or counts_file(feeds_journal):
+            return 0
+        old = _line_feeds(line_journal)
+    except sqlite3.Error:
+        # A damaged file: the journals set it aside when they open it (drivers/journal_file.py).
+        return 0
+    if old is None:
+        return 0
+    feed, ids, counts = old
+    if not counts:  # a journal from before the counts: what it holds
+        rows = sum(1 for entry in feed if entry[1] == _ROW)
+        counts = [("rows_applied", rows), ("customs_applied", len(feed) - rows)]
+    journal = open_journal()
+    try:
+        FeedStore(journal, remember_ids=1)
+
+        def copy(db: sqlite3.Connection) -> bool:
+            if db.execute(_COUNTS).fetchone() is not None:
+                return False  # adopted meanwhile
+            marks = ",".join("?" * 12)
+            db.executemany(f"INSERT INTO feed ({_COLUMNS}) VALUES ({marks})", feed)
+            db.executemany(_CLAIM_ID, ids)
+            db.executemany(_COUNT, counts)
+            return True
+
+        copied = journal.run(copy, write=True)
+        if copied is None or not journal.commit():
+            raise JournalError(f"journal {journal.path}: cannot adopt the line journal's feeds")
+    finally:
+        journal.close()
+    return len(feed) if copied else 0

@@ -203,9 +203,9 @@ class MqttSection(_Model):
     cert_file: str | None = None
     key_file: str | None = None
     # Whether the broker has MQTT shared subscriptions ($share/GROUP/...), which several
-    # `sorterd archive` use to split the lines' messages. Default: yes with one URL
-    # (mosquitto 2), no with a list (NATS 2.9 takes `$share/...` for a plain topic and
-    # delivers nothing to it; docs/cluster.md).
+    # `sorterd archive` use to split the lines' messages. Default: yes with one URL (or a
+    # list of one: mosquitto 2), no with a list of nodes (NATS 2.9 takes `$share/...` for a
+    # plain topic and delivers nothing to it; docs/cluster.md).
     shared_subscriptions: StrictBool | None = None
 
     @field_validator("url", mode="before")
@@ -234,7 +234,8 @@ class MqttSection(_Model):
         """Whether `sorterd archive` subscribes with `$share/...` (see shared_subscriptions)."""
         if self.shared_subscriptions is not None:
             return self.shared_subscriptions
-        return isinstance(self.url, str)
+        # A list of one URL is that broker alone, as for the publisher (drivers/mqtt.py).
+        return len(self.urls) == 1
 
     @field_validator("topic_prefix")
     @classmethod

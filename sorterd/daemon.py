@@ -27,7 +27,7 @@ from sorter.plan import SortPlan, compile_plan, load_plan
 from sorter.runtime import release_free_memory, tune_gc
 from sorterd.control import CommandHandler
 from sorterd.feeds import warm_live
-from sorterd.feeds_worker import spawn_worker
+from sorterd.feeds_worker import adopt_old_feeds, spawn_worker
 from sorterd.health import HeadWatch, JournalWatch
 from sorterd.jobs import Jobs
 from sorterd.parts import build_parts
@@ -55,7 +55,10 @@ class Daemon:
     def __init__(self, site: Site) -> None:
         self.site = site
         # The feeds worker's process first: its imports overlap the daemon's start.
-        early = spawn_worker(site, (), ()) if site.config.feeds.topics else None
+        early = None
+        if site.config.feeds.topics:
+            adopt_old_feeds(site)  # an upgrade's first start: the line journal's feed rows
+            early = spawn_worker(site, (), ())
         t0 = time.perf_counter()
         plan = compile_plan(load_plan(site.plan_path))
         self.times = StartupTimes(plan_ms=(time.perf_counter() - t0) * 1000)

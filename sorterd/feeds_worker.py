@@ -15,20 +15,23 @@ state.
 At the start the daemon spawns the worker before anything else (its imports take a
 second or more) and replays the feeds journal into its index itself (a read-only
 connection, before the line runs: the worker writes nothing before the daemon's first
-message); the worker reads the journal back for its ids and counts, and takes the plan's
-names and the index's list of destination names from that first message.
+message); once the worker holds the journal's lock it says `ready`, the daemon merges what
+was journaled after its replay or after the last update it merged (`FeedWorker._catch_up`),
+and its answer gives the plan's names and the index's list of destination names; the
+worker reads the journal back for its ids and counts.
 
 What the line's loop does per batch is therefore a copy of the arrays and their merge
 (~0.1-0.3 us an entry), not JSON, checks or SQLite (~17 us a row on one loop before).
 
 The worker ends when the daemon does (the socket closes, also after a kill -9 of the
-daemon); a worker that ends while the daemon runs is started again (the index has every
-entry already; what the dead worker had not acknowledged the broker sends again).
+daemon); a worker that ends while the daemon runs is started again (the index merges what
+the dead worker journaled and it lacks; what that worker had not acknowledged the broker
+sends again).
 
 Frames on the socket: a 4-byte length, then a pickled tuple. Daemon -> worker:
 ("start", plan names, known destination names), ("applied", seq), ("plan", names).
-Worker -> daemon: ("apply", seq, PackedUpdate), ("figures", dict), ("state", connected,
-reason, errors).
+Worker -> daemon: ("ready",), ("apply", seq, PackedUpdate, journal seq on an update's last
+frame else None), ("figures", dict), ("state", connected, reason, errors).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import multiprocessing
 import os
 import pickle
 import socket
+import sqlite3
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -50,12 +54,12 @@ from typing import Any, Final
 import structlog
 
 from drivers.journal import Journal, JournalError
-from drivers.journal_feeds import counts_file, replay_file
+from drivers.journal_feeds import adopt_line_feeds, counts_file, replay_file
 from sorter.backoff import Backoff
 from sorter.config import Site, SiteConfig
 from sorter.contract import feeds_figures
 from sorter.errors import SorterdError
-from sorter.feeds import FeedPacker, LiveManifest, PackedUpdate
+from sorter.feeds import FeedBatch, FeedPacker, LiveManifest, PackedUpdate
 from sorter.stats import FeedStats
 from sorterd.feeds import FeedService, feed_subscriber
 
@@ -65,6 +69,7 @@ __all__ = [
     "FeedWorker",
     "Spawned",
     "WorkerSpec",
+    "adopt_old_feeds",
     "feeds_journal_path",
     "spawn_worker",
     "worker_main",
@@ -142,6 +147,28 @@ def _log_level() -> str:
     return names.get(level, "info") if isinstance(level, int) else "info"
 
 
+def adopt_old_feeds(site: Site) -> int:
+    """At the daemon's start, before its worker: the feed entries an earlier sorterd kept
+    in the line's journal, into the feeds journal when it has never been used
+    (drivers.journal_feeds.adopt_line_feeds; docs/feeds.md). The entries adopted."""
+    path = feeds_journal_path(site.journal_path)
+
+    def open_journal() -> Journal:
+        deadline = time.monotonic() + JOURNAL_BUSY_S
+        while True:
+            try:
+                return Journal(path, synchronous=site.config.journal.synchronous)
+            except JournalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    adopted = adopt_line_feeds(site.journal_path, path, open_journal)
+    if adopted:
+        log.warning("feeds journal: entries of the line's journal adopted", entries=adopted)
+    return adopted
+
+
 def spawn_worker(site: Site, destinations: Sequence[str], known: Sequence[str]) -> Spawned:
     """A worker process for the site's feeds and the daemon's end of its socket. The
     daemon starts it before anything else (its imports take a second or more), with the
@@ -181,6 +208,9 @@ class FeedWorker:
         self._channel: _Channel | None = None
         self._socket: socket.socket | None = None  # ours, until `start` reads it
         self._backoff = Backoff(0.5, 10.0)
+        # The journal's seq up to which every entry is in the index: what a worker that
+        # ends had journaled after it is read back from the journal (`_catch_up`).
+        self._merged_seq = 0
         live.on_destinations = self._send_plan
 
     def _send_plan(self, names: tuple[str, ...]) -> None:
@@ -203,16 +233,19 @@ class FeedWorker:
 
     async def start(self, *, replay: bool = True) -> int:
         """The journal's entries replayed into the index (`replay`: at the daemon's start,
-        before the line runs; read here, beside the worker, which does not write before it
-        has this message), then the worker told the plan's names and the index's names of
-        destinations, which it goes on from. The entries replayed."""
+        before the line runs; read here, beside the worker, which writes nothing before the
+        daemon's first message), then the worker's socket taken. Once the worker holds the
+        journal's lock it says `ready`: the daemon reads back what was journaled after this
+        replay (a worker of a killed daemon committing as it ended) or after the last update
+        merged (a worker that ended), then tells it the plan's names and the index's names
+        of destinations, which it goes on from (`_handle`). The entries replayed."""
         entries = self._replay() if replay else 0
         self.spawn()
         assert self._socket is not None
         reader, writer = await asyncio.open_unix_connection(sock=self._socket, limit=1 << 20)
         self._socket = None
         self._channel = _Channel(reader, writer)
-        self._channel.send(("start", self.live.destinations, self.live.known_names))
+        # The plan's names and the index's go once the worker is ready (`_handle`).
         return entries
 
     def _replay(self) -> int:
@@ -220,17 +253,59 @@ class FeedWorker:
         live.reserve(self.site.config.feeds.expected_rows)
         entries = 0
         path = feeds_journal_path(self.site.journal_path)
-        for run in replay_file(path):
-            live.apply(run.batch, run.arrival_ns, replay=True)
-            entries += len(run.batch.rows) + len(run.batch.customs)
+        counts: dict[str, int] = {}
+        try:
+            for run in replay_file(path):
+                live.apply(run.batch, run.arrival_ns, replay=True)
+                entries += len(run.batch.rows) + len(run.batch.customs)
+                self._merged_seq = run.seq
+            counts = counts_file(path)
+        except sqlite3.Error as exc:
+            # Damaged (the worker sets it aside and starts a new one, as for the line's
+            # journal), or not readable beside its writer: the rest is read once the worker
+            # is ready (`_catch_up`, from the last entry read here).
+            log.error("feeds journal not read at the start", path=str(path), error=str(exc))  # noqa: TRY400 (no traceback)
         # P/stats until the worker reports: the counts go on from the journal's.
         stats = FeedStats(replayed=entries)
-        counts = counts_file(path)
         stats.rows_applied = counts.get("rows_applied", 0)
         stats.customs_applied = counts.get("customs_applied", 0)
         self._figures = feeds_figures(stats, 0)
         # The ids are the worker's to remember: the index's own packer starts afresh.
         live.packer = FeedPacker(live.destinations, known=live.known_names)
+        return entries
+
+    async def _catch_up(self) -> int:
+        """The entries a worker that ended had journaled after the last update the index
+        merged (it died between its commit and the merge, or between two frames of an
+        update): read back from the journal, in order, before the next worker goes on. The
+        broker sends their messages again, and the new worker skips their ids: without
+        this the line would not have them until the daemon's next start. Entries of a
+        partly merged update are merged again (the same entries in the same order: the
+        same state). APPLY_CHUNK_ENTRIES at a time, the loop's turn in between (a large
+        message's rows may be among them)."""
+        live = self.live
+        # The index's packer goes on from the index's names (the worker's updates added to them).
+        live.packer = FeedPacker(live.destinations, known=live.known_names)
+        entries = 0
+        try:
+            for run in replay_file(feeds_journal_path(self.site.journal_path), self._merged_seq):
+                rows, customs = run.batch.rows, run.batch.customs
+                for i in range(0, len(rows) + len(customs), APPLY_CHUNK_ENTRIES):
+                    part = FeedBatch(
+                        rows[i : i + APPLY_CHUNK_ENTRIES],
+                        customs[
+                            max(0, i - len(rows)) : max(0, i + APPLY_CHUNK_ENTRIES - len(rows))
+                        ],
+                    )
+                    live.apply(part, run.arrival_ns, replay=True)
+                    await asyncio.sleep(0)
+                entries += len(rows) + len(customs)
+                self._merged_seq = run.seq
+        except sqlite3.Error as exc:
+            log.error("feeds journal not read back", error=str(exc))  # noqa: TRY400 (no traceback)
+        live.packer = FeedPacker(live.destinations, known=live.known_names)
+        if entries:
+            log.warning("feeds entries journaled by the ended worker merged", entries=entries)
         return entries
 
     async def run(self) -> None:
@@ -246,16 +321,25 @@ class FeedWorker:
             self.on_state(False, "feeds worker ended: starting it again")
             await asyncio.sleep(self._backoff.next_delay_s())
             with contextlib.suppress(OSError):
-                # The index has every entry already; the new worker reads its ids back.
+                # The index has every entry (`_catch_up`); the new worker reads its ids back.
                 await self.start(replay=False)
                 log.info("feeds worker started again")
                 self._backoff.reset()
 
     async def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "apply":
-            _, seq, update = message
+        if kind == "ready":
+            # The worker holds the journal's lock: no other process writes it (a worker of
+            # a killed daemon has ended). What is journaled and not merged comes first;
+            # then the worker goes on from the index's names.
+            await self._catch_up()
+            if self._channel is not None:
+                self._channel.send(("start", self.live.destinations, self.live.known_names))
+        elif kind == "apply":
+            _, seq, update, journal_seq = message
             await self._apply(update)
+            if journal_seq is not None:  # the update's last frame: all of it is merged
+                self._merged_seq = journal_seq
             if self._channel is not None:
                 self._channel.send(("applied", seq))
         elif kind == "figures":
@@ -337,6 +421,8 @@ class _Worker:
         self.channel = channel
         self.packer = packer
         self.link_errors: Callable[[], int] = lambda: 0
+        # The journal's newest seq (FeedStore.last_seq): sent with each update's last frame.
+        self.journal_seq: Callable[[], int | None] = lambda: None
         # The daemon's first message: the plan's names and the index's destination names.
         self.started: asyncio.Future[tuple[tuple[str, ...], tuple[str, ...]]] = (
             asyncio.get_running_loop().create_future()
@@ -347,13 +433,17 @@ class _Worker:
     async def apply(self, update: PackedUpdate) -> None:
         """The FeedService's sink: returns once the daemon has merged `update`."""
         waiting: list[asyncio.Future[None]] = []
+        # Every entry journaled up to it is in this update or an earlier one (an entry is
+        # packed before it is journaled; the packer's updates go out in order).
+        journal_seq = self.journal_seq()
         for start in range(0, update.size, FRAME_ENTRIES):
             self._seq += 1
             done = asyncio.get_running_loop().create_future()
             self._waiting[self._seq] = done
             waiting.append(done)
-            part = update.part(start, min(start + FRAME_ENTRIES, update.size))
-            self.channel.send(("apply", self._seq, part))
+            stop = min(start + FRAME_ENTRIES, update.size)
+            last = journal_seq if stop == update.size else None
+            self.channel.send(("apply", self._seq, update.part(start, stop), last))
         for done in waiting:
             await done
 
@@ -385,9 +475,11 @@ async def _serve(spec: WorkerSpec, sock: socket.socket) -> None:
     channel = _Channel(reader, writer)
     cfg = spec.config
     journal = await _open_journal(spec.journal_path, cfg.journal.synchronous)
+    channel.send(("ready",))  # the daemon reads back what is journaled and not merged
     packer = FeedPacker(spec.destinations, known=spec.known)
     worker = _Worker(channel, packer)
     service = FeedService(cfg.feeds, journal, packer, sink=worker.apply)
+    worker.journal_seq = service.store.last_seq
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(worker.read())

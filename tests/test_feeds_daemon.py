@@ -342,3 +342,54 @@ async def test_a_killed_feeds_worker_is_started_again(tmp_path: Path) -> None:
     with sqlite3.connect(feeds_journal_path(rig.journal)) as db:
         (rows, ids) = db.execute("SELECT count(*), count(DISTINCT id) FROM feed").fetchone()
     assert rows == ids == total + 1
+
+
+async def test_ctrl_c_stops_the_daemon_and_its_worker_quietly(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal (SIGINT to the daemon and its feeds worker, one process group)
+    while rows stream in: a clean stop (exit 0), no traceback, and no worker started again
+    for a daemon that is stopping."""
+    async with rig_running(tmp_path) as rig:
+        await rig.start()
+        assert rig.daemon.proc is not None
+        worker = _worker_pid(rig.daemon.proc.pid)
+        async with aiomqtt.Client("127.0.0.1", rig.broker.port) as client:
+            for m in range(50):
+                rows = [{"barcode": f"I{m:04d}{i}", "destination": "FES"} for i in range(200)]
+                await client.publish(PRE, json.dumps(rows).encode(), qos=1)
+        await wait_until(lambda: rig.feeds().get("rows_applied", 0) > 0, 30)
+        os.kill(worker, signal.SIGINT)
+        rig.daemon.kill(signal.SIGINT)
+        assert await rig.daemon.wait(30) == 0
+        text = rig.daemon.log_path.read_text()
+        assert "Traceback" not in text
+        assert "feeds worker ended" not in text
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, 0)
+            raise AssertionError("the worker outlived the daemon")
+
+
+async def test_a_killed_daemons_worker_ends(tmp_path: Path) -> None:
+    """kill -9 of the daemon while rows stream in: its feeds worker ends by itself (the
+    socket closed) and lets go of the feeds journal; the next daemon's worker takes it."""
+    async with rig_running(tmp_path) as rig:
+        await rig.start()
+        assert rig.daemon.proc is not None
+        worker = _worker_pid(rig.daemon.proc.pid)
+        async with aiomqtt.Client("127.0.0.1", rig.broker.port) as client:
+            for m in range(50):
+                rows = [{"barcode": f"K{m:04d}{i}", "destination": "FES"} for i in range(200)]
+                await client.publish(PRE, json.dumps(rows).encode(), qos=1)
+        await wait_until(lambda: rig.feeds().get("rows_applied", 0) > 0, 30)
+        rig.daemon.kill(signal.SIGKILL)
+        await rig.daemon.wait(30)
+
+        def gone() -> bool:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await wait_until(gone, 30, what="the killed daemon's worker ended")
+        await rig.start()
+        await wait_until(lambda: rig.feeds().get("rows_applied", 0) == 50 * 200, 60)

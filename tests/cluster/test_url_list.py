@@ -121,3 +121,11 @@ def test_nodes_rotate_in_order_and_credentials_win_over_the_urls() -> None:
     assert single.shown == "mqtt://h1:1"
     with pytest.raises(AddressError, match="list is empty"):
         parse_mqtt_urls([])
+
+
+def test_a_list_of_one_url_is_one_broker(tmp_path: Path) -> None:
+    """A list of one URL behaves as that URL alone: the archiver's shared subscriptions
+    (mosquitto has them) and the publisher's QoS 1 command subscription."""
+    mqtt = load_site(_site(tmp_path, '["mqtt://127.0.0.1:1883"]')).config.mqtt
+    single = load_site(_site(tmp_path, '"mqtt://127.0.0.1:1883"')).config.mqtt
+    assert mqtt.shares is single.shares is True
