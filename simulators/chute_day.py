@@ -5,8 +5,9 @@ the optimiser's estimate (docs/optimiser.md, "The simulated day").
 Each item arrives at a random moment of its hour (seeded; the same arrivals for every plan)
 and goes, as the daemon decides (docs/interfaces.md section 6, least loaded), to the
 emptiest chute of its destination that is not full, else to the first of its overflow
-chutes that is not full, else it recirculates and comes back one lap later; after
-`max_recirculations` full passes it goes to the max_recirc chute. A chute holds
+chutes that is not full, else it recirculates and comes back one lap later; once it has
+recirculated `max_recirculations` times it goes to the max_recirc chute on its next pass,
+its chutes not tried (as the daemon decides). A chute holds
 `chute_capacity_items`. Operators empty their zone's chutes every clearing interval
 (the zone's, else the plan's), walking the zone in loop order: the k-th of a zone's n
 chutes is emptied k/n of an interval after the first. Items are counted where they land,
@@ -94,9 +95,8 @@ class DayFigures:
     items: int = 0
     sorted_items: int = 0  # into one of its destination's chutes
     overflow_items: int = 0  # into an overflow chute
-    full_passes: int = 0  # passes that found every chute of the destination full
-    gave_up: int = 0  # items sent to the max_recirc chute after their last full pass
-    # (full passes that were not an item's last are recirculations caused by full chutes)
+    full_passes: int = 0  # passes that found every chute full: each one a recirculation
+    gave_up: int = 0  # items sent to the max_recirc chute after max_recirculations
     chute_full_events: int = 0  # a chute reaching its capacity
     peak_fill: float = 0.0  # the fullest any chute got, as a share of its capacity
     full_passes_by_hour: list[int] = field(default_factory=lambda: [0] * HOURS)
@@ -113,8 +113,8 @@ class DayFigures:
 
     @property
     def full_recirculations(self) -> int:
-        """Recirculations caused by full chutes."""
-        return self.full_passes - self.gave_up
+        """Recirculations caused by full chutes: every full pass sends the item round."""
+        return self.full_passes
 
     def operator_items(self) -> list[float]:
         """Items each operator of each zone handles over the day."""
@@ -184,6 +184,37 @@ def _level(c: int, t: float, level: I64, rounds: I64, offset_s: F64, interval_s:
 
 
 @njit(cache=True)
+def _choose(
+    d: int,
+    t: float,
+    lane_start: I64,
+    lane_chute: I64,
+    over_start: I64,
+    over_chute: I64,
+    capacity: int,
+    level: I64,
+    rounds: I64,
+    offset_s: F64,
+    interval_s: F64,
+) -> tuple[int, int]:
+    """(chute, outcome): the emptiest of d's chutes that is not full, else the first of its
+    overflow chutes that is not full; chute -1 when every one is full."""
+    best, best_level = -1, capacity
+    for j in range(lane_start[d], lane_start[d + 1]):
+        c = lane_chute[j]
+        lv = _level(c, t, level, rounds, offset_s, interval_s)
+        if lv < best_level:
+            best, best_level = c, lv
+    if best >= 0:
+        return best, OUTCOME_SORTED
+    for j in range(over_start[d], over_start[d + 1]):
+        c = over_chute[j]
+        if _level(c, t, level, rounds, offset_s, interval_s) < capacity:
+            return c, OUTCOME_OVERFLOW
+    return -1, OUTCOME_OVERFLOW
+
+
+@njit(cache=True)
 def _run(
     arrive_s: F64,
     dest: I64,
@@ -224,29 +255,21 @@ def _run(
         else:
             t, item, passes = arrive_s[i], i, 0
             i += 1
-        d = dest[item]
-        best, best_level, outcome = -1, capacity, OUTCOME_SORTED
-        for j in range(lane_start[d], lane_start[d + 1]):
-            c = lane_chute[j]
-            lv = _level(c, t, level, rounds, offset_s, interval_s)
-            if lv < best_level:
-                best, best_level = c, lv
-        if best < 0:
-            outcome = OUTCOME_OVERFLOW
-            for j in range(over_start[d], over_start[d + 1]):
-                c = over_chute[j]
-                if _level(c, t, level, rounds, offset_s, interval_s) < capacity:
-                    best = c
-                    break
         hour = int(t // 3600.0) % 24
-        if best < 0:
-            full_by_hour[hour] += 1
-            if passes + 1 <= max_recirc:
+        # As the daemon decides (sorter/kernel.py): an item that has recirculated
+        # max_recirculations times goes to the max_recirc chute, its chutes not tried.
+        best, outcome = give_up_chute, OUTCOME_GAVE_UP
+        if passes < max_recirc:
+            best, outcome = _choose(
+                dest[item], t, lane_start, lane_chute, over_start, over_chute, capacity,
+                level, rounds, offset_s, interval_s,
+            )  # fmt: skip
+            if best < 0:
+                full_by_hour[hour] += 1
                 tail = (head + waiting) % ring
                 q_t[tail], q_item[tail], q_pass[tail] = t + lap_s, item, passes + 1
                 waiting += 1
                 continue
-            outcome, best = OUTCOME_GAVE_UP, give_up_chute
         out_outcome[item] = outcome
         out_minute[item] = int(t // 60.0) % 1440
         out_chute[item] = best

@@ -233,9 +233,11 @@ def optimise(
     from sorter.plan import load_plan  # noqa: PLC0415
 
     for flag, target in (("--out", out), ("--report", report)):
+        # Said before the solve, not after it.
         if target is not None and not Path(target).resolve().parent.is_dir():
-            # Said before the solve, not after it.
             raise OptimiseError(f"{flag} {target}: the folder {Path(target).parent} does not exist")
+        if target is not None and Path(target).is_dir():
+            raise OptimiseError(f"{flag} {target}: is a folder; give the file to write")
     site = load_site(config)
     plan = load_plan(site.plan_path)
     if volumes is not None:
@@ -417,5 +419,9 @@ def _write_plan(plan: SortPlan, result: Allocation, out: Path, flow: Volumes) ->
         except OSError:
             Path(tmp.name).unlink(missing_ok=True)
             raise
-    os.replace(tmp.name, out)
+    try:
+        os.replace(tmp.name, out)
+    except OSError:
+        Path(tmp.name).unlink(missing_ok=True)  # nothing written, not even the temporary
+        raise
     print(f"wrote {out}: check-config accepts it")

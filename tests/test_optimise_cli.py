@@ -254,3 +254,21 @@ def test_the_commands_defaults_are_the_models() -> None:
 
     assert optimise_cli.DEFAULT_BALANCE_WEIGHT == DEFAULT_BALANCE_WEIGHT
     assert optimise_cli.DEFAULT_HOURS == optimise_sources.DEFAULT_HOURS
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report"])
+def test_an_out_that_is_a_folder_is_said_before_the_solve_and_leaves_nothing(
+    site: Path, tmp_path: Path, flag: str
+) -> None:
+    """Found in review: the solve ran, then `[Errno 21] Is a directory` and a temporary
+    `.NAME.xxxx` file left beside the folder."""
+    volumes = write_volumes(tmp_path / "v.csv", ["FR-CORSE,18,500"])
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = optimise(site, "--volumes", str(volumes), flag, str(folder))
+    assert result.returncode == 1
+    assert f"error: {flag} {folder}: is a folder; give the file to write" in result.stderr
+    assert "solver" not in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not any(folder.iterdir())

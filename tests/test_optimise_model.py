@@ -251,3 +251,36 @@ def test_keeping_an_unknown_destination_is_refused() -> None:
     plan = build_plan(plan_data(), "p.toml")
     with pytest.raises(OptimiseError, match=r"--keep NOPE: no such destination in p\.toml"):
         instance_from_plan(plan, volumes({}), keep=["NOPE"])
+
+
+@pytest.mark.parametrize(
+    ("change", "keep", "owner"),
+    [
+        ({"A": {"chutes": [1, 2], "fixed": [2]}}, [], 0),  # 2 fixed to A, listed by B too
+        ({"A": {"chutes": [1, 2]}}, ["A"], 0),  # 2 of A kept, listed by B too
+        ({"A": {"chutes": [1, 10]}, "C": {"chutes": [5, 10]}}, [], 0),  # 10: overflow
+        ({"A": {"chutes": [1, 12]}, "B": {"chutes": [2, 12]}}, [], 0),  # 12: a function chute
+    ],
+)
+def test_a_chute_that_stays_is_written_under_one_destination(
+    change: dict[str, dict[str, Any]], keep: list[str], owner: int, tmp_path: Path
+) -> None:
+    """Found in review: a chute that stays (fixed, kept, function, overflow) and that two
+    destinations listed was written under both; section 11: each chute to one destination
+    at most."""
+    data = plan_data()
+    for d in data["destination"]:
+        d.update(change.get(d["name"], {}))
+    plan = build_plan(data, "p.toml")
+    inst = instance_from_plan(plan, volumes({"A": {5: 100}, "B": {5: 100}, "C": {5: 100}}), keep)
+    result = solve(inst, move_weight=1.0, time_limit_s=30, workers=2)
+    written = [c for chutes in result.chutes for c in chutes]
+    assert len(written) == len(set(written)), result.chutes
+    both = set(plan.destinations[owner].chutes) & {
+        c for i, d in enumerate(plan.destinations) if i != owner for c in d.chutes
+    }
+    assert both
+    assert both <= set(result.chutes[owner])
+    assert all(len(chutes) >= 1 for chutes in result.chutes)
+    text = optimised_plan_text(data, result.chutes, str(tmp_path / "o.toml"), "")
+    compile_plan(build_plan(tomllib.loads(text), "o.toml"))

@@ -40,17 +40,37 @@ def hour(h: int, items: int) -> list[int]:
 
 
 def test_a_full_chute_sends_items_round_until_they_give_up() -> None:
-    # Emptied once a day at midnight: 10 fit, the other 15 find it full three times
-    # (twice recirculating, then to the max_recirc chute).
+    # Emptied once a day at midnight: 10 fit, the other 15 find it full twice
+    # (recirculating each time), then go to the max_recirc chute.
     figures = simulate_day(plan((1,)), {"A": hour(5, 25)})
     assert figures.items == 25
     assert figures.sorted_items == 10
-    assert figures.full_passes == 45
+    assert figures.full_passes == 30
     assert figures.gave_up == 15
     assert figures.full_recirculations == 30
     assert figures.chute_full_events == 1
     assert figures.peak_fill == 1.0
-    assert sum(figures.full_passes_by_hour) == 45
+    assert sum(figures.full_passes_by_hour) == 30
+
+
+def test_an_item_that_recirculated_enough_goes_to_max_recirc_whatever_its_chutes() -> None:
+    """Found in review: the simulated day tried the chutes once more after the last
+    recirculation; the daemon (sorter/kernel.py) sends an item that has recirculated
+    max_recirculations times to the max_recirc chute without trying them. With
+    max_recirculations = 0 that is every item, the chute empty or not."""
+    p = SimPlan(
+        lanes={"A": Lanes((1,))},
+        machine_chutes=(1, 2, 3, 4),
+        capacity_items=100,
+        clear_interval_min=1440,
+        max_recirculations=0,
+        max_recirc_chute=4,
+    )
+    figures = simulate_day(p, {"A": hour(5, 25)})
+    assert figures.gave_up == 25
+    assert figures.sorted_items == 0
+    assert figures.full_recirculations == 0
+    assert set(figures.item_chute.tolist()) == {4}
 
 
 def test_items_spread_over_chutes_then_overflow() -> None:

@@ -720,3 +720,40 @@ def test_both_accept_the_small_plan(tmp_path: Path) -> None:
     path.write_text(SMALL_PLAN + VALID_RULE, encoding="utf-8")
     load_plan(path)
     Oracle(SMALL_PLAN + VALID_RULE)
+
+
+def test_both_read_and_decide_on_a_plan_with_the_optimisers_layout_keys(tmp_path: Path) -> None:
+    """config/casablanca carries [[zone]], [layout], loop_order, lap_s, min_chutes,
+    max_chutes and fixed (docs/optimiser.md): the decision ignores them, and the oracle,
+    which refused them as unknown keys, reads them too."""
+    from tests.oracle.checks import s10_check_digit
+
+    text = (Path(__file__).parent.parent / "config" / "casablanca" / "sortplan.toml").read_text(
+        encoding="utf-8"
+    )
+    for key in ("[[zone]]", "[layout]", "loop_order = ", "fixed = ", "min_chutes = "):
+        assert key in text
+    s10 = f"EE12345678{s10_check_digit('12345678')}CN"
+    codes = [["]C142020050"], ["]C142028100"], [s10], ["NOREAD"]]
+    steps = [Step(c, 0, (0, 0, 0, 0), 600, False, {}) for c in codes]
+    both = open_both(Case(text, "MA", True, [], steps), tmp_path)
+    assert both is not None, "both refused the shipped Casablanca plan"
+    product, oracle = both
+    decisions = [product.decide(step) for step in steps]
+    assert decisions == [oracle_decide(oracle, step) for step in steps]
+    assert [d[:1] + d[2:3] for d in decisions[:2]] == [
+        ("CASABLANCA-CENTRE", "ok"),
+        ("MOHAMMEDIA", "ok"),
+    ]
+
+
+def test_both_refuse_a_misspelt_layout_key(tmp_path: Path) -> None:
+    from sorter.plan import load_plan
+
+    text = SMALL_PLAN.replace("chutes = [1, 2]\n", "chutes = [1, 2]\nmin_chute = 1\n")
+    path = tmp_path / "plan.toml"
+    path.write_text(text + VALID_RULE, encoding="utf-8")
+    with pytest.raises(config_error(), match=r"min_chute"):
+        load_plan(path)
+    with pytest.raises(ValueError, match=r"destination\[0\]"):
+        Oracle(text + VALID_RULE)

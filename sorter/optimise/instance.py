@@ -135,7 +135,11 @@ def instance_from_plan(plan: SortPlan, volumes: Volumes, keep: Iterable[str] = (
     pinned = {c for d in plan.destinations for c in d.fixed}
     staying = functions | overflow | pinned | {c for i in kept for c in plan.destinations[i].chutes}
     free = tuple(sorted(plan.machine_chutes - staying))
-    fixed = tuple(tuple(c for c in d.chutes if c in staying) for d in plan.destinations)
+    owner = _owners(plan, kept, staying)
+    fixed = tuple(
+        tuple(dict.fromkeys(c for c in d.chutes if owner.get(c) == i))
+        for i, d in enumerate(plan.destinations)
+    )
     # A destination with no main chute now (overflow only) may stay without one.
     min_chutes = tuple(
         max(len(f), 1 if d.chutes else 0, d.min_chutes or 0)
@@ -165,6 +169,24 @@ def instance_from_plan(plan: SortPlan, volumes: Volumes, keep: Iterable[str] = (
     )
     _check(inst, plan, staying)
     return inst
+
+
+def _owners(plan: SortPlan, kept: frozenset[int], staying: set[int]) -> dict[int, int]:
+    """The one destination each chute that stays keeps among its main chutes (the written
+    plan gives a chute to one destination at most, contract section 11): the one that has it
+    `fixed`, else a kept one (`--keep`) that lists it, else the first that lists it; the
+    others lose it and are given free chutes instead."""
+    owner: dict[int, int] = {}
+    for i, d in enumerate(plan.destinations):
+        for c in d.fixed:
+            owner.setdefault(c, i)
+    listing = [i for i in range(len(plan.destinations)) if i in kept]
+    listing += [i for i in range(len(plan.destinations)) if i not in kept]
+    for i in listing:
+        for c in plan.destinations[i].chutes:
+            if c in staying:
+                owner.setdefault(c, i)
+    return owner
 
 
 def _check(inst: Instance, plan: SortPlan, staying: set[int]) -> None:

@@ -18,6 +18,12 @@ REASONS = (
 MEASURES = ("length_mm", "width_mm", "height_mm", "weight_g")
 SIZE_LIMITS = ("max_side_mm", "max_length_mm", "max_width_mm", "max_height_mm", "max_weight_g")
 MAX_BARCODE_RULES = 64
+# The optimiser's layout keys (docs/optimiser.md, "Layout"): the daemon's decision does not
+# use them, so the oracle knows their names (a misspelt key is still refused) and ignores
+# their values; check-config's checks of them are tested in tests/test_optimise_layout.py.
+LAYOUT_TOP = {"zone", "layout"}
+LAYOUT_MACHINE = {"loop_order", "lap_s"}
+LAYOUT_DESTINATION = {"min_chutes", "max_chutes", "fixed"}
 MAX_SIZE_CLASSES = 32
 
 
@@ -187,7 +193,7 @@ def parse_cutoff(text: Any, where: str) -> int:
 
 def _machine(data: dict[str, Any]) -> tuple[frozenset[int], dict[str, int]]:
     keys = {f"{end}_{m}" for end in ("min", "max") for m in MEASURES}
-    machine = _table(data, "machine", {"chutes"} | keys)
+    machine = _table(data, "machine", {"chutes"} | keys | LAYOUT_MACHINE)
     chutes = parse_machine_chutes(machine.get("chutes"))
     limits = {k: _int(v, f"machine.{k}", 1, 65535) for k, v in machine.items() if k in keys}
     for m in MEASURES:
@@ -230,10 +236,13 @@ def _array(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def _destination(i: int, entry: dict[str, Any], chutes: frozenset[int]) -> Destination:
     where = f"destination[{i}]"
-    unknown = set(entry) - {"name", "chutes", "overflow", "cutoff"}
+    unknown = set(entry) - {"name", "chutes", "overflow", "cutoff"} - LAYOUT_DESTINATION
     name = entry.get("name")
     if unknown or not isinstance(name, str) or not name:
-        raise PlanError(f"{where}: a name is required, and only name/chutes/overflow/cutoff")
+        raise PlanError(
+            f"{where}: a name is required, and only name/chutes/overflow/cutoff "
+            "(and the optimiser's min_chutes/max_chutes/fixed)"
+        )
     lists = {}
     for key in ("chutes", "overflow"):
         value = entry.get(key, [])
@@ -301,8 +310,9 @@ def parse_plan(text: str) -> Plan:
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"not TOML: {exc}") from exc
     known = {"version", "name", "machine", "functions", "options", "destination", "rule"}
-    if set(data) - known - {"size_class"}:
-        raise PlanError(f"unknown keys {sorted(set(data) - known - {'size_class'})}")
+    known |= {"size_class"} | LAYOUT_TOP
+    if set(data) - known:
+        raise PlanError(f"unknown keys {sorted(set(data) - known)}")
     if data.get("version") != 2 or isinstance(data.get("version"), bool):
         raise PlanError("version: only version = 2 plans are read")
     chutes, limits = _machine(data)
