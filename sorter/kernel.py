@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from numba import njit, typeof
 
 from sorter.plan import ALPHA2, CLASS_LIMITS, MEASURES, CompiledPlan
 from sorter.ports import ChuteFlag, Reason
@@ -36,6 +36,7 @@ __all__ = [
     "ChuteState",
     "ItemFeatures",
     "Kernel",
+    "compiled_entry",
     "decide_batch",
     "decide_one",
     "match_destination",
@@ -479,6 +480,21 @@ def decide_batch(
         out_reason[i] = r
 
 
+def compiled_entry(dispatcher: Any, args: tuple[Any, ...]) -> Callable[..., Any] | None:
+    """The compiled entry point of a numba function for these arguments' types, or None
+    when it has not been compiled for them (or numba has no such attribute).
+
+    An entry point unboxes its arguments as the types it was compiled for without checking
+    them: call it only with arguments of the same types as `args` (the same arrays' dtypes,
+    layouts and dimensions; ints as ints)."""
+    try:
+        signature = tuple(typeof(a) for a in args)  # type: ignore[no-untyped-call]
+        overload = dispatcher.overloads.get(signature)
+        return None if overload is None else cast(Callable[..., Any], overload.entry_point)
+    except (AttributeError, ValueError, TypeError):
+        return None
+
+
 class ItemFeatures(NamedTuple):
     """What the kernel needs of one item, extracted from its labels in Python. (A
     NamedTuple: built once per item, five times cheaper than a frozen dataclass.)"""
@@ -525,6 +541,15 @@ class Kernel:
         self._blob, self._tables = pack_plan(plan)
         self._max_recirculations = plan.max_recirculations
         self._least_loaded = plan.least_loaded
+        # decide_one through its compiled entry point once its signature is known (see
+        # compiled_entry), for the chute state arrays it was checked with.
+        self._decide_one: Callable[..., tuple[int, int, int]] = decide_one
+        self._checked_state: tuple[object, object] | None = None
+
+    @property
+    def tables(self) -> npt.NDArray[np.uint8]:
+        """The plan's uint8 tables as match_destination takes them (see pack_plan)."""
+        return self._tables
 
     def warm(self) -> None:
         """Compile (or load from the numba cache) both kernels before the first item."""
@@ -575,30 +600,47 @@ class Kernel:
         return int(size_class(f.length_mm, f.width_mm, f.height_mm, f.weight_g, self._blob))
 
     def decide(self, f: ItemFeatures, state: ChuteState) -> tuple[int, int, Reason]:
-        d, c, r = decide_one(
-            f.reason_in,
-            f.pc,
-            f.pc_digits,
-            f.service,
-            f.country,
-            f.origin,
-            f.regex_mask,
-            f.recirculations,
-            f.minute_of_day,
-            f.destination,
-            f.length_mm,
-            f.width_mm,
-            f.height_mm,
-            f.weight_g,
+        d, c, r = self.decide_raw(*f, state=state)
+        return d, c, Reason(r)
+
+    def decide_raw(self, *features: int, state: ChuteState) -> tuple[int, int, int]:
+        """decide_one on the 14 ItemFeatures fields as plain ints: (destination index or -1,
+        chute, reason as int). The live path's call: through the kernel's compiled entry
+        point (0.3 us, against 0.7 us through numba's dispatcher, which types 21 arguments
+        on every call) once the chute state arrays are known to be of the compiled types."""
+        flags, load = state.flags, state.load
+        checked = self._checked_state
+        decide = (
+            self._decide_one
+            if checked is not None and checked[0] is flags and checked[1] is load
+            else self._bind(state)
+        )
+        d, c, r = decide(
+            *features,
             self._blob,
             self._tables,
             self._max_recirculations,
             self._least_loaded,
-            state.flags,
-            state.load,
+            flags,
+            load,
             self.rr_next,
         )
-        return int(d), int(c), Reason(r)
+        return int(d), int(c), int(r)
+
+    def _bind(self, state: ChuteState) -> Callable[..., tuple[int, int, int]]:
+        """decide_one's entry point for this state's arrays (numba's dispatcher until one is
+        compiled for their types)."""
+        args = (
+            *ItemFeatures(), self._blob, self._tables, self._max_recirculations,
+            self._least_loaded, state.flags, state.load, self.rr_next,
+        )  # fmt: skip
+        entry = compiled_entry(decide_one, args)
+        if entry is None:
+            self._checked_state = None
+            return decide_one
+        self._decide_one = entry
+        self._checked_state = (state.flags, state.load)
+        return entry
 
     def decide_batch(
         self,
