@@ -84,8 +84,10 @@ MAX_CODE_BYTES: Final = 200  # no parcel label is longer; a longer read is left 
     PC_DIGITS,
     RAW_S,
     RAW_E,
+    PC_S,  # the ship-to postcode's span (PC and PC_DIGITS are worked out from it)
+    PC_E,
     N_FIELDS,
-) = range(13)
+) = range(15)
 
 # The kinds as sorter.barcodes.CodeKind numbers them.
 _UNKNOWN, _S10, _GS1, _UPS, _DHL, _LP = 0, 1, 2, 3, 4, 5
@@ -148,7 +150,7 @@ CONSTS: Final = _consts()
 
 def new_scratch() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(labs, work): the scratch arrays one FastFeatures writes into."""
-    return np.zeros((MAX_CODES, N_FIELDS), np.int64), np.zeros(64, np.int64)
+    return np.zeros((MAX_CODES, N_FIELDS), np.int64), np.zeros(_W_SIZE, np.int64)
 
 
 def plan_arrays(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -347,12 +349,6 @@ def _sscc_as_read(data: Any, s: int, e: int) -> tuple[int, int]:
 
 
 @_fast
-def _invalid_gs1(data: Any, s: int, e: int, labs: Any, k: int) -> None:
-    bs, be = _sscc_as_read(data, s, e)
-    _put(labs, k, _GS1, False, bs, be)
-
-
-@_fast
 def _field(
     data: Any, ai: int, ai_len: int, vs: int, ve: int, consts: Any, labs: Any, k: int
 ) -> bool:
@@ -378,7 +374,7 @@ def _field(
         if labs[k, SHIP_TO] == 0:
             labs[k, SHIP_TO] = 1
             labs[k, COUNTRY] = alpha2
-            _postcode(data, vs + 3, ve, labs, k)
+            labs[k, PC_S], labs[k, PC_E] = vs + 3, ve
         return True
     if ai == 420:
         if n > 20:
@@ -386,7 +382,7 @@ def _field(
         if labs[k, SHIP_TO] == 0:
             labs[k, SHIP_TO] = 1
             labs[k, COUNTRY] = -1
-            _postcode(data, vs, ve, labs, k)
+            labs[k, PC_S], labs[k, PC_E] = vs, ve
         return True
     return (ai == 401 or ai == 403) and n <= 30  # noqa: PLR1714  (no sets in numba without its runtime)
 
@@ -429,22 +425,10 @@ def _postcode(data: Any, s: int, e: int, labs: Any, k: int) -> None:
 
 
 @_fast
-def _start_gs1(labs: Any, k: int) -> None:
-    _put(labs, k, _GS1, True, -1, -1)
-
-
-@_fast
-def _end_gs1(data: Any, raw_s: int, raw_e: int, labs: Any, k: int) -> None:
-    """sorter.barcodes._gs1_result: an invalid label is named by its SSCC as read."""
-    if labs[k, VALID] == 0:
-        labs[k, BC_S], labs[k, BC_E] = _sscc_as_read(data, raw_s, raw_e)
-    elif labs[k, BC_S] < 0:
-        labs[k, BC_S] = labs[k, BC_E] = raw_s
-
-
-@_fast
 def _element_fields(data: Any, p: int, e: int, consts: Any, labs: Any, k: int) -> bool:
-    """sorter.barcodes._fast_gs1 over the payload p..e: False to decline."""
+    """sorter.barcodes._fast_gs1 over the payload p..e into row k (a valid GS1 label until
+    a field says otherwise): False to decline."""
+    _put(labs, k, _GS1, True, -1, -1)
     if e <= p or data[e - 1] == _GS:
         return False
     i = p
@@ -472,21 +456,6 @@ def _element_fields(data: Any, p: int, e: int, consts: Any, labs: Any, k: int) -
 
 
 @_fast
-def _element_string(data: Any, s: int, p: int, e: int, consts: Any, labs: Any, k: int) -> bool:
-    """A code announced as GS1 element strings (payload p..e): GS1, valid or invalid;
-    False to decline."""
-    for i in range(p, e):
-        if consts[_GS1_SET + data[i]] == 0:
-            _invalid_gs1(data, s, e, labs, k)
-            return True
-    _start_gs1(labs, k)
-    if not _element_fields(data, p, e, consts, labs, k):
-        return False
-    _end_gs1(data, s, e, labs, k)
-    return True
-
-
-@_fast
 def _hri_grammar(data: Any, s: int, e: int, consts: Any) -> bool:
     """The code fully matches `(?:\\([0-9]{2,4}\\)VALUE)+` (sorter.barcodes._HRI_RE)."""
     i = s
@@ -508,26 +477,22 @@ def _hri_grammar(data: Any, s: int, e: int, consts: Any) -> bool:
 
 
 @_fast
-def _hri(data: Any, s: int, e: int, consts: Any, labs: Any, k: int) -> bool:
-    """The human-readable form `(AI)value...`: GS1, valid or invalid; False to decline."""
-    if not _hri_grammar(data, s, e, consts):
-        _invalid_gs1(data, s, e, labs, k)
-        return True
-    _start_gs1(labs, k)
+def _hri_fields(data: Any, s: int, e: int, consts: Any, labs: Any, k: int) -> bool:
+    """The fields of a human-readable string (its grammar checked) into row k; False to
+    decline."""
+    _put(labs, k, _GS1, True, -1, -1)
     i = s
     while i < e:
         j = i + 1
         while data[j] != 41:
             j += 1
-        ai_s, ai_e = i + 1, j
         vs = j + 1
         ve = vs
         while ve < e and data[ve] != 40:
             ve += 1
-        if not _field(data, _number(data, ai_s, ai_e), ai_e - ai_s, vs, ve, consts, labs, k):
+        if not _field(data, _number(data, i + 1, j), j - i - 1, vs, ve, consts, labs, k):
             return False
         i = ve
-    _end_gs1(data, s, e, labs, k)
     return True
 
 
@@ -554,17 +519,30 @@ def _bare_form(data: Any, s: int, e: int) -> bool:
 
 
 @_fast
-def _bare(data: Any, s: int, e: int, consts: Any, labs: Any, k: int) -> bool:
-    """Bare digits (no identifier): GS1 when they hold as a label with an SSCC or a
-    ship-to, else an unknown code; False to decline."""
-    _start_gs1(labs, k)
-    if not _element_fields(data, s, e, consts, labs, k):
-        return False
-    if labs[k, VALID] == 1 and (labs[k, BC_S] >= 0 or labs[k, SHIP_TO] == 1):
-        _end_gs1(data, s, e, labs, k)
-        return True
-    _put(labs, k, _UNKNOWN, True, s, e)
+def _in_set(data: Any, p: int, e: int, consts: Any) -> bool:
+    for i in range(p, e):  # noqa: SIM110  (numba compiles the loop, not all())
+        if consts[_GS1_SET + data[i]] == 0:
+            return False
     return True
+
+
+# How a code is read (sorter.barcodes.classify's steps).
+_AS_CARRIER, _AS_ELEMENTS, _AS_HRI, _AS_BARE = 0, 1, 2, 3
+
+
+@_fast
+def _form(data: Any, s: int, e: int) -> tuple[int, int]:
+    """(how the code is read, where its payload or body starts)."""
+    first = data[s] if e > s else -1
+    if first == 93 and _aim(data, s, e):
+        if _gs1_aim(data, s):
+            return _AS_ELEMENTS, s + 3
+        return _AS_CARRIER, s + 3
+    if first == _GS:
+        return _AS_ELEMENTS, s + 1
+    if first == 40:
+        return _AS_HRI, s
+    return _AS_CARRIER, s
 
 
 @_fast
@@ -572,22 +550,34 @@ def _classify(data: Any, s: int, e: int, identifiers: int, consts: Any, labs: An
     """sorter.barcodes.classify of the code s..e into row k; False: leave it to Python."""
     labs[k, RAW_S] = s
     labs[k, RAW_E] = e
-    first = data[s] if e > s else -1
-    if first == 93 and _aim(data, s, e):
-        if _gs1_aim(data, s):
-            return _element_string(data, s, s + 3, e, consts, labs, k)
-        if not _carrier(data, s + 3, e, consts, labs, k):
-            _put(labs, k, _UNKNOWN, True, s + 3, e)
-        return True
-    if first == _GS:
-        return _element_string(data, s, s + 1, e, consts, labs, k)
-    if first == 40:
-        return _hri(data, s, e, consts, labs, k)
-    if _carrier(data, s, e, consts, labs, k):
-        return True
-    if identifiers == 0 and _bare_form(data, s, e):
-        return _bare(data, s, e, consts, labs, k)
-    _put(labs, k, _UNKNOWN, True, s, e)
+    form, p = _form(data, s, e)
+    if form == _AS_CARRIER:
+        if _carrier(data, p, e, consts, labs, k):
+            return True
+        if p > s or identifiers != 0 or not _bare_form(data, s, e):
+            _put(labs, k, _UNKNOWN, True, p, e)
+            return True
+        form = _AS_BARE
+    if form == _AS_HRI:
+        grammar = _hri_grammar(data, s, e, consts)
+        if grammar and not _hri_fields(data, s, e, consts, labs, k):
+            return False
+    else:
+        grammar = form == _AS_BARE or _in_set(data, p, e, consts)
+        if grammar and not _element_fields(data, p, e, consts, labs, k):
+            return False
+    if not grammar:
+        _put(labs, k, _GS1, False, -1, -1)
+    if form == _AS_BARE and not (
+        labs[k, VALID] == 1 and (labs[k, BC_S] >= 0 or labs[k, SHIP_TO] == 1)
+    ):
+        # Bare digits that do not hold as a label with an SSCC or a ship-to: unknown.
+        _put(labs, k, _UNKNOWN, True, s, e)
+    elif labs[k, VALID] == 0:
+        # sorter.barcodes._gs1_result: an invalid label is named by its SSCC as read.
+        labs[k, BC_S], labs[k, BC_E] = _sscc_as_read(data, s, e)
+    elif labs[k, BC_S] < 0:
+        labs[k, BC_S] = labs[k, BC_E] = s
     return True
 
 
@@ -740,20 +730,6 @@ def _ship_tos(n: int, labs: Any, work: Any, at: int) -> int:
 
 
 @_fast
-def _labels(
-    data: Any, n: int, l0: int, l1: int, l2: int, identifiers: int, consts: Any, labs: Any
-) -> bool:
-    """Every code classified into labs (codes joined, of lengths l0, l1, l2)."""
-    s = 0
-    for k in range(n):
-        length = l0 if k == 0 else l1 if k == 1 else l2
-        if not _classify(data, s, s + length, identifiers, consts, labs, k):
-            return False
-        s += length
-    return True
-
-
-@_fast
 def _barcode(t: int, p: int, labs: Any) -> tuple[int, int]:
     """Decider._build's barcode: the naming code's, else the ship-to label's raw text."""
     if t >= 0:
@@ -764,8 +740,9 @@ def _barcode(t: int, p: int, labs: Any) -> tuple[int, int]:
 
 
 # work layout: naming codes at 0, ship-to labels at 8, lookups (source, pc, packed) at 16,
-# candidates' destinations at 40.
-_W_SHIP, _W_ROWS, _W_DEST = 8, 16, 40
+# candidates' features (_candidate) at 48.
+_W_SHIP, _W_ROWS, _W_FEATURES = 8, 16, 48
+_W_SIZE = _W_FEATURES + 8 * MAX_CODES * MAX_CODES
 
 
 @_fast
@@ -819,57 +796,27 @@ def _candidate(
 
 
 @_fast
-def _out(
-    a: int, b: int, s10: int, site_country: int, have_masks: int, status: int,
-    counts: tuple[int, int, int], labs: Any, work: Any, masks: Any,
-) -> Out:  # fmt: skip
-    """The answer for candidate (a, b)."""
-    reason, pc, digits, service, country, origin, mask, dest = _candidate(
-        a, b, s10, site_country, have_masks, labs, work, masks
-    )
-    bs, be = _barcode(work[a], work[_W_SHIP + b], labs)
-    lookups, hits, invalid = counts
-    source = work[_W_ROWS + 3 * a]
-    return (
-        status, reason, pc, digits, service, country, origin, mask, dest, bs, be, source,
-        lookups, hits, invalid,
-    )  # fmt: skip
-
-
-@_fast
-def _single(
-    s10: int, site_country: int, have_masks: int, dims: tuple[int, int, int, int],
-    counts: tuple[int, int, int], labs: Any, work: Any, masks: Any, idx_blob: Any,
-    tables: Any, fp: Any,
-) -> Out:  # fmt: skip
-    """One candidate: no multi-read resolution. Without masks, NEED_MASK when the kernel
-    will match rules on which the plan's regexes could decide."""
-    reason, pc, digits, service, country, origin, _mask, dest = _candidate(
-        0, 0, s10, site_country, have_masks, labs, work, masks
-    )
-    status = OK
-    if not have_masks and fp[_FP_REGEX] and reason == _OK_REASON and not 0 <= dest < fp[0]:
-        rule = _match(pc, digits, service, country, origin, 0, 0, dims, idx_blob, tables, fp)
-        if rule == -2:
-            status = NEED_MASK
-    return _out(0, 0, s10, site_country, have_masks, status, counts, labs, work, masks)
-
-
-@_fast
 def _multi(
     m: int, q: int, s10: int, site_country: int, have_masks: int,
     dims: tuple[int, int, int, int], counts: tuple[int, int, int], labs: Any, work: Any,
     masks: Any, idx_blob: Any, tables: Any, fp: Any,
 ) -> Out:  # fmt: skip
-    """Several candidates (Decider._features): each matched (a pre-advised destination,
-    else the rules); two different destinations conflict, else the first that has one."""
+    """The candidates (Decider._features): each matched (a pre-advised destination, else
+    the rules); two different destinations conflict, else the first that has one. A lone
+    candidate is matched too (its destination is not needed, but the same code serves
+    both, and each call site is compiled again): without masks, NEED_MASK whenever the
+    plan's regexes could decide a candidate's rule."""
     first = -1
-    chosen = -1
+    chosen = 0
+    conflict = False
     for c in range(m * q):
         a, b = c // q, c % q
-        _reason, pc, digits, service, country, origin, mask, dest = _candidate(
+        reason, pc, digits, service, country, origin, mask, dest = _candidate(
             a, b, s10, site_country, have_masks, labs, work, masks
         )
+        at = _W_FEATURES + 8 * c
+        work[at], work[at + 1], work[at + 2], work[at + 3] = reason, pc, digits, service
+        work[at + 4], work[at + 5], work[at + 6], work[at + 7] = country, origin, mask, dest
         if not 0 <= dest < fp[_FP_DESTS]:
             dest = _match(
                 pc, digits, service, country, origin, mask, have_masks, dims, idx_blob, tables,
@@ -881,15 +828,20 @@ def _multi(
             if first < 0:
                 first, chosen = dest, c
             elif dest != first:
-                bs, be = _barcode(work[0], work[_W_SHIP], labs)
-                lookups, hits, invalid = counts
-                return (
-                    OK, _CONFLICT, NO_POSTCODE, 0, -1, -1, -1, 0, -1, bs, be, 0, lookups, hits,
-                    invalid,
-                )  # fmt: skip
-    chosen = max(chosen, 0)
+                conflict = True
+    lookups, hits, invalid = counts
+    bs, be = _barcode(work[0], work[_W_SHIP], labs)
+    if conflict:
+        return (
+            OK, _CONFLICT, NO_POSTCODE, 0, -1, -1, -1, 0, -1, bs, be, 0, lookups, hits, invalid,
+        )  # fmt: skip
     a, b = chosen // q, chosen % q
-    return _out(a, b, s10, site_country, have_masks, OK, counts, labs, work, masks)
+    at = _W_FEATURES + 8 * chosen
+    bs, be = _barcode(work[a], work[_W_SHIP + b], labs)
+    return (
+        OK, work[at], work[at + 1], work[at + 2], work[at + 3], work[at + 4], work[at + 5],
+        work[at + 6], work[at + 7], bs, be, work[_W_ROWS + 3 * a], lookups, hits, invalid,
+    )  # fmt: skip
 
 
 @_fast
@@ -902,8 +854,16 @@ def fast_features(
 ) -> Out:  # fmt: skip
     """Decider.features of the codes (joined in `data`, lengths l0..l2), without the
     recirculations and the minute: see Out. Writes only the scratch arrays (labs, work)."""
-    if not _labels(data, n, l0, l1, l2, identifiers, consts, labs):
-        return _unread(FALLBACK, 0, 0, 0)
+    # The codes one after the other (not in a helper: each level of calls optimises its
+    # callees' code again, and classification is most of the code).
+    s = 0
+    for k in range(n):
+        length = l0 if k == 0 else l1 if k == 1 else l2
+        if not _classify(data, s, s + length, identifiers, consts, labs, k):
+            return _unread(FALLBACK, 0, 0, 0)
+        s += length
+        if labs[k, SHIP_TO] == 1:
+            _postcode(data, labs[k, PC_S], labs[k, PC_E], labs, k)
     if n == 0:
         return _unread(OK, _NO_READ, 0, 0)
     n_valid = 0
@@ -926,10 +886,6 @@ def fast_features(
     )  # fmt: skip
     counts = (lookups, hits, n - n_valid)
     dims = (length_mm, width_mm, height_mm, weight_g)
-    if m * q == 1:
-        return _single(
-            s10, site_country, have_masks, dims, counts, labs, work, masks, idx_blob, tables, fp
-        )
     return _multi(
         m, q, s10, site_country, have_masks, dims, counts, labs, work, masks, idx_blob,
         tables, fp,
