@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sorter.barcodes import CodeKind, Label, classify
 from sorter.fastpath import FastFeatures, signed_mask
+from sorter.fastpath_entry import DecideCall
 from sorter.feeds import LiveManifest, Source
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest, ManifestRow
@@ -176,8 +177,9 @@ class Decider:
         self.manifest_hits = 0
         # Invalid codes read beside valid ones, and ignored (P/stats `codes`).
         self.invalid_ignored = 0
+        self._decide_call = DecideCall(self.kernel)
         self._fast = (
-            FastFeatures(plan, self.kernel.tables, self._site_country) if fast_path else None
+            FastFeatures(plan, self.kernel._tables, self._site_country) if fast_path else None
         )
 
     @property
@@ -420,7 +422,7 @@ class Decider:
         if invalid:
             self.invalid_ignored += invalid
         self._source = src = _SOURCES[source]
-        d, c, r = self.kernel.decide_raw(
+        d, c, r = self._decide_call(
             reason, pc, digits, service, country, origin, mask, recirculations,
             self.minute_of_day() if minute is None else minute, dest, *dims, state=self.state,
         )  # fmt: skip
@@ -436,8 +438,10 @@ class Decider:
     ) -> Choice:
         """`source`: who decided the pre-advice in `features` (`last_source` after
         `features`), carried into the Choice."""
-        dest, chute, reason = self.kernel.decide(features, self.state)
-        return Choice(self._names[dest] if dest >= 0 else "", chute, reason, barcode, source)
+        dest, chute, reason = self._decide_call(*features, state=self.state)
+        return Choice(
+            self._names[dest] if dest >= 0 else "", chute, _REASONS[reason], barcode, source
+        )
 
     @property
     def last_source(self) -> Source | None:

@@ -43,7 +43,8 @@ from numba import njit
 
 from sorter.barcodes import _GS1_CHARS, _HRI_VALUE
 from sorter.countries import ISO_ALPHA2, iso_numeric_to_alpha2
-from sorter.kernel import compiled_entry, match_destination, pack_plan
+from sorter.fastpath_entry import compiled_entry
+from sorter.kernel import match_destination, pack_plan
 from sorter.manifest.delta import find_live
 from sorter.plan import ALPHA2, CompiledPlan, letters_index
 from sorter.ports import Reason

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, typeof
+from numba import njit
 
 from sorter.plan import ALPHA2, CLASS_LIMITS, MEASURES, CompiledPlan
 from sorter.ports import ChuteFlag, Reason
@@ -36,7 +36,6 @@ __all__ = [
     "ChuteState",
     "ItemFeatures",
     "Kernel",
-    "compiled_entry",
     "decide_batch",
     "decide_one",
     "match_destination",
@@ -77,11 +76,12 @@ _N_LIMITS = len(CLASS_LIMITS)
     _RULE_SIZE_MASK,
     _CLASS_LIMITS,
     _MACHINE_LIMITS,
-    _COUNTRY_RULE_PTR,
+    _COUNTRY_START,
+    _COUNTRY_END,
     _COUNTRY_RULES,
-    _SHARED_RULES,
+    _UNMEASURED_CLASS,
     _N_SEGMENTS,
-) = range(21)
+) = range(22)
 
 # Which conditions a rule has, as bits of one word: one load per rule and item, not four.
 _HAS_POSTCODE, _HAS_SERVICE, _HAS_COUNTRY, _HAS_SIZE, _HAS_ORIGIN = 1, 2, 4, 8, 16
@@ -102,23 +102,37 @@ def rule_conditions(plan: CompiledPlan) -> npt.NDArray[np.int64]:
 def country_rules(
     plan: CompiledPlan,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """(ptr, rules, shared): for each destination country (index 676: unknown, none), the
-    rules with a country condition that holds for it, in plan order (CSR layout, like the
-    plan's lists); and the rules without a country condition, which every item sees. The
-    kernel merges the two in plan order: an item walks its own country's rules and the
-    shared ones, not the export lanes of every other country, and a plan of many rules
-    without a country costs one list, not one per country."""
+    """(start, end, rules): for each destination country (index 676: unknown, none), the
+    rules an item going there walks, in plan order: the rules with a country condition
+    that holds for it merged with the rules without one (which every item sees). An item
+    walks its own country's rules, not the export lanes of every other country, in one
+    plain loop. Countries no rule names share the one list of rules without a country,
+    so a plan of many such rules costs that list once, not once per country."""
     n_rules = plan.rule_dest.shape[0]
     has = plan.rule_has_country
-    ptr = np.zeros(ALPHA2 + 2, dtype=np.int64)
-    lists: list[npt.NDArray[np.int64]] = []
-    for c in range(ALPHA2):
-        rules = np.flatnonzero(has & plan.rule_country[:n_rules, c]).astype(np.int64)
-        lists.append(rules)
-        ptr[c + 1] = ptr[c] + rules.shape[0]
-    ptr[ALPHA2 + 1] = ptr[ALPHA2]  # an unknown country matches no country condition
-    rules = np.concatenate(lists) if lists else np.zeros(0, np.int64)
-    return ptr, rules, np.flatnonzero(~has).astype(np.int64)
+    shared = np.flatnonzero(~has).astype(np.int64)
+    start = np.zeros(ALPHA2 + 1, dtype=np.int64)
+    end = np.full(ALPHA2 + 1, shared.shape[0], dtype=np.int64)
+    lists: list[npt.NDArray[np.int64]] = [shared]
+    offset = shared.shape[0]
+    for c in range(ALPHA2):  # the unknown country (ALPHA2) matches no country condition
+        own = np.flatnonzero(has & plan.rule_country[:n_rules, c])
+        if own.shape[0] == 0:
+            continue
+        merged = np.union1d(own, shared).astype(np.int64)  # sorted: plan order
+        lists.append(merged)
+        start[c], end[c] = offset, offset + merged.shape[0]
+        offset += merged.shape[0]
+    return start, end, np.concatenate(lists)
+
+
+def unmeasured_class(plan: CompiledPlan) -> int:
+    """size_class of an item the line did not measure at all: the first class if it limits
+    nothing (a catch-all), else unknown (-1), as size_class walks the classes. Known per
+    plan, so that a size rule costs unmeasured items (most lines have no dimensioner) one
+    load instead of a call per item."""
+    limits = plan.class_limits
+    return 0 if limits.shape[0] and not (limits[0] > 0).any() else -1
 
 
 def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
@@ -143,6 +157,7 @@ def pack_plan(plan: CompiledPlan) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         plan.class_limits.reshape(-1),
         plan.machine_limits,
         *country_rules(plan),
+        np.array([unmeasured_class(plan)], dtype=np.int64),
     ]
     assert len(segments) == _N_SEGMENTS
     header = np.zeros(_N_SEGMENTS + 1, dtype=np.int64)
@@ -259,20 +274,12 @@ def match_destination(  # noqa: C901, PLR0912  (numba kernel: branches compile t
     o_bit = blob[_RULE_REGEX_BIT]
     o_size = blob[_RULE_SIZE_MASK]
     o_rules = blob[_COUNTRY_RULES]
-    key = blob[_COUNTRY_RULE_PTR] + (country if country >= 0 else _UNKNOWN_COUNTRY)
-    i, i_end = o_rules + blob[key], o_rules + blob[key + 1]
-    j, j_end = blob[_SHARED_RULES], blob[_SHARED_RULES + 1]
+    key = country if country >= 0 else _UNKNOWN_COUNTRY
     cls = -2  # the item's size class, found when the first rule asks for it
-    # Only the rules that can take an item going to its country (country_rules: its own
-    # country's, whose country condition holds already, merged with the rules without
-    # one), in plan order.
-    while i < i_end or j < j_end:
-        if j >= j_end or (i < i_end and blob[i] < blob[j]):
-            r = blob[i]
-            i += 1
-        else:
-            r = blob[j]
-            j += 1
+    # Only the rules that can take an item going to its country (country_rules), in plan
+    # order.
+    for k in range(blob[blob[_COUNTRY_START] + key], blob[blob[_COUNTRY_END] + key]):
+        r = blob[o_rules + k]
         conditions = blob[o_conditions + r]
         # The one-load tests before the postcode lists.
         if conditions & _HAS_ORIGIN and (origin < 0 or not tables[1, r, origin]):
@@ -302,7 +309,10 @@ def match_destination(  # noqa: C901, PLR0912  (numba kernel: branches compile t
         if conditions & _HAS_SIZE:
             size_mask = blob[o_size + r]
             if cls == -2:
-                cls = size_class(length_mm, width_mm, height_mm, weight_g, blob)
+                if length_mm | width_mm | height_mm | weight_g:
+                    cls = size_class(length_mm, width_mm, height_mm, weight_g, blob)
+                else:
+                    cls = blob[blob[_UNMEASURED_CLASS]]
             if cls < 0 or (size_mask >> cls) & 1 == 0:
                 continue
         return int(blob[o_dest + r])
@@ -480,21 +490,6 @@ def decide_batch(
         out_reason[i] = r
 
 
-def compiled_entry(dispatcher: Any, args: tuple[Any, ...]) -> Callable[..., Any] | None:
-    """The compiled entry point of a numba function for these arguments' types, or None
-    when it has not been compiled for them (or numba has no such attribute).
-
-    An entry point unboxes its arguments as the types it was compiled for without checking
-    them: call it only with arguments of the same types as `args` (the same arrays' dtypes,
-    layouts and dimensions; ints as ints)."""
-    try:
-        signature = tuple(typeof(a) for a in args)  # type: ignore[no-untyped-call]
-        overload = dispatcher.overloads.get(signature)
-        return None if overload is None else cast(Callable[..., Any], overload.entry_point)
-    except (AttributeError, ValueError, TypeError):
-        return None
-
-
 class ItemFeatures(NamedTuple):
     """What the kernel needs of one item, extracted from its labels in Python. (A
     NamedTuple: built once per item, five times cheaper than a frozen dataclass.)"""
@@ -541,15 +536,6 @@ class Kernel:
         self._blob, self._tables = pack_plan(plan)
         self._max_recirculations = plan.max_recirculations
         self._least_loaded = plan.least_loaded
-        # decide_one through its compiled entry point once its signature is known (see
-        # compiled_entry), for the chute state arrays it was checked with.
-        self._decide_one: Callable[..., tuple[int, int, int]] = decide_one
-        self._checked_state: tuple[object, object] | None = None
-
-    @property
-    def tables(self) -> npt.NDArray[np.uint8]:
-        """The plan's uint8 tables as match_destination takes them (see pack_plan)."""
-        return self._tables
 
     def warm(self) -> None:
         """Compile (or load from the numba cache) both kernels before the first item."""
@@ -600,47 +586,30 @@ class Kernel:
         return int(size_class(f.length_mm, f.width_mm, f.height_mm, f.weight_g, self._blob))
 
     def decide(self, f: ItemFeatures, state: ChuteState) -> tuple[int, int, Reason]:
-        d, c, r = self.decide_raw(*f, state=state)
-        return d, c, Reason(r)
-
-    def decide_raw(self, *features: int, state: ChuteState) -> tuple[int, int, int]:
-        """decide_one on the 14 ItemFeatures fields as plain ints: (destination index or -1,
-        chute, reason as int). The live path's call: through the kernel's compiled entry
-        point (0.3 us, against 0.7 us through numba's dispatcher, which types 21 arguments
-        on every call) once the chute state arrays are known to be of the compiled types."""
-        flags, load = state.flags, state.load
-        checked = self._checked_state
-        decide = (
-            self._decide_one
-            if checked is not None and checked[0] is flags and checked[1] is load
-            else self._bind(state)
-        )
-        d, c, r = decide(
-            *features,
+        d, c, r = decide_one(
+            f.reason_in,
+            f.pc,
+            f.pc_digits,
+            f.service,
+            f.country,
+            f.origin,
+            f.regex_mask,
+            f.recirculations,
+            f.minute_of_day,
+            f.destination,
+            f.length_mm,
+            f.width_mm,
+            f.height_mm,
+            f.weight_g,
             self._blob,
             self._tables,
             self._max_recirculations,
             self._least_loaded,
-            flags,
-            load,
+            state.flags,
+            state.load,
             self.rr_next,
         )
-        return int(d), int(c), int(r)
-
-    def _bind(self, state: ChuteState) -> Callable[..., tuple[int, int, int]]:
-        """decide_one's entry point for this state's arrays (numba's dispatcher until one is
-        compiled for their types)."""
-        args = (
-            *ItemFeatures(), self._blob, self._tables, self._max_recirculations,
-            self._least_loaded, state.flags, state.load, self.rr_next,
-        )  # fmt: skip
-        entry = compiled_entry(decide_one, args)
-        if entry is None:
-            self._checked_state = None
-            return decide_one
-        self._decide_one = entry
-        self._checked_state = (state.flags, state.load)
-        return entry
+        return int(d), int(c), Reason(r)
 
     def decide_batch(
         self,
