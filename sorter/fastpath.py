@@ -973,7 +973,10 @@ class FastFeatures:
         ):  # fmt: skip
             self._live_key = (d.words, d.table, d.postcode, d.packed, to_plan, files)
             self._arrays = (d.words, d.table, d.postcode, d.packed, to_plan, *files)
-        return 1, self._arrays, d.pending
+        # Newest entries still in a dict, which only Python reads (a delta layer without
+        # one answers every lookup through find_live).
+        pending = getattr(d, "pending", None)
+        return 1, self._arrays, pending if isinstance(pending, dict) else _NO_PENDING
 
     def features(
         self, codes: Sequence[str], identifiers: bool, dims: tuple[int, int, int, int]
