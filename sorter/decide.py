@@ -7,11 +7,14 @@ it runs once per item on the event loop between a PLC poll and the reply write.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sorter.barcodes import CodeKind, Label, classify
+from sorter.fastpath import FastFeatures, signed_mask
+from sorter.fastpath_entry import DecideCall
 from sorter.feeds import LiveManifest, Source
 from sorter.kernel import ChuteState, ItemFeatures, Kernel
 from sorter.manifest import Manifest, ManifestRow
@@ -24,6 +27,7 @@ __all__ = [
     "Choice",
     "Decider",
     "Measures",
+    "MinuteClock",
     "chute_owners",
     "measures_of",
 ]
@@ -34,6 +38,9 @@ _OK = int(Reason.OK)
 _CUSTOMS_HOLD = int(Reason.CUSTOMS_HOLD)
 _TRACKING_PRIORITY = {CodeKind.S10: 0, CodeKind.UPS: 1, CodeKind.DHL: 2, CodeKind.LP: 3}
 _CARRIERS = frozenset(_TRACKING_PRIORITY)
+# sorter.manifest.delta's source codes, as sorter.fastpath answers them.
+_SOURCES: tuple[Source | None, ...] = (None, Source.FILE, Source.FEED, Source.CUSTOMS)
+_REASONS = tuple(Reason(i) for i in range(len(Reason)))  # by value
 
 
 # One item of each path through classification and multi-read resolution (biip parses
@@ -88,10 +95,40 @@ def _naming_candidates(valid: Sequence[Label]) -> list[Label | None]:
     return names or [lab for lab in valid if lab.kind is CodeKind.UNKNOWN] or [None]
 
 
-def _minute_now(tz: ZoneInfo | None) -> int:
-    """The minute of the day now, in `tz` (default: the machine's local time)."""
-    now = dt.datetime.now(tz) if tz else dt.datetime.now().astimezone()
-    return now.hour * 60 + now.minute
+class MinuteClock:
+    """The site-local minute of the day, worked out once a minute.
+
+    The time zone conversion (zoneinfo, or the machine's local time) costs 1-2 us; this
+    runs for every item. The minute is kept until the next local minute boundary, and
+    recomputed there, so that it is exact across a change of UTC offset (DST changes at a
+    local minute boundary, and every offset in the tz database is whole seconds). A clock
+    stepped backwards recomputes too.
+    """
+
+    __slots__ = ("_from_ns", "_minute", "_tz", "_until_ns")
+
+    def __init__(self, tz: ZoneInfo | None) -> None:
+        self._tz = tz
+        self._minute = -1
+        self._from_ns = self._until_ns = 0
+
+    def minute(self, now_ns: int | None = None) -> int:
+        """The minute of the day at `now_ns` (ns since the epoch; default now)."""
+        t = time.time_ns() if now_ns is None else now_ns
+        if self._from_ns <= t < self._until_ns:
+            return self._minute
+        seconds = t // 1_000_000_000
+        if self._tz is not None:
+            local = dt.datetime.fromtimestamp(seconds, self._tz)
+            hour, minute, second = local.hour, local.minute, local.second
+        else:
+            tm = time.localtime(seconds)
+            hour, minute, second = tm.tm_hour, tm.tm_min, tm.tm_sec
+        start = seconds - second  # this local minute began on a whole epoch second
+        self._from_ns = start * 1_000_000_000
+        self._until_ns = (start + 60) * 1_000_000_000
+        self._minute = hour * 60 + minute
+        return self._minute
 
 
 def chute_owners(plan: SortPlan) -> dict[int, str]:
@@ -111,6 +148,8 @@ class Decider:
 
     `site_country`: ISO 3166-1 alpha-2 of the site, the destination country of an AI 420
     (domestic) label and of pre-advice that gives a postcode without a country.
+    `fast_path`: `decide` tries sorter.fastpath first (False: the Python path alone, which
+    the tests hold the fast path to).
     """
 
     def __init__(
@@ -120,11 +159,12 @@ class Decider:
         timezone: str | None = None,
         kernel: Kernel | None = None,
         site_country: str | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.plan = plan
         self.kernel = kernel or Kernel(plan)
         self.state = state
-        self._tz = ZoneInfo(timezone) if timezone else None
+        self._clock = MinuteClock(ZoneInfo(timezone) if timezone else None)
         self.sort_plan = sort_plan = plan.plan
         self._has_cutoffs = any(d.cutoff_min >= 0 for d in sort_plan.destinations)
         self._names = [d.name for d in sort_plan.destinations]
@@ -137,6 +177,10 @@ class Decider:
         self.manifest_hits = 0
         # Invalid codes read beside valid ones, and ignored (P/stats `codes`).
         self.invalid_ignored = 0
+        self._decide_call = DecideCall(self.kernel)
+        self._fast = (
+            FastFeatures(plan, self.kernel._tables, self._site_country) if fast_path else None
+        )
 
     @property
     def destination_names(self) -> list[str]:
@@ -152,6 +196,8 @@ class Decider:
         else:
             self._live = None
             self._manifest = None if manifest is None else manifest.for_destinations(self._names)
+        if self._fast is not None:
+            self._fast.use_manifest(self._live if self._live is not None else self._manifest)
 
     @property
     def manifest(self) -> Manifest | None:
@@ -179,7 +225,7 @@ class Decider:
 
     def minute_of_day(self) -> int:
         """Site-local minute of the day for cut-off times; -1 when the plan has none."""
-        return _minute_now(self._tz) if self._has_cutoffs else -1
+        return self._clock.minute() if self._has_cutoffs else -1
 
     def _features(
         self, labels: Sequence[Label], recirculations: int, minute: int, dims: Measures
@@ -312,7 +358,7 @@ class Decider:
                     mask |= bit
                     break
             bit <<= 1
-        return mask
+        return signed_mask(mask)
 
     def features(
         self,
@@ -358,9 +404,29 @@ class Decider:
         recirculations: int = 0,
         dims: Measures = NOT_MEASURED,
         identifiers: bool = False,
+        minute: int | None = None,
     ) -> Choice:
-        features, barcode = self.features(codes, recirculations, None, dims, identifiers)
-        return self.decide_features(features, barcode, self._source)
+        """The chute for an item's codes (`features`, then the kernel): through
+        sorter.fastpath when it can, else the Python path, which decides alike. `minute`:
+        as for `features` (default now)."""
+        fast = self._fast.features(codes, identifiers, dims) if self._fast is not None else None
+        if fast is None:
+            features, barcode = self.features(codes, recirculations, minute, dims, identifiers)
+            return self.decide_features(features, barcode, self._source)
+        out, joined = fast
+        (_, reason, pc, digits, service, country, origin, mask, dest, bs, be, source,
+         lookups, hits, invalid) = out  # fmt: skip
+        if lookups:
+            self.manifest_lookups += lookups
+            self.manifest_hits += hits
+        if invalid:
+            self.invalid_ignored += invalid
+        self._source = src = _SOURCES[source]
+        d, c, r = self._decide_call(
+            reason, pc, digits, service, country, origin, mask, recirculations,
+            self.minute_of_day() if minute is None else minute, dest, *dims, state=self.state,
+        )  # fmt: skip
+        return Choice(self._names[d] if d >= 0 else "", c, _REASONS[r], joined[bs:be], src)
 
     def decide_timeout(self, recirculations: int, dims: Measures = NOT_MEASURED) -> Choice:
         """An item whose scan did not come in time: timeout, unless it used up its
@@ -372,8 +438,10 @@ class Decider:
     ) -> Choice:
         """`source`: who decided the pre-advice in `features` (`last_source` after
         `features`), carried into the Choice."""
-        dest, chute, reason = self.kernel.decide(features, self.state)
-        return Choice(self._names[dest] if dest >= 0 else "", chute, reason, barcode, source)
+        dest, chute, reason = self._decide_call(*features, state=self.state)
+        return Choice(
+            self._names[dest] if dest >= 0 else "", chute, _REASONS[reason], barcode, source
+        )
 
     @property
     def last_source(self) -> Source | None:
