@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import secrets
@@ -39,6 +38,7 @@ from rich.text import Text
 from drivers.mqtt_nodes import MqttNodes
 from sorter.addresses import parse_mqtt_urls
 from sorter.backoff import Backoff
+from sorter.wire_json import parse_object, topic_number
 
 __all__ = [
     "Followed",
@@ -172,12 +172,8 @@ class TopModel:
         if not payload:
             self.forget(topic_suffix)
             return
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.ignored += 1
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             self.ignored += 1
             return
         self.on_message(topic_suffix, data)
@@ -212,8 +208,8 @@ class TopModel:
             self.status = {}
         elif kind == "stats" and not rest:
             self.stats = {}
-        elif kind == "chutes" and rest.isdigit():
-            self.chutes.pop(int(rest), None)
+        elif kind == "chutes" and (number := topic_number(rest)) is not None:
+            self.chutes.pop(number, None)
         elif kind == "devices" and rest:
             self.devices.pop(rest, None)
 
@@ -240,10 +236,11 @@ class TopModel:
         self.stats = payload
 
     def _on_chute(self, number: str, payload: dict[str, Any]) -> None:
-        if not number.isdigit():
+        chute = topic_number(number)
+        if chute is None:
             self.ignored += 1
             return
-        self.chutes[int(number)] = ChuteView(
+        self.chutes[chute] = ChuteView(
             state=_as_str(payload.get("state")) or "unknown",
             destination=_as_str(payload.get("destination")),
             count=_as_int(payload.get("count")),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import re
 import sys
@@ -38,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sorter.addresses import parse_mqtt_urls
+from sorter.wire_json import parse_object
 from sorterd.top import CONNECT_TIMEOUT_S, PIPE_FRAME_INTERVAL_S, TopModel, follow, render, run_top
 
 __all__ = [
@@ -168,12 +168,8 @@ class HubModel:
         if not payload:
             self._forget(name, rest)
             return
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.ignored += 1
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             self.ignored += 1
             return
         self.on_message(name, rest, data)

@@ -289,3 +289,19 @@ def test_cli_hub_from_a_site_config(
     out = capsys.readouterr().out
     assert f"sorterd top --hub  {hub}" in out
     assert "sorter-7" in out
+
+
+def test_hostile_payloads_are_dropped_not_raised() -> None:
+    """Any client of the broker may publish under the hub: a payload that json.loads
+    refuses with a plain ValueError (an integer over 4,300 digits), RecursionError, or
+    NaN (int() of it raised while drawing) once took `top --hub` down."""
+    model = fed(line_messages("line-1", online=True, late=0))
+    for payload in (
+        b'{"items_per_h": ' + b"1" * 5000 + b"}",
+        b"[" * 100_000,
+        b'{"outcomes": {"recirc_late": NaN}, "ts": "2026-12-07T10:00:00Z"}',
+        b'{"outcomes": {"recirc_late": 1e400}, "ts": "2026-12-07T10:00:00Z"}',
+    ):
+        model.on_raw("line-1/stats", payload)
+    assert model.ignored == 4
+    assert "line-1" in frame(model)

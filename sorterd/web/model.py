@@ -10,11 +10,12 @@ raised: the broker is shared, and one bad publisher must not take the console do
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from sorter.wire_json import parse_object, topic_number
 
 __all__ = [
     "CHUTE_STATES",
@@ -118,20 +119,17 @@ class LineModel:
         if not payload:
             self._forget(suffix)
             return
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            self.ignored += 1
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             self.ignored += 1
             return
         self.on_message(suffix, data, now_s)
 
     def on_message(self, suffix: str, data: dict[str, Any], now_s: float) -> None:
         kind, _, rest = suffix.partition("/")
-        if kind == "chutes" and rest.isdigit():
-            self._on_chute(int(rest), data)
+        number = topic_number(rest) if kind == "chutes" else None
+        if number is not None:
+            self._on_chute(number, data)
         elif kind == "decisions" and not rest:
             self._on_decision(data, now_s)
         elif kind == "results" and not rest:
@@ -152,8 +150,9 @@ class LineModel:
         """A retained topic cleared: pages are then sent everything again."""
         kind, _, rest = suffix.partition("/")
         removed: object = None
-        if kind == "chutes" and rest.isdigit():
-            removed = self.chutes.pop(int(rest), None)
+        number = topic_number(rest) if kind == "chutes" else None
+        if number is not None:
+            removed = self.chutes.pop(number, None)
         elif kind == "devices":
             removed = self.devices.pop(rest, None)
         if removed is not None:
@@ -349,11 +348,8 @@ class HubModel:
         prefix, _, last = topic.rpartition("/")
         if last != "status" or prefix in self.lines or not self.may_show(prefix):
             return None
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return None
-        if not isinstance(data, dict) or not is_line_status(data):
+        data = parse_object(payload)
+        if data is None or not is_line_status(data):
             return None
         line = LineModel(prefix, self.versions)
         self.lines[prefix] = line

@@ -117,3 +117,36 @@ def test_users_file_round_trip_and_its_problems(tmp_path: Path) -> None:
         load_users(path)
     keys = {p.key for p in caught.value.problems}
     assert keys == {"users.x.role", "users.b a d"}
+
+
+# Payloads any client of the broker may publish, each of which once took the console down
+# (ValueError or RecursionError out of its MQTT task) or, passed on as NaN/Infinity, made
+# every page's JSON.parse fail, so that the wall stopped updating.
+HOSTILE_PAYLOADS = (
+    b'{"state": "ok", "count": ' + b"1" * 5000 + b"}",  # over Python's int digits limit
+    b'{"state": "ok", "count": ' + b"9" * 400 + b"}",  # too large for a float
+    b'{"connected": true, "errors": NaN}',
+    b'{"connected": true, "errors": 1e400}',
+    b'{"connected": true, "errors": -Infinity}',
+    b"[" * 100_000,
+)
+
+
+@pytest.mark.parametrize("payload", HOSTILE_PAYLOADS, ids=lambda p: p[:30].decode())
+def test_hostile_payloads_are_ignored_not_raised_nor_passed_on(payload: bytes) -> None:
+    line = LineModel(LINE, Versions())
+    for suffix in ("chutes/3", "devices/plc", "decisions", "results", "stats", "status"):
+        line.on_raw(suffix, payload, 0.0)
+    assert line.ignored == 6
+    sent = json.dumps(line.delta(0, 0.0, charts=True), allow_nan=False)
+    assert "Infinity" not in sent
+    hub = HubModel(("hub/+",))
+    assert hub.discovered("hub/line-3/status", payload) is None
+
+
+@pytest.mark.parametrize("level", ["²", "٣", "9" * 5000])
+def test_chute_topics_that_are_no_chute_number_are_ignored(level: str) -> None:
+    line = LineModel(LINE, Versions())
+    line.on_raw(f"chutes/{level}", _raw({"state": "ok", "destination": "X", "count": 1}), 0.0)
+    line.on_raw(f"chutes/{level}", b"", 0.0)
+    assert line.chutes == {}
