@@ -241,7 +241,11 @@ async def chute_command(request: web.Request) -> web.StreamResponse:
         return _refused(403, f"{user.name} is a {user.role.value}: operators only")
     console = request.app[KEY]
     number, action = request.match_info["chute"], request.match_info["action"]
-    if not number.isdigit() or len(number) > MAX_CHUTE_DIGITS or action not in CHUTE_ACTIONS:
+    if (
+        not (number.isascii() and number.isdigit())
+        or len(number) > MAX_CHUTE_DIGITS
+        or action not in CHUTE_ACTIONS
+    ):
         return _refused(404, "POST /api/chutes/N/disable|enable|full|emptied")
     wanted = request.query.get("line")
     if wanted is not None and wanted not in console.hub.lines:
