@@ -146,14 +146,18 @@ async def login(request: web.Request) -> web.StreamResponse:
         page = _login_page(console, 429, f"too many failed sign-ins: wait {wait_s:.0f} s", username)
         page.headers["Retry-After"] = str(max(1, round(wait_s)))
         return page
+    # Counted as failed before the check and taken back when it succeeds: the check awaits,
+    # and guesses sent all at once would otherwise all pass the throttle before the first
+    # failure was counted.
+    console.user_throttle.failed(username, now_s)
+    console.address_throttle.failed(address, now_s)
     # argon2 takes tens of ms of CPU: off the loop, so the live pages stay live.
     user = await asyncio.to_thread(console.users.verify, username, password[:1024])
     if user is None:
-        console.user_throttle.failed(username, now_s)
-        console.address_throttle.failed(address, now_s)
         log.warning("sign-in refused", user=username[:64], remote=request.remote)
         return _login_page(console, 401, "wrong user or password", username)
     console.user_throttle.succeeded(username)
+    console.address_throttle.forgive(address, now_s)
     value, _ = console.signer.issue(user.name)
     response = _see_other("/")
     response.set_cookie(

@@ -101,3 +101,10 @@ class Throttle:
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    def forgive(self, key: str, at_s: float) -> None:
+        """Take back the failure counted at `at_s` (an attempt counted before its check,
+        which then succeeded)."""
+        times = self._failures.get(key)
+        if times is not None and at_s in times:
+            times.remove(at_s)

@@ -260,3 +260,30 @@ async def test_search_asks_the_archive_when_the_site_has_one(
         )  # fmt: skip
         async with http.get(f"{base}/api/search", params={"code": "NOSUCHCODE"}) as r:
             assert (await r.json())["rows"] == []
+
+
+async def test_guesses_sent_all_at_once_are_throttled_too(tmp_path: Path) -> None:
+    """The throttle once counted a failure only after the (awaited) password check, so 40
+    guesses sent at once were all checked: 5 a minute for a name must hold for them too."""
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    url = f"http://127.0.0.1:{port}/login"
+    async with _console(site), aiohttp.ClientSession() as http:
+
+        async def guess(n: int) -> int:
+            form = {"username": "olga", "password": f"guess-{n}"}
+            async with http.post(url, data=form, allow_redirects=False) as r:
+                return r.status
+
+        answers = await asyncio.gather(*(guess(n) for n in range(40)))
+        assert answers.count(401) == 5
+        assert answers.count(429) == 35
+        # Another name from the same address: a good password still signs in (its
+        # attempt is counted for the address, then taken back), up to the address's limit.
+        add_user(tmp_path / "users.toml", "victor", Role.VIEWER, PASSWORD)
+        form = {"username": "victor", "password": PASSWORD}
+        for _ in range(20):
+            async with http.post(url, data=form, allow_redirects=False) as r:
+                assert r.status == 303
+
