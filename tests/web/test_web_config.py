@@ -287,3 +287,21 @@ async def test_guesses_sent_all_at_once_are_throttled_too(tmp_path: Path) -> Non
             async with http.post(url, data=form, allow_redirects=False) as r:
                 assert r.status == 303
 
+
+async def test_a_chute_number_int_refuses_is_404_not_a_server_error(tmp_path: Path) -> None:
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    base = f"http://127.0.0.1:{port}"
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with _console(site), aiohttp.ClientSession(cookie_jar=jar) as http:
+        form = {"username": "olga", "password": PASSWORD}
+        async with http.post(f"{base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+        async with http.get(f"{base}/") as r:
+            token = (await r.text()).split('name="csrf-token" content="')[1].split('"')[0]
+        for number in ("%C2%B2", "%D9%A3"):  # '²' and an Arabic-Indic 3: isdigit() takes both
+            async with http.post(
+                f"{base}/api/chutes/{number}/disable", headers={"X-CSRF-Token": token}
+            ) as r:
+                assert r.status == 404
