@@ -29,6 +29,18 @@ __all__ = [
 SESSION_KEY_BYTES = 32
 
 
+class EncryptedKeyError(ValueError):
+    """The TLS key wants a pass phrase: OpenSSL would ask for it on the terminal (check-config
+    waited for it there), or fail without one (a service)."""
+
+
+def _no_pass_phrase() -> bytes:
+    raise EncryptedKeyError(
+        "the key is encrypted: give the console an unencrypted key, readable by its user "
+        "only (openssl pkey -in KEY -out web.key; chmod 600 web.key)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class WebSettings:
     section: WebSection
@@ -49,7 +61,7 @@ class WebSettings:
         if self.cert_path is None or self.key_path is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert_path, self.key_path)
+        context.load_cert_chain(self.cert_path, self.key_path, password=_no_pass_phrase)
         return context
 
 
@@ -101,6 +113,8 @@ def _tls_problems(shown: str, settings: WebSettings) -> list[Problem]:
         return problems
     try:
         settings.ssl_context()
+    except EncryptedKeyError as exc:
+        return [Problem(shown, "web.key_file", f"{key.name}: {exc}")]
     except (ssl.SSLError, OSError) as exc:
         return [
             Problem(

@@ -305,3 +305,37 @@ async def test_a_chute_number_int_refuses_is_404_not_a_server_error(tmp_path: Pa
                 f"{base}/api/chutes/{number}/disable", headers={"X-CSRF-Token": token}
             ) as r:
                 assert r.status == 404
+
+
+@pytest.mark.requires("openssl")
+def test_an_encrypted_tls_key_is_one_line_not_a_pass_phrase_prompt(tmp_path: Path) -> None:
+    """OpenSSL asks for the pass phrase of an encrypted key on the terminal: check-config
+    once sat there waiting. On a terminal (script(1) gives it one) it says so and exits 1."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.web.kit import REPO
+
+    script = shutil.which("script")
+    assert script is not None, "script (util-linux), for a terminal"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", "web.key", "-out",
+         "web.crt", "-days", "2", "-subj", "/CN=localhost", "-passout", "pass:secret"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    site = _site(tmp_path, '[web]\ncert_file = "web.crt"\nkey_file = "web.key"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    command = f"{sys.executable} -m sorterd.cli check-config -c {site}"
+    try:
+        done = subprocess.run(
+            [script, "-qec", command, "/dev/null"], cwd=REPO, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("check-config waited for a pass phrase")
+    assert done.returncode == 1, done.stdout
+    assert "pass phrase" not in done.stdout.lower()
+    assert "web.key_file" in done.stdout
+    assert "encrypted" in done.stdout
+    assert "Traceback" not in done.stdout
