@@ -150,3 +150,21 @@ def test_chute_topics_that_are_no_chute_number_are_ignored(level: str) -> None:
     line.on_raw(f"chutes/{level}", _raw({"state": "ok", "destination": "X", "count": 1}), 0.0)
     line.on_raw(f"chutes/{level}", b"", 0.0)
     assert line.chutes == {}
+
+
+def test_what_the_page_calls_methods_on_has_the_type_it_expects() -> None:
+    """The page joins the alarms and slices a decision's ts: a P/status with alarms as a
+    string, or a decision with a numeric ts, once threw in its render, and the wall (drawn
+    after the header in the same render) stopped updating."""
+    line = LineModel(LINE, Versions())
+    line.on_raw("status", _raw({"state": "online", "version": "1", "alarms": "plc down"}), 0.0)
+    assert line.summary()["alarms"] == ["plc down"]
+    line.on_raw("status", _raw({"state": "online", "version": "1", "alarms": [1, None]}), 0.0)
+    assert line.summary()["alarms"] == ["1", ""]
+    line.on_raw("status", _raw({"state": "online", "version": "1", "alarms": {"a": 1}}), 0.0)
+    assert all(isinstance(a, str) for a in line.summary()["alarms"])
+    line.on_raw("decisions", _raw({"id": "d-9", "ts": 1765100000, "tracking_id": 9, "seq": 1,
+                                   "codes": "RB1", "reason": "ok"}), 0.0)  # fmt: skip
+    (shown,) = line.delta(0, 0.0, charts=False)["decisions"]
+    assert isinstance(shown["ts"], str)
+    assert shown["codes"] == []
