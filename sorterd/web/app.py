@@ -10,6 +10,7 @@ as P/cmd/chute/N/ACTION and answered with its P/cmd-result (docs/interfaces.md s
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import json
 import time
@@ -27,7 +28,7 @@ from sorter.config import ArchiveSection
 from sorterd.web.feed import BrokerAwayError, Changes, LineFeed
 from sorterd.web.model import HubModel
 from sorterd.web.search import MAX_CODE_CHARS, search
-from sorterd.web.sessions import COOKIE_NAME, Session, SessionSigner, Throttle
+from sorterd.web.sessions import COOKIE_NAME, Session, SessionSigner, Throttle, password_stamp
 from sorterd.web.users import Role, User, Users
 
 __all__ = ["Console", "build_app"]
@@ -101,7 +102,9 @@ def session_of(request: web.Request) -> tuple[Session, User] | None:
     if session is None:
         return None
     user = console.users.get(session.user)
-    return None if user is None else (session, user)
+    if user is None or not hmac.compare_digest(session.stamp, password_stamp(user.password_hash)):
+        return None  # removed, or a new password since this session began
+    return session, user
 
 
 @web.middleware
@@ -158,7 +161,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(console, 401, "wrong user or password", username)
     console.user_throttle.succeeded(username)
     console.address_throttle.forgive(address, now_s)
-    value, _ = console.signer.issue(user.name)
+    value, _ = console.signer.issue(user.name, password_stamp(user.password_hash))
     response = _see_other("/")
     response.set_cookie(
         COOKIE_NAME,
@@ -178,6 +181,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = form.get("csrf")
     if found is not None and found[0].csrf_matches(token if isinstance(token, str) else None):
+        request.app[KEY].signer.end(found[0])
         response = _see_other("/login")
         response.del_cookie(COOKIE_NAME, path="/")
         return response

@@ -11,6 +11,7 @@ the cookie being SameSite=Strict, does not carry the cookie either).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections import OrderedDict, deque
@@ -18,16 +19,29 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-__all__ = ["COOKIE_NAME", "Session", "SessionSigner", "Throttle"]
+__all__ = ["COOKIE_NAME", "Session", "SessionSigner", "Throttle", "password_stamp"]
 
 COOKIE_NAME = "sorterd_session"
 _SALT = "sorterd-web-session"
+
+
+# Sessions signed out that are remembered (their cookies refused until they expire); the
+# oldest are forgotten first, and they would have expired before a floor's shift signs
+# out this many times.
+ENDED_KEPT = 100_000
+
+
+def password_stamp(password_hash: str) -> str:
+    """What a session remembers of the password it was opened with: a new password (or the
+    user written again with `--add-user`) ends the user's sessions opened before."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
     user: str
     csrf: str
+    stamp: str = ""  # password_stamp of the user's hash at sign-in
 
     def csrf_matches(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
@@ -39,11 +53,21 @@ class SessionSigner:
     def __init__(self, key: bytes, max_age_s: float) -> None:
         self._serializer = URLSafeTimedSerializer(key, salt=_SALT)
         self.max_age_s = max_age_s
+        # The CSRF tokens (one per session) of sessions signed out: a cookie copied before
+        # its user signed out must not go on working. Kept in memory: a restarted console
+        # forgets them (docs/web.md).
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
-    def issue(self, user: str) -> tuple[str, Session]:
-        session = Session(user, secrets.token_urlsafe(24))
-        value = self._serializer.dumps({"u": session.user, "c": session.csrf})
+    def issue(self, user: str, stamp: str = "") -> tuple[str, Session]:
+        session = Session(user, secrets.token_urlsafe(24), stamp)
+        value = self._serializer.dumps({"u": session.user, "c": session.csrf, "s": stamp})
         return value, session
+
+    def end(self, session: Session) -> None:
+        """Sign `session` out: its cookie is refused from now on."""
+        self._ended[session.csrf] = None
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     def check(self, value: str | None) -> Session | None:
         """The session of a cookie whose signature holds and which has not expired."""
@@ -55,10 +79,12 @@ class SessionSigner:
             return None
         if not isinstance(data, dict):
             return None
-        user, csrf = data.get("u"), data.get("c")
-        if not isinstance(user, str) or not isinstance(csrf, str):
+        user, csrf, stamp = data.get("u"), data.get("c"), data.get("s", "")
+        if not isinstance(user, str) or not isinstance(csrf, str) or not isinstance(stamp, str):
             return None
-        return Session(user, csrf)
+        if csrf in self._ended:
+            return None
+        return Session(user, csrf, stamp)
 
 
 class Throttle:

@@ -339,3 +339,49 @@ def test_an_encrypted_tls_key_is_one_line_not_a_pass_phrase_prompt(tmp_path: Pat
     assert "web.key_file" in done.stdout
     assert "encrypted" in done.stdout
     assert "Traceback" not in done.stdout
+
+
+async def test_a_session_ends_at_sign_out_and_with_a_new_password(tmp_path: Path) -> None:
+    """A cookie copied before its user signed out, or before their password was changed
+    (`--add-user` again, as after a leaked password), once went on working for
+    session_hours."""
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    users = tmp_path / "users.toml"
+    add_user(users, "olga", Role.OPERATOR, PASSWORD)
+    base = f"http://127.0.0.1:{port}"
+
+    async def sign_in(http: aiohttp.ClientSession, password: str) -> tuple[str, str]:
+        form = {"username": "olga", "password": password}
+        async with http.post(f"{base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+            cookie = r.cookies["sorterd_session"].value
+        async with http.get(f"{base}/", cookies={"sorterd_session": cookie}) as r:
+            token = (await r.text()).split('name="csrf-token" content="')[1].split('"')[0]
+        return cookie, token
+
+    async def whoami(http: aiohttp.ClientSession, cookie: str) -> int:
+        async with http.get(f"{base}/api/session", cookies={"sorterd_session": cookie}) as r:
+            return r.status
+
+    async with _console(site), aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        cookie, token = await sign_in(http, PASSWORD)
+        assert await whoami(http, cookie) == 200
+        async with http.post(
+            f"{base}/logout", data={"csrf": token}, cookies={"sorterd_session": cookie},
+            allow_redirects=False,
+        ) as r:  # fmt: skip
+            assert r.status == 303
+        assert await whoami(http, cookie) == 401
+        async with http.post(
+            f"{base}/api/chutes/3/disable", cookies={"sorterd_session": cookie},
+            headers={"X-CSRF-Token": token},
+        ) as r:  # fmt: skip
+            assert r.status == 401
+
+        cookie, _ = await sign_in(http, PASSWORD)
+        assert await whoami(http, cookie) == 200
+        add_user(users, "olga", Role.OPERATOR, PASSWORD + " new")
+        assert await whoami(http, cookie) == 401
+        cookie, _ = await sign_in(http, PASSWORD + " new")
+        assert await whoami(http, cookie) == 200
