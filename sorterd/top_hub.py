@@ -38,7 +38,15 @@ from rich.text import Text
 
 from sorter.addresses import parse_mqtt_urls
 from sorter.wire_json import parse_object
-from sorterd.top import CONNECT_TIMEOUT_S, PIPE_FRAME_INTERVAL_S, TopModel, follow, render, run_top
+from sorterd.top import (
+    CONNECT_TIMEOUT_S,
+    PIPE_FRAME_INTERVAL_S,
+    TopModel,
+    connect_budget_s,
+    follow,
+    render,
+    run_top,
+)
 
 __all__ = [
     "HUB_FILTERS",
@@ -452,7 +460,9 @@ async def run_hub_top(
             follow(mqtt_url, model, subscribed=subscribed, filters=HUB_FILTERS), name="top-hub"
         )
         try:
-            reached = await _settle(subscribed, settle_s, connect_timeout_s)
+            reached = await _settle(
+                subscribed, settle_s, connect_budget_s(mqtt_url, connect_timeout_s)
+            )
             if once:
                 out.print(render_hub(model, out.width))
                 return 0 if reached else 1

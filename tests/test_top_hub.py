@@ -305,3 +305,21 @@ def test_hostile_payloads_are_dropped_not_raised() -> None:
         model.on_raw("line-1/stats", payload)
     assert model.ignored == 4
     assert "line-1" in frame(model)
+
+
+async def test_once_reaches_the_second_node_when_the_first_is_frozen(broker: LocalBroker) -> None:
+    """A cluster's node frozen (SIGSTOP: it accepts the connection and never answers) is
+    given up only after the connect timeout; `--once` once waited that long in all and
+    said "no broker" (exit 1) while the next node of the list was up."""
+    import socket
+
+    await publish(broker.port, line_messages("line-1", online=True, late=0))
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen()
+        urls = [f"mqtt://127.0.0.1:{frozen.getsockname()[1]}", broker.url]
+        console = Console(record=True, width=140, file=io.StringIO())
+        async with asyncio.timeout(60):
+            code = await run_hub_top(urls, HUB, once=True, console=console, settle_s=0.5)
+    assert code == 0, console.export_text()
+    assert "ONLINE" in row(console.export_text(), "line-1")
