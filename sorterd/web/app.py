@@ -216,7 +216,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 async def static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     suffix = name[name.rfind(".") :]
-    if "/" in name or suffix not in _STATIC_TYPES or name.startswith("."):
+    if "/" in name or suffix not in _STATIC_TYPES or name.startswith(".") or "\0" in name:
         raise web.HTTPNotFound()
     try:
         body = _static(name)

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
+import yarl
 
 from drivers.broker import free_port
 from sorter.config import load_site
@@ -385,3 +386,17 @@ async def test_a_session_ends_at_sign_out_and_with_a_new_password(tmp_path: Path
         assert await whoami(http, cookie) == 401
         cookie, _ = await sign_in(http, PASSWORD + " new")
         assert await whoami(http, cookie) == 200
+
+
+async def test_static_files_outside_the_folder_or_with_a_nul_are_404(tmp_path: Path) -> None:
+    """A %00 in a static file's name once answered 500 (ValueError: embedded null byte)."""
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    base = f"http://127.0.0.1:{port}"
+    async with _console(site), aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/static/app.js") as r:
+            assert r.status == 200
+        for path in ("x%00.js", "..%2fapp.py", "..%2f..%2fweb%2fapp.py", "%2e%2e%2fserver.py"):
+            async with http.get(yarl.URL(f"{base}/static/{path}", encoded=True)) as r:
+                assert r.status == 404, path
