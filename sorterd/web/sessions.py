@@ -23,6 +23,10 @@ __all__ = ["COOKIE_NAME", "Session", "SessionSigner", "Throttle", "password_stam
 
 COOKIE_NAME = "sorterd_session"
 _SALT = "sorterd-web-session"
+# A throttle's key as kept: a user name is at most 64 characters (users.NAME_PATTERN), an
+# address less; a sign-in form may carry a user name of 64 KiB, and 10,000 of those kept
+# would be 640 MB.
+KEY_CHARS_KEPT = 128
 
 
 # Sessions signed out that are remembered (their cookies refused until they expire); the
@@ -100,6 +104,7 @@ class Throttle:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def _recent(self, key: str, now_s: float) -> deque[float] | None:
+        key = key[:KEY_CHARS_KEPT]
         times = self._failures.get(key)
         if times is None:
             return None
@@ -118,6 +123,7 @@ class Throttle:
         return times[0] + self.window_s - now_s
 
     def failed(self, key: str, now_s: float) -> None:
+        key = key[:KEY_CHARS_KEPT]
         times = self._recent(key, now_s) or deque(maxlen=self.limit)
         times.append(now_s)
         self._failures[key] = times
@@ -126,11 +132,11 @@ class Throttle:
             self._failures.popitem(last=False)
 
     def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+        self._failures.pop(key[:KEY_CHARS_KEPT], None)
 
     def forgive(self, key: str, at_s: float) -> None:
         """Take back the failure counted at `at_s` (an attempt counted before its check,
         which then succeeded)."""
-        times = self._failures.get(key)
+        times = self._failures.get(key[:KEY_CHARS_KEPT])
         if times is not None and at_s in times:
             times.remove(at_s)

@@ -168,3 +168,18 @@ def test_what_the_page_calls_methods_on_has_the_type_it_expects() -> None:
     (shown,) = line.delta(0, 0.0, charts=False)["decisions"]
     assert isinstance(shown["ts"], str)
     assert shown["codes"] == []
+
+
+def test_throttle_keeps_bounded_keys() -> None:
+    """A sign-in form may carry a user name of 64 KiB: kept whole for each of 10,000 keys,
+    the throttle alone could hold 640 MB."""
+    throttle = Throttle(limit=2, keys_kept=10)
+    for n in range(20):
+        throttle.failed(f"{n}" + "x" * 65_000, 0.0)
+    assert sum(len(k) for k in throttle._failures) <= 10 * 128
+    long_name = "y" * 65_000
+    throttle.failed(long_name, 0.0)
+    throttle.failed(long_name, 0.0)
+    assert throttle.retry_after_s(long_name, 1.0) > 0
+    throttle.succeeded(long_name)
+    assert throttle.retry_after_s(long_name, 1.0) == 0.0
