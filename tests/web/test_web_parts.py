@@ -183,3 +183,15 @@ def test_throttle_keeps_bounded_keys() -> None:
     assert throttle.retry_after_s(long_name, 1.0) > 0
     throttle.succeeded(long_name)
     assert throttle.retry_after_s(long_name, 1.0) == 0.0
+
+
+def test_users_file_is_owner_only_even_over_a_stale_temporary_file(tmp_path: Path) -> None:
+    """The users file is written to a temporary file and renamed: a temporary file left
+    readable by all (planted, or from an older version) once gave the users file its mode."""
+    path = tmp_path / "users.toml"
+    stale = tmp_path / ".users.toml.tmp"
+    stale.write_text("stale")
+    stale.chmod(0o644)
+    add_user(path, "olga", Role.OPERATOR, "password-1")
+    assert path.stat().st_mode & 0o077 == 0
+    assert load_users(path)["olga"].role is Role.OPERATOR
