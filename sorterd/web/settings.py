@@ -7,8 +7,10 @@ and key (a pair that loads), the session key file (readable, or a folder to crea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,24 @@ def _tls_problems(shown: str, settings: WebSettings) -> list[Problem]:
     return []
 
 
+def _listen_problems(shown: str, settings: WebSettings) -> list[Problem]:
+    """The listen host must name an address of this machine: one that is not (a typo, the
+    address of another box) passed check-config and failed at start with errno 99. Bound
+    on port 0, so a console already running on the port does not count as a problem."""
+    host = settings.host
+    if not host:
+        return [Problem(shown, "web.listen", "no host: give one, e.g. 127.0.0.1:8080")]
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return [Problem(shown, "web.listen", f"host {host!r} does not resolve: {exc}")]
+    for family, kind, proto, _, address in found:
+        with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
+            probe.bind((address[0], 0, *address[2:]))
+            return []
+    return [Problem(shown, "web.listen", f"{host} is no address of this machine")]
+
+
 def _key_problems(shown: str, path: Path) -> list[Problem]:
     if path.exists():
         try:
@@ -168,6 +188,7 @@ def web_problems(site: Site) -> list[Problem]:
             Problem(p.file, p.key, p.message) if p.key else Problem(shown, "web.users", str(p))
             for p in exc.problems
         )
+    problems.extend(_listen_problems(shown, settings))
     problems.extend(_tls_problems(shown, settings))
     problems.extend(_key_problems(shown, settings.session_key_path))
     return problems

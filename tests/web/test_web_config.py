@@ -400,3 +400,18 @@ async def test_static_files_outside_the_folder_or_with_a_nul_are_404(tmp_path: P
         for path in ("x%00.js", "..%2fapp.py", "..%2f..%2fweb%2fapp.py", "%2e%2e%2fserver.py"):
             async with http.get(yarl.URL(f"{base}/static/{path}", encoded=True)) as r:
                 assert r.status == 404, path
+
+
+def test_a_listen_address_of_another_machine_is_a_check_config_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: check-config once accepted it
+    and `sorterd web` then failed to bind (errno 99), against "a config check-config
+    accepts starts". A listen host of "[]" bound every interface."""
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    for listen in ("192.0.2.1:8080", "[]:8080"):
+        site = _site(tmp_path, f'[web]\nlisten = "{listen}"\n')
+        assert main(["check-config", "-c", str(site)]) == 1
+        assert any("web.listen" in e for e in _errors(capsys))
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{free_port()}"\n')
+    assert main(["check-config", "-c", str(site)]) == 0
