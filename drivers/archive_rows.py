@@ -114,8 +114,11 @@ def parse_message(topic: str, payload: bytes) -> Row:
     line, kind = where
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadMessageError(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: UnicodeDecodeError and JSONDecodeError, and the plain ValueError of an
+        # integer over 4,300 digits; RecursionError: deep nesting. Both once took the
+        # archiver down (any client of the broker may publish under the hub).
+        raise BadMessageError(f"not JSON: {str(exc)[:100]}") from None
     if not isinstance(data, dict):
         raise BadMessageError("not a JSON object")
     ident = _text(data, "id", optional=False)

@@ -70,8 +70,8 @@ _Subparsers = argparse._SubParsersAction  # the type argparse gives no public na
 
 def _add_demo(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="a whole simulated line on this machine, with live progress")
-    p.add_argument("--duration", type=float, default=30.0, metavar="S", help="induction time")
-    p.add_argument("--rate", type=float, default=20_000.0, metavar="ITEMS_PER_HOUR")
+    p.add_argument("--duration", type=_positive, default=30.0, metavar="S", help="induction time")
+    p.add_argument("--rate", type=_positive, default=20_000.0, metavar="ITEMS_PER_HOUR")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--mqtt", metavar="URL", help="use this broker instead of a local one")
     p.add_argument(

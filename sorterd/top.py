@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import secrets
@@ -39,10 +38,12 @@ from rich.text import Text
 from drivers.mqtt_nodes import MqttNodes
 from sorter.addresses import parse_mqtt_urls
 from sorter.backoff import Backoff
+from sorter.wire_json import parse_object, topic_number
 
 __all__ = [
     "Followed",
     "TopModel",
+    "connect_budget_s",
     "follow",
     "render",
     "run_top",
@@ -172,12 +173,8 @@ class TopModel:
         if not payload:
             self.forget(topic_suffix)
             return
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.ignored += 1
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             self.ignored += 1
             return
         self.on_message(topic_suffix, data)
@@ -212,8 +209,8 @@ class TopModel:
             self.status = {}
         elif kind == "stats" and not rest:
             self.stats = {}
-        elif kind == "chutes" and rest.isdigit():
-            self.chutes.pop(int(rest), None)
+        elif kind == "chutes" and (number := topic_number(rest)) is not None:
+            self.chutes.pop(number, None)
         elif kind == "devices" and rest:
             self.devices.pop(rest, None)
 
@@ -240,10 +237,11 @@ class TopModel:
         self.stats = payload
 
     def _on_chute(self, number: str, payload: dict[str, Any]) -> None:
-        if not number.isdigit():
+        chute = topic_number(number)
+        if chute is None:
             self.ignored += 1
             return
-        self.chutes[int(number)] = ChuteView(
+        self.chutes[chute] = ChuteView(
             state=_as_str(payload.get("state")) or "unknown",
             destination=_as_str(payload.get("destination")),
             count=_as_int(payload.get("count")),
@@ -739,10 +737,10 @@ async def run_top(
     A URL that is not mqtt:// or mqtts://, or a prefix with wildcards, raises ValueError
     before anything connects.
     """
-    parse_mqtt_urls(mqtt_url)
     model = TopModel(_check_prefix(prefix))
     if refresh_s <= 0 or settle_s < 0 or connect_timeout_s <= 0:
         raise ValueError("refresh_s and connect_timeout_s must be > 0, settle_s >= 0")
+    connect_timeout_s = connect_budget_s(mqtt_url, connect_timeout_s)
     out = console if console is not None else Console()
     subscribed = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
@@ -754,6 +752,18 @@ async def run_top(
         finally:
             feeder.cancel()
     return 0
+
+
+def connect_budget_s(mqtt_url: str | Sequence[str], connect_timeout_s: float) -> float:
+    """How long to wait for a broker before saying there is none: `connect_timeout_s`, and
+    for each further node of a cluster the time a frozen node takes (it accepts the TCP
+    connection and never answers, so `follow` gives up on it only after CONNECT_TIMEOUT_S)
+    and the backoff before the next. With one budget for the whole list, `--once` said "no
+    broker" while the second node was up."""
+    budget_s = connect_timeout_s
+    for k in range(len(parse_mqtt_urls(mqtt_url)) - 1):
+        budget_s += CONNECT_TIMEOUT_S + min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2.0**k)
+    return budget_s
 
 
 async def _settle(subscribed: asyncio.Event, settle_s: float, connect_timeout_s: float) -> bool:

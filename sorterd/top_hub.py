@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import re
 import sys
@@ -38,7 +37,16 @@ from rich.table import Table
 from rich.text import Text
 
 from sorter.addresses import parse_mqtt_urls
-from sorterd.top import CONNECT_TIMEOUT_S, PIPE_FRAME_INTERVAL_S, TopModel, follow, render, run_top
+from sorter.wire_json import parse_object
+from sorterd.top import (
+    CONNECT_TIMEOUT_S,
+    PIPE_FRAME_INTERVAL_S,
+    TopModel,
+    connect_budget_s,
+    follow,
+    render,
+    run_top,
+)
 
 __all__ = [
     "HUB_FILTERS",
@@ -168,12 +176,8 @@ class HubModel:
         if not payload:
             self._forget(name, rest)
             return
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self.ignored += 1
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             self.ignored += 1
             return
         self.on_message(name, rest, data)
@@ -456,7 +460,9 @@ async def run_hub_top(
             follow(mqtt_url, model, subscribed=subscribed, filters=HUB_FILTERS), name="top-hub"
         )
         try:
-            reached = await _settle(subscribed, settle_s, connect_timeout_s)
+            reached = await _settle(
+                subscribed, settle_s, connect_budget_s(mqtt_url, connect_timeout_s)
+            )
             if once:
                 out.print(render_hub(model, out.width))
                 return 0 if reached else 1

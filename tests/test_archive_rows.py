@@ -47,6 +47,8 @@ def test_decision_and_result_to_trace_json() -> None:
         ("a/decisions", b"\xff\xfe", "not JSON"),
         ("a/decisions", b"{", "not JSON"),
         ("a/decisions", b"[]", "not a JSON object"),
+        ("a/decisions", b'{"seq": ' + b"1" * 5000 + b"}", "not JSON"),
+        ("a/decisions", b"[" * 100_000, "not JSON"),
         ("a/decisions", json.dumps({**DECISION, "id": ""}).encode(), "id is empty"),
         ("a/decisions", json.dumps({**DECISION, "ts": "10:00"}).encode(), "ISO 8601"),
         ("a/decisions", json.dumps({**DECISION, "ts": "2026-12-07T10:00"}).encode(), "zone"),

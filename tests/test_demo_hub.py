@@ -39,6 +39,12 @@ def _logging_on_the_real_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--lines", "2", "--archive", "postgresql://x"], "--archive works with one line only"),
         (["--lines", "2", "--kill-head-after", "3"], "--kill-head-after works with one line"),
         (["--lines", "2", "--cluster", "--mqtt", "mqtt://127.0.0.1:1"], "leave --mqtt out"),
+        # A rate of 0 or below once ended in a traceback, a duration of 0 in "demo failed".
+        (["--lines", "2", "--rate", "0"], "--rate: must be a number above 0"),
+        (["--lines", "2", "--rate", "-5"], "--rate: must be a number above 0"),
+        (["--rate", "nan"], "--rate: must be a number above 0"),
+        (["--lines", "2", "--duration", "0"], "--duration: must be a number above 0"),
+        (["--duration", "-1"], "--duration: must be a number above 0"),
     ],
 )
 def test_usage_mistakes_exit_2_with_one_line(

@@ -444,3 +444,17 @@ async def test_live_view_redraws_until_cancelled(
         # A terminal gets the redrawn full screen (and it is left again); a pipe plain frames.
         assert ("\x1b[?1049h" in out.getvalue()) is terminal
         assert ("\x1b[?1049l" in out.getvalue()) is terminal
+
+
+def test_hostile_payloads_and_chute_topics_are_counted_not_raised() -> None:
+    """What once took `sorterd top` down: a plain ValueError out of json.loads (an integer
+    over 4,300 digits), RecursionError, and a chute topic str.isdigit() takes but int()
+    refuses."""
+    model = TopModel("p")
+    model.on_raw("stats", b'{"items_per_h": ' + b"1" * 5000 + b"}")
+    model.on_raw("decisions", b"[" * 100_000)
+    model.on_raw("stats", b'{"items_per_h": NaN}')
+    model.on_raw("chutes/²", b'{"state": "ok"}')
+    model.on_raw("chutes/²", b"")
+    assert model.ignored == 4
+    frame(model)

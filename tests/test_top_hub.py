@@ -289,3 +289,37 @@ def test_cli_hub_from_a_site_config(
     out = capsys.readouterr().out
     assert f"sorterd top --hub  {hub}" in out
     assert "sorter-7" in out
+
+
+def test_hostile_payloads_are_dropped_not_raised() -> None:
+    """Any client of the broker may publish under the hub: a payload that json.loads
+    refuses with a plain ValueError (an integer over 4,300 digits), RecursionError, or
+    NaN (int() of it raised while drawing) once took `top --hub` down."""
+    model = fed(line_messages("line-1", online=True, late=0))
+    for payload in (
+        b'{"items_per_h": ' + b"1" * 5000 + b"}",
+        b"[" * 100_000,
+        b'{"outcomes": {"recirc_late": NaN}, "ts": "2026-12-07T10:00:00Z"}',
+        b'{"outcomes": {"recirc_late": 1e400}, "ts": "2026-12-07T10:00:00Z"}',
+    ):
+        model.on_raw("line-1/stats", payload)
+    assert model.ignored == 4
+    assert "line-1" in frame(model)
+
+
+async def test_once_reaches_the_second_node_when_the_first_is_frozen(broker: LocalBroker) -> None:
+    """A cluster's node frozen (SIGSTOP: it accepts the connection and never answers) is
+    given up only after the connect timeout; `--once` once waited that long in all and
+    said "no broker" (exit 1) while the next node of the list was up."""
+    import socket
+
+    await publish(broker.port, line_messages("line-1", online=True, late=0))
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen()
+        urls = [f"mqtt://127.0.0.1:{frozen.getsockname()[1]}", broker.url]
+        console = Console(record=True, width=140, file=io.StringIO())
+        async with asyncio.timeout(60):
+            code = await run_hub_top(urls, HUB, once=True, console=console, settle_s=0.5)
+    assert code == 0, console.export_text()
+    assert "ONLINE" in row(console.export_text(), "line-1")

@@ -10,6 +10,7 @@ as P/cmd/chute/N/ACTION and answered with its P/cmd-result (docs/interfaces.md s
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import json
 import time
@@ -27,7 +28,7 @@ from sorter.config import ArchiveSection
 from sorterd.web.feed import BrokerAwayError, Changes, LineFeed
 from sorterd.web.model import HubModel
 from sorterd.web.search import MAX_CODE_CHARS, search
-from sorterd.web.sessions import COOKIE_NAME, Session, SessionSigner, Throttle
+from sorterd.web.sessions import COOKIE_NAME, Session, SessionSigner, Throttle, password_stamp
 from sorterd.web.users import Role, User, Users
 
 __all__ = ["Console", "build_app"]
@@ -101,7 +102,9 @@ def session_of(request: web.Request) -> tuple[Session, User] | None:
     if session is None:
         return None
     user = console.users.get(session.user)
-    return None if user is None else (session, user)
+    if user is None or not hmac.compare_digest(session.stamp, password_stamp(user.password_hash)):
+        return None  # removed, or a new password since this session began
+    return session, user
 
 
 @web.middleware
@@ -146,15 +149,19 @@ async def login(request: web.Request) -> web.StreamResponse:
         page = _login_page(console, 429, f"too many failed sign-ins: wait {wait_s:.0f} s", username)
         page.headers["Retry-After"] = str(max(1, round(wait_s)))
         return page
+    # Counted as failed before the check and taken back when it succeeds: the check awaits,
+    # and guesses sent all at once would otherwise all pass the throttle before the first
+    # failure was counted.
+    console.user_throttle.failed(username, now_s)
+    console.address_throttle.failed(address, now_s)
     # argon2 takes tens of ms of CPU: off the loop, so the live pages stay live.
     user = await asyncio.to_thread(console.users.verify, username, password[:1024])
     if user is None:
-        console.user_throttle.failed(username, now_s)
-        console.address_throttle.failed(address, now_s)
         log.warning("sign-in refused", user=username[:64], remote=request.remote)
         return _login_page(console, 401, "wrong user or password", username)
     console.user_throttle.succeeded(username)
-    value, _ = console.signer.issue(user.name)
+    console.address_throttle.forgive(address, now_s)
+    value, _ = console.signer.issue(user.name, password_stamp(user.password_hash))
     response = _see_other("/")
     response.set_cookie(
         COOKIE_NAME,
@@ -174,6 +181,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     token = form.get("csrf")
     if found is not None and found[0].csrf_matches(token if isinstance(token, str) else None):
+        request.app[KEY].signer.end(found[0])
         response = _see_other("/login")
         response.del_cookie(COOKIE_NAME, path="/")
         return response
@@ -208,7 +216,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 async def static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     suffix = name[name.rfind(".") :]
-    if "/" in name or suffix not in _STATIC_TYPES or name.startswith("."):
+    if "/" in name or suffix not in _STATIC_TYPES or name.startswith(".") or "\0" in name:
         raise web.HTTPNotFound()
     try:
         body = _static(name)
@@ -241,7 +249,11 @@ async def chute_command(request: web.Request) -> web.StreamResponse:
         return _refused(403, f"{user.name} is a {user.role.value}: operators only")
     console = request.app[KEY]
     number, action = request.match_info["chute"], request.match_info["action"]
-    if not number.isdigit() or len(number) > MAX_CHUTE_DIGITS or action not in CHUTE_ACTIONS:
+    if (
+        not (number.isascii() and number.isdigit())
+        or len(number) > MAX_CHUTE_DIGITS
+        or action not in CHUTE_ACTIONS
+    ):
         return _refused(404, "POST /api/chutes/N/disable|enable|full|emptied")
     wanted = request.query.get("line")
     if wanted is not None and wanted not in console.hub.lines:

@@ -24,6 +24,7 @@ from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 from sorter.config import MqttSection
 from sorter.errors import SorterdError
+from sorter.wire_json import parse_object
 from sorterd.web.model import HubModel, LineModel
 
 __all__ = ["BrokerAwayError", "Changes", "LineFeed", "line_topics"]
@@ -163,11 +164,8 @@ class LineFeed:
             self.changes.notify()
 
     def _answer(self, line: LineModel, payload: bytes) -> None:
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             return
         future = self._pending.get(f"{line.prefix}|{data.get('id')}")
         if future is not None and not future.done():

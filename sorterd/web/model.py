@@ -10,11 +10,12 @@ raised: the broker is shared, and one bad publisher must not take the console do
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from sorter.wire_json import parse_object, topic_number
 
 __all__ = [
     "CHUTE_STATES",
@@ -22,7 +23,9 @@ __all__ = [
     "HubModel",
     "LineModel",
     "Versions",
+    "decision_shown",
     "is_line_status",
+    "texts",
 ]
 
 CHUTE_STATES = ("ok", "full", "disabled", "fault")
@@ -66,10 +69,28 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
+def texts(value: object) -> list[str]:
+    """A list of strings for the page, whatever the line sent (the page joins it: a string
+    or a number there once threw in its render and the wall stopped updating)."""
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return [] if value is None or value == "" else [_text(value)]
+
+
 def is_line_status(payload: dict[str, Any]) -> bool:
     """Whether a retained .../status is a line's P/status (section 5: state, version,
     since), not another program's (the archiver's carries lag_s and rows)."""
     return isinstance(payload.get("state"), str) and "version" in payload and "lag_s" not in payload
+
+
+def decision_shown(data: dict[str, Any]) -> dict[str, Any]:
+    """A P/decisions payload as the page shows it: the keys it reads, with the types it
+    expects of the ones it calls methods on (ts is sliced, codes joined)."""
+    shown = {key: data.get(key) for key in _DECISION_KEYS}
+    shown["ts"] = _text(shown["ts"])
+    codes = shown["codes"]
+    shown["codes"] = [c for c in codes if isinstance(c, str)] if isinstance(codes, list) else []
+    return shown
 
 
 @dataclass(slots=True)
@@ -118,20 +139,17 @@ class LineModel:
         if not payload:
             self._forget(suffix)
             return
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            self.ignored += 1
-            return
-        if not isinstance(data, dict):
+        data = parse_object(payload)
+        if data is None:
             self.ignored += 1
             return
         self.on_message(suffix, data, now_s)
 
     def on_message(self, suffix: str, data: dict[str, Any], now_s: float) -> None:
         kind, _, rest = suffix.partition("/")
-        if kind == "chutes" and rest.isdigit():
-            self._on_chute(int(rest), data)
+        number = topic_number(rest) if kind == "chutes" else None
+        if number is not None:
+            self._on_chute(number, data)
         elif kind == "decisions" and not rest:
             self._on_decision(data, now_s)
         elif kind == "results" and not rest:
@@ -152,8 +170,9 @@ class LineModel:
         """A retained topic cleared: pages are then sent everything again."""
         kind, _, rest = suffix.partition("/")
         removed: object = None
-        if kind == "chutes" and rest.isdigit():
-            removed = self.chutes.pop(int(rest), None)
+        number = topic_number(rest) if kind == "chutes" else None
+        if number is not None:
+            removed = self.chutes.pop(number, None)
         elif kind == "devices":
             removed = self.devices.pop(rest, None)
         if removed is not None:
@@ -182,9 +201,7 @@ class LineModel:
     def _on_decision(self, data: dict[str, Any], now_s: float) -> None:
         if not self._first_time(data.get("id")):
             return
-        shown = {key: data.get(key) for key in _DECISION_KEYS}
-        codes = shown["codes"]
-        shown["codes"] = [c for c in codes if isinstance(c, str)] if isinstance(codes, list) else []
+        shown = decision_shown(data)
         shown["line"] = self.prefix
         reason = _text(shown["reason"]) or "unknown"
         minute = int(now_s // 60)
@@ -254,7 +271,7 @@ class LineModel:
             "state": _text(self.status.get("state")) or "unknown",
             "since": self.status.get("since"),
             "version": self.status.get("version"),
-            "alarms": self.status.get("alarms") or [],
+            "alarms": texts(self.status.get("alarms")),
             "stats_ts": stats.get("ts"),
             "items_per_h": _num(stats.get("items_per_h")),
             "read_rate": _num(stats.get("read_rate")),
@@ -349,11 +366,8 @@ class HubModel:
         prefix, _, last = topic.rpartition("/")
         if last != "status" or prefix in self.lines or not self.may_show(prefix):
             return None
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            return None
-        if not isinstance(data, dict) or not is_line_status(data):
+        data = parse_object(payload)
+        if data is None or not is_line_status(data):
             return None
         line = LineModel(prefix, self.versions)
         self.lines[prefix] = line

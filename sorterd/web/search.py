@@ -23,7 +23,7 @@ from sorter.config import ArchiveSection
 from sorter.errors import SorterdError
 from sorterd.trace import find
 from sorterd.web.feed import BrokerAwayError, LineFeed
-from sorterd.web.model import HubModel
+from sorterd.web.model import HubModel, decision_shown
 
 __all__ = ["MAX_CODE_CHARS", "search"]
 
@@ -83,9 +83,7 @@ async def _from_lines(hub: HubModel, feed: LineFeed, code: str) -> list[dict[str
             {
                 "kind": "decision",
                 "line": prefix,
-                **{k: decision.get(k) for k in ("ts", "tracking_id", "seq", "codes", "barcode",
-                                                 "destination", "chute", "reason",
-                                                 "recirculations")},
+                **decision_shown(decision),
                 "source": answer.get("source") if answer else None,
                 "outcome": None,
             }

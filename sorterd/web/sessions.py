@@ -11,6 +11,7 @@ the cookie being SameSite=Strict, does not carry the cookie either).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections import OrderedDict, deque
@@ -18,16 +19,33 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-__all__ = ["COOKIE_NAME", "Session", "SessionSigner", "Throttle"]
+__all__ = ["COOKIE_NAME", "Session", "SessionSigner", "Throttle", "password_stamp"]
 
 COOKIE_NAME = "sorterd_session"
 _SALT = "sorterd-web-session"
+# A throttle's key as kept: a user name is at most 64 characters (users.NAME_PATTERN), an
+# address less; a sign-in form may carry a user name of 64 KiB, and 10,000 of those kept
+# would be 640 MB.
+KEY_CHARS_KEPT = 128
+
+
+# Sessions signed out that are remembered (their cookies refused until they expire); the
+# oldest are forgotten first, and they would have expired before a floor's shift signs
+# out this many times.
+ENDED_KEPT = 100_000
+
+
+def password_stamp(password_hash: str) -> str:
+    """What a session remembers of the password it was opened with: a new password (or the
+    user written again with `--add-user`) ends the user's sessions opened before."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
     user: str
     csrf: str
+    stamp: str = ""  # password_stamp of the user's hash at sign-in
 
     def csrf_matches(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
@@ -39,11 +57,21 @@ class SessionSigner:
     def __init__(self, key: bytes, max_age_s: float) -> None:
         self._serializer = URLSafeTimedSerializer(key, salt=_SALT)
         self.max_age_s = max_age_s
+        # The CSRF tokens (one per session) of sessions signed out: a cookie copied before
+        # its user signed out must not go on working. Kept in memory: a restarted console
+        # forgets them (docs/web.md).
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
-    def issue(self, user: str) -> tuple[str, Session]:
-        session = Session(user, secrets.token_urlsafe(24))
-        value = self._serializer.dumps({"u": session.user, "c": session.csrf})
+    def issue(self, user: str, stamp: str = "") -> tuple[str, Session]:
+        session = Session(user, secrets.token_urlsafe(24), stamp)
+        value = self._serializer.dumps({"u": session.user, "c": session.csrf, "s": stamp})
         return value, session
+
+    def end(self, session: Session) -> None:
+        """Sign `session` out: its cookie is refused from now on."""
+        self._ended[session.csrf] = None
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     def check(self, value: str | None) -> Session | None:
         """The session of a cookie whose signature holds and which has not expired."""
@@ -55,10 +83,12 @@ class SessionSigner:
             return None
         if not isinstance(data, dict):
             return None
-        user, csrf = data.get("u"), data.get("c")
-        if not isinstance(user, str) or not isinstance(csrf, str):
+        user, csrf, stamp = data.get("u"), data.get("c"), data.get("s", "")
+        if not isinstance(user, str) or not isinstance(csrf, str) or not isinstance(stamp, str):
             return None
-        return Session(user, csrf)
+        if csrf in self._ended:
+            return None
+        return Session(user, csrf, stamp)
 
 
 class Throttle:
@@ -74,6 +104,7 @@ class Throttle:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def _recent(self, key: str, now_s: float) -> deque[float] | None:
+        key = key[:KEY_CHARS_KEPT]
         times = self._failures.get(key)
         if times is None:
             return None
@@ -92,6 +123,7 @@ class Throttle:
         return times[0] + self.window_s - now_s
 
     def failed(self, key: str, now_s: float) -> None:
+        key = key[:KEY_CHARS_KEPT]
         times = self._recent(key, now_s) or deque(maxlen=self.limit)
         times.append(now_s)
         self._failures[key] = times
@@ -100,4 +132,11 @@ class Throttle:
             self._failures.popitem(last=False)
 
     def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+        self._failures.pop(key[:KEY_CHARS_KEPT], None)
+
+    def forgive(self, key: str, at_s: float) -> None:
+        """Take back the failure counted at `at_s` (an attempt counted before its check,
+        which then succeeded)."""
+        times = self._failures.get(key[:KEY_CHARS_KEPT])
+        if times is not None and at_s in times:
+            times.remove(at_s)

@@ -7,8 +7,10 @@ and key (a pair that loads), the session key file (readable, or a folder to crea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,18 @@ __all__ = [
 ]
 
 SESSION_KEY_BYTES = 32
+
+
+class EncryptedKeyError(ValueError):
+    """The TLS key wants a pass phrase: OpenSSL would ask for it on the terminal (check-config
+    waited for it there), or fail without one (a service)."""
+
+
+def _no_pass_phrase() -> bytes:
+    raise EncryptedKeyError(
+        "the key is encrypted: give the console an unencrypted key, readable by its user "
+        "only (openssl pkey -in KEY -out web.key; chmod 600 web.key)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +63,7 @@ class WebSettings:
         if self.cert_path is None or self.key_path is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert_path, self.key_path)
+        context.load_cert_chain(self.cert_path, self.key_path, password=_no_pass_phrase)
         return context
 
 
@@ -101,6 +115,8 @@ def _tls_problems(shown: str, settings: WebSettings) -> list[Problem]:
         return problems
     try:
         settings.ssl_context()
+    except EncryptedKeyError as exc:
+        return [Problem(shown, "web.key_file", f"{key.name}: {exc}")]
     except (ssl.SSLError, OSError) as exc:
         return [
             Problem(
@@ -111,6 +127,24 @@ def _tls_problems(shown: str, settings: WebSettings) -> list[Problem]:
             )
         ]
     return []
+
+
+def _listen_problems(shown: str, settings: WebSettings) -> list[Problem]:
+    """The listen host must name an address of this machine: one that is not (a typo, the
+    address of another box) passed check-config and failed at start with errno 99. Bound
+    on port 0, so a console already running on the port does not count as a problem."""
+    host = settings.host
+    if not host:
+        return [Problem(shown, "web.listen", "no host: give one, e.g. 127.0.0.1:8080")]
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return [Problem(shown, "web.listen", f"host {host!r} does not resolve: {exc}")]
+    for family, kind, proto, _, address in found:
+        with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
+            probe.bind((address[0], 0, *address[2:]))
+            return []
+    return [Problem(shown, "web.listen", f"{host} is no address of this machine")]
 
 
 def _key_problems(shown: str, path: Path) -> list[Problem]:
@@ -154,6 +188,7 @@ def web_problems(site: Site) -> list[Problem]:
             Problem(p.file, p.key, p.message) if p.key else Problem(shown, "web.users", str(p))
             for p in exc.problems
         )
+    problems.extend(_listen_problems(shown, settings))
     problems.extend(_tls_problems(shown, settings))
     problems.extend(_key_problems(shown, settings.session_key_path))
     return problems

@@ -201,7 +201,12 @@ def add_user(path: Path, name: str, role: Role, password: str) -> bool:
     new = name not in users
     users[name] = User(name, role, _HASHER.hash(password))
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new file every time: O_CREAT keeps the mode of a file already there (a stale or
+    # planted one readable by all would have made the users file so), and O_NOFOLLOW
+    # refuses a symbolic link in its place.
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(_render(users))
         out.flush()

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
+import yarl
 
 from drivers.broker import free_port
 from sorter.config import load_site
@@ -260,3 +261,157 @@ async def test_search_asks_the_archive_when_the_site_has_one(
         )  # fmt: skip
         async with http.get(f"{base}/api/search", params={"code": "NOSUCHCODE"}) as r:
             assert (await r.json())["rows"] == []
+
+
+async def test_guesses_sent_all_at_once_are_throttled_too(tmp_path: Path) -> None:
+    """The throttle once counted a failure only after the (awaited) password check, so 40
+    guesses sent at once were all checked: 5 a minute for a name must hold for them too."""
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    url = f"http://127.0.0.1:{port}/login"
+    async with _console(site), aiohttp.ClientSession() as http:
+
+        async def guess(n: int) -> int:
+            form = {"username": "olga", "password": f"guess-{n}"}
+            async with http.post(url, data=form, allow_redirects=False) as r:
+                return r.status
+
+        answers = await asyncio.gather(*(guess(n) for n in range(40)))
+        assert answers.count(401) == 5
+        assert answers.count(429) == 35
+        # Another name from the same address: a good password still signs in (its
+        # attempt is counted for the address, then taken back), up to the address's limit.
+        add_user(tmp_path / "users.toml", "victor", Role.VIEWER, PASSWORD)
+        form = {"username": "victor", "password": PASSWORD}
+        for _ in range(20):
+            async with http.post(url, data=form, allow_redirects=False) as r:
+                assert r.status == 303
+
+
+async def test_a_chute_number_int_refuses_is_404_not_a_server_error(tmp_path: Path) -> None:
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    base = f"http://127.0.0.1:{port}"
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with _console(site), aiohttp.ClientSession(cookie_jar=jar) as http:
+        form = {"username": "olga", "password": PASSWORD}
+        async with http.post(f"{base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+        async with http.get(f"{base}/") as r:
+            token = (await r.text()).split('name="csrf-token" content="')[1].split('"')[0]
+        for number in ("%C2%B2", "%D9%A3"):  # '²' and an Arabic-Indic 3: isdigit() takes both
+            async with http.post(
+                f"{base}/api/chutes/{number}/disable", headers={"X-CSRF-Token": token}
+            ) as r:
+                assert r.status == 404
+
+
+@pytest.mark.requires("openssl")
+def test_an_encrypted_tls_key_is_one_line_not_a_pass_phrase_prompt(tmp_path: Path) -> None:
+    """OpenSSL asks for the pass phrase of an encrypted key on the terminal: check-config
+    once sat there waiting. On a terminal (script(1) gives it one) it says so and exits 1."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.web.kit import REPO
+
+    script = shutil.which("script")
+    assert script is not None, "script (util-linux), for a terminal"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", "web.key", "-out",
+         "web.crt", "-days", "2", "-subj", "/CN=localhost", "-passout", "pass:secret"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    site = _site(tmp_path, '[web]\ncert_file = "web.crt"\nkey_file = "web.key"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    command = f"{sys.executable} -m sorterd.cli check-config -c {site}"
+    try:
+        done = subprocess.run(
+            [script, "-qec", command, "/dev/null"], cwd=REPO, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("check-config waited for a pass phrase")
+    assert done.returncode == 1, done.stdout
+    assert "pass phrase" not in done.stdout.lower()
+    assert "web.key_file" in done.stdout
+    assert "encrypted" in done.stdout
+    assert "Traceback" not in done.stdout
+
+
+async def test_a_session_ends_at_sign_out_and_with_a_new_password(tmp_path: Path) -> None:
+    """A cookie copied before its user signed out, or before their password was changed
+    (`--add-user` again, as after a leaked password), once went on working for
+    session_hours."""
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    users = tmp_path / "users.toml"
+    add_user(users, "olga", Role.OPERATOR, PASSWORD)
+    base = f"http://127.0.0.1:{port}"
+
+    async def sign_in(http: aiohttp.ClientSession, password: str) -> tuple[str, str]:
+        form = {"username": "olga", "password": password}
+        async with http.post(f"{base}/login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+            cookie = r.cookies["sorterd_session"].value
+        async with http.get(f"{base}/", cookies={"sorterd_session": cookie}) as r:
+            token = (await r.text()).split('name="csrf-token" content="')[1].split('"')[0]
+        return cookie, token
+
+    async def whoami(http: aiohttp.ClientSession, cookie: str) -> int:
+        async with http.get(f"{base}/api/session", cookies={"sorterd_session": cookie}) as r:
+            return r.status
+
+    async with _console(site), aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        cookie, token = await sign_in(http, PASSWORD)
+        assert await whoami(http, cookie) == 200
+        async with http.post(
+            f"{base}/logout", data={"csrf": token}, cookies={"sorterd_session": cookie},
+            allow_redirects=False,
+        ) as r:  # fmt: skip
+            assert r.status == 303
+        assert await whoami(http, cookie) == 401
+        async with http.post(
+            f"{base}/api/chutes/3/disable", cookies={"sorterd_session": cookie},
+            headers={"X-CSRF-Token": token},
+        ) as r:  # fmt: skip
+            assert r.status == 401
+
+        cookie, _ = await sign_in(http, PASSWORD)
+        assert await whoami(http, cookie) == 200
+        add_user(users, "olga", Role.OPERATOR, PASSWORD + " new")
+        assert await whoami(http, cookie) == 401
+        cookie, _ = await sign_in(http, PASSWORD + " new")
+        assert await whoami(http, cookie) == 200
+
+
+async def test_static_files_outside_the_folder_or_with_a_nul_are_404(tmp_path: Path) -> None:
+    """A %00 in a static file's name once answered 500 (ValueError: embedded null byte)."""
+    port = free_port()
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n')
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    base = f"http://127.0.0.1:{port}"
+    async with _console(site), aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/static/app.js") as r:
+            assert r.status == 200
+        for path in ("x%00.js", "..%2fapp.py", "..%2f..%2fweb%2fapp.py", "%2e%2e%2fserver.py"):
+            async with http.get(yarl.URL(f"{base}/static/{path}", encoded=True)) as r:
+                assert r.status == 404, path
+
+
+def test_a_listen_address_of_another_machine_is_a_check_config_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: check-config once accepted it
+    and `sorterd web` then failed to bind (errno 99), against "a config check-config
+    accepts starts". A listen host of "[]" bound every interface."""
+    add_user(tmp_path / "users.toml", "olga", Role.OPERATOR, PASSWORD)
+    for listen in ("192.0.2.1:8080", "[]:8080"):
+        site = _site(tmp_path, f'[web]\nlisten = "{listen}"\n')
+        assert main(["check-config", "-c", str(site)]) == 1
+        assert any("web.listen" in e for e in _errors(capsys))
+    site = _site(tmp_path, f'[web]\nlisten = "127.0.0.1:{free_port()}"\n')
+    assert main(["check-config", "-c", str(site)]) == 0

@@ -117,3 +117,81 @@ def test_users_file_round_trip_and_its_problems(tmp_path: Path) -> None:
         load_users(path)
     keys = {p.key for p in caught.value.problems}
     assert keys == {"users.x.role", "users.b a d"}
+
+
+# Payloads any client of the broker may publish, each of which once took the console down
+# (ValueError or RecursionError out of its MQTT task) or, passed on as NaN/Infinity, made
+# every page's JSON.parse fail, so that the wall stopped updating.
+HOSTILE_PAYLOADS = (
+    b'{"state": "ok", "count": ' + b"1" * 5000 + b"}",  # over Python's int digits limit
+    b'{"state": "ok", "count": ' + b"9" * 400 + b"}",  # too large for a float
+    b'{"connected": true, "errors": NaN}',
+    b'{"connected": true, "errors": 1e400}',
+    b'{"connected": true, "errors": -Infinity}',
+    b"[" * 100_000,
+)
+
+
+@pytest.mark.parametrize("payload", HOSTILE_PAYLOADS, ids=lambda p: p[:30].decode())
+def test_hostile_payloads_are_ignored_not_raised_nor_passed_on(payload: bytes) -> None:
+    line = LineModel(LINE, Versions())
+    for suffix in ("chutes/3", "devices/plc", "decisions", "results", "stats", "status"):
+        line.on_raw(suffix, payload, 0.0)
+    assert line.ignored == 6
+    sent = json.dumps(line.delta(0, 0.0, charts=True), allow_nan=False)
+    assert "Infinity" not in sent
+    hub = HubModel(("hub/+",))
+    assert hub.discovered("hub/line-3/status", payload) is None
+
+
+@pytest.mark.parametrize("level", ["²", "٣", "9" * 5000])
+def test_chute_topics_that_are_no_chute_number_are_ignored(level: str) -> None:
+    line = LineModel(LINE, Versions())
+    line.on_raw(f"chutes/{level}", _raw({"state": "ok", "destination": "X", "count": 1}), 0.0)
+    line.on_raw(f"chutes/{level}", b"", 0.0)
+    assert line.chutes == {}
+
+
+def test_what_the_page_calls_methods_on_has_the_type_it_expects() -> None:
+    """The page joins the alarms and slices a decision's ts: a P/status with alarms as a
+    string, or a decision with a numeric ts, once threw in its render, and the wall (drawn
+    after the header in the same render) stopped updating."""
+    line = LineModel(LINE, Versions())
+    line.on_raw("status", _raw({"state": "online", "version": "1", "alarms": "plc down"}), 0.0)
+    assert line.summary()["alarms"] == ["plc down"]
+    line.on_raw("status", _raw({"state": "online", "version": "1", "alarms": [1, None]}), 0.0)
+    assert line.summary()["alarms"] == ["1", ""]
+    line.on_raw("status", _raw({"state": "online", "version": "1", "alarms": {"a": 1}}), 0.0)
+    assert all(isinstance(a, str) for a in line.summary()["alarms"])
+    line.on_raw("decisions", _raw({"id": "d-9", "ts": 1765100000, "tracking_id": 9, "seq": 1,
+                                   "codes": "RB1", "reason": "ok"}), 0.0)  # fmt: skip
+    (shown,) = line.delta(0, 0.0, charts=False)["decisions"]
+    assert isinstance(shown["ts"], str)
+    assert shown["codes"] == []
+
+
+def test_throttle_keeps_bounded_keys() -> None:
+    """A sign-in form may carry a user name of 64 KiB: kept whole for each of 10,000 keys,
+    the throttle alone could hold 640 MB."""
+    throttle = Throttle(limit=2, keys_kept=10)
+    for n in range(20):
+        throttle.failed(f"{n}" + "x" * 65_000, 0.0)
+    assert sum(len(k) for k in throttle._failures) <= 10 * 128
+    long_name = "y" * 65_000
+    throttle.failed(long_name, 0.0)
+    throttle.failed(long_name, 0.0)
+    assert throttle.retry_after_s(long_name, 1.0) > 0
+    throttle.succeeded(long_name)
+    assert throttle.retry_after_s(long_name, 1.0) == 0.0
+
+
+def test_users_file_is_owner_only_even_over_a_stale_temporary_file(tmp_path: Path) -> None:
+    """The users file is written to a temporary file and renamed: a temporary file left
+    readable by all (planted, or from an older version) once gave the users file its mode."""
+    path = tmp_path / "users.toml"
+    stale = tmp_path / ".users.toml.tmp"
+    stale.write_text("stale")
+    stale.chmod(0o644)
+    add_user(path, "olga", Role.OPERATOR, "password-1")
+    assert path.stat().st_mode & 0o077 == 0
+    assert load_users(path)["olga"].role is Role.OPERATOR
