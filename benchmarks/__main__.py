@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("journal")
     g.add_argument("--journal-dir", type=Path, help="folder on the disk to fsync on")
     g = p.add_argument_group("before")
-    g.add_argument("--before", help="the earlier commit (default: before sort plan v2)")
+    g.add_argument("--before", help="the earlier commit (default: 8314da3, before the house)")
     g.add_argument("--before-rounds", type=int, help="alternations of before and after")
     g.add_argument("--before-no-line", action="store_true", help="decision figures only")
     g = p.add_argument_group("faults")
