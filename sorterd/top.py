@@ -39,6 +39,7 @@ from rich.text import Text
 
 from sorter.addresses import parse_mqtt_url
 from sorter.backoff import Backoff
+from sorterd.top_archive import archive_line, archive_status, archive_topic
 
 __all__ = [
     "TopModel",
@@ -164,6 +165,9 @@ class TopModel:
     reasons_seen: Counter[str] = field(default_factory=Counter)
     outcomes_seen: Counter[str] = field(default_factory=Counter)
     broker: BrokerView = field(default_factory=BrokerView)
+    archive: dict[str, Any] = field(
+        default_factory=dict
+    )  # the hub's archiver, sorterd/top_archive.py
     _seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def on_raw(self, topic_suffix: str, payload: bytes) -> None:
@@ -355,6 +359,7 @@ def _header(model: TopModel, now: dt.datetime) -> Text:
     _status_line(text, model.status, now)
     text.append("   stats: ")
     _stats_age(text, model, now)
+    archive_line(text, model.archive)
     return text
 
 
@@ -658,6 +663,7 @@ async def follow(
     target = parse_mqtt_url(mqtt_url)
     tls_context = ssl.create_default_context() if target.tls else None
     cut = len(model.prefix) + 1
+    archive = archive_topic(model.prefix)
     backoff = Backoff(backoff_initial_s, backoff_max_s)
     while True:
         client = aiomqtt.Client(
@@ -675,6 +681,8 @@ async def follow(
         try:
             async with client:
                 await client.subscribe(f"{model.prefix}/#", qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
+                if archive is not None:
+                    await client.subscribe(archive, qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
                 model.on_broker(True, target.address, at=dt.datetime.now(dt.UTC))
                 backoff.reset()
                 if subscribed is not None:
@@ -682,6 +690,9 @@ async def follow(
                 async for message in client.messages:
                     topic = str(message.topic)
                     payload = message.payload
+                    if topic == archive and isinstance(payload, bytes | bytearray):
+                        model.archive = archive_status(bytes(payload))
+                        continue
                     if not topic.startswith(model.prefix + "/"):
                         continue
                     # Off the wire it is always bytes; the other types are for publishing.

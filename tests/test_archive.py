@@ -74,6 +74,13 @@ async def test_messages_archived_once_bad_ones_skipped_and_traced(
         # Twice each: a redelivery changes nothing.
         await _publish(broker, wire[:10] + bad + wire + wire[:30])
         await wait_until(lambda: archived_count(archive_db) >= len(good), 60, "rows archived")
+        # `sorterd top` of a line shows the hub's archive (its retained status topic).
+        code, out, err = await run_cli(
+            "top", "-c", str(site), "--prefix", f"{HUB}/line-1", "--once"
+        )
+        assert code == 0, err
+        assert "archive: ONLINE" in out
+        assert "(archiver-a)" in out
         assert await proc.stop() == 0
     rows = archived(archive_db)
     assert sorted(r["id"] for r in rows) == sorted(p["id"] for _, p in good)
@@ -180,7 +187,9 @@ async def test_writes_are_once_per_id_and_old_days_are_dropped(archive_db: str) 
         now = dt.datetime.now(dt.UTC)
         old = now - dt.timedelta(days=10)
         rows = [
-            parse_message(f"{HUB}/l/decisions", json.dumps(_decision(i, ["A"], ts=iso(t))).encode())
+            parse_message(
+                f"{HUB}/l/decisions", json.dumps(_decision(i, ["A"], ts=iso(t))).encode()
+            ).values()
             for i, t in enumerate([now, now, old, old - dt.timedelta(days=1)])
         ]
         # A redelivery within one batch and in a later one: each id once.
