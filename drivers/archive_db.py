@@ -211,7 +211,7 @@ class ArchiveDb:
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO {parent} ({cols}) SELECT {cols} FROM incoming "
-                    "ON CONFLICT DO NOTHING"
+                    "ORDER BY id ON CONFLICT DO NOTHING"
                 ).format(parent=sql.Identifier(SCHEMA, "pieces"), cols=columns)
             )
             return max(cur.rowcount, 0)

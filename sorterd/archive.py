@@ -54,6 +54,11 @@ SHARE_GROUP = "$share/sorterd-archive/"
 STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 3600.0
 STOP_FLUSH_S = 10.0
+# Batches written at once, each on its own connection: PostgreSQL's share of a row (the
+# indexes, the conflict check) is most of its cost, and two server processes take it on
+# two cores while the archiver receives (BENCHMARKS.md, "The archive"). Rows are inserted
+# in id order, so two batches holding one redelivered message cannot deadlock.
+WRITERS = 2
 # A SUBACK comes after the messages that waited in the session: minutes of backlog.
 SUBSCRIBE_TIMEOUT_S = 600.0
 _TOPIC_CACHE_MAX = 10_000  # distinct topics remembered decoded (a hub has a few dozen)
@@ -160,7 +165,10 @@ class Archiver:
         self._topics: dict[bytes, tuple[str, str] | None] = {}
         self._connection = 0  # which connection the client is: acks only go on their own
         self._state = _State()
-        self._store = Store(self.section)
+        self._stores = [Store(self.section) for _ in range(WRITERS)]
+        # Batches being written: their sizes and oldest message times, by batch.
+        self._writing: dict[int, tuple[int, dt.datetime]] = {}
+        self._next_retention = 0.0
         self._stopping = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._stop_by = 0.0
@@ -181,10 +189,16 @@ class Archiver:
     def lag_s(self) -> float:
         """How far behind the lines: the age of the oldest message not yet committed, else
         how old the last batch's oldest message was when it committed."""
+        oldest = [ts for _, ts in self._writing.values()]
         if self._waiting:
-            oldest = self._waiting[0].ts
-            return max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
+            oldest.append(self._waiting[0].ts)
+        if oldest:
+            return max(0.0, (dt.datetime.now(dt.UTC) - min(oldest)).total_seconds())
         return self._state.lag_s
+
+    def waiting(self) -> int:
+        """Messages received and not yet committed."""
+        return len(self._waiting) + sum(n for n, _ in self._writing.values())
 
     def status(self) -> dict[str, object]:
         return {
@@ -193,7 +207,7 @@ class Archiver:
             "rows": self.stats.rows,
             "since": self._state.since,
             "archiver": self.client_id,
-            "waiting": len(self._waiting),
+            "waiting": self.waiting(),
             "duplicates": self.stats.duplicates,
             "bad": self.stats.bad,
         }
@@ -207,16 +221,24 @@ class Archiver:
     async def run(self) -> None:
         """Connect to the database (an error here is fatal: a wrong password, no server),
         then consume and write until `request_stop`."""
-        version, dropped = await self._store.open()
-        log.info("archive ready", schema_version=version, dropped=dropped, lines=self.section.lines)
-        self._set_state("online")
         try:
+            for store in self._stores:
+                version, dropped = await store.open()
+                if store is self._stores[0]:
+                    log.info(
+                        "archive ready",
+                        schema_version=version,
+                        dropped=dropped,
+                        lines=self.section.lines,
+                    )
+            self._set_state("online")
             async with asyncio.TaskGroup() as tg:
                 mqtt = tg.create_task(self._mqtt_loop(), name="archive-mqtt")
                 await self._write_loop()
                 mqtt.cancel()
         finally:
-            await self._store.close()
+            for store in self._stores:
+                await store.close()
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
@@ -334,31 +356,48 @@ class Archiver:
                 break
             self._arrived.clear()
             await _wait(self._arrived, left)
-        return [self._waiting[i] for i in range(min(section.batch_rows, len(self._waiting)))]
+        take = min(section.batch_rows, len(self._waiting))
+        return [self._waiting.popleft() for _ in range(take)]
 
     async def _write_loop(self) -> None:
+        """Batches to the free connections, each written and acknowledged on its own, until
+        stopped and nothing is left (or the time to write it is over)."""
+        free: asyncio.Queue[Store] = asyncio.Queue()
+        for store in self._stores:
+            free.put_nowait(store)
         next_retention = time.monotonic() + RETENTION_INTERVAL_S
-        while not (self._stopping.is_set() and (not self._waiting or self._give_up())):
-            batch = await self._next_batch()
-            if batch and not await self._commit(batch):
-                break
-            if time.monotonic() >= next_retention:
-                next_retention = time.monotonic() + RETENTION_INTERVAL_S
-                await self._store.retention()
+        async with asyncio.TaskGroup() as tg:
+            while not (self._stopping.is_set() and (not self._waiting or self._give_up())):
+                store = await free.get()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_INTERVAL_S
+                    await store.retention()
+                batch = await self._next_batch()
+                if batch:
+                    tg.create_task(self._write(store, batch, free))
+                else:
+                    free.put_nowait(store)
         await self._say_offline()
 
-    async def _commit(self, batch: list[_Waiting]) -> bool:
+    async def _write(self, store: Store, batch: list[_Waiting], free: asyncio.Queue[Store]) -> None:
+        await self._commit(store, batch)
+        free.put_nowait(store)
+
+    async def _commit(self, store: Store, batch: list[_Waiting]) -> bool:
         """Write the batch until it commits (reconnecting as long as it takes), then ack;
         False when a stop came first."""
         first_day = day_of(dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.section.retention_days)
         cutoff = dt.datetime(first_day.year, first_day.month, first_day.day, tzinfo=dt.UTC)
         rows = [w.values for w in batch if w.values[1] >= cutoff]
-        new = await self._store.write(rows, self._give_up, self._set_state) if rows else 0
+        key = id(batch)
+        self._writing[key] = (len(batch), min(w.ts for w in batch))
+        try:
+            new = await store.write(rows, self._give_up, self._set_state) if rows else 0
+        finally:
+            del self._writing[key]
         if new is None:
-            return False
+            return False  # unacknowledged: the broker sends them again
         self.stats.expired += len(batch) - len(rows)
-        for _ in batch:
-            self._waiting.popleft()
         self._ack([(w.mid, w.qos, w.connection) for w in batch])
         self.stats.batches += 1
         self.stats.rows += new
@@ -376,7 +415,7 @@ class Archiver:
         if session is not None:
             with contextlib.suppress(MqttSessionError):
                 await self._publish_status(session)
-        log.info("archive stopped", rows=self.stats.rows, waiting=len(self._waiting))
+        log.info("archive stopped", rows=self.stats.rows, waiting=self.waiting())
 
 
 async def run_archive(site: Site, client_id: str | None, stop: asyncio.Event) -> int:
