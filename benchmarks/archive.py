@@ -232,7 +232,9 @@ def _lookups(url: str, opts: Options, rows: int, today: dt.date) -> dict[str, An
     ]
     codes += ["NOSUCHCODE"] * 10
     times, found = [], 0
-    with psycopg.connect(url, password=ROLE_PASSWORD) as conn:
+    # Never prepared, as in `sorterd trace` (one lookup a process): psycopg would prepare
+    # the query from its fifth run on, and PostgreSQL then may pick a generic plan.
+    with psycopg.connect(url, password=ROLE_PASSWORD, prepare_threshold=None) as conn:
         for code in codes:
             t0 = time.perf_counter_ns()
             found += bool(find(conn, code))

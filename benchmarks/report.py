@@ -413,10 +413,16 @@ def _archive_trace_rows(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _load_after(s: dict[str, Any]) -> list[str]:
+    """The machine is shared: the load when the run ended says how busy it was meanwhile."""
+    return [f"Load average when the run ended: {s['load_avg']['after'][0]:.2f}.", ""]
+
+
 def _archive(s: dict[str, Any]) -> list[str]:
     p, d = s["params"], s["details"]
     lag = d["lag_us"]
     return [
+        *_load_after(s),
         "| figure | result | target (issue 15) |",
         "|---|---|---|",
         f"| ingest, one archiver: {p['messages']:,} messages drained, counted from its start "
@@ -430,7 +436,12 @@ def _archive(s: dict[str, Any]) -> list[str]:
 
 
 def _archive_trace(s: dict[str, Any]) -> list[str]:
-    return ["| figure | result | target (issue 15) |", "|---|---|---|", *_archive_trace_rows(s)]
+    return [
+        *_load_after(s),
+        "| figure | result | target (issue 15) |",
+        "|---|---|---|",
+        *_archive_trace_rows(s),
+    ]
 
 
 Renderer = Callable[[dict[str, Any]], list[str]]
