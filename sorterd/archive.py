@@ -161,6 +161,9 @@ class Archiver:
         self._waiting: deque[_Waiting] = deque()
         self._arrived = asyncio.Event()
         self._session: MqttSession | None = None
+        # Acknowledgements due on the connection being made: what waited in the session can
+        # come in the CONNACK's read, before the session is known here.
+        self._early_acks: list[tuple[int, int, int]] = []
         # topic -> (line, kind), None for a topic that is not a line's decisions or results
         self._topics: dict[bytes, tuple[str, str] | None] = {}
         self._connection = 0  # which connection the client is: acks only go on their own
@@ -267,6 +270,8 @@ class Archiver:
                 )
                 self._connection = connection
                 self._session = session
+                early, self._early_acks = self._early_acks, []
+                self._ack(early)
                 backoff.reset()
                 topics = subscriptions(self.section.lines)
                 await session.subscribe(topics, qos=1, timeout_s=SUBSCRIBE_TIMEOUT_S)
@@ -330,9 +335,11 @@ class Archiver:
 
     def _ack(self, acks: list[tuple[int, int, int]]) -> None:
         """PUBACK of (mid, qos, connection): in one write, only those of this connection
-        (another connection's mid means nothing here) and of QoS 1."""
+        (another connection's mid means nothing here) and of QoS 1; while connecting, those
+        of the connection being made wait for it."""
         session = self._session
         if session is None:
+            self._early_acks.extend(a for a in acks if a[2] > self._connection)
             return
         current = self._connection
         session.ack(mid for mid, qos, connection in acks if qos and connection == current)
