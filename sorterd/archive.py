@@ -147,6 +147,21 @@ async def _connect(
     return await open_session(endpoint.host, endpoint.port, connect, on_messages, tls=tls)
 
 
+class _Routes(dict[bytes, tuple[str, str] | None]):
+    """topic -> (line, kind), None for a topic that is not a line's decisions or results:
+    each distinct topic decoded once."""
+
+    def __missing__(self, topic: bytes) -> tuple[str, str] | None:
+        if len(self) >= _TOPIC_CACHE_MAX:
+            self.clear()
+        try:
+            where = split_topic(topic.decode())
+        except UnicodeDecodeError:
+            where = None
+        self[topic] = where
+        return where
+
+
 class Archiver:
     """One archiver: an MQTT consumer, a batch writer, and its status."""
 
@@ -164,8 +179,7 @@ class Archiver:
         # Acknowledgements due on the connection being made: what waited in the session can
         # come in the CONNACK's read, before the session is known here.
         self._early_acks: list[tuple[int, int, int]] = []
-        # topic -> (line, kind), None for a topic that is not a line's decisions or results
-        self._topics: dict[bytes, tuple[str, str] | None] = {}
+        self._topics = _Routes()
         self._connection = 0  # which connection the client is: acks only go on their own
         self._state = _State()
         self._stores = [Store(self.section) for _ in range(WRITERS)]
@@ -299,23 +313,13 @@ class Archiver:
     def _receiver(self, connection: int) -> Callable[[list[Received]], None]:
         return lambda received: self._received(received, connection)
 
-    def _route(self, topic: bytes) -> tuple[str, str] | None:
-        try:
-            where = split_topic(topic.decode())
-        except UnicodeDecodeError:
-            where = None
-        if len(self._topics) >= _TOPIC_CACHE_MAX:
-            self._topics.clear()
-        self._topics[topic] = where
-        return where
-
     def _received(self, received: list[Received], connection: int) -> None:
         """The messages of one chunk read: rows to write; bad ones counted, logged, acked."""
         waiting, topics = self._waiting, self._topics
         before = len(waiting)
         now = time.monotonic()
         for topic, payload, mid, qos in received:
-            where = topics[topic] if topic in topics else self._route(topic)
+            where = topics[topic]
             try:
                 values = row_values(where[0], where[1], payload) if where else None
             except BadMessageError as exc:
