@@ -165,9 +165,8 @@ class TopModel:
     reasons_seen: Counter[str] = field(default_factory=Counter)
     outcomes_seen: Counter[str] = field(default_factory=Counter)
     broker: BrokerView = field(default_factory=BrokerView)
-    archive: dict[str, Any] = field(
-        default_factory=dict
-    )  # the hub's archiver, sorterd/top_archive.py
+    # The hub archiver's status (sorterd/top_archive.py).
+    archive: dict[str, Any] = field(default_factory=dict)
     _seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def on_raw(self, topic_suffix: str, payload: bytes) -> None:
