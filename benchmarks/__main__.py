@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--before", help="the earlier commit (default: 8314da3, before the house)")
     g.add_argument("--before-rounds", type=int, help="alternations of before and after")
     g.add_argument("--before-no-line", action="store_true", help="decision figures only")
+    g = p.add_argument_group("archive")
+    g.add_argument("--archive-rows", type=int, help="rows for trace (default 5,000,000)")
+    g.add_argument(
+        "--archive-trace-only", action="store_true", help="trace and report only (archive-trace)"
+    )
     g = p.add_argument_group("faults")
     g.add_argument("--fault-scale", type=float, default=1.0)
     g.add_argument("--fault-select", default="", help="pytest -k expression")
@@ -131,6 +136,15 @@ def _before_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
     return changes
 
 
+def _archive_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.archive_rows:
+        changes["rows"] = args.archive_rows
+    if args.archive_trace_only:
+        changes["ingest"] = False
+    return changes
+
+
 # What each benchmark takes from the command line; the others take nothing but --quick.
 _CHANGES: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "manifest": _manifest_changes,
@@ -140,6 +154,7 @@ _CHANGES: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "journal": lambda args, _: {"journal_dir": args.journal_dir} if args.journal_dir else {},
     "faults": lambda args, _: {"scale": args.fault_scale, "select": args.fault_select},
     "before": _before_changes,
+    "archive": _archive_changes,
 }
 
 

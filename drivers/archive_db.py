@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from drivers.archive_rows import COLUMNS, Row
+from drivers.archive_rows import COLUMNS
 from sorter.errors import SorterdError
 
 __all__ = [
@@ -40,6 +40,12 @@ SCHEMA = "sorterd_archive"
 # Any constant; only archivers take it (pg_advisory_xact_lock), around DDL.
 _DDL_LOCK = 0x736F7274  # "sort"
 _PARTITION = re.compile(r"^pieces_(\d{8})$")
+# The columns' types, in the order of COLUMNS: a binary COPY sends each value as exactly
+# that type (psycopg would otherwise pick int2, int4 or int8 by the value).
+_COPY_TYPES = (
+    "text", "timestamptz", "text", "text", "int8", "int8", "text", "text[]", "text", "int8",
+    "text", "int8", "text", "int8", "float8",
+)  # fmt: skip
 CONNECT_TIMEOUT_S = 10
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -180,9 +186,15 @@ class ArchiveDb:
                 await self.conn.execute(statement)
         self._days |= new
 
-    async def write(self, rows: Sequence[Row]) -> int:
-        """Write a batch in one transaction; how many rows were new (a redelivery is not)."""
-        await self.ensure_days({day_of(r.ts) for r in rows})
+    async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Write a batch of rows (the values of COLUMNS) in one transaction; how many were
+        new (a redelivery is not). A binary COPY into a temporary table, then one INSERT
+        ... ON CONFLICT DO NOTHING: COPY cannot skip a conflict itself."""
+        if not rows:
+            return 0
+        first, last = day_of(min(r[1] for r in rows)), day_of(max(r[1] for r in rows))
+        # One day is the common case: no day computed per row then.
+        await self.ensure_days({first} if first == last else {day_of(r[1]) for r in rows})
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
         async with self.conn.transaction(), self.conn.cursor() as cur:
             if not self._staging:
@@ -191,14 +203,15 @@ class ArchiveDb:
                     f"(LIKE {SCHEMA}.pieces INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
                 self._staging = True
-            copy_in = sql.SQL("COPY incoming ({}) FROM STDIN").format(columns)
+            copy_in = sql.SQL("COPY incoming ({}) FROM STDIN (FORMAT BINARY)").format(columns)
             async with cur.copy(copy_in) as copy:
+                copy.set_types(_COPY_TYPES)
                 for row in rows:
-                    await copy.write_row(row.values())
+                    await copy.write_row(row)
             await cur.execute(
                 sql.SQL(
                     "INSERT INTO {parent} ({cols}) SELECT {cols} FROM incoming "
-                    "ON CONFLICT DO NOTHING"
+                    "ORDER BY id ON CONFLICT DO NOTHING"
                 ).format(parent=sql.Identifier(SCHEMA, "pieces"), cols=columns)
             )
             return max(cur.rowcount, 0)

@@ -3,6 +3,12 @@
 
 A message that is not the contract's JSON raises BadMessageError saying why; the archiver counts
 and logs it, and goes on.
+
+`row_values` is what the archiver calls for every message: msgspec decodes and checks a
+message against the contract's shape in about 1 us, where `parse_message` (json and a check
+per field) takes 13; a message msgspec refuses goes through `parse_message`, which accepts
+it or says why not. msgspec's checks are the same or stricter (a NUL escape always takes
+the long way), so both accept the same messages.
 """
 
 from __future__ import annotations
@@ -10,11 +16,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from sorter.errors import SorterdError
 
-__all__ = ["COLUMNS", "BadMessageError", "Row", "iso", "parse_message", "split_topic", "trace_json"]
+__all__ = [
+    "COLUMNS",
+    "BadMessageError",
+    "Row",
+    "iso",
+    "parse_message",
+    "row_values",
+    "split_topic",
+    "trace_json",
+]
 
 # The table's columns, in the order of Row's fields.
 COLUMNS = (
@@ -150,6 +167,64 @@ def parse_message(topic: str, payload: bytes) -> Row:
         recirculations=recirculations,
         latency_ms=None if latency is None else float(latency),
     )
+
+
+_I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_Id = Annotated[str, msgspec.Meta(min_length=1)]
+_Stamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+
+class _Decision(msgspec.Struct):
+    id: _Id
+    ts: _Stamp
+    tracking_id: _I64
+    seq: _I64
+    codes: list[str]
+    reason: str
+    recirculations: _I64
+    barcode: str | None = None
+    destination: str | None = None
+    chute: _I64 | None = None
+    latency_ms: float | None = None
+
+
+class _Result(msgspec.Struct):
+    id: _Id
+    ts: _Stamp
+    tracking_id: _I64
+    seq: _I64
+    outcome: str
+    recirculations: _I64
+    barcode: str | None = None
+    destination: str | None = None
+    chute_assigned: _I64 | None = None
+    chute_actual: _I64 | None = None
+
+
+_DECISIONS = msgspec.json.Decoder(_Decision)
+_RESULTS = msgspec.json.Decoder(_Result)
+
+
+def row_values(line: str, kind: str, payload: bytes) -> tuple[Any, ...]:
+    """The row of one message of `line` ("decision" or "result"), as the values of COLUMNS;
+    BadMessageError when it is not the contract's."""
+    if b"\\u0000" not in payload:
+        try:
+            if kind == "decision":
+                d = _DECISIONS.decode(payload)
+                return (
+                    d.id, d.ts, kind, line, d.tracking_id, d.seq, d.barcode, d.codes,
+                    d.destination, d.chute, d.reason, None, None, d.recirculations, d.latency_ms,
+                )  # fmt: skip
+            r = _RESULTS.decode(payload)
+            return (  # noqa: TRY300 - the slow path below is for a refused message only
+                r.id, r.ts, kind, line, r.tracking_id, r.seq, r.barcode, None, r.destination,
+                r.chute_assigned, None, r.chute_actual, r.outcome, r.recirculations, None,
+            )  # fmt: skip
+        except msgspec.DecodeError:
+            pass
+    topic = f"{line}/{'decisions' if kind == 'decision' else 'results'}"
+    return parse_message(topic, payload).values()
 
 
 def iso(stamp: dt.datetime) -> str:

@@ -5,10 +5,10 @@ A message is acknowledged (PUBACK) only after the transaction holding its row co
 until then the broker keeps it in this archiver's persistent session and sends it again
 after a reconnect, so an outage of the broker, the database or the archiver delays rows and
 never loses one. Rows are keyed by the message id, so the redelivery changes nothing.
-aiomqtt has no public manual acknowledgement (its issue #345); paho-mqtt underneath has
-one (`manual_ack_set`, `ack(mid, qos)`), reached through aiomqtt's client as that issue
-suggests. A message id (mid) belongs to one connection: acknowledgements of messages
-received on a connection that has since gone are not sent (the broker sends those again).
+The MQTT session is drivers/archive_mqtt.py (its docstring says why not paho-mqtt): it hands
+over the messages of each chunk read, and the acknowledgements of a batch go in one write.
+A message id (mid) belongs to one connection: acknowledgements of messages received on a
+connection that has since gone are not sent (the broker sends those again).
 """
 
 from __future__ import annotations
@@ -17,23 +17,26 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 import socket
 import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 import structlog
 
 from drivers.archive_db import day_of
-from drivers.archive_rows import BadMessageError, Row, iso, parse_message
+from drivers.archive_mqtt import Connect, MqttSession, MqttSessionError, Received, open_session
+from drivers.archive_rows import BadMessageError, iso, row_values, split_topic
 from drivers.mqtt_nodes import MqttNodes
 from sorter.backoff import Backoff
 from sorter.config import ArchiveSection, Site
 from sorter.errors import SorterdError
 from sorterd.archive_store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "SHARE_GROUP",
@@ -51,22 +54,14 @@ SHARE_GROUP = "$share/sorterd-archive/"
 STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 3600.0
 STOP_FLUSH_S = 10.0
+# Batches written at once, each on its own connection: PostgreSQL's share of a row (the
+# indexes, the conflict check) is most of its cost, and two server processes take it on
+# two cores while the archiver receives (BENCHMARKS.md, "The archive"). Rows are inserted
+# in id order, so two batches holding one redelivered message cannot deadlock.
+WRITERS = 2
 # A SUBACK comes after the messages that waited in the session: minutes of backlog.
 SUBSCRIBE_TIMEOUT_S = 600.0
-
-
-class _NoTraceback(logging.Filter):
-    """aiomqtt logs a late SUBACK (one that comes after a stop cancelled its subscribe) with
-    a traceback; the line says what happened, the traceback only alarms."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-_MQTT_LOG = logging.getLogger("sorterd.archive.mqtt")
-_MQTT_LOG.addFilter(_NoTraceback())
+_TOPIC_CACHE_MAX = 10_000  # distinct topics remembered decoded (a hub has a few dozen)
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:
@@ -113,11 +108,16 @@ class ArchiveStats:
 
 @dataclass(slots=True)
 class _Waiting:
-    row: Row
+    values: tuple[Any, ...]  # the row, as drivers.archive_rows.COLUMNS
     mid: int
     qos: int
     connection: int
     arrived: float  # monotonic
+
+    @property
+    def ts(self) -> dt.datetime:
+        stamp: dt.datetime = self.values[1]
+        return stamp
 
 
 @dataclass(slots=True)
@@ -128,6 +128,7 @@ class _State:
 
 
 def _mqtt_nodes(site: Site) -> MqttNodes:
+    """The nodes of [mqtt] (one broker, or a cluster's): the next after a failure."""
     mqtt = site.config.mqtt
     return MqttNodes(
         mqtt.url,
@@ -139,21 +140,41 @@ def _mqtt_nodes(site: Site) -> MqttNodes:
     )
 
 
-def _mqtt_client(site: Site, nodes: MqttNodes, client_id: str, status_topic: str) -> aiomqtt.Client:
-    """A client with a persistent session, acknowledging only when told (module docstring)."""
+async def _connect(
+    site: Site,
+    nodes: MqttNodes,
+    client_id: str,
+    status_topic: str,
+    on_messages: Callable[[list[Received]], None],
+) -> MqttSession:
+    """A session to the current node of [mqtt] with a persistent session (module
+    docstring)."""
+    node = nodes.current
     offline = {"state": "offline", "archiver": client_id}
-    client = nodes.client(
-        identifier=client_id,
-        clean_session=False,  # what arrives while we are away waits in the session
-        keepalive=site.config.mqtt.keepalive_s,
-        will=aiomqtt.Will(status_topic, json.dumps(offline), qos=1, retain=True),
-        timeout=10,
-        logger=_MQTT_LOG,
+    connect = Connect(
+        client_id=client_id,
+        keepalive_s=site.config.mqtt.keepalive_s,
+        username=nodes.username,
+        password=nodes.password,
+        will_topic=status_topic,
+        will_payload=json.dumps(offline).encode(),
     )
-    # See the module's docstring: PUBACK only once the row committed.
-    client._client.manual_ack_set(True)
-    client.pending_calls_threshold = 1000
-    return client
+    return await open_session(node.host, node.port, connect, on_messages, tls=nodes.tls_context())
+
+
+class _Routes(dict[bytes, tuple[str, str] | None]):
+    """topic -> (line, kind), None for a topic that is not a line's decisions or results:
+    each distinct topic decoded once."""
+
+    def __missing__(self, topic: bytes) -> tuple[str, str] | None:
+        if len(self) >= _TOPIC_CACHE_MAX:
+            self.clear()
+        try:
+            where = split_topic(topic.decode())
+        except UnicodeDecodeError:
+            where = None
+        self[topic] = where
+        return where
 
 
 class Archiver:
@@ -169,10 +190,17 @@ class Archiver:
         self.status_topic = f"{hub_prefix(self.section.lines)}/archive/status"
         self._waiting: deque[_Waiting] = deque()
         self._arrived = asyncio.Event()
-        self._client: aiomqtt.Client | None = None
+        self._session: MqttSession | None = None
+        # Acknowledgements due on the connection being made: what waited in the session can
+        # come in the CONNACK's read, before the session is known here.
+        self._early_acks: list[tuple[int, int, int]] = []
+        self._topics = _Routes()
         self._connection = 0  # which connection the client is: acks only go on their own
         self._state = _State()
-        self._store = Store(self.section)
+        self._stores = [Store(self.section) for _ in range(WRITERS)]
+        # Batches being written: their sizes and oldest message times, by batch.
+        self._writing: dict[int, tuple[int, dt.datetime]] = {}
+        self._next_retention = 0.0
         self._stopping = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._stop_by = 0.0
@@ -193,10 +221,16 @@ class Archiver:
     def lag_s(self) -> float:
         """How far behind the lines: the age of the oldest message not yet committed, else
         how old the last batch's oldest message was when it committed."""
+        oldest = [ts for _, ts in self._writing.values()]
         if self._waiting:
-            oldest = self._waiting[0].row.ts
-            return max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
+            oldest.append(self._waiting[0].ts)
+        if oldest:
+            return max(0.0, (dt.datetime.now(dt.UTC) - min(oldest)).total_seconds())
         return self._state.lag_s
+
+    def waiting(self) -> int:
+        """Messages received and not yet committed."""
+        return len(self._waiting) + sum(n for n, _ in self._writing.values())
 
     def status(self) -> dict[str, object]:
         return {
@@ -205,30 +239,38 @@ class Archiver:
             "rows": self.stats.rows,
             "since": self._state.since,
             "archiver": self.client_id,
-            "waiting": len(self._waiting),
+            "waiting": self.waiting(),
             "duplicates": self.stats.duplicates,
             "bad": self.stats.bad,
         }
 
-    async def _publish_status(self, client: aiomqtt.Client) -> None:
-        payload = json.dumps(self.status(), separators=(",", ":"))
-        await client.publish(self.status_topic, payload, qos=1, retain=True, timeout=10)
+    async def _publish_status(self, session: MqttSession) -> None:
+        payload = json.dumps(self.status(), separators=(",", ":")).encode()
+        await session.publish(self.status_topic, payload, retain=True, timeout_s=10)
 
     # --- the run --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect to the database (an error here is fatal: a wrong password, no server),
         then consume and write until `request_stop`."""
-        version, dropped = await self._store.open()
-        log.info("archive ready", schema_version=version, dropped=dropped, lines=self.section.lines)
-        self._set_state("online")
         try:
+            for store in self._stores:
+                version, dropped = await store.open()
+                if store is self._stores[0]:
+                    log.info(
+                        "archive ready",
+                        schema_version=version,
+                        dropped=dropped,
+                        lines=self.section.lines,
+                    )
+            self._set_state("online")
             async with asyncio.TaskGroup() as tg:
                 mqtt = tg.create_task(self._mqtt_loop(), name="archive-mqtt")
                 await self._write_loop()
                 mqtt.cancel()
         finally:
-            await self._store.close()
+            for store in self._stores:
+                await store.close()
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
@@ -249,60 +291,80 @@ class Archiver:
         shared = self.site.config.mqtt.shares
         while True:
             shown = nodes.shown
+            session = None
             try:
-                client = _mqtt_client(self.site, nodes, self.client_id, self.status_topic)
-                async with client:
-                    self._connection += 1
-                    self._client = client
-                    backoff.reset()
-                    async with asyncio.TaskGroup() as tg:
-                        # Receiving first: what waited in the session comes at once, before
-                        # the SUBACKs, and a large backlog must not hold them up.
-                        tg.create_task(self._receive(client, self._connection), name="receive")
-                        for topic in subscriptions(self.section.lines, shared=shared):
-                            await client.subscribe(topic, qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
-                        log.info("mqtt connected", url=shown, client_id=self.client_id)
-                        self.ready.set()
-                        tg.create_task(self._status_loop(client), name="archive-status")
-            except* (aiomqtt.MqttError, OSError, ssl.SSLError) as group:
+                # Messages are taken from the first byte on: what waited in the session
+                # comes at once, before the SUBACK, and a large backlog must not wait.
+                connection = self._connection + 1
+                session = await _connect(
+                    self.site, nodes, self.client_id, self.status_topic, self._receiver(connection)
+                )
+                self._connection = connection
+                self._session = session
+                early, self._early_acks = self._early_acks, []
+                self._ack(early)
+                backoff.reset()
+                topics = subscriptions(self.section.lines, shared=shared)
+                await session.subscribe(topics, qos=1, timeout_s=SUBSCRIBE_TIMEOUT_S)
+                log.info("mqtt connected", url=shown, client_id=self.client_id)
+                self.ready.set()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._status_loop(session), name="archive-status")
+                    await session.closed()
+            except* (MqttSessionError, OSError, ssl.SSLError) as group:
                 reason = "; ".join(str(e) for e in group.exceptions)
                 log.warning("mqtt connection lost", url=shown, error=reason)
                 nodes.failed(reason)
             finally:
-                self._client = None
+                self._session = None
+                if session is not None:
+                    session.close()
             await asyncio.sleep(backoff.next_delay_s())
 
-    async def _status_loop(self, client: aiomqtt.Client) -> None:
+    async def _status_loop(self, session: MqttSession) -> None:
         while True:
             self._state_changed.clear()
-            await self._publish_status(client)
+            await self._publish_status(session)
             # Every few seconds for the lag, at once when the state changes.
             await _wait(self._state_changed, STATUS_INTERVAL_S)
 
-    async def _receive(self, client: aiomqtt.Client, connection: int) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            data = payload if isinstance(payload, bytes) else str(payload).encode()
-            try:
-                row = parse_message(str(message.topic), data)
-            except BadMessageError as exc:
-                self.stats.bad += 1
-                log.warning(
-                    "message skipped", topic=str(message.topic), why=str(exc), bad=self.stats.bad
-                )
-                self._ack(message.mid, message.qos, connection)
-                continue
-            waiting = self._waiting
-            waiting.append(_Waiting(row, message.mid, message.qos, connection, time.monotonic()))
-            # The writer waits for the first row of a batch, then for a full one.
-            if len(waiting) == 1 or len(waiting) >= self.section.batch_rows:
-                self._arrived.set()
+    def _receiver(self, connection: int) -> Callable[[list[Received]], None]:
+        return lambda received: self._received(received, connection)
 
-    def _ack(self, mid: int, qos: int, connection: int) -> None:
-        client = self._client
-        if qos == 0 or client is None or connection != self._connection:
-            return  # QoS 0 wants none; another connection's mid means nothing here
-        client._client.ack(mid, qos)
+    def _received(self, received: list[Received], connection: int) -> None:
+        """The messages of one chunk read: rows to write; bad ones counted, logged, acked."""
+        waiting, topics = self._waiting, self._topics
+        before = len(waiting)
+        now = time.monotonic()
+        for topic, payload, mid, qos in received:
+            where = topics[topic]
+            try:
+                values = row_values(where[0], where[1], payload) if where else None
+            except BadMessageError as exc:
+                values, why = None, str(exc)
+            else:
+                why = "not a decisions or results topic"
+            if values is None:
+                self.stats.bad += 1
+                shown = topic.decode(errors="replace")
+                log.warning("message skipped", topic=shown, why=why, bad=self.stats.bad)
+                self._ack([(mid, qos, connection)])
+                continue
+            waiting.append(_Waiting(values, mid, qos, connection, now))
+        # The writer waits for the first row of a batch, then for a full one.
+        if len(waiting) > before and (before == 0 or len(waiting) >= self.section.batch_rows):
+            self._arrived.set()
+
+    def _ack(self, acks: list[tuple[int, int, int]]) -> None:
+        """PUBACK of (mid, qos, connection): in one write, only those of this connection
+        (another connection's mid means nothing here) and of QoS 1; while connecting, those
+        of the connection being made wait for it."""
+        session = self._session
+        if session is None:
+            self._early_acks.extend(a for a in acks if a[2] > self._connection)
+            return
+        current = self._connection
+        session.ack(mid for mid, qos, connection in acks if qos and connection == current)
 
     # --- the database ---------------------------------------------------------------------
 
@@ -323,48 +385,66 @@ class Archiver:
                 break
             self._arrived.clear()
             await _wait(self._arrived, left)
-        return [self._waiting[i] for i in range(min(section.batch_rows, len(self._waiting)))]
+        take = min(section.batch_rows, len(self._waiting))
+        return [self._waiting.popleft() for _ in range(take)]
 
     async def _write_loop(self) -> None:
+        """Batches to the free connections, each written and acknowledged on its own, until
+        stopped and nothing is left (or the time to write it is over)."""
+        free: asyncio.Queue[Store] = asyncio.Queue()
+        for store in self._stores:
+            free.put_nowait(store)
         next_retention = time.monotonic() + RETENTION_INTERVAL_S
-        while not (self._stopping.is_set() and (not self._waiting or self._give_up())):
-            batch = await self._next_batch()
-            if batch and not await self._commit(batch):
-                break
-            if time.monotonic() >= next_retention:
-                next_retention = time.monotonic() + RETENTION_INTERVAL_S
-                await self._store.retention()
+        async with asyncio.TaskGroup() as tg:
+            while not (self._stopping.is_set() and (not self._waiting or self._give_up())):
+                store = await free.get()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_INTERVAL_S
+                    await store.retention()
+                batch = await self._next_batch()
+                if batch:
+                    tg.create_task(self._write(store, batch, free))
+                else:
+                    free.put_nowait(store)
         await self._say_offline()
 
-    async def _commit(self, batch: list[_Waiting]) -> bool:
+    async def _write(self, store: Store, batch: list[_Waiting], free: asyncio.Queue[Store]) -> None:
+        await self._commit(store, batch)
+        free.put_nowait(store)
+
+    async def _commit(self, store: Store, batch: list[_Waiting]) -> bool:
         """Write the batch until it commits (reconnecting as long as it takes), then ack;
         False when a stop came first."""
-        cutoff = day_of(dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.section.retention_days)
-        rows = [w.row for w in batch if day_of(w.row.ts) >= cutoff]
-        new = await self._store.write(rows, self._give_up, self._set_state) if rows else 0
+        first_day = day_of(dt.datetime.now(dt.UTC)) - dt.timedelta(days=self.section.retention_days)
+        cutoff = dt.datetime(first_day.year, first_day.month, first_day.day, tzinfo=dt.UTC)
+        rows = [w.values for w in batch if w.values[1] >= cutoff]
+        key = id(batch)
+        self._writing[key] = (len(batch), min(w.ts for w in batch))
+        try:
+            new = await store.write(rows, self._give_up, self._set_state) if rows else 0
+        finally:
+            del self._writing[key]
         if new is None:
-            return False
+            return False  # unacknowledged: the broker sends them again
         self.stats.expired += len(batch) - len(rows)
-        for _ in batch:
-            self._waiting.popleft()
-        for w in batch:
-            self._ack(w.mid, w.qos, w.connection)
+        self._ack([(w.mid, w.qos, w.connection) for w in batch])
         self.stats.batches += 1
         self.stats.rows += new
         self.stats.duplicates += len(rows) - new
         if self.example_code is None:
-            self.example_code = next((r.barcode for r in rows if r.barcode), None)
+            self.example_code = next((r[6] for r in rows if r[6]), None)  # a barcode
         if rows:
-            self._state.lag_s = (dt.datetime.now(dt.UTC) - min(r.ts for r in rows)).total_seconds()
+            oldest = min(r[1] for r in rows)
+            self._state.lag_s = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
         return True
 
     async def _say_offline(self) -> None:
         self._set_state("offline")
-        client = self._client
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await self._publish_status(client)
-        log.info("archive stopped", rows=self.stats.rows, waiting=len(self._waiting))
+        session = self._session
+        if session is not None:
+            with contextlib.suppress(MqttSessionError):
+                await self._publish_status(session)
+        log.info("archive stopped", rows=self.stats.rows, waiting=self.waiting())
 
 
 async def run_archive(site: Site, client_id: str | None, stop: asyncio.Event) -> int:

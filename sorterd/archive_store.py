@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import structlog
 
 from drivers.archive_db import ArchiveDb, ArchiveDbError, connect, describe_error
-from drivers.archive_rows import Row
 from sorter.backoff import Backoff
 from sorter.config import ArchiveSection
 
@@ -57,9 +57,13 @@ class Store:
                 await self._db.conn.close()
 
     async def write(
-        self, rows: list[Row], give_up: Callable[[], bool], on_state: Callable[[str], None]
+        self,
+        rows: list[tuple[Any, ...]],
+        give_up: Callable[[], bool],
+        on_state: Callable[[str], None],
     ) -> int | None:
-        """How many rows were new; None when `give_up` said so while the database was away.
+        """How many rows (the values of drivers.archive_rows.COLUMNS) were new; None when
+        `give_up` said so while the database was away.
         `on_state` hears `database_down` and `online`."""
         backoff = Backoff(0.2, 5.0)
         while not give_up():

@@ -39,6 +39,7 @@ from drivers.mqtt_nodes import MqttNodes
 from sorter.addresses import parse_mqtt_urls
 from sorter.backoff import Backoff
 from sorter.wire_json import parse_object, topic_number
+from sorterd.top_archive import archive_line, archive_status, archive_topic
 
 __all__ = [
     "Followed",
@@ -166,6 +167,8 @@ class TopModel:
     reasons_seen: Counter[str] = field(default_factory=Counter)
     outcomes_seen: Counter[str] = field(default_factory=Counter)
     broker: BrokerView = field(default_factory=BrokerView)
+    # The hub archiver's status (sorterd/top_archive.py).
+    archive: dict[str, Any] = field(default_factory=dict)
     _seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def on_raw(self, topic_suffix: str, payload: bytes) -> None:
@@ -354,6 +357,7 @@ def _header(model: TopModel, now: dt.datetime) -> Text:
     _status_line(text, model.status, now)
     text.append("   stats: ")
     _stats_age(text, model, now)
+    archive_line(text, model.archive)
     return text
 
 
@@ -676,6 +680,8 @@ async def follow(
     """
     nodes = MqttNodes(mqtt_url)  # the next node of a cluster after a failure
     cut = len(model.prefix) + 1
+    # One line's view also shows its hub's archive (the hub view lists it as a service).
+    archive = archive_topic(model.prefix) if isinstance(model, TopModel) else None
     backoff = Backoff(backoff_initial_s, backoff_max_s)
     while True:
         target = nodes.current
@@ -692,6 +698,8 @@ async def follow(
                     await client.subscribe(
                         f"{model.prefix}/{topic_filter}", qos=1, timeout=SUBSCRIBE_TIMEOUT_S
                     )
+                if archive is not None:
+                    await client.subscribe(archive, qos=1, timeout=SUBSCRIBE_TIMEOUT_S)
                 model.on_broker(True, target.address, at=dt.datetime.now(dt.UTC))
                 backoff.reset()
                 if subscribed is not None:
@@ -699,6 +707,10 @@ async def follow(
                 async for message in client.messages:
                     topic = str(message.topic)
                     payload = message.payload
+                    if topic == archive and isinstance(model, TopModel):
+                        if isinstance(payload, bytes | bytearray):
+                            model.archive = archive_status(bytes(payload))
+                        continue
                     if not topic.startswith(model.prefix + "/"):
                         continue
                     # Off the wire it is always bytes; the other types are for publishing.

@@ -41,7 +41,22 @@ _RESULTS_OF = (
 
 
 def find(conn: psycopg.Connection[tuple[Any, ...]], code: str) -> list[Row]:
-    """The messages of `code`, oldest first; none when the archive has no table yet."""
+    """The messages of `code`, oldest first; none when the archive has no table yet.
+
+    Without parallel workers: the planner guesses thousands of rows per partition for
+    `codes @>` (it has no statistics for unique array elements) and, past some 10 million
+    rows, plans workers whose start costs more than the few index probes a code needs
+    (10,000,000 rows: p50 40 ms with workers, 5 ms without; BENCHMARKS.md, "The archive").
+    """
+    conn.execute("SET max_parallel_workers_per_gather = 0")
+    try:
+        return _find(conn, code)
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("RESET max_parallel_workers_per_gather")
+
+
+def _find(conn: psycopg.Connection[tuple[Any, ...]], code: str) -> list[Row]:
     try:
         rows = [Row(*row) for row in conn.execute(_QUERY, {"code": code}).fetchall()]
     except psycopg.errors.UndefinedTable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,13 @@ async def test_messages_archived_once_bad_ones_skipped_and_traced(
         # Twice each: a redelivery changes nothing.
         await _publish(broker, wire[:10] + bad + wire + wire[:30])
         await wait_until(lambda: archived_count(archive_db) >= len(good), 60, "rows archived")
+        # `sorterd top` of a line shows the hub's archive (its retained status topic).
+        code, out, err = await run_cli(
+            "top", "-c", str(site), "--prefix", f"{HUB}/line-1", "--once"
+        )
+        assert code == 0, err
+        assert "archive: ONLINE" in out
+        assert "(archiver-a)" in out
         assert await proc.stop() == 0
     rows = archived(archive_db)
     assert sorted(r["id"] for r in rows) == sorted(p["id"] for _, p in good)
@@ -109,6 +117,40 @@ async def test_messages_archived_once_bad_ones_skipped_and_traced(
     code, out, err = await run_cli("trace", "-c", str(site), "CODE")  # exact, not a prefix
     assert code == 3
     assert out == ""
+
+
+@pytest.mark.asyncio
+async def test_what_waited_in_the_session_is_acknowledged_bad_ones_too(
+    broker: LocalBroker, archive_db: str, tmp_path: Path
+) -> None:
+    """Messages that waited for the archiver come right after the CONNACK, before its
+    subscription is confirmed: good and bad ones are acknowledged on that connection, so
+    the next start gets none of them again."""
+    site = archive_site(tmp_path, broker.url, archive_db, [f"{HUB}/+"])
+    async with archiver(site, "early") as proc:
+        await wait_online(broker.port, HUB, "early")
+        assert await proc.stop() == 0
+    waiting = [
+        (f"{HUB}/line-1/decisions", json.dumps(_decision(i, [f"E{i}"])).encode()) for i in range(2)
+    ]
+    waiting += [(f"{HUB}/line-1/decisions", b"not json")] * 3
+    await _publish(broker, waiting)
+    async with archiver(site, "early") as proc:
+        await wait_until(lambda: archived_count(archive_db) >= 2, 60, "rows archived")
+        await wait_until(lambda: proc.output().count("message skipped") == 3, 30, "skipped")
+        await wait_online(broker.port, HUB, "early")
+        assert await proc.stop() == 0
+    skipped = proc.output().count("message skipped")
+    async with archiver(site, "early") as proc:
+        await wait_online(broker.port, HUB, "early")
+        assert await proc.stop() == 0
+    # One log file per client id, the three runs in it: the last run got nothing again.
+    assert proc.output().count("message skipped") == skipped
+    stopped = re.findall(
+        r'"rows": (\d+), "waiting": \d+, "event": "archive stopped"', proc.output()
+    )
+    assert stopped[-1] == "0"
+    assert "Traceback" not in proc.output()
 
 
 @pytest.mark.asyncio
@@ -180,7 +222,9 @@ async def test_writes_are_once_per_id_and_old_days_are_dropped(archive_db: str) 
         now = dt.datetime.now(dt.UTC)
         old = now - dt.timedelta(days=10)
         rows = [
-            parse_message(f"{HUB}/l/decisions", json.dumps(_decision(i, ["A"], ts=iso(t))).encode())
+            parse_message(
+                f"{HUB}/l/decisions", json.dumps(_decision(i, ["A"], ts=iso(t))).encode()
+            ).values()
             for i, t in enumerate([now, now, old, old - dt.timedelta(days=1)])
         ]
         # A redelivery within one batch and in a later one: each id once.

@@ -6,9 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.archive_db import describe_error, shown_url
-from drivers.archive_rows import BadMessageError, parse_message, split_topic, trace_json
+from drivers.archive_rows import (
+    BadMessageError,
+    parse_message,
+    row_values,
+    split_topic,
+    trace_json,
+)
 from sorter.config import ConfigError, load_site
 from sorterd.archive import hub_prefix, subscriptions
 from sorterd.demo import demo_config_dir, write_site
@@ -65,6 +73,65 @@ def test_decision_and_result_to_trace_json() -> None:
 def test_bad_messages_say_why(topic: str, payload: bytes, why: str) -> None:
     with pytest.raises(BadMessageError, match=why):
         parse_message(topic, payload)
+    where = split_topic(topic)
+    if where is not None:  # the archiver's way: the same refusal, the same reason
+        with pytest.raises(BadMessageError, match=why):
+            row_values(*where, payload)
+
+
+def _both(line: str, kind: str, payload: bytes) -> tuple[object, object]:
+    """What the archiver's fast way and parse_message make of one message."""
+    outcomes: list[object] = []
+    for parse in (
+        lambda: row_values(line, kind, payload),
+        lambda: parse_message(f"{line}/{kind}s", payload).values(),
+    ):
+        try:
+            outcomes.append(parse())
+        except BadMessageError:
+            outcomes.append("refused")
+    return outcomes[0], outcomes[1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("decision", DECISION),
+        ("decision", {**DECISION, "barcode": None, "chute": None, "latency_ms": 1}),
+        ("decision", {**DECISION, "ts": "2026-12-07T12:00:00.5+02:00", "extra": [1]}),
+        ("decision", {**DECISION, "seq": 2**63 - 1, "tracking_id": -(2**63)}),
+        ("decision", {**DECISION, "seq": 2**63}),
+        ("decision", {**DECISION, "codes": [], "destination": "\u00e9\t"}),
+        ("result", RESULT),
+        ("result", {**RESULT, "chute_actual": None, "latency_ms": "x", "codes": 3}),
+        ("result", {k: v for k, v in RESULT.items() if k != "barcode"}),
+    ],
+)
+def test_the_fast_way_reads_as_parse_message(kind: str, message: dict[str, object]) -> None:
+    fast, slow = _both("hub/line-1", kind, json.dumps(message).encode())
+    assert fast == slow
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**65), max_value=2**65),
+    st.floats(allow_nan=False), st.text(max_size=4), st.lists(st.text(max_size=3), max_size=2),
+    st.sampled_from(["2026-12-07T10:00:00Z", "2026-12-07T10:00:00", "2026-12-07 10:00+01:00"]),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["decision", "result"]),
+    base=st.sampled_from([DECISION, RESULT]),
+    changes=st.dictionaries(st.sampled_from(sorted({*DECISION, *RESULT})), _VALUES, max_size=3),
+    dropped=st.sets(st.sampled_from(sorted({*DECISION, *RESULT})), max_size=2),
+)
+def test_the_fast_way_accepts_and_refuses_as_parse_message(
+    kind: str, base: dict[str, object], changes: dict[str, object], dropped: set[str]
+) -> None:
+    message = {k: v for k, v in {**base, **changes}.items() if k not in dropped}
+    fast, slow = _both("hub/line-1", kind, json.dumps(message).encode())
+    assert fast == slow
 
 
 def test_topics() -> None:
