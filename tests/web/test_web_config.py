@@ -240,7 +240,7 @@ async def test_search_asks_the_archive_when_the_site_has_one(
     try:
         await db.migrate()
         row = parse_message("webcfg/hub/line-7/decisions", json.dumps(decision).encode())
-        assert await db.write([row]) == 1
+        assert await db.write([row.values()]) == 1
     finally:
         await db.conn.close()
     base = f"http://127.0.0.1:{port}"
