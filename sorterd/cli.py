@@ -459,7 +459,9 @@ def _unreadable_manifests(site: Site) -> list[Problem]:
 
 
 def _check_manifests(site: Site, destinations: list[str]) -> bool:
-    """Row counts and bad rows per manifest file; True when a file could not be read."""
+    """Row counts and bad rows per manifest file; True when a file could not be read or
+    has bad rows (the contract's check-config: a manifest is validated, every problem
+    named by file and line; the daemon itself skips bad rows and routes by the rest)."""
     from sorter.manifest import ManifestSource  # noqa: PLC0415
 
     if not site.manifest_globs:
@@ -472,10 +474,11 @@ def _check_manifests(site: Site, destinations: list[str]) -> bool:
             for problem in report.problems:
                 print(f"error: {problem}", file=sys.stderr)
             continue
+        failed = failed or report.bad_rows > 0
         for problem in report.problems[:20]:
-            print(f"warning: {problem}", file=sys.stderr)
+            print(f"error: {problem}", file=sys.stderr)
         if report.bad_rows > 20:
-            print(f"warning: {report.path}: {report.bad_rows - 20} more bad rows", file=sys.stderr)
+            print(f"error: {report.path}: {report.bad_rows - 20} more bad rows", file=sys.stderr)
         print(f"manifest {report.path}: {report.rows:,} rows, {report.bad_rows:,} bad")
     print(
         f"manifests: {len(manifest.reports)} file(s), {manifest.rows:,} rows, "

@@ -1210,14 +1210,20 @@ def test_check_config_reports_manifests(tmp_path: Path) -> None:
     assert f"manifest {good}: 3 rows, 0 bad" in out.stdout
     assert f"manifest {bad}: 2 rows, 2 bad" in out.stdout
     assert "manifests: 3 file(s), 5 rows, 5 distinct barcodes, 2 bad rows" in out.stdout
-    assert f"warning: {bad}: line 3: {BAD_REASONS[7]}" in out.stderr
-    assert f"warning: {bad}: line 4: {BAD_REASONS[3]}" in out.stderr
+    assert f"error: {bad}: line 3: {BAD_REASONS[7]}" in out.stderr
+    assert f"error: {bad}: line 4: {BAD_REASONS[3]}" in out.stderr
     assert f"error: {unreadable}: line 1: {HEADER_PROBLEM}" in out.stderr
     assert str(unreadable) not in out.stdout
 
+    # Bad rows alone fail the check too (the contract's "1 invalid"), each named by file
+    # and line; the daemon would skip them and route by the rest.
     unreadable.unlink()
     out = _check_config(site)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr
     assert "manifests: 2 file(s), 5 rows, 5 distinct barcodes, 2 bad rows" in out.stdout
-    assert f"warning: {bad}: line 3: {BAD_REASONS[7]}" in out.stderr
+    assert f"error: {bad}: line 3: {BAD_REASONS[7]}" in out.stderr
+
+    bad.unlink()
+    out = _check_config(site)
+    assert out.returncode == 0, out.stderr
     assert "error:" not in out.stderr

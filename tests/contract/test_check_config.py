@@ -248,11 +248,10 @@ BUILDERS["bad-rows"] = _site(
 
 def test_bad_manifest_rows_are_named_by_file_and_line(checked: dict[str, tuple[int, str]]) -> None:
     # The contract: "0 valid, 1 invalid (every problem listed, each naming file and
-    # key/line)". docs/interfaces.md section 1 reads bad manifest ROWS as counted and named
-    # but not failing (the live line skips them and loses nothing else); a file that
-    # cannot be read fails. This test holds the documented reading.
+    # key/line)": a manifest with bad rows is invalid, each row named (the live line skips
+    # them and loses nothing else; docs/interfaces.md section 1).
     code, text = checked["bad-rows"]
-    assert code == 0, text
+    assert code == 1, text
     for line, column in ((3, "country"), (4, "origin"), (5, "destination"), (6, "customs")):
         named = [t for t in text.splitlines() if "preadvice.csv" in t and f"line {line}" in t]
         assert any(column in t for t in named), (line, column, text)
