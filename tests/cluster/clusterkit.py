@@ -22,12 +22,20 @@ OBSERVER_NODE = 2  # 0-based: the third node
 class ClusterBroker:
     """The rig's broker (harness.RigBroker) made of a NatsCluster."""
 
-    def __init__(self, folder: Path, *, unreachable_first: bool = False) -> None:
+    def __init__(
+        self, folder: Path, *, unreachable_first: bool = False, observer_apart: bool = False
+    ) -> None:
         self.cluster = NatsCluster(folder / "nats", nodes=3)
         # The daemon's list: the nodes in order, after an address where nothing listens
-        # when `unreachable_first` (a node down at start-up).
+        # when `unreachable_first` (a node down at start-up). `observer_apart`: without the
+        # observer's node, so that killing the daemon's node never kills the observer's
+        # (the issue's observer "on a third node"; a node still electing a leader can make
+        # the daemon skip to the last node of its list).
         dead = [f"mqtt://127.0.0.1:{free_port()}"] if unreachable_first else []
-        self.site_urls = dead + self.cluster.mqtt_urls
+        nodes = self.cluster.mqtt_urls
+        if observer_apart:
+            nodes = [url for i, url in enumerate(nodes) if i != OBSERVER_NODE]
+        self.site_urls = dead + nodes
 
     @property
     def port(self) -> int:

@@ -12,6 +12,7 @@ tests/faults/test_cluster_faults.py.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,14 @@ RECOVERY_MARGIN_S = 10.0
 
 pytestmark = [
     pytest.mark.requires("nats-server"),
+    # Not in `make test`: on nats-server 2.9 a node restarted after a kill sometimes never
+    # reports its JetStream current (/healthz) within a minute, and a node still electing
+    # a leader refuses connections for seconds; the scenario then fails on the cluster, not
+    # on sorterd. `make faults` (SORTERD_FAULT_SCALE set) runs it; docs/cluster.md.
+    pytest.mark.skipif(
+        "SORTERD_FAULT_SCALE" not in os.environ,
+        reason="the long fault suite's (make faults): nats-server 2.9's restart health",
+    ),
     pytest.mark.timeout(int(420 + 4 * scaled(LEAD_S + 2 * FAULT_S + TAIL_S))),
 ]
 
@@ -53,7 +62,7 @@ async def _publishing_again(rig: FaultRig, wall_s: float, loop_s: float) -> None
 async def test_the_connected_node_killed_then_the_next_at_40000_items_per_hour(
     tmp_path: Path,
 ) -> None:
-    broker = ClusterBroker(tmp_path)
+    broker = ClusterBroker(tmp_path, observer_apart=True)
     async with FaultRig(tmp_path, broker=broker).running() as rig:
         assert connected_node(rig, broker.cluster) == 0  # the first node of the list
         # Traffic through both kills even when publishing takes a while to come back.
