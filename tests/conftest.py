@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
@@ -136,6 +137,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 # --- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _structlog_uncached() -> Iterator[None]:
+    """Tests that run the command line in-process configure logging (sorterd/logs.py), with
+    loggers cached on first use: a cached logger keeps writing to that test's captured
+    stderr, closed after it, and never sees a later test's capture_logs(). Which test runs
+    first depends on the order (and on the xdist worker), so no logger is cached here."""
+    configure = structlog.configure
+
+    def uncached(*args: object, **kwargs: object) -> None:
+        kwargs["cache_logger_on_first_use"] = False
+        configure(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(structlog, "configure", uncached)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """What one test configured (its captured stderr) is not the next test's."""
+    yield
+    structlog.reset_defaults()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
