@@ -147,6 +147,12 @@ def test_volumes_from_the_sites_manifests(site: Path, tmp_path: Path) -> None:
     # 17 hours of 200: 20 an hour too many for one chute.
     assert "estimated items finding their chutes full: 340 before, 0 after" in result.stdout
     assert "FR-CORSE: 1 -> 2 chutes" in result.stdout
+    # The row without a destination is a bad manifest row for check-config (exit 1, named
+    # by file and line); without it the site is valid.
+    checked = sorterd("check-config", "-c", str(site))
+    assert checked.returncode == 1
+    assert "day.csv: line 3402: no destination, postcode, country or origin" in checked.stderr
+    (folder / "day.csv").write_text("barcode,destination\n" + "\n".join(rows[:-1]) + "\n")
     assert sorterd("check-config", "-c", str(site)).returncode == 0
     assert len(load_plan(out).destinations[21].chutes) == 2
 
