@@ -515,6 +515,25 @@ def _archive_trace(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _web(s: dict[str, Any]) -> list[str]:
+    """The web console (benchmarks/web.py): the wall in headless Chromium."""
+    p, d = s["params"], s["details"]
+    return [
+        f"{d['chutes_on_wall']} chutes on the wall, the simulated line at "
+        f"{d['items_per_h']:,.0f} items/h (its P/stats), {p['duration_s']:g} s measured after "
+        f"{p['warmup_s']:g} s; the page {d['page_px']} px high in a {d['screen_px']} px window.",
+        "",
+        "| figure | result | target |",
+        "|---|---|---|",
+        f"| renders of the wall per second (updates coalesced) | {d['renders_per_s']:.2f} | <= 4 |",
+        f"| browser main thread busy | {d['main_thread_busy'] * 100:.1f} % | < 20 % |",
+        f"| `sorterd web` process CPU (one line) | {d['server_cpu'] * 100:.1f} % of a core | "
+        "<= 5 % |",
+        "",
+        f"Of the main thread's busy share, the page's own code: {d['script_busy'] * 100:.2f} %.",
+    ]
+
+
 Renderer = Callable[[dict[str, Any]], list[str]]
 TABLES: dict[str, tuple[str, Renderer]] = {
     "decide": ("decide", _decide),
@@ -529,6 +548,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "before": ("before", _before),
     "hub": ("hub", _hub),
     "optimise": ("optimise", _optimise),
+    "web": ("web", _web),
     "archive": ("archive", _archive),
     "archive-trace": ("archive-trace", _archive_trace),
 }
