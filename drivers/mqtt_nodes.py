@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
 
 from sorter.addresses import MqttEndpoint, parse_mqtt_urls
+
+if TYPE_CHECKING:
+    from sorter.config import MqttSection
 
 __all__ = ["MqttNodes"]
 
@@ -46,6 +49,18 @@ class MqttNodes:
         self._password = password
         self._tls_files = (ca_file, cert_file, key_file)
         self._index = 0
+
+    @classmethod
+    def of(cls, mqtt: MqttSection) -> MqttNodes:
+        """The nodes of a site's [mqtt] table, with its credentials and TLS files."""
+        return cls(
+            mqtt.url,
+            username=mqtt.username,
+            password=mqtt.password,
+            ca_file=mqtt.ca_file,
+            cert_file=mqtt.cert_file,
+            key_file=mqtt.key_file,
+        )
 
     @property
     def current(self) -> MqttEndpoint:

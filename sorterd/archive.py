@@ -127,19 +127,6 @@ class _State:
     lag_s: float = 0.0
 
 
-def _mqtt_nodes(site: Site) -> MqttNodes:
-    """The nodes of [mqtt] (one broker, or a cluster's): the next after a failure."""
-    mqtt = site.config.mqtt
-    return MqttNodes(
-        mqtt.url,
-        username=mqtt.username,
-        password=mqtt.password,
-        ca_file=mqtt.ca_file,
-        cert_file=mqtt.cert_file,
-        key_file=mqtt.key_file,
-    )
-
-
 async def _connect(
     site: Site,
     nodes: MqttNodes,
@@ -287,7 +274,7 @@ class Archiver:
 
     async def _mqtt_loop(self) -> None:
         backoff = Backoff(0.1, 5.0)
-        nodes = _mqtt_nodes(self.site)
+        nodes = MqttNodes.of(self.site.config.mqtt)  # the next node after a failure
         shared = self.site.config.mqtt.shares
         while True:
             shown = nodes.shown

@@ -42,6 +42,7 @@ from sorter.wire_json import parse_object, topic_number
 from sorterd.top_archive import archive_line, archive_status, archive_topic
 
 __all__ = [
+    "BrokerView",
     "Followed",
     "TopModel",
     "connect_budget_s",
@@ -123,6 +124,15 @@ class BrokerView:
     detail: str = ""
     since: dt.datetime | None = None
     retry_in_s: float | None = None
+
+    def update(
+        self, connected: bool, detail: str, at: dt.datetime | None, retry_in_s: float | None
+    ) -> None:
+        if connected != self.connected:
+            self.since = at
+        self.connected = connected
+        self.detail = detail
+        self.retry_in_s = retry_in_s
 
 
 def _as_int(value: object, default: int = 0) -> int:
@@ -226,11 +236,7 @@ class TopModel:
         retry_in_s: float | None = None,
     ) -> None:
         """The viewer's own link to the broker went up or down."""
-        if connected != self.broker.connected:
-            self.broker.since = at
-        self.broker.connected = connected
-        self.broker.detail = detail
-        self.broker.retry_in_s = retry_in_s
+        self.broker.update(connected, detail, at, retry_in_s)
 
     def _on_stats(self, payload: dict[str, Any]) -> None:
         old = _parse_ts(self.stats.get("ts"))

@@ -41,6 +41,7 @@ from sorter.wire_json import parse_object
 from sorterd.top import (
     CONNECT_TIMEOUT_S,
     PIPE_FRAME_INTERVAL_S,
+    BrokerView,
     TopModel,
     connect_budget_s,
     follow,
@@ -144,21 +145,13 @@ def _natural(name: str) -> tuple[Any, ...]:
 
 
 @dataclass(slots=True)
-class BrokerLink:
-    connected: bool | None = None
-    detail: str = ""
-    since: dt.datetime | None = None
-    retry_in_s: float | None = None
-
-
-@dataclass(slots=True)
 class HubModel:
     """Every line under the hub prefix. No I/O, no clock: feed it topic suffixes after
     "<hub>/" and payloads. Bad payloads are counted in `ignored`, never raised."""
 
     prefix: str
     lines: dict[str, LineView] = field(default_factory=dict)
-    broker: BrokerLink = field(default_factory=BrokerLink)
+    broker: BrokerView = field(default_factory=BrokerView)
     ignored: int = 0
 
     def names(self) -> list[str]:
@@ -217,11 +210,7 @@ class HubModel:
         at: dt.datetime | None = None,
         retry_in_s: float | None = None,
     ) -> None:
-        if connected != self.broker.connected:
-            self.broker.since = at
-        self.broker.connected = connected
-        self.broker.detail = detail
-        self.broker.retry_in_s = retry_in_s
+        self.broker.update(connected, detail, at, retry_in_s)
 
 
 # --- rendering -------------------------------------------------------------------------------

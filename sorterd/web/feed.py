@@ -76,14 +76,7 @@ class LineFeed:
     def __init__(self, mqtt: MqttSection, hub: HubModel, changes: Changes) -> None:
         self.mqtt = mqtt
         # The nodes of the site's broker (one, or a cluster's): the next after a failure.
-        self.nodes = MqttNodes(
-            mqtt.url,
-            username=mqtt.username,
-            password=mqtt.password,
-            ca_file=mqtt.ca_file,
-            cert_file=mqtt.cert_file,
-            key_file=mqtt.key_file,
-        )
+        self.nodes = MqttNodes.of(mqtt)
         self.hub = hub
         self.changes = changes
         self._client: aiomqtt.Client | None = None
