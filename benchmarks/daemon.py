@@ -56,8 +56,11 @@ async def wait_for(predicate: Callable[[], object], timeout_s: float) -> None:
 class Observer:
     """The daemon's status, PLC device state and P/stats, as MQTT shows them."""
 
-    def __init__(self, prefix: str = PREFIX) -> None:
+    def __init__(self, prefix: str = PREFIX, identifier: str = "bench-observer") -> None:
         self.prefix = prefix
+        # Its own per line when several lines share a broker: the same client id would
+        # take the other observer's session.
+        self.identifier = identifier
         self.status: dict[str, Any] = {}
         self.plc: dict[str, Any] = {}
         self.stats: list[dict[str, Any]] = []
@@ -67,7 +70,7 @@ class Observer:
         return self.status.get("state") == "online" and bool(self.plc.get("connected"))
 
     async def run(self, broker: LocalBroker, ready: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-observer") as c:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier=self.identifier) as c:
             await c.subscribe(f"{self.prefix}/status", qos=1)
             await c.subscribe(f"{self.prefix}/stats", qos=0)
             await c.subscribe(f"{self.prefix}/devices/plc", qos=1)
@@ -85,10 +88,12 @@ class Observer:
 
 
 @contextlib.asynccontextmanager
-async def observing(broker: LocalBroker, prefix: str = PREFIX) -> AsyncIterator[Observer]:
-    obs = Observer(prefix)
+async def observing(
+    broker: LocalBroker, prefix: str = PREFIX, identifier: str = "bench-observer"
+) -> AsyncIterator[Observer]:
+    obs = Observer(prefix, identifier)
     ready = asyncio.Event()
-    watcher = asyncio.create_task(obs.run(broker, ready), name="bench-observer")
+    watcher = asyncio.create_task(obs.run(broker, ready), name=identifier)
     try:
         await asyncio.wait_for(ready.wait(), 10)
         yield obs

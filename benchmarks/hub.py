@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from benchmarks.common import PLAN
-from benchmarks.daemon import Daemon, Observer, cpu_s, daemon_process
+from benchmarks.daemon import Daemon, Observer, cpu_s, daemon_process, observing
 from benchmarks.line import PARAMS, POLL_MS, latency_ms, ledger_figures
 from benchmarks.results import Section, broker_info
 from drivers.broker import LocalBroker
@@ -58,43 +55,6 @@ class Options:
 QUICK = Options(scenarios=((2, 20_000.0),), duration_s=6.0)
 
 
-class _LineObserver(Observer):
-    """benchmarks.daemon's observer with a client id of its own line: the observers of
-    several lines on one broker would otherwise take each other's session."""
-
-    async def run(self, broker: LocalBroker, ready: asyncio.Event) -> None:
-        identifier = f"bench-hub-observer-{self.prefix.rsplit('/', 1)[-1]}"
-        async with aiomqtt.Client("127.0.0.1", broker.port, identifier=identifier) as c:
-            await c.subscribe(f"{self.prefix}/status", qos=1)
-            await c.subscribe(f"{self.prefix}/stats", qos=0)
-            await c.subscribe(f"{self.prefix}/devices/plc", qos=1)
-            ready.set()
-            async for m in c.messages:
-                assert isinstance(m.payload, bytes)
-                data = json.loads(m.payload)
-                topic = str(m.topic)
-                if topic.endswith("/status"):
-                    self.status = data
-                elif topic.endswith("/stats"):
-                    self.stats.append(data)
-                else:
-                    self.plc = data
-
-
-@contextlib.asynccontextmanager
-async def _observing(broker: LocalBroker, prefix: str) -> AsyncIterator[Observer]:
-    obs = _LineObserver(prefix)
-    ready = asyncio.Event()
-    watcher = asyncio.create_task(obs.run(broker, ready), name=f"bench-observer-{prefix}")
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        yield obs
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
 @dataclass(slots=True)
 class _Line:
     name: str
@@ -110,7 +70,9 @@ async def _line(
     name = f"line-{index}"
     chutes = sorted(load_plan(PLAN).machine_chutes)
     sim = await stack.enter_async_context(SimulatedLine(chutes, params=PARAMS, seed=seed))
-    obs = await stack.enter_async_context(_observing(broker, f"{HUB}/{name}"))
+    obs = await stack.enter_async_context(
+        observing(broker, f"{HUB}/{name}", identifier=f"bench-hub-observer-{name}")
+    )
     assert sim.scanner is not None
     assert sim.scanner.port is not None
     (folder / name).mkdir()
