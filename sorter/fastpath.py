@@ -900,7 +900,6 @@ _NO_MANIFEST: Final = (
     _NO_WORDS, _NO_TABLE, _NO_COLUMN, _NO_COLUMN, _NO_COLUMN,
     _NO_WORDS, _NO_TABLE, _NO_COLUMN, _NO_COLUMN,
 )  # fmt: skip
-_NO_PENDING: Final[dict[str, tuple[int, int]]] = {}
 
 
 def _mask_of(regexes: Sequence[re.Pattern[str]], text: str) -> int:
@@ -955,14 +954,14 @@ class FastFeatures:
                 part.packed,
             )
 
-    def _manifest_arrays(self) -> tuple[int, tuple[Any, ...], dict[str, tuple[int, int]]]:
-        """(lookups on, the index arrays, the live manifest's newest entries). The arrays
-        are the same tuple object for as long as they are the same arrays."""
+    def _manifest_arrays(self) -> tuple[int, tuple[Any, ...]]:
+        """(lookups on, the index arrays). The arrays are the same tuple object for as long
+        as they are the same arrays."""
         manifest = self._manifest
         if manifest is None or not manifest.size:
-            return 0, self._arrays, _NO_PENDING
+            return 0, self._arrays
         if not hasattr(manifest, "lookup_source"):
-            return 1, self._arrays, _NO_PENDING
+            return 1, self._arrays
         # sorter.feeds.LiveManifest._find's arrays, read as it reads them.
         d = manifest._delta
         to_plan, files = manifest._to_plan, manifest._file_arrays
@@ -973,10 +972,7 @@ class FastFeatures:
         ):  # fmt: skip
             self._live_key = (d.words, d.table, d.postcode, d.packed, to_plan, files)
             self._arrays = (d.words, d.table, d.postcode, d.packed, to_plan, *files)
-        # Newest entries still in a dict, which only Python reads (a delta layer without
-        # one answers every lookup through find_live).
-        pending = getattr(d, "pending", None)
-        return 1, self._arrays, pending if isinstance(pending, dict) else _NO_PENDING
+        return 1, self._arrays
 
     def features(
         self, codes: Sequence[str], identifiers: bool, dims: tuple[int, int, int, int]
@@ -994,7 +990,7 @@ class FastFeatures:
         except UnicodeEncodeError:
             return None
         lengths += [0] * (MAX_CODES - n)
-        manifest_on, arrays, pending = self._manifest_arrays()
+        manifest_on, arrays = self._manifest_arrays()
         args = [
             data, n, *lengths, 1 if identifiers else 0, manifest_on, self._site_country, 0,
             *dims, CONSTS, self._labs, self._work, self._masks, self._idx_blob, self._tables,
@@ -1005,7 +1001,7 @@ class FastFeatures:
             self._fill_masks(joined, n)
             args[8] = 1
             out = self._run(args, arrays)
-        if out[0] != OK or (pending and self._pending_hit(joined, n, pending)):
+        if out[0] != OK:
             return None
         return out, joined
 
@@ -1035,11 +1031,3 @@ class FastFeatures:
             as_name = as_ship_to if barcode == raw else as_ship_to | _mask_of(regexes, barcode)
             self._masks[2 * i] = signed_mask(as_name)
             self._masks[2 * i + 1] = signed_mask(as_ship_to)
-
-    def _pending_hit(self, joined: str, n: int, pending: dict[str, tuple[int, int]]) -> bool:
-        """One of the item's codes waits in the live manifest's newest entries, which only
-        Python reads."""
-        for row in self._rows(n):
-            if row[VALID] and row[BC_E] > row[BC_S] and joined[row[BC_S] : row[BC_E]] in pending:
-                return True
-        return False
