@@ -936,12 +936,10 @@ class FastFeatures:
         self._arrays = _NO_MANIFEST
         self._call: Callable[..., Out] = fast_features
         self._checked: tuple[Any, ...] | None = None
-        self._live_key: tuple[Any, ...] = (None,) * 6
 
     def use_manifest(self, manifest: Any) -> None:
         """A sorter.manifest.Manifest, a sorter.feeds.LiveManifest, or None."""
         self._manifest = manifest
-        self._live_key = (None,) * 6
         if manifest is None or hasattr(manifest, "lookup_source"):
             self._arrays = _NO_MANIFEST
         else:
@@ -962,16 +960,14 @@ class FastFeatures:
             return 0, self._arrays
         if not hasattr(manifest, "lookup_source"):
             return 1, self._arrays
-        # sorter.feeds.LiveManifest._find's arrays, read as it reads them.
-        d = manifest._delta
-        to_plan, files = manifest._to_plan, manifest._file_arrays
-        last = self._live_key
+        # sorter.feeds.LiveManifest's lookup arrays; the same tuple object for as long as
+        # they are the same arrays (the compiled entry point is checked per tuple).
+        a, b = manifest.find_arrays(), self._arrays
         if not (
-            d.words is last[0] and d.table is last[1] and d.postcode is last[2]
-            and d.packed is last[3] and to_plan is last[4] and files is last[5]
+            a[0] is b[0] and a[1] is b[1] and a[2] is b[2] and a[3] is b[3] and a[4] is b[4]
+            and a[5] is b[5] and a[6] is b[6] and a[7] is b[7] and a[8] is b[8]
         ):  # fmt: skip
-            self._live_key = (d.words, d.table, d.postcode, d.packed, to_plan, files)
-            self._arrays = (d.words, d.table, d.postcode, d.packed, to_plan, *files)
+            self._arrays = a
         return 1, self._arrays
 
     def features(

@@ -668,16 +668,20 @@ class LiveManifest:
 
     # --- lookups -----------------------------------------------------------------------
 
+    def find_arrays(self) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any]:
+        """The arrays sorter.manifest.delta.find_live reads after the key, in its order:
+        the delta's words, table, postcodes and packed fields, the destination map, the
+        files' words, table, postcodes and packed fields (also for sorter.fastpath)."""
+        d = self._delta
+        f_words, f_table, f_pc, f_packed = self._file_arrays
+        to_plan = self._to_plan
+        return d.words, d.table, d.postcode, d.packed, to_plan, f_words, f_table, f_pc, f_packed
+
     def _find(self, barcode: str) -> tuple[int, int, int]:
         """(source code, postcode, packed fields) of a barcode."""
         if _KEY_RE.fullmatch(barcode) is None:
             return SOURCE_NONE, NO_POSTCODE, 0
-        d = self._delta
-        f_words, f_table, f_pc, f_packed = self._file_arrays
-        return find_live(
-            barcode.encode("ascii"), d.words, d.table, d.postcode, d.packed, self._to_plan,
-            f_words, f_table, f_pc, f_packed,
-        )  # fmt: skip
+        return find_live(barcode.encode("ascii"), *self.find_arrays())
 
     def lookup(self, barcode: str) -> ManifestRow | None:
         """What the decider needs: the row for the barcode with its customs hold resolved;
@@ -708,12 +712,10 @@ class LiveManifest:
         source = np.zeros(n, np.int8)
         postcode = np.empty(n, np.int64)
         packed = np.empty(n, np.int64)
-        d = self._delta
-        f_words, f_table, f_pc, f_packed = self._file_arrays
         queries = keys.view(np.uint64).reshape(n, KEY_BYTES // 8)
         find_live_batch(
-            queries, d.words, d.table, d.postcode, d.packed, self._to_plan, f_words, f_table,
-            f_pc, f_packed, source, postcode, packed, np.empty((_BATCH_BLOCK, 4), np.int64),
+            queries, *self.find_arrays(), source, postcode, packed,
+            np.empty((_BATCH_BLOCK, 4), np.int64),
         )  # fmt: skip
         return source, postcode, packed
 
