@@ -3,8 +3,11 @@
 SQLite in WAL mode (standard library); the tables and how the file is opened are in
 drivers/journal_file.py. Writes happen on the event loop thread and are committed before
 the PLC sees the reply or the acknowledgement they belong to (the pipeline commits at the
-end of each step). With `synchronous = "full"` a commit is on the disk when it returns
-(0.2-0.6 ms here); with "normal" it survives a crash of the process but not a power cut.
+end of each step). With `synchronous = "normal"` a commit survives a crash of the process
+but not a power cut. With "full" a commit is also on the disk before anyone outside hears
+of it: by default (`deferred_sync`, the daemon) the disk sync runs off the event loop and
+is shared by the commits that came together (drivers/journal_sync.py), and the PLC driver
+and the MQTT outbox wait for it; without it, inside every COMMIT (the feeds worker).
 
 A journal that cannot write (disk full, I/O error) must not stop the sorter: `append`
 returns None, the caller keeps the message in memory only, and `healthy`/`last_error` say
@@ -47,6 +50,7 @@ from drivers.journal_file import (
 )
 from drivers.journal_outbox import JournalOutbox
 from drivers.journal_recovery import recover_from
+from drivers.journal_sync import WalSync
 from drivers.journal_upkeep import (
     PRUNE_AT_FRACTION,
     PRUNE_BATCH_ROWS,
@@ -105,6 +109,7 @@ class Journal:
         synchronous: str = "full",
         min_free_mb: float = 512.0,
         wall_clock_ns: Callable[[], int] = time.time_ns,
+        deferred_sync: bool = False,
     ) -> None:
         self.path = Path(path)
         self.max_size_bytes = int(max_size_mb * 1024 * 1024)
@@ -122,6 +127,10 @@ class Journal:
         self._owed: set[tuple[int, int]] = set()  # pending rows to delete at the next commit
         self._txn_rows = False  # the open transaction adds message or pending rows
         self._sent_persisted_ns = 0
+        # "full" with the sync off the loop: SQLite commits at "normal", WalSync syncs.
+        self.sync: WalSync | None = None
+        if deferred_sync and self.synchronous == "FULL":
+            self.sync = WalSync(self.path, self._sync_failed)
         self._db = self._open()
         self.stats.sent_upto = self._sent_on_disk = read_sent_upto(self._db)
 
@@ -131,9 +140,8 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"journal folder {self.path.parent}: {exc.strerror}") from exc
         self._lock = take_lock(self.path)
-        db, aside = open_database(
-            self.path, synchronous=self.synchronous, max_size_bytes=self.max_size_bytes
-        )
+        pragma = "NORMAL" if self.sync is not None else self.synchronous
+        db, aside = open_database(self.path, synchronous=pragma, max_size_bytes=self.max_size_bytes)
         if aside is not None:
             self.stats.set_aside.append(aside)
         return db
@@ -142,9 +150,24 @@ class Journal:
         with contextlib.suppress(sqlite3.Error):
             self.commit()
             self.persist_sent()
+        if self.sync is not None:
+            self.sync.close()
+        with contextlib.suppress(sqlite3.Error):
             self._db.close()
         with contextlib.suppress(OSError):
             os.close(self._lock)
+
+    async def synced(self) -> None:
+        """Every commit made so far is on the disk (at once unless `deferred_sync`)."""
+        if self.sync is not None:
+            await self.sync.wait()
+
+    def after_sync(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every commit made so far is on the disk."""
+        if self.sync is None:
+            callback()
+        else:
+            self.sync.after(callback)
 
     # --- writing ----------------------------------------------------------------------
 
@@ -163,6 +186,17 @@ class Journal:
             log.error("journal write failed", path=str(self.path), error=str(exc))
         self.healthy = False
         self.last_error = str(exc)
+        if changed and self.on_health_change is not None:
+            self.on_health_change()
+
+    def _sync_failed(self, exc: OSError) -> None:
+        # The rows are committed (a killed process keeps them); a power cut might not.
+        self.stats.failed += 1
+        changed = self.healthy
+        if self.healthy or str(exc) != self.last_error:
+            log.error("journal sync failed", path=str(self.path), error=str(exc))
+        self.healthy = False
+        self.last_error = f"sync: {exc}"
         if changed and self.on_health_change is not None:
             self.on_health_change()
 
@@ -231,7 +265,8 @@ class Journal:
         return out
 
     def commit(self) -> bool:
-        """Make what was appended durable; False when the journal could not."""
+        """Make what was appended durable (on the disk once `synced()` returns, with
+        `deferred_sync`); False when the journal could not."""
         # The open transaction is what was appended and not committed yet.
         if not self._db.in_transaction:
             return self.healthy
@@ -242,6 +277,10 @@ class Journal:
             return False
         self._txn_deleted.clear()
         wrote_rows, self._txn_rows = self._txn_rows, False
+        if self.sync is not None and wrote_rows:
+            # A watermark or a prune needs no sync of its own: losing one to a power cut
+            # only means a re-send or a later prune; the next sync covers it anyway.
+            self.sync.committed()
         # Only new rows prove the journal writes again: a watermark update or a prune
         # fits where a decision may not, and would make the alarm flap.
         if not self.healthy and wrote_rows:

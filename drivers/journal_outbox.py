@@ -48,9 +48,15 @@ class JournalOutbox:
             for tid, seq in self._decided:
                 self.journal.decided_elsewhere(tid, seq)
         self._decided.clear()
-        for topic, data, rowid in self._step:
+        step, self._step = self._step, []
+        self._step_failed = False
+        if step:
+            # Published once on the disk, so that the broker does not carry a decision a
+            # power cut could take from the journal (to be decided again, under another id).
+            self.journal.after_sync(lambda: self._publish(step, durable))
+
+    def _publish(self, step: list[tuple[str, bytes, int | None]], durable: bool) -> None:
+        for topic, data, rowid in step:
             self.publisher.publish_raw(
                 OutMessage(topic, data, 1, False), rowid if durable else None
             )
-        self._step.clear()
-        self._step_failed = False

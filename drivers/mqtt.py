@@ -127,6 +127,10 @@ class Outbox:
             self._retained[msg.topic] = msg
             self._retained.move_to_end(msg.topic)
         elif rowid is not None:
+            if rowid <= self._last_rowid:
+                # Paged in from the journal already: the journal publishes a step once its
+                # sync is done, and a page-in may have read the committed rows before that.
+                return
             if self._spilled or len(self._queue) >= self.max_memory:
                 self._spilled = True  # on disk already; paged in when the queue drains
             else:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -217,6 +217,7 @@ class PlcLink:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.endpoint = parse_plc_url(url)
         self.url = url
@@ -228,6 +229,9 @@ class PlcLink:
         self.max_chute = max_chute  # the reads of the chute status block follow it
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.clock_ns = clock_ns
+        # Awaited before a write that tells the PLC a step happened (rep_head, req_ack,
+        # conf_ack): what the handler journaled for it is then on the disk.
+        self._durable = durable
         self.handshake = Handshake(heartbeat_timeout_ns=heartbeat_timeout_ms * 1_000_000)
         self.stats = self.handshake.stats
         self.connected = False
@@ -432,7 +436,12 @@ class PlcLink:
         await self._flush_replies(ack=True)
 
     async def _flush_replies(self, ack: bool = False) -> None:
-        for write in self.handshake.reply_writes(ack=ack):
+        writes = self.handshake.reply_writes(ack=ack)
+        for i, write in enumerate(writes, 1):
+            if i == len(writes) and self._durable is not None:
+                # The last write moves req_ack and rep_head; the reply slots before it went
+                # out while the journal's sync ran.
+                await self._durable()
             await self._write(write)
         if self.handshake.replies_written():
             self._written.set()
@@ -448,4 +457,6 @@ class PlcLink:
         self.handler.on_confirmations(confirmations)
         if plan.jumped:
             self.handler.on_counters_jumped(Ring.CONFIRMATIONS)
+        if self._durable is not None:
+            await self._durable()
         await self._write(ack)

@@ -90,6 +90,7 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         retention_h=jc.retention_h,
         synchronous=jc.synchronous,
         min_free_mb=jc.min_free_mb,
+        deferred_sync=True,
     )
     journal.on_health_change = hooks.on_journal_health
     mqtt = _mqtt(cfg, topics, journal, hooks)
@@ -109,6 +110,7 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         request_timeout_ms=cfg.plc.request_timeout_ms,
         chute_status_interval_ms=cfg.plc.chute_status_interval_ms,
         max_chute=pipeline.decider.sort_plan.max_chute,
+        durable=journal.synced,
     )
     feeds = _feeds(site, pipeline.decider, hooks)
     pipeline.bind_reply(plc.queue_reply)

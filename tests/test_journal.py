@@ -19,7 +19,7 @@ import pytest
 from drivers.broker import LocalBroker, free_port
 from drivers.journal import Journal, JournalError, JournalOutbox
 from drivers.journal import Unsent as Row
-from drivers.mqtt import MqttPublisher, OutMessage, encode
+from drivers.mqtt import MqttPublisher, MqttStats, Outbox, OutMessage, encode
 from sorter.ports import MessageKind, Outgoing, SortRequest
 from tests.linekit import wait_until
 
@@ -377,3 +377,60 @@ async def test_a_failed_read_of_the_journal_does_not_skip_what_waits_there() -> 
             await asyncio.gather(runner, observer, return_exceptions=True)
     assert got == [1, 2, 3, 4]
     assert store.sent_upto == 4
+
+
+# ---------------------------------------------------------------- the sync off the loop
+
+
+async def test_commits_made_together_share_one_sync_and_wait_for_it(tmp_path: Path) -> None:
+    """`deferred_sync` (the daemon's journal at "full"): SQLite commits at "normal", and
+    one fdatasync of the WAL in a thread covers every commit made before it started."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    assert j.sync is not None
+    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    order: list[str] = []
+    for tid in range(10):  # ten steps in one go of the loop, as a burst of requests makes
+        _append(j, "decision", tid, tid)
+        assert j.commit()
+        j.after_sync(lambda tid=tid: order.append(f"published {tid}"))  # type: ignore[misc]
+    assert order == []  # nothing leaves before the disk has it
+    assert j.sync.commits == 10
+    await j.synced()
+    assert j.sync.synced == 10
+    assert j.sync.syncs == 1
+    assert order == [f"published {tid}" for tid in range(10)]
+    # With nothing committed since, a wait is free and a callback runs at once.
+    await j.synced()
+    j.after_sync(lambda: order.append("now"))
+    assert order[-1] == "now"
+    assert j.sync.syncs == 1
+    j.close()
+    assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(t, t) for t in range(10)}
+
+
+def test_without_deferred_sync_the_journal_syncs_inside_the_commit(tmp_path: Path) -> None:
+    """The feeds worker's journal (and the default): "full" stays SQLite's own."""
+    j = Journal(tmp_path / "j.sqlite")
+    assert j.sync is None
+    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    called: list[int] = []
+    _append(j, "decision", 1, 1)
+    j.commit()
+    j.after_sync(lambda: called.append(1))
+    assert called == [1]
+    j.close()
+
+
+async def test_a_step_paged_in_before_its_sync_is_sent_once(tmp_path: Path) -> None:
+    """The outbox pages journal rows in after a spill; a step committed but not yet synced
+    can be among them. Its own publish, when the sync ends, must not queue it again."""
+    j = Journal(tmp_path / "j.sqlite", synchronous="normal")
+    rows = [_append(j, "decision", tid, tid) for tid in range(3)]
+    j.commit()
+    outbox = Outbox(MqttStats(), max_outbox=10, store=j, max_memory=50)
+    batch, retained = await outbox.take(10)  # a store is looked at first: the 3 rows
+    assert (len(batch), retained) == (3, False)
+    for rowid in rows:  # the step's publish, after its sync
+        outbox.add(OutMessage("t/decisions", b"{}", 1, False), rowid)
+    assert outbox.backlog == 3
+    j.close()

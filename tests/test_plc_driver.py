@@ -840,3 +840,43 @@ async def test_a_plc_that_never_answers_times_out() -> None:
                 await link._session()
         finally:
             link._close()
+
+
+# ---------------------------------------------------------------------------- durability
+
+
+async def test_no_ack_reaches_the_plc_before_the_journal_is_on_the_disk() -> None:
+    """With a `durable` wait (the journal's sync, drivers/journal_sync.py) the reply slots
+    go out at once, but req_ack and rep_head move only once it returns; conf_ack likewise.
+    The wait here looks at the PLC's registers when it is called and is held open by the
+    test: a link that wrote its heads without waiting fails the first wait_until."""
+    released = asyncio.Event()
+    seen: list[tuple[int, int, int, int]] = []  # slot seq, rep_head, req_ack, conf_ack
+
+    async with PlcSimulator() as plc:
+        seq = plc.submit_request(4242)
+
+        async def durable() -> None:
+            regs = await plc.read_registers(0, 15)
+            slot_seq = (await plc.read_registers(700 + 4 * slot(seq), 1))[0]
+            seen.append((slot_seq, regs[REP_HEAD], regs[REQ_ACK], regs[CONF_ACK]))
+            await released.wait()
+
+        handler = Recorder()
+        link = make_link(plc.url, handler, durable=durable)
+        async with running(link):
+            await wait_until(lambda: bool(seen), what="the link waiting for the journal")
+            assert seen[0] == (seq, 0, 0, 0)  # the slot is in the PLC, not announced
+            assert plc.reply(4242, seq) is None
+            released.set()
+            await register_becomes(plc, REP_HEAD, 1)
+            assert await register(plc, REQ_ACK) == 1
+            await wait_until(lambda: plc.reply(4242, seq) is not None, what="reply read")
+
+            calls = len(seen)
+            plc.submit_confirmation(seq, 4242, 3, Outcome.SORTED, 0)
+            await wait_until(lambda: bool(handler.confirmations), what="confirmation")
+            await register_becomes(plc, CONF_ACK, 1)
+            # The wait ran after the handler had the confirmation and before conf_ack moved.
+            assert len(seen) > calls
+            assert seen[calls][3] == 0

@@ -1,0 +1,147 @@
+"""Group commit for the journal: its disk sync off the event loop, shared by every commit
+that came before it.
+
+With `synchronous = "full"` SQLite syncs the WAL inside every COMMIT, on the thread that
+commits: the event loop. On this kind of virtual disk that is 1 ms at the median and 4-5 ms
+at p99, up to 80 times a second at 100,000 items/h, and the whole line (scanner reads, the
+PLC's other requests, MQTT) waits behind it. Instead the journal commits at
+`synchronous = "normal"` (the COMMIT only writes the WAL: a killed process loses nothing)
+and this module makes it power-cut safe: `fdatasync` of the WAL file in a thread of its
+own, started at each commit, covering every commit made before it began. Whatever the PLC
+or the broker is told about a step waits for `wait()` (the PLC driver before it bumps
+`rep_head`, `req_ack` or `conf_ack`) or runs in `after()` (the MQTT outbox): so nothing
+outside the process ever sees a step a power cut could take back, as with "full".
+
+Meanwhile the PLC driver writes the reply slots (invisible to the PLC until `rep_head`
+moves): the sync and that round trip overlap instead of following each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+__all__ = ["WalSync"]
+
+
+class WalSync:
+    """Counts commits and syncs; `committed()` after each COMMIT, `wait()` before telling
+    anyone outside. `on_error` runs on the loop when a sync fails (the journal then
+    reports itself unhealthy; the line does not stop for it)."""
+
+    def __init__(self, db_path: Path, on_error: Callable[[OSError], None]) -> None:
+        self._db_path = db_path
+        self._wal_path = Path(f"{db_path}-wal")
+        self._on_error = on_error
+        self.commits = 0  # COMMITs made
+        self.synced = 0  # COMMITs on the disk
+        self.syncs = 0  # fdatasync calls: fewer than commits when commits came together
+        self._fd = -1
+        self._ino = 0
+        self._task: asyncio.Task[None] | None = None
+        self._after: deque[tuple[int, Callable[[], None]]] = deque()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def committed(self) -> None:
+        """A COMMIT returned: start a sync now unless one is running (the running one's
+        end starts the next, which covers every commit made meanwhile)."""
+        self.commits += 1
+        self._start()
+
+    async def wait(self) -> None:
+        """Return once every commit made before the call is on the disk (or its sync
+        failed: reported through `on_error`)."""
+        target = self.commits
+        while self.synced < target:
+            self._start()
+            if self._task is None:  # no running loop to sync on: synced in place
+                break
+            await asyncio.shield(self._task)
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop once the commits made so far are on the disk."""
+        if self.synced >= self.commits:
+            callback()
+        else:
+            self._after.append((self.commits, callback))
+
+    def close(self) -> None:
+        """Sync what is left, in place, and release the thread and the file."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self.synced < self.commits:
+            self._finish(self.commits, self._sync_file())
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    # ------------------------------------------------------------------ the sync
+
+    def _start(self) -> None:
+        if self._task is not None or self.synced >= self.commits:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # No loop (start-up, shutdown, tools): the sync a COMMIT at "full" would make.
+            self._finish(self.commits, self._sync_file())
+            return
+        self._task = loop.create_task(self._run(loop))
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
+        try:
+            while self.synced < self.commits:
+                upto = self.commits
+                error = await loop.run_in_executor(self._executor, self._sync_file)
+                self._finish(upto, error)
+        finally:
+            self._task = None
+
+    def _finish(self, upto: int, error: OSError | None) -> None:
+        self.syncs += 1
+        self.synced = max(self.synced, upto)
+        if error is not None:
+            self._on_error(error)
+        while self._after and self._after[0][0] <= self.synced:
+            self._after.popleft()[1]()
+
+    def _sync_file(self) -> OSError | None:
+        """fdatasync of the WAL (in the sync thread): every frame written so far. The WAL
+        lives as long as the connection; a checkpoint at "normal" has already synced what
+        it moved into the database file."""
+        try:
+            ino = os.stat(self._wal_path).st_ino
+            if ino != self._ino:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                self._fd = os.open(self._wal_path, os.O_RDONLY)
+                self._ino = ino
+            os.fdatasync(self._fd)
+        except FileNotFoundError:
+            # No WAL (not written yet, or checkpointed away): the database file holds it all.
+            return _sync_path(self._db_path)
+        except OSError as exc:
+            return exc
+        return None
+
+
+def _sync_path(path: Path) -> OSError | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return exc
+    return None
