@@ -358,7 +358,9 @@ class Handshake:
         """The writes that put every queued reply into the PLC: the reply slots, then
         `req_ack` and `rep_head` together (the PLC sees a head only after its slots). With
         nothing queued, only `req_ack` when `ack`. Call `replies_written` once they land."""
-        pending = len(self._replies)
+        # One ring's worth at a time: the 65th reply of one write would land in the slot
+        # of the first before the PLC could read it. The rest go with the next head.
+        pending = min(len(self._replies), R.RING_SLOTS)
         if not pending:
             return [Write(R.REQ_ACK, [self.req_ack])] if ack else []
         writes = []

@@ -143,6 +143,23 @@ def test_normal_flow_requests_replies_and_the_ack_in_one_write() -> None:
     assert hs.plan_requests(header(req_head=3)) is None
 
 
+def test_more_replies_than_the_ring_go_out_one_ring_at_a_time() -> None:
+    """Replies pile up while the link waits (a slow disk sync, a stalled PLC): one write
+    round never moves rep_head by more than the ring, or it would overwrite unread slots."""
+    hs = connected(rep_head=10)
+    for i in range(100):
+        hs.queue_reply(i, 1000 + i, 3)
+    first = hs.reply_writes()
+    assert first[-1] == Write(R.REQ_ACK, [0, 74])
+    assert sum(len(w.values) for w in first[:-1]) == 64 * R.REPLY_SIZE
+    assert hs.replies_written() == 64
+    second = hs.reply_writes()
+    assert second[-1] == Write(R.REQ_ACK, [0, 110])
+    assert second[0].values[:3] == [64, 0, 1064]  # in order, from the 65th
+    assert hs.replies_written() == 36
+    assert hs.pending_replies == 0
+
+
 def test_nothing_queued_acks_alone_or_writes_nothing() -> None:
     hs = connected(req_ack=2)
     assert hs.reply_writes(ack=True) == [Write(R.REQ_ACK, [2])]
