@@ -6,8 +6,9 @@ default), or faults (the fault-injection suite, only when named: it is long), be
 decision and line figures of this commit against an earlier one, `--before REV`),
 optimise (`sorterd plan optimise`), archive (PostgreSQL and mosquitto needed), hub
 (several lines, each its own `sorterd run`, on one broker), web (the web console in
-headless Chromium; mosquitto, chromium and chromedriver needed) or failover (the connected
-node of a NATS cluster killed; nats-server needed), each only when named. The live
+headless Chromium; mosquitto, chromium and chromedriver needed), failover (the connected
+node of a NATS cluster killed; nats-server needed) or soak (45 minutes at 200,000 items/h,
+sampled every minute), each only when named. The live
 manifest's lookups and memory at hub scale run on their own:
 `python -m benchmarks.feeds_index`.
 Names may also be given as plain arguments (`python -m benchmarks decide line`).
@@ -32,7 +33,9 @@ from benchmarks import results
 __all__ = ["main"]
 
 DEFAULT = ("decide", "replay", "manifest", "journal", "rtu", "line", "feeds")
-KNOWN = (*DEFAULT, "faults", "before", "optimise", "archive", "hub", "web", "failover")
+KNOWN = (
+    *DEFAULT, "faults", "before", "optimise", "archive", "hub", "web", "failover", "soak",
+)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--archive-trace-only", action="store_true", help="trace and report only (archive-trace)"
     )
+    g = p.add_argument_group("soak")
+    g.add_argument("--soak-minutes", type=float, help="minutes of induction (default 45)")
+    g.add_argument("--soak-rate", type=float, help="items/h (default 200,000)")
     g = p.add_argument_group("faults")
     g.add_argument("--fault-scale", type=float, default=1.0)
     g.add_argument("--fault-select", default="", help="pytest -k expression")
@@ -155,6 +161,9 @@ _CHANGES: dict[str, Callable[[argparse.Namespace, Any], dict[str, Any]]] = {
     "faults": lambda args, _: {"scale": args.fault_scale, "select": args.fault_select},
     "before": _before_changes,
     "archive": _archive_changes,
+    "soak": lambda args, _: {
+        k: v for k, v in (("minutes", args.soak_minutes), ("rate", args.soak_rate)) if v
+    },
 }
 
 

@@ -21,8 +21,7 @@ Modbus TCP and TCP telegrams, and to a local broker over MQTT. Figures per rate:
 Start-up to ready: from spawning `sorterd run` to its status online with the PLC
 connected (config loaded, plan compiled, kernels from the numba cache, devices connected).
 
-`python -m benchmarks.line --soak HOURS` runs 40,000 items/h for that long (bounded),
-printing the daemon's resident memory every minute: the no-growth check (not in CI).
+The long run at one rate, sampled every minute, is benchmarks/soak.py.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import PLAN
-from benchmarks.daemon import PREFIX, cpu_s, daemon_process, memory_kb, observing
+from benchmarks.daemon import (
+    PREFIX,
+    Daemon,
+    Observer,
+    cpu_s,
+    daemon_process,
+    memory_kb,
+    observing,
+)
 from benchmarks.results import Section, broker_info, filesystem
 from drivers.broker import LocalBroker
 from simulators.conveyor import Ledger, LineParams
@@ -56,6 +63,7 @@ __all__ = [
     "QUICK_DURATION_S",
     "QUICK_RATES",
     "Options",
+    "daemon_on_line",
     "latency_ms",
     "ledger_figures",
     "main",
@@ -122,17 +130,16 @@ def ledger_figures(ledger: Ledger, drained: bool) -> dict[str, Any]:
     }
 
 
-async def run_rate(
-    rate: float,
-    duration_s: float,
-    *,
+@contextlib.asynccontextmanager
+async def daemon_on_line(
     broker: LocalBroker,
-    soak: bool = False,
+    *,
     profile: str | None = None,
     params: LineParams = PARAMS,
     plc_serve: PlcServe | None = None,
-) -> dict[str, Any]:
-    """One rate with the daemon: the figures of the module docstring."""
+) -> AsyncIterator[tuple[SimulatedLine, Daemon, Observer]]:
+    """A simulated line (seed 5) and `sorterd run` on it as its own process, online, with
+    an observer of its MQTT; the daemon's scanner link is up."""
     plan = load_plan(PLAN)
     async with (
         SimulatedLine(
@@ -154,17 +161,32 @@ async def run_rate(
             )
             async with daemon_process(site, obs, profile=profile) as daemon:
                 await line.scanner.wait_for_clients(1)
-                cpu0 = cpu_s(daemon.pid)
-                t_run = time.perf_counter()
-                if soak:
-                    inducted = await _soak(line, rate, duration_s, daemon.pid)
-                else:
-                    inducted = await line.run(rate, duration_s=duration_s)
-                drained = await line.drain(60)
-                used_s = cpu_s(daemon.pid) - cpu0
-                wall_s = time.perf_counter() - t_run
-                memory = memory_kb(daemon.pid)
-                await asyncio.sleep(2.5)  # one more P/stats
+                yield line, daemon, obs
+
+
+async def run_rate(
+    rate: float,
+    duration_s: float,
+    *,
+    broker: LocalBroker,
+    profile: str | None = None,
+    params: LineParams = PARAMS,
+    plc_serve: PlcServe | None = None,
+) -> dict[str, Any]:
+    """One rate with the daemon: the figures of the module docstring."""
+    async with daemon_on_line(broker, profile=profile, params=params, plc_serve=plc_serve) as (
+        line,
+        daemon,
+        obs,
+    ):
+        cpu0 = cpu_s(daemon.pid)
+        t_run = time.perf_counter()
+        inducted = await line.run(rate, duration_s=duration_s)
+        drained = await line.drain(60)
+        used_s = cpu_s(daemon.pid) - cpu0
+        wall_s = time.perf_counter() - t_run
+        memory = memory_kb(daemon.pid)
+        await asyncio.sleep(2.5)  # one more P/stats
     last = obs.stats[-1] if obs.stats else {}
     return {
         "rate": rate,
@@ -233,22 +255,6 @@ async def run_reference(
         "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
         "host_counters": counters,
     }
-
-
-async def _soak(line: SimulatedLine, rate: float, duration_s: float, pid: int) -> int:
-    inducting = asyncio.create_task(line.run(rate, duration_s=duration_s))
-    start = time.monotonic()
-    while not inducting.done():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(60):
-                await asyncio.shield(inducting)
-        mem = memory_kb(pid)
-        print(
-            f"soak {(time.monotonic() - start) / 60:6.1f} min: inducted {line.ledger.inducted}, "
-            f"rss {mem.get('VmRSS', 0) / 1024:.1f} MB, peak {mem.get('VmHWM', 0) / 1024:.1f} MB",
-            flush=True,
-        )
-    return inducting.result()
 
 
 async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -385,11 +391,6 @@ def report(section: Section) -> list[str]:
     ]
 
 
-async def _main_soak(hours: float) -> dict[str, Any]:
-    async with LocalBroker() as broker:
-        return await run_rate(40_000, hours * 3600, broker=broker, soak=True)
-
-
 async def _main_profile(rates: Sequence[float], duration_s: float, profile: str) -> None:
     async with LocalBroker() as broker:
         for rate in rates:
@@ -400,15 +401,10 @@ async def _main_profile(rates: Sequence[float], duration_s: float, profile: str)
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.line")
-    parser.add_argument("--soak", type=float, metavar="HOURS", help="40,000 items/h for HOURS")
     parser.add_argument("--rate", type=float, action="append", help="only these rates")
     parser.add_argument("--duration", type=float, default=DURATION_S, metavar="S")
     parser.add_argument("--profile", metavar="FILE", help="py-spy raw stacks of the daemon")
     args = parser.parse_args()
-    if args.soak:
-        for line in report_rows([{"daemon": asyncio.run(_main_soak(args.soak))}]):
-            print(line)
-        return 0
     rates = tuple(args.rate or RATES)
     if args.profile:
         asyncio.run(_main_profile(rates, args.duration, args.profile))
