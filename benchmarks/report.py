@@ -534,6 +534,33 @@ def _web(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def _soak(s: dict[str, Any]) -> list[str]:
+    """The compressed soak (benchmarks/soak.py): one line per minute, then the run."""
+    p, row = s["params"], s["details"]["soak"]
+    lat, over = row["plc_latency_ms"], row["over_ms"]
+    lines = [
+        f"`sorterd run` at {p['rate']:,.0f} items/h for {p['minutes']:g} min "
+        f"({s['details']['broker']['kind']}, poll {p['poll_interval_ms']} ms, belt "
+        f"{p['belt_speed_m_s']:g} m/s): inducted {row['inducted']:,}, drained "
+        f"{row['drained_items']:,}; PLC req->reply ms p50 / p99 / max {lat['p50']:.2f} / "
+        f"{lat['p99']:.2f} / {lat['max']:.2f}; replies over 100 ms: {over['100']}, over 500 ms: "
+        f"{over['500']}; late {row['late_replies']}; never answered {row['no_reply_passes']}; "
+        f"CPU {row['cpu_share'] * 100:.1f} % of a core; RSS at the end {row['rss_end_mb']:.1f} "
+        f"MB, peak {row['rss_peak_mb']:.1f} MB.",
+        "",
+        "| minute | inducted | replies | PLC ms p50 / p99 / max | late | never answered | "
+        "RSS MB (peak) | CPU % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in row["samples"]:
+        lines.append(
+            f"| {m['minute']:.1f} | {m['inducted']:,} | {m['replies']:,} | {m['p50_ms']:.2f} / "
+            f"{m['p99_ms']:.2f} / {m['max_ms']:.2f} | {m['late']} | {m['no_reply']} | "
+            f"{m['rss_mb']:.1f} ({m['hwm_mb']:.1f}) | {m['cpu_share'] * 100:.1f} |"
+        )
+    return lines
+
+
 Renderer = Callable[[dict[str, Any]], list[str]]
 TABLES: dict[str, tuple[str, Renderer]] = {
     "decide": ("decide", _decide),
@@ -551,6 +578,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "web": ("web", _web),
     "archive": ("archive", _archive),
     "archive-trace": ("archive-trace", _archive_trace),
+    "soak": ("soak", _soak),
 }
 
 
