@@ -142,6 +142,8 @@ class Journal:
         self._lock = take_lock(self.path)
         pragma = "NORMAL" if self.sync is not None else self.synchronous
         db, aside = open_database(self.path, synchronous=pragma, max_size_bytes=self.max_size_bytes)
+        if self.sync is not None:
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the sync's thread checkpoints
         if aside is not None:
             self.stats.set_aside.append(aside)
         return db

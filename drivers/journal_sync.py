@@ -14,6 +14,13 @@ outside the process ever sees a step a power cut could take back, as with "full"
 
 Meanwhile the PLC driver writes the reply slots (invisible to the PLC until `rep_head`
 moves): the sync and that round trip overlap instead of following each other.
+
+Checkpoints leave the loop too. SQLite's automatic checkpoint runs inside the COMMIT that
+crosses 1,000 WAL pages: it copies them into the database file and syncs both, 12-27 ms
+on this disk and far more when the disk is busy, all on the loop. The journal turns it off
+(`wal_autocheckpoint = 0`) and a second thread, with a connection of its own, runs a
+PASSIVE checkpoint at most every CHECKPOINT_INTERVAL_S after a sync: it never waits for the
+writer, and the writer never waits for it.
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["WalSync"]
+__all__ = ["CHECKPOINT_INTERVAL_S", "WalSync"]
+
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 class WalSync:
@@ -46,6 +57,11 @@ class WalSync:
         self._task: asyncio.Task[None] | None = None
         self._after: deque[tuple[int, Callable[[], None]]] = deque()
         self._executor: ThreadPoolExecutor | None = None
+        self.checkpoints = 0
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._last_checkpoint = 0.0
 
     def committed(self) -> None:
         """A COMMIT returned: start a sync now unless one is running (the running one's
@@ -71,10 +87,15 @@ class WalSync:
             self._after.append((self.commits, callback))
 
     def close(self) -> None:
-        """Sync what is left, in place, and release the thread and the file."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Sync what is left, in place, and release the threads and the files."""
+        for pool in (self._executor, self._checkpointer):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._executor = self._checkpointer = None
+        if self._checkpoint_db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._checkpoint_db.close()
+            self._checkpoint_db = None
         if self.synced < self.commits:
             self._finish(self.commits, self._sync_file())
         if self._fd >= 0:
@@ -105,6 +126,36 @@ class WalSync:
                 self._finish(upto, error)
         finally:
             self._task = None
+        self._checkpoint_soon(loop)
+
+    def _checkpoint_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        if self._checkpointing is not None or now - self._last_checkpoint < CHECKPOINT_INTERVAL_S:
+            return
+        self._last_checkpoint = now
+        if self._checkpointer is None:
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="journal-checkpoint")
+        self._checkpointing = loop.run_in_executor(self._checkpointer, self._checkpoint)
+        self._checkpointing.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpointing = None
+        if not done.cancelled():
+            done.exception()  # _checkpoint keeps its errors; nothing is left to retrieve
+
+    def _checkpoint(self) -> None:
+        """PASSIVE: copies what no reader still needs and returns; the next one goes on.
+        A failure here costs WAL size only (the rows are in the WAL, synced): the next
+        checkpoint, or the one SQLite makes when the journal closes, catches up."""
+        try:
+            if self._checkpoint_db is None:
+                self._checkpoint_db = sqlite3.connect(
+                    self._db_path, isolation_level=None, check_same_thread=False
+                )
+            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.checkpoints += 1
+        except sqlite3.Error:
+            pass
 
     def _finish(self, upto: int, error: OSError | None) -> None:
         self.syncs += 1

@@ -404,6 +404,9 @@ async def test_commits_made_together_share_one_sync_and_wait_for_it(tmp_path: Pa
     j.after_sync(lambda: order.append("now"))
     assert order[-1] == "now"
     assert j.sync.syncs == 1
+    # Checkpoints run in a thread of their own after a sync, never inside a COMMIT.
+    assert j._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    await wait_until(lambda: j.sync is not None and j.sync.checkpoints == 1, 10)
     j.close()
     assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(t, t) for t in range(10)}
 
