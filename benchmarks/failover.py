@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import Section
-from tests.cluster.clusterkit import ClusterBroker, connected_node, now_pair, publishing_again_s
+from tests.cluster.clusterkit import (
+    ClusterBroker,
+    connected_node,
+    lead_from_observer_node,
+    now_pair,
+    publishing_again_s,
+)
 from tests.faults.harness import FaultRig
 
 __all__ = ["QUICK", "Options", "report", "run"]
@@ -43,10 +49,13 @@ QUICK = Options(lead_s=3.0, tail_s=8.0, runs=1)
 async def _one(folder: Path, opts: Options) -> dict[str, Any]:
     broker = ClusterBroker(folder)
     async with FaultRig(folder, broker=broker).running() as rig:
+        await lead_from_observer_node(broker)
         rig.start_traffic(opts.lead_s + opts.tail_s, rate_per_h=opts.rate_per_h)
         await asyncio.sleep(opts.lead_s)
         node = connected_node(rig, broker.cluster)
         assert node is not None
+        killed_name = f"n{node + 1}"
+        killed_led = sorted(g for g, n in broker.cluster.leaders().items() if n == killed_name)
         wall_s, loop_s = now_pair()
         await asyncio.to_thread(broker.cluster.kill, node)
         await asyncio.sleep(opts.tail_s)
@@ -75,6 +84,7 @@ async def _one(folder: Path, opts: Options) -> dict[str, Any]:
         "decisions": result.decisions,
         "results": result.results,
         "problems": result.notes[:10],
+        "killed_node_led": killed_led,
         "publisher_after_kill": sorted(story, key=lambda line: float(line.split(" s ")[0]))[:12],
     }
 
