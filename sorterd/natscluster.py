@@ -6,7 +6,9 @@ Every node binds 127.0.0.1 on ports chosen when the cluster is made, and keeps t
 retained messages and QoS 1 messages live in JetStream streams replicated on all three nodes,
 so a client whose node dies resumes its session on another. The first MQTT connection
 creates those streams (a few seconds, after JetStream elected its leader): `start` returns
-only once a QoS 1 message went from one node to another through them.
+only once a QoS 1 message went from one node to another through them. `place_leaders`
+moves the leadership of those streams and their consumers to one node, so that the death of
+another node costs no JetStream election (docs/cluster.md "Where the leaders are").
 
 Blocking calls (subprocesses and a paho client); asyncio code calls `start`/`restart`
 through `asyncio.to_thread` when its loop must keep running meanwhile.
@@ -180,10 +182,14 @@ class NatsCluster:
         (empty: all on node `i`)."""
         target = self._nodes[i].name
         deadline = time.monotonic() + timeout_s
+        elsewhere: dict[str, str] = {}
         while True:
-            elsewhere = {g: n for g, n in self.leaders().items() if n != target}
-            if not elsewhere or time.monotonic() > deadline:
-                return elsewhere
+            with contextlib.suppress(NatsClusterError):  # /jsz slow to answer: ask again
+                elsewhere = {g: n for g, n in self.leaders().items() if n != target}
+                if not elsewhere:
+                    return elsewhere
+            if time.monotonic() > deadline:
+                return elsewhere or {"/jsz": "no answer"}
             for group in elsewhere:
                 with contextlib.suppress(OSError, NatsClusterError):
                     _nats_request(self._nodes[i].client_port, _stepdown_subject(group))
@@ -369,8 +375,10 @@ def _nats_request(port: int, subject: str, payload: bytes = b"", timeout_s: floa
     answering it): the JetStream API's leader step-downs, without a NATS client library
     for two subjects."""
     inbox = f"_INBOX.{uuid.uuid4().hex}"
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        stream = sock.makefile("rb")
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock,
+        sock.makefile("rb") as stream,
+    ):
         stream.readline()  # INFO {...}
         sock.sendall(
             b'CONNECT {"verbose":false,"pedantic":false}\r\n'
