@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import Section
-from tests.cluster.clusterkit import ClusterBroker, connected_node, now_pair, publishing_again_s
-from tests.faults.harness import FaultRig
+from tests.cluster.clusterkit import (
+    ClusterBroker,
+    connected_node,
+    lead_from_observer_node,
+    now_pair,
+    publishing_again_s,
+)
+from tests.faults.harness import DaemonProcess, FaultRig
 
 __all__ = ["QUICK", "Options", "report", "run"]
 
@@ -34,49 +40,66 @@ class Options:
     rate_per_h: int = 40_000
     lead_s: float = 10.0  # traffic before the kill
     tail_s: float = 15.0  # traffic after it
-    runs: int = 3  # a new cluster each: which node leads the streams is chance
+    runs: int = 3  # a new cluster each
+    leader_runs: int = 1  # the node leading JetStream killed instead (not the daemon's)
 
 
-QUICK = Options(lead_s=3.0, tail_s=8.0, runs=1)
+QUICK = Options(lead_s=3.0, tail_s=8.0, runs=1, leader_runs=0)
+
+# The leader-killed runs: leaders on the second node, the daemon on the first, the
+# observer on the third; the second is killed.
+LEADER_NODE = 1
 
 
-async def _one(folder: Path, opts: Options) -> dict[str, Any]:
+async def _one(folder: Path, opts: Options, *, kill_leader: bool = False) -> dict[str, Any]:
     broker = ClusterBroker(folder)
     async with FaultRig(folder, broker=broker).running() as rig:
+        if kill_leader:
+            await asyncio.to_thread(broker.cluster.place_leaders, LEADER_NODE)
+        else:
+            await lead_from_observer_node(broker)
         rig.start_traffic(opts.lead_s + opts.tail_s, rate_per_h=opts.rate_per_h)
         await asyncio.sleep(opts.lead_s)
-        node = connected_node(rig, broker.cluster)
+        node = LEADER_NODE if kill_leader else connected_node(rig, broker.cluster)
         assert node is not None
+        killed_led = sorted(g for g, n in broker.cluster.leaders().items() if n == f"n{node + 1}")
         wall_s, loop_s = now_pair()
         await asyncio.to_thread(broker.cluster.kill, node)
         await asyncio.sleep(opts.tail_s)
         result = await rig.finish("cluster_node_killed", recover_s=None)
         assert rig.daemon is not None
-        connects = [
-            _wall_s(str(e.get("timestamp", "")))
-            for e in rig.daemon.log_events("mqtt state")
-            if e.get("connected") is True
-        ]
-        # What the publisher did after the kill, for a slow failover's why.
-        story = [
-            f"{_wall_s(str(e.get('timestamp', ''))) - wall_s:+.2f} s {event} "
-            f"{e.get('url', '')} {str(e.get('error', ''))[:80]}"
-            for event in ("mqtt connection lost", "mqtt state")
-            for e in rig.daemon.log_events(event)
-            if _wall_s(str(e.get("timestamp", ""))) > wall_s
-        ]
-    after = [t - wall_s for t in connects if t > wall_s]
+        connects, story = _publisher_after(rig.daemon, wall_s)
     return {
+        "killed": "the node leading JetStream" if kill_leader else "the daemon's node",
         "publishing_again_s": publishing_again_s(rig, wall_s, loop_s),
-        "reconnect_s": after[0] if after else None,
+        "reconnect_s": connects[0] if connects else None,
         "lost": result.lost,
         "duplicates": result.duplicates_dropped,
         "late_replies": result.late_replies,
         "decisions": result.decisions,
         "results": result.results,
         "problems": result.notes[:10],
-        "publisher_after_kill": sorted(story, key=lambda line: float(line.split(" s ")[0]))[:12],
+        "killed_node_led": killed_led,
+        "publisher_after_kill": story,
     }
+
+
+def _publisher_after(daemon: DaemonProcess, wall_s: float) -> tuple[list[float], list[str]]:
+    """Seconds from the kill to each connection the publisher made after it, and what it
+    did after the kill (its log lines), for a slow failover's why."""
+    connects = [
+        t - wall_s
+        for e in daemon.log_events("mqtt state")
+        if e.get("connected") is True and (t := _wall_s(str(e.get("timestamp", "")))) > wall_s
+    ]
+    story = [
+        f"{_wall_s(str(e.get('timestamp', ''))) - wall_s:+.2f} s {event} "
+        f"{e.get('url', '')} {str(e.get('error', ''))[:80]}"
+        for event in ("mqtt connection lost", "mqtt state")
+        for e in daemon.log_events(event)
+        if _wall_s(str(e.get("timestamp", ""))) > wall_s
+    ]
+    return connects, sorted(story, key=lambda line: float(line.split(" s ")[0]))[:12]
 
 
 def _wall_s(iso: str) -> float:
@@ -88,15 +111,17 @@ def _wall_s(iso: str) -> float:
 
 def run(opts: Options | None = None) -> Section:
     opts = opts or Options()
-    runs = []
-    for i in range(opts.runs):
+    runs: list[dict[str, Any]] = []
+    for i in range(opts.runs + opts.leader_runs):
         with tempfile.TemporaryDirectory(prefix="sorterd-failover-") as folder:
-            runs.append(asyncio.run(_one(Path(folder), opts)))
+            runs.append(asyncio.run(_one(Path(folder), opts, kill_leader=i >= opts.runs)))
         print(f"  run {i + 1}: {runs[-1]}", flush=True)
+    leader_runs, runs = runs[opts.runs :], runs[: opts.runs]
     section = Section(
         params={"rate_per_h": opts.rate_per_h, "lead_s": opts.lead_s, "tail_s": opts.tail_s,
-                "runs": opts.runs, "nodes": 3, "broker": "nats-server (JetStream, R3)"},
-        details={"runs": runs},
+                "runs": opts.runs, "leader_runs": opts.leader_runs, "nodes": 3,
+                "broker": "nats-server (JetStream, R3, leaders on the third node)"},
+        details={"runs": runs, "leader_runs": leader_runs},
     )  # fmt: skip
     again = [r["publishing_again_s"] for r in runs if r["publishing_again_s"] is not None]
     if again:
@@ -113,16 +138,25 @@ def run(opts: Options | None = None) -> Section:
             key, sum(r[key] for r in runs), "messages" if key != "late_replies" else "items"
         )
     section.add("runs_without_publishing_again", len(runs) - len(again), "runs")
+    # What the death of the node leading JetStream costs (no daemon on it): an election.
+    stalls = [r["publishing_again_s"] for r in leader_runs if r["publishing_again_s"] is not None]
+    if stalls:
+        section.add(
+            "leader_killed_publishing_again_s_max", max(stalls), "s",
+            "publishing again, the leading node killed", better="lower",
+        )  # fmt: skip
     return section
 
 
 def report(section: Section) -> list[str]:
     lines = []
-    for i, r in enumerate(section.details["runs"]):
+    for i, r in enumerate(section.details["runs"] + section.details.get("leader_runs", [])):
         again = r["publishing_again_s"]
         reconnect = r["reconnect_s"]
+        killed = r.get("killed", "the daemon's node")
         lines.append(
-            f"  run {i + 1}: publishing again {'-' if again is None else f'{again:.2f}'} s "
+            f"  run {i + 1}, {killed} killed: "
+            f"publishing again {'-' if again is None else f'{again:.2f}'} s "
             f"(connected again {'-' if reconnect is None else f'{reconnect:.2f}'} s), "
             f"lost {r['lost']}, ids twice {r['duplicates']}, late replies {r['late_replies']}, "
             f"decisions {r['decisions']}, results {r['results']}"

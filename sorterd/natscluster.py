@@ -6,7 +6,9 @@ Every node binds 127.0.0.1 on ports chosen when the cluster is made, and keeps t
 retained messages and QoS 1 messages live in JetStream streams replicated on all three nodes,
 so a client whose node dies resumes its session on another. The first MQTT connection
 creates those streams (a few seconds, after JetStream elected its leader): `start` returns
-only once a QoS 1 message went from one node to another through them.
+only once a QoS 1 message went from one node to another through them. `place_leaders`
+moves the leadership of those streams and their consumers to one node, so that the death of
+another node costs no JetStream election (docs/cluster.md "Where the leaders are").
 
 Blocking calls (subprocesses and a paho client); asyncio code calls `start`/`restart`
 through `asyncio.to_thread` when its loop must keep running meanwhile.
@@ -23,12 +25,13 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import aiomqtt
 
@@ -39,6 +42,8 @@ __all__ = ["NatsCluster", "NatsClusterError", "nats_server_path"]
 
 CLUSTER_NAME = "sorterd"
 READY_TIMEOUT_S = 60.0
+PLACE_TIMEOUT_S = 30.0
+PLACE_POLL_S = 1.0
 STOP_TIMEOUT_S = 5.0
 
 
@@ -145,13 +150,50 @@ class NatsCluster:
 
     def restart(self, i: int, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Start node `i` again (killed or not) on its ports with its store; returns once it
-        accepts MQTT connections and its JetStream has caught up (`/healthz`): only then
-        may another node go without the cluster losing its quorum."""
+        accepts MQTT connections, its JetStream has caught up (`/healthz`: only then may
+        another node go without the cluster losing its quorum) and a QoS 1 message went
+        from it to another node. That first MQTT connection sets up the node's MQTT state
+        (it recreates its retained-messages consumer, a request to JetStream's metadata
+        leader): done now, it does not fall on a client that moves here because another
+        node died, maybe the metadata leader, whose election it would wait for."""
         self._end(i, signal.SIGKILL)
         self._spawn(i)
         deadline = time.monotonic() + timeout_s
         self._wait_port(i, deadline)
         self._wait_healthy(i, deadline)
+        self._wait_mqtt_passes(deadline, via=i)
+
+    def leaders(self) -> dict[str, str]:
+        """The leader of every raft group of the MQTT streams, by node name, as the first
+        running node's monitoring endpoint (`/jsz`) says: `"$MQTT_msgs"` for a stream,
+        `"$MQTT_msgs > NAME"` for one of its consumers (a QoS 1 subscription); a group
+        without a leader (an election under way) is left out."""
+        up = [i for i in range(len(self._nodes)) if self.running(i)]
+        if not up:
+            return {}
+        return _leaders_in(self._jsz(up[0]))
+
+    def place_leaders(self, i: int, timeout_s: float = PLACE_TIMEOUT_S) -> dict[str, str]:
+        """Move the leadership of every MQTT stream and consumer to node `i` (the node the
+        lines' daemons list last, docs/cluster.md "Where the leaders are"), by asking each
+        other leader to step down (JetStream's leader transfer, no election timeout);
+        repeated, since nats-server 2.9 hands over to the first caught-up follower, not
+        to a chosen one. Returns the groups still led elsewhere when `timeout_s` ran out
+        (empty: all on node `i`)."""
+        target = self._nodes[i].name
+        deadline = time.monotonic() + timeout_s
+        elsewhere: dict[str, str] = {}
+        while True:
+            with contextlib.suppress(NatsClusterError):  # /jsz slow to answer: ask again
+                elsewhere = {g: n for g, n in self.leaders().items() if n != target}
+                if not elsewhere:
+                    return elsewhere
+            if time.monotonic() > deadline:
+                return elsewhere or {"/jsz": "no answer"}
+            for group in elsewhere:
+                with contextlib.suppress(OSError, NatsClusterError):
+                    _nats_request(self._nodes[i].client_port, _stepdown_subject(group))
+            time.sleep(PLACE_POLL_S)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until every running node accepts connections and a QoS 1 message passes
@@ -250,26 +292,43 @@ mqtt {{
                 raise NatsClusterError(f"nats node {node.name}: no MQTT listener in time")
             time.sleep(0.05)
 
+    def _jsz(self, i: int) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self._nodes[i].http_port}/jsz?acc=$G&streams=true&consumers=true"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                found = json.loads(answer.read())
+        except (OSError, ValueError) as exc:
+            raise NatsClusterError(f"nats node {self._nodes[i].name}: /jsz: {exc}") from exc
+        return found if isinstance(found, dict) else {}
+
     def _wait_healthy(self, i: int, deadline: float) -> None:
         url = f"http://127.0.0.1:{self._nodes[i].http_port}/healthz"
+        why = "no answer"
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=2) as answer:
                     if json.loads(answer.read()).get("status") == "ok":
                         return
-            except (OSError, ValueError):
-                pass  # 503 (an HTTPError, an OSError) until JetStream is current
+            except urllib.error.HTTPError as exc:  # 503 until JetStream is current
+                with contextlib.suppress(OSError, ValueError):
+                    why = str(json.loads(exc.read()).get("error", why))
+            except (OSError, ValueError) as exc:
+                why = str(exc)
             if time.monotonic() > deadline:
-                raise NatsClusterError(f"nats node {self._nodes[i].name}: not healthy in time")
+                raise NatsClusterError(f"nats node {self._nodes[i].name}: not healthy: {why}")
             time.sleep(0.1)
 
-    def _wait_mqtt_passes(self, deadline: float) -> None:
-        """A QoS 1 message from the second running node to the first: JetStream is up and
-        the MQTT streams exist (created, replicated, by the first connection)."""
+    def _wait_mqtt_passes(self, deadline: float, via: int | None = None) -> None:
+        """A QoS 1 message from the second running node to the first (or from node `via`
+        to another): JetStream is up and the MQTT streams exist (created, replicated, by
+        the first connection)."""
         up = [i for i in range(len(self._nodes)) if self.running(i)]
         if not up:
             raise NatsClusterError("no nats node is running")
         sub_node, pub_node = up[0], up[1 % len(up)]
+        if via is not None:
+            others = [i for i in up if i != via]
+            pub_node, sub_node = via, (others[0] if others else via)
         last_error = ""
         while time.monotonic() < deadline:
             try:
@@ -287,6 +346,57 @@ mqtt {{
         except OSError:
             return ""
         return " | ".join(text.splitlines()[-lines:])
+
+
+def _leaders_in(jsz: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for account in jsz.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            name = str(stream.get("name", ""))
+            if not name.startswith("$MQTT_"):
+                continue
+            if leader := (stream.get("cluster") or {}).get("leader"):
+                found[name] = str(leader)
+            for consumer in stream.get("consumer_detail") or []:
+                if leader := (consumer.get("cluster") or {}).get("leader"):
+                    found[f"{name} > {consumer.get('name', '')}"] = str(leader)
+    return found
+
+
+def _stepdown_subject(group: str) -> str:
+    stream, _, consumer = group.partition(" > ")
+    if consumer:
+        return f"$JS.API.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}"
+    return f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}"
+
+
+def _nats_request(port: int, subject: str, payload: bytes = b"", timeout_s: float = 2.0) -> bytes:
+    """One request over NATS's own text protocol (INFO, CONNECT, SUB, PUB, then the MSG
+    answering it): the JetStream API's leader step-downs, without a NATS client library
+    for two subjects."""
+    inbox = f"_INBOX.{uuid.uuid4().hex}"
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock,
+        sock.makefile("rb") as stream,
+    ):
+        stream.readline()  # INFO {...}
+        sock.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+            + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
+            + payload
+            + b"\r\n"
+        )
+        while True:
+            line = stream.readline()
+            if not line:
+                raise NatsClusterError(f"nats: connection closed before {subject} answered")
+            if line.startswith(b"MSG "):
+                size = int(line.split()[-1])
+                return stream.read(size + 2)[:size]
+            if line.startswith(b"PING"):
+                sock.sendall(b"PONG\r\n")
+            elif line.startswith(b"-ERR"):
+                raise NatsClusterError(f"nats: {line.decode(errors='replace').strip()}")
 
 
 class _ProbeError(Exception):

@@ -14,7 +14,14 @@ from drivers.broker import free_port
 from sorterd.natscluster import NatsCluster
 from tests.faults.harness import FaultRig
 
-__all__ = ["OBSERVER_NODE", "ClusterBroker", "connected_node", "now_pair", "publishing_again_s"]
+__all__ = [
+    "OBSERVER_NODE",
+    "ClusterBroker",
+    "connected_node",
+    "lead_from_observer_node",
+    "now_pair",
+    "publishing_again_s",
+]
 
 OBSERVER_NODE = 2  # 0-based: the third node
 
@@ -50,6 +57,15 @@ class ClusterBroker:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.cluster.stop)
+
+
+async def lead_from_observer_node(broker: ClusterBroker) -> None:
+    """Every MQTT stream and consumer led from the observer's node, the one the daemon
+    lists last (docs/cluster.md "Where the leaders are"): then the node under the daemon
+    leads nothing, and its death costs no JetStream election. Called once the daemon and
+    the observer are subscribed (a QoS 1 subscription is a consumer with a leader)."""
+    elsewhere = await asyncio.to_thread(broker.cluster.place_leaders, OBSERVER_NODE)
+    assert not elsewhere, f"leaders not on the observer's node: {elsewhere}"
 
 
 def connected_node(rig: FaultRig, cluster: NatsCluster) -> int | None:

@@ -12,12 +12,17 @@ tests/faults/test_cluster_faults.py.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.clusterkit import ClusterBroker, connected_node, now_pair, publishing_again_s
+from tests.cluster.clusterkit import (
+    ClusterBroker,
+    connected_node,
+    lead_from_observer_node,
+    now_pair,
+    publishing_again_s,
+)
 from tests.faults.harness import REPORTS, FaultRig, print_report, scaled
 
 RATE_PER_H = 40_000
@@ -28,14 +33,6 @@ RECOVERY_MARGIN_S = 10.0
 
 pytestmark = [
     pytest.mark.requires("nats-server"),
-    # Not in `make test`: on nats-server 2.9 a node restarted after a kill sometimes never
-    # reports its JetStream current (/healthz) within a minute, and a node still electing
-    # a leader refuses connections for seconds; the scenario then fails on the cluster, not
-    # on sorterd. `make faults` (SORTERD_FAULT_SCALE set) runs it; docs/cluster.md.
-    pytest.mark.skipif(
-        "SORTERD_FAULT_SCALE" not in os.environ,
-        reason="the long fault suite's (make faults): nats-server 2.9's restart health",
-    ),
     pytest.mark.timeout(int(420 + 4 * scaled(LEAD_S + 2 * FAULT_S + TAIL_S))),
 ]
 
@@ -65,6 +62,7 @@ async def test_the_connected_node_killed_then_the_next_at_40000_items_per_hour(
     broker = ClusterBroker(tmp_path, observer_apart=True)
     async with FaultRig(tmp_path, broker=broker).running() as rig:
         assert connected_node(rig, broker.cluster) == 0  # the first node of the list
+        await lead_from_observer_node(broker)
         # Traffic through both kills even when publishing takes a while to come back.
         traffic_s = scaled(LEAD_S + 2 * FAULT_S + TAIL_S) + RECOVERY_MARGIN_S
         rig.start_traffic(traffic_s, rate_per_h=RATE_PER_H)
@@ -74,6 +72,7 @@ async def test_the_connected_node_killed_then_the_next_at_40000_items_per_hour(
         await _publishing_again(rig, fault_wall_s, fault_loop_s)
         await asyncio.sleep(scaled(FAULT_S))
         await asyncio.to_thread(broker.cluster.restart, first)
+        await lead_from_observer_node(broker)  # (a check: leaders stay where they are)
         second_wall_s, second_loop_s = now_pair()
         second = await _kill_connected(rig, broker)
         await _publishing_again(rig, second_wall_s, second_loop_s)

@@ -167,3 +167,26 @@ def _decision(i: int) -> dict[str, object]:
         "codes": [f"C{i}"], "barcode": f"C{i}", "destination": "CASA", "chute": 3,
         "reason": "ok", "recirculations": 0, "latency_ms": 0.2,
     }  # fmt: skip
+
+
+async def test_the_mqtt_streams_and_consumers_are_led_from_one_node_on_request(
+    cluster: NatsCluster,
+) -> None:
+    """`place_leaders` (docs/cluster.md "Where the leaders are"): every MQTT stream and a
+    persistent QoS 1 subscription's consumer end up led by the node asked for, and QoS 1
+    messages go on passing between the other two."""
+    async with aiomqtt.Client(
+        "127.0.0.1", cluster.mqtt_port(0), identifier="led-sub", clean_session=False
+    ) as sub:
+        await sub.subscribe("led/#", qos=1)
+        elsewhere = await asyncio.to_thread(cluster.place_leaders, 1)
+        assert elsewhere == {}
+        leaders = cluster.leaders()
+        assert {"$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs"} <= set(leaders)
+        assert any(group.startswith("$MQTT_msgs > ") for group in leaders)
+        assert set(leaders.values()) == {"n2"}
+        async with aiomqtt.Client("127.0.0.1", cluster.mqtt_port(2), identifier="led-pub") as pub:
+            await pub.publish("led/x", b"1", qos=1, timeout=10)
+        async with asyncio.timeout(10):
+            message = await anext(aiter(sub.messages))
+        assert message.payload == b"1"
