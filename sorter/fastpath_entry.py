@@ -56,7 +56,7 @@ class DecideCall:
             and checked[0] is flags
             and checked[1] is load
             and checked[2] is rr_next
-            else self._bind(state)
+            else self.bind(state)
         )
         d, c, r = call(
             *features, k._blob, k._tables, k._max_recirculations, k._least_loaded, flags, load,
@@ -64,7 +64,9 @@ class DecideCall:
         )  # fmt: skip
         return int(d), int(c), int(r)
 
-    def _bind(self, state: ChuteState) -> Callable[..., tuple[int, int, int]]:
+    def bind(self, state: ChuteState) -> Callable[..., tuple[int, int, int]]:
+        """The call for `state`'s arrays (done by the first call with them; a warm-up does
+        it ahead for the state the line will decide with)."""
         k = self._kernel
         args = (
             *ItemFeatures(), k._blob, k._tables, k._max_recirculations, k._least_loaded,

@@ -47,7 +47,6 @@ class Item:
     done: set[str] = field(default_factory=set)  # heads that read it or cannot anymore
     merge_deadline_ns: int | None = None
     decided: bool = False
-    decided_ns: int = 0
 
     def due_ns(self) -> int:
         """When it is decided at the latest: its wait or its merge window ran out."""

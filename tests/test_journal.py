@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from drivers.broker import LocalBroker, free_port
-from drivers.journal import Journal, JournalError, JournalOutbox
+from drivers.journal import PRUNE_BATCH_ROWS, Journal, JournalError, JournalOutbox
 from drivers.journal import Unsent as Row
 from drivers.mqtt import MqttPublisher, MqttStats, Outbox, OutMessage, encode
 from sorter.ports import MessageKind, Outgoing, SortRequest
@@ -153,6 +153,26 @@ def test_prune_keeps_unsent_rows(tmp_path: Path) -> None:
     assert j.prune() == 50
     assert [u.rowid for u in j.unsent(0, 1000)] == rows[50:]
     assert j.prune() == 0
+
+
+def test_prune_works_in_slices_of_at_most_prune_batch_rows(tmp_path: Path) -> None:
+    """A prune holds the event loop for one slice; the daemon repeats it, yielding between
+    slices, until a slice comes back short."""
+    now = [10**18]
+    j = Journal(tmp_path / "j.sqlite", retention_h=1.0, wall_clock_ns=lambda: now[0])
+    total = PRUNE_BATCH_ROWS * 2 + PRUNE_BATCH_ROWS // 2
+    rows = [_append(j, "result", i, i) for i in range(total + 10)]
+    j.commit()
+    j.mark_sent(rows[total - 1])
+    now[0] += 2 * 3600 * 10**9  # past retention
+    slices = []
+    while (deleted := j.prune()) == PRUNE_BATCH_ROWS:
+        slices.append(deleted)
+    slices.append(deleted)
+    assert slices == [PRUNE_BATCH_ROWS, PRUNE_BATCH_ROWS, PRUNE_BATCH_ROWS // 2]
+    assert [u.rowid for u in j.unsent(0, 10_000)] == rows[total:]
+    assert j.stats.pruned == total
+    j.close()
 
 
 def test_full_journal_refuses_then_recovers_after_prune(tmp_path: Path) -> None:
