@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import PLAN
-from benchmarks.daemon import Daemon, Observer, cpu_s, daemon_process, observing
+from benchmarks.daemon import Daemon, Observer, cpu_s, daemon_process, observing, paced_gc
 from benchmarks.line import PARAMS, POLL_MS, latency_ms, ledger_figures
 from benchmarks.results import Section, broker_info
 from drivers.broker import LocalBroker
@@ -147,7 +147,7 @@ async def run_scenario(
 
 async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]:
     rows = []
-    async with LocalBroker() as broker:
+    async with paced_gc(), LocalBroker() as broker:
         info = broker_info(broker.kind)
         print(f"broker: {info['kind']} {info.get('version', '')}", flush=True)
         for lines, rate in opts.scenarios:

@@ -50,6 +50,7 @@ from benchmarks.daemon import (
     daemon_process,
     memory_kb,
     observing,
+    paced_gc,
 )
 from benchmarks.results import Section, broker_info, filesystem
 from drivers.broker import LocalBroker
@@ -259,7 +260,7 @@ async def run_reference(
 
 async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]:
     rows = []
-    async with LocalBroker() as broker:
+    async with paced_gc(), LocalBroker() as broker:
         info = broker_info(broker.kind)
         print(f"broker: {info['kind']} {info.get('version', '')}", flush=True)
         for rate in opts.rates:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.daemon import cpu_s, memory_kb
+from benchmarks.daemon import cpu_s, memory_kb, paced_gc
 from benchmarks.line import PARAMS as LINE_PARAMS
 from benchmarks.line import POLL_MS, daemon_on_line, latency_ms, ledger_figures
 from benchmarks.results import Section, broker_info
@@ -151,7 +151,7 @@ def growth_mb(samples: list[dict[str, Any]]) -> float:
 
 
 async def _run(opts: Options) -> tuple[dict[str, Any], dict[str, str]]:
-    async with LocalBroker() as broker:
+    async with paced_gc(), LocalBroker() as broker:
         info = broker_info(broker.kind)
         print(f"broker: {info['kind']} {info.get('version', '')}", flush=True)
         return await _sampled(opts, broker), info

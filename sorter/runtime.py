@@ -14,8 +14,10 @@ backstop for bursts.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
+import time
 from collections.abc import Callable
 from typing import Final, cast
 
@@ -25,6 +27,7 @@ __all__ = [
     "GC_MIDDLE_EVERY",
     "GC_PACE_S",
     "GcPacer",
+    "pace_gc",
     "release_free_memory",
     "tune_gc",
 ]
@@ -82,6 +85,16 @@ class GcPacer:
         generation = self.generation(now_s)
         gc.collect(generation)
         return generation
+
+
+async def pace_gc() -> None:
+    """The cyclic GC on a beat, forever (a task of the daemon, and of the benchmarks'
+    simulators, whose ledgers grow as large): short passes over what each half second
+    made, instead of rare ones over everything kept."""
+    pacer = GcPacer(time.monotonic())
+    while True:
+        await asyncio.sleep(GC_PACE_S)
+        pacer.step(time.monotonic())
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

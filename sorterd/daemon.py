@@ -24,7 +24,7 @@ from sorter.decide import Decider
 from sorter.manifest import Manifest
 from sorter.manifest import warm as warm_manifest_kernels
 from sorter.plan import SortPlan, compile_plan, load_plan
-from sorter.runtime import GC_PACE_S, GcPacer, release_free_memory, tune_gc
+from sorter.runtime import pace_gc, release_free_memory, tune_gc
 from sorterd.control import CommandHandler
 from sorterd.feeds import warm_live
 from sorterd.feeds_worker import adopt_old_feeds, spawn_worker
@@ -226,7 +226,7 @@ class Daemon:
             "scanner-heads": self.head_watch.run(),
             "watchdog": run_watchdog(parts.notifier, lambda: not self._stop.is_set()),
             "stats": self.pipeline.run_stats(self.site.config.mqtt.stats_interval_s),
-            "gc": _pace_gc(),
+            "gc": pace_gc(),
         }
         if parts.feeds is not None:
             work["feeds"] = parts.feeds.worker.run()
@@ -263,12 +263,3 @@ class Daemon:
         if parts.metrics is not None:
             await asyncio.to_thread(parts.metrics.stop)
         log.info("sorterd stopped", flushed=flushed, backlog=parts.mqtt.backlog)
-
-
-async def _pace_gc() -> None:
-    """The cyclic GC on a beat (sorter/runtime.py): short passes over what each half
-    second made, instead of rare ones over everything the line keeps."""
-    pacer = GcPacer(time.monotonic())
-    while True:
-        await asyncio.sleep(GC_PACE_S)
-        pacer.step(time.monotonic())
