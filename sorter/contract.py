@@ -177,7 +177,9 @@ class Messages:
             "ts": iso_now(),
             "tracking_id": req.tracking_id,
             "seq": req.seq,
-            "codes": list(e.codes),
+            # A tuple: the payload then holds nothing the cyclic GC must track, and the
+            # 10,000 kept for P/cmd/tracking drop out of its passes (JSON: an array).
+            "codes": tuple(e.codes),
             "barcode": choice.barcode,
             "destination": choice.destination,
             "chute": choice.chute,
