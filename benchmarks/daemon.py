@@ -17,15 +17,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 
-from drivers.broker import LocalBroker
 from sorter.runtime import pace_gc, tune_gc
 
 __all__ = [
     "PREFIX",
+    "BrokerAt",
     "cpu_s",
     "daemon_process",
     "log_events",
@@ -37,6 +37,16 @@ __all__ = [
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PREFIX = "bench/line"
+
+
+class BrokerAt(Protocol):
+    """Where the broker is: a LocalBroker here, or its address in another process."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
 
 
 @contextlib.asynccontextmanager
@@ -95,7 +105,7 @@ class Observer:
     def online(self) -> bool:
         return self.status.get("state") == "online" and bool(self.plc.get("connected"))
 
-    async def run(self, broker: LocalBroker, ready: asyncio.Event) -> None:
+    async def run(self, broker: BrokerAt, ready: asyncio.Event) -> None:
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier=self.identifier) as c:
             await c.subscribe(f"{self.prefix}/status", qos=1)
             await c.subscribe(f"{self.prefix}/stats", qos=0)
@@ -115,7 +125,7 @@ class Observer:
 
 @contextlib.asynccontextmanager
 async def observing(
-    broker: LocalBroker, prefix: str = PREFIX, identifier: str = "bench-observer"
+    broker: BrokerAt, prefix: str = PREFIX, identifier: str = "bench-observer"
 ) -> AsyncIterator[Observer]:
     obs = Observer(prefix, identifier)
     ready = asyncio.Event()

@@ -2,17 +2,17 @@
 
 `python -m benchmarks --only hub` (opt-in: it runs up to eight daemons at once). For each
 scenario (lines x items/h per line) the simulated PLC, conveyor and scan tunnel of every
-line run in this process (benchmarks/line.py's line: a 10 m/s belt, poll 5 ms), every
-line's daemon is its own `sorterd run` process with its own site config, journal and
-topic prefix (`bench/hub/line-K`), and all daemons publish to one local broker
-(mosquitto when installed). Figures per scenario:
+line run in a process of their own per line (benchmarks/hubline.py; benchmarks/line.py's
+line: a 10 m/s belt, poll 5 ms), every line's daemon is its own `sorterd run` process
+with its own site config, journal and topic prefix (`bench/hub/line-K`), and all daemons
+publish to one local broker (mosquitto when installed). Figures per scenario:
 
 - each line's request-to-reply latency as its PLC sees it (benchmarks.line.latency_ms;
   target p99 <= 10 ms on every line), late replies and recirc_late;
 - the daemons' CPU together, as a share of one core (target <= 0.5 core for 4 lines at
   40,000 items/h), from /proc over the induction and drain;
-- this process's own CPU share: the simulators of every line share one event loop here,
-  and a saturated measuring side inflates the latency it measures (read the p99 with it);
+- the simulators' CPU together (their processes' own time): a saturated measuring side
+  inflates the latency it measures (read the p99 with it);
 - whether every line drained, and the MQTT backlog (max on P/stats).
 
 Bounded: `duration_s` of induction per scenario (25 s), a 60 s drain at most.
@@ -21,26 +21,22 @@ Bounded: `duration_s` of induction per scenario (25 s), a 60 s drain at most.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
+import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PLAN
-from benchmarks.daemon import Daemon, Observer, cpu_s, daemon_process, observing, paced_gc
-from benchmarks.line import PARAMS, POLL_MS, latency_ms, ledger_figures
+from benchmarks.daemon import paced_gc
+from benchmarks.hubline import MARK
+from benchmarks.line import PARAMS, POLL_MS
 from benchmarks.results import Section, broker_info
 from drivers.broker import LocalBroker
-from simulators.line import SimulatedLine
-from sorter.plan import load_plan
-from sorterd.demo import write_site
 
 __all__ = ["QUICK", "Options", "report", "run"]
 
-HUB = "bench/hub"
+_Proc = asyncio.subprocess.Process
 P99_TARGET_MS = 10.0
 CPU_TARGET_CORES = 0.5
 
@@ -55,91 +51,54 @@ class Options:
 QUICK = Options(scenarios=((2, 20_000.0),), duration_s=6.0)
 
 
-@dataclass(slots=True)
-class _Line:
-    name: str
-    sim: SimulatedLine
-    obs: Observer
-    daemon: Daemon | None = None
+async def _spawn(broker: LocalBroker, index: int, rate: float, duration_s: float) -> _Proc:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.hubline", "--port", str(broker.port),
+        "--index", str(index), "--rate", str(rate), "--duration", str(duration_s),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
 
 
-async def _line(
-    stack: contextlib.AsyncExitStack, broker: LocalBroker, folder: Path, index: int, seed: int
-) -> tuple[_Line, Path]:
-    """A line's simulators and observer, and its site config (not started yet)."""
-    name = f"line-{index}"
-    chutes = sorted(load_plan(PLAN).machine_chutes)
-    sim = await stack.enter_async_context(SimulatedLine(chutes, params=PARAMS, seed=seed))
-    obs = await stack.enter_async_context(
-        observing(broker, f"{HUB}/{name}", identifier=f"bench-hub-observer-{name}")
-    )
-    assert sim.scanner is not None
-    assert sim.scanner.port is not None
-    (folder / name).mkdir()
-    site = write_site(
-        folder / name,
-        plc_port=sim.plc.port,
-        scanner_port=sim.scanner.port,
-        mqtt_url=broker.url,
-        plan=PLAN,
-        prefix=f"{HUB}/{name}",
-        line=name,  # the daemon's MQTT client id: one per daemon
-    )
-    return _Line(name, sim, obs), site
+async def _json_line(proc: _Proc, what: str, timeout_s: float) -> dict[str, Any]:
+    """The next figures line a line's process prints (its simulators log on stdout too)."""
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout_s):
+        while line := await proc.stdout.readline():
+            if line.startswith(MARK):
+                return dict(json.loads(line[len(MARK) :]))
+    raise RuntimeError(f"a hub line's process exited before {what} ({proc.returncode})")
 
 
 async def run_scenario(
     lines: int, rate: float, duration_s: float, broker: LocalBroker
 ) -> dict[str, Any]:
     """`lines` lines at `rate` items/h each, for `duration_s`: the module docstring's figures."""
-    async with contextlib.AsyncExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-hub-")))
-        made = [await _line(stack, broker, folder, k, seed=5 + k) for k in range(1, lines + 1)]
-        started = time.perf_counter()
-        # Started together, as a hub's daemons are after a power cut: they compete for CPU.
-        daemons = await asyncio.gather(
-            *(stack.enter_async_context(daemon_process(site, line.obs)) for line, site in made)
-        )
+    started = time.perf_counter()
+    # Started together, as a hub's daemons are after a power cut: they compete for CPU.
+    procs = [await _spawn(broker, k, rate, duration_s) for k in range(1, lines + 1)]
+    try:
+        await asyncio.gather(*(_json_line(p, "ready", 300) for p in procs))
         startup_s = time.perf_counter() - started
-        hub = [line for line, _ in made]
-        for line, daemon in zip(hub, daemons, strict=True):
-            line.daemon = daemon
-            assert line.sim.scanner is not None
-            await line.sim.scanner.wait_for_clients(1)
-        pids = [d.pid for d in daemons]
-        cpu0, own0 = [cpu_s(pid) for pid in pids], time.process_time()
-        t0 = time.perf_counter()
-        inducting = (line.sim.run(rate, duration_s=duration_s) for line in hub)
-        inducted = await asyncio.gather(*inducting)
-        drained = await asyncio.gather(*(line.sim.drain(60) for line in hub))
-        wall_s = time.perf_counter() - t0
-        used = [cpu_s(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
-        own_s = time.process_time() - own0
-        await asyncio.sleep(2.5)  # one more P/stats from every daemon
-        per_line = [
-            {
-                "line": line.name,
-                "inducted": n,
-                **ledger_figures(line.sim.ledger, ok),
-                "plc_latency_ms": latency_ms(line.sim.ledger),
-                "decision_latency_ms": (line.obs.stats[-1] if line.obs.stats else {}).get(
-                    "latency_ms", {}
-                ),
-                "cpu_share": u / wall_s,
-                "cpu_s_per_1000": u / max(n, 1) * 1000,
-                "mqtt_backlog_max": max(
-                    (s.get("mqtt", {}).get("backlog", 0) for s in line.obs.stats), default=0
-                ),
-            }
-            for line, n, ok, u in zip(hub, inducted, drained, used, strict=True)
-        ]
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        bound_s = duration_s + 120
+        per_line = await asyncio.gather(*(_json_line(p, "its figures", bound_s) for p in procs))
+        await asyncio.gather(*(p.wait() for p in procs))
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+    wall_s = max(r["wall_s"] for r in per_line)
     return {
         "lines": lines,
         "rate": rate,
         "duration_s": duration_s,
         "per_line": per_line,
-        "cpu_cores": sum(used) / wall_s,
-        "simulators_cpu_cores": own_s / wall_s,
+        "cpu_cores": sum(r["cpu_s"] for r in per_line) / wall_s,
+        "simulators_cpu_cores": sum(r["simulator_cpu_s"] for r in per_line) / wall_s,
         "startup_s": startup_s,
         "worst_p99_ms": max(r["plc_latency_ms"]["p99"] for r in per_line),
     }

@@ -44,6 +44,7 @@ import numpy as np
 from benchmarks.common import PLAN
 from benchmarks.daemon import (
     PREFIX,
+    BrokerAt,
     Daemon,
     Observer,
     cpu_s,
@@ -133,20 +134,24 @@ def ledger_figures(ledger: Ledger, drained: bool) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def daemon_on_line(
-    broker: LocalBroker,
+    broker: BrokerAt,
     *,
     profile: str | None = None,
     params: LineParams = PARAMS,
     plc_serve: PlcServe | None = None,
+    seed: int = 5,
+    prefix: str = PREFIX,
+    name: str = "demo",
 ) -> AsyncIterator[tuple[SimulatedLine, Daemon, Observer]]:
-    """A simulated line (seed 5) and `sorterd run` on it as its own process, online, with
-    an observer of its MQTT; the daemon's scanner link is up."""
+    """A simulated line and `sorterd run` on it as its own process (MQTT client id and
+    topic prefix from `name` and `prefix`), online, with an observer of its MQTT; the
+    daemon's scanner link is up."""
     plan = load_plan(PLAN)
     async with (
         SimulatedLine(
-            sorted(plan.machine_chutes), params=params, seed=5, plc_serve=plc_serve
+            sorted(plan.machine_chutes), params=params, seed=seed, plc_serve=plc_serve
         ) as line,
-        observing(broker) as obs,
+        observing(broker, prefix, identifier=f"bench-observer-{name}") as obs,
     ):
         assert line.scanner is not None
         assert line.scanner.port is not None
@@ -158,7 +163,8 @@ async def daemon_on_line(
                 scanner_port=line.scanner.port,
                 mqtt_url=broker.url,
                 plan=PLAN,
-                prefix=PREFIX,
+                prefix=prefix,
+                line=name,
             )
             async with daemon_process(site, obs, profile=profile) as daemon:
                 await line.scanner.wait_for_clients(1)
