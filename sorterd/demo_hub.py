@@ -17,7 +17,11 @@ and the daemon stopped cleanly.
 
 `hub_brokers` is the one place that decides which broker the lines get: the demo's own
 (mosquitto, else embedded), the site's (`--mqtt`), or a three-node cluster (`--cluster`,
-sorterd/natscluster.py, docs/cluster.md).
+sorterd/natscluster.py, docs/cluster.md). On a cluster the demo does what the tests and the
+failover benchmark do (docs/cluster.md "Where the leaders are"): every daemon lists the last
+node last and is given one of the others first (`line_nodes`), the observers are on the last
+node, and once daemons and observers are connected every MQTT stream and consumer is led
+from it; the death of a daemon's node then costs no JetStream election.
 """
 
 from __future__ import annotations
@@ -58,10 +62,12 @@ from sorterd.natscluster import NatsCluster
 
 __all__ = [
     "MAX_LINES",
+    "HubBrokers",
     "HubDemoError",
     "HubLine",
     "hub_brokers",
     "hub_prefix",
+    "line_nodes",
     "line_prefix",
     "plc_reply_ms",
     "run_hub_demo",
@@ -90,11 +96,30 @@ def line_prefix(hub: str, index: int) -> str:
     return f"{hub}/line-{index}"
 
 
+def line_nodes(urls: Sequence[str], index: int) -> list[str]:
+    """The broker URLs line `index` (1-based) is given, in order: on a cluster the nodes but
+    the last, from its k-th on (the daemons spread over them), then the last node, the one
+    that leads JetStream and no daemon is given first (docs/cluster.md "Where the leaders
+    are"); one URL as it is."""
+    *others, last = urls
+    shift = (index - 1) % len(others) if others else 0
+    return [*others[shift:], *others[:shift], last]
+
+
+@dataclass(frozen=True, slots=True)
+class HubBrokers:
+    """What `hub_brokers` made: every node's URL, the leading node last; the cluster, when
+    the demo started one (to place its leaders)."""
+
+    urls: list[str]
+    cluster: NatsCluster | None = None
+
+
 @contextlib.asynccontextmanager
 async def hub_brokers(
     *, mqtt: str | None, cluster: bool, base_dir: Path, console: Console
-) -> AsyncIterator[list[str]]:
-    """The broker URL(s) every line's daemon is given: one URL, or the nodes of a cluster.
+) -> AsyncIterator[HubBrokers]:
+    """The broker URL(s) the lines are given: one URL, or the nodes of a cluster.
 
     `cluster`: three NATS servers with MQTT (the cluster's own module starts and stops
     them); else `mqtt`, the site's broker; else the demo's own (mosquitto when installed,
@@ -106,13 +131,13 @@ async def hub_brokers(
         with NatsCluster(base_dir / "cluster", nodes=CLUSTER_NODES) as nodes:
             urls = list(nodes.mqtt_urls)
             console.print(f"broker: {len(urls)}-node NATS cluster on {', '.join(urls)}")
-            yield urls
+            yield HubBrokers(urls, nodes)
     elif mqtt is not None:
-        yield [mqtt]
+        yield HubBrokers([mqtt])
     else:
         async with LocalBroker() as broker:
             console.print(f"broker: {broker.kind} on {broker.url}")
-            yield [broker.url]
+            yield HubBrokers([broker.url])
 
 
 def plc_reply_ms(ledger: Ledger) -> dict[str, float]:
@@ -185,8 +210,8 @@ class HubLine:
         )
 
     async def observe(self, tg: asyncio.TaskGroup) -> None:
-        """Subscribe this line's observer (on the last node of a cluster: not the one the
-        daemon is given first) before its daemon publishes anything."""
+        """Subscribe this line's observer (on the last node of a cluster: the leading one,
+        which no daemon is given first) before its daemon publishes anything."""
         ready = asyncio.Event()
         self._observer_task = tg.create_task(
             self.observer.run(self.mqtt_urls[-1], ready), name=f"observer-{self.name}"
@@ -316,7 +341,7 @@ async def run_hub_demo(
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(_quiet_simulated_plcs())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sorterd-hub-")))
-        urls = await stack.enter_async_context(
+        brokers = await stack.enter_async_context(
             hub_brokers(mqtt=mqtt, cluster=cluster, base_dir=tmp, console=console)
         )
         hub_lines = []
@@ -326,12 +351,10 @@ async def run_hub_demo(
                 SimulatedLine(chutes, seed=seed + index - 1, heads=specs)
             )
             prefix = line_prefix(hub, index)
-            # Line k is given the nodes of a cluster from its k-th on: the daemons spread.
-            shift = (index - 1) % len(urls)
-            nodes = [*urls[shift:], *urls[:shift]]
+            nodes = line_nodes(brokers.urls, index)
             folder = tmp / f"line-{index}"
             hub_lines.append(HubLine(index, prefix, folder, sim, Observer(prefix), nodes, specs))
-        run = _HubRun(console, hub, hub_lines, urls)
+        run = _HubRun(console, hub, hub_lines, brokers)
         return await run.run(plan_path, tracking, rate_per_h, duration_s)
     return 1
 
@@ -357,7 +380,7 @@ class _HubRun:
     console: Console
     hub: str
     lines: list[HubLine]
-    urls: list[str]
+    brokers: HubBrokers
 
     async def run(self, plan: Path, tracking: str, rate_per_h: float, duration_s: float) -> int:
         console = self.console
@@ -369,10 +392,11 @@ class _HubRun:
                     await hl.observe(tg)
                 try:
                     await self._start(plan, tracking)
+                    await self._place_leaders()
                     console.print(
                         f"{len(self.lines)} lines online under {self.hub}; inducting at "
                         f"{rate_per_h:,.0f} items/h each for {duration_s:g} s\n"
-                        f"watch them: sorterd top --hub {self.hub} --mqtt {self.urls[-1]}",
+                        f"watch them: sorterd top --hub {self.hub} --mqtt {self.brokers.urls[-1]}",
                         markup=False,
                         highlight=False,
                         soft_wrap=True,  # the command stays one line to copy
@@ -410,6 +434,37 @@ class _HubRun:
             await hl.start_daemon(hl.write_site(plan, tracking))
         for hl in self.lines:
             await hl.wait_online(DAEMON_ONLINE_TIMEOUT_S)
+
+    async def _place_leaders(self) -> None:
+        """On a cluster: every MQTT stream and consumer led from the last node, the one
+        every daemon lists last and the observers are on (docs/cluster.md "Where the
+        leaders are"), as tests/cluster and the failover benchmark do. After the daemons
+        and observers connected: a QoS 1 subscription is a consumer with a leader of its
+        own, placed by chance when it is made. Before induction: a step-down pauses the
+        QoS 1 publishes of its group for a moment. A placement that does not finish is a
+        warning, not a failure: the lines work as well, only a node's death may cost
+        an election."""
+        cluster, urls = self.brokers.cluster, self.brokers.urls
+        if cluster is None:
+            return
+        node = len(urls) - 1
+        elsewhere = await asyncio.to_thread(cluster.place_leaders, node)
+        if elsewhere:
+            self.console.print(
+                f"warning: not every MQTT stream and consumer is led from node {node + 1} "
+                f"({urls[node]}): {elsewhere}; a daemon's node that dies may cost a "
+                "JetStream election (4 to 9 s, docs/cluster.md)",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
+            return
+        self.console.print(
+            f"leaders: every MQTT stream and consumer led from node {node + 1} ({urls[node]}), "
+            "the one every daemon lists last",
+            markup=False,
+            highlight=False,
+        )
 
     async def _watch(self, induct: Sequence[asyncio.Task[int]], t0: float, deadline: float) -> bool:
         """Progress until every belt is empty after induction (True) or the deadline."""

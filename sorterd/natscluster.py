@@ -8,9 +8,11 @@ so a client whose node dies resumes its session on another. The first MQTT conne
 creates those streams (a few seconds, after JetStream elected its leader): `start` returns
 only once a QoS 1 message went from one node to another through them. `place_leaders`
 moves the leadership of those streams and their consumers to one node, so that the death of
-another node costs no JetStream election (docs/cluster.md "Where the leaders are").
+another node costs no JetStream election (docs/cluster.md "Where the leaders are"); it asks
+with JetStream's step-down requests, through the official NATS client (nats-py).
 
-Blocking calls (subprocesses and a paho client); asyncio code calls `start`/`restart`
+Blocking calls (subprocesses; the MQTT probe and the NATS requests run an event loop of
+their own in a thread of their own); asyncio code calls `start`/`restart`/`place_leaders`
 through `asyncio.to_thread` when its loop must keep running meanwhile.
 """
 
@@ -28,12 +30,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Self, TypeVar
 
 import aiomqtt
+import nats
+import nats.errors
 
 from drivers.broker import free_port
 from sorter.errors import SorterdError
@@ -44,7 +49,10 @@ CLUSTER_NAME = "sorterd"
 READY_TIMEOUT_S = 60.0
 PLACE_TIMEOUT_S = 30.0
 PLACE_POLL_S = 1.0
+STEP_DOWN_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 5.0
+
+_T = TypeVar("_T")
 
 
 class NatsClusterError(SorterdError, RuntimeError):
@@ -179,21 +187,35 @@ class NatsCluster:
         other leader to step down (JetStream's leader transfer, no election timeout);
         repeated, since nats-server 2.9 hands over to the first caught-up follower, not
         to a chosen one. Returns the groups still led elsewhere when `timeout_s` ran out
-        (empty: all on node `i`)."""
+        (empty: all on node `i`), with the last refusal of a step-down, if any, under
+        `"step-down"`."""
         target = self._nodes[i].name
         deadline = time.monotonic() + timeout_s
         elsewhere: dict[str, str] = {}
+        refused = ""
         while True:
             with contextlib.suppress(NatsClusterError):  # /jsz slow to answer: ask again
                 elsewhere = {g: n for g, n in self.leaders().items() if n != target}
                 if not elsewhere:
                     return elsewhere
             if time.monotonic() > deadline:
-                return elsewhere or {"/jsz": "no answer"}
-            for group in elsewhere:
-                with contextlib.suppress(OSError, NatsClusterError):
-                    _nats_request(self._nodes[i].client_port, _stepdown_subject(group))
+                found = elsewhere or {"/jsz": "no answer"}
+                return {**found, "step-down": refused} if refused else found
+            try:
+                # A refusal (a group electing, a leader that moved meanwhile) is asked
+                # again on the next round, after /jsz said where the leaders are then.
+                refusals = self.step_down(i, list(elsewhere))
+            except NatsClusterError as exc:
+                refusals = [str(exc)]
+            refused = refusals[-1] if refusals else ""
             time.sleep(PLACE_POLL_S)
+
+    def step_down(self, i: int, groups: Sequence[str]) -> list[str]:
+        """Ask the leader of each group (named as `leaders` names them) to step down, with
+        NATS requests through node `i`; returns one line per refusal (no leader to ask, a
+        JetStream API error), empty when every one was accepted. NatsClusterError when
+        node `i` cannot be reached."""
+        return _step_down(self._nodes[i].client_port, groups)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until every running node accepts connections and a QoS 1 message passes
@@ -370,33 +392,93 @@ def _stepdown_subject(group: str) -> str:
     return f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}"
 
 
-def _nats_request(port: int, subject: str, payload: bytes = b"", timeout_s: float = 2.0) -> bytes:
-    """One request over NATS's own text protocol (INFO, CONNECT, SUB, PUB, then the MSG
-    answering it): the JetStream API's leader step-downs, without a NATS client library
-    for two subjects."""
-    inbox = f"_INBOX.{uuid.uuid4().hex}"
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock,
-        sock.makefile("rb") as stream,
-    ):
-        stream.readline()  # INFO {...}
-        sock.sendall(
-            b'CONNECT {"verbose":false,"pedantic":false}\r\n'
-            + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
-            + payload
-            + b"\r\n"
-        )
-        while True:
-            line = stream.readline()
-            if not line:
-                raise NatsClusterError(f"nats: connection closed before {subject} answered")
-            if line.startswith(b"MSG "):
-                size = int(line.split()[-1])
-                return stream.read(size + 2)[:size]
-            if line.startswith(b"PING"):
-                sock.sendall(b"PONG\r\n")
-            elif line.startswith(b"-ERR"):
-                raise NatsClusterError(f"nats: {line.decode(errors='replace').strip()}")
+def _step_down(
+    port: int, groups: Sequence[str], timeout_s: float = STEP_DOWN_TIMEOUT_S
+) -> list[str]:
+    """Ask the leader of each group (`_leaders_in`'s names) to step down, through node
+    `port`'s NATS client port with the official client (nats-py), one request each; what
+    went wrong with each group that was not accepted. NatsClusterError when the node
+    cannot be reached at all."""
+    return _run_apart(lambda: _step_down_async(port, groups, timeout_s), "natscluster-stepdown")
+
+
+async def _step_down_async(port: int, groups: Sequence[str], timeout_s: float) -> list[str]:
+    url = f"nats://127.0.0.1:{port}"
+    seen: list[Exception] = []
+
+    async def note(exc: Exception) -> None:  # raised below, not logged by the client
+        seen.append(exc)
+
+    try:
+        # nats-py retries the first connection too (`max_reconnect_attempts` per server,
+        # `reconnect_time_wait` apart), even without reconnecting: bounded here.
+        async with asyncio.timeout(timeout_s):
+            client = await nats.connect(
+                url,
+                connect_timeout=max(1, round(timeout_s)),
+                allow_reconnect=False,  # one node asked: its failure is the caller's to see
+                max_reconnect_attempts=1,
+                error_cb=note,
+            )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        why = _describe(seen[-1] if seen else exc)
+        raise NatsClusterError(f"nats: cannot connect to {url}: {why}") from exc
+    refused = []
+    try:
+        for group in groups:
+            subject = _stepdown_subject(group)
+            try:
+                answer = await client.request(subject, b"", timeout=timeout_s)
+            except nats.errors.NoRespondersError:
+                refused.append(f"{group}: no JetStream answers {subject}")
+            except (TimeoutError, nats.errors.Error) as exc:
+                refused.append(f"{group}: {subject}: {_describe(exc)}")
+            else:
+                if why := _api_error(answer.data):
+                    refused.append(f"{group}: {why}")
+    finally:
+        with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
+            await client.close()
+    return refused
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _api_error(data: bytes) -> str:
+    """The error of a JetStream API answer (`{"error": {"code", "description"}}`), or ""
+    when it says success."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return f"not a JetStream API answer: {data[:80]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not error:
+        return ""
+    if isinstance(error, dict):
+        return f"{error.get('description', error)} (code {error.get('code', '?')})"
+    return str(error)
+
+
+def _run_apart(main: Callable[[], Coroutine[Any, Any, _T]], name: str) -> _T:
+    """`main()` in an event loop of its own, in a thread of its own, so that it works from
+    blocking code and from a coroutine alike; what it raised is raised here."""
+    result: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(asyncio.run(main()))
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 class _ProbeError(Exception):
@@ -404,26 +486,11 @@ class _ProbeError(Exception):
 
 
 def _message_passes(sub_port: int, pub_port: int, timeout_s: float = 5.0) -> bool:
-    """Subscribe on one node, publish at QoS 1 on another; whether the message arrived.
-    Runs its own event loop in a thread of its own, so that it works from blocking code
-    and from a coroutine alike."""
-    result: list[bool | BaseException] = []
-
-    def probe() -> None:
-        try:
-            result.append(asyncio.run(_probe(sub_port, pub_port, timeout_s)))
-        except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
-
-    thread = threading.Thread(target=probe, name="natscluster-probe")
-    thread.start()
-    thread.join()
-    outcome = result[0]
-    if isinstance(outcome, aiomqtt.MqttError | TimeoutError):
-        raise _ProbeError(str(outcome) or type(outcome).__name__)
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+    """Subscribe on one node, publish at QoS 1 on another; whether the message arrived."""
+    try:
+        return _run_apart(lambda: _probe(sub_port, pub_port, timeout_s), "natscluster-probe")
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        raise _ProbeError(_describe(exc)) from exc
 
 
 async def _probe(sub_port: int, pub_port: int, timeout_s: float) -> bool:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from drivers.broker import free_port
 from sorterd import cli
+from sorterd.demo_hub import line_nodes
 from sorterd.logs import setup_logging
 from sorterd.top_hub import run_hub_top
 
@@ -115,3 +116,45 @@ def test_a_broker_that_cannot_be_reached_is_one_line(
     err = capsys.readouterr().err
     assert f"error: the broker at {url} cannot be reached" in err
     assert "Traceback" not in err
+
+
+def test_every_line_lists_the_leading_node_last_and_another_first() -> None:
+    """On a cluster (docs/cluster.md "Where the leaders are"): the last node, where the
+    demo places the leaders, is last in every line's list and first in none; the daemons
+    spread over the others; one broker's URL is given as it is."""
+    urls = ["mqtt://127.0.0.1:1", "mqtt://127.0.0.1:2", "mqtt://127.0.0.1:3"]
+    lists = [line_nodes(urls, index) for index in range(1, 5)]
+    assert all(sorted(nodes) == urls and nodes[-1] == urls[-1] for nodes in lists)
+    assert [nodes[0] for nodes in lists] == [urls[0], urls[1], urls[0], urls[1]]
+    assert line_nodes(["mqtt://b:1883"], 3) == ["mqtt://b:1883"]
+
+
+@pytest.mark.requires("nats-server")
+async def test_two_lines_on_a_cluster_with_the_leaders_on_the_last_node() -> None:
+    """`sorterd demo --lines 2 --cluster`: the leaders placed on the node both daemons list
+    last (what the placement found in the cluster's /jsz, not what was asked), then both
+    lines OK."""
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("SORTERD_LOG_LEVEL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sorterd.cli", "demo", "--lines", "2", "--cluster",
+        "--duration", "3", "--rate", "20000", "--seed", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(DEMO_TIMEOUT_S):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    summary = out.decode()
+    assert proc.returncode == 0, summary + err.decode()
+    nodes = re.search(r"3-node NATS cluster on (\S+), (\S+), (\S+)", summary)
+    assert nodes, summary
+    assert f"leaders: every MQTT stream and consumer led from node 3 ({nodes[3]})" in summary, (
+        summary
+    )
+    assert "warning" not in summary
+    verdict = next(row for row in summary.splitlines() if "verdict" in row)
+    assert verdict.count("OK") == 3

@@ -15,8 +15,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from drivers.broker import free_port
 from drivers.mqtt import MqttPublisher
-from sorterd.natscluster import NatsCluster
+from sorterd.natscluster import NatsCluster, NatsClusterError, _step_down
 from tests.archivekit import archive_site, archived, archived_count, archiver, wait_online
 from tests.faults.harness import use_url_list
 from tests.waiting import wait_until
@@ -190,3 +191,18 @@ async def test_the_mqtt_streams_and_consumers_are_led_from_one_node_on_request(
         async with asyncio.timeout(10):
             message = await anext(aiter(sub.messages))
         assert message.payload == b"1"
+
+
+def test_a_step_down_refused_or_unreachable_says_why(cluster: NatsCluster) -> None:
+    """The step-down requests behind `place_leaders` (nats-py's request): a group that does
+    not exist is refused by JetStream with its reason, one line per group; a node where
+    nothing listens is a NatsClusterError naming the address, not a client's traceback."""
+    refusals = cluster.step_down(0, ["$MQTT_none", "$MQTT_msgs > none"])
+    assert len(refusals) == 2
+    assert refusals[0].startswith("$MQTT_none: ")
+    assert "stream not found" in refusals[0]
+    assert refusals[1].startswith("$MQTT_msgs > none: ")
+    assert "consumer not found" in refusals[1]
+    port = free_port()
+    with pytest.raises(NatsClusterError, match=rf"cannot connect to nats://127.0.0.1:{port}"):
+        _step_down(port, ["$MQTT_msgs"])
