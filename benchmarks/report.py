@@ -561,6 +561,32 @@ def _soak(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _failover(s: dict[str, Any]) -> list[str]:
+    """The connected node of a NATS cluster killed (benchmarks/failover.py), then the node
+    leading JetStream."""
+    p, d = s["params"], s["details"]
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = [
+        f"{p['rate_per_h']:,.0f} items/h, {p['broker']}; {p['lead_s']:g} s of traffic, the "
+        f"node killed (SIGKILL), {p['tail_s']:g} s more; an observer on the third node.",
+        "",
+        "| run | node killed | publishing again s (target <= 5) | connected again s | lost | "
+        "ids seen twice (dropped by id) | late replies | decisions / results |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(d["runs"] + d.get("leader_runs", []), 1):
+        killed = r.get("killed", "the daemon's node")
+        lines.append(
+            f"| {i} | {killed} | "
+            f"{secs(r['publishing_again_s'])} | {secs(r['reconnect_s'])} | {r['lost']} | "
+            f"{r['duplicates']} | {r['late_replies']} | {r['decisions']} / {r['results']} |"
+        )
+    return lines
+
+
 Renderer = Callable[[dict[str, Any]], list[str]]
 TABLES: dict[str, tuple[str, Renderer]] = {
     "decide": ("decide", _decide),
@@ -579,6 +605,7 @@ TABLES: dict[str, tuple[str, Renderer]] = {
     "archive": ("archive", _archive),
     "archive-trace": ("archive-trace", _archive_trace),
     "soak": ("soak", _soak),
+    "failover": ("failover", _failover),
 }
 
 
