@@ -23,6 +23,7 @@ default) and would otherwise send nothing more on this connection.
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import time
 from collections import deque
@@ -214,6 +215,7 @@ class FeedSubscriber:
         paho = _paho(client)
         ahead: deque[tuple[list[aiomqtt.Message], Awaitable[bool]]] = deque()
         async for first in client.messages:
+            _read_waiting(paho, queue, self.max_batch)
             batch = [first]
             size = len(first.payload) if isinstance(first.payload, bytes) else 0
             while len(batch) < self.max_batch and size < MAX_BATCH_BYTES and not queue.empty():
@@ -278,6 +280,28 @@ async def _outcome(durable: Awaitable[bool], messages: int) -> bool:
     except Exception:
         log.exception("feed handler failed", messages=messages)
         return False
+
+
+def _read_waiting(paho: Any, queue: asyncio.Queue[aiomqtt.Message], limit: int) -> None:
+    """Read what the socket already holds into the client's queue (each message stamped
+    there: `_StampedQueue`), until `limit` messages wait or it holds no more. aiomqtt reads
+    one packet per turn of the event loop: while the handler is busy, messages would wait
+    in the socket's buffer, where their apply lag has not started (docs/feeds.md)."""
+    sock = paho.socket()
+    if sock is None:
+        return
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    while queue.qsize() < limit:
+        buffered = getattr(sock, "pending", None)  # TLS: decoded bytes not read yet
+        if not poll.poll(0) and not (buffered is not None and buffered() > 0):
+            return
+        try:
+            if paho.loop_read() != 0:  # not MQTT_ERR_SUCCESS: the link's own read says
+                return
+        except Exception:
+            # The same error comes again in aiomqtt's own read, which ends the connection.
+            return
 
 
 def _suback_problem(topic: str, granted: Sequence[Any]) -> str | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import aiomqtt
@@ -134,6 +136,29 @@ async def test_the_next_batch_is_handled_while_the_last_is_applied(broker: Local
                 gate.set_result(True)
         await wait_until(lambda: sub.stats.acknowledged == 5, 10)
     assert handler.seen[:3] == [b"m0", b"m1", b"m2"]
+
+
+async def test_what_waits_in_the_socket_is_read_with_the_next_batch(broker: LocalBroker) -> None:
+    """aiomqtt reads one packet per turn of the event loop: messages that came while the
+    handler held the loop (parsing, journaling) are read off the socket at the next batch,
+    all of them, so that their apply lag starts there and not at some later turn."""
+    batches: list[list[bytes]] = []
+    later = [f"m{i}".encode() for i in range(1, 20)]
+
+    async def busy(batch: Sequence[FeedMessage]) -> bool:
+        batches.append([m.payload for m in batch])
+        if len(batches) == 1:  # the worker's CPU-bound part: the loop turns not meanwhile
+            publisher = threading.Thread(target=asyncio.run, args=(publish(broker, later),))
+            publisher.start()
+            publisher.join(10)
+            time.sleep(0.2)  # on their way to the subscriber's socket
+        return True
+
+    sub = FeedSubscriber(broker.url, ["hub/pre"], busy, client_id="feeds-waiting", max_batch=64)
+    async with subscribed(sub):
+        await publish(broker, [b"m0"])
+        await wait_until(lambda: sum(map(len, batches)) == 20, 10)
+    assert batches == [[b"m0"], later]  # all that waited, in one batch
 
 
 async def test_a_batch_not_journaled_comes_again_past_the_brokers_inflight_limit() -> None:
