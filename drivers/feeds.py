@@ -282,6 +282,9 @@ async def _outcome(durable: Awaitable[bool], messages: int) -> bool:
         return False
 
 
+_READS_PER_MESSAGE: Final = 4
+
+
 def _read_waiting(paho: Any, queue: asyncio.Queue[aiomqtt.Message], limit: int) -> None:
     """Read what the socket already holds into the client's queue (each message stamped
     there: `_StampedQueue`), until `limit` messages wait or it holds no more. aiomqtt reads
@@ -292,7 +295,11 @@ def _read_waiting(paho: Any, queue: asyncio.Queue[aiomqtt.Message], limit: int) 
         return
     poll = select.poll()
     poll.register(sock, select.POLLIN)
-    while queue.qsize() < limit:
+    # A read takes one packet or a part of one (a message of megabytes takes many): bounded
+    # in reads too, so that a stream of large messages is not all read in at once.
+    for _ in range(_READS_PER_MESSAGE * limit):
+        if queue.qsize() >= limit:
+            return
         buffered = getattr(sock, "pending", None)  # TLS: decoded bytes not read yet
         if not poll.poll(0) and not (buffered is not None and buffered() > 0):
             return
