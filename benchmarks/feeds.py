@@ -27,6 +27,7 @@ section says so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -50,7 +51,7 @@ from sorter.addresses import parse_mqtt_url
 from sorter.plan import load_plan
 from sorterd.demo import feeds_supported, write_site
 
-__all__ = ["QUICK", "Options", "main", "publish_large", "report", "run"]
+__all__ = ["QUICK", "CpuWatch", "Options", "main", "publish_large", "report", "run"]
 
 FEEDS = (f"{PREFIX}/feeds/preadvice", f"{PREFIX}/feeds/customs")
 LAG_P99_GOAL_MS = 100.0
@@ -160,6 +161,65 @@ async def _stream_counts(proc: Process, t0: float) -> tuple[dict[str, int], floa
     return {k: int(v.replace(",", "")) for k, v in zip(keys, m.groups(), strict=True)}, seconds
 
 
+def _children(pid: int) -> list[int]:
+    """A process's children (Linux: /proc/PID/task/PID/children); none when it has ended."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+class CpuWatch:
+    """CPU shares (of one core) of the processes around the daemon while the stream runs:
+    the publisher, the broker and the daemon's feeds worker (its children but the daemon's
+    own). Sampled every `every_s`: the publisher has ended (and been reaped) when the
+    stream's figures are read, so its last sample is what it used."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s = every_s
+        self.first: dict[str, tuple[float, float]] = {}
+        self.last: dict[str, tuple[float, float]] = {}
+
+    def _sample(self, pids: dict[str, list[int]]) -> None:
+        now = time.perf_counter()
+        for name, group in pids.items():
+            used, read = 0.0, False
+            for pid in group:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    used += cpu_s(pid)
+                    read = True
+            if read:  # an ended process keeps its last sample
+                self.first.setdefault(name, (now, used))
+                self.last[name] = (now, used)
+
+    async def run(self, daemon_pid: int, publisher_pid: int | None) -> None:
+        me = os.getpid()
+        while True:
+            self._sample({
+                "worker": _children(daemon_pid),
+                "broker": [p for p in _children(me) if _comm(p) == "mosquitto"],
+                "publisher": [publisher_pid] if publisher_pid is not None else [],
+            })  # fmt: skip
+            await asyncio.sleep(self.every_s)
+
+    def shares(self) -> dict[str, float]:
+        out = {}
+        for name, (t1, c1) in self.last.items():
+            t0, c0 = self.first[name]
+            if t1 > t0:
+                out[name] = round((c1 - c0) / (t1 - t0), 3)
+        return out
+
+
 async def _applied(obs: Observer, published: int, timeout_s: float) -> bool:
     """Wait until P/stats shows every published row applied."""
 
@@ -172,6 +232,10 @@ async def _applied(obs: Observer, published: int, timeout_s: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def _false() -> bool:
+    return False
 
 
 async def run_feeds(
@@ -203,6 +267,10 @@ async def run_feeds(
                 streaming = await _start_stream(opts, Path(tmp), broker) if stream else None
                 big = await _start_large(opts, broker) if large else None
                 cpu0, t_run = cpu_s(daemon.pid), time.perf_counter()
+                watch = CpuWatch()
+                watching = asyncio.create_task(
+                    watch.run(daemon.pid, streaming.pid if streaming is not None else None)
+                )
                 inducted = await line.run(opts.rate_per_h, duration_s=duration_s)
                 counts: dict[str, Any] = _NO_STREAM
                 stream_s = 0.0
@@ -212,9 +280,20 @@ async def run_feeds(
                     large_counts = await _large_counts(big)
                     counts = {**_NO_STREAM, "rows": large_counts["rows"], "large": large_counts}
                     stream_s = time.perf_counter() - t_run
+                # From the stream's end (its last PUBACK from the broker) to P/stats showing
+                # every row applied: ~0 when the chain keeps up, the backlog's age when not.
+                stream_end = time.perf_counter()
+                backlog = counts["rows"] - (_feeds_stats(obs.stats) or [{}])[-1].get(
+                    "rows_applied", 0
+                )
+                applying = asyncio.create_task(
+                    _applied(obs, counts["rows"], APPLY_WAIT_S) if with_feeds else _false()
+                )
                 drained = await line.drain(60)
                 cpu_share = (cpu_s(daemon.pid) - cpu0) / (time.perf_counter() - t_run)
-                applied = with_feeds and await _applied(obs, counts["rows"], APPLY_WAIT_S)
+                applied = await applying
+                drain_s = time.perf_counter() - stream_end if applied else None
+                watching.cancel()
                 await asyncio.sleep(2.5)  # one more P/stats
     feeds = _feeds_stats(obs.stats)
     return {
@@ -223,6 +302,10 @@ async def run_feeds(
         **ledger_figures(line.ledger, drained),
         "plc_latency_ms": latency_ms(line.ledger),
         "cpu_share": cpu_share,
+        "cpu_shares": watch.shares(),
+        "drain_s": drain_s,
+        # Rows published and not applied when the stream ended (by a P/stats up to 2 s old).
+        "backlog_rows": backlog if with_feeds else None,
         "published": counts,
         "stream_s": stream_s,
         "rows_per_s": counts["rows"] / stream_s if stream_s else 0.0,
@@ -331,9 +414,25 @@ def report(section: Section) -> list[str]:
             f"{row['lag_ms_p99_max']}; goal <= {LAG_P99_GOAL_MS:g}), delta rows "
             f"{last.get('delta_rows')}"
         )
+    if shares := row.get("cpu_shares"):
+        lines.append(_cpu_line(row, shares))
     if big := row.get("large"):
         lines.append(_large_line(p, big))
     return lines
+
+
+def _cpu_line(row: dict[str, Any], shares: dict[str, float]) -> str:
+    names = {"worker": "feeds worker", "publisher": "publisher", "broker": "mosquitto"}
+    each = ", ".join(f"{names[k]} {v * 100:.0f} %" for k, v in shares.items() if k in names)
+    drain = row.get("drain_s")
+    after = "not all within 30 s" if drain is None else f"{drain:.1f} s"
+    backlog = row.get("backlog_rows")
+    behind = "" if backlog is None else f"{backlog:,} rows not applied at the stream's end, "
+    return (
+        f"CPU (% of a core) daemon {row['cpu_share'] * 100:.0f} %, {each}; {behind}"
+        f"from the stream's end to P/stats showing every row applied: {after} "
+        "(P/stats every 2 s)"
+    )
 
 
 def _large_line(p: dict[str, Any], big: dict[str, Any]) -> str:

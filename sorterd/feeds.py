@@ -71,9 +71,10 @@ MAX_OWED_ROWS: Final = 200_000
 # Replayed entries a packer holds at most before they are dropped.
 REPLAY_DROP_ROWS: Final = 20_000
 
-# Where packed updates go (the line's index, in the daemon's process), awaited until they
-# are applied.
-Sink = Callable[[PackedUpdate], Awaitable[None]]
+# Where packed updates go (the line's index, in the daemon's process). The call puts the
+# update on its way (updates arrive in the order of the calls); what it returns is awaited
+# until the update is applied.
+Sink = Callable[[PackedUpdate], Awaitable[object]]
 # A message larger than this is parsed in a worker thread (~1,000 rows).
 PARSE_INLINE_BYTES: Final = 64 * 1024
 
@@ -204,9 +205,12 @@ class FeedService:
             return await asyncio.to_thread(parse, msg.payload)
         return parse(msg.payload)
 
-    async def __call__(self, batch: Sequence[FeedMessage]) -> bool:
+    async def __call__(self, batch: Sequence[FeedMessage]) -> bool | Awaitable[bool]:
         """Apply and journal `batch` (drivers.feeds.FeedHandler); True once it is durable
-        and applied to the line's index.
+        and applied to the line's index. Over a sink (the feeds worker): once the batch is
+        committed and its update on its way, an awaitable of that, which ends when the
+        sink has merged it; the link handles the next batch meanwhile (it parses and
+        journals while the daemon merges) and acknowledges this one when it ends.
 
         Rows are applied and journaled CHUNK_ROWS at a time, the loop given back in
         between; the batch is committed once, then handed to the sink. A message whose
@@ -248,20 +252,39 @@ class FeedService:
             self._owed.clear()
         else:
             self._owed[:0] = owed  # rolled back: all of it is owed again, oldest first
-        await self._publish()
+        merging = self._hand_over()
+        if merging is None:
+            self._lags(batch)
+            return durable
+        return asyncio.ensure_future(self._merged(merging, batch, durable))
+
+    async def _merged(
+        self, merging: Awaitable[object], batch: Sequence[FeedMessage], durable: bool
+    ) -> bool:
+        await merging
+        self._lags(batch)  # arrival -> in the line's index
+        return durable
+
+    def _lags(self, batch: Sequence[FeedMessage]) -> None:
         now_ns = self._wall_ns()
         for msg in batch:
             self.stats.on_lag((now_ns - msg.arrival_ns) / 1e6)
-        return durable
 
-    async def _publish(self, at_least: int = 1) -> None:
-        """What the packer packed, to the sink (applied there when this returns)."""
+    def _hand_over(self, at_least: int = 1) -> Awaitable[object] | None:
+        """What the packer packed, to the sink: on its way, in order, when this returns;
+        the awaitable ends once the sink has applied it. None when there is no sink or
+        nothing to send."""
         live = self.live
         if self.sink is None or not isinstance(live, FeedPacker) or live.pending < at_least:
-            return
+            return None
         update = live.take()
-        if update is not None:
-            await self.sink(update)
+        return None if update is None else self.sink(update)
+
+    async def _publish(self) -> None:
+        """What the packer packed, to the sink, applied there when this returns."""
+        merging = self._hand_over()
+        if merging is not None:
+            await merging
 
     def _apply(self, part: FeedBatch, msg: FeedMessage, durable: bool) -> bool:
         """Journal (in the open transaction) and apply one part of a message; whether

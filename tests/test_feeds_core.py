@@ -23,6 +23,10 @@ from sorter.feeds import (
     FeedRow,
     LiveManifest,
     Source,
+    _customs_update,
+    _parse_each,
+    _preadvice_row,
+    _string_objects,
     parse_customs,
     parse_preadvice,
 )
@@ -222,6 +226,50 @@ def test_rows_are_checked_as_the_csv_checks_them(row: dict[str, str]) -> None:
     if report.rows:
         csv_row = unpack_row(int(part.postcode[0]), int(part.packed[0]))
         assert live.lookup(row["barcode"].strip(" ")) == csv_row
+
+
+_JSON_VALUES = st.one_of(
+    _TEXT, st.sampled_from(["A1", "MA", "hold", "RABAT", "\ud800", " "]), st.none(),
+    st.integers(), st.booleans(), st.floats(allow_nan=False), st.lists(st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@HYPOTHESIS
+@given(
+    st.one_of(
+        st.lists(
+            st.one_of(
+                st.dictionaries(
+                    st.sampled_from(["barcode", *_COLUMNS, "id", "other"]), _JSON_VALUES
+                ),
+                _JSON_VALUES,
+            ),
+            max_size=4,
+        ),
+        st.dictionaries(st.sampled_from(["barcode", *_COLUMNS, "id"]), _JSON_VALUES),
+    ),
+    st.sampled_from(["", " ", "\n\t"]),
+)
+def test_the_fast_decoding_gives_what_the_checks_one_by_one_give(
+    payload: object, blank: str
+) -> None:
+    """A message of string values is decoded by msgspec (`_string_objects`), anything else
+    by json.loads and the checks one value at a time: the same rows and bad rows whichever
+    way it goes."""
+    raw = (blank + json.dumps(payload) + blank).encode()
+    one_by_one = _parse_each(raw, _preadvice_row, lambda batch: batch.rows)
+    assert parse_preadvice(raw) == one_by_one
+    customs = _parse_each(raw, _customs_update, lambda batch: batch.customs)
+    assert parse_customs(raw) == customs
+
+
+def test_the_usual_message_takes_the_fast_decoding() -> None:
+    rows = [{"barcode": f"A{i}", "country": "MA", "id": f"i{i}"} for i in range(3)]
+    assert _string_objects(json.dumps(rows).encode()) == rows
+    assert _string_objects(b' {"barcode": "A1"}') == [{"barcode": "A1"}]
+    assert _string_objects(b'[{"barcode": 1}]') is None  # the checks say why
+    assert _string_objects(b"[1]") is None
+    assert _string_objects(b"\xff") is None
 
 
 # --- 3. the live index against a plain-dict model --------------------------------------

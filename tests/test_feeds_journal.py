@@ -541,19 +541,23 @@ async def test_over_a_packer_a_batch_is_done_once_the_index_has_merged_it(
         _msg(CUS, {"barcode": "P1", "status": "hold", "id": "q1"}, 2),
         _msg(PRE, {"barcode": "P1", "destination": "FES", "id": "p2"}, 3),
     ]
-    handling = asyncio.create_task(service(batch))
+    answer = await service(batch)
+    assert not isinstance(answer, bool)  # durable, handed over: the link goes on meanwhile
+    handling = asyncio.ensure_future(answer)
     await asyncio.sleep(0.2)
     assert not handling.done()  # durable already, not yet in the index: no ack
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
         assert db.execute("SELECT count(*) FROM feed").fetchone() == (3,)
     assert _state(live, "P1") == (None, None, None)
+    assert service.stats.lag_n == 0  # the lag ends in the index
     release.set()
     assert await handling
     assert merged.is_set()
     assert _state(live, "P1") == ("FES", True, Source.CUSTOMS)
+    assert service.stats.lag_n == 3
     # The same ids again (the broker's re-delivery): nothing new for the index.
     merged.clear()
-    assert await service(batch)
+    assert await service(batch) is True  # nothing to hand over: answered at once
     assert not merged.is_set()
     assert service.stats.duplicates == 3
     journal.close()
