@@ -43,3 +43,36 @@ async def test_the_window_leaves_the_loop_to_the_simulators_while_it_reads_the_l
     assert during >= 4  # the simulator ran between the slices
     assert len(got) == 9_000 - 100
     assert all(abs(ms - 4.0) < 1e-6 for ms in got)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's end waits for an init that may not reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+async def test_a_hub_line_stopped_takes_its_daemon_along() -> None:
+    """benchmarks/hub.py ends a line's process when a scenario fails or times out: the
+    `sorterd run` that process started goes too, instead of running on with nobody left
+    to stop it."""
+    from benchmarks.hub import _json_line, _spawn, _stop
+    from drivers.broker import LocalBroker
+
+    async with LocalBroker() as broker:
+        proc = await _spawn(broker, 1, 20_000.0, 5.0)
+        try:
+            await _json_line(proc, "ready", 300)
+            daemons = _children(proc.pid)
+            assert daemons  # its `sorterd run`
+        finally:
+            await _stop([proc])
+        assert proc.returncode is not None
+        assert not [pid for pid in daemons if _running(pid)]
