@@ -10,7 +10,10 @@ and this module makes it power-cut safe: `fdatasync` of the WAL file in a thread
 own, started at each commit, covering every commit made before it began. Whatever the PLC
 or the broker is told about a step waits for `wait()` (the PLC driver before it bumps
 `rep_head`, `req_ack` or `conf_ack`) or runs in `after()` (the MQTT outbox): so nothing
-outside the process ever sees a step a power cut could take back, as with "full".
+outside the process ever sees a step a power cut could take back, as with "full". The
+same holds for what a killed predecessor committed and never synced: the journal syncs
+the file once at open, before the recovery's replies and the outbox's page-in read it,
+and the page-in reads no row whose sync is still running.
 
 Meanwhile the PLC driver writes the reply slots (invisible to the PLC until `rep_head`
 moves): the sync and that round trip overlap instead of following each other.
