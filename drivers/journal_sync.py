@@ -85,9 +85,17 @@ class WalSync:
         target = self.commits
         while self.synced < target:
             self._start()
-            if self._task is None:  # no running loop to sync on: synced in place
+            task = self._task
+            if task is None:  # no running loop to sync on: synced in place
                 break
-            await asyncio.shield(self._task)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # The sync task was cancelled, not the waiter (the PLC link): the next
+                # turn starts another sync rather than end the waiter's task.
 
     def after(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop once the commits made so far are on the disk."""

@@ -579,3 +579,21 @@ async def test_a_journal_closed_during_a_sync_starts_no_checkpoint_after(
     assert sync._checkpointer is None
     assert sync._checkpoint_db is None
     assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(1, 1)}
+
+
+async def test_a_cancelled_sync_task_does_not_cancel_who_waits_for_it(tmp_path: Path) -> None:
+    """The PLC link waits for the sync before it acknowledges; a cancelled sync task
+    (whoever cancelled it) starts again for the waiter instead of ending the link's task
+    with a CancelledError it never asked for."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    sync = j.sync
+    assert sync is not None
+    _append(j, "decision", 1, 1)
+    j.commit()
+    assert sync._task is not None
+    waiter = asyncio.create_task(j.synced())
+    await asyncio.sleep(0)  # the waiter is on the sync task
+    sync._task.cancel()
+    await waiter  # returns: no CancelledError
+    assert sync.synced == sync.commits == 1
+    j.close()
