@@ -21,7 +21,10 @@ Bounded: `duration_s` of induction per scenario (25 s), a 60 s drain at most.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -56,7 +59,28 @@ async def _spawn(broker: LocalBroker, index: int, rate: float, duration_s: float
         sys.executable, "-m", "benchmarks.hubline", "--port", str(broker.port),
         "--index", str(index), "--rate", str(rate), "--duration", str(duration_s),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,  # a group of its own with its `sorterd run`: see _stop
     )  # fmt: skip
+
+
+async def _stop(procs: Sequence[_Proc], timeout_s: float = 30.0) -> None:
+    """End each line's process and the `sorterd run` it started. Killing the line's
+    process alone (a line that failed, a timeout, ^C) left that daemon running with nobody
+    to stop it: SIGTERM lets the line stop its daemon and wait for it; whatever of its
+    group is left after `timeout_s` is killed."""
+    for p in procs:
+        if p.stdin is not None:
+            p.stdin.close()  # a line still waiting for its go reads the end of it
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(p.wait() for p in procs))
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+    await asyncio.gather(*(p.wait() for p in procs))
 
 
 async def _json_line(proc: _Proc, what: str, timeout_s: float) -> dict[str, Any]:
@@ -87,10 +111,7 @@ async def run_scenario(
         per_line = await asyncio.gather(*(_json_line(p, "its figures", bound_s) for p in procs))
         await asyncio.gather(*(p.wait() for p in procs))
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
+        await _stop(procs)
     wall_s = max(r["wall_s"] for r in per_line)
     return {
         "lines": lines,

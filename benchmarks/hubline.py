@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class _Broker:
 async def _line(port: int, index: int, rate: float, duration_s: float) -> dict[str, Any]:
     name = f"line-{index}"
     loop = asyncio.get_running_loop()
+    # The hub's SIGTERM (a failed or timed-out scenario): stop the daemon on the way out.
+    this = asyncio.current_task()
+    assert this is not None
+    loop.add_signal_handler(signal.SIGTERM, this.cancel)
     async with (
         paced_gc(),
         daemon_on_line(_Broker(port), seed=5 + index, prefix=f"{HUB}/{name}", name=name) as (
@@ -53,7 +58,8 @@ async def _line(port: int, index: int, rate: float, duration_s: float) -> dict[s
         ),
     ):
         _say({"ready": daemon.startup_s})
-        await loop.run_in_executor(None, sys.stdin.readline)  # the hub's go
+        if not await loop.run_in_executor(None, sys.stdin.readline):  # the hub's go
+            raise SystemExit("hub line: the hub went away before its go")
         cpu0, own0, t0 = cpu_s(daemon.pid), time.process_time(), time.perf_counter()
         inducted = await sim.run(rate, duration_s=duration_s)
         drained = await sim.drain(60)
@@ -84,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, required=True, help="items/h")
     parser.add_argument("--duration", type=float, required=True, help="s of induction")
     args = parser.parse_args(argv)
-    row = asyncio.run(_line(args.port, args.index, args.rate, args.duration))
+    try:
+        row = asyncio.run(_line(args.port, args.index, args.rate, args.duration))
+    except asyncio.CancelledError:
+        return 1  # stopped by the hub, the daemon with it
     _say(row)
     return 0
 

@@ -130,9 +130,17 @@ class Journal:
         # "full" with the sync off the loop: SQLite commits at "normal", WalSync syncs.
         self.sync: WalSync | None = None
         if deferred_sync and self.synchronous == "FULL":
-            self.sync = WalSync(self.path, self._sync_failed)
+            self.sync = WalSync(self.path, self._sync_failed, self._sync_ok)
+        self._sync_error = False  # `last_error` is a failed sync: only a good sync clears it
+        # Message rows up to _durable_rowid are on the disk; the outbox pages in no others.
+        self._txn_last_rowid = 0
+        self._durable_rowid = self._committed_rowid = 0
         self._db = self._open()
         self.stats.sent_upto = self._sent_on_disk = read_sent_upto(self._db)
+        if self.sync is not None:
+            self.sync.sync_now()
+            last = self._db.execute("SELECT coalesce(max(id), 0) FROM message").fetchone()[0]
+            self._durable_rowid = self._committed_rowid = int(last)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -183,6 +191,8 @@ class Journal:
         self._owed.update(self._txn_deleted)
         self._txn_deleted.clear()
         self._txn_rows = False
+        self._txn_last_rowid = 0
+        self._sync_error = False
         changed = self.healthy
         if self.healthy or str(exc) != self.last_error:
             log.error("journal write failed", path=str(self.path), error=str(exc))
@@ -199,6 +209,7 @@ class Journal:
             log.error("journal sync failed", path=str(self.path), error=str(exc))
         self.healthy = False
         self.last_error = f"sync: {exc}"
+        self._sync_error = True
         if changed and self.on_health_change is not None:
             self.on_health_change()
 
@@ -237,6 +248,7 @@ class Journal:
             return None
         self.stats.appended += 1
         self._txn_rows = True
+        self._txn_last_rowid = cur.lastrowid or self._txn_last_rowid
         return cur.lastrowid
 
     def add_pending(self, req: SortRequest) -> bool:
@@ -279,19 +291,35 @@ class Journal:
             return False
         self._txn_deleted.clear()
         wrote_rows, self._txn_rows = self._txn_rows, False
+        last_rowid, self._txn_last_rowid = self._txn_last_rowid, 0
         if self.sync is not None and wrote_rows:
             # A watermark or a prune needs no sync of its own: losing one to a power cut
             # only means a re-send or a later prune; the next sync covers it anyway.
             self.sync.committed()
+            if last_rowid:
+                self._committed_rowid = last_rowid
+                self.sync.after(lambda: self._rows_durable(last_rowid))
         # Only new rows prove the journal writes again: a watermark update or a prune
-        # fits where a decision may not, and would make the alarm flap.
-        if not self.healthy and wrote_rows:
-            log.info("journal writes again", path=str(self.path))
-            self.healthy = True
-            self.last_error = ""
-            if self.on_health_change is not None:
-                self.on_health_change()
+        # fits where a decision may not, and would make the alarm flap. After a failed
+        # sync only a sync that works does (a commit at "normal" proves nothing of it).
+        if not self.healthy and wrote_rows and not self._sync_error:
+            self._writes_again()
         return True
+
+    def _writes_again(self) -> None:
+        log.info("journal writes again", path=str(self.path))
+        self.healthy = True
+        self.last_error = ""
+        self._sync_error = False
+        if self.on_health_change is not None:
+            self.on_health_change()
+
+    def _sync_ok(self) -> None:
+        if self._sync_error and not self.healthy:
+            self._writes_again()
+
+    def _rows_durable(self, rowid: int) -> None:
+        self._durable_rowid = max(self._durable_rowid, rowid)
 
     def mark_sent(self, upto_rowid: int) -> None:
         """The broker acknowledged every message row up to `upto_rowid`.
@@ -334,6 +362,11 @@ class Journal:
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
+        if self._committed_rowid > self._durable_rowid:
+            # Committed, not synced yet: the step's own publish brings them once they are
+            # (JournalOutbox); the broker must not have them before the disk does.
+            # Rows from before this process are all below: synced at open.
+            rows = [r for r in rows if r[0] <= self._durable_rowid]
         return [Unsent(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def count_unsent(self) -> int:

@@ -10,7 +10,10 @@ and this module makes it power-cut safe: `fdatasync` of the WAL file in a thread
 own, started at each commit, covering every commit made before it began. Whatever the PLC
 or the broker is told about a step waits for `wait()` (the PLC driver before it bumps
 `rep_head`, `req_ack` or `conf_ack`) or runs in `after()` (the MQTT outbox): so nothing
-outside the process ever sees a step a power cut could take back, as with "full".
+outside the process ever sees a step a power cut could take back, as with "full". The
+same holds for what a killed predecessor committed and never synced: the journal syncs
+the file once at open, before the recovery's replies and the outbox's page-in read it,
+and the page-in reads no row whose sync is still running.
 
 Meanwhile the PLC driver writes the reply slots (invisible to the PLC until `rep_head`
 moves): the sync and that round trip overlap instead of following each other.
@@ -45,10 +48,17 @@ class WalSync:
     anyone outside. `on_error` runs on the loop when a sync fails (the journal then
     reports itself unhealthy; the line does not stop for it)."""
 
-    def __init__(self, db_path: Path, on_error: Callable[[OSError], None]) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        on_error: Callable[[OSError], None],
+        on_ok: Callable[[], None] | None = None,
+    ) -> None:
         self._db_path = db_path
         self._wal_path = Path(f"{db_path}-wal")
         self._on_error = on_error
+        self._on_ok = on_ok  # after a sync that worked (the journal's health comes back)
+        self._closed = False
         self.commits = 0  # COMMITs made
         self.synced = 0  # COMMITs on the disk
         self.syncs = 0  # fdatasync calls: fewer than commits when commits came together
@@ -75,9 +85,17 @@ class WalSync:
         target = self.commits
         while self.synced < target:
             self._start()
-            if self._task is None:  # no running loop to sync on: synced in place
+            task = self._task
+            if task is None:  # no running loop to sync on: synced in place
                 break
-            await asyncio.shield(self._task)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # The sync task was cancelled, not the waiter (the PLC link): the next
+                # turn starts another sync rather than end the waiter's task.
 
     def after(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop once the commits made so far are on the disk."""
@@ -86,8 +104,18 @@ class WalSync:
         else:
             self._after.append((self.commits, callback))
 
+    def sync_now(self) -> None:
+        """Sync in place, whatever this process committed or not: at open, the rows a
+        killed predecessor committed at "normal" may be in the page cache only, and the
+        recovery replies and the outbox's page-in are about to tell the PLC and the broker
+        about them."""
+        self._finish(self.commits, self._sync_file())
+
     def close(self) -> None:
         """Sync what is left, in place, and release the threads and the files."""
+        # A sync still running finishes on the loop after this: it must not start a
+        # checkpoint thread and a connection again once the journal is closed.
+        self._closed = True
         for pool in (self._executor, self._checkpointer):
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -130,7 +158,9 @@ class WalSync:
 
     def _checkpoint_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
-        if self._checkpointing is not None or now - self._last_checkpoint < CHECKPOINT_INTERVAL_S:
+        if self._closed or self._checkpointing is not None:
+            return
+        if now - self._last_checkpoint < CHECKPOINT_INTERVAL_S:
             return
         self._last_checkpoint = now
         if self._checkpointer is None:
@@ -162,6 +192,8 @@ class WalSync:
         self.synced = max(self.synced, upto)
         if error is not None:
             self._on_error(error)
+        elif self._on_ok is not None:
+            self._on_ok()
         while self._after and self._after[0][0] <= self.synced:
             self._after.popleft()[1]()
 

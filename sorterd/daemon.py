@@ -258,6 +258,13 @@ class Daemon:
         # timeout: the timer decides them with reason timeout at once.
         self.pipeline.answer_waiting()
         await self.plc.wait_replies_written(timeout_s=1.0)
+        # The outbox gets a step's messages only once the journal's sync is done
+        # (drivers/journal_sync.py): with the PLC gone nothing above waited for it, and the
+        # flush would find the outbox empty and leave those decisions to the next start.
+        # Bounded: a disk that hangs must not hold the stop (the rows are committed).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_FLUSH_S):
+                await parts.journal.synced()
         parts.mqtt.publish_raw(offline_message(parts.topics))
         flushed = await parts.mqtt.flush(SHUTDOWN_FLUSH_S)
         if parts.metrics is not None:

@@ -408,6 +408,7 @@ async def test_commits_made_together_share_one_sync_and_wait_for_it(tmp_path: Pa
     j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
     assert j.sync is not None
     assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert j.sync.syncs == 1  # at open: what the file holds already
     order: list[str] = []
     for tid in range(10):  # ten steps in one go of the loop, as a burst of requests makes
         _append(j, "decision", tid, tid)
@@ -417,13 +418,13 @@ async def test_commits_made_together_share_one_sync_and_wait_for_it(tmp_path: Pa
     assert j.sync.commits == 10
     await j.synced()
     assert j.sync.synced == 10
-    assert j.sync.syncs == 1
+    assert j.sync.syncs == 2
     assert order == [f"published {tid}" for tid in range(10)]
     # With nothing committed since, a wait is free and a callback runs at once.
     await j.synced()
     j.after_sync(lambda: order.append("now"))
     assert order[-1] == "now"
-    assert j.sync.syncs == 1
+    assert j.sync.syncs == 2
     # Checkpoints run in a thread of their own after a sync, never inside a COMMIT.
     assert j._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     await wait_until(lambda: j.sync is not None and j.sync.checkpoints == 1, 10)
@@ -456,4 +457,143 @@ async def test_a_step_paged_in_before_its_sync_is_sent_once(tmp_path: Path) -> N
     for rowid in rows:  # the step's publish, after its sync
         outbox.add(OutMessage("t/decisions", b"{}", 1, False), rowid)
     assert outbox.backlog == 3
+    j.close()
+
+
+def _record_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The real fdatasync, noting the file each call was for."""
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return synced
+
+
+def test_a_deferred_journal_syncs_what_a_killed_predecessor_left_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon killed between a COMMIT (at "normal") and its sync leaves rows that are in
+    the page cache only. The next start replies to the PLC and publishes from them (the
+    recovery, the outbox's page-in): the journal syncs them before it reads anything."""
+    path = tmp_path / "j.sqlite"
+    code = f"""
+import os, signal
+from drivers.journal import Journal
+from sorter.ports import MessageKind, Outgoing
+j = Journal({str(path)!r}, deferred_sync=True)
+j.append(Outgoing(MessageKind.DECISION, 1, 1, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
+j.commit()  # no loop running: synced in place, as "full" would
+j.sync.committed = lambda: None  # the next commit's sync never happens: killed first
+j.append(Outgoing(MessageKind.DECISION, 2, 2, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
+j.commit()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert Path(f"{path}-wal").stat().st_size > 0
+    synced = _record_syncs(monkeypatch)
+    j = Journal(path, deferred_sync=True)
+    assert f"{path}-wal" in synced  # before a row was read
+    assert set(j.recover().answered) == {(1, 1), (2, 2)}
+    assert [u.rowid for u in j.unsent(0, 10)] == [1, 2]  # from before: on the disk now
+    j.close()
+
+
+async def test_a_failed_sync_keeps_the_journal_unhealthy_until_a_sync_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit at "normal" proves nothing about the disk: after a failed fdatasync only a
+    sync that works brings the journal back, or a disk that fails every sync would show
+    healthy between two of them (and the alarm would flap). The line goes on meanwhile."""
+    real = os.fdatasync
+    failing = [True]
+
+    def fdatasync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    changes: list[bool] = []
+    j.on_health_change = lambda: changes.append(j.healthy)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    _append(j, "decision", 1, 1)
+    assert j.commit()
+    await j.synced()  # returns: the line does not stop for a disk that fails
+    assert not j.healthy
+    assert j.last_error == "sync: [Errno 5] Input/output error"
+    _append(j, "decision", 2, 2)
+    assert j.commit()
+    assert not j.healthy  # committed, not on the disk
+    await j.synced()
+    assert not j.healthy
+    failing[0] = False
+    _append(j, "decision", 3, 3)
+    assert j.commit()
+    assert not j.healthy
+    await j.synced()
+    assert j.healthy
+    assert changes == [False, True]
+    j.close()
+    assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(t, t) for t in (1, 2, 3)}
+
+
+async def test_the_outbox_pages_in_no_row_before_its_sync(tmp_path: Path) -> None:
+    """A spilled outbox reads journal rows to send; a step committed and not yet synced is
+    not among them (its own publish brings it once synced), so the broker never has a
+    decision a power cut could take from the journal."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    first = [_append(j, "decision", tid, tid) for tid in range(3)]
+    j.commit()
+    await j.synced()
+    later = [_append(j, "decision", tid, tid) for tid in range(3, 5)]
+    j.commit()  # its sync has not run: nothing has yielded to the loop
+    assert [u.rowid for u in j.unsent(0, 10)] == first
+    outbox = Outbox(MqttStats(), max_outbox=10, store=j, max_memory=50)
+    batch, _ = await outbox.take(10)
+    assert len(batch) == len(first)
+    await j.synced()
+    assert [u.rowid for u in j.unsent(0, 10)] == first + later
+    j.close()
+
+
+async def test_a_journal_closed_during_a_sync_starts_no_checkpoint_after(
+    tmp_path: Path,
+) -> None:
+    """close() while a sync runs: the sync ends on the loop after it and must not open a
+    checkpoint thread and connection again on a closed journal (nobody would close them)."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    sync = j.sync
+    assert sync is not None
+    _append(j, "decision", 1, 1)
+    j.commit()
+    await asyncio.sleep(0)  # the sync task hands the fdatasync to its thread
+    assert sync._task is not None
+    j.close()
+    await wait_until(lambda: sync._task is None, 10)
+    await asyncio.sleep(0)
+    assert sync._checkpointer is None
+    assert sync._checkpoint_db is None
+    assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(1, 1)}
+
+
+async def test_a_cancelled_sync_task_does_not_cancel_who_waits_for_it(tmp_path: Path) -> None:
+    """The PLC link waits for the sync before it acknowledges; a cancelled sync task
+    (whoever cancelled it) starts again for the waiter instead of ending the link's task
+    with a CancelledError it never asked for."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    sync = j.sync
+    assert sync is not None
+    _append(j, "decision", 1, 1)
+    j.commit()
+    assert sync._task is not None
+    waiter = asyncio.create_task(j.synced())
+    await asyncio.sleep(0)  # the waiter is on the sync task
+    sync._task.cancel()
+    await waiter  # returns: no CancelledError
+    assert sync.synced == sync.commits == 1
     j.close()

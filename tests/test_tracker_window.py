@@ -401,9 +401,10 @@ async def test_pipeline_decides_window_reads_and_merges_on_time() -> None:
     # index head might still have: it gets the full wait.
     assert [d["tracking_id"] for d in published] == [501, 503, 502]
     by_id = {d["tracking_id"]: d for d in published}
-    assert by_id[501]["codes"] == ["RB123456785GB"]
-    assert by_id[502]["codes"] == []
-    assert by_id[503]["codes"] == ["LX100339074US"]
+    # The payloads as the pipeline hands them over: codes a tuple (an array once encoded).
+    assert by_id[501]["codes"] == ("RB123456785GB",)
+    assert by_id[502]["codes"] == ()
+    assert by_id[503]["codes"] == ("LX100339074US",)
     assert by_id[502]["reason"] == "timeout"
     assert by_id[502]["latency_ms"] >= 3000
     assert tracker.heads["cam"].missed == 1
