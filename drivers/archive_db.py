@@ -7,6 +7,14 @@ redelivered message carries the same id and the same ts (the line's journal keep
 payload), so it conflicts and changes nothing. Schema changes and partition DDL run under
 one advisory lock, so several archivers can start and roll over midnight together.
 
+`sorterd_archive.codes` holds (code, day) for every code and barcode of every row: `trace`
+probes it, then searches only the partitions of those days. A statement trigger on
+`pieces` fills it from the rows each INSERT or COPY actually added, in the same transaction,
+whoever writes (an archiver of an older version too). `coded_days` lists the days whose rows
+are all in `codes`: the days written since schema version 2. The days of an archive older
+than that are filled in by `backfill_day`, one day a transaction, while the archiver runs;
+until then `trace` searches them as it did before (docs/archive.md, "trace").
+
 The password travels apart from the URL and never appears in a message: errors name the
 URL as `shown_url` gives it.
 """
@@ -47,6 +55,15 @@ _COPY_TYPES = (
     "text", "int8", "text", "int8", "float8",
 )  # fmt: skip
 CONNECT_TIMEOUT_S = 10
+# (code, day) of every code and barcode of the rows of `source`, in key order: two writers
+# adding the same keys then wait for each other in the same order and cannot deadlock.
+# `ts AT TIME ZONE 'UTC'` is the day whatever the session's time zone.
+_CODES_OF = (
+    f"INSERT INTO {SCHEMA}.codes (code, day) "
+    "SELECT DISTINCT c.code, (r.ts AT TIME ZONE 'UTC')::date FROM {source} r "
+    "CROSS JOIN LATERAL unnest(r.codes || r.barcode) AS c(code) "
+    "WHERE c.code IS NOT NULL ORDER BY 1, 2 ON CONFLICT DO NOTHING;"
+)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: the table, its key, and what trace looks things up by.
@@ -73,6 +90,27 @@ _MIGRATIONS: tuple[str, ...] = (
     ) PARTITION BY RANGE (ts);
     CREATE INDEX pieces_barcode ON {SCHEMA}.pieces (barcode) WHERE barcode IS NOT NULL;
     CREATE INDEX pieces_codes ON {SCHEMA}.pieces USING gin (codes) WITH (fastupdate = off);
+    """,
+    # 2: code -> days, so that trace searches only the days of a code (module docstring).
+    # Not partitioned: one index probe finds every day of a code, where one index per day
+    # would cost a probe per day kept. `codes_day` is what retention deletes by.
+    f"""
+    CREATE TABLE {SCHEMA}.codes (
+        code text NOT NULL,
+        day date NOT NULL,
+        PRIMARY KEY (code, day)
+    );
+    CREATE INDEX codes_day ON {SCHEMA}.codes (day);
+    CREATE TABLE {SCHEMA}.coded_days (day date PRIMARY KEY);
+    CREATE FUNCTION {SCHEMA}.note_codes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_CODES_OF.format(source="added")}
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER pieces_note_codes AFTER INSERT ON {SCHEMA}.pieces
+        REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.note_codes();
     """,
 )
 
@@ -167,15 +205,17 @@ class ArchiveDb:
         return version
 
     async def ensure_days(self, days: set[dt.date]) -> None:
-        """Create the partitions of these days (UTC) unless they exist."""
+        """Create the partitions of these days (UTC) unless they exist. A day created here
+        is in `coded_days`: the trigger puts every row it gets into `codes`."""
         new = days - self._days
         if not new:
             return
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-            for day in sorted(new):
+            existing = set(await self._partitions())
+            for day in sorted(new - existing):
                 statement = sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {table} PARTITION OF {parent} "
+                    "CREATE TABLE {table} PARTITION OF {parent} "
                     "FOR VALUES FROM ({start}) TO ({end})"
                 ).format(
                     table=sql.Identifier(SCHEMA, _partition_name(day)),
@@ -184,7 +224,46 @@ class ArchiveDb:
                     end=sql.Literal(_midnight(day + dt.timedelta(days=1))),
                 )
                 await self.conn.execute(statement)
+                await self.conn.execute(
+                    f"INSERT INTO {SCHEMA}.coded_days VALUES (%s) ON CONFLICT DO NOTHING", (day,)
+                )
         self._days |= new
+
+    async def _partitions(self) -> dict[dt.date, str]:
+        """The daily partitions there are: their names by day."""
+        cur = await self.conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass",
+            (f"{SCHEMA}.pieces",),
+        )
+        found = {}
+        for (name,) in await cur.fetchall():
+            match = _PARTITION.match(name)
+            if match is not None:
+                found[dt.datetime.strptime(match.group(1), "%Y%m%d").date()] = name
+        return found
+
+    async def backfill_day(self) -> dt.date | None:
+        """Put the codes of one day not yet in `coded_days` (the oldest: written before
+        schema version 2) into `codes`, in one transaction; that day, or None when every
+        day is in. Rows added meanwhile go through the trigger, so the day is whole."""
+        async with self.conn.transaction():
+            cur = await self.conn.execute(f"SELECT day FROM {SCHEMA}.coded_days")
+            coded = {day for (day,) in await cur.fetchall()}
+            todo = sorted(set(await self._partitions()) - coded)
+        if not todo:
+            return None
+        day = todo[0]
+        table = sql.Identifier(SCHEMA, _partition_name(day)).as_string(self.conn)
+        try:
+            async with self.conn.transaction():
+                await self.conn.execute(_CODES_OF.format(source=table).encode())
+                await self.conn.execute(
+                    f"INSERT INTO {SCHEMA}.coded_days VALUES (%s) ON CONFLICT DO NOTHING", (day,)
+                )
+        except psycopg.errors.UndefinedTable:
+            pass  # dropped meanwhile (retention): nothing to fill in
+        return day
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Write a batch of rows (the values of COLUMNS) in one transaction; how many were
@@ -222,20 +301,20 @@ class ArchiveDb:
         dropped = []
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-            cur = await self.conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = %s::regclass",
-                (f"{SCHEMA}.pieces",),
-            )
-            for (name,) in await cur.fetchall():
-                match = _PARTITION.match(name)
-                if match is None:
-                    continue
-                day = dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+            for day, name in sorted((await self._partitions()).items()):
                 if day < first_kept:
                     await self.conn.execute(
                         sql.SQL("DROP TABLE {}").format(sql.Identifier(SCHEMA, name))
                     )
                     dropped.append(name)
                     self._days.discard(day)
+            await self.conn.execute(
+                f"DELETE FROM {SCHEMA}.coded_days WHERE day < %s", (first_kept,)
+            )
+        # Their codes in a transaction of their own: the DROP locks the whole table against
+        # writes until its commit, and a day's codes are millions of rows. Codes of a day
+        # that has no partition any more lead trace nowhere, and the next pass deletes what
+        # an interruption left.
+        async with self.conn.transaction():
+            await self.conn.execute(f"DELETE FROM {SCHEMA}.codes WHERE day < %s", (first_kept,))
         return dropped
