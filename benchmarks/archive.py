@@ -260,7 +260,7 @@ def _lookups(url: str, opts: Options, rows: int, today: dt.date) -> dict[str, An
             times.append(took)
             found += hit
             warm.append(_timed(conn, code, lookup=True)[0])
-            if i % 3 == 0:  # the search of every partition, on a third of the codes
+            if i % 3 == 0 and i < len(others):  # every partition searched: a third as many
                 scan.append(_timed(conn, others[i], lookup=False)[0])
                 scan_warm.append(_timed(conn, others[i], lookup=False)[0])
         start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.UTC)

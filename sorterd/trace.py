@@ -56,26 +56,35 @@ def find(conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool =
     `lookup=False` searches every partition, as before the codes table (benchmarks/archive.py
     compares the two).
 
-    Without parallel workers: the planner guesses thousands of rows per partition for
-    `codes @>` (it has no statistics for unique array elements) and, past some 10 million
-    rows, plans workers whose start costs more than the few index probes a code needs
-    (10,000,000 rows: p50 40 ms with workers, 5 ms without; BENCHMARKS.md, "The archive").
+    Without parallel workers and without JIT: the planner guesses thousands of rows per
+    partition for `codes @>` (it has no statistics for unique array elements), and on
+    tens of millions of rows it plans workers, and JIT-compiles the plan, at a cost far
+    over the few index probes a code needs (10,000,000 rows: p50 40 ms with workers, 5 ms
+    without; 50,000,000 rows over 31 days searched everywhere: 320 ms of JIT compilation
+    before 8 ms of search; BENCHMARKS.md, "The archive").
     """
-    conn.execute("SET max_parallel_workers_per_gather = 0")
+    # In a transaction (psycopg's default) the settings end with it: nothing to undo, and
+    # a lookup of 3 round trips. Each costs a wake-up of the server process, which on a
+    # busy machine is no longer negligible.
+    local = not conn.autocommit
     try:
-        return _find(conn, code, lookup=lookup)
+        return _find(conn, code, lookup=lookup, local=local)
     finally:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
-            conn.execute("RESET max_parallel_workers_per_gather")
+        if not local and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("RESET max_parallel_workers_per_gather; RESET jit")
 
 
-def _tables(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[bool, bool]:
-    """Whether the archive has its pieces and its codes table."""
+def _tables(conn: psycopg.Connection[tuple[Any, ...]], *, local: bool) -> tuple[bool, bool]:
+    """The settings of a lookup (`find`), then whether the archive has its pieces and its
+    codes table."""
     row = conn.execute(
-        f"SELECT to_regclass('{SCHEMA}.pieces'), to_regclass('{SCHEMA}.codes')"
+        "SELECT set_config('max_parallel_workers_per_gather', '0', %(local)s), "
+        "set_config('jit', 'off', %(local)s), "
+        f"to_regclass('{SCHEMA}.pieces'), to_regclass('{SCHEMA}.codes')",
+        {"local": local},
     ).fetchone()
     assert row is not None
-    return row[0] is not None, row[1] is not None
+    return row[2] is not None, row[3] is not None
 
 
 def _days(
@@ -115,8 +124,10 @@ def _rows(
     return [Row(*row) for row in conn.execute(query, params).fetchall()]
 
 
-def _find(conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool) -> list[Row]:
-    has_pieces, has_codes = _tables(conn)
+def _find(
+    conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool, local: bool
+) -> list[Row]:
+    has_pieces, has_codes = _tables(conn, local=local)
     if not has_pieces:
         return []
     use_days = lookup and has_codes

@@ -209,3 +209,19 @@ async def test_the_archiver_fills_in_an_old_archive_and_trace_says_3_for_unknown
     assert code == 3
     assert out == ""
     assert "nothing in the archive" in err
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_lookup_leaves_the_connection_as_it_was(archive_db: str, *, autocommit: bool) -> None:
+    """find() turns JIT and parallel workers off for itself only: the caller's connection
+    has its own settings after (autocommit: reset; in a transaction: gone with it)."""
+    with psycopg.connect(archive_db, password=ROLE_PASSWORD, autocommit=autocommit) as conn:
+        shown = "SELECT current_setting('jit'), current_setting('max_parallel_workers_per_gather')"
+        before = conn.execute(shown).fetchone()
+        assert before is not None
+        assert before[0] == "on"  # else this test shows nothing
+        assert find(conn, "NOSUCH") == []
+        if not autocommit:
+            assert conn.execute(shown).fetchone() == ("off", "0")  # for the transaction
+            conn.commit()
+        assert conn.execute(shown).fetchone() == before
