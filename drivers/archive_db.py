@@ -10,10 +10,12 @@ one advisory lock, so several archivers can start and roll over midnight togethe
 `sorterd_archive.codes` holds (code, day) for every code and barcode of every row: `trace`
 probes it, then searches only the partitions of those days. A statement trigger on
 `pieces` fills it from the rows each INSERT or COPY actually added, in the same transaction,
-whoever writes (an archiver of an older version too). `coded_days` lists the days whose rows
-are all in `codes`: the days written since schema version 2. The days of an archive older
-than that are filled in by `backfill_day`, one day a transaction, while the archiver runs;
-until then `trace` searches them as it did before (docs/archive.md, "trace").
+whoever writes (an archiver of an older version too). So only rows written before the
+trigger existed are missing: those of the partitions there were when schema version 2 was
+migrated to, which the migration lists in `uncoded_days` (under the DDL lock: no partition
+comes meanwhile; a partition made later holds only rows the trigger saw). `backfill_day`
+fills them in, one day a transaction, while the archiver runs; until then `trace` searches
+those days as it did before (docs/archive.md, "trace").
 
 The password travels apart from the URL and never appears in a message: errors name the
 URL as `shown_url` gives it.
@@ -101,7 +103,11 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (code, day)
     );
     CREATE INDEX codes_day ON {SCHEMA}.codes (day);
-    CREATE TABLE {SCHEMA}.coded_days (day date PRIMARY KEY);
+    CREATE TABLE {SCHEMA}.uncoded_days (day date PRIMARY KEY);
+    INSERT INTO {SCHEMA}.uncoded_days
+        SELECT to_date(substr(c.relname, 8), 'YYYYMMDD') FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = '{SCHEMA}.pieces'::regclass AND c.relname ~ '^pieces_[0-9]{{8}}$';
     CREATE FUNCTION {SCHEMA}.note_codes() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         {_CODES_OF.format(source="added")}
@@ -205,17 +211,15 @@ class ArchiveDb:
         return version
 
     async def ensure_days(self, days: set[dt.date]) -> None:
-        """Create the partitions of these days (UTC) unless they exist. A day created here
-        is in `coded_days`: the trigger puts every row it gets into `codes`."""
+        """Create the partitions of these days (UTC) unless they exist."""
         new = days - self._days
         if not new:
             return
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-            existing = set(await self._partitions())
-            for day in sorted(new - existing):
+            for day in sorted(new):
                 statement = sql.SQL(
-                    "CREATE TABLE {table} PARTITION OF {parent} "
+                    "CREATE TABLE IF NOT EXISTS {table} PARTITION OF {parent} "
                     "FOR VALUES FROM ({start}) TO ({end})"
                 ).format(
                     table=sql.Identifier(SCHEMA, _partition_name(day)),
@@ -224,9 +228,6 @@ class ArchiveDb:
                     end=sql.Literal(_midnight(day + dt.timedelta(days=1))),
                 )
                 await self.conn.execute(statement)
-                await self.conn.execute(
-                    f"INSERT INTO {SCHEMA}.coded_days VALUES (%s) ON CONFLICT DO NOTHING", (day,)
-                )
         self._days |= new
 
     async def _partitions(self) -> dict[dt.date, str]:
@@ -244,25 +245,24 @@ class ArchiveDb:
         return found
 
     async def backfill_day(self) -> dt.date | None:
-        """Put the codes of one day not yet in `coded_days` (the oldest: written before
-        schema version 2) into `codes`, in one transaction; that day, or None when every
-        day is in. Rows added meanwhile go through the trigger, so the day is whole."""
+        """Put the codes of the oldest of `uncoded_days` (written before schema version 2)
+        into `codes`, in one transaction; that day, or None when none is left. Rows added
+        to it meanwhile went through the trigger, so the day is then whole."""
         async with self.conn.transaction():
-            cur = await self.conn.execute(f"SELECT day FROM {SCHEMA}.coded_days")
-            coded = {day for (day,) in await cur.fetchall()}
-            todo = sorted(set(await self._partitions()) - coded)
-        if not todo:
+            cur = await self.conn.execute(f"SELECT min(day) FROM {SCHEMA}.uncoded_days")
+            row = await cur.fetchone()
+        day: dt.date | None = row[0] if row else None
+        if day is None:
             return None
-        day = todo[0]
         table = sql.Identifier(SCHEMA, _partition_name(day)).as_string(self.conn)
+        forget = f"DELETE FROM {SCHEMA}.uncoded_days WHERE day = %s"
         try:
             async with self.conn.transaction():
                 await self.conn.execute(_CODES_OF.format(source=table).encode())
-                await self.conn.execute(
-                    f"INSERT INTO {SCHEMA}.coded_days VALUES (%s) ON CONFLICT DO NOTHING", (day,)
-                )
+                await self.conn.execute(forget, (day,))
         except psycopg.errors.UndefinedTable:
-            pass  # dropped meanwhile (retention): nothing to fill in
+            async with self.conn.transaction():  # dropped meanwhile: nothing to fill in
+                await self.conn.execute(forget, (day,))
         return day
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -309,7 +309,7 @@ class ArchiveDb:
                     dropped.append(name)
                     self._days.discard(day)
             await self.conn.execute(
-                f"DELETE FROM {SCHEMA}.coded_days WHERE day < %s", (first_kept,)
+                f"DELETE FROM {SCHEMA}.uncoded_days WHERE day < %s", (first_kept,)
             )
         # Their codes in a transaction of their own: the DROP locks the whole table against
         # writes until its commit, and a day's codes are millions of rows. Codes of a day

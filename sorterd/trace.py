@@ -6,10 +6,10 @@ the passes so found come too (a result names only the barcode the decision chose
 
 The lookup probes `codes` (code -> days, drivers/archive_db.py) once, then searches the
 daily partitions of those days only, by their indexes on barcode (btree) and codes (GIN):
-a code of one day costs a handful of page reads however many days are kept. A day not in
-`coded_days` (written before schema version 2, not yet filled in) is searched whatever the
-code, and an archive without the codes table at all is searched in every partition, as
-before. The days go into the query as constants, so PostgreSQL prunes the other
+a code of one day costs a handful of page reads however many days are kept. A day of
+`uncoded_days` (written before schema version 2, not yet filled in) is searched whatever
+the code, and an archive without the codes table at all is searched in every partition,
+as before. The days go into the query as constants, so PostgreSQL prunes the other
 partitions when it plans, and does not plan them at all.
 """
 
@@ -39,16 +39,18 @@ _MATCHES = "(barcode = %(code)s OR codes @> ARRAY[%(code)s]::text[])"
 # found by another of its codes would otherwise show its decisions without their outcomes.
 _RESULTS = "kind = 'result' AND barcode = ANY(%(barcodes)s)"
 
-# The days of each code (code NULL: a day not in `codes`, to search for every code).
-_DAYS = f"""
-SELECT code, day FROM {SCHEMA}.codes WHERE code = ANY(%(codes)s)
-UNION ALL
-SELECT NULL, to_date(substr(c.relname, 8), 'YYYYMMDD') FROM pg_inherits i
-    JOIN pg_class c ON c.oid = i.inhrelid
-    WHERE i.inhparent = '{SCHEMA}.pieces'::regclass AND c.relname ~ '^pieces_[0-9]{{8}}$'
-    AND to_date(substr(c.relname, 8), 'YYYYMMDD')
-        NOT IN (SELECT day FROM {SCHEMA}.coded_days)
-"""
+# The settings of a lookup (`find`), in the statement that looks the days up to save a
+# round trip.
+_SETTINGS = (
+    "set_config('max_parallel_workers_per_gather', '0', %(local)s), "
+    "set_config('jit', 'off', %(local)s)"
+)
+# The days of each code (code NULL: a day not in `codes` yet, to search for every code).
+_DAYS = (
+    f"SELECT NULL::text, NULL::date, {_SETTINGS} "
+    f"UNION ALL SELECT code, day, NULL, NULL FROM {SCHEMA}.codes WHERE code = ANY(%(codes)s) "
+    f"UNION ALL SELECT NULL, day, NULL, NULL FROM {SCHEMA}.uncoded_days"
+)
 
 
 def find(conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool = True) -> list[Row]:
@@ -64,7 +66,7 @@ def find(conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool =
     before 8 ms of search; BENCHMARKS.md, "The archive").
     """
     # In a transaction (psycopg's default) the settings end with it: nothing to undo, and
-    # a lookup of 3 round trips. Each costs a wake-up of the server process, which on a
+    # a lookup of 2 round trips. Each costs a wake-up of the server process, which on a
     # busy machine is no longer negligible.
     local = not conn.autocommit
     try:
@@ -74,28 +76,26 @@ def find(conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool =
             conn.execute("RESET max_parallel_workers_per_gather; RESET jit")
 
 
-def _tables(conn: psycopg.Connection[tuple[Any, ...]], *, local: bool) -> tuple[bool, bool]:
-    """The settings of a lookup (`find`), then whether the archive has its pieces and its
-    codes table."""
+def _has_pieces(conn: psycopg.Connection[tuple[Any, ...]], *, local: bool) -> bool:
+    """The settings of a lookup, then whether the archive has its table at all."""
     row = conn.execute(
-        "SELECT set_config('max_parallel_workers_per_gather', '0', %(local)s), "
-        "set_config('jit', 'off', %(local)s), "
-        f"to_regclass('{SCHEMA}.pieces'), to_regclass('{SCHEMA}.codes')",
-        {"local": local},
+        f"SELECT {_SETTINGS}, to_regclass('{SCHEMA}.pieces')", {"local": local}
     ).fetchone()
     assert row is not None
-    return row[2] is not None, row[3] is not None
+    return row[2] is not None
 
 
 def _days(
-    conn: psycopg.Connection[tuple[Any, ...]], codes: Iterable[str]
+    conn: psycopg.Connection[tuple[Any, ...]], codes: Iterable[str], *, local: bool
 ) -> dict[str, set[dt.date]]:
-    """The days to search for each code: those of `codes`, and every day not in it yet."""
+    """The days to search for each code: those of `codes`, and every day not in it yet.
+    UndefinedTable when the archive has no codes table (schema version 1, or none)."""
     wanted = sorted(set(codes))
     days: dict[str, set[dt.date]] = {c: set() for c in wanted}
     everywhere: set[dt.date] = set()
-    for code, day in conn.execute(_DAYS, {"codes": wanted}).fetchall():
-        (everywhere if code is None else days[code]).add(day)
+    for code, day, *_ in conn.execute(_DAYS, {"codes": wanted, "local": local}).fetchall():
+        if day is not None:  # None: the row of the settings
+            (everywhere if code is None else days[code]).add(day)
     return {c: found | everywhere for c, found in days.items()}
 
 
@@ -127,19 +127,30 @@ def _rows(
 def _find(
     conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool, local: bool
 ) -> list[Row]:
-    has_pieces, has_codes = _tables(conn, local=local)
-    if not has_pieces:
+    days = None
+    if lookup:
+        try:
+            days = _days(conn, [code], local=local)
+        except psycopg.errors.UndefinedTable:
+            # Schema version 1 (or no archive yet): every partition is searched. The error
+            # aborted the transaction (a caller's open one too, as any error would).
+            if local:
+                conn.rollback()
+    if days is None and not _has_pieces(conn, local=local):
         return []
-    use_days = lookup and has_codes
-    days = _days(conn, [code]) if use_days else None
     rows = _rows(conn, _MATCHES, None if days is None else days[code], {"code": code})
-    rows += _results_of(conn, rows, code, use_days=use_days)
+    rows += _results_of(conn, rows, code, use_days=days is not None, local=local)
     rows.sort(key=lambda r: (r.ts, r.kind, r.id))
     return rows
 
 
 def _results_of(
-    conn: psycopg.Connection[tuple[Any, ...]], rows: list[Row], code: str, *, use_days: bool
+    conn: psycopg.Connection[tuple[Any, ...]],
+    rows: list[Row],
+    code: str,
+    *,
+    use_days: bool,
+    local: bool,
 ) -> list[Row]:
     """The results of the decisions found by another of their codes: those of their
     barcodes, then only those of the same pass (line, tracking id, seq) and not older than
@@ -154,7 +165,7 @@ def _results_of(
     first = min(passes.values()).astimezone(dt.UTC).date()
     span = None
     if use_days:
-        found = _days(conn, barcodes)
+        found = _days(conn, barcodes, local=local)
         span = {day for days in found.values() for day in days if day >= first}
     known = {r.id for r in rows}
     results = []

@@ -123,9 +123,6 @@ async def test_retention_drops_the_codes_of_the_days_it_drops(archive_db: str) -
         dropped = await db.drop_expired(retention_days=1, now=NOW)
         assert dropped == [f"pieces_{NOW - 2 * DAY:%Y%m%d}"]
         assert {d for _, d in _codes(archive_db)} == {NOW.date() - DAY, NOW.date()}
-        with psycopg.connect(archive_db, password=ROLE_PASSWORD) as sync:
-            days = sync.execute(f"SELECT day FROM {SCHEMA}.coded_days ORDER BY 1").fetchall()
-        assert [d for (d,) in days] == [NOW.date() - DAY, NOW.date()]
         assert _ids(archive_db, "ALT1") == ["d2", "r2"]
         assert await db.drop_expired(retention_days=0, now=NOW) == [f"pieces_{NOW - DAY:%Y%m%d}"]
         assert {d for _, d in _codes(archive_db)} == {NOW.date()}
@@ -142,7 +139,7 @@ async def _version_1(db_url: str, rows: list[tuple[Any, ...]]) -> None:
         await db.migrate()
         await db.ensure_days({NOW.date() - n * DAY for n in range(3)})
         async with conn.transaction():
-            await conn.execute(f"DROP TABLE {SCHEMA}.codes, {SCHEMA}.coded_days")
+            await conn.execute(f"DROP TABLE {SCHEMA}.codes, {SCHEMA}.uncoded_days")
             await conn.execute(f"DROP FUNCTION {SCHEMA}.note_codes CASCADE")  # and its trigger
             await conn.execute(f"UPDATE {SCHEMA}.meta SET value = '1'")
         await db.write(rows)
@@ -163,7 +160,8 @@ async def test_an_archive_of_version_1_is_traced_before_and_after_its_codes_are_
         db = ArchiveDb(conn)
         assert await db.migrate() == 2
         await db.write(rows[2:4])  # today's pass, written after the upgrade
-        # Two days in `codes` only partly (today's) or not at all: searched whatever the code.
+        # The three days of version 1, in `codes` partly (today's pass) or not at all:
+        # searched whatever the code.
         assert _ids(archive_db, "ALT1") == ["d1", "r1", "d2", "r2"]
         assert _ids(archive_db, "OTHER") == ["x2", "y2", "x1", "y1", "x0", "y0"]
         filled = []
@@ -187,17 +185,18 @@ async def test_the_archiver_fills_in_an_old_archive_and_trace_says_3_for_unknown
     await _version_1(archive_db, _item())
     site = archive_site(tmp_path, broker.url, archive_db, [f"{HUB}/+"])
 
-    def coded() -> int:
+    def uncoded() -> int:
+        """Days still to fill in; -1 before the archiver's migration."""
         with psycopg.connect(archive_db, password=ROLE_PASSWORD) as conn:
             try:
-                row = conn.execute(f"SELECT count(*) FROM {SCHEMA}.coded_days").fetchone()
+                row = conn.execute(f"SELECT count(*) FROM {SCHEMA}.uncoded_days").fetchone()
             except psycopg.errors.UndefinedTable:
-                return 0
-        return int(row[0]) if row else 0
+                return -1
+        return int(row[0]) if row else -1
 
     async with archiver(site, "upgrader") as proc:
         await wait_online(broker.port, HUB, "upgrader")
-        await wait_until(lambda: coded() == 3, 60, "the three old days filled in")
+        await wait_until(lambda: uncoded() == 0, 60, "the three old days filled in")
         assert await proc.stop() == 0
     assert proc.output().count("codes of a day filled in") == 3
     assert "Traceback" not in proc.output()
