@@ -10,7 +10,12 @@ Lag: 3 lines at `items_per_h` each publish decisions and results with the curren
 for `lag_s` seconds while the archiver runs; the lag of a message is `archived_at - ts`
 (the row's write time against the message's own time), p50/p99 over every message.
 Trace: `rows` generated rows (half decisions, half results) over `days` daily partitions,
-then `sorterd trace`'s lookup (sorterd.trace.find) of random codes; report: one day's
+then `sorterd trace`'s lookup (sorterd.trace.find) of random codes on one connection; the
+same codes again at once (warm: their pages cached); and `cold` codes each on a server
+just restarted with the database's files evicted from the page cache (cold: every page
+read from disk, a new connection, as a `sorterd trace` after a quiet night). The search of
+every partition without the codes table (`find(..., lookup=False)`, what trace did before
+schema version 2) is measured beside it the same ways, alternately. Report: one day's
 summary (sorterd.archive_report.query).
 """
 
@@ -40,14 +45,15 @@ from drivers.broker import LocalBroker
 from sorterd.archive_report import query
 from sorterd.trace import find
 from tests.archivekit import archive_site, wait_online
-from tests.pgkit import ROLE_PASSWORD, pg_server
+from tests.pgkit import ROLE_PASSWORD, PgServer, pg_server
 
 __all__ = ["QUICK", "Options", "report", "run", "section_name"]
 
 HUB = "bench/hub"
 # What a generated row takes on disk with its share of the three indexes, with a margin
-# (measured about 260 B at 5,000,000 rows): a run generates no more than the disk holds.
-_DISK_B_PER_ROW = 400
+# (measured about 370 B in the partitions and 125 B in the codes table at 50,000,000 rows):
+# a run generates no more than the disk holds.
+_DISK_B_PER_ROW = 600
 _DISK_SPARE_B = 5 * 2**30
 
 
@@ -60,12 +66,13 @@ class Options:
     rows: int = 5_000_000
     days: int = 30
     lookups: int = 300
+    cold: int = 20  # cold lookups of each kind, a server restart each
     # False: only the trace and report figures (`--archive-trace-only`), in a section of
     # their own ("archive-trace"), e.g. at the issue's 50,000,000 rows.
     ingest: bool = True
 
 
-QUICK = Options(messages=10_000, lag_s=5.0, rows=200_000, days=5, lookups=50)
+QUICK = Options(messages=10_000, lag_s=5.0, rows=200_000, days=5, lookups=50, cold=3)
 
 
 def _payloads(n: int, now: dt.datetime, line: int, start: int = 0) -> list[tuple[str, bytes]]:
@@ -223,31 +230,85 @@ def _generate(url: str, rows: int, days: int) -> tuple[dt.date, float]:
     return today, time.perf_counter() - t0
 
 
-def _lookups(url: str, opts: Options, rows: int, today: dt.date) -> dict[str, Any]:
-    rng = random.Random(1)
+def _codes(opts: Options, rows: int, seed: int = 1) -> list[str]:
+    """Codes of generated items: half barcodes, half a decision's other code."""
+    rng = random.Random(seed)
     items = rows // 2
-    codes = [
+    return [
         f"RB{rng.randrange(items):09d}MA" if i % 2 else f"]C1{rng.randrange(items):018d}"
         for i in range(opts.lookups)
     ]
-    codes += ["NOSUCHCODE"] * 10
-    times, found = [], 0
+
+
+def _timed(
+    conn: psycopg.Connection[tuple[Any, ...]], code: str, *, lookup: bool
+) -> tuple[int, bool]:
+    t0 = time.perf_counter_ns()
+    found = bool(find(conn, code, lookup=lookup))
+    return time.perf_counter_ns() - t0, found
+
+
+def _lookups(url: str, opts: Options, rows: int, today: dt.date) -> dict[str, Any]:
+    codes = _codes(opts, rows) + ["NOSUCHCODE"] * 10
+    others = _codes(opts, rows, seed=2)  # not looked up before: as random as `codes`
+    times, warm, found = [], [], 0
+    scan, scan_warm = [], []
     # Never prepared, as in `sorterd trace` (one lookup a process): psycopg would prepare
     # the query from its fifth run on, and PostgreSQL then may pick a generic plan.
     with psycopg.connect(url, password=ROLE_PASSWORD, prepare_threshold=None) as conn:
-        for code in codes:
-            t0 = time.perf_counter_ns()
-            found += bool(find(conn, code))
-            times.append(time.perf_counter_ns() - t0)
+        for i, code in enumerate(codes):
+            took, hit = _timed(conn, code, lookup=True)
+            times.append(took)
+            found += hit
+            warm.append(_timed(conn, code, lookup=True)[0])
+            if i % 3 == 0 and i < len(others):  # every partition searched: a third as many
+                scan.append(_timed(conn, others[i], lookup=False)[0])
+                scan_warm.append(_timed(conn, others[i], lookup=False)[0])
         start = dt.datetime(today.year, today.month, today.day, tzinfo=dt.UTC)
         t0 = time.perf_counter_ns()
         summary = query(conn, start, start + dt.timedelta(days=1), "UTC")
         report_ns = time.perf_counter_ns() - t0
     return {
         "trace_us": percentiles_us(times[10:]),  # the first few warm the cache
+        "trace_warm_us": percentiles_us(warm[10:]),
+        "scan_us": percentiles_us(scan[4:]),
+        "scan_warm_us": percentiles_us(scan_warm[4:]),
         "found": found,
         "report_s": report_ns / 1e9,
         "report_items": summary.total().items,
+    }
+
+
+def _evict(folder: Path) -> None:
+    """The server's files out of the page cache (the server stopped): written back, then
+    dropped, so the next read of each page is a disk read. Only these files: the machine's
+    other caches stay as they are."""
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _cold(server: PgServer, url: str, opts: Options, rows: int) -> dict[str, Any]:
+    """Lookups each on a server just restarted, its files evicted: with the codes table and
+    without, alternately."""
+    times: dict[bool, list[int]] = {True: [], False: []}
+    codes = _codes(opts, rows)
+    for i in range(2 * opts.cold):
+        lookup = i % 2 == 0
+        server.stop()
+        _evict(server.data)
+        server.start()
+        with psycopg.connect(url, password=ROLE_PASSWORD, prepare_threshold=None) as conn:
+            times[lookup].append(_timed(conn, codes[i], lookup=lookup)[0])
+    return {
+        "trace_cold_us": percentiles_us(times[True]),
+        "scan_cold_us": percentiles_us(times[False]),
     }
 
 
@@ -293,6 +354,7 @@ def run(opts: Options | None = None) -> Section:
             rows = _rows_that_fit(opts.rows, server.folder)
             today, generate_s = _generate(url, rows, opts.days)
             looked = _lookups(url, opts, rows, today)
+            looked |= _cold(server, url, opts, rows) if opts.cold else {}
             table_b = _table_bytes(url)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -318,6 +380,16 @@ def run(opts: Options | None = None) -> Section:
         "trace_p99", looked["trace_us"]["p99"] / 1000, "ms", f"{rows:,} rows, p99",
         better="lower", target="<= 50 (50 M rows)",
     )  # fmt: skip
+    if opts.cold:
+        cold = looked["trace_cold_us"]
+        section.add(
+            "trace_cold_p50", cold["p50"] / 1000, "ms", f"{rows:,} rows, p50, cold",
+            better="lower", target="",
+        )  # fmt: skip
+        section.add(
+            "trace_cold_p99", cold["p99"] / 1000, "ms", f"{rows:,} rows, p99, cold",
+            better="lower", target="<= 50 (50 M rows)",
+        )  # fmt: skip
     section.add("report_day", looked["report_s"], "s", "one day", better="lower", target="<= 5")
     return section
 
@@ -341,5 +413,20 @@ def report(section: Section) -> list[str]:
         f"{r['generate_s']:.0f} s, {r['table_bytes'] / 2**30:.1f} GiB): p50 "
         f"{r['trace_us']['p50'] / 1000:.2f} ms, p99 {r['trace_us']['p99'] / 1000:.2f} ms "
         f"({r['found']} found)",
+        *_kinds(r),
         f"report of one day ({r['report_items']:,} items): {r['report_s']:.2f} s (target <= 5 s)",
+    ]
+
+
+def _kinds(r: dict[str, Any]) -> list[str]:
+    """Trace warm and cold, and the search of every partition beside it (ms)."""
+
+    def ms(key: str) -> str:
+        t = r.get(key)
+        return "-" if t is None else f"p50 {t['p50'] / 1000:.2f}, p99 {t['p99'] / 1000:.2f}"
+
+    return [
+        f"  with the codes table: warm {ms('trace_warm_us')} ms, cold {ms('trace_cold_us')} ms",
+        f"  every partition searched (before): random {ms('scan_us')} ms, warm "
+        f"{ms('scan_warm_us')} ms, cold {ms('scan_cold_us')} ms",
     ]

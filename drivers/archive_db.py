@@ -7,6 +7,16 @@ redelivered message carries the same id and the same ts (the line's journal keep
 payload), so it conflicts and changes nothing. Schema changes and partition DDL run under
 one advisory lock, so several archivers can start and roll over midnight together.
 
+`sorterd_archive.codes` holds (code, day) for every code and barcode of every row: `trace`
+probes it, then searches only the partitions of those days. A statement trigger on
+`pieces` fills it from the rows each INSERT or COPY actually added, in the same transaction,
+whoever writes (an archiver of an older version too). So only rows written before the
+trigger existed are missing: those of the partitions there were when schema version 2 was
+migrated to, which the migration lists in `uncoded_days` (under the DDL lock: no partition
+comes meanwhile; a partition made later holds only rows the trigger saw). `backfill_day`
+fills them in, one day a transaction, while the archiver runs; until then `trace` searches
+those days as it did before (docs/archive.md, "trace").
+
 The password travels apart from the URL and never appears in a message: errors name the
 URL as `shown_url` gives it.
 """
@@ -47,6 +57,15 @@ _COPY_TYPES = (
     "text", "int8", "text", "int8", "float8",
 )  # fmt: skip
 CONNECT_TIMEOUT_S = 10
+# (code, day) of every code and barcode of the rows of `source`, in key order: two writers
+# adding the same keys then wait for each other in the same order and cannot deadlock.
+# `ts AT TIME ZONE 'UTC'` is the day whatever the session's time zone.
+_CODES_OF = (
+    f"INSERT INTO {SCHEMA}.codes (code, day) "
+    "SELECT DISTINCT c.code, (r.ts AT TIME ZONE 'UTC')::date FROM {source} r "
+    "CROSS JOIN LATERAL unnest(r.codes || r.barcode) AS c(code) "
+    "WHERE c.code IS NOT NULL ORDER BY 1, 2 ON CONFLICT DO NOTHING;"
+)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: the table, its key, and what trace looks things up by.
@@ -73,6 +92,31 @@ _MIGRATIONS: tuple[str, ...] = (
     ) PARTITION BY RANGE (ts);
     CREATE INDEX pieces_barcode ON {SCHEMA}.pieces (barcode) WHERE barcode IS NOT NULL;
     CREATE INDEX pieces_codes ON {SCHEMA}.pieces USING gin (codes) WITH (fastupdate = off);
+    """,
+    # 2: code -> days, so that trace searches only the days of a code (module docstring).
+    # Not partitioned: one index probe finds every day of a code, where one index per day
+    # would cost a probe per day kept. `codes_day` is what retention deletes by.
+    f"""
+    CREATE TABLE {SCHEMA}.codes (
+        code text NOT NULL,
+        day date NOT NULL,
+        PRIMARY KEY (code, day)
+    );
+    CREATE INDEX codes_day ON {SCHEMA}.codes (day);
+    CREATE TABLE {SCHEMA}.uncoded_days (day date PRIMARY KEY);
+    INSERT INTO {SCHEMA}.uncoded_days
+        SELECT to_date(substr(c.relname, 8), 'YYYYMMDD') FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = '{SCHEMA}.pieces'::regclass AND c.relname ~ '^pieces_[0-9]{{8}}$';
+    CREATE FUNCTION {SCHEMA}.note_codes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_CODES_OF.format(source="added")}
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER pieces_note_codes AFTER INSERT ON {SCHEMA}.pieces
+        REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.note_codes();
     """,
 )
 
@@ -186,6 +230,41 @@ class ArchiveDb:
                 await self.conn.execute(statement)
         self._days |= new
 
+    async def _partitions(self) -> dict[dt.date, str]:
+        """The daily partitions there are: their names by day."""
+        cur = await self.conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass",
+            (f"{SCHEMA}.pieces",),
+        )
+        found = {}
+        for (name,) in await cur.fetchall():
+            match = _PARTITION.match(name)
+            if match is not None:
+                found[dt.datetime.strptime(match.group(1), "%Y%m%d").date()] = name
+        return found
+
+    async def backfill_day(self) -> dt.date | None:
+        """Put the codes of the oldest of `uncoded_days` (written before schema version 2)
+        into `codes`, in one transaction; that day, or None when none is left. Rows added
+        to it meanwhile went through the trigger, so the day is then whole."""
+        async with self.conn.transaction():
+            cur = await self.conn.execute(f"SELECT min(day) FROM {SCHEMA}.uncoded_days")
+            row = await cur.fetchone()
+        day: dt.date | None = row[0] if row else None
+        if day is None:
+            return None
+        table = sql.Identifier(SCHEMA, _partition_name(day)).as_string(self.conn)
+        forget = f"DELETE FROM {SCHEMA}.uncoded_days WHERE day = %s"
+        try:
+            async with self.conn.transaction():
+                await self.conn.execute(_CODES_OF.format(source=table).encode())
+                await self.conn.execute(forget, (day,))
+        except psycopg.errors.UndefinedTable:
+            async with self.conn.transaction():  # dropped meanwhile: nothing to fill in
+                await self.conn.execute(forget, (day,))
+        return day
+
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Write a batch of rows (the values of COLUMNS) in one transaction; how many were
         new (a redelivery is not). A binary COPY into a temporary table, then one INSERT
@@ -222,20 +301,20 @@ class ArchiveDb:
         dropped = []
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-            cur = await self.conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = %s::regclass",
-                (f"{SCHEMA}.pieces",),
-            )
-            for (name,) in await cur.fetchall():
-                match = _PARTITION.match(name)
-                if match is None:
-                    continue
-                day = dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+            for day, name in sorted((await self._partitions()).items()):
                 if day < first_kept:
                     await self.conn.execute(
                         sql.SQL("DROP TABLE {}").format(sql.Identifier(SCHEMA, name))
                     )
                     dropped.append(name)
                     self._days.discard(day)
+            await self.conn.execute(
+                f"DELETE FROM {SCHEMA}.uncoded_days WHERE day < %s", (first_kept,)
+            )
+        # Their codes in a transaction of their own: the DROP locks the whole table against
+        # writes until its commit, and a day's codes are millions of rows. Codes of a day
+        # that has no partition any more lead trace nowhere, and the next pass deletes what
+        # an interruption left.
+        async with self.conn.transaction():
+            await self.conn.execute(f"DELETE FROM {SCHEMA}.codes WHERE day < %s", (first_kept,))
         return dropped

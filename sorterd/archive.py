@@ -381,19 +381,32 @@ class Archiver:
         free: asyncio.Queue[Store] = asyncio.Queue()
         for store in self._stores:
             free.put_nowait(store)
-        next_retention = time.monotonic() + RETENTION_INTERVAL_S
+        # The first pass at once: it also fills in the codes of the days of an older schema,
+        # one day a pass and the next pass right after, on one connection while the other
+        # writes (drivers/archive_db.py).
+        self._next_retention = time.monotonic()
+        retention: asyncio.Task[None] | None = None
         async with asyncio.TaskGroup() as tg:
             while not (self._stopping.is_set() and (not self._waiting or self._give_up())):
                 store = await free.get()
-                if time.monotonic() >= next_retention:
-                    next_retention = time.monotonic() + RETENTION_INTERVAL_S
-                    await store.retention()
+                if time.monotonic() >= self._next_retention and not self._stopping.is_set():
+                    self._next_retention = float("inf")  # until this pass ends
+                    retention = tg.create_task(self._retention(store, free))
+                    continue
                 batch = await self._next_batch()
                 if batch:
                     tg.create_task(self._write(store, batch, free))
                 else:
                     free.put_nowait(store)
+            if retention is not None:
+                retention.cancel()  # a day being filled in is filled in again next time
         await self._say_offline()
+
+    async def _retention(self, store: Store, free: asyncio.Queue[Store]) -> None:
+        more = await store.retention()
+        self._next_retention = time.monotonic() + (0.0 if more else RETENTION_INTERVAL_S)
+        free.put_nowait(store)
+        self._arrived.set()  # the loop may wait for messages: the next pass is due now
 
     async def _write(self, store: Store, batch: list[_Waiting], free: asyncio.Queue[Store]) -> None:
         await self._commit(store, batch)

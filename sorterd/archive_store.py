@@ -96,15 +96,23 @@ class Store:
             return
         self._db = ArchiveDb(conn)
 
-    async def retention(self) -> None:
-        """Drop expired partitions; postponed while the database is away."""
+    async def retention(self) -> bool:
+        """Drop expired partitions, then put one day of an archive older than the codes
+        table into it (drivers/archive_db.py); whether more days wait for that. Postponed
+        while the database is away."""
         assert self._db is not None
         try:
             dropped = await self._db.drop_expired(
                 self.section.retention_days, dt.datetime.now(dt.UTC)
             )
+            if dropped:
+                log.info("expired partitions dropped", partitions=dropped)
+            day = await self._db.backfill_day()
         except _OUTAGE as exc:
             log.warning("retention postponed", error=describe_error(exc, self.section.password))
-            return
-        if dropped:
-            log.info("expired partitions dropped", partitions=dropped)
+            return False
+        except psycopg.Error as exc:
+            raise self._fatal(exc) from None
+        if day is not None:
+            log.info("codes of a day filled in", day=day.isoformat())
+        return day is not None
