@@ -33,7 +33,7 @@ from benchmarks.line import PARAMS as LINE_PARAMS
 from benchmarks.line import POLL_MS, daemon_on_line, latency_ms, ledger_figures
 from benchmarks.results import Section, broker_info
 from drivers.broker import LocalBroker
-from simulators.conveyor import Ledger
+from simulators.conveyor import ItemRecord, Ledger
 
 __all__ = ["QUICK", "Options", "main", "report", "run", "section_name"]
 
@@ -59,28 +59,45 @@ QUICK = Options(minutes=1.5, sample_s=15.0)
 
 # Ledger items looked at between two yields of the loop while a minute is sampled.
 WINDOW_CHUNK_ITEMS = 2_000
+# An item whose last pass was scanned this long before a window began gets no reply in it
+# (a reply comes within a second; a recirculation is a new pass, seconds later).
+SETTLED_S = 120.0
 
 
-async def _window(ledger: Ledger, t0: float, t1: float) -> list[float]:
-    """Request-to-reply ms of the replies the PLC read in [t0, t1) (loop time).
+class _Windows:
+    """Request-to-reply ms of the replies the PLC read in [t0, t1) (loop time), minute
+    after minute.
 
     The simulated PLC runs on this loop: one pass over a ledger of 150,000 items (the end
     of a default soak) held it 23 ms, once a minute, and the replies it then read late
-    went into the figures as the daemon's, growing with the run as a leak would. In
-    slices, with the loop free between them; a reply of [t0, t1) was latched before t1,
-    so the items that arrive meanwhile add none."""
-    out: list[float] = []
-    items = ledger.items
-    for lo in range(0, len(items), WINDOW_CHUNK_ITEMS):
-        if lo:
-            await asyncio.sleep(0)
-        out.extend(
-            (p.reply_s - p.scan_s) * 1000
-            for rec in items[lo : lo + WINDOW_CHUNK_ITEMS]
-            for p in rec.passes
-            if p.reply_s is not None and t0 <= p.reply_s < t1
-        )
-    return out
+    went into the figures as the daemon's, growing with the run as a leak would. So only
+    the items that can still have a reply in the window are looked at (a cursor moves past
+    the settled ones), in slices with the loop free between them; a reply of [t0, t1) was
+    latched before t1, so the items that arrive meanwhile add none."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.start = 0  # items before it are settled
+
+    async def between(self, t0: float, t1: float) -> list[float]:
+        items = self.ledger.items
+        while self.start < len(items) and _last_scan_s(items[self.start]) < t0 - SETTLED_S:
+            self.start += 1
+        out: list[float] = []
+        for lo in range(self.start, len(items), WINDOW_CHUNK_ITEMS):
+            if lo > self.start:
+                await asyncio.sleep(0)
+            out.extend(
+                (p.reply_s - p.scan_s) * 1000
+                for rec in items[lo : lo + WINDOW_CHUNK_ITEMS]
+                for p in rec.passes
+                if p.reply_s is not None and t0 <= p.reply_s < t1
+            )
+        return out
+
+
+def _last_scan_s(rec: ItemRecord) -> float:
+    return rec.passes[-1].scan_s if rec.passes else float("inf")
 
 
 def _sample(
@@ -109,6 +126,7 @@ async def _sampled(opts: Options, broker: LocalBroker) -> dict[str, Any]:
         inducting = asyncio.create_task(line.run(opts.rate, duration_s=duration_s))
         start = t0 = loop.time()
         cpu0 = cpu_start = cpu_s(daemon.pid)
+        windows = _Windows(line.ledger)
         samples = []
         while not inducting.done():
             with contextlib.suppress(TimeoutError):
@@ -124,7 +142,7 @@ async def _sampled(opts: Options, broker: LocalBroker) -> dict[str, Any]:
             t1, cpu1 = loop.time(), cpu_s(daemon.pid)
             sample = _sample(
                 (t1 - start) / 60,
-                await _window(line.ledger, t0, t1),
+                await windows.between(t0, t1),
                 memory_kb(daemon.pid),
                 (cpu1 - cpu0) / max(t1 - t0, 1e-9),
                 line.ledger,

@@ -87,11 +87,11 @@ class GcPacer:
         return generation
 
 
-async def pace_gc() -> None:
+async def pace_gc(full_interval_s: float = GC_FULL_INTERVAL_S) -> None:
     """The cyclic GC on a beat, forever (a task of the daemon, and of the benchmarks'
     simulators, whose ledgers grow as large): short passes over what each half second
     made, instead of rare ones over everything kept."""
-    pacer = GcPacer(time.monotonic())
+    pacer = GcPacer(time.monotonic(), full_interval_s=full_interval_s)
     while True:
         await asyncio.sleep(GC_PACE_S)
         pacer.step(time.monotonic())

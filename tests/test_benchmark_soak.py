@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks.soak import WINDOW_CHUNK_ITEMS, _window
+from benchmarks.soak import SETTLED_S, WINDOW_CHUNK_ITEMS, _Windows
 from simulators.conveyor import ItemRecord, Ledger, PassRecord, SimItem
 
 
@@ -36,13 +36,27 @@ async def test_the_window_leaves_the_loop_to_the_simulators_while_it_reads_the_l
     task = asyncio.create_task(simulator())
     await asyncio.sleep(0)
     before = ticks
-    got = await _window(ledger, 100.0, 9_000.0)
+    got = await _Windows(ledger).between(100.0, 9_000.0)
     during = ticks - before
     stop.set()
     await task
     assert during >= 4  # the simulator ran between the slices
     assert len(got) == 9_000 - 100
     assert all(abs(ms - 4.0) < 1e-6 for ms in got)
+
+
+async def test_the_window_skips_the_settled_part_of_the_ledger_and_misses_no_reply() -> None:
+    """Minute after minute the window looks only at items that can still have a reply in
+    it; every reply of each window is counted, once."""
+    ledger = _ledger(20_000)  # one item a second, replied 4 ms later
+    windows = _Windows(ledger)
+    counted = []
+    for t0 in range(0, 20_000, 1_000):
+        got = await windows.between(float(t0), float(t0 + 1_000))
+        counted.append(len(got))
+        assert windows.start <= max(0, t0 - int(SETTLED_S))  # nothing unsettled skipped
+        assert windows.start >= max(0, t0 - int(SETTLED_S) - 1)  # the settled ones are
+    assert counted == [1_000] * 20
 
 
 def _running(pid: int) -> bool:
