@@ -30,11 +30,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ POLL_MS = 5  # write_site's plc.poll_interval_ms; the reference host polls at th
 # most; the first chute is 6 m (0.6 s) after the scan tunnel.
 PARAMS = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.1)
 RATIO_GOAL = 1.3
+JOURNAL_SYNCHRONOUS_ENV = "SORTERD_JOURNAL_SYNCHRONOUS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,9 @@ class Options:
     # Every scan before its request: no reply waits for a scan, so the daemon's latency
     # against the reference host's is the daemon's own (a diagnosis, not the line's mix).
     scans_first: bool = False
+    # Rates at which the daemon also runs with `[journal] synchronous = "normal"` (no disk
+    # sync before the PLC hears of a step): what the default durability costs at the PLC.
+    normal_at: tuple[float, ...] = (100_000,)
 
     @property
     def params(self) -> LineParams:
@@ -264,6 +269,17 @@ async def run_reference(
     }
 
 
+@contextlib.contextmanager
+def _journal_synchronous(mode: str) -> Iterator[None]:
+    """The daemons spawned meanwhile run with `[journal] synchronous = mode` (the config's
+    environment override, INTERFACES.md section 2)."""
+    os.environ[JOURNAL_SYNCHRONOUS_ENV] = mode
+    try:
+        yield
+    finally:
+        del os.environ[JOURNAL_SYNCHRONOUS_ENV]
+
+
 async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]:
     rows = []
     async with paced_gc(), LocalBroker() as broker:
@@ -275,6 +291,11 @@ async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]
             }
             if opts.reference:
                 row["reference"] = await run_reference(rate, opts.duration_s, params=opts.params)
+            if rate in opts.normal_at:
+                with _journal_synchronous("normal"):
+                    row["daemon_normal"] = await run_rate(
+                        rate, opts.duration_s, broker=broker, params=opts.params
+                    )
             rows.append(row)
             for line in report_rows([row]):
                 print(line, flush=True)
@@ -297,12 +318,21 @@ def run(opts: Options | None = None) -> Section:
             "belt_speed_m_s": PARAMS.belt_speed_m_s,
             "reference_host": opts.reference,
             "scan_before_request_probability": opts.params.scan_before_request_probability,
+            "journal_normal_at": list(opts.normal_at),
         },
         details={"broker": broker, "rates": rows},
         filesystems={"daemon journal": filesystem(tempfile.gettempdir())},
     )
     for row in rows:
         add_rate_figures(section, row)
+        if (n := row.get("daemon_normal")) is not None:
+            section.add(
+                f"plc_reply_ms_p99_journal_normal@{n['rate']:.0f}",
+                n["plc_latency_ms"]["p99"],
+                "ms",
+                'PLC request -> reply p99, journal synchronous = "normal"',
+                better="lower",
+            )
     return section
 
 
@@ -384,6 +414,13 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
                 f"{r['max']:.2f}  CPU {ref['cpu_share'] * 100:.1f} %  RSS "
                 f"{ref['rss_peak_mb']:.0f} MB  ->  daemon p99 = {ratio:.2f} x reference "
                 f"(goal <= {RATIO_GOAL} x)"
+            )
+        if (n := row.get("daemon_normal")) is not None:
+            q = n["plc_latency_ms"]
+            lines.append(
+                f"{'':>9}  journal synchronous=normal: PLC ms p50/p99/max {q['p50']:.2f} "
+                f"{q['p99']:.2f} {q['max']:.2f}  late {n['late_replies']}  (the default "
+                f'"full" above: its disk sync costs {p["p99"] - q["p99"]:+.2f} ms at p99)'
             )
     return lines
 

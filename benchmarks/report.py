@@ -305,6 +305,18 @@ def _line(s: dict[str, Any]) -> list[str]:
             f"{d['cpu_s_per_1000']:.2f} | {d['rss_peak_mb']:.0f}{rss_ref} | "
             f"{d['mqtt_backlog_max']} | {d['startup_s']:.2f} |"
         )
+    for row in s["details"]["rates"]:
+        if (n := row.get("daemon_normal")) is None:
+            continue
+        full, normal = row["daemon"]["plc_latency_ms"], n["plc_latency_ms"]
+        lines += [
+            "",
+            f"What the default durability costs at {n['rate']:,.0f}/h, same run: with "
+            f'`[journal] synchronous = "normal"` (no disk sync before the PLC hears of a step) '
+            f"PLC ms p50 / p99 / max {normal['p50']:.2f} / {normal['p99']:.2f} / "
+            f'{normal["max"]:.2f}, late {n["late_replies"]}; with the default "full" '
+            f"{full['p50']:.2f} / {full['p99']:.2f} / {full['max']:.2f}.",
+        ]
     return lines
 
 
