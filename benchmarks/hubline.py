@@ -20,12 +20,11 @@ import asyncio
 import json
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.daemon import cpu_s, paced_gc
-from benchmarks.line import daemon_on_line, latency_ms, ledger_figures
+from benchmarks.daemon import paced_gc
+from benchmarks.line import daemon_on_line, induct, latency_ms, ledger_figures
 
 __all__ = ["HUB", "MARK", "main"]
 
@@ -60,23 +59,15 @@ async def _line(port: int, index: int, rate: float, duration_s: float) -> dict[s
         _say({"ready": daemon.startup_s})
         if not await loop.run_in_executor(None, sys.stdin.readline):  # the hub's go
             raise SystemExit("hub line: the hub went away before its go")
-        cpu0, own0, t0 = cpu_s(daemon.pid), time.process_time(), time.perf_counter()
-        inducted = await sim.run(rate, duration_s=duration_s)
-        drained = await sim.drain(60)
-        wall_s = time.perf_counter() - t0
-        used_s, own_s = cpu_s(daemon.pid) - cpu0, time.process_time() - own0
+        run = await induct(sim, rate, duration_s, daemon.pid)
         await asyncio.sleep(2.5)  # one more P/stats
     return {
         "line": name,
-        "inducted": inducted,
-        **ledger_figures(sim.ledger, drained),
+        **run.figures,
+        **ledger_figures(sim.ledger, run.drained),
         "plc_latency_ms": latency_ms(sim.ledger),
         "decision_latency_ms": (obs.stats[-1] if obs.stats else {}).get("latency_ms", {}),
-        "cpu_s": used_s,
-        "wall_s": wall_s,
-        "cpu_share": used_s / wall_s,
-        "cpu_s_per_1000": used_s / max(inducted, 1) * 1000,
-        "simulator_cpu_s": own_s,
+        "simulator_cpu_s": run.own_cpu_s,
         "mqtt_backlog_max": max(
             (s.get("mqtt", {}).get("backlog", 0) for s in obs.stats), default=0
         ),

@@ -67,6 +67,7 @@ __all__ = [
     "QUICK_RATES",
     "Options",
     "daemon_on_line",
+    "induct",
     "latency_ms",
     "ledger_figures",
     "main",
@@ -137,6 +138,41 @@ def ledger_figures(ledger: Ledger, drained: bool) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One timed induction and its drain, with the host process's CPU over both."""
+
+    inducted: int
+    drained: bool
+    cpu_s: float  # the host's (daemon's or reference host's) user + system time
+    wall_s: float
+    own_cpu_s: float  # this process's (the simulators')
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        return {
+            "inducted": self.inducted,
+            "cpu_s": self.cpu_s,
+            "wall_s": self.wall_s,
+            "cpu_share": self.cpu_s / self.wall_s,
+            "cpu_s_per_1000": self.cpu_s / max(self.inducted, 1) * 1000,
+        }
+
+
+async def induct(line: SimulatedLine, rate: float, duration_s: float, pid: int) -> Run:
+    """Induct at `rate` for `duration_s`, then drain (60 s at most)."""
+    cpu0, own0, t0 = cpu_s(pid), time.process_time(), time.perf_counter()
+    inducted = await line.run(rate, duration_s=duration_s)
+    drained = await line.drain(60)
+    return Run(
+        inducted,
+        drained,
+        cpu_s(pid) - cpu0,
+        time.perf_counter() - t0,
+        time.process_time() - own0,
+    )
+
+
 @contextlib.asynccontextmanager
 async def daemon_on_line(
     broker: BrokerAt,
@@ -191,23 +227,16 @@ async def run_rate(
         daemon,
         obs,
     ):
-        cpu0 = cpu_s(daemon.pid)
-        t_run = time.perf_counter()
-        inducted = await line.run(rate, duration_s=duration_s)
-        drained = await line.drain(60)
-        used_s = cpu_s(daemon.pid) - cpu0
-        wall_s = time.perf_counter() - t_run
+        run = await induct(line, rate, duration_s, daemon.pid)
         memory = memory_kb(daemon.pid)
         await asyncio.sleep(2.5)  # one more P/stats
     last = obs.stats[-1] if obs.stats else {}
     return {
         "rate": rate,
-        "inducted": inducted,
-        **ledger_figures(line.ledger, drained),
+        **run.figures,
+        **ledger_figures(line.ledger, run.drained),
         "plc_latency_ms": latency_ms(line.ledger),
         "decision_latency_ms": last.get("latency_ms", {}),
-        "cpu_s_per_1000": used_s / max(inducted, 1) * 1000,
-        "cpu_share": used_s / wall_s,
         "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
         "mqtt_backlog_max": max(
             (s.get("mqtt", {}).get("backlog", 0) for s in obs.stats), default=0
@@ -239,12 +268,7 @@ async def run_reference(
                 first = (await proc.stdout.readline()).decode().strip()
             if first != "ready":
                 raise RuntimeError(f"reference host did not start: {first!r}")
-            cpu0 = cpu_s(proc.pid)
-            t_run = time.perf_counter()
-            inducted = await line.run(rate, duration_s=duration_s)
-            drained = await line.drain(60)
-            used_s = cpu_s(proc.pid) - cpu0
-            wall_s = time.perf_counter() - t_run
+            run = await induct(line, rate, duration_s, proc.pid)
             memory = memory_kb(proc.pid)
         finally:
             if proc.returncode is None:
@@ -260,10 +284,9 @@ async def run_reference(
             counters = json.loads((await proc.stdout.read()).decode().strip() or "{}")
     return {
         "rate": rate,
-        "inducted": inducted,
-        **ledger_figures(line.ledger, drained),
+        **run.figures,
+        **ledger_figures(line.ledger, run.drained),
         "plc_latency_ms": latency_ms(line.ledger),
-        "cpu_share": used_s / wall_s,
         "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
         "host_counters": counters,
     }

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
-import structlog
-
 from drivers.journal_file import (
     COUNT_UNSENT,
     DELETE_PENDING,
@@ -48,6 +46,7 @@ from drivers.journal_file import (
     read_sent_upto,
     take_lock,
 )
+from drivers.journal_health import JournalHealth
 from drivers.journal_outbox import JournalOutbox
 from drivers.journal_recovery import recover_from
 from drivers.journal_sync import WalSync
@@ -71,8 +70,6 @@ __all__ = [
     "JournalStats",
     "Unsent",
 ]
-
-log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -117,10 +114,8 @@ class Journal:
         self.min_free_bytes = int(min_free_mb * 1024 * 1024)
         self.synchronous = synchronous.upper()
         self.stats = JournalStats()
-        self.healthy = True
-        self.last_error = ""
-        # Called when `healthy` changes (the daemon reports it on P/devices/journal).
-        self.on_health_change: Callable[[], None] | None = None
+        # The daemon reports it on P/devices/journal (`health.on_change`).
+        self.health = JournalHealth(self.path)
         self._wall_ns = wall_clock_ns
         self._pending_keys: set[tuple[int, int]] = set()
         self._txn_deleted: list[tuple[int, int]] = []  # pending rows deleted, not committed
@@ -130,17 +125,14 @@ class Journal:
         # "full" with the sync off the loop: SQLite commits at "normal", WalSync syncs.
         self.sync: WalSync | None = None
         if deferred_sync and self.synchronous == "FULL":
-            self.sync = WalSync(self.path, self._sync_failed, self._sync_ok)
-        self._sync_error = False  # `last_error` is a failed sync: only a good sync clears it
-        # Message rows up to _durable_rowid are on the disk; the outbox pages in no others.
-        self._txn_last_rowid = 0
-        self._durable_rowid = self._committed_rowid = 0
+            self.sync = WalSync(self.path, self._sync_failed, self.health.sync_worked)
+        self._txn_last_rowid = 0  # the open transaction's last message row
         self._db = self._open()
         self.stats.sent_upto = self._sent_on_disk = read_sent_upto(self._db)
         if self.sync is not None:
             self.sync.sync_now()
             last = self._db.execute("SELECT coalesce(max(id), 0) FROM message").fetchone()[0]
-            self._durable_rowid = self._committed_rowid = int(last)
+            self.sync.durable_rowid = self.sync.committed_rowid = int(last)
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -192,26 +184,19 @@ class Journal:
         self._txn_deleted.clear()
         self._txn_rows = False
         self._txn_last_rowid = 0
-        self._sync_error = False
-        changed = self.healthy
-        if self.healthy or str(exc) != self.last_error:
-            log.error("journal write failed", path=str(self.path), error=str(exc))
-        self.healthy = False
-        self.last_error = str(exc)
-        if changed and self.on_health_change is not None:
-            self.on_health_change()
+        self.health.write_failed(str(exc))
 
     def _sync_failed(self, exc: OSError) -> None:
-        # The rows are committed (a killed process keeps them); a power cut might not.
         self.stats.failed += 1
-        changed = self.healthy
-        if self.healthy or str(exc) != self.last_error:
-            log.error("journal sync failed", path=str(self.path), error=str(exc))
-        self.healthy = False
-        self.last_error = f"sync: {exc}"
-        self._sync_error = True
-        if changed and self.on_health_change is not None:
-            self.on_health_change()
+        self.health.sync_failed(str(exc))
+
+    @property
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    @property
+    def last_error(self) -> str:
+        return self.health.last_error
 
     def _begin(self) -> None:
         if not self._db.in_transaction:
@@ -295,31 +280,10 @@ class Journal:
         if self.sync is not None and wrote_rows:
             # A watermark or a prune needs no sync of its own: losing one to a power cut
             # only means a re-send or a later prune; the next sync covers it anyway.
-            self.sync.committed()
-            if last_rowid:
-                self._committed_rowid = last_rowid
-                self.sync.after(lambda: self._rows_durable(last_rowid))
-        # Only new rows prove the journal writes again: a watermark update or a prune
-        # fits where a decision may not, and would make the alarm flap. After a failed
-        # sync only a sync that works does (a commit at "normal" proves nothing of it).
-        if not self.healthy and wrote_rows and not self._sync_error:
-            self._writes_again()
+            self.sync.committed(last_rowid)
+        if wrote_rows:
+            self.health.rows_written()
         return True
-
-    def _writes_again(self) -> None:
-        log.info("journal writes again", path=str(self.path))
-        self.healthy = True
-        self.last_error = ""
-        self._sync_error = False
-        if self.on_health_change is not None:
-            self.on_health_change()
-
-    def _sync_ok(self) -> None:
-        if self._sync_error and not self.healthy:
-            self._writes_again()
-
-    def _rows_durable(self, rowid: int) -> None:
-        self._durable_rowid = max(self._durable_rowid, rowid)
 
     def mark_sent(self, upto_rowid: int) -> None:
         """The broker acknowledged every message row up to `upto_rowid`.
@@ -362,11 +326,12 @@ class Journal:
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
-        if self._committed_rowid > self._durable_rowid:
+        sync = self.sync
+        if sync is not None and sync.committed_rowid > sync.durable_rowid:
             # Committed, not synced yet: the step's own publish brings them once they are
             # (JournalOutbox); the broker must not have them before the disk does.
             # Rows from before this process are all below: synced at open.
-            rows = [r for r in rows if r[0] <= self._durable_rowid]
+            rows = [r for r in rows if r[0] <= sync.durable_rowid]
         return [Unsent(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def count_unsent(self) -> int:

@@ -61,6 +61,9 @@ class WalSync:
         self._closed = False
         self.commits = 0  # COMMITs made
         self.synced = 0  # COMMITs on the disk
+        # Message rows up to durable_rowid are on the disk; committed_rowid is the last
+        # committed (the journal's outbox pages in none past durable_rowid).
+        self.durable_rowid = self.committed_rowid = 0
         self.syncs = 0  # fdatasync calls: fewer than commits when commits came together
         self._fd = -1
         self._ino = 0
@@ -73,10 +76,14 @@ class WalSync:
         self._checkpoint_db: sqlite3.Connection | None = None
         self._last_checkpoint = 0.0
 
-    def committed(self) -> None:
-        """A COMMIT returned: start a sync now unless one is running (the running one's
-        end starts the next, which covers every commit made meanwhile)."""
+    def committed(self, last_rowid: int = 0) -> None:
+        """A COMMIT returned (its last message row, if it wrote any): start a sync now
+        unless one is running (the running one's end starts the next, which covers every
+        commit made meanwhile)."""
         self.commits += 1
+        if last_rowid:
+            self.committed_rowid = last_rowid
+            self.after(lambda: self._rows_durable(last_rowid))
         self._start()
 
     async def wait(self) -> None:
@@ -96,6 +103,9 @@ class WalSync:
                     raise
                 # The sync task was cancelled, not the waiter (the PLC link): the next
                 # turn starts another sync rather than end the waiter's task.
+
+    def _rows_durable(self, rowid: int) -> None:
+        self.durable_rowid = max(self.durable_rowid, rowid)
 
     def after(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop once the commits made so far are on the disk."""

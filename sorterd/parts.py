@@ -92,7 +92,7 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         min_free_mb=jc.min_free_mb,
         deferred_sync=True,
     )
-    journal.on_health_change = hooks.on_journal_health
+    journal.health.on_change = hooks.on_journal_health
     mqtt = _mqtt(cfg, topics, journal, hooks)
     pipeline = Line(
         new_decider(site, plan, Kernel(plan)),

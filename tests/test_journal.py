@@ -519,7 +519,7 @@ async def test_a_failed_sync_keeps_the_journal_unhealthy_until_a_sync_works(
 
     j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
     changes: list[bool] = []
-    j.on_health_change = lambda: changes.append(j.healthy)
+    j.health.on_change = lambda: changes.append(j.healthy)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     _append(j, "decision", 1, 1)
     assert j.commit()
