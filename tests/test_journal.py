@@ -487,7 +487,7 @@ from sorter.ports import MessageKind, Outgoing
 j = Journal({str(path)!r}, deferred_sync=True)
 j.append(Outgoing(MessageKind.DECISION, 1, 1, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
 j.commit()  # no loop running: synced in place, as "full" would
-j.sync.committed = lambda: None  # the next commit's sync never happens: killed first
+j.sync.committed = lambda *_: None  # the next commit's sync never happens: killed first
 j.append(Outgoing(MessageKind.DECISION, 2, 2, 1, "", "", 0, 0, "t", {{}}), b"{{}}")
 j.commit()
 os.kill(os.getpid(), signal.SIGKILL)
