@@ -295,7 +295,7 @@ async def run_reference(
 @contextlib.contextmanager
 def _journal_synchronous(mode: str) -> Iterator[None]:
     """The daemons spawned meanwhile run with `[journal] synchronous = mode` (the config's
-    environment override, INTERFACES.md section 2)."""
+    environment override, docs/interfaces.md)."""
     os.environ[JOURNAL_SYNCHRONOUS_ENV] = mode
     try:
         yield
