@@ -69,6 +69,7 @@ class WalSync:
         self._ino = 0
         self._task: asyncio.Task[None] | None = None
         self._after: deque[tuple[int, Callable[[], None]]] = deque()
+        self._rowids: deque[tuple[int, int]] = deque()  # (commit number, its last row)
         self._executor: ThreadPoolExecutor | None = None
         self.checkpoints = 0
         self._checkpointer: ThreadPoolExecutor | None = None
@@ -83,7 +84,7 @@ class WalSync:
         self.commits += 1
         if last_rowid:
             self.committed_rowid = last_rowid
-            self.after(lambda: self._rows_durable(last_rowid))
+            self._rowids.append((self.commits, last_rowid))
         self._start()
 
     async def wait(self) -> None:
@@ -103,9 +104,6 @@ class WalSync:
                     raise
                 # The sync task was cancelled, not the waiter (the PLC link): the next
                 # turn starts another sync rather than end the waiter's task.
-
-    def _rows_durable(self, rowid: int) -> None:
-        self.durable_rowid = max(self.durable_rowid, rowid)
 
     def after(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop once the commits made so far are on the disk."""
@@ -135,7 +133,7 @@ class WalSync:
                 self._checkpoint_db.close()
             self._checkpoint_db = None
         if self.synced < self.commits:
-            self._finish(self.commits, self._sync_file())
+            self.sync_now()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -150,7 +148,7 @@ class WalSync:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             # No loop (start-up, shutdown, tools): the sync a COMMIT at "full" would make.
-            self._finish(self.commits, self._sync_file())
+            self.sync_now()
             return
         self._task = loop.create_task(self._run(loop))
 
@@ -204,6 +202,8 @@ class WalSync:
             self._on_error(error)
         elif self._on_ok is not None:
             self._on_ok()
+        while self._rowids and self._rowids[0][0] <= self.synced:
+            self.durable_rowid = self._rowids.popleft()[1]
         while self._after and self._after[0][0] <= self.synced:
             self._after.popleft()[1]()
 
