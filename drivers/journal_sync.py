@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -67,7 +68,8 @@ class WalSync:
         self.syncs = 0  # fdatasync calls: fewer than commits when commits came together
         self._fd = -1
         self._ino = 0
-        self._task: asyncio.Task[None] | None = None
+        self._syncing = False  # an fdatasync is in the sync thread
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (commit, waiter)
         self._after: deque[tuple[int, Callable[[], None]]] = deque()
         self._rowids: deque[tuple[int, int]] = deque()  # (commit number, its last row)
         self._executor: ThreadPoolExecutor | None = None
@@ -91,19 +93,14 @@ class WalSync:
         """Return once every commit made before the call is on the disk (or its sync
         failed: reported through `on_error`)."""
         target = self.commits
-        while self.synced < target:
-            self._start()
-            task = self._task
-            if task is None:  # no running loop to sync on: synced in place
-                break
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if not task.cancelled() or (current is not None and current.cancelling()):
-                    raise
-                # The sync task was cancelled, not the waiter (the PLC link): the next
-                # turn starts another sync rather than end the waiter's task.
+        if self.synced >= target:
+            return
+        self._start()
+        if self.synced >= target:  # synced in place (the journal is closed)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        await waiter
 
     def after(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop once the commits made so far are on the disk."""
@@ -142,27 +139,37 @@ class WalSync:
     # ------------------------------------------------------------------ the sync
 
     def _start(self) -> None:
-        if self._task is not None or self.synced >= self.commits:
+        """Hand the fdatasync to the sync thread now, not at the loop's next turn: the
+        thread then runs while the PLC driver writes the reply slots."""
+        if self._syncing or self.synced >= self.commits:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            # No loop (start-up, shutdown, tools): the sync a COMMIT at "full" would make.
+            loop = None
+        if loop is None or self._closed:
+            # No loop (start-up, shutdown, tools), or closed: the sync a COMMIT at "full"
+            # would make.
             self.sync_now()
             return
-        self._task = loop.create_task(self._run(loop))
-
-    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
-        try:
-            while self.synced < self.commits:
-                upto = self.commits
-                error = await loop.run_in_executor(self._executor, self._sync_file)
-                self._finish(upto, error)
-        finally:
-            self._task = None
-        self._checkpoint_soon(loop)
+        self._syncing = True
+        done = loop.run_in_executor(self._executor, self._sync_file)
+        done.add_done_callback(functools.partial(self._synced, loop, self.commits))
+
+    def _synced(
+        self, loop: asyncio.AbstractEventLoop, upto: int, done: asyncio.Future[OSError | None]
+    ) -> None:
+        """A sync ended (on the loop): the commits up to `upto` are on the disk; the ones
+        made while it ran get the next sync."""
+        self._syncing = False
+        error = done.result() if not done.cancelled() else OSError("journal sync cancelled")
+        self._finish(upto, error)
+        if self.synced < self.commits:
+            self._start()
+        else:
+            self._checkpoint_soon(loop)
 
     def _checkpoint_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
@@ -202,6 +209,13 @@ class WalSync:
             self._on_error(error)
         elif self._on_ok is not None:
             self._on_ok()
+        # Who waits first (the PLC driver, to move its heads), then the callbacks (the
+        # MQTT outbox): both wake on the loop's next turn, in this order, so the PLC is
+        # not left behind a publish.
+        while self._waiters and self._waiters[0][0] <= self.synced:
+            waiter = self._waiters.popleft()[1]
+            if not waiter.done():  # a waiter cancelled meanwhile (its task stopped)
+                waiter.set_result(None)
         while self._rowids and self._rowids[0][0] <= self.synced:
             self.durable_rowid = self._rowids.popleft()[1]
         while self._after and self._after[0][0] <= self.synced:

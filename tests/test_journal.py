@@ -418,13 +418,15 @@ async def test_commits_made_together_share_one_sync_and_wait_for_it(tmp_path: Pa
     assert j.sync.commits == 10
     await j.synced()
     assert j.sync.synced == 10
-    assert j.sync.syncs == 2
+    # The first commit's sync went to the thread at once; the nine made while it ran
+    # share the next one.
+    assert j.sync.syncs == 3
     assert order == [f"published {tid}" for tid in range(10)]
     # With nothing committed since, a wait is free and a callback runs at once.
     await j.synced()
     j.after_sync(lambda: order.append("now"))
     assert order[-1] == "now"
-    assert j.sync.syncs == 2
+    assert j.sync.syncs == 3
     # Checkpoints run in a thread of their own after a sync, never inside a COMMIT.
     assert j._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     await wait_until(lambda: j.sync is not None and j.sync.checkpoints == 1, 10)
@@ -571,29 +573,45 @@ async def test_a_journal_closed_during_a_sync_starts_no_checkpoint_after(
     assert sync is not None
     _append(j, "decision", 1, 1)
     j.commit()
-    await asyncio.sleep(0)  # the sync task hands the fdatasync to its thread
-    assert sync._task is not None
+    assert sync._syncing  # the commit handed the fdatasync to the thread
     j.close()
-    await wait_until(lambda: sync._task is None, 10)
+    await wait_until(lambda: not sync._syncing, 10)
     await asyncio.sleep(0)
     assert sync._checkpointer is None
     assert sync._checkpoint_db is None
     assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(1, 1)}
 
 
-async def test_a_cancelled_sync_task_does_not_cancel_who_waits_for_it(tmp_path: Path) -> None:
-    """The PLC link waits for the sync before it acknowledges; a cancelled sync task
-    (whoever cancelled it) starts again for the waiter instead of ending the link's task
-    with a CancelledError it never asked for."""
+async def test_the_plc_waiting_for_a_sync_wakes_before_the_outbox_publishes(
+    tmp_path: Path,
+) -> None:
+    """The PLC driver waits for the sync before it moves its heads, the MQTT outbox
+    publishes after it: the driver must not be left behind the publish. A waiter cancelled
+    meanwhile (its task stopped) disturbs neither."""
     j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
     sync = j.sync
     assert sync is not None
+    order: list[str] = []
+    queued = asyncio.Event()  # the MQTT outbox's sender wakes on its queue, as here
+
+    async def sender() -> None:
+        await queued.wait()
+        order.append("outbox")
+
+    async def plc() -> None:
+        await j.synced()
+        order.append("plc")
+
     _append(j, "decision", 1, 1)
     j.commit()
-    assert sync._task is not None
-    waiter = asyncio.create_task(j.synced())
-    await asyncio.sleep(0)  # the waiter is on the sync task
-    sync._task.cancel()
-    await waiter  # returns: no CancelledError
+    j.after_sync(queued.set)
+    outbox = asyncio.create_task(sender())
+    gone = asyncio.create_task(j.synced())
+    waiter = asyncio.create_task(plc())
+    await asyncio.sleep(0)  # all three wait now
+    gone.cancel()
+    await asyncio.gather(waiter, outbox)
+    assert order == ["plc", "outbox"]
+    assert gone.cancelled()
     assert sync.synced == sync.commits == 1
     j.close()
