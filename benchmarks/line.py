@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ POLL_MS = 5  # write_site's plc.poll_interval_ms; the reference host polls at th
 PARAMS = replace(DEMO_PARAMS, belt_speed_m_s=10.0, item_pitch_m=0.1)
 RATIO_GOAL = 1.3
 JOURNAL_SYNCHRONOUS_ENV = "SORTERD_JOURNAL_SYNCHRONOUS"
+POLL_ON_READ_ENV = "SORTERD_PLC_POLL_ON_READ"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,9 @@ class Options:
     # Rates at which the daemon also runs with `[journal] synchronous = "normal"` (no disk
     # sync before the PLC hears of a step): what the default durability costs at the PLC.
     normal_at: tuple[float, ...] = (100_000,)
+    # Rates at which the daemon also runs with `[plc] poll_on_read = false`: polling at the
+    # poll interval only, as the reference host does.
+    no_read_ahead_at: tuple[float, ...] = (100_000,)
 
     @property
     def params(self) -> LineParams:
@@ -237,6 +242,7 @@ async def run_rate(
         **ledger_figures(line.ledger, run.drained),
         "plc_latency_ms": latency_ms(line.ledger),
         "decision_latency_ms": last.get("latency_ms", {}),
+        "polls_per_s": polls_per_s(obs.stats),
         "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
         "mqtt_backlog_max": max(
             (s.get("mqtt", {}).get("backlog", 0) for s in obs.stats), default=0
@@ -268,8 +274,10 @@ async def run_reference(
                 first = (await proc.stdout.readline()).decode().strip()
             if first != "ready":
                 raise RuntimeError(f"reference host did not start: {first!r}")
+            started_s = time.monotonic()
             run = await induct(line, rate, duration_s, proc.pid)
             memory = memory_kb(proc.pid)
+            ran_s = time.monotonic() - started_s
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -289,18 +297,38 @@ async def run_reference(
         "plc_latency_ms": latency_ms(line.ledger),
         "rss_peak_mb": memory.get("VmHWM", 0) / 1024,
         "host_counters": counters,
+        "polls_per_s": counters.get("cycles", 0) / ran_s if ran_s > 0 else 0.0,
     }
 
 
+def polls_per_s(stats: Sequence[dict[str, Any]]) -> float:
+    """The daemon's header reads a second between its first and last P/stats of the run."""
+    marks = [
+        (datetime.fromisoformat(s["ts"]), s["plc"]["polls"])
+        for s in stats
+        if "ts" in s and "polls" in s.get("plc", {})
+    ]
+    # The first may be the retained P/stats of the daemon before this one: the run is the
+    # stretch at the end over which the counter only grows.
+    start = len(marks) - 1
+    while start > 0 and marks[start - 1][1] <= marks[start][1]:
+        start -= 1
+    if len(marks) - start < 2:
+        return 0.0
+    (t0, n0), (t1, n1) = marks[start], marks[-1]
+    seconds = (t1 - t0).total_seconds()
+    return (n1 - n0) / seconds if seconds > 0 else 0.0
+
+
 @contextlib.contextmanager
-def _journal_synchronous(mode: str) -> Iterator[None]:
-    """The daemons spawned meanwhile run with `[journal] synchronous = mode` (the config's
-    environment override, docs/interfaces.md)."""
-    os.environ[JOURNAL_SYNCHRONOUS_ENV] = mode
+def _config_env(name: str, value: str) -> Iterator[None]:
+    """The daemons spawned meanwhile run with a config key set through its environment
+    override (docs/interfaces.md), e.g. `[journal] synchronous = "normal"`."""
+    os.environ[name] = value
     try:
         yield
     finally:
-        del os.environ[JOURNAL_SYNCHRONOUS_ENV]
+        del os.environ[name]
 
 
 async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -315,8 +343,13 @@ async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]
             if opts.reference:
                 row["reference"] = await run_reference(rate, opts.duration_s, params=opts.params)
             if rate in opts.normal_at:
-                with _journal_synchronous("normal"):
+                with _config_env(JOURNAL_SYNCHRONOUS_ENV, "normal"):
                     row["daemon_normal"] = await run_rate(
+                        rate, opts.duration_s, broker=broker, params=opts.params
+                    )
+            if rate in opts.no_read_ahead_at:
+                with _config_env(POLL_ON_READ_ENV, "false"):
+                    row["daemon_no_read_ahead"] = await run_rate(
                         rate, opts.duration_s, broker=broker, params=opts.params
                     )
             rows.append(row)
@@ -342,6 +375,7 @@ def run(opts: Options | None = None) -> Section:
             "reference_host": opts.reference,
             "scan_before_request_probability": opts.params.scan_before_request_probability,
             "journal_normal_at": list(opts.normal_at),
+            "no_read_ahead_at": list(opts.no_read_ahead_at),
         },
         details={"broker": broker, "rates": rows},
         filesystems={"daemon journal": filesystem(tempfile.gettempdir())},
@@ -354,6 +388,14 @@ def run(opts: Options | None = None) -> Section:
                 n["plc_latency_ms"]["p99"],
                 "ms",
                 'PLC request -> reply p99, journal synchronous = "normal"',
+                better="lower",
+            )
+        if (n := row.get("daemon_no_read_ahead")) is not None:
+            section.add(
+                f"plc_reply_ms_p99_no_read_ahead@{n['rate']:.0f}",
+                n["plc_latency_ms"]["p99"],
+                "ms",
+                "PLC request -> reply p99, poll_on_read = false",
                 better="lower",
             )
     return section
@@ -444,6 +486,14 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
                 f"{'':>9}  journal synchronous=normal: PLC ms p50/p99/max {q['p50']:.2f} "
                 f"{q['p99']:.2f} {q['max']:.2f}  late {n['late_replies']}  (the default "
                 f'"full" above: its disk sync costs {p["p99"] - q["p99"]:+.2f} ms at p99)'
+            )
+        if (n := row.get("daemon_no_read_ahead")) is not None:
+            q = n["plc_latency_ms"]
+            lines.append(
+                f"{'':>9}  poll_on_read=false: PLC ms p50/p99/max {q['p50']:.2f} "
+                f"{q['p99']:.2f} {q['max']:.2f}  late {n['late_replies']}  polls/s "
+                f"{n.get('polls_per_s', 0):.0f} (with it {x.get('polls_per_s', 0):.0f}"
+                + (f", reference host {ref.get('polls_per_s', 0):.0f})" if ref else ")")
             )
     return lines
 

@@ -317,7 +317,28 @@ def _line(s: dict[str, Any]) -> list[str]:
             f'{normal["max"]:.2f}, late {n["late_replies"]}; with the default "full" '
             f"{full['p50']:.2f} / {full['p99']:.2f} / {full['max']:.2f}.",
         ]
+    for row in s["details"]["rates"]:
+        if (n := row.get("daemon_no_read_ahead")) is None:
+            continue
+        with_it, without = row["daemon"], n
+        ref = row.get("reference") or {}
+        ref = ref if "polls_per_s" in ref else {}
+        lines += [
+            "",
+            f"What polling on a read ahead of its request buys at {n['rate']:,.0f}/h, same "
+            f"run: with `[plc] poll_on_read = false` (header reads at the poll interval only, "
+            f"as the reference host) PLC ms p50 / p99 / max "
+            f"{_triple(without['plc_latency_ms'])}, late {without['late_replies']}, "
+            f"{without.get('polls_per_s', 0):.0f} header reads/s; with it (the default) "
+            f"{_triple(with_it['plc_latency_ms'])}, {with_it.get('polls_per_s', 0):.0f} "
+            f"header reads/s"
+            + (f"; the reference host {ref['polls_per_s']:.0f}/s." if ref else "."),
+        ]
     return lines
+
+
+def _triple(q: dict[str, float]) -> str:
+    return f"{q['p50']:.2f} / {q['p99']:.2f} / {q['max']:.2f}"
 
 
 def _fs(s: dict[str, Any], role: str) -> str:

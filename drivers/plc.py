@@ -56,6 +56,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 HOST_HEARTBEAT_INTERVAL_NS = 250_000_000
+# While a read waits for its request (`expect_request`): the poll interval then.
+READ_AHEAD_POLL_S = 0.001
 
 _ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
@@ -218,8 +220,14 @@ class PlcLink:
         backoff_max_s: float = 5.0,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         durable: Callable[[], Awaitable[None]] | None = None,
+        poll_on_read: bool | None = None,
     ) -> None:
         self.endpoint = parse_plc_url(url)
+        # A serial line (RTU, or RTU frames through a gateway) has no time for extra reads.
+        serial = self.endpoint.kind == "rtu" or self.endpoint.framer == "rtu"
+        self.poll_on_read = not serial if poll_on_read is None else poll_on_read
+        self._read_ahead_until_ns = 0
+        self._read_ahead_ns = poll_interval_ms * 1_000_000
         self.url = url
         self.handler = handler
         self.device_id = device_id
@@ -281,6 +289,14 @@ class PlcLink:
         """Queue a destination reply; the poll task writes it as soon as it can."""
         self.handshake.queue_reply(seq, tracking_id, chute)
         self._wake.set()
+
+    def expect_request(self) -> None:
+        """A scanner read came whose request is not read yet: poll now, and every
+        READ_AHEAD_POLL_S until a request comes or one poll interval has passed, so the
+        request is answered without waiting for the next poll (`poll_on_read`)."""
+        if self.poll_on_read:
+            self._read_ahead_until_ns = self.clock_ns() + self._read_ahead_ns
+            self._wake.set()
 
     async def run(self) -> None:
         """Connect, poll, and on any link error report it, back off and start again."""
@@ -409,7 +425,11 @@ class PlcLink:
         write whatever replies came in meanwhile."""
         self._wake.clear()
         if not self.handshake.pending_replies:
-            sleep_s = min(self.poll_interval_s, (next_heartbeat_ns - self.clock_ns()) / 1e9)
+            now = self.clock_ns()
+            poll_s = self.poll_interval_s
+            if now < self._read_ahead_until_ns:
+                poll_s = min(poll_s, READ_AHEAD_POLL_S)
+            sleep_s = min(poll_s, (next_heartbeat_ns - now) / 1e9)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(sleep_s, 0.0)):
                     await self._wake.wait()
@@ -430,6 +450,7 @@ class PlcLink:
         requests = self.handshake.take_requests(plan, await self._read_all(plan.reads), now)
         if requests is None:
             return  # stopped while reading: not handed over, not acknowledged
+        self._read_ahead_until_ns = 0  # the request a read waited for is likely here
         self.handler.on_requests(requests)
         # Replies decided in on_requests go out before the ack, so a PLC that sees the ack
         # move already finds the replies of the same cycle in its ring.

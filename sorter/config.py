@@ -129,6 +129,10 @@ class PlcSection(_Model):
     heartbeat_timeout_ms: Annotated[int, Field(ge=250, le=60_000)] = 1000
     request_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
     chute_status_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+    # Poll at once, and every millisecond for one poll interval, when a read comes whose
+    # request is not read yet (docs/configuration.md). None: on for Modbus TCP, off where
+    # a serial line is behind the link (RTU, RTU framing over TCP).
+    poll_on_read: bool | None = None  # not strict: SORTERD_PLC_POLL_ON_READ=false works
 
     @field_validator("url")
     @classmethod

@@ -115,6 +115,8 @@ class Line:
         # Figures of the parts around the line (MQTT outbox, PLC link), for P/stats.
         self.extra_stats: Callable[[], dict[str, Any]] | None = None
         self._reply: Callable[[int, int, int], None] | None = None
+        # The PLC driver's `expect_request()`: a read came whose request is not read yet.
+        self.on_read_ahead: Callable[[], None] | None = None
         self._timer_wake = asyncio.Event()
 
     def bind_reply(self, reply: Callable[[int, int, int], None]) -> None:
@@ -233,9 +235,14 @@ class Line:
     # --- scans, timeouts, stats -------------------------------------------------------
 
     def on_scan(self, read: ScanRead) -> None:
-        for match in self.tracker.on_scan(read, self.clock_ns()):
+        matches = self.tracker.on_scan(read, self.clock_ns())
+        for match in matches:
             self._decide(match)
         self.durable.commit()
+        if not matches and read.tracking_id is not None and self.on_read_ahead is not None:
+            # The item's request is in the PLC's ring or about to be: read it now rather
+            # than at the next poll.
+            self.on_read_ahead()
         if self.tracker.next_deadline_ns() is not None:
             self._timer_wake.set()  # a merge deadline or a window may be due before the next
 

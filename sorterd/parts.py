@@ -111,9 +111,11 @@ def build_parts(site: Site, plan: CompiledPlan, hooks: Hooks) -> Parts:
         chute_status_interval_ms=cfg.plc.chute_status_interval_ms,
         max_chute=pipeline.decider.sort_plan.max_chute,
         durable=journal.synced,
+        poll_on_read=cfg.plc.poll_on_read,
     )
     feeds = _feeds(site, pipeline.decider, hooks)
     pipeline.bind_reply(plc.queue_reply)
+    pipeline.on_read_ahead = plc.expect_request
     pipeline.identifier_sources = identifier_sources(cfg.scanner)
     pipeline.extra_stats = hooks.link_stats
     metrics = Metrics() if cfg.metrics.listen else None

@@ -91,6 +91,7 @@ def _plc_stats(parts: Parts) -> dict[str, Any]:
     plc = parts.plc.stats
     return {
         "connected": parts.plc.connected,
+        "polls": plc.cycles,  # header reads: poll cycles and read-ahead polls
         "requests": plc.requests,
         "replies": plc.replies,
         "confirmations": plc.confirmations,

@@ -112,3 +112,18 @@ def test_after_a_plc_restart_a_reused_pair_is_a_new_item(tmp_path: Path) -> None
     assert line.core.counters.replies_repeated == 0
     line.core.on_confirmations([Confirmation(0, 1, line.replies[-1][2], Outcome.SORTED, 0)])
     assert line.rows("result") == [(1, 0), (1, 0)]  # not dropped as a duplicate
+
+
+def test_a_read_before_its_request_asks_the_plc_link_to_poll_for_it(tmp_path: Path) -> None:
+    """A read whose request is not here yet calls `on_read_ahead` (the PLC link then polls
+    for the request at once); a read that completes a waiting request decides instead."""
+    line = Rig(tmp_path / "j.sqlite")
+    asked: list[int] = []
+    line.core.on_read_ahead = lambda: asked.append(len(line.replies))
+    line.core.on_scan(ScanRead("tunnel-1", 7, CODES, line.now_ns))  # the read first
+    assert asked == [0]
+    line.core.on_requests([line.request(7, 1)])
+    line.core.on_requests([line.request(8, 2)])  # the request first: it waits
+    line.core.on_scan(ScanRead("tunnel-1", 8, CODES, line.now_ns))
+    assert asked == [0]  # decided at once: nothing to poll for
+    assert [(seq, tid) for seq, tid, _ in line.replies] == [(1, 7), (2, 8)]

@@ -328,6 +328,46 @@ async def test_reply_queued_outside_a_poll_is_written_at_once(
             assert link.pending_replies == 0
 
 
+@pytest.mark.parametrize("request_first", [True, False], ids=["in-ring", "read-first"])
+async def test_a_read_ahead_of_its_request_makes_the_link_poll_for_it(
+    monkeypatch: pytest.MonkeyPatch, request_first: bool
+) -> None:
+    """`expect_request()` (a scanner read whose request is not read yet): the link polls
+    at once, then every millisecond until a request comes, so the request is read without
+    waiting for the next poll. Here neither a poll nor a heartbeat comes for ten minutes:
+    only the read-ahead polls can find the request, whether it was already in the ring or
+    is written after the read (the read came first)."""
+    monkeypatch.setattr(plc_driver, "HOST_HEARTBEAT_INTERVAL_NS", 600 * 10**9)
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, poll_interval_ms=600_000)
+        assert link.poll_on_read  # Modbus TCP: on by default
+        async with running(link):
+            # The first cycle's heartbeat write follows its header read: idle from here.
+            await register_becomes(plc, HOST_HEARTBEAT, 1)
+            if request_first:
+                plc.submit_request(4242)
+                await wait_until(lambda: plc.stats.requests_written == 1, what="in the ring")
+                link.expect_request()
+            else:
+                link.expect_request()
+                await two_more_polls(link)  # polling every millisecond now
+                plc.submit_request(4242)
+            await wait_until(lambda: bool(handler.requests), what="request read")
+            assert [r.tracking_id for r in handler.requests] == [4242]
+
+
+def test_read_ahead_polls_are_off_over_a_serial_line() -> None:
+    """A serial line has no time for extra reads: off for RTU and for RTU frames through
+    a gateway unless set; a setting wins."""
+    handler = Recorder()
+    assert PlcLink("tcp://127.0.0.1:5020", handler).poll_on_read
+    assert not PlcLink("tcp://127.0.0.1:5020?framer=rtu", handler).poll_on_read
+    assert not PlcLink("rtu:///dev/ttyUSB0?baudrate=115200", handler).poll_on_read
+    assert PlcLink("rtu:///dev/ttyUSB0", handler, poll_on_read=True).poll_on_read
+    assert not PlcLink("tcp://127.0.0.1:5020", handler, poll_on_read=False).poll_on_read
+
+
 # ---------------------------------------------------------------------------- confirmations
 
 
