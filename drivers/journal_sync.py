@@ -184,8 +184,10 @@ class WalSync:
         self._finish(upto, error)
         if self.synced < self.commits:
             self._start()
-        else:
-            self._checkpoint_soon(loop)
+        # Also while commits keep coming: a line busy enough that every sync ends with
+        # another to make would otherwise never checkpoint, and with SQLite's own
+        # checkpoint off the WAL would grow for as long as the line runs.
+        self._checkpoint_soon(loop)
 
     def _checkpoint_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()

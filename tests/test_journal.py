@@ -663,3 +663,25 @@ def test_a_loop_that_stops_with_a_sync_in_flight_leaves_no_commit_unsynced(
     assert sync.synced == sync.commits == 4
     j.close()
     assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(t, t) for t in range(1, 5)}
+
+
+async def test_commits_that_never_let_the_sync_rest_still_get_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """SQLite's own checkpoint is off; the sync thread's end starts one (at most every
+    CHECKPOINT_INTERVAL_S). On a line busy enough that every sync ends with commits made
+    while it ran (a commit on every turn of the loop here), a checkpoint must still come,
+    or the WAL grows for as long as the line runs."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    sync = j.sync
+    assert sync is not None
+    tid = 0
+    while sync.syncs < 20:  # the open's sync, then the thread's: each ends behind a commit
+        tid += 1
+        _append(j, "decision", tid, tid)
+        j.commit()
+        await asyncio.sleep(0)
+        assert sync.synced < sync.commits  # the sync never rests
+    await wait_until(lambda: sync._checkpointing is None, 10)
+    assert sync.checkpoints >= 1
+    j.close()
