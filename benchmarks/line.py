@@ -67,6 +67,7 @@ __all__ = [
     "QUICK_DURATION_S",
     "QUICK_RATES",
     "Options",
+    "Variant",
     "daemon_on_line",
     "induct",
     "latency_ms",
@@ -92,6 +93,34 @@ POLL_ON_READ_ENV = "SORTERD_PLC_POLL_ON_READ"
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """A run of the daemon beside the default one, with one config key set through its
+    environment override (docs/interfaces.md): its row key, the override, its figure."""
+
+    key: str
+    env: str
+    value: str
+    figure: str
+    label: str
+
+
+JOURNAL_NORMAL = Variant(
+    "daemon_normal",
+    JOURNAL_SYNCHRONOUS_ENV,
+    "normal",
+    "plc_reply_ms_p99_journal_normal",
+    'PLC request -> reply p99, journal synchronous = "normal"',
+)
+NO_READ_AHEAD = Variant(
+    "daemon_no_read_ahead",
+    POLL_ON_READ_ENV,
+    "false",
+    "plc_reply_ms_p99_no_read_ahead",
+    "PLC request -> reply p99, poll_on_read = false",
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     rates: tuple[float, ...] = RATES
     duration_s: float = DURATION_S
@@ -105,6 +134,10 @@ class Options:
     # Rates at which the daemon also runs with `[plc] poll_on_read = false`: polling at the
     # poll interval only, as the reference host does.
     no_read_ahead_at: tuple[float, ...] = (100_000,)
+
+    def variants(self) -> tuple[tuple[Variant, tuple[float, ...]], ...]:
+        """The comparison runs and the rates each is made at."""
+        return ((JOURNAL_NORMAL, self.normal_at), (NO_READ_AHEAD, self.no_read_ahead_at))
 
     @property
     def params(self) -> LineParams:
@@ -342,16 +375,12 @@ async def _run_all(opts: Options) -> tuple[list[dict[str, Any]], dict[str, str]]
             }
             if opts.reference:
                 row["reference"] = await run_reference(rate, opts.duration_s, params=opts.params)
-            if rate in opts.normal_at:
-                with _config_env(JOURNAL_SYNCHRONOUS_ENV, "normal"):
-                    row["daemon_normal"] = await run_rate(
-                        rate, opts.duration_s, broker=broker, params=opts.params
-                    )
-            if rate in opts.no_read_ahead_at:
-                with _config_env(POLL_ON_READ_ENV, "false"):
-                    row["daemon_no_read_ahead"] = await run_rate(
-                        rate, opts.duration_s, broker=broker, params=opts.params
-                    )
+            for variant, at in opts.variants():
+                if rate in at:
+                    with _config_env(variant.env, variant.value):
+                        row[variant.key] = await run_rate(
+                            rate, opts.duration_s, broker=broker, params=opts.params
+                        )
             rows.append(row)
             for line in report_rows([row]):
                 print(line, flush=True)
@@ -382,22 +411,15 @@ def run(opts: Options | None = None) -> Section:
     )
     for row in rows:
         add_rate_figures(section, row)
-        if (n := row.get("daemon_normal")) is not None:
-            section.add(
-                f"plc_reply_ms_p99_journal_normal@{n['rate']:.0f}",
-                n["plc_latency_ms"]["p99"],
-                "ms",
-                'PLC request -> reply p99, journal synchronous = "normal"',
-                better="lower",
-            )
-        if (n := row.get("daemon_no_read_ahead")) is not None:
-            section.add(
-                f"plc_reply_ms_p99_no_read_ahead@{n['rate']:.0f}",
-                n["plc_latency_ms"]["p99"],
-                "ms",
-                "PLC request -> reply p99, poll_on_read = false",
-                better="lower",
-            )
+        for variant, _at in opts.variants():
+            if (n := row.get(variant.key)) is not None:
+                section.add(
+                    f"{variant.figure}@{n['rate']:.0f}",
+                    n["plc_latency_ms"]["p99"],
+                    "ms",
+                    variant.label,
+                    better="lower",
+                )
     return section
 
 
@@ -480,22 +502,34 @@ def report_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
                 f"{ref['rss_peak_mb']:.0f} MB  ->  daemon p99 = {ratio:.2f} x reference "
                 f"(goal <= {RATIO_GOAL} x)"
             )
-        if (n := row.get("daemon_normal")) is not None:
-            q = n["plc_latency_ms"]
+        if (n := row.get(JOURNAL_NORMAL.key)) is not None:
+            cost_ms = p["p99"] - n["plc_latency_ms"]["p99"]
             lines.append(
-                f"{'':>9}  journal synchronous=normal: PLC ms p50/p99/max {q['p50']:.2f} "
-                f"{q['p99']:.2f} {q['max']:.2f}  late {n['late_replies']}  (the default "
-                f'"full" above: its disk sync costs {p["p99"] - q["p99"]:+.2f} ms at p99)'
+                _variant_row(
+                    "journal synchronous=normal",
+                    n,
+                    f'(the default "full" above: its disk sync costs {cost_ms:+.2f} ms at p99)',
+                )
             )
-        if (n := row.get("daemon_no_read_ahead")) is not None:
-            q = n["plc_latency_ms"]
+        if (n := row.get(NO_READ_AHEAD.key)) is not None:
             lines.append(
-                f"{'':>9}  poll_on_read=false: PLC ms p50/p99/max {q['p50']:.2f} "
-                f"{q['p99']:.2f} {q['max']:.2f}  late {n['late_replies']}  polls/s "
-                f"{n.get('polls_per_s', 0):.0f} (with it {x.get('polls_per_s', 0):.0f}"
-                + (f", reference host {ref.get('polls_per_s', 0):.0f})" if ref else ")")
+                _variant_row(
+                    "poll_on_read=false",
+                    n,
+                    f"polls/s {n.get('polls_per_s', 0):.0f} (with it "
+                    f"{x.get('polls_per_s', 0):.0f}"
+                    + (f", reference host {ref.get('polls_per_s', 0):.0f})" if ref else ")"),
+                )
             )
     return lines
+
+
+def _variant_row(what: str, run: dict[str, Any], tail: str) -> str:
+    q = run["plc_latency_ms"]
+    return (
+        f"{'':>9}  {what}: PLC ms p50/p99/max {q['p50']:.2f} {q['p99']:.2f} {q['max']:.2f}"
+        f"  late {run['late_replies']}  {tail}"
+    )
 
 
 def report(section: Section) -> list[str]:

@@ -68,7 +68,8 @@ class WalSync:
         self.syncs = 0  # fdatasync calls: fewer than commits when commits came together
         self._fd = -1
         self._ino = 0
-        self._syncing = False  # an fdatasync is in the sync thread
+        # The loop whose fdatasync is in the sync thread (its end comes on that loop).
+        self._syncing: asyncio.AbstractEventLoop | None = None
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (commit, waiter)
         self._after: deque[tuple[int, Callable[[], None]]] = deque()
         self._rowids: deque[tuple[int, int]] = deque()  # (commit number, its last row)
@@ -114,7 +115,14 @@ class WalSync:
         killed predecessor committed at "normal" may be in the page cache only, and the
         recovery replies and the outbox's page-in are about to tell the PLC and the broker
         about them."""
-        self._finish(self.commits, self._sync_file())
+        upto = self.commits
+        if self._executor is not None:
+            # A sync of a loop that stopped may still run in the sync thread: this one goes
+            # after it rather than beside it on the same file descriptor.
+            error = self._executor.submit(self._sync_file).result()
+        else:
+            error = self._sync_file()
+        self._finish(upto, error)
 
     def close(self) -> None:
         """Sync what is left, in place, and release the threads and the files."""
@@ -135,18 +143,25 @@ class WalSync:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+            self._ino = 0  # a commit after close() opens the WAL again
 
     # ------------------------------------------------------------------ the sync
 
     def _start(self) -> None:
         """Hand the fdatasync to the sync thread now, not at the loop's next turn: the
         thread then runs while the PLC driver writes the reply slots."""
-        if self._syncing or self.synced >= self.commits:
+        if self.synced >= self.commits:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        if self._syncing is not None:
+            if self._syncing is loop:
+                return  # its end starts the next, which covers this commit
+            # The loop that handed a sync to the thread stopped before the sync's end came
+            # back to it: that end may never come, and nothing would sync again.
+            self._syncing = None
         if loop is None or self._closed:
             # No loop (start-up, shutdown, tools), or closed: the sync a COMMIT at "full"
             # would make.
@@ -154,7 +169,7 @@ class WalSync:
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal-sync")
-        self._syncing = True
+        self._syncing = loop
         done = loop.run_in_executor(self._executor, self._sync_file)
         done.add_done_callback(functools.partial(self._synced, loop, self.commits))
 
@@ -163,13 +178,16 @@ class WalSync:
     ) -> None:
         """A sync ended (on the loop): the commits up to `upto` are on the disk; the ones
         made while it ran get the next sync."""
-        self._syncing = False
+        if self._syncing is loop:
+            self._syncing = None
         error = done.result() if not done.cancelled() else OSError("journal sync cancelled")
         self._finish(upto, error)
         if self.synced < self.commits:
             self._start()
-        else:
-            self._checkpoint_soon(loop)
+        # Also while commits keep coming: a line busy enough that every sync ends with
+        # another to make would otherwise never checkpoint, and with SQLite's own
+        # checkpoint off the WAL would grow for as long as the line runs.
+        self._checkpoint_soon(loop)
 
     def _checkpoint_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()

@@ -294,9 +294,16 @@ class PlcLink:
         """A scanner read came whose request is not read yet: poll now, and every
         READ_AHEAD_POLL_S until a request comes or one poll interval has passed, so the
         request is answered without waiting for the next poll (`poll_on_read`)."""
-        if self.poll_on_read:
-            self._read_ahead_until_ns = self.clock_ns() + self._read_ahead_ns
+        if not self.poll_on_read:
+            return
+        now = self.clock_ns()
+        if now >= self._read_ahead_until_ns:
             self._wake.set()
+        # else the link polls every READ_AHEAD_POLL_S already: a read then waits for that
+        # poll, so that reads coming faster than the link's round trip (a scanner reading
+        # items the PLC never asks about, a tunnel's two heads) cannot make it poll back
+        # to back.
+        self._read_ahead_until_ns = now + self._read_ahead_ns
 
     async def run(self) -> None:
         """Connect, poll, and on any link error report it, back off and start again."""

@@ -130,8 +130,8 @@ class PlcSection(_Model):
     request_timeout_ms: Annotated[int, Field(ge=10, le=10_000)] = 500
     chute_status_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
     # Poll at once, and every millisecond for one poll interval, when a read comes whose
-    # request is not read yet (docs/configuration.md). None: on for Modbus TCP, off where
-    # a serial line is behind the link (RTU, RTU framing over TCP).
+    # request is not read yet (docs/interfaces.md, the poll cycle). None: on for Modbus
+    # TCP, off where a serial line is behind the link (RTU, RTU framing over TCP).
     poll_on_read: bool | None = None  # not strict: SORTERD_PLC_POLL_ON_READ=false works
 
     @field_validator("url")

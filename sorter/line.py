@@ -235,13 +235,19 @@ class Line:
     # --- scans, timeouts, stats -------------------------------------------------------
 
     def on_scan(self, read: ScanRead) -> None:
-        matches = self.tracker.on_scan(read, self.clock_ns())
-        for match in matches:
+        held = self.tracker.pending_scans
+        for match in self.tracker.on_scan(read, self.clock_ns()):
             self._decide(match)
         self.durable.commit()
-        if not matches and read.tracking_id is not None and self.on_read_ahead is not None:
-            # The item's request is in the PLC's ring or about to be: read it now rather
-            # than at the next poll.
+        if (
+            read.tracking_id is not None
+            and self.on_read_ahead is not None
+            and self.tracker.pending_scans > held
+        ):
+            # The read was put aside for its request, which is in the PLC's ring or about
+            # to be: read it now rather than at the next poll. A read that joined a
+            # waiting request (the other head of its tunnel still to come) or came late
+            # makes no match either, but has nothing to poll for.
             self.on_read_ahead()
         if self.tracker.next_deadline_ns() is not None:
             self._timer_wake.set()  # a merge deadline or a window may be due before the next

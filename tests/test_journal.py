@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -614,4 +615,73 @@ async def test_the_plc_waiting_for_a_sync_wakes_before_the_outbox_publishes(
     assert order == ["plc", "outbox"]
     assert gone.cancelled()
     assert sync.synced == sync.commits == 1
+    j.close()
+
+
+def test_a_loop_that_stops_with_a_sync_in_flight_leaves_no_commit_unsynced(
+    tmp_path: Path,
+) -> None:
+    """The loop that handed a sync to the thread stopped before the sync's end came back
+    to it (a tool's or a test's loop, a daemon's loop that ended): that end never comes.
+    A commit made after it with no loop must still be synced in place, as at "full", and
+    a wait on the next loop must return, not hang."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    sync = j.sync
+    assert sync is not None
+    busy = threading.Event()
+
+    async def commit_while_the_thread_is_busy() -> None:
+        _append(j, "decision", 1, 1)
+        j.commit()
+        await j.synced()  # the sync thread exists from here on
+        assert sync._executor is not None
+        # The real sync thread, kept busy so that the next sync is in flight for sure
+        # when this loop stops (an fdatasync on a slow disk).
+        sync._executor.submit(busy.wait)
+        _append(j, "decision", 2, 2)
+        j.commit()
+        assert sync._syncing
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(commit_while_the_thread_is_busy())
+    loop.close()
+    busy.set()
+    _append(j, "decision", 3, 3)
+    j.commit()  # no loop now
+    assert sync.synced == sync.commits == 3
+    published: list[int] = []
+    j.after_sync(lambda: published.append(3))
+    assert published == [3]
+
+    async def commit_and_wait() -> None:
+        _append(j, "decision", 4, 4)
+        j.commit()
+        async with asyncio.timeout(30):  # a hang fails here rather than stop the run
+            await j.synced()
+
+    asyncio.run(commit_and_wait())
+    assert sync.synced == sync.commits == 4
+    j.close()
+    assert set(Journal(tmp_path / "j.sqlite").recover().answered) == {(t, t) for t in range(1, 5)}
+
+
+async def test_commits_that_never_let_the_sync_rest_still_get_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """SQLite's own checkpoint is off; the sync thread's end starts one (at most every
+    CHECKPOINT_INTERVAL_S). On a line busy enough that every sync ends with commits made
+    while it ran (a commit on every turn of the loop here), a checkpoint must still come,
+    or the WAL grows for as long as the line runs."""
+    j = Journal(tmp_path / "j.sqlite", deferred_sync=True)
+    sync = j.sync
+    assert sync is not None
+    tid = 0
+    while sync.syncs < 20:  # the open's sync, then the thread's: each ends behind a commit
+        tid += 1
+        _append(j, "decision", tid, tid)
+        j.commit()
+        await asyncio.sleep(0)
+        assert sync.synced < sync.commits  # the sync never rests
+    await wait_until(lambda: sync._checkpointing is None, 10)
+    assert sync.checkpoints >= 1
     j.close()

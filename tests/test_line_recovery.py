@@ -25,7 +25,7 @@ CODES = ("RB123456785GB",)  # demo plan: an S10 code from Great Britain, ok
 class Rig:
     """A line core as the daemon builds it, with the PLC's replies recorded."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, heads: dict[str, str] | None = None) -> None:
         plan = compile_plan(load_plan(demo_config_dir() / "sortplan.toml"))
         self.journal = Journal(path, synchronous="normal")
         # Never run: messages stay in the journal, which is what a restart finds.
@@ -34,7 +34,7 @@ class Rig:
         self.replies: list[tuple[int, int, int]] = []
         self.core = Line(
             Decider(plan, ChuteState.for_plan(plan), site_country="MA"),
-            Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=30_000 * MS),
+            Tracker(scan_wait_ns=200 * MS, scan_ttl_ns=30_000 * MS, heads=heads),
             self._publish,
             Topics("p"),
             clock_ns=lambda: self.now_ns,
@@ -127,3 +127,21 @@ def test_a_read_before_its_request_asks_the_plc_link_to_poll_for_it(tmp_path: Pa
     line.core.on_scan(ScanRead("tunnel-1", 8, CODES, line.now_ns))
     assert asked == [0]  # decided at once: nothing to poll for
     assert [(seq, tid) for seq, tid, _ in line.replies] == [(1, 7), (2, 8)]
+
+
+def test_a_read_whose_request_is_here_already_asks_for_no_poll(tmp_path: Path) -> None:
+    """A tunnel of two heads, the request first: the first head's read joins it and the
+    item waits for the other head's, so the read makes no match yet, but it has no
+    request to poll for: the link must not poll every millisecond for it (a few header
+    reads for every item of a two-head tunnel)."""
+    line = Rig(tmp_path / "j.sqlite", heads={"tunnel-1": "t", "tunnel-2": "t"})
+    asked: list[int] = []
+    line.core.on_read_ahead = lambda: asked.append(len(line.replies))
+    line.core.on_requests([line.request(8, 1)])
+    line.core.on_scan(ScanRead("tunnel-1", 8, CODES, line.now_ns))
+    assert line.replies == []  # waits for the tunnel's other head
+    line.core.on_scan(ScanRead("tunnel-2", 8, CODES, line.now_ns))
+    assert [(seq, tid) for seq, tid, _ in line.replies] == [(1, 8)]
+    assert asked == []
+    line.core.on_scan(ScanRead("tunnel-1", 9, CODES, line.now_ns))  # the read first
+    assert asked == [1]

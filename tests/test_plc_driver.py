@@ -357,6 +357,31 @@ async def test_a_read_ahead_of_its_request_makes_the_link_poll_for_it(
             assert [r.tracking_id for r in handler.requests] == [4242]
 
 
+async def test_a_flood_of_reads_makes_no_more_than_one_poll_per_read_ahead_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads whose request never comes (a scanner reading items the PLC never asks about,
+    both heads of a tunnel, a replay) can come faster than the link's round trip: while
+    the link already polls every READ_AHEAD_POLL_S for an earlier read, another read must
+    not wake it into a poll of its own, or the reads set the pace and the link polls back
+    to back. Here the poll interval, the read-ahead interval and the heartbeat are ten
+    minutes: after the read-ahead's first poll, any poll is one a read forced."""
+    monkeypatch.setattr(plc_driver, "HOST_HEARTBEAT_INTERVAL_NS", 600 * 10**9)
+    monkeypatch.setattr(plc_driver, "READ_AHEAD_POLL_S", 600.0)
+    async with PlcSimulator() as plc:
+        handler = Recorder()
+        link = make_link(plc.url, handler, poll_interval_ms=600_000)
+        async with running(link):
+            await register_becomes(plc, HOST_HEARTBEAT, 1)  # idle from here
+            started = link.stats.cycles
+            link.expect_request()
+            await wait_until(lambda: link.stats.cycles == started + 1, what="the poll at once")
+            for _ in range(200):  # reads 1 ms apart, as a busy tunnel's
+                link.expect_request()
+                await asyncio.sleep(0.001)
+            assert link.stats.cycles == started + 1
+
+
 def test_read_ahead_polls_are_off_over_a_serial_line() -> None:
     """A serial line has no time for extra reads: off for RTU and for RTU frames through
     a gateway unless set; a setting wins."""
