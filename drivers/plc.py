@@ -58,6 +58,9 @@ log = structlog.get_logger(__name__)
 HOST_HEARTBEAT_INTERVAL_NS = 250_000_000
 # While a read waits for its request (`expect_request`): the poll interval then.
 READ_AHEAD_POLL_S = 0.001
+# How long a read keeps the link polling for its request at most: one poll interval, but
+# no more than this, so that a slow poll interval does not mean a thousand reads a read.
+READ_AHEAD_MAX_NS = 20_000_000
 
 _ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
@@ -227,7 +230,7 @@ class PlcLink:
         serial = self.endpoint.kind == "rtu" or self.endpoint.framer == "rtu"
         self.poll_on_read = not serial if poll_on_read is None else poll_on_read
         self._read_ahead_until_ns = 0
-        self._read_ahead_ns = poll_interval_ms * 1_000_000
+        self._read_ahead_ns = min(poll_interval_ms * 1_000_000, READ_AHEAD_MAX_NS)
         self.url = url
         self.handler = handler
         self.device_id = device_id
@@ -292,7 +295,8 @@ class PlcLink:
 
     def expect_request(self) -> None:
         """A scanner read came whose request is not read yet: poll now, and every
-        READ_AHEAD_POLL_S until a request comes or one poll interval has passed, so the
+        READ_AHEAD_POLL_S until a request comes or one poll interval (at most
+        READ_AHEAD_MAX_NS) has passed, so the
         request is answered without waiting for the next poll (`poll_on_read`)."""
         if not self.poll_on_read:
             return

@@ -338,6 +338,7 @@ async def test_a_read_ahead_of_its_request_makes_the_link_poll_for_it(
     only the read-ahead polls can find the request, whether it was already in the ring or
     is written after the read (the read came first)."""
     monkeypatch.setattr(plc_driver, "HOST_HEARTBEAT_INTERVAL_NS", 600 * 10**9)
+    monkeypatch.setattr(plc_driver, "READ_AHEAD_MAX_NS", 600 * 10**9)  # a slow host too
     async with PlcSimulator() as plc:
         handler = Recorder()
         link = make_link(plc.url, handler, poll_interval_ms=600_000)
