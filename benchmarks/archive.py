@@ -9,8 +9,11 @@ start until the last row is in the table, as a user sees a backlog drain after a
 Lag: 3 lines at `items_per_h` each publish decisions and results with the current time
 for `lag_s` seconds while the archiver runs; the lag of a message is `archived_at - ts`
 (the row's write time against the message's own time), p50/p99 over every message.
-Trace: `rows` generated rows (half decisions, half results) over `days` daily partitions,
-then `sorterd trace`'s lookup (sorterd.trace.find) of random codes on one connection; the
+Trace: `rows` generated rows (half decisions, half results) over `days` daily partitions
+(benchmarks/archive_gen.py: loaded day by day, the tables the same as an archiver makes;
+the server's folder kept in a cache outside the repository and reused by a later run of
+the same rows and days, which says "reused, generated at ..."; `--archive-fresh` makes it
+again), then `sorterd trace`'s lookup (sorterd.trace.find) of random codes on one connection; the
 same codes again at once (warm: their pages cached); and `cold` codes each on a server
 just restarted with the database's files evicted from the page cache (cold: every page
 read from disk, a new connection, as a `sorterd trace` after a quiet night). The search of
