@@ -8,16 +8,14 @@ payload), so it conflicts and changes nothing. Schema changes and partition DDL 
 one advisory lock, so several archivers can start and roll over midnight together.
 
 `sorterd_archive.codes` holds (code, day) for every code and barcode of every row: `trace`
-probes it, then searches only the partitions of those days. Each batch notes the codes of
-its rows in its own transaction, from the same staging table its rows come from (schema
-version 3; version 2 did it by a statement trigger on `pieces`, which cost more per row:
-BENCHMARKS.md, "The archive"): the two cannot disagree, and a redelivery adds nothing
-(its codes are there since its first delivery). Only rows written before version 2 are
-missing: those of the partitions there were when schema version 2 was migrated to, which
-the migration lists in `uncoded_days` (under the DDL lock: no partition comes meanwhile; a
-partition made later holds only rows written with their codes). `backfill_day` fills them
-in, one day a transaction, while the archiver runs; until then `trace` searches those days
-as it did before (docs/archive.md, "trace").
+probes it, then searches only the partitions of those days. A statement trigger on
+`pieces` fills it from the rows each INSERT or COPY actually added, in the same transaction,
+whoever writes (an archiver of an older version too). So only rows written before the
+trigger existed are missing: those of the partitions there were when schema version 2 was
+migrated to, which the migration lists in `uncoded_days` (under the DDL lock: no partition
+comes meanwhile; a partition made later holds only rows the trigger saw). `backfill_day`
+fills them in, one day a transaction, while the archiver runs; until then `trace` searches
+those days as it did before (docs/archive.md, "trace").
 
 The password travels apart from the URL and never appears in a message: errors name the
 URL as `shown_url` gives it.
@@ -122,16 +120,9 @@ _MIGRATIONS: tuple[str, ...] = (
         REFERENCING NEW TABLE AS added
         FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.note_codes();
     """,
-    # 3: the codes noted by `ArchiveDb.write` from its staging table, in the batch's own
-    # transaction: the trigger copied every added row into a transition table first.
-    f"""
-    DROP TRIGGER pieces_note_codes ON {SCHEMA}.pieces;
-    DROP FUNCTION {SCHEMA}.note_codes();
-    """,
 )
 
 
-_CODES_OF_INCOMING = _CODES_OF.format(source="incoming").encode()
 # The version `ArchiveDb.migrate` brings a schema to.
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -268,7 +259,7 @@ class ArchiveDb:
     async def backfill_day(self) -> dt.date | None:
         """Put the codes of the oldest of `uncoded_days` (written before schema version 2)
         into `codes`, in one transaction; that day, or None when none is left. Rows added
-        to it meanwhile were written with their codes, so the day is then whole."""
+        to it meanwhile went through the trigger, so the day is then whole."""
         async with self.conn.transaction():
             cur = await self.conn.execute(f"SELECT min(day) FROM {SCHEMA}.uncoded_days")
             row = await cur.fetchone()
@@ -289,8 +280,7 @@ class ArchiveDb:
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Write a batch of rows (the values of COLUMNS) in one transaction; how many were
         new (a redelivery is not). A binary COPY into a temporary table, then one INSERT
-        ... ON CONFLICT DO NOTHING: COPY cannot skip a conflict itself; then their codes
-        into `codes` from the same table (those of a redelivered row are there already)."""
+        ... ON CONFLICT DO NOTHING: COPY cannot skip a conflict itself."""
         if not rows:
             return 0
         first, last = day_of(min(r[1] for r in rows)), day_of(max(r[1] for r in rows))
@@ -315,10 +305,7 @@ class ArchiveDb:
                     "ORDER BY id ON CONFLICT DO NOTHING"
                 ).format(parent=sql.Identifier(SCHEMA, "pieces"), cols=columns)
             )
-            added = max(cur.rowcount, 0)
-            if added:
-                await cur.execute(_CODES_OF_INCOMING)
-            return added
+            return max(cur.rowcount, 0)
 
     async def drop_expired(self, retention_days: int, now: dt.datetime) -> list[str]:
         """Drop the partitions whose whole day is older than the retention; their names."""

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from drivers.archive_db import _MIGRATIONS, SCHEMA, SCHEMA_VERSION, ArchiveDb
-from drivers.archive_rows import COLUMNS, iso, parse_message
+from drivers.archive_db import _MIGRATIONS, SCHEMA, ArchiveDb
+from drivers.archive_rows import iso, parse_message
 from drivers.broker import LocalBroker
 from sorterd.trace import find
 from tests.archivekit import archive_site, archiver, run_cli, wait_online
@@ -140,22 +140,11 @@ async def _version_1(db_url: str, rows: list[tuple[Any, ...]]) -> None:
         await db.ensure_days({NOW.date() - n * DAY for n in range(3)})
         async with conn.transaction():
             await conn.execute(f"DROP TABLE {SCHEMA}.codes, {SCHEMA}.uncoded_days")
+            await conn.execute(f"DROP FUNCTION {SCHEMA}.note_codes CASCADE")  # and its trigger
             await conn.execute(f"UPDATE {SCHEMA}.meta SET value = '1'")
+        await db.write(rows)
     finally:
         await conn.close()
-    with psycopg.connect(db_url, password=ROLE_PASSWORD) as sync:
-        _insert_as_before(sync, rows)
-
-
-def _insert_as_before(conn: psycopg.Connection[tuple[Any, ...]], rows: list[Any]) -> None:
-    """Rows into `pieces` as an archiver of schema version 1 or 2 wrote them: no codes
-    (version 2's trigger notes them)."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"INSERT INTO {SCHEMA}.pieces ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join(['%s'] * len(COLUMNS))})",
-            rows,
-        )
 
 
 @pytest.mark.asyncio
@@ -169,7 +158,7 @@ async def test_an_archive_of_version_1_is_traced_before_and_after_its_codes_are_
     conn = await psycopg.AsyncConnection.connect(archive_db, password=ROLE_PASSWORD)
     try:
         db = ArchiveDb(conn)
-        assert await db.migrate() == SCHEMA_VERSION
+        assert await db.migrate() == 2
         await db.write(rows[2:4])  # today's pass, written after the upgrade
         # The three days of version 1, in `codes` partly (today's pass) or not at all:
         # searched whatever the code.
@@ -186,58 +175,6 @@ async def test_an_archive_of_version_1_is_traced_before_and_after_its_codes_are_
     assert _ids(archive_db, "ALT1") == ["d1", "r1", "d2", "r2"]
     assert _ids(archive_db, "BC1") == ["d1", "r1", "d2", "r2"]
     assert _ids(archive_db, "OTHER") == ["x2", "y2", "x1", "y1", "x0", "y0"]
-
-
-async def _version_2(db_url: str, rows: list[tuple[Any, ...]]) -> None:
-    """An archive as schema version 2 left it: its migrations as they were, the rows
-    inserted into `pieces` as an archiver of that version did, the trigger noting codes."""
-    with psycopg.connect(db_url, password=ROLE_PASSWORD) as conn:
-        conn.execute(f"CREATE SCHEMA {SCHEMA}")
-        conn.execute(f"CREATE TABLE {SCHEMA}.meta (key text PRIMARY KEY, value text)")
-        for step in _MIGRATIONS[:2]:
-            conn.execute(step.encode())
-        conn.execute(f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', '2')")
-        for day in {r[1].date() for r in rows}:
-            conn.execute(
-                f"CREATE TABLE {SCHEMA}.pieces_{day:%Y%m%d} PARTITION OF {SCHEMA}.pieces "
-                f"FOR VALUES FROM ('{day}T00:00Z') TO ('{day + DAY}T00:00Z')".encode()
-            )
-        _insert_as_before(conn, rows)
-
-
-def _trigger_and_function(db_url: str) -> tuple[int, int]:
-    with psycopg.connect(db_url, password=ROLE_PASSWORD) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = 'pieces_note_codes'), "
-            "(SELECT count(*) FROM pg_proc WHERE proname = 'note_codes')"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-@pytest.mark.asyncio
-async def test_an_archive_of_version_2_loses_its_trigger_and_keeps_every_code(
-    archive_db: str,
-) -> None:
-    rows = _item()
-    await _version_2(archive_db, rows[:2] + rows[4:])
-    assert _trigger_and_function(archive_db) == (1, 1)
-    noted = _codes(archive_db)  # by the trigger
-    assert ("]C1ALT", NOW.date() - 2 * DAY) in noted
-    conn = await psycopg.AsyncConnection.connect(archive_db, password=ROLE_PASSWORD)
-    try:
-        db = ArchiveDb(conn)
-        assert await db.migrate() == SCHEMA_VERSION == 3
-        assert _trigger_and_function(archive_db) == (0, 0)
-        assert await db.backfill_day() is None  # version 2's days were all noted
-        assert await db.write(rows) == 2  # today's pass new, the rest redelivered
-        assert await db.write(rows) == 0
-    finally:
-        await conn.close()
-    day = NOW.date()
-    assert _codes(archive_db) == sorted({*noted, ("BC1", day), ("ALT1", day), ("]C1ALT", day)})
-    for code in ("BC1", "ALT1", "]C1ALT"):
-        assert _ids(archive_db, code) == ["d1", "r1", "d2", "r2"], code
 
 
 @pytest.mark.asyncio
