@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--archive-trace-only", action="store_true", help="trace and report only (archive-trace)"
     )
+    g.add_argument(
+        "--archive-fresh",
+        action="store_true",
+        help="generate the trace archive again, not the cached one (benchmarks/archive_gen.py)",
+    )
     g = p.add_argument_group("soak")
     g.add_argument("--soak-minutes", type=float, help="minutes of induction (default 45)")
     g.add_argument("--soak-rate", type=float, help="items/h (default 200,000)")
@@ -148,6 +153,8 @@ def _archive_changes(args: argparse.Namespace, module: Any) -> dict[str, Any]:
         changes["rows"] = args.archive_rows
     if args.archive_trace_only:
         changes["ingest"] = False
+    if args.archive_fresh:
+        changes["fresh"] = True
     return changes
 
 

@@ -9,8 +9,11 @@ start until the last row is in the table, as a user sees a backlog drain after a
 Lag: 3 lines at `items_per_h` each publish decisions and results with the current time
 for `lag_s` seconds while the archiver runs; the lag of a message is `archived_at - ts`
 (the row's write time against the message's own time), p50/p99 over every message.
-Trace: `rows` generated rows (half decisions, half results) over `days` daily partitions,
-then `sorterd trace`'s lookup (sorterd.trace.find) of random codes on one connection; the
+Trace: `rows` generated rows (half decisions, half results) over `days` daily partitions
+(benchmarks/archive_gen.py: loaded day by day, the tables the same as an archiver makes;
+the server's folder kept in a cache outside the repository and reused by a later run of
+the same rows and days, which says "reused, generated at ..."; `--archive-fresh` makes it
+again), then `sorterd trace`'s lookup (sorterd.trace.find) of random codes on one connection; the
 same codes again at once (warm: their pages cached); and `cold` codes each on a server
 just restarted with the database's files evicted from the page cache (cold: every page
 read from disk, a new connection, as a `sorterd trace` after a quiet night). The search of
@@ -38,9 +41,10 @@ from typing import Any
 import aiomqtt
 import psycopg
 
+from benchmarks.archive_gen import Generated, generated_archive
 from benchmarks.common import percentiles_us
 from benchmarks.results import Section
-from drivers.archive_db import SCHEMA, ArchiveDb
+from drivers.archive_db import SCHEMA
 from drivers.broker import LocalBroker
 from sorterd.archive_report import query
 from sorterd.trace import find
@@ -50,11 +54,6 @@ from tests.pgkit import ROLE_PASSWORD, PgServer, pg_server
 __all__ = ["QUICK", "Options", "report", "run", "section_name"]
 
 HUB = "bench/hub"
-# What a generated row takes on disk with its share of the three indexes, with a margin
-# (measured about 370 B in the partitions and 125 B in the codes table at 50,000,000 rows):
-# a run generates no more than the disk holds.
-_DISK_B_PER_ROW = 600
-_DISK_SPARE_B = 5 * 2**30
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +69,13 @@ class Options:
     # False: only the trace and report figures (`--archive-trace-only`), in a section of
     # their own ("archive-trace"), e.g. at the issue's 50,000,000 rows.
     ingest: bool = True
+    # The generated archive kept in the cache and reused (benchmarks/archive_gen.py);
+    # `fresh`: generated again even when a cached one fits (`--archive-fresh`).
+    cache: bool = True
+    fresh: bool = False
 
 
-QUICK = Options(messages=10_000, lag_s=5.0, rows=200_000, days=5, lookups=50, cold=3)
+QUICK = Options(messages=10_000, lag_s=5.0, rows=200_000, days=5, lookups=50, cold=3, cache=False)
 
 
 def _payloads(n: int, now: dt.datetime, line: int, start: int = 0) -> list[tuple[str, bytes]]:
@@ -126,12 +129,23 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(proc.wait(), 60)
 
 
-async def _wait_rows(url: str, n: int, timeout_s: float) -> None:
+async def _wait_rows(url: str, n: int, timeout_s: float, every_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while _count(url) < n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{_count(url)} of {n} rows archived in {timeout_s} s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every_s)
+
+
+def _written(url: str, line: str) -> tuple[dt.datetime, dt.datetime]:
+    """When the first and the last row of a line were written (their `archived_at`)."""
+    with psycopg.connect(url, password=ROLE_PASSWORD) as conn:
+        row = conn.execute(
+            f"SELECT min(archived_at), max(archived_at) FROM {SCHEMA}.pieces WHERE line = %s",
+            (line,),
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 async def _ingest(opts: Options, url: str, broker: LocalBroker, folder: Path) -> dict[str, Any]:
@@ -142,13 +156,14 @@ async def _ingest(opts: Options, url: str, broker: LocalBroker, folder: Path) ->
     now = dt.datetime.now(dt.UTC)
     backlog = _payloads(opts.messages, now, 0)
     await _publish(broker.port, backlog)
-    t0 = time.perf_counter()
+    started = dt.datetime.now(dt.UTC)
     proc = await _archiver(site)
-    await _wait_rows(url, 1, 60)
-    t_first = time.perf_counter()
-    await _wait_rows(url, opts.messages, 600)
-    drain_s = time.perf_counter() - t0
-    steady_s = time.perf_counter() - t_first
+    # The times are the rows' own (`archived_at`, the server's clock on this machine): the
+    # wait polls seldom, so that counting the table takes no CPU from what is measured.
+    await _wait_rows(url, opts.messages, 600, every_s=0.5)
+    first, last = _written(url, f"{HUB}/line-0")
+    drain_s = (last - started).total_seconds()
+    steady_s = (last - first).total_seconds()
     # Lag: live traffic of `lines` lines while it runs.
     per_line_s = 2 * opts.items_per_h / 3600  # a decision and a result per item
     interval_s = 1 / (per_line_s * opts.lines)
@@ -182,52 +197,6 @@ async def _ingest(opts: Options, url: str, broker: LocalBroker, folder: Path) ->
         "live_messages": sent,
         "lag_us": percentiles_us([int(x * 1000) for x in lags]),
     }
-
-
-def _generate(url: str, rows: int, days: int) -> tuple[dt.date, float]:
-    """`rows` rows over `days` days ending today; the last day and the seconds it took."""
-    today = dt.datetime.now(dt.UTC).date()
-    first = today - dt.timedelta(days=days - 1)
-    items = rows // 2
-    span_s = days * 86_400
-    t0 = time.perf_counter()
-
-    async def partitions() -> None:
-        conn = await psycopg.AsyncConnection.connect(url, password=ROLE_PASSWORD)
-        db = ArchiveDb(conn)
-        await db.migrate()
-        await db.ensure_days({first + dt.timedelta(days=d) for d in range(days + 1)})
-        await conn.close()
-
-    asyncio.run(partitions())
-    start = dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC)
-    with psycopg.connect(url, password=ROLE_PASSWORD, autocommit=True) as conn:
-        step = 500_000
-        for lo in range(0, items, step):
-            hi = min(items, lo + step)
-            conn.execute(
-                f"""
-                INSERT INTO {SCHEMA}.pieces (id, ts, kind, line, tracking_id, seq, barcode,
-                    codes, destination, chute, reason, chute_actual, outcome, recirculations,
-                    latency_ms)
-                SELECT k || g, %(start)s + (g::float8 * %(span)s / %(items)s + d)
-                        * interval '1 second',
-                    CASE k WHEN 'd-' THEN 'decision' ELSE 'result' END,
-                    'hub/line-' || (g %% 3), g %% 100000, g %% 65536,
-                    'RB' || lpad(g::text, 9, '0') || 'MA',
-                    CASE k WHEN 'd-' THEN ARRAY['RB' || lpad(g::text, 9, '0') || 'MA',
-                        ']C1' || lpad(g::text, 18, '0')] END,
-                    'D' || (g %% 40), g %% 200,
-                    CASE k WHEN 'd-' THEN 'ok' END,
-                    CASE k WHEN 'r-' THEN g %% 200 END,
-                    CASE k WHEN 'r-' THEN 'sorted' END, 0, 0.2
-                FROM generate_series(%(lo)s, %(hi)s - 1) g,
-                    (VALUES ('d-', 0), ('r-', 20)) AS kinds(k, d)
-                """.encode(),
-                {"start": start, "span": span_s, "items": items, "lo": lo, "hi": hi},
-            )
-        conn.execute(f"ANALYZE {SCHEMA}.pieces")
-    return today, time.perf_counter() - t0
 
 
 def _codes(opts: Options, rows: int, seed: int = 1) -> list[str]:
@@ -312,14 +281,40 @@ def _cold(server: PgServer, url: str, opts: Options, rows: int) -> dict[str, Any
     }
 
 
+def _run_ingest(opts: Options) -> dict[str, Any]:
+    """Ingest and lag, on a server and broker of their own."""
+    folder = Path(tempfile.mkdtemp(prefix="sorterd-bench-archive-"))
+    try:
+        with pg_server() as server:
+
+            async def ingest() -> dict[str, Any]:
+                async with LocalBroker(kind="mosquitto") as broker:
+                    return await _ingest(opts, server.new_database(), broker, folder)
+
+            return asyncio.run(ingest())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_trace(opts: Options) -> tuple[dict[str, Any], Generated]:
+    """Trace and report on the generated archive: the cached one, or one made now."""
+    root = None if opts.cache else Path(tempfile.mkdtemp(prefix="sorterd-bench-archive-"))
+    try:
+        with generated_archive(opts.rows, opts.days, root=root, fresh=opts.fresh) as (
+            server,
+            made,
+        ):
+            looked = _lookups(made.url, opts, made.rows, made.last)
+            looked |= _cold(server, made.url, opts, made.rows) if opts.cold else {}
+            looked["table_bytes"] = _table_bytes(made.url)
+    finally:
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+    return looked, made
+
+
 def section_name(opts: Options) -> str:
     return "archive" if opts.ingest else "archive-trace"
-
-
-def _rows_that_fit(asked: int, folder: Path) -> int:
-    """`asked`, or fewer when the disk under the server's folder cannot hold them."""
-    free_b = shutil.disk_usage(folder).free - _DISK_SPARE_B
-    return max(0, min(asked, free_b // _DISK_B_PER_ROW))
 
 
 def _table_bytes(url: str) -> int:
@@ -339,28 +334,13 @@ def run(opts: Options | None = None) -> Section:
         "items_per_h": opts.items_per_h, "lag_s": opts.lag_s, "rows": opts.rows,
         "days": opts.days,
     })  # fmt: skip
-    folder = Path(tempfile.mkdtemp(prefix="sorterd-bench-archive-"))
-    ingested: dict[str, Any] = {}
-    try:
-        with pg_server() as server:
-
-            async def ingest() -> dict[str, Any]:
-                async with LocalBroker(kind="mosquitto") as broker:
-                    return await _ingest(opts, server.new_database(), broker, folder)
-
-            if opts.ingest:
-                ingested = asyncio.run(ingest())
-            url = server.new_database()
-            rows = _rows_that_fit(opts.rows, server.folder)
-            today, generate_s = _generate(url, rows, opts.days)
-            looked = _lookups(url, opts, rows, today)
-            looked |= _cold(server, url, opts, rows) if opts.cold else {}
-            table_b = _table_bytes(url)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    ingested = _run_ingest(opts) if opts.ingest else {}
+    looked, made = _run_trace(opts)
+    rows = made.rows
     section.details = {
-        **ingested, **looked, "generate_s": generate_s, "rows_generated": rows,
-        "table_bytes": table_b,
+        **ingested, **looked, "generate_s": made.generate_s, "rows_generated": made.rows,
+        "generated_at": made.generated_at, "reused": made.reused, "origin": made.origin(),
+        "cache": str(made.folder) if opts.cache else None,
     }  # fmt: skip
     if opts.ingest:
         section.add(
@@ -409,13 +389,20 @@ def report(section: Section) -> list[str]:
     fitted = "" if r["rows_generated"] == p["rows"] else f" (of {p['rows']:,} asked: the disk)"
     return [
         *lines,
-        f"trace in {r['rows_generated']:,} rows{fitted} over {p['days']} days (generated in "
-        f"{r['generate_s']:.0f} s, {r['table_bytes'] / 2**30:.1f} GiB): p50 "
+        f"trace in {r['rows_generated']:,} rows{fitted} over {p['days']} days ({_origin(r)}, "
+        f"{r['table_bytes'] / 2**30:.1f} GiB): p50 "
         f"{r['trace_us']['p50'] / 1000:.2f} ms, p99 {r['trace_us']['p99'] / 1000:.2f} ms "
         f"({r['found']} found)",
         *_kinds(r),
         f"report of one day ({r['report_items']:,} items): {r['report_s']:.2f} s (target <= 5 s)",
     ]
+
+
+def _origin(r: dict[str, Any]) -> str:
+    """Generated by this run, or reused from the cache (results before the cache: the
+    former)."""
+    origin = r.get("origin") or f"generated in {r['generate_s']:.0f} s"
+    return f"{origin}; cache {r['cache']}" if r.get("cache") else str(origin)
 
 
 def _kinds(r: dict[str, Any]) -> list[str]:

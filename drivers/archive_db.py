@@ -37,8 +37,10 @@ from sorter.errors import SorterdError
 
 __all__ = [
     "SCHEMA",
+    "SCHEMA_VERSION",
     "ArchiveDb",
     "ArchiveDbError",
+    "codes_of",
     "connect",
     "connect_sync",
     "day_of",
@@ -119,6 +121,16 @@ _MIGRATIONS: tuple[str, ...] = (
         FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.note_codes();
     """,
 )
+
+
+# The version `ArchiveDb.migrate` brings a schema to.
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def codes_of(source: str) -> str:
+    """The statement that notes (code, day) of every row of the table `source` (a
+    qualified, quoted name) in `codes`."""
+    return _CODES_OF.format(source=source)
 
 
 class ArchiveDbError(SorterdError):
@@ -258,7 +270,7 @@ class ArchiveDb:
         forget = f"DELETE FROM {SCHEMA}.uncoded_days WHERE day = %s"
         try:
             async with self.conn.transaction():
-                await self.conn.execute(_CODES_OF.format(source=table).encode())
+                await self.conn.execute(codes_of(table).encode())
                 await self.conn.execute(forget, (day,))
         except psycopg.errors.UndefinedTable:
             async with self.conn.transaction():  # dropped meanwhile: nothing to fill in

@@ -58,14 +58,15 @@ def pg_missing() -> str | None:
 
 
 class PgServer:
-    """One server in its own folder; `start`/`stop` may be called again (outage tests)."""
+    """One server in its own folder; `start`/`stop` may be called again (outage tests).
+    `folder`: where its data lives (kept: benchmarks/archive.py's cache), else a temp one."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         bin_dir = pg_bin()
         assert bin_dir is not None, pg_missing()
         self.bin = bin_dir
         self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="sorterd-pg-"))
+        self.folder = folder if folder is not None else Path(tempfile.mkdtemp(prefix="sorterd-pg-"))
         self.data = self.folder / "data"
         self.sockets = self.folder / "run"
         self.log = self.folder / "server.log"
