@@ -168,8 +168,10 @@ class WindowPairing:
             and t_ns - self._last_t_ns < self.before_ns + self.after_ns
         ):
             self._too_close(t_ns, now_ns)
-        # Written after the poll before (and after the request before it), by t at latest.
-        lo_ns = min(max(req.earliest_ns or t_ns, self._last_lo_ns), t_ns)
+        # Written after the poll before, and at least `spacing` after the request before
+        # (the items are that far apart on the belt); by t at latest.
+        floor_ns = self._last_lo_ns + self.spacing_ns if self._started else 0
+        lo_ns = min(max(req.earliest_ns or t_ns, floor_ns), t_ns)
         self._last_t_ns = t_ns
         self._last_lo_ns = lo_ns
         self._started = True
