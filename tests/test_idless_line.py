@@ -189,7 +189,7 @@ async def test_idless_tunnel_at_full_rate_pairs_every_read_with_its_item(
     assert all("bottom" not in (p.reads or {}) for _, p in after)
     # Two heads of three keep the read rate up: items carrying codes were read. Unless the
     # machine starved the daemon so that reads could belong to two items and were dropped
-    # (sorter/tracker_window.py; under a load average of 10 to 19 nearly all were): then
+    # (sorter/tracker_window.py; 3 to 22 of about 700 at a load average of 7 to 12): then
     # only the checks above hold, never a neighbour's read.
     with_codes = [(rec, p) for rec, p in after if rec.item.codes]
     read = sum(1 for rec, p in with_codes if checked.decisions[(rec.tracking_id, p.seq)]["codes"])
