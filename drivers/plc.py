@@ -18,6 +18,7 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -251,6 +252,9 @@ class PlcLink:
         self._client: _ModbusClient | None = None
         self._reported = False
         self._line_logged = False
+        # When the last read of the header went out (kept across reconnects: requests left
+        # in the ring were written after it); 1 until then.
+        self._polled_ns = 1
 
     @property
     def max_chute(self) -> int:
@@ -418,7 +422,8 @@ class PlcLink:
             now = self.clock_ns()
             header = await self._read(Read(0, R.HEADER_COUNT))
             self._link_change(self.handshake.watch_heartbeat(header, now))
-            await self._take_requests(header)
+            await self._take_requests(header, self._polled_ns)
+            self._polled_ns = now  # the ring held no later request when this read went out
             await self._flush_replies()
             await self._take_confirmations(header)
             now = self.clock_ns()
@@ -451,7 +456,9 @@ class PlcLink:
         if change is not None:
             self._set_connected(change.connected, change.reason)
 
-    async def _take_requests(self, header: list[int]) -> None:
+    async def _take_requests(self, header: list[int], polled_ns: int) -> None:
+        """`polled_ns`: when the previous read of the header went out; the requests it did
+        not show were written after that (1 before the first: any time before)."""
         plan = self.handshake.plan_requests(header)
         if plan is None:
             return
@@ -462,6 +469,9 @@ class PlcLink:
         if requests is None:
             return  # stopped while reading: not handed over, not acknowledged
         self._read_ahead_until_ns = 0  # the request a read waited for is likely here
+        # A slow poll leaves the time each was written open back to the last poll: the
+        # pairing of reads without tracking id must know (sorter/tracker_window.py).
+        requests = [replace(req, earliest_ns=min(polled_ns, now)) for req in requests]
         self.handler.on_requests(requests)
         # Replies decided in on_requests go out before the ack, so a PLC that sees the ack
         # move already finds the replies of the same cycle in its ring.

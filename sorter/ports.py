@@ -127,7 +127,11 @@ class SortRequest:
     width_mm: int
     height_mm: int
     weight_g: int
-    received_ns: int = 0
+    received_ns: int = 0  # time.monotonic_ns() once the poll that saw it was answered
+    # The PLC wrote it after this (the previous poll of its ring was sent then): with
+    # received_ns, the span a slow poll leaves open (sorter/tracker_window.py). 0: not known,
+    # taken as received_ns.
+    earliest_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

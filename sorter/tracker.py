@@ -70,11 +70,14 @@ class Tracker:
         window_after_ns: int = DEFAULT_WINDOW_AFTER_NS,
         merge_window_ns: int = DEFAULT_MERGE_WINDOW_NS,
         head_miss_limit: int = DEFAULT_HEAD_MISS_LIMIT,
+        item_spacing_ns: int | None = None,
     ) -> None:
         """`heads` maps each scanner name to its tunnel name, in merge order; a head not
         named there is its own tunnel. `max_items` bounds the requests remembered to drop
         duplicates (re-reads after a reconnect are within one 64-slot ring), the reads
-        waiting for their request and the recent decisions kept to spot late reads."""
+        waiting for their request and the recent decisions kept to spot late reads.
+        `item_spacing_ns`: the least time between two items at the tunnel, when known (else
+        the window's width, which must be less: sorter/tracker_window.py)."""
         if min(window_before_ns, window_after_ns, merge_window_ns) < 0:
             raise ValueError("windows must be >= 0")
         self.scan_wait_ns = scan_wait_ns
@@ -88,7 +91,14 @@ class Tracker:
         self._waiting = WaitingItems()
         self._reads = ReadsById(scan_ttl_ns, max_items, self.stats)
         self._windows = WindowPairing(
-            window_before_ns, window_after_ns, max_items, self._book, self._attach, self._check
+            window_before_ns,
+            window_after_ns,
+            max_items,
+            self._book,
+            self._attach,
+            self._check,
+            spacing_ns=item_spacing_ns,
+            wait_ns=scan_wait_ns,
         )
         self._seen: BoundedMap[tuple[int, int], None] = BoundedMap(max_items)
         # Decided items by tracking id, as (seq, decided_ns, heads that read it): tuples of
@@ -138,6 +148,7 @@ class Tracker:
         """A new sort request: the matches it makes ready (usually itself, when its reads
         are all here already, or nothing while it waits)."""
         key = (req.tracking_id, req.seq)
+        self._windows.note_time(now_ns)
         if not self._seen.add(key):
             # The same message seen twice (PLC re-sent after a reconnect): answer it once.
             self.stats.duplicate_requests += 1
@@ -164,6 +175,7 @@ class Tracker:
     def on_scan(self, scan: ScanRead, now_ns: int) -> list[Match]:
         """A read from a scanner head: the matches it makes ready."""
         out: list[Match] = []
+        self._windows.note_time(now_ns)
         self._reads.expire(now_ns)
         head = self._book.get(scan.scanner)
         if scan.codes:
@@ -198,13 +210,15 @@ class Tracker:
         if self._window_heads:
             window = self._windows.next_deadline_ns()
             if window is not None and (best is None or window < best):
-                return window
+                best = window
+            self._windows.arm(best)  # called much later than this: the daemon stalled
         return best
 
     def expire(self, now_ns: int) -> list[Match]:
         """Everything due by now: requests whose wait or merge window ran out, windows that
         closed, reads that can no longer find an item."""
         out: list[Match] = []
+        self._windows.note_time(now_ns)
         waiting = self._waiting
         while (item := waiting.pop_due(now_ns)) is not None:
             self._decide(item, now_ns, out)
@@ -229,6 +243,7 @@ class Tracker:
             "reads_late": s.reads_late,
             "head_misses": s.head_misses,
             "requests_within_window": s.requests_within_window,
+            "reads_ambiguous": s.reads_ambiguous,
         }
 
     # --- the item's state -----------------------------------------------------------------

@@ -39,6 +39,10 @@ class TrackerStats:
     # heads: their reads may be paired by order only (a batch after a stall or an outage,
     # or items closer than the window allows: docs/tunnels.md).
     requests_within_window: int = 0
+    # Reads without tracking id that more than one request could hold, given how late the
+    # daemon may have taken the times (a stall, a slow PLC poll): dropped, never paired
+    # with a neighbour (sorter/tracker_window.py). Counted in reads_orphaned too.
+    reads_ambiguous: int = 0
 
 
 @dataclass(slots=True)
@@ -78,6 +82,9 @@ class Head:
     stats: HeadStats
     order: int  # merge order within its tunnel (and across heads: the order named)
     cursor: int = -1  # number of the last request this (window) head is done with
+    # The time (t_ns) of the last request it was done with without a read, since its last
+    # read was paired: its next read may still be that request's (sorter/tracker_window.py).
+    skipped_ns: int | None = None
     pending: deque[ScanRead] = field(default_factory=deque)  # window reads waiting
 
 

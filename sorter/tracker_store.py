@@ -42,6 +42,9 @@ class Item:
     number: int  # position in the request timeline, counts up by one per request
     t_ns: int  # the request's time (when it was read off the PLC)
     deadline_ns: int
+    # The PLC wrote it within [lo_ns, t_ns] (sorter/tracker_window.py): lo_ns is when the
+    # poll before the one that saw it went out.
+    lo_ns: int = 0
     tunnel: str | None = None  # the tunnel of its first read
     reads: dict[str, ScanRead] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)  # heads that read it or cannot anymore

@@ -155,6 +155,7 @@ def _tracker(cfg: SiteConfig) -> Tracker:
         window_after_ns=tracking.window_after_ms * 1_000_000,
         merge_window_ns=tracking.merge_window_ms * 1_000_000,
         head_miss_limit=tracking.head_miss_limit,
+        item_spacing_ns=tracking.item_spacing_ms and tracking.item_spacing_ms * 1_000_000,
     )
 
 
