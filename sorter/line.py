@@ -235,14 +235,14 @@ class Line:
     # --- scans, timeouts, stats -------------------------------------------------------
 
     def on_scan(self, read: ScanRead) -> None:
-        held = self.tracker.pending_scans
         for match in self.tracker.on_scan(read, self.clock_ns()):
             self._decide(match)
         self.durable.commit()
+        tracking_id = read.tracking_id
         if (
-            read.tracking_id is not None
+            tracking_id is not None
             and self.on_read_ahead is not None
-            and self.tracker.pending_scans > held
+            and self.tracker.holds_read(tracking_id)
         ):
             # The read was put aside for its request, which is in the PLC's ring or about
             # to be: read it now rather than at the next poll. A read that joined a

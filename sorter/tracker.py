@@ -129,6 +129,10 @@ class Tracker:
     def pending_scans(self) -> int:
         return len(self._reads) + self._windows.pending_reads
 
+    def holds_read(self, tracking_id: int) -> bool:
+        """Whether a read of this id waits for its request (it came first)."""
+        return tracking_id in self._reads
+
     def is_waiting(self, tracking_id: int, seq: int) -> bool:
         """Whether this request waits for its reads (not decided, not a duplicate)."""
         return (tracking_id, seq) in self._waiting

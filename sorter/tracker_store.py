@@ -143,6 +143,9 @@ class ReadsById:
     def __len__(self) -> int:
         return len(self._order)
 
+    def __contains__(self, tracking_id: int) -> bool:
+        return tracking_id in self._reads
+
     def put(self, head: str, scan: ScanRead, tracking_id: int) -> None:
         per_head = self._reads.setdefault(tracking_id, {})
         if head in per_head:

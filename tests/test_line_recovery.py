@@ -145,3 +145,17 @@ def test_a_read_whose_request_is_here_already_asks_for_no_poll(tmp_path: Path) -
     assert asked == []
     line.core.on_scan(ScanRead("tunnel-1", 9, CODES, line.now_ns))  # the read first
     assert asked == [1]
+
+
+def test_reads_first_ask_for_a_poll_on_a_line_that_has_run_a_while(tmp_path: Path) -> None:
+    """Every read that comes before its request asks, also once the tracker's store of
+    reads is in its steady state (each new read as an old one leaves it by its age)."""
+    line = Rig(tmp_path / "j.sqlite")
+    asked: list[int] = []
+    line.core.on_read_ahead = lambda: asked.append(len(line.replies))
+    items = 45  # one a second: the first reads pass the tracker's 30 s before the last
+    for tid in range(1, items + 1):
+        line.now_ns += 1000 * MS
+        line.core.on_scan(ScanRead("tunnel-1", tid, CODES, line.now_ns))
+        line.core.on_requests([line.request(tid, tid)])
+    assert asked == list(range(items))
