@@ -17,10 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from benchmarks import archive_gen
 from benchmarks.archive_gen import generated_archive, partition_days
 from drivers.archive_db import SCHEMA, ArchiveDb
 from drivers.archive_rows import COLUMNS
-from tests.pgkit import ROLE_PASSWORD
+from tests.pgkit import ROLE_PASSWORD, PgServer
 
 pytestmark = pytest.mark.requires("postgresql")
 
@@ -89,7 +90,9 @@ def _shape(url: str) -> dict[str, set[tuple[Any, ...]]]:
 
 
 def test_generated_tables_are_what_an_archiver_writes(cache: Path) -> None:
-    with generated_archive(20_000, 3, root=cache) as (server, made):
+    # 2 days: an item every 17 s, its result 20 s after its decision (the issue's 50,000,000
+    # rows in 30 days: every 0.1 s), so that time's order interleaves items.
+    with generated_archive(20_000, 2, root=cache) as (server, made):
         assert not made.reused
         assert made.rows == 20_000
         rows = _rows(made.url)
@@ -105,6 +108,39 @@ def test_generated_tables_are_what_an_archiver_writes(cache: Path) -> None:
         assert len(noted) > 20_000
         for name in _SHAPE:
             assert generated[name] == archived[name], name
+        # The heap in the order a live archiver writes it (the messages of batch_wait_ms,
+        # 200 ms, at a time: their time's order), not an item's decision and result side by
+        # side 20 s of other rows early: what a cold trace reads from disk.
+        heap = _heap_order(made.url)
+        assert heap == sorted(heap)
+
+
+def _heap_order(url: str) -> list[tuple[Any, ...]]:
+    """(partition, ts, id) of every row in the order of the partitions' heaps."""
+    with psycopg.connect(url, password=ROLE_PASSWORD) as conn:
+        return conn.execute(
+            f"SELECT tableoid::regclass::text, ts, id FROM {SCHEMA}.pieces ORDER BY 1, ctid"
+        ).fetchall()
+
+
+def test_a_failed_generation_leaves_no_server_running(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*_: Any) -> None:
+        raise RuntimeError("generation failed")
+
+    monkeypatch.setattr(archive_gen, "_generate", fail)
+    folder = cache / "archive-2000-rows-2-days"
+    try:
+        with (
+            pytest.raises(RuntimeError, match="generation failed"),
+            generated_archive(2_000, 2, root=cache),
+        ):
+            pass
+        assert not (folder / "data" / "postmaster.pid").exists()
+    finally:
+        if (folder / "data" / "postmaster.pid").exists():  # left by the defect: stopped
+            PgServer(folder).stop()
 
 
 def test_the_cache_is_reused_and_regenerated_when_stale(cache: Path) -> None:
