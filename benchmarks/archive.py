@@ -340,7 +340,8 @@ def run(opts: Options | None = None) -> Section:
     section.details = {
         **ingested, **looked, "generate_s": made.generate_s, "rows_generated": made.rows,
         "generated_at": made.generated_at, "reused": made.reused, "origin": made.origin(),
-        "cache": str(made.folder) if opts.cache else None,
+        # The folder's name only: where the cache lives is the machine's business.
+        "cache": made.folder.name if opts.cache else None,
     }  # fmt: skip
     if opts.ingest:
         section.add(
