@@ -286,11 +286,16 @@ class Handshake:
         )
 
     def take_requests(
-        self, plan: RingRead, blocks: Sequence[Sequence[int]], now_ns: int
+        self,
+        plan: RingRead,
+        blocks: Sequence[Sequence[int]],
+        now_ns: int,
+        earliest_ns: int = 0,
     ) -> list[SortRequest] | None:
         """The requests of the slots read for `plan`; None when intake stopped meanwhile
         (then nothing is handed over or acknowledged). Moves req_ack to the head: the next
-        `reply_writes(ack=True)` carries it."""
+        `reply_writes(ack=True)` carries it. `earliest_ns`: the soonest each can have been
+        written (0: unknown)."""
         if not self.intake:
             return None
         requests = []
@@ -303,7 +308,7 @@ class Handshake:
                     self.stats.bad_requests += 1
                     self._warn_bad(now_ns, "request slot with wrong seq skipped", expected=expected)
                 continue
-            requests.append(R.decode_request(regs, now_ns))
+            requests.append(R.decode_request(regs, now_ns, earliest_ns))
         self.req_ack = plan.head
         self.stats.requests += len(requests)
         return requests

@@ -18,7 +18,6 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -300,8 +299,8 @@ class PlcLink:
     def expect_request(self) -> None:
         """A scanner read came whose request is not read yet: poll now, and every
         READ_AHEAD_POLL_S until a request comes or one poll interval (at most
-        READ_AHEAD_MAX_NS) has passed, so the
-        request is answered without waiting for the next poll (`poll_on_read`)."""
+        READ_AHEAD_MAX_NS) has passed, so the request is answered without waiting for the
+        next poll (`poll_on_read`)."""
         if not self.poll_on_read:
             return
         now = self.clock_ns()
@@ -465,13 +464,14 @@ class PlcLink:
         if plan.jumped:
             self.handler.on_counters_jumped(Ring.REQUESTS)
         now = self.clock_ns()
-        requests = self.handshake.take_requests(plan, await self._read_all(plan.reads), now)
+        # A slow poll leaves the time each was written open back to the last poll: the
+        # pairing of reads without tracking id must know (sorter/tracker_window.py).
+        requests = self.handshake.take_requests(
+            plan, await self._read_all(plan.reads), now, min(polled_ns, now)
+        )
         if requests is None:
             return  # stopped while reading: not handed over, not acknowledged
         self._read_ahead_until_ns = 0  # the request a read waited for is likely here
-        # A slow poll leaves the time each was written open back to the last poll: the
-        # pairing of reads without tracking id must know (sorter/tracker_window.py).
-        requests = [replace(req, earliest_ns=min(polled_ns, now)) for req in requests]
         self.handler.on_requests(requests)
         # Replies decided in on_requests go out before the ack, so a PLC that sees the ack
         # move already finds the replies of the same cycle in its ring.

@@ -232,7 +232,7 @@ def encode_request(req: SortRequest) -> list[int]:
     ]
 
 
-def decode_request(regs: list[int], received_ns: int = 0) -> SortRequest:
+def decode_request(regs: list[int], received_ns: int = 0, earliest_ns: int = 0) -> SortRequest:
     return SortRequest(
         seq=regs[0],
         tracking_id=join32(regs[1], regs[2]),
@@ -242,6 +242,7 @@ def decode_request(regs: list[int], received_ns: int = 0) -> SortRequest:
         height_mm=regs[6],
         weight_g=regs[7],
         received_ns=received_ns,
+        earliest_ns=earliest_ns,
     )
 
 
